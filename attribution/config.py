@@ -1,0 +1,393 @@
+"""Typed, validated configuration for every stage.
+
+One YAML file (``conf/local.yaml``, ``conf/cluster.yaml``) plus repeatable ``--set dotted.key=value``
+overrides are loaded into frozen dataclasses. Unknown keys, wrong types and missing required values
+fail at start with a :class:`ConfigError` that names the dotted key, so a typo in a 2-hour cluster job
+is caught in the first second, not at the last stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The schema. Defaults are the seed's (../shared/seed) where it states one.
+# --------------------------------------------------------------------------------------------------
+
+INPUT_FORMATS = ("parquet", "csv", "json", "delta", "table")
+EVENT_TYPE_LABELS = ("event", "event_feature")
+TIMESTAMP_EPOCH_FORMATS = ("epoch_s", "epoch_ms")
+
+
+@dataclass(frozen=True)
+class RunConf:
+    """Identity and reproducibility of one run."""
+
+    run_id: Optional[str] = None  # None: a timestamped id is made at start
+    seed: int = 7
+    output_dir: str = "outputs"
+
+
+@dataclass(frozen=True)
+class SparkConf:
+    """How the SparkSession is built. ``master`` stays None under spark-submit (it sets the master)."""
+
+    app_name: str = "session-attribution"
+    master: Optional[str] = None
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InputColumns:
+    """Names of the columns in the warehouse's own event table."""
+
+    user_id: str = "user_id"
+    device_id: str = "device_id"
+    event_ts: str = "event_timestamp"
+    event_name: str = "event_name"
+    store_id: Optional[str] = "store_id"
+    discovery_feature: Optional[str] = "discovery_feature"
+    event_rank: Optional[str] = "event_rank"
+
+
+@dataclass(frozen=True)
+class InputConf:
+    """Where the raw events are and how to read them."""
+
+    path: Optional[str] = None  # a path, or the table name when format is 'table'
+    format: str = "parquet"
+    options: dict[str, str] = field(default_factory=dict)  # passed to the Spark reader (csv header, ...)
+    columns: InputColumns = field(default_factory=InputColumns)
+    # None: the column is a timestamp, or an ISO-8601 string. Else a Spark datetime pattern
+    # ("yyyy-MM-dd HH:mm:ss.SSS") or epoch_s / epoch_ms for numbers.
+    timestamp_format: Optional[str] = None
+    # Zone of timestamps written without an offset, and the zone whose calendar day bounds a session.
+    time_zone: str = "UTC"
+    # Events outside [valid_from, valid_until) are quarantined (epoch-zero and far-future clocks).
+    valid_from: str = "2000-01-01"
+    valid_until: str = "2100-01-01"
+
+
+@dataclass(frozen=True)
+class StoreColumns:
+    store_id: str = "store_id"
+    store_name: Optional[str] = "store_name"
+    store_category: Optional[str] = "store_category"
+    store_tag: Optional[str] = "store_tag"
+    is_new_vertical: Optional[str] = "is_new_vertical"
+
+
+@dataclass(frozen=True)
+class StoresConf:
+    """Optional stores dimension, joined to events by broadcast."""
+
+    path: Optional[str] = None
+    format: str = "parquet"
+    options: dict[str, str] = field(default_factory=dict)
+    columns: StoreColumns = field(default_factory=StoreColumns)
+
+
+DEFAULT_CONVERSION_EVENTS = ("action_place_order", "system_checkout_success")
+DEFAULT_FUNNEL_EVENTS = (
+    "action_add_item",
+    "action_quick_add_item",
+    "cart_page_load",
+    "checkout_page_load",
+    "action_place_order",
+    "system_checkout_success",
+)
+
+
+@dataclass(frozen=True)
+class EventsConf:
+    """Business rules on event names."""
+
+    conversion_events: list[str] = field(default_factory=lambda: list(DEFAULT_CONVERSION_EVENTS))
+    funnel_events: list[str] = field(default_factory=lambda: list(DEFAULT_FUNNEL_EVENTS))
+    # Events whose name contains this (case-insensitive) are left out of the model input; "" disables.
+    error_substring: str = "error"
+    # When set, event names outside this list (and outside the funnel) are quarantined as unknown.
+    known_events: Optional[list[str]] = None
+    # "event": event_type = event name; "event_feature": "m_card_click - Traditional Carousel".
+    event_type_label: str = "event"
+
+
+@dataclass(frozen=True)
+class FunnelConf:
+    # False keeps funnel events in the model input, to reproduce the seed's leakage comparison.
+    exclude: bool = True
+
+
+@dataclass(frozen=True)
+class SessionConf:
+    inactivity_gap_minutes: float = 30.0
+    max_length: int = 100
+    min_events: int = 2
+    # Device-days with more raw events than this are excluded as bot-like (None: keep all).
+    max_events_per_device_day: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class SplitConf:
+    """Deterministic train/validation/test split by a hash of session_id."""
+
+    train: float = 0.7
+    validation: float = 0.1
+    test: float = 0.2
+    salt: str = "split-v1"
+
+
+@dataclass(frozen=True)
+class GenerateConf:
+    """The embedded synthetic clickstream (jobs/generate.py)."""
+
+    output_path: str = "data/raw_events"
+    stores_path: str = "data/stores"
+    ground_truth_path: str = "data/ground_truth.json"
+    n_users: int = 12000
+    n_days: int = 2
+    start_date: str = "2025-01-15"
+    n_stores: int = 400
+    n_bot_users: int = 3
+    bot_events_per_day: int = 20000
+    partitions: int = 8
+    dirty_fraction: float = 0.002  # share of rows for each dirty kind
+    noise_sd: float = 0.5  # unobserved per-session noise on the conversion logit
+    base_logit: float = -2.9
+
+
+@dataclass(frozen=True)
+class SessionsOutputConf:
+    sessions_path: str = "sessions"  # relative paths are under run.output_dir
+    quarantine_path: str = "quarantine"
+    summary_path: str = "sessionize_summary.json"
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConf = field(default_factory=RunConf)
+    spark: SparkConf = field(default_factory=SparkConf)
+    input: InputConf = field(default_factory=InputConf)
+    stores: StoresConf = field(default_factory=StoresConf)
+    events: EventsConf = field(default_factory=EventsConf)
+    funnel: FunnelConf = field(default_factory=FunnelConf)
+    session: SessionConf = field(default_factory=SessionConf)
+    split: SplitConf = field(default_factory=SplitConf)
+    generate: GenerateConf = field(default_factory=GenerateConf)
+    sessions: SessionsOutputConf = field(default_factory=SessionsOutputConf)
+
+    def output(self, relative: str) -> str:
+        """Resolve an output location: absolute paths and URIs stay, others go under run.output_dir."""
+        if "://" in relative or relative.startswith("/"):
+            return relative
+        return str(Path(self.run.output_dir) / relative)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return the typed value or raise ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, found {type(value).__name__} {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, found {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, found {type(value).__name__} {value!r}")
+        # Spark conf and reader options are strings; YAML numbers and booleans are written as Spark expects.
+        return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+    if value is None:
+        raise ConfigError(f"{key}: a value is required ({_type_name(tp)}), found null")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # run_id: 20250115 is a fine id
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, found {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]} (known keys{' under ' + prefix if prefix else ''}: "
+            f"{', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for name, raw in data.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(raw, hints[name], key)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {dotted}: empty key segment")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {part} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+_SET_RE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.]*)=(?P<value>.*)$", re.S)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``dotted.key=value`` -> (key, YAML-typed value). Only the first '=' separates key from value."""
+    match = _SET_RE.match(text)
+    if not match:
+        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
+    raw = match.group("value")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {match.group('key')}: value {raw!r} is not valid YAML: {exc}") from exc
+    return match.group("key"), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load YAML at ``path`` (None: all defaults), apply ``--set`` overrides, validate, return Config."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        tree = loaded
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    conf = _build(Config, tree, "")
+    validate(conf)
+    return conf
+
+
+def validate(conf: Config) -> None:
+    """Cross-field checks that types alone can't express."""
+    if conf.input.format not in INPUT_FORMATS:
+        raise ConfigError(f"input.format: {conf.input.format!r} is not one of {', '.join(INPUT_FORMATS)}")
+    if conf.stores.format not in INPUT_FORMATS:
+        raise ConfigError(f"stores.format: {conf.stores.format!r} is not one of {', '.join(INPUT_FORMATS)}")
+    if conf.events.event_type_label not in EVENT_TYPE_LABELS:
+        raise ConfigError(
+            f"events.event_type_label: {conf.events.event_type_label!r} is not one of {', '.join(EVENT_TYPE_LABELS)}"
+        )
+    if conf.events.event_type_label == "event_feature" and conf.input.columns.discovery_feature is None:
+        raise ConfigError("events.event_type_label: 'event_feature' needs input.columns.discovery_feature")
+    if not conf.events.conversion_events:
+        raise ConfigError("events.conversion_events: at least one conversion event is required")
+    s = conf.session
+    if s.inactivity_gap_minutes <= 0:
+        raise ConfigError("session.inactivity_gap_minutes: must be > 0")
+    if s.min_events < 1:
+        raise ConfigError("session.min_events: must be >= 1")
+    if s.max_length < s.min_events:
+        raise ConfigError("session.max_length: must be >= session.min_events")
+    if s.max_events_per_device_day is not None and s.max_events_per_device_day < 1:
+        raise ConfigError("session.max_events_per_device_day: must be >= 1 or null")
+    sp = conf.split
+    for name in ("train", "validation", "test"):
+        if getattr(sp, name) < 0:
+            raise ConfigError(f"split.{name}: must be >= 0")
+    if abs(sp.train + sp.validation + sp.test - 1.0) > 1e-9:
+        raise ConfigError(
+            f"split: train + validation + test must be 1, found {sp.train + sp.validation + sp.test:g}"
+        )
+    g = conf.generate
+    for name in ("n_users", "n_days", "n_stores", "partitions"):
+        if getattr(g, name) < 1:
+            raise ConfigError(f"generate.{name}: must be >= 1")
+    if g.n_stores < 20:
+        raise ConfigError("generate.n_stores: must be >= 20 (the named chains come first)")
+    if not 0 <= g.dirty_fraction < 0.2:
+        raise ConfigError("generate.dirty_fraction: must be in [0, 0.2)")
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(conf.input.time_zone)
+    except Exception as exc:  # noqa: BLE001 - any failure means the zone can't be used
+        raise ConfigError(f"input.time_zone: {conf.input.time_zone!r} is not a known time zone") from exc
+    import datetime as _dt
+
+    for name in ("valid_from", "valid_until"):
+        try:
+            _dt.date.fromisoformat(getattr(conf.input, name))
+        except ValueError as exc:
+            raise ConfigError(f"input.{name}: {getattr(conf.input, name)!r} is not a YYYY-MM-DD date") from exc
+    try:
+        _dt.date.fromisoformat(g.start_date)
+    except ValueError as exc:
+        raise ConfigError(f"generate.start_date: {g.start_date!r} is not a YYYY-MM-DD date") from exc
+
+
+def require(value: Optional[Any], key: str) -> Any:
+    """Return ``value`` or fail naming the missing key (for values only some stages need)."""
+    if value is None or value == "":
+        raise ConfigError(f"{key}: a value is required for this stage")
+    return value

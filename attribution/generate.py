@@ -1,0 +1,557 @@
+"""Synthetic food-delivery clickstream with planted conversion drivers.
+
+Spark-native: the driver only makes block ids; each block of ``BLOCK_USERS`` users is generated on an
+executor by vectorized numpy seeded with ``(seed, block_id)``, so the data is identical whatever the
+number of partitions, and 100M+ events is just more blocks.
+
+Conversion is drawn from a known logistic model (the *ground truth*, written beside the data):
+
+    logit(session) = base_logit
+                     + sum_i event_effect[type_i] * position_weight[bin(i)]
+                     + sum_i store_effect[store_i] * position_weight[bin(i)]   (clicks, store page loads)
+                     + Normal(0, noise_sd)                                        (what no model can see)
+
+over the session's browse events (funnel events come after the decision). ``noise_sd`` keeps a good
+model in the seed's realistic AUC band (0.65-0.85) instead of 0.99.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from attribution.config import Config
+
+log = logging.getLogger(__name__)
+
+BLOCK_USERS = 256
+
+# ---- the app's event catalogue -------------------------------------------------------------------
+BROWSE_EVENTS = (
+    "home_page_load",  # 0
+    "m_card_view",  # 1
+    "m_card_click",  # 2
+    "store_page_load",  # 3
+    "m_search_query",  # 4
+    "m_search_result_click",  # 5
+    "m_select_tab",  # 6
+    "m_app_background",  # 7
+    "m_app_foreground",  # 8
+    "m_promo_banner_view",  # 9
+    "m_store_page_load_error",  # 10: contains "error", left out of the model input
+)
+FUNNEL_EVENTS = (
+    "action_add_item",
+    "action_quick_add_item",
+    "cart_page_load",
+    "checkout_page_load",
+    "action_place_order",
+    "system_checkout_success",
+)
+ALL_EVENTS = BROWSE_EVENTS + FUNNEL_EVENTS
+UNKNOWN_EVENT = "m_legacy_widget_tap"  # a dirty row: not in the catalogue
+N_BROWSE = len(BROWSE_EVENTS)
+(HOME, VIEW, CLICK, PAGE, SEARCH, RESULT, TAB, BACKGROUND, FOREGROUND, PROMO, ERROR) = range(N_BROWSE)
+(ADD, QUICK_ADD, CART, CHECKOUT, PLACE, SUCCESS) = range(N_BROWSE, N_BROWSE + len(FUNNEL_EVENTS))
+
+# Planted effect on the conversion logit of one occurrence at an early position.
+EVENT_EFFECTS = {
+    "home_page_load": 0.0,
+    "m_card_view": -0.09,
+    "m_card_click": 0.60,
+    "store_page_load": 0.80,
+    "m_search_query": 0.30,
+    "m_search_result_click": 0.50,
+    "m_select_tab": 0.0,
+    "m_app_background": -0.90,
+    "m_app_foreground": -0.15,
+    "m_promo_banner_view": 0.08,
+    "m_store_page_load_error": 0.0,
+}
+# Early events matter more than late ones: weight by 1-based position bucket (the seed's buckets).
+POSITION_BINS = ("1-5", "6-10", "11-20", "21-50", "50+")
+POSITION_WEIGHTS = {"1-5": 1.0, "6-10": 0.6, "11-20": 0.35, "21-50": 0.15, "50+": 0.05}
+
+# First-order behaviour: P(next browse event | current). Rows sum to 1.
+_T = np.zeros((N_BROWSE, N_BROWSE))
+_T[HOME, [VIEW, SEARCH, TAB, PROMO, BACKGROUND, CLICK]] = [0.55, 0.12, 0.10, 0.10, 0.08, 0.05]
+_T[VIEW, [VIEW, CLICK, SEARCH, TAB, BACKGROUND, PROMO, HOME]] = [0.45, 0.18, 0.06, 0.08, 0.08, 0.05, 0.10]
+_T[CLICK, [PAGE, ERROR, VIEW, BACKGROUND]] = [0.85, 0.03, 0.07, 0.05]
+_T[PAGE, [VIEW, CLICK, SEARCH, TAB, BACKGROUND, HOME, PAGE, ERROR]] = [0.35, 0.10, 0.10, 0.10, 0.12, 0.15, 0.03, 0.05]
+_T[SEARCH, [RESULT, SEARCH, VIEW, BACKGROUND, HOME]] = [0.45, 0.20, 0.15, 0.10, 0.10]
+_T[RESULT, [PAGE, ERROR, VIEW]] = [0.85, 0.05, 0.10]
+_T[TAB, [VIEW, HOME, SEARCH, BACKGROUND, PROMO]] = [0.50, 0.20, 0.10, 0.10, 0.10]
+_T[BACKGROUND, [FOREGROUND, HOME]] = [0.85, 0.15]
+_T[FOREGROUND, [HOME, VIEW, PAGE]] = [0.40, 0.40, 0.20]
+_T[PROMO, [VIEW, CLICK, HOME, BACKGROUND]] = [0.50, 0.20, 0.20, 0.10]
+_T[ERROR, [HOME, PAGE, VIEW]] = [0.40, 0.30, 0.30]
+TRANSITIONS = _T
+INITIAL = np.zeros(N_BROWSE)
+INITIAL[[HOME, VIEW, SEARCH, FOREGROUND]] = [0.50, 0.25, 0.10, 0.15]
+# Mean seconds until the next event, by the current event.
+MEAN_GAP_S = np.array([8.0, 5.0, 3.0, 35.0, 10.0, 3.0, 6.0, 240.0, 8.0, 6.0, 4.0])
+
+CARD_FEATURES = (
+    "Home Feed",
+    "Traditional Carousel",
+    "Offers Hub",
+    "Cuisine Filter",
+    "DashPass Carousel",
+    "Reorder Carousel",
+)
+SEARCH_FEATURE = "Core Search"
+
+# ---- stores --------------------------------------------------------------------------------------
+NAMED_STORES = (
+    ("McDonald's", "Burgers", "QSR"),
+    ("Chipotle", "Mexican", "Fast Casual"),
+    ("Starbucks", "Coffee", "QSR"),
+    ("Taco Bell", "Mexican", "QSR"),
+    ("Subway", "Sandwiches", "QSR"),
+    ("Chick-fil-A", "Chicken", "QSR"),
+    ("Panera Bread", "Bakery", "Fast Casual"),
+    ("Wendy's", "Burgers", "QSR"),
+    ("Burger King", "Burgers", "QSR"),
+    ("Domino's", "Pizza", "QSR"),
+    ("Pizza Hut", "Pizza", "QSR"),
+    ("Sweetgreen", "Salads", "Fast Casual"),
+    ("Shake Shack", "Burgers", "Fast Casual"),
+    ("Five Guys", "Burgers", "Fast Casual"),
+    ("Panda Express", "Chinese", "QSR"),
+    ("Dunkin'", "Coffee", "QSR"),
+    ("Popeyes", "Chicken", "QSR"),
+    ("Wingstop", "Chicken", "QSR"),
+    ("7-Eleven", "Convenience", "New Vertical"),
+    ("Safeway", "Grocery", "New Vertical"),
+)
+NAMED_STORE_EFFECTS = {
+    "McDonald's": 0.60,
+    "Chipotle": 0.50,
+    "Starbucks": 0.45,
+    "Chick-fil-A": 0.40,
+    "Sweetgreen": 0.35,
+    "Pizza Hut": -0.40,
+    "7-Eleven": -0.30,
+}
+_TAIL_CUISINES = (
+    ("Thai", "Thai"),
+    ("Sushi", "Japanese"),
+    ("Pho", "Vietnamese"),
+    ("Taqueria", "Mexican"),
+    ("Curry House", "Indian"),
+    ("Pizzeria", "Pizza"),
+    ("Deli", "Sandwiches"),
+    ("Wok", "Chinese"),
+    ("Grill", "American"),
+    ("Bakery", "Bakery"),
+    ("Market", "Grocery"),
+    ("Liquor", "Alcohol"),
+)
+_TAIL_ADJ = ("Golden", "Lucky", "Blue", "Corner", "Happy", "Little", "Urban", "Old Town", "Sunset", "Green")
+NEW_VERTICAL_CATEGORIES = ("Convenience", "Grocery", "Alcohol")
+STORE_ID_BASE = 10000
+CLICKLIKE = (CLICK, PAGE, RESULT)  # events where the store's planted effect applies
+
+
+def store_table(n_stores: int) -> pd.DataFrame:
+    """The stores dimension: named chains first (most popular), then a long tail. Deterministic."""
+    rows = []
+    for i in range(n_stores):
+        if i < len(NAMED_STORES):
+            name, category, tag = NAMED_STORES[i]
+        else:
+            j = i - len(NAMED_STORES)
+            noun, category = _TAIL_CUISINES[j % len(_TAIL_CUISINES)]
+            adj = _TAIL_ADJ[(j // len(_TAIL_CUISINES)) % len(_TAIL_ADJ)]
+            name = f"{adj} {noun} #{j}"
+            tag = "New Vertical" if category in NEW_VERTICAL_CATEGORIES else "Local"
+        rows.append(
+            {
+                "store_id": STORE_ID_BASE + i,
+                "store_name": name,
+                "store_category": category,
+                "store_tag": tag,
+                "is_new_vertical": category in NEW_VERTICAL_CATEGORIES,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def store_effects(n_stores: int) -> np.ndarray:
+    eff = np.zeros(n_stores)
+    for i, (name, _, _) in enumerate(NAMED_STORES[:n_stores]):
+        eff[i] = NAMED_STORE_EFFECTS.get(name, 0.0)
+    return eff
+
+
+def position_weight_for(positions_1based: np.ndarray) -> np.ndarray:
+    w = np.empty(positions_1based.shape)
+    w[:] = POSITION_WEIGHTS["50+"]
+    w[positions_1based <= 50] = POSITION_WEIGHTS["21-50"]
+    w[positions_1based <= 20] = POSITION_WEIGHTS["11-20"]
+    w[positions_1based <= 10] = POSITION_WEIGHTS["6-10"]
+    w[positions_1based <= 5] = POSITION_WEIGHTS["1-5"]
+    return w
+
+
+# ---- block generation ----------------------------------------------------------------------------
+
+RAW_COLUMNS = (
+    "user_id",
+    "device_id",
+    "event_timestamp",
+    "event_name",
+    "store_id",
+    "discovery_feature",
+    "event_rank",
+    "planted_dirty_kind",
+)
+RAW_SCHEMA = (
+    "user_id string, device_id string, event_timestamp string, event_name string, store_id long, "
+    "discovery_feature string, event_rank int, planted_dirty_kind string"
+)
+DIRTY_KINDS = ("duplicate", "null_user_id", "null_device_id", "null_event_name", "unparseable_ts", "unknown_event")
+
+
+@dataclass(frozen=True)
+class GenParams:
+    """The plain values a block needs (shipped to executors; no Config object in closures)."""
+
+    seed: int
+    n_users: int
+    n_bot_users: int
+    n_days: int
+    start_epoch_s: int  # midnight of start_date in the data's time zone, as epoch seconds
+    n_stores: int
+    bot_events_per_day: int
+    dirty_fraction: float
+    noise_sd: float
+    base_logit: float
+    time_zone: str
+
+    @property
+    def n_user_blocks(self) -> int:
+        return -(-self.n_users // BLOCK_USERS)
+
+    @property
+    def n_blocks(self) -> int:
+        return self.n_user_blocks + self.n_bot_users
+
+
+def params_from(conf: Config) -> GenParams:
+    import zoneinfo
+
+    g = conf.generate
+    start = dt.datetime.combine(dt.date.fromisoformat(g.start_date), dt.time(0), zoneinfo.ZoneInfo(conf.input.time_zone))
+    return GenParams(
+        seed=conf.run.seed,
+        n_users=g.n_users,
+        n_bot_users=g.n_bot_users,
+        n_days=g.n_days,
+        start_epoch_s=int(start.timestamp()),
+        n_stores=g.n_stores,
+        bot_events_per_day=g.bot_events_per_day,
+        dirty_fraction=g.dirty_fraction,
+        noise_sd=g.noise_sd,
+        base_logit=g.base_logit,
+        time_zone=conf.input.time_zone,
+    )
+
+
+def _store_popularity(n_stores: int) -> np.ndarray:
+    p = 1.0 / (np.arange(n_stores) + 3.0) ** 1.05
+    return p / p.sum()
+
+
+def _choice_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
+    """One categorical draw per row of ``probs`` (n, k)."""
+    cum = probs.cumsum(axis=1)
+    u = rng.random(len(probs))[:, None] * cum[:, -1:]
+    return (u >= cum).sum(axis=1)
+
+
+def _browse_sessions(rng: np.random.Generator, p: GenParams, n: int):
+    """Browse part of ``n`` sessions as padded (n, L) arrays; -1 marks padding."""
+    lengths = np.maximum(1, np.floor(rng.lognormal(2.2, 0.9, n))).astype(np.int64)
+    lengths = np.minimum(lengths, 400)
+    L = int(lengths.max()) if n else 1
+    ev = np.full((n, L), -1, dtype=np.int64)
+    store = np.full((n, L), -1, dtype=np.int64)
+    feat = np.full((n, L), -1, dtype=np.int64)  # index into CARD_FEATURES, len() = Core Search
+    rank = np.full((n, L), -1, dtype=np.int64)
+    gap = np.zeros((n, L))
+    popularity = _store_popularity(p.n_stores)
+    cur = _choice_rows(rng, np.broadcast_to(INITIAL, (n, N_BROWSE)))
+    cur_store = np.full(n, -1, dtype=np.int64)
+    cur_feat = np.full(n, -1, dtype=np.int64)
+    for t in range(L):
+        alive = lengths > t
+        if t > 0:
+            nxt = _choice_rows(rng, TRANSITIONS[prev])
+            cur = np.where(alive, nxt, -1)
+        new_store = rng.choice(p.n_stores, size=n, p=popularity)
+        new_feat = rng.integers(0, len(CARD_FEATURES), size=n)
+        # Which store an event is about: clicks mostly on the card just seen, page loads on what was clicked.
+        inherit = np.zeros(n, dtype=bool)
+        if t > 0:
+            inherit |= (cur == CLICK) & (prev == VIEW) & (rng.random(n) < 0.7)
+            inherit |= (cur == CLICK) & (prev == PROMO)
+            inherit |= (cur == PAGE) & np.isin(prev, (CLICK, RESULT, PAGE, ERROR, FOREGROUND)) & (cur_store >= 0)
+            inherit |= (cur == ERROR) & np.isin(prev, (CLICK, RESULT, PAGE))
+        has_store = np.isin(cur, (VIEW, CLICK, PAGE, RESULT, PROMO, ERROR))
+        s = np.where(inherit, cur_store, new_store)
+        s = np.where(has_store, s, -1)
+        is_search = np.isin(cur, (SEARCH, RESULT))
+        f = np.where(inherit, cur_feat, new_feat)
+        f = np.where(is_search, len(CARD_FEATURES), f)
+        f = np.where(np.isin(cur, (VIEW, CLICK, PAGE, RESULT, PROMO, SEARCH)), f, -1)
+        r = np.where(np.isin(cur, (VIEW, CLICK)), rng.geometric(0.15, n) - 1, -1)
+        r = np.where(cur == RESULT, rng.geometric(0.4, n) - 1, r)
+        ev[:, t] = cur
+        store[:, t] = np.where(alive, s, -1)
+        feat[:, t] = np.where(alive, f, -1)
+        rank[:, t] = np.where(alive, r, -1)
+        gap[:, t] = np.where(alive, rng.exponential(MEAN_GAP_S[np.maximum(cur, 0)]), 0.0)
+        cur_store = np.where(has_store, s, cur_store)
+        cur_feat = np.where(has_store | is_search, f, cur_feat)
+        prev = np.maximum(cur, 0)
+    gap = np.minimum(gap, 25 * 60.0)  # inside a session, never a 30-minute silence
+    return lengths, ev, store, feat, rank, gap
+
+
+def _planted_logit(p: GenParams, lengths, ev, store) -> np.ndarray:
+    n, L = ev.shape
+    eff_by_event = np.array([EVENT_EFFECTS[e] for e in BROWSE_EVENTS])
+    s_eff = store_effects(p.n_stores)
+    pos_w = position_weight_for(np.arange(1, L + 1))[None, :]
+    valid = ev >= 0
+    contrib = np.where(valid, eff_by_event[np.maximum(ev, 0)], 0.0) * pos_w
+    clicklike = np.isin(ev, CLICKLIKE) & (store >= 0)
+    contrib += np.where(clicklike, s_eff[np.maximum(store, 0)], 0.0) * pos_w
+    return p.base_logit + contrib.sum(axis=1)
+
+
+def _tail_segments(rng: np.random.Generator, converted: np.ndarray):
+    """Funnel events after the browse part (padded (n, 8) event codes) and a short after-order tail."""
+    n = len(converted)
+    K = 9
+    ev = np.full((n, K), -1, dtype=np.int64)
+    n_items = rng.integers(1, 4, n)
+    abandoned = (~converted) & (rng.random(n) < 0.22)
+    checkout_abandon = abandoned & (rng.random(n) < 0.35)
+    for k in range(3):
+        add = (converted | abandoned) & (n_items > k)
+        ev[:, k] = np.where(add, np.where(rng.random(n) < 0.3, QUICK_ADD, ADD), -1)
+    ev[:, 3] = np.where(converted | abandoned, CART, -1)
+    ev[:, 4] = np.where(converted | checkout_abandon, CHECKOUT, -1)
+    ev[:, 5] = np.where(converted, PLACE, -1)
+    ev[:, 6] = np.where(converted, SUCCESS, -1)
+    # After the order: some users keep browsing (left out of the model input: it is after conversion).
+    after = converted & (rng.random(n) < 0.3)
+    ev[:, 7] = np.where(after, HOME, -1)
+    ev[:, 8] = np.where(after & (rng.random(n) < 0.5), VIEW, -1)
+    gap = np.where(ev >= 0, rng.exponential(12.0, (n, K)), 0.0)
+    return ev, gap
+
+
+def generate_block(p: GenParams, block: int) -> pd.DataFrame:
+    """All events of one block of users (or one bot user), as the raw table's columns."""
+    rng = np.random.default_rng([p.seed, block])
+    if block < p.n_user_blocks:
+        ev_flat = _user_block(rng, p, block)
+    else:
+        ev_flat = _bot_block(rng, p, block - p.n_user_blocks)
+    return _finish(rng, p, ev_flat)
+
+
+def _user_block(rng: np.random.Generator, p: GenParams, block: int) -> dict[str, np.ndarray]:
+    first_user = block * BLOCK_USERS
+    users = np.arange(first_user, min(first_user + BLOCK_USERS, p.n_users))
+    n_devices = 1 + rng.binomial(2, 0.3, len(users))
+    # Sessions per user-day: some users skip a day, a few open the app many times.
+    per_day = rng.poisson(1.5, (len(users), p.n_days)) * (rng.random((len(users), p.n_days)) < 0.85)
+    ud_user = np.repeat(np.arange(len(users))[:, None], p.n_days, axis=1).ravel()
+    ud_day = np.tile(np.arange(p.n_days), len(users))
+    counts = per_day.ravel()
+    s_user = np.repeat(ud_user, counts)  # local user index per session
+    s_day = np.repeat(ud_day, counts)
+    s_group = np.repeat(np.arange(len(counts)), counts)
+    n = len(s_user)
+    dev_probs = np.array([[0.7, 0.2, 0.1]]) * (np.arange(3)[None, :] < n_devices[s_user][:, None])
+    s_dev = _choice_rows(rng, dev_probs)
+
+    lengths, ev, store, feat, rank, gap = _browse_sessions(rng, p, n)
+    logit = _planted_logit(p, lengths, ev, store) + rng.normal(0.0, p.noise_sd, n)
+    converted = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
+    t_ev, t_gap = _tail_segments(rng, converted)
+    # The last browsed store is what gets ordered.
+    last_store = store[np.arange(n), np.maximum(lengths - 1, 0)]
+    t_store = np.where(np.isin(t_ev, (ADD, QUICK_ADD, CART, CHECKOUT, PLACE, SUCCESS)), last_store[:, None], -1)
+    t_store = np.where(t_ev == VIEW, rng.choice(p.n_stores, size=t_ev.shape, p=_store_popularity(p.n_stores)), t_store)
+    ev = np.concatenate([ev, t_ev], axis=1)
+    store = np.concatenate([store, t_store], axis=1)
+    feat = np.concatenate([feat, np.full(t_ev.shape, -1)], axis=1)
+    rank = np.concatenate([rank, np.full(t_ev.shape, -1)], axis=1)
+    gap = np.concatenate([gap, t_gap], axis=1)
+
+    # Event time = session start + cumulative gaps (the gap is the wait *before* the next event).
+    offsets = np.concatenate([np.zeros((n, 1)), np.cumsum(gap, axis=1)[:, :-1]], axis=1)
+    valid = ev >= 0
+    duration = np.where(valid, offsets, 0.0).max(axis=1)
+    # Sessions of a user-day follow each other, more than 30 minutes apart; late ones cross midnight.
+    between = 1860.0 + rng.exponential(3 * 3600.0, n)
+    total = duration + between
+    excl = np.cumsum(total) - total
+    group_first = np.r_[0, np.cumsum(counts)[:-1]]
+    day_offset = rng.uniform(6 * 3600.0, 14 * 3600.0, len(counts))
+    start = p.start_epoch_s + s_day * 86400.0 + day_offset[s_group] + (excl - excl[group_first[s_group]])
+    ts = start[:, None] + offsets
+
+    sess_user = users[s_user]
+    sess_dev = sess_user * 3 + s_dev
+    return {
+        "user": np.broadcast_to(sess_user[:, None], ev.shape)[valid],
+        "device": np.broadcast_to(sess_dev[:, None], ev.shape)[valid],
+        "ts_ms": np.round(ts[valid] * 1000).astype(np.int64),
+        "event": ev[valid],
+        "store": store[valid],
+        "feat": feat[valid],
+        "rank": rank[valid],
+    }
+
+
+def _bot_block(rng: np.random.Generator, p: GenParams, bot: int) -> dict[str, np.ndarray]:
+    """A scraper-like user: tens of thousands of card views and clicks a day, never ordering."""
+    user = p.n_users + bot
+    parts = []
+    for day in range(p.n_days):
+        m = int(p.bot_events_per_day * rng.uniform(0.8, 1.2))
+        gaps = rng.uniform(1.0, 3.0, m)
+        ts = p.start_epoch_s + day * 86400.0 + 1800.0 + np.cumsum(gaps)
+        ev = np.where(np.arange(m) % 3 == 2, CLICK, VIEW)
+        parts.append((ts, ev))
+    ts = np.concatenate([t for t, _ in parts])
+    ev = np.concatenate([e for _, e in parts])
+    m = len(ts)
+    return {
+        "user": np.full(m, user),
+        "device": np.full(m, user * 3),
+        "ts_ms": np.round(ts * 1000).astype(np.int64),
+        "event": ev,
+        "store": rng.integers(0, p.n_stores, m),
+        "feat": np.zeros(m, dtype=np.int64),
+        "rank": rng.integers(0, 30, m),
+    }
+
+
+def _finish(rng: np.random.Generator, p: GenParams, e: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Turn codes into the raw table's columns and plant the dirty rows (one kind per row, known)."""
+    m = len(e["event"])
+    names = np.array(ALL_EVENTS + (UNKNOWN_EVENT,), dtype=object)
+    features = np.array(CARD_FEATURES + (SEARCH_FEATURE,), dtype=object)
+    f = p.dirty_fraction
+    probs = np.array([f, f / 3, f / 3, f / 3, f, f, 1.0 - 4 * f])
+    kind = rng.choice(len(probs), size=m, p=probs / probs.sum())
+    user = pd.array(np.char.add("user", e["user"].astype(str)), dtype=object)
+    device = pd.array(np.char.add("device", e["device"].astype(str)), dtype=object)
+    ts = pd.to_datetime(e["ts_ms"], unit="ms", utc=True).tz_convert(p.time_zone)
+    ts_text = np.asarray(ts.strftime("%Y-%m-%d %H:%M:%S.%f").str.slice(0, 23), dtype=object)
+    event_code = np.where(kind == 5, len(names) - 1, e["event"])
+    df = pd.DataFrame(
+        {
+            "user_id": user,
+            "device_id": device,
+            "event_timestamp": ts_text,
+            "event_name": names[event_code],
+            "store_id": pd.array(np.where(e["store"] >= 0, e["store"] + STORE_ID_BASE, 0), dtype="Int64"),
+            "discovery_feature": np.where(e["feat"] >= 0, features[np.maximum(e["feat"], 0)], None),
+            "event_rank": pd.array(np.maximum(e["rank"], 0), dtype="Int32"),
+            "planted_dirty_kind": np.array([None] * m, dtype=object),
+        }
+    )
+    df.loc[e["store"] < 0, "store_id"] = pd.NA
+    df.loc[e["rank"] < 0, "event_rank"] = pd.NA
+    labels = np.array(DIRTY_KINDS + (None,), dtype=object)
+    df["planted_dirty_kind"] = labels[kind]
+    dup = df[kind == 0].copy()  # the copy is the dirty row; the original stays clean
+    df.loc[kind == 0, "planted_dirty_kind"] = None
+    df.loc[kind == 1, "user_id"] = None
+    df.loc[kind == 2, "device_id"] = None
+    df.loc[kind == 3, "event_name"] = None
+    df.loc[kind == 4, "event_timestamp"] = np.where(rng.random(int((kind == 4).sum())) < 0.5, "not-a-timestamp", "2025-13-45 99:99:99")
+    return pd.concat([df, dup], ignore_index=True)
+
+
+def ground_truth(conf: Config) -> dict:
+    """The planted model, written beside the data so later stages can check what attribution recovers."""
+    g = conf.generate
+    stores = store_table(g.n_stores)
+    eff = store_effects(g.n_stores)
+    return {
+        "model": "logit = base_logit + sum_i (event_effect[type_i] + store_effect[store_i]*clicklike_i)"
+        " * position_weight[bin_i] + Normal(0, noise_sd); browse events only",
+        "base_logit": g.base_logit,
+        "noise_sd": g.noise_sd,
+        "event_type_effects": EVENT_EFFECTS,
+        "position_weights": POSITION_WEIGHTS,
+        "store_effect_applies_to": [BROWSE_EVENTS[i] for i in CLICKLIKE],
+        "store_effects": {
+            str(int(stores.store_id[i])): {"store_name": stores.store_name[i], "effect": float(eff[i])}
+            for i in range(g.n_stores)
+            if eff[i] != 0.0
+        },
+        "funnel_events": list(FUNNEL_EVENTS),
+        "conversion_events": ["action_place_order", "system_checkout_success"],
+        "unknown_event_name": UNKNOWN_EVENT,
+        "timestamps": f"event_timestamp is local wall-clock time in {conf.input.time_zone}, no offset",
+        "n_users": g.n_users,
+        "n_bot_users": g.n_bot_users,
+        "bot_user_ids": [f"user{g.n_users + b}" for b in range(g.n_bot_users)],
+        "seed": conf.run.seed,
+    }
+
+
+def known_event_names() -> list[str]:
+    """The catalogue the generator draws from (what ``events.known_events`` lists in conf/local.yaml)."""
+    return list(ALL_EVENTS)
+
+
+def generate_events(spark, conf: Config):
+    """The raw events as a Spark DataFrame (lazy; nothing is generated until an action)."""
+    p = params_from(conf)
+
+    def gen(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            for block in batch["id"].tolist():
+                yield generate_block(p, int(block))
+
+    blocks = spark.range(0, p.n_blocks, numPartitions=min(conf.generate.partitions, p.n_blocks))
+    return blocks.mapInPandas(gen, RAW_SCHEMA)
+
+
+def run(spark, conf: Config) -> dict:
+    """Generate and write the raw events, the stores dimension and the ground truth. Returns counts."""
+    g = conf.generate
+    events = generate_events(spark, conf)
+    events.write.mode("overwrite").parquet(g.output_path)
+    stores = spark.createDataFrame(store_table(g.n_stores))
+    stores.coalesce(1).write.mode("overwrite").parquet(g.stores_path)
+    written = spark.read.parquet(g.output_path)
+    counts = {
+        (r["planted_dirty_kind"] or "clean"): int(r["n"])
+        for r in written.groupBy("planted_dirty_kind").count().withColumnRenamed("count", "n").collect()
+    }
+    truth = ground_truth(conf)
+    truth["rows"] = sum(counts.values())
+    truth["planted_dirty_rows"] = {k: counts.get(k, 0) for k in DIRTY_KINDS}
+    Path(g.ground_truth_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(g.ground_truth_path).write_text(json.dumps(truth, indent=2))
+    log.info("generated %d raw events into %s", truth["rows"], g.output_path)
+    return {"rows": truth["rows"], "planted_dirty_rows": truth["planted_dirty_rows"]}

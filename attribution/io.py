@@ -1,0 +1,82 @@
+"""Reading the warehouse's tables in any of the supported formats."""
+
+from __future__ import annotations
+
+import logging
+
+from attribution.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class InputError(ValueError):
+    """The input can't be used as configured; the message names the table, column or file."""
+
+
+def spark_has_delta(spark) -> bool:
+    """True when Delta Lake for Spark is configured on this session (clusters); else we use deltalake."""
+    extensions = spark.conf.get("spark.sql.extensions", "") or ""
+    return "DeltaSparkSessionExtension" in extensions
+
+
+def _delta_files(path: str, storage_options: dict[str, str] | None = None) -> list[str]:
+    """The parquet files of a Delta table's current version, read with the ``deltalake`` package."""
+    try:
+        from deltalake import DeltaTable
+    except ImportError as exc:  # pragma: no cover - deltalake is a dependency
+        raise InputError("reading Delta without Delta Lake for Spark needs the 'deltalake' package") from exc
+    try:
+        table = DeltaTable(path, storage_options=storage_options or None)
+    except Exception as exc:  # noqa: BLE001 - deltalake raises several types for "not a table"
+        raise InputError(f"{path}: not a readable Delta table ({exc})") from exc
+    protocol = table.protocol()
+    if protocol.min_reader_version > 1:
+        features = sorted(protocol.reader_features or [])
+        raise InputError(
+            f"{path}: Delta reader version {protocol.min_reader_version} (features: {features or 'none'}) is not "
+            "supported without Delta Lake for Spark; install delta-spark on the cluster, or vacuum/rewrite "
+            "the table without deletion vectors and column mapping"
+        )
+    return table.file_uris()
+
+
+def read_table(spark, path: str | None, fmt: str, options: dict[str, str], what: str):
+    """Read ``path`` as ``fmt`` ('parquet', 'csv', 'json', 'delta' or 'table' for a catalog table)."""
+    if not path:
+        raise ConfigError(f"{what}.path: a value is required for this stage")
+    if fmt == "table":
+        return spark.table(path)
+    if fmt == "delta":
+        if spark_has_delta(spark):
+            return spark.read.format("delta").options(**options).load(path)
+        files = _delta_files(path)
+        if not files:
+            raise InputError(f"{path}: the Delta table has no data files")
+        return spark.read.options(**options).parquet(*files)
+    reader = spark.read.options(**options)
+    if fmt == "csv":
+        # Strings as written: typed parsing (timestamps, ids) is the sessionizer's job, with quarantine.
+        return reader.option("header", options.get("header", "true")).csv(path)
+    if fmt == "json":
+        return reader.json(path)
+    return reader.parquet(path)
+
+
+def write_text(location: str, text: str) -> None:
+    """Write a small text file (summary, manifest) to a local path or a URI (s3://, gs://, hdfs://)."""
+    if "://" in location and not location.startswith("file://"):
+        from pyarrow import fs
+
+        filesystem, path = fs.FileSystem.from_uri(location)
+        parent = path.rsplit("/", 1)[0]
+        filesystem.create_dir(parent, recursive=True)
+        with filesystem.open_output_stream(path) as out:
+            out.write(text.encode())
+        return
+    from pathlib import Path
+
+    p = Path(location.removeprefix("file://"))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(p)  # readers never see half a file

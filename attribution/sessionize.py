@@ -1,0 +1,543 @@
+"""Raw events -> one row per session, as pure DataFrame -> DataFrame transforms.
+
+The stages, each testable on its own with chispa:
+
+    select_input      rename the warehouse's columns to ours, check and cast their types
+    parse_event_time  text / epoch / timestamp -> event_ts (UTC instant) and event_date (local day)
+    flag_invalid      reject_reason per row: null keys, unparseable or out-of-range time, unknown name
+    join_stores       broadcast the stores dimension onto events
+    mark_sessions     one sort per (user, device, local day): duplicates, session_n, row categories
+    build_sessions    group each session into ordered arrays, label, split, per-category counts
+
+Every valid row ends in exactly one category (``ROW_CATEGORIES``), so the run summary reconciles:
+rows read = quarantined + duplicates + bot-like + after conversion + funnel + error + truncated
++ short sessions + model input.
+
+Skew: all window functions share one partitioning (user, device, day) and one ordering, so Spark sorts
+once; the windows stream rows and spill (they keep no more than the running frame), and a session's
+arrays only ever hold its first ``max_length`` model-input events, so a bot with 200k events a day
+costs one long task, not an out-of-memory. ``session.max_events_per_device_day`` drops such
+device-days outright (counted as ``bot_like_device_day``).
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from attribution.config import Config, EventsConf, InputColumns, SplitConf, StoreColumns
+from attribution.io import InputError
+
+# Canonical names used from here on (one name per concept across code, tables and docs).
+KEY = ("user_id", "device_id", "event_date")
+SESSION_KEY = KEY + ("session_n",)
+EVENT_FIELDS = ("event_name", "store_id", "discovery_feature", "event_rank")
+STORE_FIELDS = ("store_name", "store_category", "store_tag", "is_new_vertical")
+
+REJECT_REASONS = (
+    "null_user_id",
+    "null_device_id",
+    "null_event_name",
+    "null_event_ts",
+    "unparseable_event_ts",
+    "event_ts_out_of_range",
+    "unknown_event_name",
+)
+ROW_CATEGORIES = (
+    "duplicate",
+    "bot_like_device_day",
+    "after_conversion",
+    "funnel",
+    "error",
+    "truncated",
+    "short_session",
+    "model_input",
+)
+SESSION_STATUSES = ("kept", "short_session", "bot_like_device_day")
+
+_INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+
+
+def _type_error(key: str, column: str, found: T.DataType, expected: str) -> InputError:
+    return InputError(
+        f"input column {column!r} (input.columns.{key}) has type {found.simpleString()}, expected {expected}"
+    )
+
+
+def select_input(df: DataFrame, columns: InputColumns, timestamp_format: str | None = None) -> DataFrame:
+    """Rename the configured columns to canonical names and check their types.
+
+    Ids may be strings or integers (cast to string). ``event_ts_raw`` keeps the time column as read so
+    quarantined rows show what arrived. Extra columns are dropped.
+    """
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    available = ", ".join(sorted(fields))
+
+    def col_of(key: str, required: bool) -> str | None:
+        name = getattr(columns, key)
+        if name is None:
+            if required:
+                raise InputError(f"input.columns.{key}: a column name is required")
+            return None
+        if name not in fields:
+            raise InputError(
+                f"input column {name!r} (input.columns.{key}) not found; the input has: {available}"
+            )
+        return name
+
+    out: list[Column] = []
+    for key in ("user_id", "device_id"):
+        name = col_of(key, True)
+        dtype = fields[name]
+        if not isinstance(dtype, (T.StringType, *_INTEGRAL)):
+            raise _type_error(key, name, dtype, "string or integer")
+        out.append(F.col(name).cast("string").alias(key))
+
+    ts_name = col_of("event_ts", True)
+    ts_type = fields[ts_name]
+    epoch = timestamp_format in ("epoch_s", "epoch_ms")
+    allowed = (T.StringType, T.TimestampType, T.TimestampNTZType) + (
+        (*_INTEGRAL, T.DoubleType, T.FloatType, T.DecimalType) if epoch else ()
+    )
+    if not isinstance(ts_type, allowed):
+        expected = "a number (epoch)" if epoch else "timestamp or string"
+        raise _type_error("event_ts", ts_name, ts_type, expected)
+    out.append(F.col(ts_name).alias("event_ts_in"))
+    out.append(F.col(ts_name).cast("string").alias("event_ts_raw"))
+
+    name = col_of("event_name", True)
+    if not isinstance(fields[name], T.StringType):
+        raise _type_error("event_name", name, fields[name], "string")
+    out.append(F.col(name).alias("event_name"))
+
+    optional = {
+        "store_id": ((T.StringType, *_INTEGRAL), "string", "string or integer"),
+        "discovery_feature": ((T.StringType,), "string", "string"),
+        "event_rank": (_INTEGRAL, "int", "integer"),
+    }
+    for key, (types_ok, cast_to, expected) in optional.items():
+        name = col_of(key, False)
+        if name is None:
+            out.append(F.lit(None).cast(cast_to).alias(key))
+            continue
+        if not isinstance(fields[name], types_ok):
+            raise _type_error(key, name, fields[name], expected)
+        out.append(F.col(name).cast(cast_to).alias(key))
+    return df.select(*out)
+
+
+_OFFSET_RE = r"(Z|[+-]\d{2}(:?\d{2})?)$"
+
+
+def _format_has_zone(fmt: str) -> bool:
+    # Spark datetime pattern letters that carry an offset or zone.
+    quoted = False
+    for ch in fmt:
+        if ch == "'":
+            quoted = not quoted
+        elif not quoted and ch in "XxZVzO":
+            return True
+    return False
+
+
+def parse_event_time(df: DataFrame, timestamp_format: str | None, time_zone: str) -> DataFrame:
+    """``event_ts_in`` -> ``event_ts`` (an instant) and ``event_date`` (the calendar day in ``time_zone``).
+
+    Text without an offset is wall-clock time in ``time_zone``; text with one is taken as written.
+    Unparseable text gives a null ``event_ts`` (quarantined later), never a failed job. Requires the
+    session time zone to be UTC (``build_spark`` sets it), so the conversions below are exact.
+    """
+    dtype = df.schema["event_ts_in"].dataType
+    raw = F.col("event_ts_in")
+    if isinstance(dtype, T.TimestampType):
+        ts = raw
+    elif isinstance(dtype, T.TimestampNTZType):
+        ts = F.to_utc_timestamp(raw.cast("timestamp"), time_zone)
+    elif timestamp_format == "epoch_s":
+        ts = F.timestamp_micros((raw.cast("double") * 1_000_000).cast("long"))
+    elif timestamp_format == "epoch_ms":
+        ts = F.timestamp_micros((raw.cast("double") * 1_000).cast("long"))
+    else:
+        text = F.trim(raw.cast("string"))
+        parsed = F.try_to_timestamp(text, F.lit(timestamp_format)) if timestamp_format else F.try_to_timestamp(text)
+        zoned = _format_has_zone(timestamp_format) if timestamp_format else text.rlike(_OFFSET_RE)
+        if isinstance(zoned, bool):
+            ts = parsed if zoned else F.to_utc_timestamp(parsed, time_zone)
+        else:
+            ts = F.when(zoned, parsed).otherwise(F.to_utc_timestamp(parsed, time_zone))
+    return (
+        df.withColumn("event_ts", ts)
+        .withColumn("event_date", F.to_date(F.from_utc_timestamp(F.col("event_ts"), time_zone)))
+        .drop("event_ts_in")
+    )
+
+
+def _blank(c: Column) -> Column:
+    return c.isNull() | (F.trim(c) == "")
+
+
+def flag_invalid(
+    df: DataFrame,
+    events: EventsConf,
+    valid_from: str,
+    valid_until: str,
+) -> DataFrame:
+    """Add ``reject_reason``: the first rule a row breaks (``REJECT_REASONS`` order), null if valid."""
+    known = None
+    if events.known_events is not None:
+        known = sorted(set(events.known_events) | set(events.funnel_events) | set(events.conversion_events))
+    ts = F.col("event_ts")
+    reason = (
+        F.when(_blank(F.col("user_id")), "null_user_id")
+        .when(_blank(F.col("device_id")), "null_device_id")
+        .when(_blank(F.col("event_name")), "null_event_name")
+        .when(F.col("event_ts_raw").isNull(), "null_event_ts")
+        .when(ts.isNull(), "unparseable_event_ts")
+        .when((ts < F.lit(valid_from).cast("timestamp")) | (ts >= F.lit(valid_until).cast("timestamp")), "event_ts_out_of_range")
+    )
+    if known is not None:
+        reason = reason.when(~F.col("event_name").isin(known), "unknown_event_name")
+    return df.withColumn("reject_reason", reason)
+
+
+def prepare_stores(stores: DataFrame, columns: StoreColumns) -> DataFrame:
+    """Canonical stores dimension; duplicate store ids are an error (they would duplicate events)."""
+    fields = {f.name: f.dataType for f in stores.schema.fields}
+    out = []
+    for key in ("store_id",) + STORE_FIELDS:
+        name = getattr(columns, key)
+        if name is None:
+            cast_to = "boolean" if key == "is_new_vertical" else "string"
+            out.append(F.lit(None).cast(cast_to).alias(key))
+            continue
+        if name not in fields:
+            raise InputError(
+                f"stores column {name!r} (stores.columns.{key}) not found; the stores table has: "
+                f"{', '.join(sorted(fields))}"
+            )
+        out.append(F.col(name).cast("boolean" if key == "is_new_vertical" else "string").alias(key))
+    dim = stores.select(*out).where(F.col("store_id").isNotNull())
+    dups = dim.groupBy("store_id").count().where("count > 1").orderBy("store_id").limit(5).collect()
+    if dups:
+        ids = ", ".join(f"{r['store_id']} (x{r['count']})" for r in dups)
+        raise InputError(f"stores dimension has duplicate store ids: {ids}; each store id must appear once")
+    return dim
+
+
+def join_stores(df: DataFrame, stores: DataFrame | None) -> DataFrame:
+    """Broadcast-join the (small) stores dimension; without one, the store columns are null."""
+    if stores is None:
+        return df.select(
+            "*",
+            *[F.lit(None).cast("string").alias(c) for c in STORE_FIELDS[:-1]],
+            F.lit(None).cast("boolean").alias("is_new_vertical"),
+        )
+    return df.join(F.broadcast(stores), on="store_id", how="left")
+
+
+def event_type_col(label: str) -> Column:
+    """The event_type label: the event name, or 'event - discovery feature' when a feature is set."""
+    if label == "event_feature":
+        return F.when(
+            F.col("discovery_feature").isNotNull(),
+            F.concat_ws(" - ", F.col("event_name"), F.col("discovery_feature")),
+        ).otherwise(F.col("event_name"))
+    return F.col("event_name")
+
+
+def mark_sessions(
+    df: DataFrame,
+    events: EventsConf,
+    exclude_funnel: bool,
+    gap_minutes: float,
+    max_length: int,
+    max_events_per_device_day: int | None = None,
+) -> DataFrame:
+    """Session number and category of every valid event, in one sort per (user, device, local day).
+
+    Adds ``session_n`` (1, 2, ... in time order), ``is_conversion``, ``category`` (one of
+    ``ROW_CATEGORIES``, except ``short_session``, which needs the whole session and is decided in
+    ``build_sessions``) and ``position`` (1-based among the session's model-input candidates).
+    Ties on the timestamp are broken by event name, store, feature and rank, so exact duplicates are
+    adjacent and the order is deterministic.
+    """
+    order = [F.col("event_ts")] + [F.col(c).asc_nulls_first() for c in EVENT_FIELDS]
+    w = Window.partitionBy(*KEY).orderBy(*order)
+    running = w.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    gap_us = int(round(gap_minutes * 60 * 1_000_000))
+
+    same_as_prev = F.lit(True)
+    for c in ("event_ts",) + EVENT_FIELDS:
+        same_as_prev = same_as_prev & F.col(c).eqNullSafe(F.lag(c).over(w))
+    prev_ts = F.lag("event_ts").over(w)
+    new_session = prev_ts.isNull() | ((F.unix_micros("event_ts") - F.unix_micros(prev_ts)) > gap_us)
+
+    name = F.col("event_name")
+    is_conv = name.isin(list(events.conversion_events))
+    is_funnel = name.isin(list(events.funnel_events)) if exclude_funnel else F.lit(False)
+    is_error = F.lower(name).contains(events.error_substring.lower()) if events.error_substring else F.lit(False)
+
+    marked = (
+        df.withColumn("is_duplicate", F.coalesce(same_as_prev, F.lit(False)))
+        .withColumn("new_session", new_session.cast("int"))
+        .withColumn("is_conversion", is_conv & ~F.col("is_duplicate"))
+        .withColumn("session_n", F.sum("new_session").over(running))
+        # Conversions so far in the device-day, and the count when the current session started.
+        .withColumn("conv_running", F.sum(F.col("is_conversion").cast("int")).over(running))
+    )
+    base = F.last(F.when(F.col("new_session") == 1, F.col("conv_running") - F.col("is_conversion").cast("int")), ignorenulls=True)
+    marked = marked.withColumn("after_conversion", (F.col("conv_running") - base.over(running)) > 0)
+    if max_events_per_device_day is not None:
+        whole_day = w.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
+        marked = marked.withColumn("bot_like", F.count(F.lit(1)).over(whole_day) > max_events_per_device_day)
+    else:
+        marked = marked.withColumn("bot_like", F.lit(False))
+    pre = (
+        F.when(F.col("is_duplicate"), "duplicate")
+        .when(F.col("bot_like"), "bot_like_device_day")
+        .when(F.col("after_conversion"), "after_conversion")
+        .when(is_funnel, "funnel")
+        .when(is_error, "error")
+    )
+    marked = marked.withColumn("category", pre)
+    candidate = F.col("category").isNull().cast("int")
+    marked = marked.withColumn("cand_running", F.sum(candidate).over(running))
+    cand_base = F.last(F.when(F.col("new_session") == 1, F.col("cand_running") - candidate), ignorenulls=True)
+    position = F.col("cand_running") - cand_base.over(running)
+    return (
+        marked.withColumn("position", F.when(F.col("category").isNull(), position))
+        .withColumn(
+            "category",
+            F.when(F.col("category").isNotNull(), F.col("category"))
+            .when(F.col("position") > max_length, "truncated")
+            .otherwise("model_input"),
+        )
+        .drop("new_session", "conv_running", "cand_running", "is_duplicate", "after_conversion", "bot_like")
+    )
+
+
+def split_col(session_id: Column, split: SplitConf) -> Column:
+    """'train' / 'validation' / 'test' from a salted hash of session_id: stable across runs and engines."""
+    u = F.pmod(F.xxhash64(F.lit(split.salt), session_id), F.lit(1_000_000)) / F.lit(1_000_000.0)
+    return (
+        F.when(u < split.train, "train").when(u < split.train + split.validation, "validation").otherwise("test")
+    )
+
+
+def _count_if(cond: Column) -> Column:
+    return F.sum(F.when(cond, 1).otherwise(0)).cast("long")
+
+
+def build_sessions(
+    marked: DataFrame,
+    event_type_label: str,
+    min_events: int,
+    split: SplitConf,
+) -> DataFrame:
+    """One row per session (all statuses) with ordered event arrays, label, split and row counts.
+
+    ``status`` is 'kept', 'short_session' (fewer than ``min_events`` model-input events) or
+    'bot_like_device_day'; only kept sessions carry events. ``n_<category>`` columns count the
+    session's rows per category, so summing them over all sessions reconciles with the rows read.
+    """
+    cat = F.col("category")
+    event = F.struct(
+        F.col("position"),
+        F.col("event_ts"),
+        F.col("event_name"),
+        event_type_col(event_type_label).alias("event_type"),
+        *[F.col(c) for c in ("store_id", "discovery_feature", "event_rank") + STORE_FIELDS],
+    )
+    counts = [_count_if(cat == c).alias(f"n_{c}") for c in ROW_CATEGORIES if c not in ("short_session", "model_input")]
+    grouped = marked.groupBy(*SESSION_KEY).agg(
+        F.max(F.col("is_conversion").cast("int")).alias("label"),
+        F.min("event_ts").alias("session_start_ts"),
+        F.max("event_ts").alias("session_end_ts"),
+        F.count(F.lit(1)).alias("n_rows"),
+        *counts,
+        _count_if(cat.isin("model_input", "truncated")).alias("original_length"),
+        F.array_sort(F.collect_list(F.when(cat == "model_input", event))).alias("events"),
+    )
+    ev = F.col("events")
+    ts = ev.getField("event_ts")
+    seconds_from_prev = F.transform(
+        ts,
+        lambda x, i: F.when(i == 0, F.lit(0.0)).otherwise(
+            (F.unix_micros(x) - F.unix_micros(F.element_at(ts, i))) / F.lit(1_000_000.0)
+        ),
+    )
+    session_id = F.concat_ws(
+        "_", F.col("user_id"), F.col("device_id"), F.date_format("event_date", "yyyy-MM-dd"), F.col("session_n").cast("string")
+    )
+    length = F.size(ev)
+    status = (
+        F.when(F.col("n_bot_like_device_day") > 0, "bot_like_device_day")
+        .when(F.col("original_length") < min_events, "short_session")
+        .otherwise("kept")
+    )
+    return grouped.select(
+        session_id.alias("session_id"),
+        F.col("user_id"),
+        F.col("device_id"),
+        F.col("event_date").alias("session_date"),
+        F.col("session_n").cast("int").alias("session_n"),
+        F.col("label").cast("int").alias("label"),
+        split_col(session_id, split).alias("split"),
+        status.alias("status"),
+        length.cast("int").alias("session_length"),
+        F.col("original_length").cast("int").alias("original_length"),
+        F.col("session_start_ts"),
+        F.col("session_end_ts"),
+        ev.getField("event_name").alias("event_names"),
+        ev.getField("event_type").alias("event_types"),
+        ev.getField("store_id").alias("store_ids"),
+        ev.getField("store_name").alias("store_names"),
+        ev.getField("store_category").alias("store_categories"),
+        ev.getField("store_tag").alias("store_tags"),
+        ev.getField("is_new_vertical").alias("is_new_vertical"),
+        ev.getField("discovery_feature").alias("discovery_features"),
+        ev.getField("event_rank").alias("event_ranks"),
+        seconds_from_prev.alias("seconds_from_prev"),
+        ts.alias("event_ts"),
+        F.col("n_rows"),
+        *[F.col(f"n_{c}") for c in ROW_CATEGORIES if c not in ("short_session", "model_input")],
+        F.when(status == "short_session", F.col("original_length")).otherwise(0).cast("long").alias("n_short_session"),
+        F.when(status == "kept", length).otherwise(0).cast("long").alias("n_model_input"),
+    )
+
+
+def valid_events(df: DataFrame) -> DataFrame:
+    return df.where(F.col("reject_reason").isNull()).drop("reject_reason", "event_ts_raw")
+
+
+def quarantined_events(df: DataFrame) -> DataFrame:
+    """Rejected rows as they arrived (time as text), with the reason."""
+    return df.where(F.col("reject_reason").isNotNull()).select(
+        "user_id", "device_id", F.col("event_ts_raw").alias("event_ts"), "event_name", "store_id",
+        "discovery_feature", "event_rank", "reject_reason",
+    )
+
+
+def validated(df: DataFrame, conf: Config) -> DataFrame:
+    """select_input -> parse_event_time -> flag_invalid, as configured."""
+    inp = conf.input
+    return (
+        df.transform(select_input, inp.columns, inp.timestamp_format)
+        .transform(parse_event_time, inp.timestamp_format, inp.time_zone)
+        .transform(flag_invalid, conf.events, inp.valid_from, inp.valid_until)
+    )
+
+
+def sessions_all(valid: DataFrame, stores: DataFrame | None, conf: Config) -> DataFrame:
+    """Valid events (+ stores) -> every session with its status and counts."""
+    s = conf.session
+    return (
+        valid.transform(join_stores, stores)
+        .transform(
+            mark_sessions,
+            conf.events,
+            conf.funnel.exclude,
+            s.inactivity_gap_minutes,
+            s.max_length,
+            s.max_events_per_device_day,
+        )
+        .transform(build_sessions, conf.events.event_type_label, s.min_events, conf.split)
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------------
+
+SESSION_COLUMNS_DROPPED = ("status",)
+
+
+class ReconciliationError(RuntimeError):
+    """Row counts don't add up: a bug, never a data problem. The run stops before publishing."""
+
+
+def summarize(rows_read: int, quarantine_counts: dict[str, int], session_counts: dict) -> dict:
+    """The run summary, with the reconciliation check: every row read is accounted for exactly once."""
+    rows = {f"quarantined_{r}": int(quarantine_counts.get(r, 0)) for r in REJECT_REASONS}
+    for c in ROW_CATEGORIES:
+        rows[c] = int(session_counts.get(f"n_{c}") or 0)
+    accounted = sum(rows.values())
+    summary = {
+        "rows_read": int(rows_read),
+        "rows": rows,
+        "rows_accounted": accounted,
+        "sessions": {
+            "total": int(session_counts.get("sessions_total") or 0),
+            **{s: int(session_counts.get(f"sessions_{s}") or 0) for s in SESSION_STATUSES},
+        },
+        "kept_sessions_by_split": {
+            k: int(session_counts.get(f"split_{k}") or 0) for k in ("train", "validation", "test")
+        },
+        "kept_sessions_converted": int(session_counts.get("converted") or 0),
+    }
+    if accounted != rows_read:
+        raise ReconciliationError(
+            f"row counts do not reconcile: read {rows_read}, accounted {accounted} ({rows})"
+        )
+    return summary
+
+
+def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | None = None) -> dict:
+    """Sessionize the configured input (or ``raw``/``stores`` given directly, e.g. from a notebook).
+
+    Writes the kept sessions (parquet, one row per session), the quarantine (parquet, with
+    ``reject_reason``) and the run summary (JSON); returns the summary.
+    """
+    import json
+    import time
+
+    from pyspark import StorageLevel
+
+    from attribution.io import read_table, write_text
+
+    if spark.conf.get("spark.sql.session.timeZone") != "UTC":
+        raise InputError(
+            "spark.sql.session.timeZone must be UTC for sessionization (time zones are applied "
+            "explicitly from input.time_zone); set it on the session or with --conf"
+        )
+    t0 = time.time()
+    if raw is None:
+        raw = read_table(spark, conf.input.path, conf.input.format, conf.input.options, "input")
+    if stores is None and conf.stores.path:
+        stores = read_table(spark, conf.stores.path, conf.stores.format, conf.stores.options, "stores")
+    stores_dim = prepare_stores(stores, conf.stores.columns) if stores is not None else None
+    checked = validated(raw, conf)  # fails now, naming the column, if the input contract is broken
+
+    quarantine_path = conf.output(conf.sessions.quarantine_path)
+    quarantined_events(checked).write.mode("overwrite").parquet(quarantine_path)
+    quarantine_counts = {
+        r["reject_reason"]: r["count"]
+        for r in spark.read.parquet(quarantine_path).groupBy("reject_reason").count().collect()
+    }
+
+    sessions = sessions_all(valid_events(checked), stores_dim, conf).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        sessions_path = conf.output(conf.sessions.sessions_path)
+        kept = sessions.where(F.col("status") == "kept").drop(*SESSION_COLUMNS_DROPPED)
+        kept.write.mode("overwrite").parquet(sessions_path)
+        is_kept = F.col("status") == "kept"
+        aggs = [F.sum(f"n_{c}").alias(f"n_{c}") for c in ROW_CATEGORIES]
+        aggs += [F.count(F.lit(1)).alias("sessions_total")]
+        aggs += [_count_if(F.col("status") == s).alias(f"sessions_{s}") for s in SESSION_STATUSES]
+        aggs += [_count_if(is_kept & (F.col("split") == k)).alias(f"split_{k}") for k in ("train", "validation", "test")]
+        aggs += [_count_if(is_kept & (F.col("label") == 1)).alias("converted")]
+        session_counts = sessions.agg(*aggs).first().asDict()
+    finally:
+        sessions.unpersist()
+    rows_read = raw.count()
+    summary = summarize(rows_read, quarantine_counts, session_counts)
+    summary.update(
+        {
+            "run_id": conf.run.run_id,
+            "outputs": {"sessions": sessions_path, "quarantine": quarantine_path},
+            "seconds": round(time.time() - t0, 2),
+        }
+    )
+    write_text(conf.output(conf.sessions.summary_path), json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,21 @@
+"""Sessionize raw events: ``spark-submit jobs/sessionize.py --conf conf/cluster.yaml [--set k=v ...]``."""
+
+from __future__ import annotations
+
+import sys
+
+from attribution import sessionize
+from attribution.report_text import format_sessionize_summary
+from jobs._cli import main_of
+
+
+def _body(spark, conf, args) -> int:
+    summary = sessionize.run(spark, conf)
+    print(format_sessionize_summary(summary))
+    return 0
+
+
+main = main_of(__doc__, _body)
+
+if __name__ == "__main__":
+    sys.exit(main())
