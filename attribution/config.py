@@ -356,9 +356,7 @@ def validate(conf: Config) -> None:
         if getattr(sp, name) < 0:
             raise ConfigError(f"split.{name}: must be >= 0")
     if abs(sp.train + sp.validation + sp.test - 1.0) > 1e-9:
-        raise ConfigError(
-            f"split: train + validation + test must be 1, found {sp.train + sp.validation + sp.test:g}"
-        )
+        raise ConfigError(f"split: train + validation + test must be 1, found {sp.train + sp.validation + sp.test:g}")
     g = conf.generate
     for name in ("n_users", "n_days", "n_stores", "partitions"):
         if getattr(g, name) < 1:

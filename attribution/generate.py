@@ -20,9 +20,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -249,7 +249,9 @@ def params_from(conf: Config) -> GenParams:
     import zoneinfo
 
     g = conf.generate
-    start = dt.datetime.combine(dt.date.fromisoformat(g.start_date), dt.time(0), zoneinfo.ZoneInfo(conf.input.time_zone))
+    start = dt.datetime.combine(
+        dt.date.fromisoformat(g.start_date), dt.time(0), zoneinfo.ZoneInfo(conf.input.time_zone)
+    )
     return GenParams(
         seed=conf.run.seed,
         n_users=g.n_users,
@@ -291,6 +293,7 @@ def _browse_sessions(rng: np.random.Generator, p: GenParams, n: int):
     cur = _choice_rows(rng, np.broadcast_to(INITIAL, (n, N_BROWSE)))
     cur_store = np.full(n, -1, dtype=np.int64)
     cur_feat = np.full(n, -1, dtype=np.int64)
+    prev = np.zeros(n, dtype=np.int64)  # the previous event (HOME for finished sessions)
     for t in range(L):
         alive = lengths > t
         if t > 0:
@@ -485,7 +488,9 @@ def _finish(rng: np.random.Generator, p: GenParams, e: dict[str, np.ndarray]) ->
     df.loc[kind == 1, "user_id"] = None
     df.loc[kind == 2, "device_id"] = None
     df.loc[kind == 3, "event_name"] = None
-    df.loc[kind == 4, "event_timestamp"] = np.where(rng.random(int((kind == 4).sum())) < 0.5, "not-a-timestamp", "2025-13-45 99:99:99")
+    df.loc[kind == 4, "event_timestamp"] = np.where(
+        rng.random(int((kind == 4).sum())) < 0.5, "not-a-timestamp", "2025-13-45 99:99:99"
+    )
     return pd.concat([df, dup], ignore_index=True)
 
 

@@ -22,5 +22,7 @@ def format_sessionize_summary(summary: dict) -> str:
         f"split train {split['train']:,} / validation {split['validation']:,} / test {split['test']:,}"
     )
     if "outputs" in summary:
-        lines.append(f"wrote sessions to {summary['outputs']['sessions']}, quarantine to {summary['outputs']['quarantine']}")
+        lines.append(
+            f"wrote sessions to {summary['outputs']['sessions']}, quarantine to {summary['outputs']['quarantine']}"
+        )
     return "\n".join(lines)

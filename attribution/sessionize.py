@@ -81,9 +81,7 @@ def select_input(df: DataFrame, columns: InputColumns, timestamp_format: str | N
                 raise InputError(f"input.columns.{key}: a column name is required")
             return None
         if name not in fields:
-            raise InputError(
-                f"input column {name!r} (input.columns.{key}) not found; the input has: {available}"
-            )
+            raise InputError(f"input column {name!r} (input.columns.{key}) not found; the input has: {available}")
         return name
 
     out: list[Column] = []
@@ -194,7 +192,10 @@ def flag_invalid(
         .when(_blank(F.col("event_name")), "null_event_name")
         .when(F.col("event_ts_raw").isNull(), "null_event_ts")
         .when(ts.isNull(), "unparseable_event_ts")
-        .when((ts < F.lit(valid_from).cast("timestamp")) | (ts >= F.lit(valid_until).cast("timestamp")), "event_ts_out_of_range")
+        .when(
+            (ts < F.lit(valid_from).cast("timestamp")) | (ts >= F.lit(valid_until).cast("timestamp")),
+            "event_ts_out_of_range",
+        )
     )
     if known is not None:
         reason = reason.when(~F.col("event_name").isin(known), "unknown_event_name")
@@ -286,7 +287,9 @@ def mark_sessions(
         # Conversions so far in the device-day, and the count when the current session started.
         .withColumn("conv_running", F.sum(F.col("is_conversion").cast("int")).over(running))
     )
-    base = F.last(F.when(F.col("new_session") == 1, F.col("conv_running") - F.col("is_conversion").cast("int")), ignorenulls=True)
+    base = F.last(
+        F.when(F.col("new_session") == 1, F.col("conv_running") - F.col("is_conversion").cast("int")), ignorenulls=True
+    )
     marked = marked.withColumn("after_conversion", (F.col("conv_running") - base.over(running)) > 0)
     if max_events_per_device_day is not None:
         whole_day = w.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
@@ -320,9 +323,7 @@ def mark_sessions(
 def split_col(session_id: Column, split: SplitConf) -> Column:
     """'train' / 'validation' / 'test' from a salted hash of session_id: stable across runs and engines."""
     u = F.pmod(F.xxhash64(F.lit(split.salt), session_id), F.lit(1_000_000)) / F.lit(1_000_000.0)
-    return (
-        F.when(u < split.train, "train").when(u < split.train + split.validation, "validation").otherwise("test")
-    )
+    return F.when(u < split.train, "train").when(u < split.train + split.validation, "validation").otherwise("test")
 
 
 def _count_if(cond: Column) -> Column:
@@ -368,7 +369,11 @@ def build_sessions(
         ),
     )
     session_id = F.concat_ws(
-        "_", F.col("user_id"), F.col("device_id"), F.date_format("event_date", "yyyy-MM-dd"), F.col("session_n").cast("string")
+        "_",
+        F.col("user_id"),
+        F.col("device_id"),
+        F.date_format("event_date", "yyyy-MM-dd"),
+        F.col("session_n").cast("string"),
     )
     length = F.size(ev)
     status = (
@@ -414,8 +419,14 @@ def valid_events(df: DataFrame) -> DataFrame:
 def quarantined_events(df: DataFrame) -> DataFrame:
     """Rejected rows as they arrived (time as text), with the reason."""
     return df.where(F.col("reject_reason").isNotNull()).select(
-        "user_id", "device_id", F.col("event_ts_raw").alias("event_ts"), "event_name", "store_id",
-        "discovery_feature", "event_rank", "reject_reason",
+        "user_id",
+        "device_id",
+        F.col("event_ts_raw").alias("event_ts"),
+        "event_name",
+        "store_id",
+        "discovery_feature",
+        "event_rank",
+        "reject_reason",
     )
 
 
@@ -477,9 +488,7 @@ def summarize(rows_read: int, quarantine_counts: dict[str, int], session_counts:
         "kept_sessions_converted": int(session_counts.get("converted") or 0),
     }
     if accounted != rows_read:
-        raise ReconciliationError(
-            f"row counts do not reconcile: read {rows_read}, accounted {accounted} ({rows})"
-        )
+        raise ReconciliationError(f"row counts do not reconcile: read {rows_read}, accounted {accounted} ({rows})")
     return summary
 
 
@@ -525,7 +534,9 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
         aggs = [F.sum(f"n_{c}").alias(f"n_{c}") for c in ROW_CATEGORIES]
         aggs += [F.count(F.lit(1)).alias("sessions_total")]
         aggs += [_count_if(F.col("status") == s).alias(f"sessions_{s}") for s in SESSION_STATUSES]
-        aggs += [_count_if(is_kept & (F.col("split") == k)).alias(f"split_{k}") for k in ("train", "validation", "test")]
+        aggs += [
+            _count_if(is_kept & (F.col("split") == k)).alias(f"split_{k}") for k in ("train", "validation", "test")
+        ]
         aggs += [_count_if(is_kept & (F.col("label") == 1)).alias("converted")]
         session_counts = sessions.agg(*aggs).first().asDict()
     finally:

@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 from attribution.config import Config, ConfigError, load_config
 from attribution.io import InputError
@@ -34,7 +35,9 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
 
 
 def with_run_id(conf: Config) -> Config:
@@ -47,8 +50,11 @@ def with_run_id(conf: Config) -> Config:
     return dataclasses.replace(conf, run=dataclasses.replace(conf.run, run_id=run_id))
 
 
-def main_of(description: str, body: Callable[[object, Config, argparse.Namespace], int | None],
-            extra: Optional[Callable[[argparse.ArgumentParser], None]] = None) -> Callable[[Optional[Sequence[str]]], int]:
+def main_of(
+    description: str,
+    body: Callable[[object, Config, argparse.Namespace], int | None],
+    extra: Optional[Callable[[argparse.ArgumentParser], None]] = None,
+) -> Callable[[Optional[Sequence[str]]], int]:
     """Build a ``main(argv)`` that parses arguments, loads config, builds Spark and runs ``body``."""
 
     def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,0 +1,46 @@
+# `make run` and `make test` are all a newcomer needs (Python 3.10+ and Java 17 on the machine).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONF ?= conf/local.yaml
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help run test test-fast bench lint clean check-java
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+
+check-java: ## fail in one line if Spark's Java runtime is missing
+	@if [ -n "$$JAVA_HOME" ] && [ -x "$$JAVA_HOME/bin/java" ]; then exit 0; fi; \
+	command -v java >/dev/null 2>&1 || { echo "error: Java not found: Spark needs a Java 17 runtime (Debian/Ubuntu: apt-get install openjdk-17-jre-headless; macOS: brew install openjdk@17) or set JAVA_HOME" >&2; exit 1; }
+
+$(STAMP): requirements.lock setup.py
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "error: Python 3.10+ is required, found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create the virtualenv and install the pinned dependencies
+
+run: check-java $(STAMP) ## generate the embedded dataset and run the whole pipeline locally (outputs/)
+	$(PY) -m jobs.pipeline --conf $(CONF)
+
+test: check-java $(STAMP) ## run the whole test suite
+	$(PY) -m pytest -q
+
+test-fast: check-java $(STAMP) ## the tests not marked slow (your inner loop)
+	$(PY) -m pytest -q -m "not slow"
+
+bench: check-java $(STAMP) ## run the benchmarks (prints ratios; results in bench/results/)
+	$(PY) -m bench.bench_sessionize
+
+lint: $(STAMP) ## ruff
+	$(PY) -m ruff check attribution udfs jobs tests bench
+
+clean: ## remove generated data, outputs and the virtualenv
+	rm -rf $(VENV) data outputs bench/results spark-warehouse metastore_db derby.log .pytest_cache *.egg-info

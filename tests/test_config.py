@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attribution.config import DEFAULT_FUNNEL_EVENTS, ConfigError, load_config, parse_override
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_are_the_seeds_rules():
+    conf = load_config(None)
+    assert conf.events.conversion_events == ["action_place_order", "system_checkout_success"]
+    assert conf.events.funnel_events == list(DEFAULT_FUNNEL_EVENTS)
+    assert "cart_page_load" in conf.events.funnel_events
+    assert conf.session.inactivity_gap_minutes == 30.0
+    assert conf.session.max_length == 100
+    assert conf.session.min_events == 2
+    assert (conf.split.train, conf.split.validation, conf.split.test) == (0.7, 0.1, 0.2)
+    assert conf.funnel.exclude is True
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "cluster.yaml"])
+def test_shipped_configs_load(name):
+    conf = load_config(ROOT / "conf" / name)
+    assert conf.session.max_length == 100
+
+
+def test_cluster_config_maps_warehouse_columns():
+    conf = load_config(ROOT / "conf" / "cluster.yaml")
+    assert conf.input.columns.user_id == "consumer_id"
+    assert conf.input.format == "table"
+    assert conf.spark.master is None  # spark-submit sets it
+
+
+def test_set_overrides_are_typed_from_yaml():
+    conf = load_config(None, ["session.max_length=50", "funnel.exclude=false", "split.salt=abc=def"])
+    assert conf.session.max_length == 50
+    assert conf.funnel.exclude is False
+    assert conf.split.salt == "abc=def"  # only the first '=' separates key from value
+
+
+def test_set_list_value():
+    conf = load_config(None, ["events.conversion_events=[order_done]"])
+    assert conf.events.conversion_events == ["order_done"]
+
+
+def test_int_accepted_for_float_but_not_the_reverse():
+    assert load_config(None, ["session.inactivity_gap_minutes=45"]).session.inactivity_gap_minutes == 45.0
+    with pytest.raises(ConfigError, match=r"session\.max_length: expected int, found float 2\.5"):
+        load_config(None, ["session.max_length=2.5"])
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"unknown key session\.max_lenght"):
+        load_config(None, ["session.max_lenght=10"])
+
+
+def test_unknown_section_is_named():
+    with pytest.raises(ConfigError, match=r"unknown key sesion"):
+        load_config(None, ["sesion.max_length=10"])
+
+
+def test_wrong_type_names_key_and_types():
+    with pytest.raises(ConfigError, match=r"funnel\.exclude: expected bool, found str 'maybe'"):
+        load_config(None, ["funnel.exclude=maybe"])
+
+
+def test_wrong_type_in_yaml_file(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("session:\n  min_events: [1, 2]\n")
+    with pytest.raises(ConfigError, match=r"session\.min_events: expected int, found list"):
+        load_config(f)
+
+
+def test_null_for_required_value():
+    with pytest.raises(ConfigError, match=r"input\.columns\.user_id: a value is required"):
+        load_config(None, ["input.columns.user_id=null"])
+
+
+def test_section_given_a_scalar():
+    with pytest.raises(ConfigError, match=r"session: expected a mapping"):
+        load_config(None, ["session=3"])
+
+
+def test_split_must_sum_to_one():
+    with pytest.raises(ConfigError, match=r"split: train \+ validation \+ test must be 1, found 1\.1"):
+        load_config(None, ["split.train=0.8"])
+
+
+def test_bad_choice_and_time_zone():
+    with pytest.raises(ConfigError, match=r"input\.format: 'xlsx' is not one of"):
+        load_config(None, ["input.format=xlsx"])
+    with pytest.raises(ConfigError, match=r"input\.time_zone: 'Mars/Olympus' is not a known time zone"):
+        load_config(None, ["input.time_zone=Mars/Olympus"])
+
+
+def test_cross_field_rules():
+    with pytest.raises(ConfigError, match=r"session\.max_length: must be >= session\.min_events"):
+        load_config(None, ["session.min_events=5", "session.max_length=3"])
+    with pytest.raises(ConfigError, match=r"event_feature' needs input\.columns\.discovery_feature"):
+        load_config(None, ["events.event_type_label=event_feature", "input.columns.discovery_feature=null"])
+
+
+def test_missing_file_and_bad_override_syntax(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match=r"expected dotted\.key=value"):
+        parse_override("no-equals-sign")
+
+
+def test_output_paths_resolve_under_output_dir():
+    conf = load_config(None, ["run.output_dir=/tmp/x"])
+    assert conf.output("sessions") == "/tmp/x/sessions"
+    assert conf.output("s3://b/sessions") == "s3://b/sessions"
