@@ -276,15 +276,29 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``dotted`` in the raw tree, following the schema: inside a mapping-typed field (spark.conf,
+    input.options) the rest of the key is one key, dots and all (``spark.conf.spark.driver.memory``)."""
     parts = dotted.split(".")
     if not all(parts):
         raise ConfigError(f"--set {dotted}: empty key segment")
-    node = tree
-    for part in parts[:-1]:
+    node, cls = tree, Config
+    i = 0
+    while i < len(parts) - 1:
+        part = parts[i]
+        hints = typing.get_type_hints(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
+        tp = hints.get(part)
+        if tp is not None and typing.get_origin(tp) is dict:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {dotted}: {part} is a value, not a section")
+            child[".".join(parts[i + 1 :])] = value
+            return
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
             raise ConfigError(f"--set {dotted}: {part} is a value, not a section")
         node = child
+        cls = tp if tp is not None and dataclasses.is_dataclass(tp) else None
+        i += 1
     node[parts[-1]] = value
 
 

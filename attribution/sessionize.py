@@ -148,6 +148,7 @@ def parse_event_time(df: DataFrame, timestamp_format: str | None, time_zone: str
     """
     dtype = df.schema["event_ts_in"].dataType
     raw = F.col("event_ts_in")
+    utc = time_zone in ("UTC", "Etc/UTC", "GMT")
     if isinstance(dtype, T.TimestampType):
         ts = raw
     elif isinstance(dtype, T.TimestampNTZType):
@@ -159,16 +160,18 @@ def parse_event_time(df: DataFrame, timestamp_format: str | None, time_zone: str
     else:
         text = F.trim(raw.cast("string"))
         parsed = F.try_to_timestamp(text, F.lit(timestamp_format)) if timestamp_format else F.try_to_timestamp(text)
-        zoned = _format_has_zone(timestamp_format) if timestamp_format else text.rlike(_OFFSET_RE)
+        if utc:  # naive text is already UTC wall-clock time; text with an offset parses as written
+            zoned = True
+        elif timestamp_format:
+            zoned = _format_has_zone(timestamp_format)
+        else:
+            zoned = text.rlike(_OFFSET_RE)
         if isinstance(zoned, bool):
             ts = parsed if zoned else F.to_utc_timestamp(parsed, time_zone)
         else:
             ts = F.when(zoned, parsed).otherwise(F.to_utc_timestamp(parsed, time_zone))
-    return (
-        df.withColumn("event_ts", ts)
-        .withColumn("event_date", F.to_date(F.from_utc_timestamp(F.col("event_ts"), time_zone)))
-        .drop("event_ts_in")
-    )
+    local = F.col("event_ts") if utc else F.from_utc_timestamp(F.col("event_ts"), time_zone)
+    return df.withColumn("event_ts", ts).withColumn("event_date", F.to_date(local)).drop("event_ts_in")
 
 
 def _blank(c: Column) -> Column:
@@ -199,6 +202,10 @@ def flag_invalid(
     )
     if known is not None:
         reason = reason.when(~F.col("event_name").isin(known), "unknown_event_name")
+    # The never-true spark_partition_id() test makes the expression non-deterministic, so the optimizer
+    # can't push the later filter on reject_reason below this projection; pushed down, it inlines (and
+    # re-runs) the timestamp parse once per reference: 4x the parsing cost on the stage's hottest path.
+    reason = F.when(F.spark_partition_id() < 0, F.lit(None).cast("string")).otherwise(reason)
     return df.withColumn("reject_reason", reason)
 
 
@@ -252,20 +259,20 @@ def mark_sessions(
     events: EventsConf,
     exclude_funnel: bool,
     gap_minutes: float,
-    max_length: int,
     max_events_per_device_day: int | None = None,
 ) -> DataFrame:
-    """Session number and category of every valid event, in one sort per (user, device, local day).
+    """Session number and flags of every valid event, in one sort per (user, device, local day).
 
-    Adds ``session_n`` (1, 2, ... in time order), ``is_conversion``, ``category`` (one of
-    ``ROW_CATEGORIES``, except ``short_session``, which needs the whole session and is decided in
-    ``build_sessions``) and ``position`` (1-based among the session's model-input candidates).
-    Ties on the timestamp are broken by event name, store, feature and rank, so exact duplicates are
-    adjacent and the order is deterministic.
+    Adds ``is_duplicate`` (an exact copy of the previous event), ``event_seq`` (1, 2, ... in order
+    within the device-day), ``session_n`` (1, 2, ... in time
+    order: a new session starts when the gap to the previous event exceeds ``gap_minutes``),
+    ``bot_like`` (the device-day has more than ``max_events_per_device_day`` events) and the per-event
+    rule flags ``is_conversion``, ``is_funnel``, ``is_error``. Ties on the timestamp are broken by
+    event name, store, feature and rank, so exact duplicates are adjacent and the order is
+    deterministic. Two window layers over one sort: Spark streams them, spilling, whatever the skew.
     """
     order = [F.col("event_ts")] + [F.col(c).asc_nulls_first() for c in EVENT_FIELDS]
     w = Window.partitionBy(*KEY).orderBy(*order)
-    running = w.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     gap_us = int(round(gap_minutes * 60 * 1_000_000))
 
     same_as_prev = F.lit(True)
@@ -273,50 +280,23 @@ def mark_sessions(
         same_as_prev = same_as_prev & F.col(c).eqNullSafe(F.lag(c).over(w))
     prev_ts = F.lag("event_ts").over(w)
     new_session = prev_ts.isNull() | ((F.unix_micros("event_ts") - F.unix_micros(prev_ts)) > gap_us)
+    if max_events_per_device_day is not None:
+        bot_like = F.count(F.lit(1)).over(Window.partitionBy(*KEY)) > max_events_per_device_day
+    else:
+        bot_like = F.lit(False)
 
     name = F.col("event_name")
-    is_conv = name.isin(list(events.conversion_events))
-    is_funnel = name.isin(list(events.funnel_events)) if exclude_funnel else F.lit(False)
     is_error = F.lower(name).contains(events.error_substring.lower()) if events.error_substring else F.lit(False)
-
-    marked = (
-        df.withColumn("is_duplicate", F.coalesce(same_as_prev, F.lit(False)))
-        .withColumn("new_session", new_session.cast("int"))
-        .withColumn("is_conversion", is_conv & ~F.col("is_duplicate"))
-        .withColumn("session_n", F.sum("new_session").over(running))
-        # Conversions so far in the device-day, and the count when the current session started.
-        .withColumn("conv_running", F.sum(F.col("is_conversion").cast("int")).over(running))
-    )
-    base = F.last(
-        F.when(F.col("new_session") == 1, F.col("conv_running") - F.col("is_conversion").cast("int")), ignorenulls=True
-    )
-    marked = marked.withColumn("after_conversion", (F.col("conv_running") - base.over(running)) > 0)
-    if max_events_per_device_day is not None:
-        whole_day = w.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-        marked = marked.withColumn("bot_like", F.count(F.lit(1)).over(whole_day) > max_events_per_device_day)
-    else:
-        marked = marked.withColumn("bot_like", F.lit(False))
-    pre = (
-        F.when(F.col("is_duplicate"), "duplicate")
-        .when(F.col("bot_like"), "bot_like_device_day")
-        .when(F.col("after_conversion"), "after_conversion")
-        .when(is_funnel, "funnel")
-        .when(is_error, "error")
-    )
-    marked = marked.withColumn("category", pre)
-    candidate = F.col("category").isNull().cast("int")
-    marked = marked.withColumn("cand_running", F.sum(candidate).over(running))
-    cand_base = F.last(F.when(F.col("new_session") == 1, F.col("cand_running") - candidate), ignorenulls=True)
-    position = F.col("cand_running") - cand_base.over(running)
     return (
-        marked.withColumn("position", F.when(F.col("category").isNull(), position))
-        .withColumn(
-            "category",
-            F.when(F.col("category").isNotNull(), F.col("category"))
-            .when(F.col("position") > max_length, "truncated")
-            .otherwise("model_input"),
-        )
-        .drop("new_session", "conv_running", "cand_running", "is_duplicate", "after_conversion", "bot_like")
+        df.withColumn("is_duplicate", F.coalesce(same_as_prev, F.lit(False)))
+        .withColumn("event_seq", F.row_number().over(w))  # the order, as one int (cheap to sort on)
+        .withColumn("new_session", new_session.cast("int"))
+        .withColumn("bot_like", bot_like)
+        .withColumn("session_n", F.sum("new_session").over(w.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
+        .withColumn("is_conversion", name.isin(list(events.conversion_events)))
+        .withColumn("is_funnel", name.isin(list(events.funnel_events)) if exclude_funnel else F.lit(False))
+        .withColumn("is_error", is_error)
+        .drop("new_session")
     )
 
 
@@ -333,32 +313,59 @@ def _count_if(cond: Column) -> Column:
 def build_sessions(
     marked: DataFrame,
     event_type_label: str,
+    max_length: int,
     min_events: int,
     split: SplitConf,
 ) -> DataFrame:
     """One row per session (all statuses) with ordered event arrays, label, split and row counts.
 
-    ``status`` is 'kept', 'short_session' (fewer than ``min_events`` model-input events) or
-    'bot_like_device_day'; only kept sessions carry events. ``n_<category>`` columns count the
-    session's rows per category, so summing them over all sessions reconciles with the rows read.
+    Within a session, ordered as in ``mark_sessions``: the conversion event and everything after it are
+    ``after_conversion``; before it, funnel events are ``funnel`` and error events ``error``; the rest
+    are model input, of which the first ``max_length`` are kept (the others ``truncated``). ``status`` is
+    'kept', 'short_session' (fewer than ``min_events`` model-input events) or 'bot_like_device_day'.
+    ``n_<category>`` counts the session's rows per category, so summing them over all sessions
+    reconciles with the rows read.
     """
-    cat = F.col("category")
     event = F.struct(
-        F.col("position"),
+        # The window's order first: array_sort compares structs field by field.
+        F.col("event_seq"),
         F.col("event_ts"),
-        F.col("event_name"),
+        *[F.col(c) for c in EVENT_FIELDS],
         event_type_col(event_type_label).alias("event_type"),
-        *[F.col(c) for c in ("store_id", "discovery_feature", "event_rank") + STORE_FIELDS],
+        *[F.col(c) for c in STORE_FIELDS],
+        F.col("is_conversion"),
+        F.col("is_funnel"),
+        F.col("is_error"),
     )
-    counts = [_count_if(cat == c).alias(f"n_{c}") for c in ROW_CATEGORIES if c not in ("short_session", "model_input")]
+    counted = ~F.col("is_duplicate") & ~F.col("bot_like")
     grouped = marked.groupBy(*SESSION_KEY).agg(
-        F.max(F.col("is_conversion").cast("int")).alias("label"),
+        F.max((F.col("is_conversion") & ~F.col("bot_like")).cast("int")).alias("label"),
         F.min("event_ts").alias("session_start_ts"),
         F.max("event_ts").alias("session_end_ts"),
         F.count(F.lit(1)).alias("n_rows"),
-        *counts,
-        _count_if(cat.isin("model_input", "truncated")).alias("original_length"),
-        F.array_sort(F.collect_list(F.when(cat == "model_input", event))).alias("events"),
+        _count_if(F.col("is_duplicate")).alias("n_duplicate"),
+        _count_if(F.col("bot_like") & ~F.col("is_duplicate")).alias("n_bot_like_device_day"),
+        F.array_sort(F.collect_list(F.when(counted, event))).alias("all_events"),
+    )
+    everything = F.col("all_events")
+    first_conv = F.array_position(everything.getField("is_conversion"), True)  # 1-based; 0: none
+    before = F.when(first_conv > 0, F.slice(everything, 1, first_conv - 1)).otherwise(everything)
+    candidates = F.filter(before, lambda e: ~e.getField("is_funnel") & ~e.getField("is_error"))
+    n_funnel = F.size(F.filter(before, lambda e: e.getField("is_funnel")))
+    n_error = F.size(F.filter(before, lambda e: ~e.getField("is_funnel") & e.getField("is_error")))
+    staged = grouped.select(
+        *SESSION_KEY,
+        "label",
+        "session_start_ts",
+        "session_end_ts",
+        "n_rows",
+        "n_duplicate",
+        "n_bot_like_device_day",
+        (F.size(everything) - F.size(before)).cast("long").alias("n_after_conversion"),
+        n_funnel.cast("long").alias("n_funnel"),
+        n_error.cast("long").alias("n_error"),
+        F.size(candidates).alias("original_length"),
+        F.slice(candidates, 1, max_length).alias("events"),
     )
     ev = F.col("events")
     ts = ev.getField("event_ts")
@@ -369,11 +376,7 @@ def build_sessions(
         ),
     )
     session_id = F.concat_ws(
-        "_",
-        F.col("user_id"),
-        F.col("device_id"),
-        F.date_format("event_date", "yyyy-MM-dd"),
-        F.col("session_n").cast("string"),
+        "_", F.col("user_id"), F.col("device_id"), F.date_format("event_date", "yyyy-MM-dd"), F.col("session_n").cast("string")
     )
     length = F.size(ev)
     status = (
@@ -381,7 +384,7 @@ def build_sessions(
         .when(F.col("original_length") < min_events, "short_session")
         .otherwise("kept")
     )
-    return grouped.select(
+    return staged.select(
         session_id.alias("session_id"),
         F.col("user_id"),
         F.col("device_id"),
@@ -406,7 +409,12 @@ def build_sessions(
         seconds_from_prev.alias("seconds_from_prev"),
         ts.alias("event_ts"),
         F.col("n_rows"),
-        *[F.col(f"n_{c}") for c in ROW_CATEGORIES if c not in ("short_session", "model_input")],
+        F.col("n_duplicate"),
+        F.col("n_bot_like_device_day"),
+        F.col("n_after_conversion"),
+        F.col("n_funnel"),
+        F.col("n_error"),
+        (F.col("original_length") - length).cast("long").alias("n_truncated"),
         F.when(status == "short_session", F.col("original_length")).otherwise(0).cast("long").alias("n_short_session"),
         F.when(status == "kept", length).otherwise(0).cast("long").alias("n_model_input"),
     )
@@ -441,19 +449,16 @@ def validated(df: DataFrame, conf: Config) -> DataFrame:
 
 
 def sessions_all(valid: DataFrame, stores: DataFrame | None, conf: Config) -> DataFrame:
-    """Valid events (+ stores) -> every session with its status and counts."""
+    """Valid events (+ stores) -> every session with its status and counts.
+
+    The stores join comes after the window (rows already partitioned; the broadcast keeps them so),
+    so the shuffle and sort carry only the event columns.
+    """
     s = conf.session
     return (
-        valid.transform(join_stores, stores)
-        .transform(
-            mark_sessions,
-            conf.events,
-            conf.funnel.exclude,
-            s.inactivity_gap_minutes,
-            s.max_length,
-            s.max_events_per_device_day,
-        )
-        .transform(build_sessions, conf.events.event_type_label, s.min_events, conf.split)
+        valid.transform(mark_sessions, conf.events, conf.funnel.exclude, s.inactivity_gap_minutes, s.max_events_per_device_day)
+        .transform(join_stores, stores)
+        .transform(build_sessions, conf.events.event_type_label, s.max_length, s.min_events, conf.split)
     )
 
 

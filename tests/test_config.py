@@ -114,3 +114,10 @@ def test_output_paths_resolve_under_output_dir():
     conf = load_config(None, ["run.output_dir=/tmp/x"])
     assert conf.output("sessions") == "/tmp/x/sessions"
     assert conf.output("s3://b/sessions") == "s3://b/sessions"
+
+
+def test_set_into_a_mapping_keeps_dotted_keys_whole():
+    conf = load_config(ROOT / "conf" / "local.yaml", ["spark.conf.spark.driver.memory=8g", "input.options.header=true"])
+    assert conf.spark.conf["spark.driver.memory"] == "8g"
+    assert conf.spark.conf["spark.ui.enabled"] == "false"  # the file's other keys stay
+    assert conf.input.options == {"header": "true"}
