@@ -266,10 +266,12 @@ def mark_sessions(
     Adds ``is_duplicate`` (an exact copy of the previous event), ``event_seq`` (1, 2, ... in order
     within the device-day), ``session_n`` (1, 2, ... in time
     order: a new session starts when the gap to the previous event exceeds ``gap_minutes``),
-    ``bot_like`` (the device-day has more than ``max_events_per_device_day`` events) and the per-event
-    rule flags ``is_conversion``, ``is_funnel``, ``is_error``. Ties on the timestamp are broken by
+    ``bot_like`` (the device-day has more than ``max_events_per_device_day`` events), ``is_conversion``
+    and ``category``: ``duplicate``, ``bot_like_device_day``, ``after_conversion`` (the session's first
+    conversion event and everything after it), ``funnel``, ``error``, else ``candidate`` (model input
+    unless truncated or in a short session, which ``build_sessions`` decides). Ties on the timestamp are broken by
     event name, store, feature and rank, so exact duplicates are adjacent and the order is
-    deterministic. Two window layers over one sort: Spark streams them, spilling, whatever the skew.
+    deterministic. Window operators over one sort: Spark streams them, spilling, whatever the skew.
     """
     order = [F.col("event_ts")] + [F.col(c).asc_nulls_first() for c in EVENT_FIELDS]
     w = Window.partitionBy(*KEY).orderBy(*order)
@@ -287,16 +289,35 @@ def mark_sessions(
 
     name = F.col("event_name")
     is_error = F.lower(name).contains(events.error_substring.lower()) if events.error_substring else F.lit(False)
+    running = w.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    is_conv = name.isin(list(events.conversion_events))
     return (
         df.withColumn("is_duplicate", F.coalesce(same_as_prev, F.lit(False)))
         .withColumn("event_seq", F.row_number().over(w))  # the order, as one int (cheap to sort on)
-        .withColumn("new_session", new_session.cast("int"))
+        .withColumn("new_session", new_session)
         .withColumn("bot_like", bot_like)
-        .withColumn("session_n", F.sum("new_session").over(w.rowsBetween(Window.unboundedPreceding, Window.currentRow)))
-        .withColumn("is_conversion", name.isin(list(events.conversion_events)))
+        .withColumn("is_conversion", is_conv & ~F.col("is_duplicate"))
+        # One running layer: the session number, where the current session started, and the latest
+        # conversion so far. A conversion at or after the session's start means the event is at or
+        # after the session's first conversion: no extra sort, no session-partitioned window.
+        .withColumn("session_n", F.sum(F.col("new_session").cast("int")).over(running))
+        .withColumn("session_start_seq", F.max(F.when(F.col("new_session"), F.col("event_seq"))).over(running))
+        .withColumn("last_conversion_seq", F.max(F.when(F.col("is_conversion"), F.col("event_seq"))).over(running))
+        .withColumn(
+            "after_conversion", F.coalesce(F.col("last_conversion_seq") >= F.col("session_start_seq"), F.lit(False))
+        )
         .withColumn("is_funnel", name.isin(list(events.funnel_events)) if exclude_funnel else F.lit(False))
         .withColumn("is_error", is_error)
-        .drop("new_session")
+        .withColumn(
+            "category",
+            F.when(F.col("is_duplicate"), "duplicate")
+            .when(F.col("bot_like"), "bot_like_device_day")
+            .when(F.col("after_conversion"), "after_conversion")
+            .when(F.col("is_funnel"), "funnel")
+            .when(F.col("is_error"), "error")
+            .otherwise("candidate"),
+        )
+        .drop("new_session", "session_start_seq", "last_conversion_seq", "after_conversion")
     )
 
 
@@ -324,7 +345,8 @@ def build_sessions(
     are model input, of which the first ``max_length`` are kept (the others ``truncated``). ``status`` is
     'kept', 'short_session' (fewer than ``min_events`` model-input events) or 'bot_like_device_day'.
     ``n_<category>`` counts the session's rows per category, so summing them over all sessions
-    reconciles with the rows read.
+    reconciles with the rows read. Only the model-input candidates are collected, so a session's
+    array holds at most its non-funnel events before the conversion.
     """
     event = F.struct(
         # The window's order first: array_sort compares structs field by field.
@@ -333,50 +355,38 @@ def build_sessions(
         *[F.col(c) for c in EVENT_FIELDS],
         event_type_col(event_type_label).alias("event_type"),
         *[F.col(c) for c in STORE_FIELDS],
-        F.col("is_conversion"),
-        F.col("is_funnel"),
-        F.col("is_error"),
     )
-    counted = ~F.col("is_duplicate") & ~F.col("bot_like")
+    cat = F.col("category")
     grouped = marked.groupBy(*SESSION_KEY).agg(
         F.max((F.col("is_conversion") & ~F.col("bot_like")).cast("int")).alias("label"),
         F.min("event_ts").alias("session_start_ts"),
         F.max("event_ts").alias("session_end_ts"),
         F.count(F.lit(1)).alias("n_rows"),
-        _count_if(F.col("is_duplicate")).alias("n_duplicate"),
-        _count_if(F.col("bot_like") & ~F.col("is_duplicate")).alias("n_bot_like_device_day"),
-        F.array_sort(F.collect_list(F.when(counted, event))).alias("all_events"),
+        *[
+            _count_if(cat == c).alias(f"n_{c}")
+            for c in ("duplicate", "bot_like_device_day", "after_conversion", "funnel", "error")
+        ],
+        _count_if(cat == "candidate").alias("original_length"),
+        F.array_sort(F.collect_list(F.when(cat == "candidate", event))).alias("candidates"),
     )
-    everything = F.col("all_events")
-    first_conv = F.array_position(everything.getField("is_conversion"), True)  # 1-based; 0: none
-    before = F.when(first_conv > 0, F.slice(everything, 1, first_conv - 1)).otherwise(everything)
-    candidates = F.filter(before, lambda e: ~e.getField("is_funnel") & ~e.getField("is_error"))
-    n_funnel = F.size(F.filter(before, lambda e: e.getField("is_funnel")))
-    n_error = F.size(F.filter(before, lambda e: ~e.getField("is_funnel") & e.getField("is_error")))
-    staged = grouped.select(
-        *SESSION_KEY,
-        "label",
-        "session_start_ts",
-        "session_end_ts",
-        "n_rows",
-        "n_duplicate",
-        "n_bot_like_device_day",
-        (F.size(everything) - F.size(before)).cast("long").alias("n_after_conversion"),
-        n_funnel.cast("long").alias("n_funnel"),
-        n_error.cast("long").alias("n_error"),
-        F.size(candidates).alias("original_length"),
-        F.slice(candidates, 1, max_length).alias("events"),
-    )
+    staged = grouped.withColumn("events", F.slice("candidates", 1, max_length)).drop("candidates")
     ev = F.col("events")
     ts = ev.getField("event_ts")
-    seconds_from_prev = F.transform(
-        ts,
-        lambda x, i: F.when(i == 0, F.lit(0.0)).otherwise(
-            (F.unix_micros(x) - F.unix_micros(F.element_at(ts, i))) / F.lit(1_000_000.0)
-        ),
+    # Gaps as one pass over (ts[1:], ts[:-1]); indexing ts inside a lambda would re-evaluate the
+    # (inlined) array per element: quadratic in the session length.
+    n = F.size(ts)
+    gaps = F.zip_with(
+        F.slice(ts, 2, F.greatest(n - 1, F.lit(0))),
+        F.slice(ts, 1, F.greatest(n - 1, F.lit(0))),
+        lambda later, earlier: (F.unix_micros(later) - F.unix_micros(earlier)) / F.lit(1_000_000.0),
     )
+    seconds_from_prev = F.when(n > 0, F.concat(F.array(F.lit(0.0)), gaps)).otherwise(F.array().cast("array<double>"))
     session_id = F.concat_ws(
-        "_", F.col("user_id"), F.col("device_id"), F.date_format("event_date", "yyyy-MM-dd"), F.col("session_n").cast("string")
+        "_",
+        F.col("user_id"),
+        F.col("device_id"),
+        F.date_format("event_date", "yyyy-MM-dd"),
+        F.col("session_n").cast("string"),
     )
     length = F.size(ev)
     status = (
@@ -456,7 +466,9 @@ def sessions_all(valid: DataFrame, stores: DataFrame | None, conf: Config) -> Da
     """
     s = conf.session
     return (
-        valid.transform(mark_sessions, conf.events, conf.funnel.exclude, s.inactivity_gap_minutes, s.max_events_per_device_day)
+        valid.transform(
+            mark_sessions, conf.events, conf.funnel.exclude, s.inactivity_gap_minutes, s.max_events_per_device_day
+        )
         .transform(join_stores, stores)
         .transform(build_sessions, conf.events.event_type_label, s.max_length, s.min_events, conf.split)
     )
@@ -506,7 +518,7 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
     import json
     import time
 
-    from pyspark import StorageLevel
+    from pyspark.sql import Observation
 
     from attribution.io import read_table, write_text
 
@@ -523,30 +535,31 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
     stores_dim = prepare_stores(stores, conf.stores.columns) if stores is not None else None
     checked = validated(raw, conf)  # fails now, naming the column, if the input contract is broken
 
+    # Counts ride along with the writes (Observation: exact, once per successful task), so the stage
+    # reads the input twice (quarantine, sessions) and nothing more.
+    read_obs = Observation("rows_read")
     quarantine_path = conf.output(conf.sessions.quarantine_path)
-    quarantined_events(checked).write.mode("overwrite").parquet(quarantine_path)
-    quarantine_counts = {
-        r["reject_reason"]: r["count"]
-        for r in spark.read.parquet(quarantine_path).groupBy("reject_reason").count().collect()
-    }
+    observed_input = checked.observe(
+        read_obs,
+        F.count(F.lit(1)).alias("rows_read"),
+        *[_count_if(F.col("reject_reason") == r).alias(r) for r in REJECT_REASONS],
+    )
+    quarantined_events(observed_input).write.mode("overwrite").parquet(quarantine_path)
+    read_counts = read_obs.get
+    quarantine_counts = {r: read_counts[r] for r in REJECT_REASONS}
 
-    sessions = sessions_all(valid_events(checked), stores_dim, conf).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        sessions_path = conf.output(conf.sessions.sessions_path)
-        kept = sessions.where(F.col("status") == "kept").drop(*SESSION_COLUMNS_DROPPED)
-        kept.write.mode("overwrite").parquet(sessions_path)
-        is_kept = F.col("status") == "kept"
-        aggs = [F.sum(f"n_{c}").alias(f"n_{c}") for c in ROW_CATEGORIES]
-        aggs += [F.count(F.lit(1)).alias("sessions_total")]
-        aggs += [_count_if(F.col("status") == s).alias(f"sessions_{s}") for s in SESSION_STATUSES]
-        aggs += [
-            _count_if(is_kept & (F.col("split") == k)).alias(f"split_{k}") for k in ("train", "validation", "test")
-        ]
-        aggs += [_count_if(is_kept & (F.col("label") == 1)).alias("converted")]
-        session_counts = sessions.agg(*aggs).first().asDict()
-    finally:
-        sessions.unpersist()
-    rows_read = raw.count()
+    is_kept = F.col("status") == "kept"
+    aggs = [F.sum(f"n_{c}").alias(f"n_{c}") for c in ROW_CATEGORIES]
+    aggs += [F.count(F.lit(1)).alias("sessions_total")]
+    aggs += [_count_if(F.col("status") == s).alias(f"sessions_{s}") for s in SESSION_STATUSES]
+    aggs += [_count_if(is_kept & (F.col("split") == k)).alias(f"split_{k}") for k in ("train", "validation", "test")]
+    aggs += [_count_if(is_kept & (F.col("label") == 1)).alias("converted")]
+    session_obs = Observation("sessions")
+    sessions = sessions_all(valid_events(checked), stores_dim, conf).observe(session_obs, *aggs)
+    sessions_path = conf.output(conf.sessions.sessions_path)
+    sessions.where(is_kept).drop(*SESSION_COLUMNS_DROPPED).write.mode("overwrite").parquet(sessions_path)
+    session_counts = session_obs.get
+    rows_read = read_counts["rows_read"]
     summary = summarize(rows_read, quarantine_counts, session_counts)
     summary.update(
         {

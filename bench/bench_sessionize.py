@@ -124,7 +124,7 @@ def main(argv=None) -> int:
             "events_x": round(b["events"] / a["events"], 2),
             "time_x": round(b["sessionize_s"] / a["sessionize_s"], 2),
         }
-        for a, b in zip(rows, rows[1:])
+        for a, b in zip(rows, rows[1:], strict=False)
     ]
     print("\n| events | baseline (s) | sessionize (s) | ratio | events/s |")
     print("|---:|---:|---:|---:|---:|")
