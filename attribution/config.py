@@ -396,10 +396,3 @@ def validate(conf: Config) -> None:
         _dt.date.fromisoformat(g.start_date)
     except ValueError as exc:
         raise ConfigError(f"generate.start_date: {g.start_date!r} is not a YYYY-MM-DD date") from exc
-
-
-def require(value: Optional[Any], key: str) -> Any:
-    """Return ``value`` or fail naming the missing key (for values only some stages need)."""
-    if value is None or value == "":
-        raise ConfigError(f"{key}: a value is required for this stage")
-    return value

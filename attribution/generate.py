@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from attribution.config import Config
+from attribution.config import DEFAULT_CONVERSION_EVENTS, DEFAULT_FUNNEL_EVENTS, Config
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,7 @@ BROWSE_EVENTS = (
     "m_promo_banner_view",  # 9
     "m_store_page_load_error",  # 10: contains "error", left out of the model input
 )
-FUNNEL_EVENTS = (
-    "action_add_item",
-    "action_quick_add_item",
-    "cart_page_load",
-    "checkout_page_load",
-    "action_place_order",
-    "system_checkout_success",
-)
+FUNNEL_EVENTS = DEFAULT_FUNNEL_EVENTS  # the seed's funnel, in the order of the codes below
 ALL_EVENTS = BROWSE_EVENTS + FUNNEL_EVENTS
 UNKNOWN_EVENT = "m_legacy_widget_tap"  # a dirty row: not in the catalogue
 N_BROWSE = len(BROWSE_EVENTS)
@@ -513,7 +506,7 @@ def ground_truth(conf: Config) -> dict:
             if eff[i] != 0.0
         },
         "funnel_events": list(FUNNEL_EVENTS),
-        "conversion_events": ["action_place_order", "system_checkout_success"],
+        "conversion_events": list(DEFAULT_CONVERSION_EVENTS),
         "unknown_event_name": UNKNOWN_EVENT,
         "timestamps": f"event_timestamp is local wall-clock time in {conf.input.time_zone}, no offset",
         "n_users": g.n_users,
@@ -521,11 +514,6 @@ def ground_truth(conf: Config) -> dict:
         "bot_user_ids": [f"user{g.n_users + b}" for b in range(g.n_bot_users)],
         "seed": conf.run.seed,
     }
-
-
-def known_event_names() -> list[str]:
-    """The catalogue the generator draws from (what ``events.known_events`` lists in conf/local.yaml)."""
-    return list(ALL_EVENTS)
 
 
 def generate_events(spark, conf: Config):

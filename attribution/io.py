@@ -41,9 +41,26 @@ def _delta_files(path: str, storage_options: dict[str, str] | None = None) -> li
 
 
 def read_table(spark, path: str | None, fmt: str, options: dict[str, str], what: str):
-    """Read ``path`` as ``fmt`` ('parquet', 'csv', 'json', 'delta' or 'table' for a catalog table)."""
+    """Read ``path`` as ``fmt`` ('parquet', 'csv', 'json', 'delta' or 'table' for a catalog table).
+
+    A path or table that does not exist is an :class:`InputError` naming it, not a JVM stack trace.
+    """
     if not path:
         raise ConfigError(f"{what}.path: a value is required for this stage")
+    from pyspark.errors import AnalysisException
+
+    try:
+        return _read(spark, path, fmt, options)
+    except AnalysisException as exc:
+        condition = exc.getCondition() if hasattr(exc, "getCondition") else ""
+        if condition in ("PATH_NOT_FOUND", "TABLE_OR_VIEW_NOT_FOUND"):
+            raise InputError(f"{what}.path: {path} ({fmt}) not found") from exc
+        if condition == "UNABLE_TO_INFER_SCHEMA":
+            raise InputError(f"{what}.path: {path} has no {fmt} data files") from exc
+        raise
+
+
+def _read(spark, path: str, fmt: str, options: dict[str, str]):
     if fmt == "table":
         return spark.table(path)
     if fmt == "delta":

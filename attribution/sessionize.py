@@ -478,8 +478,6 @@ def sessions_all(valid: DataFrame, stores: DataFrame | None, conf: Config) -> Da
 # The stage
 # --------------------------------------------------------------------------------------------------
 
-SESSION_COLUMNS_DROPPED = ("status",)
-
 
 class ReconciliationError(RuntimeError):
     """Row counts don't add up: a bug, never a data problem. The run stops before publishing."""
@@ -557,7 +555,7 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
     session_obs = Observation("sessions")
     sessions = sessions_all(valid_events(checked), stores_dim, conf).observe(session_obs, *aggs)
     sessions_path = conf.output(conf.sessions.sessions_path)
-    sessions.where(is_kept).drop(*SESSION_COLUMNS_DROPPED).write.mode("overwrite").parquet(sessions_path)
+    sessions.where(is_kept).drop("status").write.mode("overwrite").parquet(sessions_path)
     session_counts = session_obs.get
     rows_read = read_counts["rows_read"]
     summary = summarize(rows_read, quarantine_counts, session_counts)

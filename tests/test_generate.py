@@ -139,3 +139,11 @@ def test_run_writes_data_stores_and_ground_truth(spark, tmp_path):
     stores = spark.read.parquet(f"{tmp_path}/stores").toPandas()
     assert stores.store_id.is_unique and len(stores) == conf.generate.n_stores
     assert stores.loc[stores.store_name == "Safeway", "is_new_vertical"].item()
+
+
+def test_local_config_knows_exactly_the_generators_catalogue():
+    from pathlib import Path
+
+    conf = make_conf(path=str(Path(__file__).resolve().parent.parent / "conf" / "local.yaml"))
+    assert sorted(conf.events.known_events) == sorted(G.BROWSE_EVENTS)
+    assert tuple(conf.events.funnel_events) == G.FUNNEL_EVENTS

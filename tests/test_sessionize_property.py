@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from tests.conftest import make_conf
 from tests.helpers import sessionize_df
 
-NAMES = ["m_card_view", "m_card_click", "store_page_load", "x_error", "action_add_item", "cart_page_load", "action_place_order"]
+NAMES = [
+    "m_card_view",
+    "m_card_click",
+    "store_page_load",
+    "x_error",
+    "action_add_item",
+    "cart_page_load",
+    "action_place_order",
+]
 FUNNEL = {"action_add_item", "cart_page_load", "action_place_order", "system_checkout_success"}
 CONVERSION = {"action_place_order"}
 BASE = dt.datetime(2025, 1, 15, 21, 0, 0)
@@ -63,11 +71,17 @@ def reference(rows):
 @given(rows=st.lists(event, min_size=1, max_size=40))
 def test_matches_reference(spark, rows):
     raw = [(u, d, (BASE + dt.timedelta(seconds=o)).isoformat(sep=" "), n, s) for u, d, o, n, s in rows]
-    conf = make_conf(f"session.max_length={MAX_LEN}", f"session.min_events={MIN_EVENTS}", "events.funnel_events=" + str(sorted(FUNNEL)),
-                     "events.conversion_events=[action_place_order]")
+    conf = make_conf(
+        f"session.max_length={MAX_LEN}",
+        f"session.min_events={MIN_EVENTS}",
+        "events.funnel_events=" + str(sorted(FUNNEL)),
+        "events.conversion_events=[action_place_order]",
+    )
     got = {
         r.session_id: (r.status, r.label, r.original_length, r.event_names)
-        for r in sessionize_df(spark, raw, conf).select("session_id", "status", "label", "original_length", "event_names").collect()
+        for r in sessionize_df(spark, raw, conf)
+        .select("session_id", "status", "label", "original_length", "event_names")
+        .collect()
     }
     expected = reference(rows)
     # Short sessions carry their (too few) events too; compare names only where the session is kept.

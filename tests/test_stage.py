@@ -156,3 +156,12 @@ def test_make_check_java_without_java():
     )
     assert res.returncode != 0
     assert res.stderr.strip().startswith("error: Java not found: Spark needs a Java 17 runtime")
+
+
+def test_missing_input_path_is_named(spark, tmp_path):
+    from attribution.io import InputError, read_table
+
+    with pytest.raises(InputError, match=r"input\.path: .*/nowhere \(parquet\) not found"):
+        read_table(spark, str(tmp_path / "nowhere"), "parquet", {}, "input")
+    with pytest.raises(InputError, match=r"stores\.path: no_such_db\.stores \(table\) not found"):
+        read_table(spark, "no_such_db.stores", "table", {}, "stores")
