@@ -26,7 +26,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from attribution.config import Config, EventsConf, InputColumns, SplitConf, StoreColumns
+from attribution.config import TIMESTAMP_EPOCH_FORMATS, Config, EventsConf, InputColumns, SplitConf, StoreColumns
 from attribution.io import InputError
 
 # Canonical names used from here on (one name per concept across code, tables and docs).
@@ -94,7 +94,7 @@ def select_input(df: DataFrame, columns: InputColumns, timestamp_format: str | N
 
     ts_name = col_of("event_ts", True)
     ts_type = fields[ts_name]
-    epoch = timestamp_format in ("epoch_s", "epoch_ms")
+    epoch = timestamp_format in TIMESTAMP_EPOCH_FORMATS
     allowed = (T.StringType, T.TimestampType, T.TimestampNTZType) + (
         (*_INTEGRAL, T.DoubleType, T.FloatType, T.DecimalType) if epoch else ()
     )
