@@ -176,6 +176,57 @@ class SessionsOutputConf:
     summary_path: str = "sessionize_summary.json"
 
 
+# Categorical per-event fields the model can embed, in the sessions table's column names.
+MODEL_FIELDS = ("event_names", "discovery_features", "store_ids", "store_names", "store_categories", "store_tags")
+
+
+@dataclass(frozen=True)
+class VocabConf:
+    """Vocabularies built in Spark from the training split; rarer values map to <UNK>."""
+
+    min_frequency: int = 3
+    max_size: int = 200_000  # per field, most frequent first: bounds the embedding tables on big catalogs
+
+
+@dataclass(frozen=True)
+class ModelConf:
+    """The session transformer (attribution/model.py). Defaults are the seed's."""
+
+    d_model: int = 192
+    n_heads: int = 6
+    n_layers: int = 3
+    ff_dim: int = 512
+    dropout: float = 0.1
+    field_dim: int = 32  # embedding width of each categorical field before the projection to d_model
+    continuous_dim: int = 16  # width of the projected continuous features
+
+
+@dataclass(frozen=True)
+class TrainConf:
+    """Training through TorchDistributor (attribution/train.py)."""
+
+    num_processes: int = 2
+    local_mode: bool = True  # False on a cluster: one process per executor task (GPU when use_gpu)
+    use_gpu: bool = False
+    threads_per_process: Optional[int] = None  # None: the driver's cores / num_processes (local mode)
+    shards_per_process: int = 4
+    max_train_sessions: Optional[int] = None  # sample the train split down to this many (None: all)
+    batch_size: int = 64
+    epochs: int = 10
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    pos_weight: Optional[float] = None  # BCE positive-class weight (None: unweighted)
+    grad_clip: float = 1.0
+    patience: int = 3  # epochs without a better validation AUC before stopping
+    warmup_steps: int = 100
+    model_path: str = "model"  # relative paths are under run.output_dir
+    shards_path: str = "train_shards"
+    # Also train on sessions that keep the funnel events (funnel.exclude=false) and report its test
+    # AUC beside the real model's: the leakage the seed warns about, measured on every run.
+    leakage_check: bool = False
+    leakage_check_epochs: int = 3
+
+
 @dataclass(frozen=True)
 class Config:
     run: RunConf = field(default_factory=RunConf)
@@ -188,6 +239,9 @@ class Config:
     split: SplitConf = field(default_factory=SplitConf)
     generate: GenerateConf = field(default_factory=GenerateConf)
     sessions: SessionsOutputConf = field(default_factory=SessionsOutputConf)
+    vocab: VocabConf = field(default_factory=VocabConf)
+    model: ModelConf = field(default_factory=ModelConf)
+    train: TrainConf = field(default_factory=TrainConf)
 
     def output(self, relative: str) -> str:
         """Resolve an output location: absolute paths and URIs stay, others go under run.output_dir."""
@@ -396,3 +450,24 @@ def validate(conf: Config) -> None:
         _dt.date.fromisoformat(g.start_date)
     except ValueError as exc:
         raise ConfigError(f"generate.start_date: {g.start_date!r} is not a YYYY-MM-DD date") from exc
+    v, m, t = conf.vocab, conf.model, conf.train
+    if v.min_frequency < 1 or v.max_size < 1:
+        raise ConfigError("vocab.min_frequency and vocab.max_size: must be >= 1")
+    for name in ("d_model", "n_heads", "n_layers", "ff_dim", "field_dim", "continuous_dim"):
+        if getattr(m, name) < 1:
+            raise ConfigError(f"model.{name}: must be >= 1")
+    if m.d_model % m.n_heads:
+        raise ConfigError(f"model.d_model: {m.d_model} must be divisible by model.n_heads ({m.n_heads})")
+    if not 0 <= m.dropout < 1:
+        raise ConfigError("model.dropout: must be in [0, 1)")
+    for name in ("num_processes", "shards_per_process", "batch_size", "epochs", "patience", "leakage_check_epochs"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"train.{name}: must be >= 1")
+    if t.threads_per_process is not None and t.threads_per_process < 1:
+        raise ConfigError("train.threads_per_process: must be >= 1 or null")
+    if t.max_train_sessions is not None and t.max_train_sessions < 1:
+        raise ConfigError("train.max_train_sessions: must be >= 1 or null")
+    if t.learning_rate <= 0 or t.weight_decay < 0 or t.grad_clip <= 0 or t.warmup_steps < 0:
+        raise ConfigError("train: learning_rate and grad_clip must be > 0, weight_decay and warmup_steps >= 0")
+    if t.pos_weight is not None and t.pos_weight <= 0:
+        raise ConfigError("train.pos_weight: must be > 0 or null")

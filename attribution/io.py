@@ -79,21 +79,52 @@ def _read(spark, path: str, fmt: str, options: dict[str, str]):
     return reader.parquet(path)
 
 
-def write_text(location: str, text: str) -> None:
-    """Write a small text file (summary, manifest) to a local path or a URI (s3://, gs://, hdfs://)."""
+def _filesystem(location: str):
+    """(pyarrow filesystem, path) for URIs (s3://, gs://, hdfs://); (None, local path) otherwise."""
     if "://" in location and not location.startswith("file://"):
         from pyarrow import fs
 
-        filesystem, path = fs.FileSystem.from_uri(location)
-        parent = path.rsplit("/", 1)[0]
-        filesystem.create_dir(parent, recursive=True)
+        return fs.FileSystem.from_uri(location)
+    return None, location.removeprefix("file://")
+
+
+def write_bytes(location: str, data: bytes) -> None:
+    """Write a small file (summary, manifest, model artifact) to a local path or a URI.
+
+    Locally the bytes go to a temporary name first and are renamed into place, so readers never see
+    half a file.
+    """
+    filesystem, path = _filesystem(location)
+    if filesystem is not None:
+        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with filesystem.open_output_stream(path) as out:
-            out.write(text.encode())
+            out.write(data)
         return
     from pathlib import Path
 
-    p = Path(location.removeprefix("file://"))
+    p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(p)  # readers never see half a file
+    tmp.write_bytes(data)
+    tmp.replace(p)
+
+
+def write_text(location: str, text: str) -> None:
+    write_bytes(location, text.encode())
+
+
+def read_bytes(location: str) -> bytes:
+    """Read a file from a local path or a URI; a missing file is an InputError naming it."""
+    filesystem, path = _filesystem(location)
+    try:
+        if filesystem is not None:
+            with filesystem.open_input_stream(path) as f:
+                return f.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError as exc:
+        raise InputError(f"{location}: file not found") from exc
+
+
+def join(location: str, name: str) -> str:
+    return location.rstrip("/") + "/" + name

@@ -26,3 +26,26 @@ def format_sessionize_summary(summary: dict) -> str:
             f"wrote sessions to {summary['outputs']['sessions']}, quarantine to {summary['outputs']['quarantine']}"
         )
     return "\n".join(lines)
+
+
+def format_train_metrics(metrics: dict, model_path: str) -> str:
+    t = metrics["test"]
+    lines = [
+        f"train: best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
+        f"{metrics['train_sessions_per_second']:,.0f} sessions/s with {metrics['num_processes']} process(es), "
+        f"{metrics['training_seconds']:.0f}s",
+        f"test ({t['sessions']:,} sessions, {100 * t['positive_rate']:.1f}% converted): ROC-AUC {t['roc_auc']:.4f}, "
+        f"PR-AUC {t['pr_auc']:.4f}, log loss {t['log_loss']:.4f}",
+    ]
+    leak = metrics.get("leakage_check")
+    if leak:
+        lt = leak["test"]
+        lines.append(
+            f"leakage check: with the funnel events kept the same model reaches test ROC-AUC {lt['roc_auc']:.4f} "
+            f"(+{lt['roc_auc'] - t['roc_auc']:.4f}): the funnel gives the answer away, which is why it is excluded"
+        )
+    unknown = metrics.get("unknown_tokens", {}).get("test", {})
+    if any(unknown.values()):
+        lines.append("unknown values in test (mapped to <UNK>): " + ", ".join(f"{f} {n:,}" for f, n in unknown.items() if n))
+    lines.append(f"model {metrics['model_sha256'][:12]}... written to {model_path}/")
+    return "\n".join(lines)

@@ -10,14 +10,17 @@ from collections.abc import Callable, Sequence
 from typing import Optional
 
 from attribution.config import Config, ConfigError, load_config
+from attribution.features import FeatureMismatch
 from attribution.io import InputError
+from attribution.model import ArtifactError
 from attribution.sessionize import ReconciliationError
 from attribution.spark import EnvironmentProblem, build_spark
+from attribution.train import TrainingError
 
 log = logging.getLogger("jobs")
 
 # Problems the user can fix: print one clear line and exit 2, no Java stack trace.
-USER_ERRORS = (ConfigError, InputError, EnvironmentProblem)
+USER_ERRORS = (ConfigError, InputError, EnvironmentProblem, FeatureMismatch, ArtifactError, TrainingError)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

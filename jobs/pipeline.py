@@ -10,15 +10,15 @@ import logging
 import sys
 import time
 
-from attribution import generate, sessionize
-from attribution.report_text import format_sessionize_summary
+from attribution import generate, sessionize, train
+from attribution.report_text import format_sessionize_summary, format_train_metrics
 from jobs._cli import main_of
 
 log = logging.getLogger("jobs.pipeline")
 
 STAGES = ("generate", "sessionize", "train", "attribute", "report")
 # Stages whose code has not landed yet, with the issue that builds them.
-NOT_YET = {"train": "issue #3", "attribute": "issue #4", "report": "issue #5"}
+NOT_YET = {"attribute": "issue #4", "report": "issue #5"}
 
 
 def _args(p) -> None:
@@ -49,6 +49,9 @@ def _body(spark, conf, args) -> int:
         elif stage == "sessionize":
             summary = sessionize.run(spark, conf)
             print("[sessionize] " + format_sessionize_summary(summary).replace("\n", "\n  "))
+        elif stage == "train":
+            metrics = train.run(spark, conf)
+            print("[train] " + format_train_metrics(metrics, conf.output(conf.train.model_path)).replace("\n", "\n  "))
         else:
             print(f"[{stage}] not implemented yet ({NOT_YET[stage]}); skipped")
             continue

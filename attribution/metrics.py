@@ -1,0 +1,67 @@
+"""Classification metrics in numpy (no scikit-learn at run time; the tests compare against it)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels, dtype=np.float64).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"{len(y)} labels but {len(s)} scores")
+    return y, s
+
+
+def roc_auc(labels, scores) -> float:
+    """Area under the ROC curve, ties counted as half (Mann-Whitney U). NaN when one class is absent."""
+    y, s = _check(labels, scores)
+    n_pos = y.sum()
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    ranks = np.empty(len(s), dtype=np.float64)
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_s, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[order] = np.repeat(avg, counts)
+    return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def average_precision(labels, scores) -> float:
+    """PR-AUC as average precision (the step-wise area, as scikit-learn computes it)."""
+    y, s = _check(labels, scores)
+    n_pos = y.sum()
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    y, s = y[order], s[order]
+    # one threshold per distinct score
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def log_loss(labels, probabilities, eps: float = 1e-7) -> float:
+    y, p = _check(labels, probabilities)
+    p = np.clip(p, eps, 1 - eps)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def binary_metrics(labels, logits) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, log loss and rates from labels and logits."""
+    y = np.asarray(labels, dtype=np.float64)
+    p = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    return {
+        "roc_auc": roc_auc(y, p),
+        "pr_auc": average_precision(y, p),
+        "log_loss": log_loss(y, p),
+        "positive_rate": float(y.mean()) if len(y) else float("nan"),
+        "mean_prediction": float(p.mean()) if len(p) else float("nan"),
+        "sessions": int(len(y)),
+    }

@@ -1,0 +1,302 @@
+"""The session transformer and its artifact (safetensors weights + JSON config and vocabularies).
+
+Per event, the categorical fields' embeddings and a projection of the continuous features are
+concatenated and projected to ``d_model``: that vector is the event's **input representation**, the
+"input embedding" gradient x input differentiates against. A learned CLS token and learned positions
+are added after it, so attribution lands on the events, not on positions.
+
+The encoder is written out (pre-norm, GELU) instead of using ``nn.TransformerEncoder``, whose fused path
+cannot return attention weights. ``need_attention=True`` computes the same softmax explicitly and returns
+per-layer, per-head probabilities; without it the layer calls ``scaled_dot_product_attention``. Both give
+the same logits (tested).
+
+Padding: ``mask`` is True for real events; padded keys are excluded from every softmax and the CLS
+position is always a valid key, so padding never changes a session's logit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attribution.features import CONTINUOUS, FeatureMismatch, Vocabularies
+from attribution.io import InputError, join, read_bytes, write_bytes
+
+ARTIFACT_FORMAT = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "model_config.json"
+VOCAB_FILE = "vocab.json"
+SHA_FILE = "model.sha256"
+
+
+class ArtifactError(ValueError):
+    """A model directory that can't be trusted or used: missing files, a checksum mismatch, or weights
+    that don't fit the configuration."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to rebuild the network; saved as JSON beside the weights."""
+
+    fields: tuple[str, ...]
+    vocab_sizes: tuple[int, ...]
+    max_length: int
+    d_model: int = 192
+    n_heads: int = 6
+    n_layers: int = 3
+    ff_dim: int = 512
+    dropout: float = 0.1
+    field_dim: int = 32
+    continuous_dim: int = 16
+    continuous: tuple[str, ...] = CONTINUOUS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(doc: dict) -> ModelSpec:
+        known = set(ModelSpec.__dataclass_fields__)
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise ArtifactError(f"{CONFIG_FILE}: unknown model keys {unknown}")
+        tuples = {k: tuple(v) for k, v in doc.items() if isinstance(v, list)}
+        return ModelSpec(**{**doc, **tuples})
+
+    @staticmethod
+    def of(model_conf, vocab: Vocabularies, max_length: int) -> ModelSpec:
+        return ModelSpec(
+            fields=vocab.fields,
+            vocab_sizes=tuple(vocab.size(f) for f in vocab.fields),
+            max_length=max_length,
+            d_model=model_conf.d_model,
+            n_heads=model_conf.n_heads,
+            n_layers=model_conf.n_layers,
+            ff_dim=model_conf.ff_dim,
+            dropout=model_conf.dropout,
+            field_dim=model_conf.field_dim,
+            continuous_dim=model_conf.continuous_dim,
+        )
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.head_dim, self.dropout = n_heads, d_model // n_heads, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, need_attention: bool):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        allowed = key_mask[:, None, None, :]  # (B, 1, 1, N): True = may attend to this key
+        p_drop = self.dropout if self.training else 0.0
+        if need_attention:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+            probs = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+            ctx = F.dropout(probs, p_drop, self.training) @ v
+        else:
+            probs = None
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p_drop)
+        return self.out(ctx.transpose(1, 2).reshape(b, n, d)), probs
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm transformer encoder layer: x + Attn(LN(x)); x + FF(LN(x))."""
+
+    def __init__(self, d_model: int, n_heads: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attn = SelfAttention(d_model, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, key_mask, need_attention: bool = False):
+        a, probs = self.attn(self.norm1(x), key_mask, need_attention)
+        x = x + self.drop(a)
+        x = x + self.drop(self.ff(self.norm2(x)))
+        return x, probs
+
+
+class SessionTransformer(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        if spec.d_model % spec.n_heads:
+            raise ValueError(f"d_model {spec.d_model} is not divisible by n_heads {spec.n_heads}")
+        self.spec = spec
+        self.embeddings = nn.ModuleDict(
+            {
+                f: nn.Embedding(size, spec.field_dim, padding_idx=0)
+                for f, size in zip(spec.fields, spec.vocab_sizes, strict=True)
+            }
+        )
+        self.continuous = nn.Linear(len(spec.continuous), spec.continuous_dim)
+        self.project = nn.Linear(len(spec.fields) * spec.field_dim + spec.continuous_dim, spec.d_model)
+        self.cls = nn.Parameter(torch.zeros(1, 1, spec.d_model))
+        self.position = nn.Embedding(spec.max_length + 1, spec.d_model)  # 0 is the CLS position
+        self.layers = nn.ModuleList(
+            EncoderLayer(spec.d_model, spec.n_heads, spec.ff_dim, spec.dropout) for _ in range(spec.n_layers)
+        )
+        self.head = nn.Sequential(
+            nn.LayerNorm(spec.d_model),
+            nn.Linear(spec.d_model, spec.d_model),
+            nn.GELU(),
+            nn.Dropout(spec.dropout),
+            nn.Linear(spec.d_model, 1),
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for emb in self.embeddings.values():
+            nn.init.normal_(emb.weight, std=0.02)
+            with torch.no_grad():
+                emb.weight[0].zero_()
+        nn.init.normal_(self.cls, std=0.02)
+        nn.init.normal_(self.position.weight, std=0.02)
+
+    def represent(self, tokens: dict[str, torch.Tensor], continuous: torch.Tensor) -> torch.Tensor:
+        """The per-event input representation (B, L, d_model)."""
+        parts = [self.embeddings[f](tokens[f]) for f in self.spec.fields]
+        parts.append(self.continuous(continuous))
+        return self.project(torch.cat(parts, dim=-1))
+
+    def forward_from_representation(
+        self, x: torch.Tensor, mask: torch.Tensor, need_attention: bool = False
+    ) -> tuple[torch.Tensor, Optional[list[torch.Tensor]]]:
+        """Logits (B,) from input representations ``x`` (B, L, d) and ``mask`` (B, L, True = event).
+
+        With ``need_attention`` also returns, per layer, the attention probabilities (B, H, L+1, L+1);
+        index 0 is the CLS position, 1.. the events.
+        """
+        b, n, _ = x.shape
+        if n > self.spec.max_length:
+            raise FeatureMismatch(f"sessions of {n} events exceed the model's max_length {self.spec.max_length}")
+        h = torch.cat([self.cls.expand(b, 1, -1), x], dim=1) + self.position.weight[: n + 1]
+        key_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
+        attention = [] if need_attention else None
+        for layer in self.layers:
+            h, probs = layer(h, key_mask, need_attention)
+            if need_attention:
+                attention.append(probs)
+        return self.head(h[:, 0]).squeeze(-1), attention
+
+    def forward(self, tokens: dict[str, torch.Tensor], continuous: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_from_representation(self.represent(tokens, continuous), mask)[0]
+
+
+def to_tensors(
+    batch: dict, fields: tuple[str, ...], device: torch.device | str = "cpu"
+) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    """A padded numpy batch from :meth:`EncodedSessions.batch` -> (tokens, continuous, mask) tensors."""
+    tokens = {f: torch.from_numpy(batch[f]).to(device, non_blocking=True) for f in fields}
+    return (
+        tokens,
+        torch.from_numpy(batch["continuous"]).to(device, non_blocking=True),
+        torch.from_numpy(batch["mask"]).to(device, non_blocking=True),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Artifact: never pickle. Weights are safetensors (a JSON header and raw tensors), the rest JSON.
+# --------------------------------------------------------------------------------------------------
+
+
+def weights_bytes(model: nn.Module) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()})
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_artifact(
+    location: str, weights: bytes, spec: ModelSpec, vocab: Vocabularies, extra: dict | None = None
+) -> str:
+    """Write the model directory; returns the weights' sha256. The config goes last, so a directory
+    without it (a crash midway) is refused at load rather than half-used."""
+    sha = sha256_hex(weights)
+    config = {
+        "format": ARTIFACT_FORMAT,
+        "model": spec.to_dict(),
+        "weights_sha256": sha,
+        "vocab_sha256": vocab.sha256(),
+        **(extra or {}),
+    }
+    write_bytes(join(location, WEIGHTS_FILE), weights)
+    write_bytes(join(location, VOCAB_FILE), vocab.to_json().encode())
+    write_bytes(join(location, SHA_FILE), f"{sha}  {WEIGHTS_FILE}\n".encode())
+    write_bytes(join(location, CONFIG_FILE), json.dumps(config, indent=1).encode())
+    return sha
+
+
+@dataclass
+class LoadedModel:
+    model: SessionTransformer
+    spec: ModelSpec
+    vocab: Vocabularies
+    sha256: str
+    config: dict
+
+
+def read_artifact(location: str) -> tuple[bytes, dict, Vocabularies]:
+    """Read and verify a model directory's bytes: (weights, config, vocabularies)."""
+    try:
+        config = json.loads(read_bytes(join(location, CONFIG_FILE)))
+        weights = read_bytes(join(location, WEIGHTS_FILE))
+        vocab_text = read_bytes(join(location, VOCAB_FILE)).decode()
+    except InputError as exc:
+        raise ArtifactError(f"model directory {location} is incomplete: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{join(location, CONFIG_FILE)}: not valid JSON ({exc})") from exc
+    if config.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{location}: artifact format {config.get('format')!r}, this code reads {ARTIFACT_FORMAT}")
+    sha = sha256_hex(weights)
+    if sha != config.get("weights_sha256"):
+        raise ArtifactError(
+            f"{join(location, WEIGHTS_FILE)}: sha256 {sha} does not match the recorded "
+            f"{config.get('weights_sha256')}; the weights were changed or belong to another model - refusing to load"
+        )
+    vocab = Vocabularies.from_json(vocab_text)
+    if vocab.sha256() != config.get("vocab_sha256"):
+        raise ArtifactError(f"{join(location, VOCAB_FILE)}: does not match the vocabulary this model was trained with")
+    return weights, config, vocab
+
+
+def build_model(weights: bytes, config: dict, vocab: Vocabularies) -> LoadedModel:
+    """Rebuild the network from verified bytes (no pickle: safetensors parses a JSON header and copies
+    raw tensor data)."""
+    from safetensors.torch import load
+
+    spec = ModelSpec.from_dict(config["model"])
+    sizes = tuple(vocab.size(f) for f in spec.fields) if set(spec.fields) <= set(vocab.fields) else None
+    if sizes != spec.vocab_sizes:
+        raise ArtifactError("the model's vocabulary sizes do not match vocab.json")
+    model = SessionTransformer(spec)
+    state = load(weights)
+    expected = model.state_dict()
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or extra or wrong:
+        raise ArtifactError(
+            f"the weights do not fit the model config: missing {missing[:3]}, unexpected {extra[:3]}, "
+            f"wrong shape {wrong[:3]}"
+        )
+    model.load_state_dict(state)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return LoadedModel(model=model, spec=spec, vocab=vocab, sha256=config["weights_sha256"], config=config)
+
+
+def load_artifact(location: str) -> LoadedModel:
+    """Load and verify a model directory. The model comes back in eval mode with frozen parameters."""
+    return build_model(*read_artifact(location))

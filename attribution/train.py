@@ -1,0 +1,474 @@
+"""Training the session transformer from the sessions table, through TorchDistributor.
+
+Driver side (:func:`run`), in Spark:
+1. vocabularies from the training split (:func:`attribution.features.build_vocabularies`);
+2. the model input written once as shards: ``<shards_path>/split=<split>/shard=<k>/`` with only the
+   columns the features need, ``k = hash(session_id, seed) mod (processes x shards_per_process)``;
+3. ``TorchDistributor(...).run(train_worker, params)``: 1..N processes (local mode here, executor tasks
+   with GPUs on a cluster), DistributedDataParallel when N > 1;
+4. the artifact (safetensors + JSON, written by the driver from rank 0's result) and ``metrics.json``.
+
+Each process reads only its own shards with pyarrow (shard ``k`` belongs to rank ``k mod N``); nothing
+collects the sessions to the driver. Validation and test scores are gathered across ranks (one float and
+one label per session) so every rank takes the same early-stopping decision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+from attribution.config import Config
+from attribution.features import INPUT_COLUMNS, Vocabularies, build_vocabularies, encode_sessions, length_buckets
+from attribution.io import join, write_text
+from attribution.metrics import binary_metrics
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+
+
+class TrainingError(RuntimeError):
+    """Training can't run on this input (e.g. an empty split); the message says why."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver: shards and orchestration
+# --------------------------------------------------------------------------------------------------
+
+
+def prepare_shards(spark, conf: Config, sessions_path: str, shards_path: str, n_processes: int):
+    """Build the vocabularies and write the sharded model input. Returns (vocab, vocab stats, sessions per
+    split as written)."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    from attribution.io import read_table
+
+    sessions = read_table(spark, sessions_path, "parquet", {}, "sessions")
+    t = conf.train
+    seed_col = F.lit(conf.run.seed)
+    train = sessions.where(F.col("split") == "train")
+    if t.max_train_sessions is not None:
+        # A deterministic sample by hash: the same sessions for any partitioning.
+        n_train = train.count()
+        if n_train > t.max_train_sessions:
+            bucket = F.pmod(F.xxhash64("session_id", seed_col), F.lit(1_000_000))
+            threshold = int(1_000_000 * t.max_train_sessions / n_train)
+            sessions = sessions.where((F.col("split") != "train") | (bucket < threshold))
+            train = sessions.where(F.col("split") == "train")
+    vocab, stats = build_vocabularies(train, conf.vocab.min_frequency, conf.vocab.max_size)
+    if not vocab.fields or "event_names" not in vocab.fields:
+        raise TrainingError(
+            f"the training split of {sessions_path} has no event reaching vocab.min_frequency="
+            f"{conf.vocab.min_frequency}; is the sessions table empty?"
+        )
+    n_shards = n_processes * t.shards_per_process
+    columns = ["session_id", "label", "split", *INPUT_COLUMNS]
+    sharded = sessions.select(*columns).withColumn(
+        "shard", F.pmod(F.xxhash64("session_id", seed_col), F.lit(n_shards)).cast("int")
+    )
+    observation = Observation("shards")
+    counted = sharded.observe(
+        observation,
+        *[F.sum(F.when(F.col("split") == s, 1).otherwise(0)).alias(s) for s in SPLITS],
+        *[F.sum(F.when(F.col("split") == s, F.col("label")).otherwise(0)).alias(f"{s}_positive") for s in SPLITS],
+    )
+    (
+        counted.repartition("split", "shard")
+        .sortWithinPartitions("session_id")
+        .write.mode("overwrite")
+        .partitionBy("split", "shard")
+        .parquet(shards_path)
+    )
+    counts = {k: int(v or 0) for k, v in observation.get.items()}
+    for s in SPLITS:
+        if counts[s] == 0:
+            raise TrainingError(f"the {s} split of {sessions_path} is empty; training needs sessions in every split")
+    return vocab, stats, counts
+
+
+def _threads(conf: Config) -> Optional[int]:
+    t = conf.train
+    if t.threads_per_process is not None:
+        return t.threads_per_process
+    if t.local_mode and not t.use_gpu:
+        return max(1, (os.cpu_count() or 1) // t.num_processes)
+    return None
+
+
+def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_path: str, epochs: int) -> dict:
+    t = conf.train
+    return {
+        "shards_path": os.path.abspath(shards_path) if "://" not in shards_path else shards_path,
+        "spec": spec_dict,
+        "vocab_json": vocab.to_json(),
+        "seed": conf.run.seed,
+        "batch_size": t.batch_size,
+        "epochs": epochs,
+        "learning_rate": t.learning_rate,
+        "weight_decay": t.weight_decay,
+        "pos_weight": t.pos_weight,
+        "grad_clip": t.grad_clip,
+        "patience": t.patience,
+        "warmup_steps": t.warmup_steps,
+        "use_gpu": t.use_gpu,
+        "threads": _threads(conf),
+    }
+
+
+def distribute(conf: Config, params: dict) -> dict:
+    """Run :func:`train_worker` under TorchDistributor; returns rank 0's result."""
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    t = conf.train
+    # The training processes unpickle train_worker by reference, so they must import this package even
+    # when it runs from a checkout rather than an installed wheel (python -m jobs.train in the repo).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [root, *paths] if p)
+    distributor = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode, use_gpu=t.use_gpu)
+    result = distributor.run(train_worker, params)
+    if not isinstance(result, dict) or "weights" not in result:
+        raise TrainingError("the training processes returned no model; see their output above")
+    return result
+
+
+def run(spark, conf: Config) -> dict:
+    """Train on ``conf.sessions.sessions_path``; write the model directory and metrics.json.
+
+    Returns the metrics (also written to ``<model_path>/metrics.json``).
+    """
+    from attribution.model import ModelSpec, save_artifact
+
+    t = conf.train
+    sessions_path = conf.output(conf.sessions.sessions_path)
+    shards_path = conf.output(t.shards_path)
+    model_path = conf.output(t.model_path)
+    started = time.time()
+    vocab, vocab_stats, counts = prepare_shards(spark, conf, sessions_path, shards_path, t.num_processes)
+    spec = ModelSpec.of(conf.model, vocab, conf.session.max_length)
+    prepared = time.time()
+    print(
+        f"[train] {counts['train']:,} train / {counts['validation']:,} validation / {counts['test']:,} test sessions; "
+        f"vocabularies: " + ", ".join(f"{f} {vocab.size(f):,}" for f in vocab.fields),
+        flush=True,
+    )
+    result = distribute(conf, worker_params(conf, spec.to_dict(), vocab, shards_path, t.epochs))
+    trained = time.time()
+    metrics = {
+        "run_id": conf.run.run_id,
+        "test": result["test"],
+        "validation": result["validation"],
+        "sessions": {s: counts[s] for s in SPLITS},
+        "positives": {s: counts[f"{s}_positive"] for s in SPLITS},
+        "best_epoch": result["best_epoch"],
+        "epochs_run": len(result["history"]),
+        "history": result["history"],
+        "train_sessions_per_second": result["train_sessions_per_second"],
+        "training_seconds": round(trained - prepared, 2),
+        "prepare_seconds": round(prepared - started, 2),
+        "num_processes": t.num_processes,
+        "unknown_tokens": result["unknown"],
+        "vocabulary": vocab_stats,
+        "funnel_excluded": conf.funnel.exclude,
+    }
+    sha = save_artifact(
+        model_path,
+        result["weights"],
+        spec,
+        vocab,
+        extra={
+            "run_id": conf.run.run_id,
+            "seed": conf.run.seed,
+            "funnel_excluded": conf.funnel.exclude,
+            "test_roc_auc": result["test"]["roc_auc"],
+        },
+    )
+    metrics["model_sha256"] = sha
+    if t.leakage_check:
+        metrics["leakage_check"] = leakage_check(spark, conf)
+    write_text(join(model_path, "metrics.json"), json.dumps(metrics, indent=1))
+    return metrics
+
+
+def leakage_check(spark, conf: Config) -> dict:
+    """Sessionize again keeping the funnel events and train a model on that: the test AUC it reaches is
+    the leakage the seed warns about (the funnel gives the answer away). Nothing of it is published
+    except these numbers."""
+    from attribution import sessionize
+    from attribution.model import ModelSpec
+
+    sub = "leakage_check"
+    leaky = dataclasses.replace(
+        conf,
+        funnel=dataclasses.replace(conf.funnel, exclude=False),
+        sessions=dataclasses.replace(
+            conf.sessions,
+            sessions_path=f"{sub}/sessions",
+            quarantine_path=f"{sub}/quarantine",
+            summary_path=f"{sub}/sessionize_summary.json",
+        ),
+        train=dataclasses.replace(conf.train, shards_path=f"{sub}/train_shards", leakage_check=False),
+    )
+    print(
+        "[train] leakage check: the same model trained with the funnel events kept (funnel.exclude=false)", flush=True
+    )
+    sessionize.run(spark, leaky)
+    vocab, _, counts = prepare_shards(
+        spark,
+        leaky,
+        leaky.output(leaky.sessions.sessions_path),
+        leaky.output(leaky.train.shards_path),
+        leaky.train.num_processes,
+    )
+    spec = ModelSpec.of(conf.model, vocab, conf.session.max_length)
+    params = worker_params(
+        leaky, spec.to_dict(), vocab, leaky.output(leaky.train.shards_path), conf.train.leakage_check_epochs
+    )
+    result = distribute(leaky, params)
+    return {
+        "funnel_excluded": False,
+        "epochs": conf.train.leakage_check_epochs,
+        "test": result["test"],
+        "sessions": {s: counts[s] for s in SPLITS},
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker: runs in every training process (torchrun under TorchDistributor, or in-process for tests)
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_shards(root: str, split: str, rank: int, world: int):
+    """This rank's shards of ``split`` as one Arrow table (sorted by session_id: deterministic)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    base = join(root, f"split={split}")
+    try:
+        dataset = ds.dataset(base, format="parquet", partitioning="hive")
+    except FileNotFoundError:
+        return None
+    mine = [f for f in dataset.files if int(f.rsplit("shard=", 1)[1].split("/", 1)[0]) % world == rank]
+    if not mine:
+        return None
+    table = ds.dataset(sorted(mine), format="parquet", filesystem=dataset.filesystem).to_table(
+        columns=["session_id", "label", *INPUT_COLUMNS]
+    )
+    return table.sort_by("session_id") if table.num_rows else pa.Table.from_batches([], schema=table.schema)
+
+
+class _Split:
+    """One rank's encoded sessions of a split plus their labels."""
+
+    def __init__(self, table, vocab: Vocabularies):
+        if table is None or table.num_rows == 0:
+            self.encoded, self.labels = None, np.zeros(0, dtype=np.float32)
+        else:
+            self.encoded = encode_sessions(table, vocab)
+            self.labels = table.column("label").to_numpy(zero_copy_only=False).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _lr_lambda(warmup: int, total: int):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def _score(model, data: _Split, fields, device, batch_size: int) -> np.ndarray:
+    import torch
+
+    from attribution.model import to_tensors
+
+    if data.encoded is None:
+        return np.zeros(0, dtype=np.float64)
+    out = np.zeros(len(data), dtype=np.float64)
+    model.eval()
+    with torch.no_grad():
+        for rows in length_buckets(data.encoded.lengths, batch_size * 4):
+            tokens, cont, mask = to_tensors(data.encoded.batch(rows), fields, device)
+            out[rows] = model(tokens, cont, mask).double().cpu().numpy()
+    return out
+
+
+def train_worker(params: dict[str, Any]) -> Optional[dict]:
+    """One training process. Reads RANK/WORLD_SIZE/LOCAL_RANK set by torchrun (absent: one process).
+
+    Returns the result on rank 0 (weights as safetensors bytes, history, validation and test metrics)
+    and None on the other ranks.
+    """
+    import torch
+    import torch.distributed as dist
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_gpu = params["use_gpu"] and torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}" if use_gpu else "cpu")
+    if use_gpu:
+        torch.cuda.set_device(device)
+    distributed = world > 1
+    if distributed:
+        dist.init_process_group("nccl" if use_gpu else "gloo")
+    saved_threads = torch.get_num_threads()
+    if params.get("threads"):
+        torch.set_num_threads(params["threads"])
+    try:
+        return _train(params, rank, world, device, distributed)
+    finally:
+        torch.set_num_threads(saved_threads)
+        if distributed:
+            dist.destroy_process_group()
+
+
+def _train(params, rank, world, device, distributed) -> Optional[dict]:
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from attribution.model import ModelSpec, SessionTransformer, to_tensors, weights_bytes
+
+    seed = params["seed"]
+    vocab = Vocabularies.from_json(params["vocab_json"])
+    spec = ModelSpec.from_dict(params["spec"])
+    fields = spec.fields
+    data = {s: _Split(_read_shards(params["shards_path"], s, rank, world), vocab) for s in SPLITS}
+
+    def all_gather(obj):
+        if not distributed:
+            return [obj]
+        out = [None] * world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def gathered_metrics(split: str, net) -> tuple[dict, np.ndarray, np.ndarray]:
+        scores = _score(net, data[split], fields, device, params["batch_size"])
+        parts = all_gather((scores, data[split].labels))
+        s = np.concatenate([p[0] for p in parts])
+        y = np.concatenate([p[1] for p in parts])
+        return binary_metrics(y, s), s, y
+
+    # Values outside the vocabulary, in this rank's validation and test shards (train: by construction,
+    # the values under vocab.min_frequency).
+    unknown = {
+        split: {f: (d.encoded.unknown[f] if d.encoded is not None else 0) for f in fields} for split, d in data.items()
+    }
+    train = data["train"]
+    n_batches = math.ceil(len(train) / params["batch_size"]) if len(train) else 0
+    counts = torch.tensor([n_batches, len(train)], dtype=torch.int64)
+    if distributed:
+        lo = counts.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        total = counts.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        steps, n_train_total = int(lo[0]), int(total[1])
+    else:
+        steps, n_train_total = n_batches, len(train)
+    if steps == 0:
+        raise RuntimeError(
+            f"rank {rank} of {world} has no training sessions; use fewer processes (train.num_processes) or more data"
+        )
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    model = SessionTransformer(spec).to(device)
+    net = DistributedDataParallel(model) if distributed else model
+    torch.manual_seed(seed * 1000 + rank)  # dropout differs per rank; the initial weights do not
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params["learning_rate"], weight_decay=params["weight_decay"])
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(params["warmup_steps"], steps * params["epochs"])
+    )
+    pos_weight = torch.tensor(params["pos_weight"], device=device) if params["pos_weight"] else None
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+
+    best_auc, best_epoch, best_state, bad = -1.0, 0, None, 0
+    history = []
+    started = time.time()
+    seen = 0
+    for epoch in range(1, params["epochs"] + 1):
+        t0 = time.time()
+        rng = np.random.default_rng([seed, epoch, rank])
+        batches = length_buckets(train.encoded.lengths, params["batch_size"], rng)[:steps]
+        net.train()
+        loss_sum = torch.zeros(2, dtype=torch.float64)
+        for rows in batches:
+            tokens, cont, mask = to_tensors(train.encoded.batch(rows), fields, device)
+            y = torch.from_numpy(train.labels[rows]).to(device)
+            loss = loss_fn(net(tokens, cont, mask), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
+            optimizer.step()
+            schedule.step()
+            loss_sum += torch.tensor([loss.item() * len(rows), len(rows)], dtype=torch.float64)
+        if distributed:
+            dist.all_reduce(loss_sum)
+        train_seconds = time.time() - t0
+        seen_epoch = int(loss_sum[1])
+        seen += seen_epoch
+        val, _, _ = gathered_metrics("validation", model)
+        elapsed = time.time() - t0
+        improved = val["roc_auc"] > best_auc
+        if improved:
+            best_auc, best_epoch, bad = val["roc_auc"], epoch, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+        entry = {
+            "epoch": epoch,
+            "loss": float(loss_sum[0] / max(1.0, loss_sum[1])),
+            "validation_roc_auc": val["roc_auc"],
+            "validation_log_loss": val["log_loss"],
+            "sessions_per_second": seen_epoch / train_seconds,
+            "train_seconds": round(train_seconds, 3),
+            "seconds": round(elapsed, 2),
+        }
+        history.append(entry)
+        if rank == 0:
+            left = (params["epochs"] - epoch) * (time.time() - started) / epoch
+            print(
+                f"[train] epoch {epoch}/{params['epochs']} loss {entry['loss']:.4f} "
+                f"val_auc {val['roc_auc']:.4f}{' (best)' if improved else ''} "
+                f"{entry['sessions_per_second']:,.0f} sessions/s, at most {left:.0f}s left",
+                flush=True,
+            )
+        if bad >= params["patience"]:
+            if rank == 0:
+                print(
+                    f"[train] early stop: no better validation AUC for {bad} epochs; best epoch {best_epoch}",
+                    flush=True,
+                )
+            break
+
+    model.load_state_dict(best_state)
+    validation, _, _ = gathered_metrics("validation", model)
+    test, _, _ = gathered_metrics("test", model)
+    unknown_all = all_gather(unknown)
+    if rank != 0:
+        return None
+    return {
+        "weights": weights_bytes(model),
+        "history": history,
+        "best_epoch": best_epoch,
+        "validation": validation,
+        "test": test,
+        "train_sessions_per_second": seen / max(1e-9, sum(h["train_seconds"] for h in history)),
+        "seconds": time.time() - started,
+        "n_train": n_train_total,
+        "unknown": {split: {f: sum(u[split][f] for u in unknown_all) for f in fields} for split in SPLITS},
+    }

@@ -1,0 +1,25 @@
+"""Train the session transformer: ``spark-submit jobs/train.py --conf conf/cluster.yaml [--set k=v ...]``.
+
+Reads the sessions table, builds vocabularies in Spark, trains through TorchDistributor and writes the
+model directory (safetensors weights, JSON config and vocabularies, sha256) with metrics.json.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from attribution import train
+from attribution.report_text import format_train_metrics
+from jobs._cli import main_of
+
+
+def _body(spark, conf, args) -> int:
+    metrics = train.run(spark, conf)
+    print(format_train_metrics(metrics, conf.output(conf.train.model_path)))
+    return 0
+
+
+main = main_of(__doc__, _body)
+
+if __name__ == "__main__":
+    sys.exit(main())
