@@ -94,6 +94,7 @@ def build_vocabularies(
     missing = [f for f in fields if f not in sessions.columns]
     if missing:
         raise FeatureMismatch(f"sessions table lacks column(s) {', '.join(missing)}")
+
     def tagged(name: str):
         # (field, value) pairs; a one-argument lambda, since Spark passes the index to a second one
         return F.transform(F.col(name), lambda v: F.struct(F.lit(name).alias("field"), v.alias("value")))

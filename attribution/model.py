@@ -281,7 +281,10 @@ def build_model(weights: bytes, config: dict, vocab: Vocabularies) -> LoadedMode
     if sizes != spec.vocab_sizes:
         raise ArtifactError("the model's vocabulary sizes do not match vocab.json")
     model = SessionTransformer(spec)
-    state = load(weights)
+    try:
+        state = load(weights)
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error type for a bad header
+        raise ArtifactError(f"the weights are not a safetensors file ({exc}); refusing to load") from exc
     expected = model.state_dict()
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)

@@ -46,6 +46,8 @@ def format_train_metrics(metrics: dict, model_path: str) -> str:
         )
     unknown = metrics.get("unknown_tokens", {}).get("test", {})
     if any(unknown.values()):
-        lines.append("unknown values in test (mapped to <UNK>): " + ", ".join(f"{f} {n:,}" for f, n in unknown.items() if n))
+        lines.append(
+            "unknown values in test (mapped to <UNK>): " + ", ".join(f"{f} {n:,}" for f, n in unknown.items() if n)
+        )
     lines.append(f"model {metrics['model_sha256'][:12]}... written to {model_path}/")
     return "\n".join(lines)

@@ -24,3 +24,115 @@ def sessionize_df(spark, rows, conf, stores=None, schema: str = RAW_SCHEMA):
 
 def quarantine_df(spark, rows, conf, schema: str = RAW_SCHEMA):
     return quarantined_events(validated(raw_events(spark, rows, schema), conf))
+
+
+# --------------------------------------------------------------------------------------------------
+# Sessions tables without Spark, for the model tests: a known signal planted by hand.
+# --------------------------------------------------------------------------------------------------
+
+EVENTS = ("home_page_load", "m_card_view", "m_card_click", "store_page_load", "m_search_query")
+STORES = tuple(f"s{i}" for i in range(12))
+
+
+def synthetic_sessions(n: int, seed: int = 0, max_len: int = 30, split_of=None):
+    """A sessions table (the columns the model reads) with a planted rule: a session converts with
+    probability 0.8 when it clicks a card of store s0 or s1, else 0.1. Returns a pyarrow Table."""
+    import numpy as np
+    import pyarrow as pa
+
+    rng = np.random.default_rng(seed)
+    cols = {
+        k: []
+        for k in (
+            "session_id",
+            "label",
+            "split",
+            "event_names",
+            "discovery_features",
+            "store_ids",
+            "store_names",
+            "store_categories",
+            "store_tags",
+            "is_new_vertical",
+            "event_ranks",
+            "seconds_from_prev",
+            "session_length",
+        )
+    }
+    for i in range(n):
+        length = int(rng.integers(2, max_len + 1))
+        names = list(rng.choice(EVENTS, size=length))
+        stores = [
+            str(rng.choice(STORES)) if e in ("m_card_view", "m_card_click", "store_page_load") else None for e in names
+        ]
+        driver = any(e == "m_card_click" and s in ("s0", "s1") for e, s in zip(names, stores, strict=True))
+        label = int(rng.random() < (0.8 if driver else 0.1))
+        cols["session_id"].append(f"sess{seed}_{i:06d}")
+        cols["label"].append(label)
+        r = i % 10
+        cols["split"].append(split_of(i) if split_of else "train" if r < 7 else "validation" if r == 7 else "test")
+        cols["event_names"].append(names)
+        cols["discovery_features"].append(["Carousel" if s else None for s in stores])
+        cols["store_ids"].append(stores)
+        cols["store_names"].append([f"Store {s}" if s else None for s in stores])
+        cols["store_categories"].append([("Pizza" if s in ("s0", "s2") else "Other") if s else None for s in stores])
+        cols["store_tags"].append([None for _ in stores])
+        cols["is_new_vertical"].append([(s == "s3") if s else None for s in stores])
+        cols["event_ranks"].append([int(rng.integers(0, 20)) if s else None for s in stores])
+        cols["seconds_from_prev"].append([0.0] + [float(rng.exponential(20)) for _ in range(length - 1)])
+        cols["session_length"].append(length)
+    schema = pa.schema(
+        [
+            ("session_id", pa.string()),
+            ("label", pa.int32()),
+            ("split", pa.string()),
+            ("event_names", pa.list_(pa.string())),
+            ("discovery_features", pa.list_(pa.string())),
+            ("store_ids", pa.list_(pa.string())),
+            ("store_names", pa.list_(pa.string())),
+            ("store_categories", pa.list_(pa.string())),
+            ("store_tags", pa.list_(pa.string())),
+            ("is_new_vertical", pa.list_(pa.bool_())),
+            ("event_ranks", pa.list_(pa.int32())),
+            ("seconds_from_prev", pa.list_(pa.float64())),
+            ("session_length", pa.int32()),
+        ]
+    )
+    return pa.table(cols, schema=schema)
+
+
+def vocab_of(table, min_frequency: int = 1):
+    """Vocabularies counted in plain Python (the reference for the Spark builder)."""
+    from collections import Counter
+
+    from attribution.config import MODEL_FIELDS
+    from attribution.features import Vocabularies
+
+    tokens = {}
+    for f in MODEL_FIELDS:
+        c = Counter(v for row in table.column(f).to_pylist() for v in row if v is not None)
+        kept = sorted((v for v, n in c.items() if n >= min_frequency), key=lambda v: (-c[v], v))
+        if kept:
+            tokens[f] = kept
+    return Vocabularies(tokens=tokens, min_frequency=min_frequency)
+
+
+def write_shards(table, root, n_shards: int = 2) -> None:
+    """Lay ``table`` out as prepare_shards does: root/split=<s>/shard=<k>/part-0.parquet."""
+    import zlib
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    ids = table.column("session_id").to_pylist()
+    shard = [zlib.crc32(s.encode()) % n_shards for s in ids]
+    import pyarrow as pa
+
+    table = table.append_column("shard", pa.array(shard, pa.int32()))
+    for split in ("train", "validation", "test"):
+        for k in range(n_shards):
+            part = table.filter(pc.and_(pc.equal(table["split"], split), pc.equal(table["shard"], k)))
+            if part.num_rows:
+                d = root / f"split={split}" / f"shard={k}"
+                d.mkdir(parents=True, exist_ok=True)
+                pq.write_table(part.drop_columns(["split", "shard"]), d / "part-0.parquet")

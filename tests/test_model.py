@@ -1,0 +1,236 @@
+"""The model, the feature encoding and the artifact: invariances, attention capture, safe loading."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from attribution.features import PAD, UNK, FeatureMismatch, Vocabularies, encode_sessions, length_buckets
+from attribution.metrics import average_precision, log_loss, roc_auc
+from attribution.model import (
+    ArtifactError,
+    ModelSpec,
+    SessionTransformer,
+    load_artifact,
+    save_artifact,
+    to_tensors,
+    weights_bytes,
+)
+from tests.helpers import synthetic_sessions, vocab_of
+
+SMALL = dict(d_model=48, n_heads=6, n_layers=2, ff_dim=64, field_dim=8, continuous_dim=4, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def table():
+    return synthetic_sessions(40, seed=3)
+
+
+@pytest.fixture(scope="module")
+def vocab(table):
+    return vocab_of(table)
+
+
+@pytest.fixture(scope="module")
+def model(vocab):
+    torch.manual_seed(0)
+    spec = ModelSpec(
+        fields=vocab.fields, vocab_sizes=tuple(vocab.size(f) for f in vocab.fields), max_length=40, **SMALL
+    )
+    m = SessionTransformer(spec)
+    # Random (untrained) weights are a harder test than trained ones: nothing is near zero by luck.
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    return m.eval()
+
+
+def _logits(model, enc, rows, width=1, need_attention=False):
+    batch = enc.batch(rows, min_length=width)
+    tokens, cont, mask = to_tensors(batch, model.spec.fields)
+    with torch.no_grad():
+        x = model.represent(tokens, cont)
+        return model.forward_from_representation(x, mask, need_attention=need_attention)
+
+
+def test_encoding_maps_values_nulls_and_unknowns(vocab):
+    t = synthetic_sessions(3, seed=11)
+    enc = encode_sessions(t, vocab)
+    names = t.column("event_names").to_pylist()
+    stores = t.column("store_ids").to_pylist()
+    assert list(enc.lengths) == [len(n) for n in names]
+    flat_names = [n for row in names for n in row]
+    assert list(enc.tokens["event_names"]) == [vocab.tokens["event_names"].index(n) + 2 for n in flat_names]
+    flat_stores = [s for row in stores for s in row]
+    assert [int(i) for i, s in zip(enc.tokens["store_ids"], flat_stores, strict=True) if s is None] == [
+        PAD
+    ] * flat_stores.count(None)
+    # a vocabulary without s0: its events become <UNK> and are counted
+    smaller = Vocabularies({**vocab.tokens, "store_ids": [s for s in vocab.tokens["store_ids"] if s != "s0"]}, 1)
+    enc2 = encode_sessions(t, smaller)
+    assert enc2.unknown["store_ids"] == flat_stores.count("s0")
+    assert sum(int(i) == UNK for i in enc2.tokens["store_ids"]) == flat_stores.count("s0")
+    # continuous: log-scaled gap capped at 3600 s, rank, has-rank, new vertical
+    gaps = [g for row in t.column("seconds_from_prev").to_pylist() for g in row]
+    expected = [math.log1p(min(g, 3600.0)) / math.log1p(3600.0) for g in gaps]
+    np.testing.assert_allclose(enc.continuous[:, 0], expected, rtol=1e-6)
+    ranks = [r for row in t.column("event_ranks").to_pylist() for r in row]
+    np.testing.assert_array_equal(enc.continuous[:, 2], [r is not None for r in ranks])
+
+
+def test_encoding_refuses_misaligned_arrays_and_missing_columns(table, vocab):
+    import pyarrow as pa
+
+    bad = table.set_column(
+        table.schema.get_field_index("store_ids"),
+        "store_ids",
+        pa.array([row[:-1] for row in table.column("store_ids").to_pylist()], pa.list_(pa.string())),
+    )
+    with pytest.raises(FeatureMismatch, match="store_ids"):
+        encode_sessions(bad, vocab)
+    with pytest.raises(FeatureMismatch, match="event_names"):
+        encode_sessions(table.drop_columns(["event_names"]), vocab)
+
+
+def test_padding_never_changes_a_logit(model, table, vocab):
+    enc = encode_sessions(table, vocab)
+    rows = np.arange(len(enc))
+    tight, _ = _logits(model, enc, rows)
+    padded, _ = _logits(model, enc, rows, width=40)
+    torch.testing.assert_close(tight, padded, atol=1e-5, rtol=0)
+
+
+def test_a_session_alone_or_in_a_batch_gives_the_same_logit(model, table, vocab):
+    enc = encode_sessions(table, vocab)
+    together, _ = _logits(model, enc, np.arange(len(enc)))
+    alone = torch.stack([_logits(model, enc, [i])[0][0] for i in range(len(enc))])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+    # and in a different batch composition (reversed, mixed lengths)
+    rev, _ = _logits(model, enc, np.arange(len(enc))[::-1])
+    torch.testing.assert_close(together, rev.flip(0), atol=1e-5, rtol=0)
+
+
+def test_attention_capture_leaves_logits_unchanged_and_is_a_distribution(model, table, vocab):
+    enc = encode_sessions(table, vocab)
+    rows = np.arange(len(enc))
+    plain, none = _logits(model, enc, rows)
+    captured, attention = _logits(model, enc, rows, need_attention=True)
+    assert none is None
+    torch.testing.assert_close(plain, captured, atol=1e-5, rtol=0)
+    assert len(attention) == model.spec.n_layers
+    b, width = len(rows), int(enc.lengths.max())
+    for probs in attention:
+        assert probs.shape == (b, model.spec.n_heads, width + 1, width + 1)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(b, model.spec.n_heads, width + 1))
+        # no attention lands on padding: keys past each session's length get exactly 0
+        for i, n in enumerate(enc.lengths):
+            assert float(probs[i, :, :, 1 + n :].abs().sum()) == 0.0
+
+
+def test_sessions_longer_than_the_model_allows_are_refused(model, vocab):
+    enc = encode_sessions(synthetic_sessions(2, seed=1, max_len=60), vocab)
+    long_rows = [i for i, n in enumerate(enc.lengths) if n > 40] or [0]
+    with pytest.raises(FeatureMismatch, match="max_length"):
+        _logits(model, enc, long_rows, width=41)
+
+
+def test_length_buckets_cover_every_session_once_and_group_lengths():
+    lengths = np.random.default_rng(0).integers(1, 100, size=1000)
+    for rng in (None, np.random.default_rng(1)):
+        batches = length_buckets(lengths, 32, rng)
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+        computed = sum(len(b) * lengths[b].max() for b in batches)
+        assert lengths.sum() / computed > 0.9  # padding efficiency of the bucketing
+
+
+def test_metrics_agree_with_scikit_learn():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import log_loss as sk_log_loss
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 500)
+    s = np.round(rng.random(500) * 0.5 + 0.4 * y, 2)  # rounded: ties on purpose
+    assert roc_auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert average_precision(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert log_loss(y, s) == pytest.approx(sk_log_loss(y, s), abs=1e-9)
+    assert math.isnan(roc_auc([1, 1], [0.2, 0.3]))
+
+
+# --------------------------------------------------------------------------------------------------
+# Artifact
+# --------------------------------------------------------------------------------------------------
+
+
+def test_artifact_round_trip_gives_identical_logits(model, vocab, table, tmp_path):
+    sha = save_artifact(str(tmp_path), weights_bytes(model), model.spec, vocab)
+    assert sha == hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()
+    assert (tmp_path / "model.sha256").read_text().split()[0] == sha
+    loaded = load_artifact(str(tmp_path))
+    assert loaded.sha256 == sha and loaded.spec == model.spec and loaded.vocab == vocab
+    assert not loaded.model.training and not any(p.requires_grad for p in loaded.model.parameters())
+    enc = encode_sessions(table, vocab)
+    a, _ = _logits(model, enc, np.arange(len(enc)))
+    b, _ = _logits(loaded.model, enc, np.arange(len(enc)))
+    assert torch.equal(a, b)
+
+
+def test_tampered_weights_are_refused(model, vocab, tmp_path):
+    save_artifact(str(tmp_path), weights_bytes(model), model.spec, vocab)
+    w = bytearray((tmp_path / "model.safetensors").read_bytes())
+    w[-1] ^= 0x01
+    (tmp_path / "model.safetensors").write_bytes(bytes(w))
+    with pytest.raises(ArtifactError, match="sha256 .* does not match"):
+        load_artifact(str(tmp_path))
+
+
+def test_a_changed_vocabulary_or_config_is_refused(model, vocab, tmp_path):
+    save_artifact(str(tmp_path), weights_bytes(model), model.spec, vocab)
+    doc = json.loads((tmp_path / "vocab.json").read_text())
+    doc["fields"]["event_names"][2], doc["fields"]["event_names"][3] = (
+        doc["fields"]["event_names"][3],
+        doc["fields"]["event_names"][2],
+    )
+    (tmp_path / "vocab.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="vocab.json"):
+        load_artifact(str(tmp_path))
+
+    other = tmp_path / "other"
+    save_artifact(str(other), weights_bytes(model), model.spec, vocab)
+    cfg = json.loads((other / "model_config.json").read_text())
+    cfg["model"]["d_model"] = 96  # the weights are 48 wide
+    (other / "model_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="do not fit"):
+        load_artifact(str(other))
+
+    (other / "model_config.json").unlink()
+    with pytest.raises(ArtifactError, match="incomplete"):
+        load_artifact(str(other))
+
+
+class _Boom:
+    """Unpickling this writes a marker file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_loading_never_unpickles(model, vocab, tmp_path):
+    """A pickle posing as the weights, even with a matching recorded sha256, is refused without running."""
+    save_artifact(str(tmp_path), weights_bytes(model), model.spec, vocab)
+    marker = tmp_path / "code_ran"
+    payload = pickle.dumps(_Boom(str(marker)))
+    (tmp_path / "model.safetensors").write_bytes(payload)
+    cfg = json.loads((tmp_path / "model_config.json").read_text())
+    cfg["weights_sha256"] = hashlib.sha256(payload).hexdigest()
+    (tmp_path / "model_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="not a safetensors file"):
+        load_artifact(str(tmp_path))
+    assert not marker.exists()

@@ -1,0 +1,162 @@
+"""Training: vocabularies in Spark, a short run that learns a planted rule, determinism, TorchDistributor."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from attribution import train
+from attribution.features import build_vocabularies
+from attribution.model import ModelSpec, build_model, load_artifact
+from tests.conftest import make_conf
+from tests.helpers import synthetic_sessions, vocab_of, write_shards
+
+SMALL = [
+    "model.d_model=24",
+    "model.n_heads=6",
+    "model.n_layers=1",
+    "model.ff_dim=48",
+    "model.field_dim=8",
+    "model.continuous_dim=4",
+    "train.batch_size=32",
+    "train.epochs=6",
+    "train.patience=6",
+    "train.learning_rate=0.003",
+    "train.warmup_steps=10",
+    "train.threads_per_process=1",
+]
+
+
+def _spark_df(spark, table, path):
+    pq.write_table(table, path / "sessions.parquet")
+    return spark.read.parquet(str(path / "sessions.parquet"))
+
+
+def test_vocabularies_in_spark_match_a_plain_count(spark, tmp_path):
+    table = synthetic_sessions(300, seed=2)
+    df = _spark_df(spark, table, tmp_path)
+    vocab, stats = build_vocabularies(df, min_frequency=5, max_size=1000)
+    expected = vocab_of(table, min_frequency=5)
+    assert vocab.tokens == expected.tokens  # same values, most frequent first, ties by value
+    assert "store_tags" not in vocab.fields  # the input has no tags: no embedding for them
+    assert stats["store_ids"]["distinct"] == 12 and stats["store_ids"]["kept"] == len(expected.tokens["store_ids"])
+    capped, capped_stats = build_vocabularies(df, min_frequency=1, max_size=3)
+    assert capped.tokens["store_ids"] == vocab_of(table, 1).tokens["store_ids"][:3]
+    assert capped_stats["store_ids"]["to_unk"] == 12 - 3
+
+
+def _params(conf, table, shards, epochs=None):
+    vocab = vocab_of(table.filter(pc.equal(table["split"], "train")), 2)
+    spec = ModelSpec.of(conf.model, vocab, 30)
+    return train.worker_params(conf, spec.to_dict(), vocab, str(shards), epochs or conf.train.epochs), spec, vocab
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    table = synthetic_sessions(1500, seed=4)
+    write_shards(table, root, n_shards=4)
+    return table, root
+
+
+def _oracle_auc(table, split="test"):
+    """The best any model can do: the planted rule's own probabilities (0.8 / 0.1)."""
+    from attribution.metrics import roc_auc
+
+    rows = [i for i, s in enumerate(table.column("split").to_pylist()) if s == split]
+    names = table.column("event_names").to_pylist()
+    stores = table.column("store_ids").to_pylist()
+    p = [
+        0.8 if any(e == "m_card_click" and s in ("s0", "s1") for e, s in zip(names[i], stores[i], strict=True)) else 0.1
+        for i in rows
+    ]
+    y = [table.column("label")[i].as_py() for i in rows]
+    return roc_auc(y, p)
+
+
+def test_short_training_learns_the_planted_rule_and_reruns_identically(planted):
+    table, root = planted
+    conf = make_conf(*SMALL)
+    params, spec, vocab = _params(conf, table, root)
+    first = train.train_worker(params)
+    oracle = _oracle_auc(table)
+    assert first["test"]["sessions"] == table.column("split").to_pylist().count("test")
+    assert first["test"]["roc_auc"] > 0.5 + 0.8 * (oracle - 0.5), (first["test"], oracle)
+    assert first["history"][-1]["loss"] < first["history"][0]["loss"]
+    second = train.train_worker(params)
+    assert hashlib.sha256(first["weights"]).hexdigest() == hashlib.sha256(second["weights"]).hexdigest()
+    # the best checkpoint is the one returned: its validation AUC is the history's best
+    best = max(h["validation_roc_auc"] for h in first["history"])
+    assert first["validation"]["roc_auc"] == pytest.approx(best, abs=1e-12)
+    loaded = build_model(first["weights"], {"model": spec.to_dict(), "weights_sha256": "x"}, vocab)
+    assert loaded.spec == spec
+
+
+def test_torch_distributor_local_mode_with_two_processes(spark, planted):
+    table, root = planted
+    conf = make_conf(*SMALL, "train.num_processes=2", "train.epochs=10", "train.patience=10")
+    params, spec, vocab = _params(conf, table, root)
+    result = train.distribute(conf, params)
+    # both ranks' test shards were scored and gathered: every test session counted once
+    assert result["test"]["sessions"] == table.column("split").to_pylist().count("test")
+    assert result["test"]["roc_auc"] > 0.5 + 0.6 * (_oracle_auc(table) - 0.5)
+    assert len(result["history"]) == 10
+    build_model(result["weights"], {"model": spec.to_dict(), "weights_sha256": "x"}, vocab)
+
+
+def test_a_rank_without_sessions_is_a_clear_error(tmp_path):
+    table = synthetic_sessions(30, seed=1)
+    write_shards(table, tmp_path, n_shards=1)  # only shard 0: rank 1 of 2 gets nothing
+    conf = make_conf(*SMALL)
+    params, _, _ = _params(conf, table, tmp_path)
+    # read as rank 1 of 2 would, without a process group
+    with pytest.raises(RuntimeError, match="rank 1 of 2 has no training sessions"):
+        train._train(params, 1, 2, torch.device("cpu"), distributed=False)
+
+
+@pytest.mark.slow
+def test_pipeline_trains_and_writes_the_artifact_metrics_and_leakage_check(spark, tmp_path):
+    """generate -> sessionize -> train (2 processes) on a small dataset, through the pipeline job."""
+    from jobs import pipeline
+
+    out = tmp_path / "out"
+    sets = [
+        "generate.n_users=1500",
+        "generate.n_bot_users=0",
+        f"generate.output_path={tmp_path}/raw",
+        f"generate.stores_path={tmp_path}/stores",
+        f"generate.ground_truth_path={tmp_path}/truth.json",
+        f"input.path={tmp_path}/raw",
+        f"stores.path={tmp_path}/stores",
+        f"run.output_dir={out}",
+        "run.run_id=t-train",
+        "train.num_processes=2",
+        "train.leakage_check=true",
+        "train.leakage_check_epochs=2",
+        *SMALL,
+        "train.epochs=3",
+    ]
+    argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train"]
+    for s in sets:
+        argv += ["--set", s]
+    assert pipeline.main(argv) == 0
+    metrics = json.loads((out / "model" / "metrics.json").read_text())
+    sessions = spark.read.parquet(str(out / "sessions"))
+    by_split = {r["split"]: r["count"] for r in sessions.groupBy("split").count().collect()}
+    assert metrics["sessions"] == by_split
+    assert metrics["test"]["sessions"] == by_split["test"]
+    assert 0.6 < metrics["test"]["roc_auc"] < 0.95
+    leak = metrics["leakage_check"]["test"]["roc_auc"]
+    assert leak > metrics["test"]["roc_auc"] + 0.05
+    loaded = load_artifact(str(out / "model"))
+    assert loaded.sha256 == metrics["model_sha256"]
+    assert loaded.sha256 == hashlib.sha256((out / "model" / "model.safetensors").read_bytes()).hexdigest()
+    assert np.isclose(
+        json.loads((out / "model" / "model_config.json").read_text())["test_roc_auc"], metrics["test"]["roc_auc"]
+    )
