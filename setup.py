@@ -21,5 +21,5 @@ setup(
         "deltalake>=0.25",
         "scikit-learn>=1.4",
     ],
-    extras_require={"test": ["pytest>=8", "chispa>=0.10", "hypothesis>=6", "ruff>=0.5"]},
+    extras_require={"test": ["pytest>=8", "chispa>=0.10", "hypothesis>=6", "ruff>=0.5", "captum>=0.7"]},
 )

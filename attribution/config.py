@@ -228,6 +228,22 @@ class TrainConf:
 
 
 @dataclass(frozen=True)
+class AttributionConf:
+    """The attribution stage (jobs/attribute.py)."""
+
+    # Any of grad_x_input (the default, the seed's method), attention, attention_rollout, integrated_gradients.
+    methods: list[str] = field(default_factory=lambda: ["grad_x_input", "attention", "attention_rollout"])
+    split: str = "test"  # which sessions to attribute: train, validation, test or all
+    batch_size: int = 256  # sessions per forward/backward; a GPU out-of-memory halves it and retries
+    attention_layer: int = -1  # the layer whose CLS attention is `attention` (-1: the last)
+    ig_steps: int = 32
+    ig_baseline: str = "pad"  # pad: the <PAD> event's representation; zero: the zero vector
+    threads_per_task: Optional[int] = None  # CPU executors: torch threads per task (None: spark.task.cpus)
+    output_path: str = "gradient_attribution_no_funnel"
+    summary_path: str = "attribute_summary.json"
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunConf = field(default_factory=RunConf)
     spark: SparkConf = field(default_factory=SparkConf)
@@ -242,6 +258,7 @@ class Config:
     vocab: VocabConf = field(default_factory=VocabConf)
     model: ModelConf = field(default_factory=ModelConf)
     train: TrainConf = field(default_factory=TrainConf)
+    attribution: AttributionConf = field(default_factory=AttributionConf)
 
     def output(self, relative: str) -> str:
         """Resolve an output location: absolute paths and URIs stay, others go under run.output_dir."""
@@ -471,3 +488,16 @@ def validate(conf: Config) -> None:
         raise ConfigError("train: learning_rate and grad_clip must be > 0, weight_decay and warmup_steps >= 0")
     if t.pos_weight is not None and t.pos_weight <= 0:
         raise ConfigError("train.pos_weight: must be > 0 or null")
+    a = conf.attribution
+    known = ("grad_x_input", "attention", "attention_rollout", "integrated_gradients")
+    bad = [x for x in a.methods if x not in known]
+    if bad or not a.methods:
+        raise ConfigError(f"attribution.methods: {bad or 'empty'}; choose from {', '.join(known)}")
+    if a.split not in ("train", "validation", "test", "all"):
+        raise ConfigError(f"attribution.split: {a.split!r} is not one of train, validation, test, all")
+    if a.batch_size < 1 or a.ig_steps < 1:
+        raise ConfigError("attribution.batch_size and attribution.ig_steps: must be >= 1")
+    if a.ig_baseline not in ("pad", "zero"):
+        raise ConfigError(f"attribution.ig_baseline: {a.ig_baseline!r} is not one of pad, zero")
+    if a.threads_per_task is not None and a.threads_per_task < 1:
+        raise ConfigError("attribution.threads_per_task: must be >= 1 or null")
