@@ -51,3 +51,23 @@ def format_train_metrics(metrics: dict, model_path: str) -> str:
         )
     lines.append(f"model {metrics['model_sha256'][:12]}... written to {model_path}/")
     return "\n".join(lines)
+
+
+def format_attribute_summary(summary: dict) -> str:
+    lines = [
+        f"attribute: {summary['sessions']:,} {summary['split']} sessions ({summary['converted_sessions']:,} converted), "
+        f"{summary['events']:,} events, methods {', '.join(summary['methods'])}, {summary['seconds']:.0f}s "
+        f"({summary['events'] / max(summary['seconds'], 1e-9):,.0f} events/s end to end)",
+    ]
+    gap = summary.get("ig_completeness_gap")
+    if gap:
+        lines.append(
+            f"integrated gradients completeness gap: mean |gap| {gap['mean_abs']:.2e}, max {gap['max_abs']:.2e}"
+        )
+    unknown = {f: n for f, n in summary["unknown_tokens"].items() if n}
+    if unknown:
+        lines.append(
+            "values unknown to the model (scored as <UNK>): " + ", ".join(f"{f} {n:,}" for f, n in unknown.items())
+        )
+    lines.append(f"wrote {summary['output']} (model {summary['model_sha256'][:12]}...)")
+    return "\n".join(lines)

@@ -11,14 +11,15 @@ import sys
 import time
 
 from attribution import generate, sessionize, train
-from attribution.report_text import format_sessionize_summary, format_train_metrics
+from attribution.report_text import format_attribute_summary, format_sessionize_summary, format_train_metrics
 from jobs._cli import main_of
+from udfs import attribution_udf
 
 log = logging.getLogger("jobs.pipeline")
 
 STAGES = ("generate", "sessionize", "train", "attribute", "report")
 # Stages whose code has not landed yet, with the issue that builds them.
-NOT_YET = {"attribute": "issue #4", "report": "issue #5"}
+NOT_YET = {"report": "issue #5"}
 
 
 def _args(p) -> None:
@@ -52,6 +53,9 @@ def _body(spark, conf, args) -> int:
         elif stage == "train":
             metrics = train.run(spark, conf)
             print("[train] " + format_train_metrics(metrics, conf.output(conf.train.model_path)).replace("\n", "\n  "))
+        elif stage == "attribute":
+            summary = attribution_udf.run(spark, conf)
+            print("[attribute] " + format_attribute_summary(summary).replace("\n", "\n  "))
         else:
             print(f"[{stage}] not implemented yet ({NOT_YET[stage]}); skipped")
             continue

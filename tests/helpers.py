@@ -34,9 +34,10 @@ EVENTS = ("home_page_load", "m_card_view", "m_card_click", "store_page_load", "m
 STORES = tuple(f"s{i}" for i in range(12))
 
 
-def synthetic_sessions(n: int, seed: int = 0, max_len: int = 30, split_of=None):
+def synthetic_sessions(n: int, seed: int = 0, max_len: int = 30, split_of=None, full: bool = False):
     """A sessions table (the columns the model reads) with a planted rule: a session converts with
-    probability 0.8 when it clicks a card of store s0 or s1, else 0.1. Returns a pyarrow Table."""
+    probability 0.8 when it clicks a card of store s0 or s1, else 0.1. Returns a pyarrow Table; with
+    ``full`` also event_types, event_ts and session_date, as the attribution stage reads them."""
     import numpy as np
     import pyarrow as pa
 
@@ -98,7 +99,20 @@ def synthetic_sessions(n: int, seed: int = 0, max_len: int = 30, split_of=None):
             ("session_length", pa.int32()),
         ]
     )
-    return pa.table(cols, schema=schema)
+    table = pa.table(cols, schema=schema)
+    if not full:
+        return table
+    # the rest of the sessions table's columns the attribution stage reads
+    import datetime as dt
+
+    start = dt.datetime(2025, 1, 15, 12, 0, tzinfo=dt.timezone.utc)
+    ts = [
+        [start + dt.timedelta(seconds=sum(g[: j + 1])) for j in range(len(g))]
+        for g in table.column("seconds_from_prev").to_pylist()
+    ]
+    table = table.append_column("event_types", table.column("event_names"))
+    table = table.append_column("event_ts", pa.array(ts, pa.list_(pa.timestamp("us", tz="UTC"))))
+    return table.append_column("session_date", pa.array([start.date()] * n, pa.date32()))
 
 
 def vocab_of(table, min_frequency: int = 1):

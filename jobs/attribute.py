@@ -1,0 +1,36 @@
+"""Attribute every session's prediction to its events: ``spark-submit jobs/attribute.py --conf ... [--split all]``.
+
+Reads the sessions (the test split by default) and the model directory, scores them in a pandas/Arrow UDF
+on GPU or CPU executors and writes the event-level table ``gradient_attribution_no_funnel``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from attribution.report_text import format_attribute_summary
+from jobs._cli import main_of
+from udfs import attribution_udf
+
+
+def _args(p) -> None:
+    p.add_argument("--split", default=None, help="train, validation, test (default: attribution.split) or all")
+    p.add_argument("--model", default=None, help="model directory (default: <output_dir>/<train.model_path>)")
+
+
+def _body(spark, conf, args) -> int:
+    if args.split:
+        conf = dataclasses.replace(conf, attribution=dataclasses.replace(conf.attribution, split=args.split))
+        from attribution.config import validate
+
+        validate(conf)
+    summary = attribution_udf.run(spark, conf, model_path=args.model)
+    print(format_attribute_summary(summary))
+    return 0
+
+
+main = main_of(__doc__, _body, _args)
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The attribution UDF and stage on real Spark: same numbers as in-process, the event table's shape."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import torch
+from chispa import assert_df_equality
+
+from attribution.attribute import METHODS, AttributionOptions, attribute_sessions
+from attribution.events import event_table
+from attribution.features import FeatureMismatch, Vocabularies, encode_sessions
+from attribution.model import ModelSpec, SessionTransformer, load_artifact, save_artifact, weights_bytes
+from tests.conftest import make_conf
+from tests.helpers import synthetic_sessions, vocab_of
+from udfs import attribution_udf
+
+SMALL = dict(d_model=24, n_heads=6, n_layers=2, ff_dim=32, field_dim=8, continuous_dim=4, dropout=0.1)
+
+
+def _model_dir(path, vocab, max_length=30, seed=0):
+    torch.manual_seed(seed)
+    spec = ModelSpec(
+        fields=vocab.fields, vocab_sizes=tuple(vocab.size(f) for f in vocab.fields), max_length=max_length, **SMALL
+    )
+    model = SessionTransformer(spec)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    save_artifact(str(path), weights_bytes(model), spec, vocab)
+    return load_artifact(str(path))
+
+
+@pytest.fixture(scope="module")
+def stage(tmp_path_factory):
+    root = tmp_path_factory.mktemp("attr")
+    table = synthetic_sessions(120, seed=6, max_len=25, full=True)
+    # the model's vocabulary lacks store s1: its events are unknown at scoring time
+    vocab = vocab_of(table)
+    vocab = Vocabularies({**vocab.tokens, "store_ids": [s for s in vocab.tokens["store_ids"] if s != "s1"]}, 1)
+    (root / "out" / "sessions").mkdir(parents=True)
+    pq.write_table(table, root / "out" / "sessions" / "part-0.parquet")
+    loaded = _model_dir(root / "out" / "model", vocab)
+    return root, table, vocab, loaded
+
+
+def _conf(root, *extra):
+    return make_conf(
+        f"run.output_dir={root}/out",
+        "run.run_id=r1",
+        f"attribution.methods={json.dumps(list(METHODS))}",
+        "attribution.ig_steps=8",
+        "attribution.batch_size=16",
+        *extra,
+    )
+
+
+def test_udf_path_equals_the_in_process_path(spark, stage):
+    root, table, vocab, loaded = stage
+    conf = _conf(root, "attribution.split=all")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")  # many small Arrow batches
+    try:
+        summary = attribution_udf.run(spark, conf)
+    finally:
+        spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
+    events = spark.read.parquet(f"{root}/out/gradient_attribution_no_funnel").toPandas()
+    total = int(pc.sum(table.column("session_length")).as_py())
+    assert summary["sessions"] == table.num_rows and summary["events"] == total == len(events)
+    # the reference: the same model, in this process, all sessions at once
+    enc = encode_sessions(table, loaded.vocab)
+    ref = attribute_sessions(loaded.model, enc, AttributionOptions(methods=METHODS, ig_steps=8), batch_size=64)
+    index = {s: i for i, s in enumerate(table.column("session_id").to_pylist())}
+    rows = np.array([enc.offsets[index[s]] + p for s, p in zip(events.session_id, events.event_position, strict=True)])
+    for col, key in [
+        ("gradient_attribution", "grad_x_input"),
+        ("contribution", "contribution"),
+        ("attention_attribution", "attention"),
+        ("rollout_attribution", "attention_rollout"),
+        ("ig_attribution", "integrated_gradients"),
+        ("ig_contribution", "ig_contribution"),
+    ]:
+        np.testing.assert_allclose(events[col].to_numpy(), ref[key][rows], atol=1e-6, err_msg=col)
+    sess = np.array([index[s] for s in events.session_id])
+    np.testing.assert_allclose(events.prediction.to_numpy(), ref["prediction"][sess], atol=1e-6)
+    # every session's normalized scores sum to 1
+    sums = events.groupby("session_id")[["gradient_attribution", "attention_attribution", "ig_attribution"]].sum()
+    np.testing.assert_allclose(sums.to_numpy(), 1.0, atol=1e-6)
+    # unknown stores are counted: every s1 event
+    s1 = sum(row.count("s1") for row in table.column("store_ids").to_pylist())
+    assert summary["unknown_tokens"]["store_ids"] == s1 > 0
+    assert set(events.run_id) == {"r1"} and set(events.model_sha256) == {loaded.sha256}
+    assert (events.event_type.to_numpy() == np.concatenate(table.column("event_types").to_pylist())[rows]).all()
+
+
+def test_default_split_is_test_and_empty_partitions_are_fine(spark, stage, tmp_path):
+    root, table, vocab, loaded = stage
+    conf = _conf(
+        root,
+        "attribution.methods=[grad_x_input]",
+        f"attribution.output_path={tmp_path}/ev",
+        f"attribution.summary_path={tmp_path}/s.json",
+    )
+    n_test = table.column("split").to_pylist().count("test")
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "2000")  # many tiny input partitions, some empty
+    try:
+        summary = attribution_udf.run(spark, conf)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+    assert summary["sessions"] == n_test
+    ev = spark.read.parquet(f"{tmp_path}/ev")
+    assert "ig_attribution" not in ev.columns and "attention_attribution" not in ev.columns
+    assert ev.select("session_id").distinct().count() == n_test
+
+
+def test_event_table_positions_and_bins(spark):
+    from pyspark.sql import Row
+
+    scored = spark.createDataFrame(
+        [
+            Row(
+                session_id="a",
+                label=1,
+                session_length=55,
+                session_date="2025-01-15",
+                prediction=0.5,
+                event_types=[f"e{i}" for i in range(55)],
+                event_names=[f"e{i}" for i in range(55)],
+                store_ids=[None] * 55,
+                store_names=[None] * 55,
+                event_ts=[None] * 55,
+                gradient_attribution=[1 / 55] * 55,
+                contribution=[0.1] * 55,
+            ),
+        ],
+        "session_id string, label int, session_length int, session_date string, prediction double, "
+        "event_types array<string>, event_names array<string>, store_ids array<string>, store_names array<string>, "
+        "event_ts array<timestamp>, gradient_attribution array<double>, contribution array<double>",
+    )
+    out = event_table(scored, "r", "sha").select("event_position", "position_bin", "event_type")
+    expected = [
+        (p, "1-5" if p < 5 else "6-10" if p < 10 else "11-20" if p < 20 else "21-50" if p < 50 else "50+", f"e{p}")
+        for p in range(55)
+    ]
+    assert_df_equality(out, spark.createDataFrame(expected, out.schema), ignore_row_order=True, ignore_nullable=True)
+
+
+def test_sessions_longer_than_the_model_are_refused_before_scoring(spark, tmp_path):
+    table = synthetic_sessions(20, seed=9, max_len=25, full=True)
+    (tmp_path / "out" / "sessions").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "out" / "sessions" / "p.parquet")
+    _model_dir(tmp_path / "out" / "model", vocab_of(table), max_length=10)
+    with pytest.raises(FeatureMismatch, match="max_length 10"):
+        attribution_udf.run(spark, _conf(tmp_path, "attribution.split=all"))
+
+
+def test_model_cache_is_per_sha_and_device(stage, tmp_path):
+    root, table, vocab, loaded = stage
+    payload = attribution_udf.ModelPayload.read(f"{root}/out/model")
+    first = attribution_udf.cached_model(payload, torch.device("cpu"))
+    assert attribution_udf.cached_model(payload, torch.device("cpu")) is first
+    other = _model_dir(tmp_path / "m2", vocab, seed=3)
+    second = attribution_udf.cached_model(attribution_udf.ModelPayload.read(str(tmp_path / "m2")), torch.device("cpu"))
+    assert second is not first and second.sha256 == other.sha256 != first.sha256
+    assert attribution_udf.choose_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_gpu_out_of_memory_splits_the_batch_and_gives_the_same_numbers(stage, monkeypatch):
+    """A CUDA OOM can't be produced on a CPU machine, so the batch function raises it above 5 sessions."""
+    import attribution.attribute as A
+
+    root, table, vocab, loaded = stage
+    enc = encode_sessions(table, loaded.vocab)
+    opts = AttributionOptions(methods=("grad_x_input",))
+    clean = attribute_sessions(loaded.model, enc, opts, batch_size=64)
+    real = A.attribute_batch
+
+    def small_memory(model, tokens, cont, mask, options):
+        if mask.shape[0] > 5:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, tokens, cont, mask, options)
+
+    monkeypatch.setattr(A, "attribute_batch", small_memory)
+    stats = {}
+    split = attribute_sessions(loaded.model, enc, opts, batch_size=64, stats_out=stats)
+    assert stats["oom_splits"] > 0 and stats["batches"] >= len(enc) // 5
+    for key in clean:
+        np.testing.assert_allclose(split[key], clean[key], atol=1e-6)

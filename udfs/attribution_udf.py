@@ -1,0 +1,288 @@
+"""The attribution UDF: Arrow batches of sessions in, per-session score arrays out, on GPU or CPU.
+
+It is the iterator form of Spark's Arrow-based Python UDFs, ``DataFrame.mapInArrow``: every task gets an
+iterator of Arrow record batches (``spark.sql.execution.arrow.maxRecordsPerBatch`` sessions each) and
+yields batches with the same rows plus the score columns. Arrow all the way: the nested event arrays are
+never converted to pandas objects, which on a CPU executor would cost more than the model itself.
+
+- The model travels once, as a broadcast of the verified artifact bytes (safetensors + JSON, no pickle).
+  Each Python worker builds it on first use and caches it across tasks, keyed by its sha256
+  (``spark.python.worker.reuse``, on by default, keeps the worker and so the cache).
+- Device: the GPU Spark assigned to the task (``spark.task.resource.gpu.amount``, read from
+  ``TaskContext.resources()``), else a local CUDA device, else the CPU with torch threads set to the
+  task's cores.
+- Memory per worker is bounded by the Arrow batch and ``attribution.batch_size``, never by the
+  partition: batches stream through and are not accumulated.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+# Per-event score columns, by method: (output column, key in attribute_sessions' result).
+METHOD_COLUMNS = {
+    "grad_x_input": (("contribution", "contribution"), ("gradient_attribution", "grad_x_input")),
+    "attention": (("attention_attribution", "attention"),),
+    "attention_rollout": (("rollout_attribution", "attention_rollout"),),
+    "integrated_gradients": (("ig_contribution", "ig_contribution"), ("ig_attribution", "integrated_gradients")),
+}
+
+_CACHE: dict[str, object] = {}  # sha256 -> (LoadedModel on its device, device); one per Python worker
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """What is broadcast: the artifact's verified bytes. Small (MBs) and pickle-free in content."""
+
+    weights: bytes
+    config: dict
+    vocab_json: str
+
+    @property
+    def sha256(self) -> str:
+        return self.config["weights_sha256"]
+
+    @staticmethod
+    def read(location: str) -> ModelPayload:
+        from attribution.model import read_artifact
+
+        weights, config, vocab = read_artifact(location)
+        return ModelPayload(weights=weights, config=config, vocab_json=vocab.to_json())
+
+
+def choose_device(threads_per_task: int | None = None):
+    """The task's GPU, a local GPU, or the CPU with torch threads matched to the task's cores."""
+    import torch
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    resources = ctx.resources() if ctx is not None else {}
+    if torch.cuda.is_available():
+        gpu = resources.get("gpu")
+        if gpu is not None and gpu.addresses:
+            # Spark gives the physical address; with CUDA_VISIBLE_DEVICES set by the cluster manager the
+            # visible index may differ, so fall back to device 0 when the address is out of range.
+            index = int(gpu.addresses[0])
+            return torch.device(f"cuda:{index if index < torch.cuda.device_count() else 0}")
+        return torch.device("cuda:0")
+    cores = threads_per_task or (ctx.cpus() if ctx is not None else None)
+    if cores and torch.get_num_threads() != cores:  # outside a task (in-process use) leave torch's default
+        torch.set_num_threads(int(cores))
+    return torch.device("cpu")
+
+
+def cached_model(payload: ModelPayload, device):
+    """Build the model once per Python worker and device; reuse it for every later task."""
+    from hashlib import sha256
+
+    from attribution.features import Vocabularies
+    from attribution.model import ArtifactError, build_model
+
+    key = f"{payload.sha256}@{device}"
+    if key not in _CACHE:
+        if sha256(payload.weights).hexdigest() != payload.sha256:
+            raise ArtifactError("the broadcast weights do not match their recorded sha256")
+        loaded = build_model(payload.weights, payload.config, Vocabularies.from_json(payload.vocab_json))
+        loaded.model.to(device)
+        _CACHE.clear()  # a new model replaces the old one: one model's memory per worker
+        _CACHE[key] = loaded
+    return _CACHE[key]
+
+
+def output_fields(methods: list[str], vocab_fields: tuple[str, ...]) -> list[pa.Field]:
+    """The columns the UDF appends to each input batch."""
+    fields = [pa.field("prediction", pa.float64()), pa.field("logit", pa.float64())]
+    for m in methods:
+        fields += [pa.field(col, pa.list_(pa.float64())) for col, _ in METHOD_COLUMNS[m]]
+    if "integrated_gradients" in methods:
+        fields.append(pa.field("ig_completeness_gap", pa.float64()))
+    fields += [pa.field(f"unknown_{f}", pa.int64()) for f in vocab_fields]
+    return fields
+
+
+def _per_session_unknown(encoded, field_tokens: np.ndarray) -> np.ndarray:
+    from attribution.features import UNK
+
+    cumulative = np.r_[0, np.cumsum(field_tokens == UNK, dtype=np.int64)]
+    return cumulative[encoded.offsets[1:]] - cumulative[encoded.offsets[:-1]]
+
+
+def attribute_batches(
+    batches: Iterator[pa.RecordBatch],
+    payload: ModelPayload,
+    methods: list[str],
+    batch_size: int,
+    attention_layer: int = -1,
+    ig_steps: int = 32,
+    ig_baseline: str = "pad",
+    threads_per_task: int | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The body of the UDF: each input batch comes back with the score columns appended."""
+    from attribution.attribute import AttributionOptions, attribute_sessions
+    from attribution.features import encode_sessions
+
+    device = choose_device(threads_per_task)
+    loaded = cached_model(payload, device)
+    options = AttributionOptions(
+        methods=tuple(methods), attention_layer=attention_layer, ig_steps=ig_steps, ig_baseline=ig_baseline
+    )
+    fields = output_fields(methods, loaded.spec.fields)
+    for batch in batches:
+        if batch.num_rows == 0:
+            yield pa.RecordBatch.from_arrays(
+                [*batch.columns, *[pa.array([], f.type) for f in fields]],
+                schema=_with(batch.schema, fields),
+            )
+            continue
+        encoded = encode_sessions(batch, loaded.vocab)
+        scores = attribute_sessions(loaded.model, encoded, options, batch_size=batch_size, device=device)
+        offsets = pa.array(encoded.offsets.astype(np.int32), pa.int32())
+        columns = [pa.array(scores["prediction"], pa.float64()), pa.array(scores["logit"], pa.float64())]
+        for m in methods:
+            for _, key in METHOD_COLUMNS[m]:
+                columns.append(pa.ListArray.from_arrays(offsets, pa.array(scores[key], pa.float64())))
+        if "integrated_gradients" in methods:
+            columns.append(pa.array(scores["ig_completeness_gap"], pa.float64()))
+        for f in loaded.spec.fields:
+            columns.append(pa.array(_per_session_unknown(encoded, encoded.tokens[f]), pa.int64()))
+        yield pa.RecordBatch.from_arrays([*batch.columns, *columns], schema=_with(batch.schema, fields))
+
+
+def _with(schema: pa.Schema, fields: list[pa.Field]) -> pa.Schema:
+    for f in fields:
+        schema = schema.append(f)
+    return schema
+
+
+# --------------------------------------------------------------------------------------------------
+# The Spark stage: sessions -> UDF -> event-level table
+# --------------------------------------------------------------------------------------------------
+
+
+class AttributionReconciliationError(RuntimeError):
+    """Events out != events in: a bug, never a user error."""
+
+
+def _spark_fields(methods: list[str], vocab_fields: tuple[str, ...]):
+    from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField
+
+    out = []
+    for f in output_fields(methods, vocab_fields):
+        if pa.types.is_list(f.type):
+            out.append(StructField(f.name, ArrayType(DoubleType(), True), True))
+        elif pa.types.is_int64(f.type):
+            out.append(StructField(f.name, LongType(), True))
+        else:
+            out.append(StructField(f.name, DoubleType(), True))
+    return out
+
+
+def score_sessions(sessions, payload: ModelPayload, conf, spark):
+    """Append the score columns to ``sessions`` (a DataFrame of the sessions table) with the UDF."""
+    from pyspark.sql.types import StructType
+
+    from attribution.features import INPUT_COLUMNS, Vocabularies
+
+    a = conf.attribution
+    vocab_fields = Vocabularies.from_json(payload.vocab_json).fields
+    broadcast = spark.sparkContext.broadcast(payload)
+    methods, batch_size = list(a.methods), a.batch_size
+    layer, steps, baseline, threads = a.attention_layer, a.ig_steps, a.ig_baseline, a.threads_per_task
+
+    def udf(batches):
+        return attribute_batches(batches, broadcast.value, methods, batch_size, layer, steps, baseline, threads)
+
+    keep = ["session_id", "label", "session_date", "event_types", "event_ts"]
+    columns = list(dict.fromkeys([*keep, *INPUT_COLUMNS]))
+    selected = sessions.select(*columns)
+    schema = StructType([*selected.schema.fields, *_spark_fields(methods, vocab_fields)])
+    return selected.mapInArrow(udf, schema), vocab_fields
+
+
+def run(spark, conf, model_path: str | None = None) -> dict:
+    """Attribute the configured split of the sessions table; write the event-level table and a summary."""
+    import json
+    import time
+
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    from attribution.events import event_table
+    from attribution.features import INPUT_COLUMNS, FeatureMismatch
+    from attribution.io import read_table, write_text
+
+    a = conf.attribution
+    started = time.time()
+    model_location = model_path or conf.output(conf.train.model_path)
+    payload = ModelPayload.read(model_location)
+    sessions_path = conf.output(conf.sessions.sessions_path)
+    sessions = read_table(spark, sessions_path, "parquet", {}, "sessions")
+    missing = [
+        c
+        for c in ["session_id", "label", "split", "session_date", "event_types", "event_ts", *INPUT_COLUMNS]
+        if c not in sessions.columns
+    ]
+    if missing:
+        raise FeatureMismatch(f"{sessions_path} lacks column(s) {', '.join(missing)}; re-run the sessionize stage")
+    if a.split != "all":
+        sessions = sessions.where(F.col("split") == a.split)
+    max_length = payload.config["model"]["max_length"]
+    longest = sessions.agg(F.max("session_length")).first()[0]
+    if longest is not None and longest > max_length:
+        raise FeatureMismatch(
+            f"sessions of up to {longest} events but the model was trained with max_length {max_length}; "
+            f"sessionize with session.max_length <= {max_length} or retrain"
+        )
+    scored, vocab_fields = score_sessions(sessions, payload, conf, spark)
+    seen = Observation("attribute_sessions")
+    scored = scored.observe(
+        seen,
+        F.count(F.lit(1)).alias("sessions"),
+        F.coalesce(F.sum("session_length"), F.lit(0)).alias("events_in"),
+        F.coalesce(F.sum("label"), F.lit(0)).alias("converted"),
+        F.avg("prediction").alias("mean_prediction"),
+        *(
+            [
+                F.max(F.abs("ig_completeness_gap")).alias("max_abs_ig_gap"),
+                F.avg(F.abs("ig_completeness_gap")).alias("mean_abs_ig_gap"),
+            ]
+            if "integrated_gradients" in a.methods
+            else []
+        ),
+        *[F.coalesce(F.sum(f"unknown_{f}"), F.lit(0)).alias(f"unknown_{f}") for f in vocab_fields],
+    )
+    events = event_table(scored, conf.run.run_id or "", payload.sha256)
+    written = Observation("attribute_events")
+    events = events.observe(written, F.count(F.lit(1)).alias("events_out"))
+    output = conf.output(a.output_path)
+    events.write.mode("overwrite").partitionBy("session_date").parquet(output)
+    s, w = seen.get, written.get
+    if int(s["events_in"]) != int(w["events_out"]):
+        raise AttributionReconciliationError(
+            f"{s['events_in']} events in {s['sessions']} sessions but {w['events_out']} event rows written"
+        )
+    summary = {
+        "run_id": conf.run.run_id,
+        "model_sha256": payload.sha256,
+        "model_path": model_location,
+        "split": a.split,
+        "methods": list(a.methods),
+        "sessions": int(s["sessions"]),
+        "converted_sessions": int(s["converted"]),
+        "events": int(w["events_out"]),
+        "mean_prediction": s["mean_prediction"],
+        "unknown_tokens": {f: int(s[f"unknown_{f}"]) for f in vocab_fields},
+        "seconds": round(time.time() - started, 2),
+        "output": output,
+    }
+    if "integrated_gradients" in a.methods:
+        summary["ig_completeness_gap"] = {"max_abs": s["max_abs_ig_gap"], "mean_abs": s["mean_abs_ig_gap"]}
+    write_text(conf.output(a.summary_path), json.dumps(summary, indent=1))
+    return summary
