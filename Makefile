@@ -38,6 +38,8 @@ test-fast: check-java $(STAMP) ## the tests not marked slow (your inner loop)
 
 bench: check-java $(STAMP) ## run the benchmarks (prints ratios; results in bench/results/)
 	$(PY) -m bench.bench_sessionize
+	$(PY) -m bench.bench_train
+	$(PY) -m bench.bench_attribute
 
 lint: $(STAMP) ## ruff
 	$(PY) -m ruff check attribution udfs jobs tests bench

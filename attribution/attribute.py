@@ -151,13 +151,15 @@ def attribute_sessions(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     stats_out: dict | None = None,
+    max_positions: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Attribute every session of ``encoded``. Per-event outputs come back flat, aligned with
     ``encoded.offsets`` (float64), per-session outputs as (n,) arrays, both in input order.
 
     Sessions are grouped by length before padding. A CUDA out-of-memory error splits the batch in
     two and retries each half. ``stats_out`` receives batches, OOM splits and computed positions
-    (padding efficiency = real events / computed positions)."""
+    (padding efficiency = real events / computed positions). ``max_positions`` caps a batch's padded
+    positions (sessions x longest), so memory is bounded by it whatever the session lengths."""
     n, total = len(encoded), int(encoded.offsets[-1])
     per_event: dict[str, np.ndarray] = {}
     per_session: dict[str, np.ndarray] = {}
@@ -191,7 +193,7 @@ def attribute_sessions(
             else:
                 per_event.setdefault(key, np.zeros(total))[dst] = v[m]
 
-    for rows in length_buckets(lengths, batch_size):
+    for rows in length_buckets(lengths, batch_size, max_positions=max_positions):
         if len(rows):
             run(rows)
     if stats_out is not None:

@@ -235,6 +235,9 @@ class AttributionConf:
     methods: list[str] = field(default_factory=lambda: ["grad_x_input", "attention", "attention_rollout"])
     split: str = "test"  # which sessions to attribute: train, validation, test or all
     batch_size: int = 256  # sessions per forward/backward; a GPU out-of-memory halves it and retries
+    # At most this many padded positions (sessions x the longest) per batch: long sessions come in
+    # smaller batches, so memory is bounded by this, not by the data.
+    max_batch_positions: int = 8192
     attention_layer: int = -1  # the layer whose CLS attention is `attention` (-1: the last)
     ig_steps: int = 32
     ig_baseline: str = "pad"  # pad: the <PAD> event's representation; zero: the zero vector
@@ -495,8 +498,8 @@ def validate(conf: Config) -> None:
         raise ConfigError(f"attribution.methods: {bad or 'empty'}; choose from {', '.join(known)}")
     if a.split not in ("train", "validation", "test", "all"):
         raise ConfigError(f"attribution.split: {a.split!r} is not one of train, validation, test, all")
-    if a.batch_size < 1 or a.ig_steps < 1:
-        raise ConfigError("attribution.batch_size and attribution.ig_steps: must be >= 1")
+    if a.batch_size < 1 or a.ig_steps < 1 or a.max_batch_positions < 1:
+        raise ConfigError("attribution.batch_size, max_batch_positions and ig_steps: must be >= 1")
     if a.ig_baseline not in ("pad", "zero"):
         raise ConfigError(f"attribution.ig_baseline: {a.ig_baseline!r} is not one of pad, zero")
     if a.threads_per_task is not None and a.threads_per_task < 1:

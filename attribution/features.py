@@ -228,17 +228,34 @@ def encode_sessions(table: pa.Table | pa.RecordBatch, vocab: Vocabularies) -> En
 
 
 def length_buckets(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None = None, pool: int = 50
+    lengths: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator | None = None,
+    pool: int = 50,
+    max_positions: int | None = None,
 ) -> list[np.ndarray]:
     """Group session indices into batches of similar length so little compute goes to padding.
 
     With ``rng`` (training): shuffle, sort within pools of ``pool`` batches, shuffle the batches.
-    Without (scoring): sort everything by length; the caller restores the order.
+    Without (scoring): sort everything by length and cut batches of at most ``batch_size`` sessions and
+    at most ``max_positions`` padded positions (sessions x the longest), so long sessions come in smaller
+    batches: memory stays bounded and little goes to padding. The caller restores the order.
     """
     n = len(lengths)
     if rng is None:
         order = np.argsort(lengths, kind="stable")
-        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        if max_positions is None:
+            return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+        sorted_lengths = np.maximum(lengths[order], 1)
+        batches, start = [], 0
+        while start < n:
+            limit = min(batch_size, n - start)
+            # t sessions cost t x (the t-th length), which grows with t: take the largest t that fits
+            cost = np.arange(1, limit + 1) * sorted_lengths[start : start + limit]
+            take = max(1, int((cost <= max_positions).sum()))
+            batches.append(order[start : start + take])
+            start += take
+        return batches
     order = rng.permutation(n)
     chunk = batch_size * pool
     batches = []

@@ -59,6 +59,10 @@ def format_attribute_summary(summary: dict) -> str:
         f"{summary['events']:,} events, methods {', '.join(summary['methods'])}, {summary['seconds']:.0f}s "
         f"({summary['events'] / max(summary['seconds'], 1e-9):,.0f} events/s end to end)",
     ]
+    lines.append(
+        f"{summary['model_batches']:,} model batches, padding efficiency {100 * summary['padding_efficiency']:.1f}%, "
+        f"{summary['oom_splits']} out-of-memory splits, Python worker peak memory {summary['python_worker_peak_rss_mb']:,.0f} MiB"
+    )
     gap = summary.get("ig_completeness_gap")
     if gap:
         lines.append(

@@ -69,6 +69,8 @@ def test_udf_path_equals_the_in_process_path(spark, stage):
     events = spark.read.parquet(f"{root}/out/gradient_attribution_no_funnel").toPandas()
     total = int(pc.sum(table.column("session_length")).as_py())
     assert summary["sessions"] == table.num_rows and summary["events"] == total == len(events)
+    assert summary["model_batches"] >= table.num_rows / 7 and summary["oom_splits"] == 0
+    assert 0.5 < summary["padding_efficiency"] <= 1.0 and summary["python_worker_peak_rss_mb"] > 50
     # the reference: the same model, in this process, all sessions at once
     enc = encode_sessions(table, loaded.vocab)
     ref = attribute_sessions(loaded.model, enc, AttributionOptions(methods=METHODS, ig_steps=8), batch_size=64)

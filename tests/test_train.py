@@ -121,8 +121,8 @@ def test_a_rank_without_sessions_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_pipeline_trains_and_writes_the_artifact_metrics_and_leakage_check(spark, tmp_path):
-    """generate -> sessionize -> train (2 processes) on a small dataset, through the pipeline job."""
+def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_check(spark, tmp_path):
+    """generate -> sessionize -> train (2 processes) -> attribute on a small dataset, via the pipeline job."""
     from jobs import pipeline
 
     out = tmp_path / "out"
@@ -141,8 +141,9 @@ def test_pipeline_trains_and_writes_the_artifact_metrics_and_leakage_check(spark
         "train.leakage_check_epochs=2",
         *SMALL,
         "train.epochs=3",
+        "attribution.ig_steps=4",
     ]
-    argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train"]
+    argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train,attribute"]
     for s in sets:
         argv += ["--set", s]
     assert pipeline.main(argv) == 0
@@ -160,3 +161,10 @@ def test_pipeline_trains_and_writes_the_artifact_metrics_and_leakage_check(spark
     assert np.isclose(
         json.loads((out / "model" / "model_config.json").read_text())["test_roc_auc"], metrics["test"]["roc_auc"]
     )
+    # the attribute stage: one row per test event, tied to this model
+    events = spark.read.parquet(str(out / "gradient_attribution_no_funnel"))
+    test_events = sessions.where("split = 'test'").selectExpr("sum(session_length)").first()[0]
+    assert events.count() == test_events
+    assert {r[0] for r in events.select("model_sha256").distinct().collect()} == {metrics["model_sha256"]}
+    summary = json.loads((out / "attribute_summary.json").read_text())
+    assert summary["events"] == test_events and summary["sessions"] == by_split["test"]

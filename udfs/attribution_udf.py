@@ -18,11 +18,13 @@ never converted to pandas objects, which on a CPU executor would cost more than 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+from pyspark.accumulators import AccumulatorParam
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,17 @@ def _per_session_unknown(encoded, field_tokens: np.ndarray) -> np.ndarray:
     return cumulative[encoded.offsets[1:]] - cumulative[encoded.offsets[:-1]]
 
 
+def rss_mb() -> float:
+    """This process's resident memory now, in MiB (Linux /proc; elsewhere the peak from getrusage)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def attribute_batches(
     batches: Iterator[pa.RecordBatch],
     payload: ModelPayload,
@@ -123,8 +136,13 @@ def attribute_batches(
     ig_steps: int = 32,
     ig_baseline: str = "pad",
     threads_per_task: int | None = None,
+    on_stats: Callable[[dict], None] | None = None,
+    max_positions: int | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """The body of the UDF: each input batch comes back with the score columns appended."""
+    """The body of the UDF: each input batch comes back with the score columns appended.
+
+    ``on_stats`` gets, per Arrow batch, the model batches run, OOM splits, computed (padded) positions,
+    real events and this worker's resident memory in MiB."""
     from attribution.attribute import AttributionOptions, attribute_sessions
     from attribution.features import encode_sessions
 
@@ -142,7 +160,18 @@ def attribute_batches(
             )
             continue
         encoded = encode_sessions(batch, loaded.vocab)
-        scores = attribute_sessions(loaded.model, encoded, options, batch_size=batch_size, device=device)
+        stats: dict = {}
+        scores = attribute_sessions(
+            loaded.model,
+            encoded,
+            options,
+            batch_size=batch_size,
+            device=device,
+            stats_out=stats,
+            max_positions=max_positions,
+        )
+        if on_stats is not None:
+            on_stats({**stats, "events": int(encoded.offsets[-1]), "rss_mb": rss_mb()})
         offsets = pa.array(encoded.offsets.astype(np.int32), pa.int32())
         columns = [pa.array(scores["prediction"], pa.float64()), pa.array(scores["logit"], pa.float64())]
         for m in methods:
@@ -170,6 +199,29 @@ class AttributionReconciliationError(RuntimeError):
     """Events out != events in: a bug, never a user error."""
 
 
+class _SumDict(AccumulatorParam):
+    """Accumulator of per-key sums (batches, OOM splits, positions) from the Python workers."""
+
+    def zero(self, value):
+        return {}
+
+    def addInPlace(self, a, b):  # noqa: N802 - Spark's AccumulatorParam interface
+        out = dict(a)
+        for k, v in b.items():
+            out[k] = out.get(k, 0) + v
+        return out
+
+
+class _Max(AccumulatorParam):
+    """Accumulator of the largest value seen (the Python workers' peak resident memory)."""
+
+    def zero(self, value):
+        return 0.0
+
+    def addInPlace(self, a, b):  # noqa: N802
+        return max(a, b)
+
+
 def _spark_fields(methods: list[str], vocab_fields: tuple[str, ...]):
     from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField
 
@@ -193,17 +245,35 @@ def score_sessions(sessions, payload: ModelPayload, conf, spark):
     a = conf.attribution
     vocab_fields = Vocabularies.from_json(payload.vocab_json).fields
     broadcast = spark.sparkContext.broadcast(payload)
-    methods, batch_size = list(a.methods), a.batch_size
+    methods, batch_size, max_positions = list(a.methods), a.batch_size, a.max_batch_positions
     layer, steps, baseline, threads = a.attention_layer, a.ig_steps, a.ig_baseline, a.threads_per_task
 
+    counters = spark.sparkContext.accumulator({}, _SumDict())
+    peak_rss = spark.sparkContext.accumulator(0.0, _Max())
+
+    def report(stats: dict) -> None:
+        peak_rss.add(stats.pop("rss_mb"))
+        counters.add(stats)
+
     def udf(batches):
-        return attribute_batches(batches, broadcast.value, methods, batch_size, layer, steps, baseline, threads)
+        return attribute_batches(
+            batches,
+            broadcast.value,
+            methods,
+            batch_size,
+            layer,
+            steps,
+            baseline,
+            threads,
+            on_stats=report,
+            max_positions=max_positions,
+        )
 
     keep = ["session_id", "label", "session_date", "event_types", "event_ts"]
     columns = list(dict.fromkeys([*keep, *INPUT_COLUMNS]))
     selected = sessions.select(*columns)
     schema = StructType([*selected.schema.fields, *_spark_fields(methods, vocab_fields)])
-    return selected.mapInArrow(udf, schema), vocab_fields
+    return selected.mapInArrow(udf, schema), vocab_fields, (counters, peak_rss)
 
 
 def run(spark, conf, model_path: str | None = None) -> dict:
@@ -240,7 +310,7 @@ def run(spark, conf, model_path: str | None = None) -> dict:
             f"sessions of up to {longest} events but the model was trained with max_length {max_length}; "
             f"sessionize with session.max_length <= {max_length} or retrain"
         )
-    scored, vocab_fields = score_sessions(sessions, payload, conf, spark)
+    scored, vocab_fields, (counters, peak_rss) = score_sessions(sessions, payload, conf, spark)
     seen = Observation("attribute_sessions")
     scored = scored.observe(
         seen,
@@ -281,6 +351,11 @@ def run(spark, conf, model_path: str | None = None) -> dict:
         "unknown_tokens": {f: int(s[f"unknown_{f}"]) for f in vocab_fields},
         "seconds": round(time.time() - started, 2),
         "output": output,
+        "model_batches": int(counters.value.get("batches", 0)),
+        "oom_splits": int(counters.value.get("oom_splits", 0)),
+        # real events / positions computed: how little compute went to padding
+        "padding_efficiency": int(w["events_out"]) / max(1, int(counters.value.get("computed_positions", 0))),
+        "python_worker_peak_rss_mb": round(float(peak_rss.value), 1),
     }
     if "integrated_gradients" in a.methods:
         summary["ig_completeness_gap"] = {"max_abs": s["max_abs_ig_gap"], "mean_abs": s["mean_abs_ig_gap"]}

@@ -1,0 +1,242 @@
+"""Attribution throughput, side by side in one run, on the embedded default's model and test sessions.
+
+    python -m bench.bench_attribute [--device cpu|cuda] [--scale 4] [--loop-sessions 300]
+
+Needs the embedded default's outputs (``make run``; run here first if they are missing). Measures:
+  batched     in-process grad_x_input over all test sessions (length-bucketed batches) - events/s
+  loop        the seed's way: one forward + backward per session - events/s, on the first N sessions
+  flops       achieved FLOP/s on real (unpadded) events (FLOPs counted per session length with torch's
+              FlopCounterMode) vs a large fp32 matmul on the same device: the machine's ceiling
+  padding     real events / computed positions in the batched run
+  spark       the attribution stage end to end (read sessions -> UDF -> write the event table), warm,
+              at 1x and ``--scale``x the sessions, vs the in-process rate; the Python workers' peak memory
+
+Goals (issue #4): batched >= 150x loop; flops >= 50% of the matmul; padding >= 90%; spark >= 80% of the
+in-process rate; ``scale``x the sessions <= 1.1 x scale the time; worker memory flat.
+With ``--device cuda`` only the in-process part runs (the GPU machine has no Spark cluster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attribution.attribute import AttributionOptions, attribute_sessions
+from attribution.features import encode_sessions
+from attribution.model import load_artifact, to_tensors
+from bench.bench_sessionize import machine
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def matmul_ceiling(device, n: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    a @ b
+    t = best_of(lambda: a @ b, repeats)
+    return 2 * n**3 / t
+
+
+def flops_per_length(model, encoded, device) -> dict[int, float]:
+    """Forward + backward FLOPs of grad_x_input for one session of each length present."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    out = {}
+    lengths = encoded.lengths
+    for n in sorted(set(int(x) for x in lengths)):
+        i = int(np.nonzero(lengths == n)[0][0])
+        tokens, cont, mask = to_tensors(encoded.batch([i]), model.spec.fields, device)
+        with FlopCounterMode(display=False) as counter:
+            x = model.represent(tokens, cont).detach().requires_grad_(True)
+            logit, _ = model.forward_from_representation(x, mask)
+            logit.sum().backward()
+        out[n] = float(counter.get_total_flops())
+    return out
+
+
+def seed_loop(model, encoded, n_sessions: int, device) -> float:
+    """The seed's attribution loop: one session, one forward, one backward at a time."""
+    for i in range(n_sessions):
+        tokens, cont, mask = to_tensors(encoded.batch([i]), model.spec.fields, device)
+        x = model.represent(tokens, cont).detach().requires_grad_(True)
+        logit, _ = model.forward_from_representation(x, mask)
+        logit.sum().backward()
+        _ = (x.grad * x).sum(-1).abs()
+
+
+def in_process(model_dir: str, sessions_path: str, device: str, loop_sessions: int, repeats: int) -> dict:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    dev = torch.device(device)
+    loaded = load_artifact(model_dir)
+    model = loaded.model.to(dev)
+    table = ds.dataset(sessions_path, format="parquet").to_table(filter=pc.field("split") == "test")
+    enc = encode_sessions(table, loaded.vocab)
+    events = int(enc.offsets[-1])
+    opts = AttributionOptions(methods=("grad_x_input",))
+    batch = 1024 if dev.type == "cuda" else 256
+    positions = batch * 32
+    attribute_sessions(model, enc, opts, batch_size=batch, device=dev, max_positions=positions)  # warm
+    stats: dict = {}
+    t_batched = best_of(
+        lambda: attribute_sessions(
+            model, enc, opts, batch_size=batch, device=dev, stats_out=stats, max_positions=positions
+        ),
+        repeats,
+    )
+    n_loop = min(loop_sessions, len(enc))
+    loop_events = int(enc.offsets[n_loop])
+    seed_loop(model, enc, min(20, n_loop), dev)  # warm
+    t_loop = best_of(lambda: seed_loop(model, enc, n_loop, dev), 1)
+    per_len = flops_per_length(model, enc, dev)
+    real_flops = float(sum(per_len[int(n)] for n in enc.lengths))
+    ceiling = matmul_ceiling(dev)
+    batched_rate = events / t_batched
+    loop_rate = loop_events / t_loop
+    return {
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "torch_threads": torch.get_num_threads(),
+        "sessions": len(enc),
+        "events": events,
+        "batch_size": batch,
+        "batched_events_per_s": batched_rate,
+        "loop_events_per_s": loop_rate,
+        "loop_sessions": n_loop,
+        "batched_over_loop": batched_rate / loop_rate,
+        "real_flops_per_event": real_flops / events,
+        "achieved_flops_per_s": real_flops / t_batched,
+        "matmul_flops_per_s": ceiling,
+        "flops_fraction_of_matmul": (real_flops / t_batched) / ceiling,
+        "padding_efficiency": events / stats["computed_positions"],
+    }
+
+
+def spark_stage(scale: int, repeats: int) -> dict:
+    """The attribution stage through Spark, warm, at 1x and ``scale``x the test sessions."""
+    from pyspark.sql import functions as F
+
+    from attribution.config import load_config
+    from attribution.spark import build_spark
+    from udfs import attribution_udf
+
+    base = load_config(ROOT / "conf" / "local.yaml", ["attribution.methods=[grad_x_input]"])
+    spark = build_spark(base.spark)
+    sessions = spark.read.parquet(base.output(base.sessions.sessions_path)).where("split = 'test'")
+    data = RESULTS / "data" / f"sessions_x{scale}_8parts"
+    if not data.exists():
+        copies = spark.range(scale).withColumnRenamed("id", "copy")
+        (
+            sessions.crossJoin(copies)
+            .withColumn("session_id", F.concat_ws("#", "session_id", "copy"))
+            .drop("copy")
+            .repartition(8)  # as many tasks as at 1x, each with scale x the sessions: memory must not follow
+            .write.mode("overwrite")
+            .parquet(str(data))
+        )
+    runs = {}
+    for label, path in (
+        ("1x", str((ROOT / base.output(base.sessions.sessions_path)).resolve())),
+        (f"{scale}x", str(data)),
+    ):
+        conf = load_config(
+            ROOT / "conf" / "local.yaml",
+            [
+                "attribution.methods=[grad_x_input]",
+                f"sessions.sessions_path={path}",
+                f"attribution.output_path={RESULTS / 'attribution_out'}",
+                f"attribution.summary_path={RESULTS / 'attribution_summary.json'}",
+                f"train.model_path={(ROOT / base.output(base.train.model_path)).resolve()}",
+            ],
+        )
+        attribution_udf.run(spark, conf)  # warm: Python workers started, torch imported, model cached
+        best = None
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            summary = attribution_udf.run(spark, conf)
+            dt = time.perf_counter() - t0
+            if best is None or dt < best[0]:
+                best = (dt, summary)
+        dt, summary = best
+        runs[label] = {
+            "sessions": summary["sessions"],
+            "events": summary["events"],
+            "seconds": dt,
+            "events_per_s": summary["events"] / dt,
+            "padding_efficiency": summary["padding_efficiency"],
+            "python_worker_peak_rss_mb": summary["python_worker_peak_rss_mb"],
+        }
+    spark.stop()
+    return runs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--loop-sessions", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--model", default=str(ROOT / "outputs" / "model"))
+    p.add_argument("--sessions", default=str(ROOT / "outputs" / "sessions"))
+    args = p.parse_args()
+    if not Path(args.model).exists():
+        from jobs import pipeline
+
+        print("no model yet: running generate, sessionize, train on the embedded default first")
+        pipeline.main(["--conf", str(ROOT / "conf" / "local.yaml"), "--stages", "generate,sessionize,train"])
+    result = {
+        "machine": machine(),
+        "in_process": in_process(args.model, args.sessions, args.device, args.loop_sessions, args.repeats),
+    }
+    ip = result["in_process"]
+    print(f"machine: {result['machine']}; device {ip['device']}, {ip['torch_threads']} torch threads")
+    print(
+        f"in-process grad_x_input: {ip['batched_events_per_s']:,.0f} events/s batched vs "
+        f"{ip['loop_events_per_s']:,.0f} events/s one session at a time = {ip['batched_over_loop']:.1f}x (goal >= 150x)"
+    )
+    print(
+        f"FLOP rate on real events {ip['achieved_flops_per_s'] / 1e9:,.1f} GFLOP/s vs matmul "
+        f"{ip['matmul_flops_per_s'] / 1e9:,.1f} GFLOP/s = {100 * ip['flops_fraction_of_matmul']:.0f}% (goal >= 50%); "
+        f"padding efficiency {100 * ip['padding_efficiency']:.1f}% (goal >= 90%)"
+    )
+    if args.device == "cpu":
+        runs = spark_stage(args.scale, args.repeats)
+        result["spark"] = runs
+        one, big = runs["1x"], runs[f"{args.scale}x"]
+        for label, r in runs.items():
+            print(
+                f"spark stage {label}: {r['sessions']:,} sessions, {r['events']:,} events in {r['seconds']:.1f}s = "
+                f"{r['events_per_s']:,.0f} events/s = {100 * r['events_per_s'] / ip['batched_events_per_s']:.0f}% of "
+                f"in-process (goal >= 80%); worker peak {r['python_worker_peak_rss_mb']:,.0f} MiB; "
+                f"padding {100 * r['padding_efficiency']:.1f}%"
+            )
+        print(
+            f"{args.scale}x the sessions: {big['seconds'] / one['seconds']:.2f}x the time "
+            f"(goal <= {1.1 * args.scale:.1f}x); worker peak memory {one['python_worker_peak_rss_mb']:,.0f} -> "
+            f"{big['python_worker_peak_rss_mb']:,.0f} MiB"
+        )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"attribute_{args.device}.json"
+    out.write_text(json.dumps(result, indent=1))
+    print(f"results in {out}")
+
+
+if __name__ == "__main__":
+    main()
