@@ -187,6 +187,19 @@ def spark_stage(scale: int, repeats: int) -> dict:
     return runs
 
 
+def seed_sized_model(trained_dir: str) -> str:
+    """An untrained model with the seed's sizes and the trained model's vocabularies."""
+    from attribution.config import ModelConf
+    from attribution.model import ModelSpec, SessionTransformer, read_artifact, save_artifact, weights_bytes
+
+    _, config, vocab = read_artifact(trained_dir)
+    spec = ModelSpec.of(ModelConf(), vocab, config["model"]["max_length"])
+    torch.manual_seed(0)
+    out = str(RESULTS / "seed_sized_model")
+    save_artifact(out, weights_bytes(SessionTransformer(spec)), spec, vocab)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -195,6 +208,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--model", default=str(ROOT / "outputs" / "model"))
     p.add_argument("--sessions", default=str(ROOT / "outputs" / "sessions"))
+    p.add_argument(
+        "--seed-model",
+        action="store_true",
+        help="in-process only, with an untrained model of the seed's size (192 wide, 3 layers, ff 512): "
+        "throughput does not depend on the weights",
+    )
     args = p.parse_args()
     if not Path(args.model).exists():
         from jobs import pipeline
@@ -216,7 +235,7 @@ def main() -> None:
         f"{ip['matmul_flops_per_s'] / 1e9:,.1f} GFLOP/s = {100 * ip['flops_fraction_of_matmul']:.0f}% (goal >= 50%); "
         f"padding efficiency {100 * ip['padding_efficiency']:.1f}% (goal >= 90%)"
     )
-    if args.device == "cpu":
+    if args.device == "cpu" and not args.seed_model:
         runs = spark_stage(args.scale, args.repeats)
         result["spark"] = runs
         one, big = runs["1x"], runs[f"{args.scale}x"]
@@ -233,7 +252,7 @@ def main() -> None:
             f"{big['python_worker_peak_rss_mb']:,.0f} MiB"
         )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"attribute_{args.device}.json"
+    out = RESULTS / f"attribute_{args.device}{'_seed_model' if args.seed_model else ''}.json"
     out.write_text(json.dumps(result, indent=1))
     print(f"results in {out}")
 
