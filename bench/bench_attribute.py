@@ -220,6 +220,8 @@ def main() -> None:
 
         print("no model yet: running generate, sessionize, train on the embedded default first")
         pipeline.main(["--conf", str(ROOT / "conf" / "local.yaml"), "--stages", "generate,sessionize,train"])
+    if args.seed_model:
+        args.model = seed_sized_model(args.model)
     result = {
         "machine": machine(),
         "in_process": in_process(args.model, args.sessions, args.device, args.loop_sessions, args.repeats),

@@ -29,8 +29,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--seed-model", action="store_true", help="the seed's model sizes (192 wide, 3 layers, ff 512)")
     args = p.parse_args()
     conf = load_config(ROOT / "conf" / "local.yaml", [f"run.output_dir={ROOT / 'outputs'}"])
+    if args.seed_model:
+        from attribution.config import ModelConf
+
+        conf = dataclasses.replace(conf, model=ModelConf())
     spark = build_spark(conf.spark)
     sessions_path = conf.output(conf.sessions.sessions_path)
     if not Path(sessions_path).exists():
@@ -68,7 +73,7 @@ def main() -> None:
         f"2 processes x {max(1, cores // 2)} threads {best['2']:,.0f} sessions/s; ratio {out['two_over_one']:.2f}"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "train.json").write_text(json.dumps(out, indent=1))
+    (RESULTS / f"train{'_seed_model' if args.seed_model else ''}.json").write_text(json.dumps(out, indent=1))
     spark.stop()
 
 
