@@ -233,13 +233,15 @@ def length_buckets(
     rng: np.random.Generator | None = None,
     pool: int = 50,
     max_positions: int | None = None,
+    min_efficiency: float = 0.9,
 ) -> list[np.ndarray]:
     """Group session indices into batches of similar length so little compute goes to padding.
 
     With ``rng`` (training): shuffle, sort within pools of ``pool`` batches, shuffle the batches.
     Without (scoring): sort everything by length and cut batches of at most ``batch_size`` sessions and
     at most ``max_positions`` padded positions (sessions x the longest), so long sessions come in smaller
-    batches: memory stays bounded and little goes to padding. The caller restores the order.
+    batches and memory stays bounded; a batch also stops growing when less than ``min_efficiency`` of its
+    positions would be real events. The caller restores the order.
     """
     n = len(lengths)
     if rng is None:
@@ -250,9 +252,14 @@ def length_buckets(
         batches, start = [], 0
         while start < n:
             limit = min(batch_size, n - start)
-            # t sessions cost t x (the t-th length), which grows with t: take the largest t that fits
-            cost = np.arange(1, limit + 1) * sorted_lengths[start : start + limit]
-            take = max(1, int((cost <= max_positions).sum()))
+            lens = sorted_lengths[start : start + limit]
+            t = np.arange(1, limit + 1)
+            cost = t * lens  # t sessions padded to the t-th (the longest so far)
+            efficiency = np.cumsum(lens) / cost
+            # grow while the batch fits the position budget and stays >= min_efficiency real events
+            # (a few sessions are always allowed, so a long tail does not become batches of one)
+            ok = (cost <= max_positions) & ((efficiency >= min_efficiency) | (t <= 8))
+            take = max(1, int(np.argmin(ok)) if not ok.all() else limit)
             batches.append(order[start : start + take])
             start += take
         return batches

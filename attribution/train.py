@@ -329,7 +329,12 @@ def train_worker(params: dict[str, Any]) -> Optional[dict]:
     if params.get("threads"):
         torch.set_num_threads(params["threads"])
     try:
-        return _train(params, rank, world, device, distributed)
+        result = _train(params, rank, world, device, distributed)
+        if distributed:
+            # Every rank leaves together: a rank that tears down its process group while rank 0 is
+            # still serializing the weights can abort at exit, and torchrun then kills rank 0.
+            dist.barrier()
+        return result
     finally:
         torch.set_num_threads(saved_threads)
         if distributed:
