@@ -6,11 +6,13 @@ spark-submit, so a team can re-attribute with a new model without re-sessionizin
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
 
 from attribution import generate, sessionize, train
+from attribution.io import write_text
 from attribution.report_text import format_attribute_summary, format_sessionize_summary, format_train_metrics
 from jobs._cli import main_of
 from udfs import attribution_udf
@@ -36,7 +38,8 @@ def _body(spark, conf, args) -> int:
     if unknown:
         print(f"error: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}", file=sys.stderr)
         return 2
-    timings = {}
+    timings: dict[str, float] = {}
+    results: dict[str, dict] = {}
     for stage in STAGES:
         if stage not in wanted:
             continue
@@ -46,25 +49,62 @@ def _body(spark, conf, args) -> int:
                 print(f"[generate] skipped: input.path ({conf.input.path}) is not the embedded dataset")
                 continue
             counts = generate.run(spark, conf)
+            results["generate"] = {"rows": counts["rows"]}
             print(f"[generate] {counts['rows']:,} raw events -> {conf.generate.output_path}")
         elif stage == "sessionize":
             summary = sessionize.run(spark, conf)
+            results["sessionize"] = summary
             print("[sessionize] " + format_sessionize_summary(summary).replace("\n", "\n  "))
         elif stage == "train":
             metrics = train.run(spark, conf)
+            results["train"] = {k: v for k, v in metrics.items() if k not in ("history", "vocabulary")}
             print("[train] " + format_train_metrics(metrics, conf.output(conf.train.model_path)).replace("\n", "\n  "))
         elif stage == "attribute":
             summary = attribution_udf.run(spark, conf)
+            results["attribute"] = summary
             print("[attribute] " + format_attribute_summary(summary).replace("\n", "\n  "))
         else:
             print(f"[{stage}] not implemented yet ({NOT_YET[stage]}); skipped")
             continue
         timings[stage] = round(time.time() - t0, 1)
+    write_manifest(conf, timings, results)
     print(f"pipeline done in {sum(timings.values()):.0f}s {timings}; outputs under {conf.run.output_dir}/")
     missing = [s for s in wanted if s in NOT_YET]
     if missing:
         print(f"still missing: {', '.join(f'{s} ({NOT_YET[s]})' for s in missing)}")
     return 0
+
+
+def write_manifest(conf, timings: dict, results: dict) -> None:
+    """``manifest.json``: the config (credentials redacted), each stage's timing and summary, the model's
+    sha256 and metrics (with the leakage check). Issue #5 adds the output tables to it."""
+    manifest = {
+        "run_id": conf.run.run_id,
+        "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": redacted(conf.to_dict()),
+        "timings_s": timings,
+        "stages": results,
+    }
+    if "train" in results:
+        manifest["model"] = {
+            "path": conf.output(conf.train.model_path),
+            "sha256": results["train"]["model_sha256"],
+            "test_roc_auc": results["train"]["test"]["roc_auc"],
+            "leakage_check_test_roc_auc": results["train"].get("leakage_check", {}).get("test", {}).get("roc_auc"),
+        }
+    write_text(conf.output("manifest.json"), json.dumps(manifest, indent=1, default=str))
+
+
+SECRET_WORDS = ("secret", "password", "token", "credential", "access.key", "accesskey", "private")
+
+
+def redacted(tree):
+    """A copy of a config tree with the values of credential-looking keys replaced."""
+    if isinstance(tree, dict):
+        return {k: ("***" if any(w in str(k).lower() for w in SECRET_WORDS) else redacted(v)) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [redacted(v) for v in tree]
+    return tree
 
 
 main = main_of(__doc__, _body, _args)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from attribution.config import DEFAULT_FUNNEL_EVENTS, ConfigError, load_config, parse_override
+from tests.conftest import make_conf
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,3 +122,18 @@ def test_set_into_a_mapping_keeps_dotted_keys_whole():
     assert conf.spark.conf["spark.driver.memory"] == "8g"
     assert conf.spark.conf["spark.ui.enabled"] == "false"  # the file's other keys stay
     assert conf.input.options == {"header": "true"}
+
+
+def test_manifest_redacts_credentials():
+    from jobs.pipeline import redacted
+
+    conf = make_conf(
+        "spark.conf.spark.hadoop.fs.s3a.secret.key=abc123",
+        "spark.conf.spark.hadoop.fs.s3a.access.key=AKIAXYZ",
+        "input.options.password=hunter2",
+        "spark.conf.spark.sql.shuffle.partitions=8",
+    )
+    text = str(redacted(conf.to_dict()))
+    for secret in ("abc123", "AKIAXYZ", "hunter2"):
+        assert secret not in text
+    assert redacted(conf.to_dict())["spark"]["conf"]["spark.sql.shuffle.partitions"] == "8"

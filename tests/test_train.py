@@ -168,3 +168,8 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     assert {r[0] for r in events.select("model_sha256").distinct().collect()} == {metrics["model_sha256"]}
     summary = json.loads((out / "attribute_summary.json").read_text())
     assert summary["events"] == test_events and summary["sessions"] == by_split["test"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model"]["sha256"] == metrics["model_sha256"]
+    assert manifest["model"]["test_roc_auc"] == metrics["test"]["roc_auc"]
+    assert manifest["model"]["leakage_check_test_roc_auc"] == leak
+    assert set(manifest["timings_s"]) == {"generate", "sessionize", "train", "attribute"}
