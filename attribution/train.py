@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from typing import Any, Optional
 
@@ -331,14 +332,20 @@ def train_worker(params: dict[str, Any]) -> Optional[dict]:
     try:
         result = _train(params, rank, world, device, distributed)
         if distributed:
-            # Every rank leaves together: a rank that tears down its process group while rank 0 is
-            # still serializing the weights can abort at exit, and torchrun then kills rank 0.
-            dist.barrier()
-        return result
+            dist.barrier()  # every rank leaves together
     finally:
         torch.set_num_threads(saved_threads)
         if distributed:
             dist.destroy_process_group()
+    if distributed and rank != 0:
+        # TorchDistributor's local mode has every process write its return value to the same file, and
+        # the last writer wins: a rank that returns None after rank 0 erases the model. The other ranks
+        # therefore end here, without returning (and without the C++ teardown that can abort a gloo
+        # process at exit, which makes torchrun kill rank 0).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return result
 
 
 def _train(params, rank, world, device, distributed) -> Optional[dict]:
