@@ -173,3 +173,26 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     assert manifest["model"]["test_roc_auc"] == metrics["test"]["roc_auc"]
     assert manifest["model"]["leakage_check_test_roc_auc"] == leak
     assert set(manifest["timings_s"]) == {"generate", "sessionize", "train", "attribute"}
+
+
+def test_prepare_shards_samples_the_train_split_deterministically_and_shards_every_session(spark, tmp_path):
+    import pyarrow.dataset as ds
+
+    table = synthetic_sessions(400, seed=12, full=True)
+    (tmp_path / "sessions").mkdir()
+    pq.write_table(table, tmp_path / "sessions" / "p.parquet")
+    conf = make_conf("train.max_train_sessions=100", "train.shards_per_process=3", "vocab.min_frequency=1")
+    splits = table.column("split").to_pylist()
+    runs = []
+    for name in ("a", "b"):
+        vocab, stats, counts = train.prepare_shards(spark, conf, str(tmp_path / "sessions"), str(tmp_path / name), 2)
+        runs.append(ds.dataset(str(tmp_path / name), format="parquet", partitioning="hive").to_table())
+    assert counts["validation"] == splits.count("validation") and counts["test"] == splits.count("test")
+    assert 60 <= counts["train"] <= 140  # a hash sample of ~100 of 280
+    a, b = runs
+    assert sorted(a.column("session_id").to_pylist()) == sorted(b.column("session_id").to_pylist())
+    assert a.num_rows == counts["train"] + counts["validation"] + counts["test"]
+    assert set(a.column("shard").to_pylist()) <= set(range(6))
+    # the vocabulary comes from the sampled train split only
+    sampled = a.filter(pc.equal(a["split"], "train"))
+    assert vocab.tokens["store_ids"] == vocab_of(sampled).tokens["store_ids"]
