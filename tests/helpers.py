@@ -150,3 +150,20 @@ def write_shards(table, root, n_shards: int = 2) -> None:
                 d = root / f"split={split}" / f"shard={k}"
                 d.mkdir(parents=True, exist_ok=True)
                 pq.write_table(part.drop_columns(["split", "shard"]), d / "part-0.parquet")
+
+
+def random_model(vocab, max_length: int, seed: int, std: float, **sizes):
+    """An untrained SessionTransformer in eval mode with N(0, std) weights: a harder test than trained
+    weights, since nothing is near zero by luck."""
+    import torch
+
+    from attribution.model import ModelSpec, SessionTransformer
+
+    torch.manual_seed(seed)
+    spec = ModelSpec(
+        fields=vocab.fields, vocab_sizes=tuple(vocab.size(f) for f in vocab.fields), max_length=max_length, **sizes
+    )
+    model = SessionTransformer(spec)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=std)
+    return model.eval()

@@ -14,8 +14,8 @@ from attribution.attribute import (
     pad_representation,
 )
 from attribution.features import Vocabularies, encode_sessions
-from attribution.model import ModelSpec, SessionTransformer, to_tensors
-from tests.helpers import synthetic_sessions, vocab_of
+from attribution.model import to_tensors
+from tests.helpers import random_model, synthetic_sessions, vocab_of
 
 SMALL = dict(d_model=48, n_heads=6, n_layers=2, ff_dim=64, field_dim=8, continuous_dim=4, dropout=0.1)
 ALL = AttributionOptions(methods=METHODS, ig_steps=16)
@@ -25,14 +25,7 @@ ALL = AttributionOptions(methods=METHODS, ig_steps=16)
 def setup():
     table = synthetic_sessions(30, seed=8, max_len=25)
     vocab = vocab_of(table)
-    torch.manual_seed(1)
-    spec = ModelSpec(
-        fields=vocab.fields, vocab_sizes=tuple(vocab.size(f) for f in vocab.fields), max_length=30, **SMALL
-    )
-    model = SessionTransformer(spec)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.2)
-    model.eval()
+    model = random_model(vocab, max_length=30, seed=1, std=0.2, **SMALL)
     for p in model.parameters():
         p.requires_grad_(False)
     return model, encode_sessions(table, vocab), vocab

@@ -14,22 +14,17 @@ from chispa import assert_df_equality
 from attribution.attribute import METHODS, AttributionOptions, attribute_sessions
 from attribution.events import event_table
 from attribution.features import FeatureMismatch, Vocabularies, encode_sessions
-from attribution.model import ModelSpec, SessionTransformer, load_artifact, save_artifact, weights_bytes
+from attribution.model import load_artifact, save_artifact, weights_bytes
 from tests.conftest import make_conf
-from tests.helpers import synthetic_sessions, vocab_of
+from tests.helpers import random_model, synthetic_sessions, vocab_of
 from udfs import attribution_udf
 
 SMALL = dict(d_model=24, n_heads=6, n_layers=2, ff_dim=32, field_dim=8, continuous_dim=4, dropout=0.1)
 
 
 def _model_dir(path, vocab, max_length=30, seed=0):
-    torch.manual_seed(seed)
-    spec = ModelSpec(
-        fields=vocab.fields, vocab_sizes=tuple(vocab.size(f) for f in vocab.fields), max_length=max_length, **SMALL
-    )
-    model = SessionTransformer(spec)
-    for p in model.parameters():
-        torch.nn.init.normal_(p, std=0.2)
+    model = random_model(vocab, max_length=max_length, seed=seed, std=0.2, **SMALL)
+    spec = model.spec
     save_artifact(str(path), weights_bytes(model), spec, vocab)
     return load_artifact(str(path))
 

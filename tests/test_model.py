@@ -15,14 +15,12 @@ from attribution.features import PAD, UNK, FeatureMismatch, Vocabularies, encode
 from attribution.metrics import average_precision, log_loss, roc_auc
 from attribution.model import (
     ArtifactError,
-    ModelSpec,
-    SessionTransformer,
     load_artifact,
     save_artifact,
     to_tensors,
     weights_bytes,
 )
-from tests.helpers import synthetic_sessions, vocab_of
+from tests.helpers import random_model, synthetic_sessions, vocab_of
 
 SMALL = dict(d_model=48, n_heads=6, n_layers=2, ff_dim=64, field_dim=8, continuous_dim=4, dropout=0.1)
 
@@ -39,15 +37,7 @@ def vocab(table):
 
 @pytest.fixture(scope="module")
 def model(vocab):
-    torch.manual_seed(0)
-    spec = ModelSpec(
-        fields=vocab.fields, vocab_sizes=tuple(vocab.size(f) for f in vocab.fields), max_length=40, **SMALL
-    )
-    m = SessionTransformer(spec)
-    # Random (untrained) weights are a harder test than trained ones: nothing is near zero by luck.
-    for p in m.parameters():
-        torch.nn.init.normal_(p, std=0.3)
-    return m.eval()
+    return random_model(vocab, max_length=40, seed=0, std=0.3, **SMALL)
 
 
 def _logits(model, enc, rows, width=1, need_attention=False):
