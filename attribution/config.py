@@ -247,6 +247,19 @@ class AttributionConf:
 
 
 @dataclass(frozen=True)
+class ReportConf:
+    """The report stage (jobs/report.py): lift tables, sinks, the picture, key insights."""
+
+    output_path: str = "report"  # relative paths are under run.output_dir
+    default_method: str = "grad_x_input"  # the method of the seed-named CSVs and the picture
+    formats: list[str] = field(default_factory=lambda: ["csv", "delta", "parquet"])
+    store_min_events: int = 10  # the seed's minimum support for the store ranking
+    heatmap_positions: int = 20
+    top_event_types: int = 15  # bars in the picture's first panel
+    event_csv: bool = False  # also gradient_attribution_no_funnel.csv (one row per event: large)
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunConf = field(default_factory=RunConf)
     spark: SparkConf = field(default_factory=SparkConf)
@@ -262,6 +275,7 @@ class Config:
     model: ModelConf = field(default_factory=ModelConf)
     train: TrainConf = field(default_factory=TrainConf)
     attribution: AttributionConf = field(default_factory=AttributionConf)
+    report: ReportConf = field(default_factory=ReportConf)
 
     def output(self, relative: str) -> str:
         """Resolve an output location: absolute paths and URIs stay, others go under run.output_dir."""
@@ -504,3 +518,13 @@ def validate(conf: Config) -> None:
         raise ConfigError(f"attribution.ig_baseline: {a.ig_baseline!r} is not one of pad, zero")
     if a.threads_per_task is not None and a.threads_per_task < 1:
         raise ConfigError("attribution.threads_per_task: must be >= 1 or null")
+    r = conf.report
+    bad_formats = [f for f in r.formats if f not in ("csv", "delta", "parquet")]
+    if bad_formats:
+        raise ConfigError(f"report.formats: {bad_formats} not among csv, delta, parquet")
+    if r.default_method not in a.methods:
+        raise ConfigError(
+            f"report.default_method: {r.default_method!r} is not in attribution.methods ({', '.join(a.methods)})"
+        )
+    if r.store_min_events < 1 or r.heatmap_positions < 1 or r.top_event_types < 1:
+        raise ConfigError("report.store_min_events, heatmap_positions and top_event_types: must be >= 1")

@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 
-from attribution import generate, sessionize, train
+from attribution import generate, report, sessionize, train
 from attribution.io import write_text
 from attribution.report_text import format_attribute_summary, format_sessionize_summary, format_train_metrics
 from jobs._cli import main_of
@@ -21,7 +21,7 @@ log = logging.getLogger("jobs.pipeline")
 
 STAGES = ("generate", "sessionize", "train", "attribute", "report")
 # Stages whose code has not landed yet, with the issue that builds them.
-NOT_YET = {"report": "issue #5"}
+NOT_YET: dict[str, str] = {}
 
 
 def _args(p) -> None:
@@ -63,6 +63,11 @@ def _body(spark, conf, args) -> int:
             summary = attribution_udf.run(spark, conf)
             results["attribute"] = summary
             print("[attribute] " + format_attribute_summary(summary).replace("\n", "\n  "))
+        elif stage == "report":
+            summary = report.run(spark, conf)
+            results["report"] = {k: v for k, v in summary.items() if k != "insights"}
+            print("[report] " + summary["insights"].replace("\n", "\n  "))
+            print(f"[report] wrote {len(summary['outputs'])} outputs under {conf.output(conf.report.output_path)}/")
         else:
             print(f"[{stage}] not implemented yet ({NOT_YET[stage]}); skipped")
             continue

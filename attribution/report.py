@@ -1,0 +1,232 @@
+"""The report stage: lift tables from the event-level table, written as CSV/Delta/parquet, the seed's
+4-panel picture and the printed key insights.
+
+Only the aggregated tables (event types, position bins, stores, type x position) reach the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame
+
+from attribution import aggregate, sinks
+from attribution.config import Config
+from attribution.io import join, read_table, write_bytes
+
+log = logging.getLogger(__name__)
+
+# table name -> the seed's file name (CSV) / Delta and parquet directory name
+TABLES = {
+    "event_type": "event_type_attribution_no_funnel",
+    "position": "position_attribution_no_funnel",
+    "store": "store_attribution_no_funnel",
+    "type_position": "event_type_position_attribution_no_funnel",
+}
+PICTURE = "attention_attribution_analysis.png"
+
+
+def build_tables(events: DataFrame, conf: Config) -> dict[str, pa.Table]:
+    """Every table, for every method in the event table, collected as Arrow (they are small; Arrow keeps
+    Spark's types even for an empty table)."""
+    from pyspark import StorageLevel
+
+    long = aggregate.long_format(events).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        frames = {
+            "event_type": aggregate.event_type_table(long),
+            "position": aggregate.position_table(long),
+            "store": aggregate.store_table(long, conf.report.store_min_events),
+            "type_position": aggregate.type_position_table(long, conf.report.heatmap_positions),
+        }
+        out = {name: df.toArrow() for name, df in frames.items()}
+    finally:
+        long.unpersist()
+    run_id = pa.array([conf.run.run_id or ""] * 0, pa.string())  # typed even when empty
+    return {
+        name: t.add_column(
+            0, "run_id", pa.array([conf.run.run_id or ""] * t.num_rows, pa.string()) if t.num_rows else run_id
+        )
+        for name, t in out.items()
+    }
+
+
+def frames(tables: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
+    """pandas views of the tables, for the picture and the insights."""
+    return {name: t.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get) for name, t in tables.items()}
+
+
+def _seed_columns(name: str, table: pa.Table) -> pa.Table:
+    """The seed's columns first (its readers select them by name), the rest after."""
+    first = {
+        "event_type": ["event_type", "not_converted", "converted", "attribution_lift"],
+        "position": ["position_bin", "not_converted", "converted", "attribution_lift"],
+        "store": ["rank", "store_id", "store_name", "mean_attribution", "event_count", "sessions"],
+        "type_position": ["event_type", "position", "mean_attribution", "events"],
+    }[name]
+    return table.select(first + [c for c in table.column_names if c not in first])
+
+
+def write_tables(spark, tables: dict[str, pa.Table], conf: Config) -> dict[str, str]:
+    """CSV (the default method, seed's names; and every method in ``*_by_method.csv``), Delta, parquet."""
+    base = conf.output(conf.report.output_path)
+    run_id = conf.run.run_id or ""
+    where: dict[str, str] = {}
+    for name, table in tables.items():
+        stem = TABLES[name]
+        ordered = _seed_columns(name, table)
+        if "csv" in conf.report.formats:
+            default = ordered.filter(pc.equal(ordered["method"], conf.report.default_method))
+            sinks.write_csv(default, join(base, f"{stem}.csv"))
+            sinks.write_csv(ordered, join(base, f"{stem}_by_method.csv"))
+            where[f"{stem}.csv"] = join(base, f"{stem}.csv")
+        if "delta" in conf.report.formats:
+            sinks.write_delta(spark, ordered, join(base, f"delta/{stem}"), run_id)
+            where[f"delta/{stem}"] = join(base, f"delta/{stem}")
+        if "parquet" in conf.report.formats:
+            sinks.write_parquet(spark, ordered, join(base, f"parquet/{stem}"), run_id)
+            where[f"parquet/{stem}"] = join(base, f"parquet/{stem}")
+    return where
+
+
+# --------------------------------------------------------------------------------------------------
+# The picture
+# --------------------------------------------------------------------------------------------------
+
+
+def picture(tables: dict[str, pd.DataFrame], method: str, top: int = 15) -> bytes:
+    """The seed's four panels as PNG bytes."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig = figure(tables, method, top)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15):
+    """The seed's four panels: lift with CI, position, converted vs not, type x position heatmap."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    et = tables["event_type"][tables["event_type"]["method"] == method].copy()
+    pos = tables["position"][tables["position"]["method"] == method].copy()
+    tp = tables["type_position"][tables["type_position"]["method"] == method]
+
+    fig, axes = plt.subplots(2, 2, figsize=(18, 13))
+    fig.suptitle(f"Which steps drive conversion? Attribution by {method} (funnel events excluded)", fontsize=15)
+
+    # 1. top event types by lift, CI whiskers
+    ax = axes[0, 0]
+    top_et = et.reindex(et["attribution_lift"].abs().sort_values(ascending=False).index).head(top)
+    top_et = top_et.sort_values("attribution_lift")
+    colors = ["#2e7d32" if v > 0 else "#c62828" for v in top_et["attribution_lift"]]
+    err = (1.959963984540054 * top_et["lift_se"]).fillna(0).to_numpy()
+    ax.barh(top_et["event_type"], top_et["attribution_lift"], xerr=err, color=colors, capsize=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_title(f"Top {len(top_et)} event types by attribution lift (95% CI)")
+    ax.set_xlabel("lift = mean attribution (converted) - (not converted)")
+
+    # 2. attribution by position, converted vs not
+    ax = axes[0, 1]
+    x = np.arange(len(pos))
+    ax.bar(x - 0.2, pos["not_converted"], 0.4, label="not converted", color="#90a4ae")
+    ax.bar(x + 0.2, pos["converted"], 0.4, label="converted", color="#1565c0")
+    ax.set_xticks(x, pos["position_bin"])
+    ax.set_title("Mean attribution by position in session")
+    ax.set_xlabel("position (1-based)")
+    ax.set_ylabel("mean attribution per event")
+    ax.legend()
+
+    # 3. converted vs not per event type
+    ax = axes[1, 0]
+    ordered = et.sort_values("converted", ascending=True).tail(top)
+    y = np.arange(len(ordered))
+    ax.barh(y - 0.2, ordered["not_converted"], 0.4, label="not converted", color="#90a4ae")
+    ax.barh(y + 0.2, ordered["converted"], 0.4, label="converted", color="#1565c0")
+    ax.set_yticks(y, ordered["event_type"])
+    ax.set_title("Mean attribution per event type, converted vs not")
+    ax.set_xlabel("mean attribution per event")
+    ax.legend()
+
+    # 4. heatmap event type x position
+    ax = axes[1, 1]
+    grid = tp.pivot_table(index="event_type", columns="position", values="mean_attribution", fill_value=0.0)
+    image = ax.imshow(grid.to_numpy(), aspect="auto", cmap="viridis")
+    ax.set_yticks(range(len(grid.index)), grid.index)
+    ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns])
+    ax.set_title("Mean attribution: event type x position")
+    ax.set_xlabel("position (1-based)")
+    fig.colorbar(image, ax=ax, label="mean attribution")
+
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Key insights, as the seed's script prints them
+# --------------------------------------------------------------------------------------------------
+
+
+def _lift_text(row) -> str:
+    if pd.isna(row["lift_se"]):
+        return f"{row['attribution_lift']:+.4f} (no CI: one side has too few sessions)"
+    ci = f"[{row['lift_ci_low']:+.4f}, {row['lift_ci_high']:+.4f}]"
+    noise = "" if row["significant"] else "  (CI crosses 0: not distinguishable from noise)"
+    return f"{row['attribution_lift']:+.4f} 95% CI {ci}{noise}"
+
+
+def key_insights(tables: dict[str, pd.DataFrame], method: str, n: int = 5) -> str:
+    et = tables["event_type"][tables["event_type"]["method"] == method]
+    pos = tables["position"][tables["position"]["method"] == method]
+    st = tables["store"][tables["store"]["method"] == method]
+    lines = [
+        f"KEY INSIGHTS ({method})",
+        f"Top {n} event types by attribution lift (the seed's measure; length-adjusted = attribution x session "
+        "length, 1.0 = an average share, free of the session-length confound):",
+    ]
+    for _, r in et.sort_values("attribution_lift", ascending=False).head(n).iterrows():
+        lines.append(f"  {r['event_type']:<40} {_lift_text(r)}; length-adjusted lift {r['length_adjusted_lift']:+.3f}")
+    lines.append("Lift by position in session:")
+    for _, r in pos.iterrows():
+        lines.append(f"  {r['position_bin']:<8} {_lift_text(r)}")
+    lines.append(f"Top {n} stores by mean attribution (at least the minimum support):")
+    for _, r in st.sort_values("rank").head(n).iterrows():
+        lines.append(
+            f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['mean_attribution']:.4f} "
+            f"({int(r['event_count']):,} events, {int(r['sessions']):,} sessions)"
+        )
+    return "\n".join(lines)
+
+
+def run(spark, conf: Config) -> dict:
+    """Read the event-level table, build and write every table, the picture; return a summary."""
+    started = time.time()
+    events = read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution")
+    tables = build_tables(events, conf)
+    outputs = write_tables(spark, tables, conf)
+    base = conf.output(conf.report.output_path)
+    method = conf.report.default_method
+    views = frames(tables)
+    write_bytes(join(base, PICTURE), picture(views, method, conf.report.top_event_types))
+    outputs[PICTURE] = join(base, PICTURE)
+    if conf.report.event_csv:
+        sinks.write_csv_single_file(events, join(base, "gradient_attribution_no_funnel.csv"))
+        outputs["gradient_attribution_no_funnel.csv"] = join(base, "gradient_attribution_no_funnel.csv")
+    return {
+        "run_id": conf.run.run_id,
+        "rows": {name: int(t.num_rows) for name, t in tables.items()},
+        "outputs": outputs,
+        "insights": key_insights(views, method),
+        "seconds": round(time.time() - started, 2),
+    }

@@ -1,0 +1,152 @@
+"""Lift tables against hand-computed expectations, the sinks' round trips, idempotent reruns, the picture."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from attribution import aggregate, report
+from tests.conftest import make_conf
+
+# Four sessions, hand-written. Event type A appears in s1 (converted), s2 (converted, twice), s3 (not).
+EVENTS = [
+    # session, label, position, type, store, length, gradient_attribution, contribution
+    ("s1", 1, 0, "A", "x", 2, 0.6, 0.30),
+    ("s1", 1, 1, "B", None, 2, 0.4, -0.20),
+    ("s2", 1, 0, "A", "x", 3, 0.2, 0.10),
+    ("s2", 1, 1, "A", "y", 3, 0.3, 0.05),
+    ("s2", 1, 2, "B", None, 3, 0.5, 0.25),
+    ("s3", 0, 0, "A", "y", 2, 0.1, -0.01),
+    ("s3", 0, 1, "B", None, 2, 0.9, 0.40),
+    ("s4", 0, 0, "B", "x", 1, 1.0, 0.50),
+]
+
+
+@pytest.fixture(scope="module")
+def events(spark):
+    from pyspark.sql import functions as F
+
+    from attribution.events import position_bin
+
+    df = spark.createDataFrame(
+        EVENTS,
+        "session_id string, label int, event_position int, event_type string, store_id string, "
+        "session_length int, gradient_attribution double, contribution double",
+    )
+    return (
+        df.withColumn("position_bin", position_bin(F.col("event_position") + 1))
+        .withColumn("store_name", F.col("store_id"))
+        .withColumn("run_id", F.lit("r1"))
+    )
+
+
+def _row(df, **keys):
+    pdf = df.toPandas()
+    for k, v in keys.items():
+        pdf = pdf[pdf[k] == v]
+    assert len(pdf) == 1, pdf
+    return pdf.iloc[0]
+
+
+def test_event_type_lift_with_session_clustered_ci(events):
+    table = aggregate.event_type_table(aggregate.long_format(events))
+    a = _row(table, event_type="A")
+    # converted: s1 contributes (n=1, s=0.6), s2 (n=2, s=0.5): mean 1.1/3
+    m = 1.1 / 3
+    var_c = 2 / 1 * ((0.6 - m * 1) ** 2 + (0.5 - m * 2) ** 2) / 3**2
+    assert a.converted == pytest.approx(m) and a.not_converted == pytest.approx(0.1)
+    assert a.attribution_lift == pytest.approx(m - 0.1)
+    assert a.events_converted == 3 and a.sessions_converted == 2 and a.sessions_not_converted == 1
+    # one non-converted session: no variance there, so no CI
+    assert math.isnan(a.lift_se) and pd.isna(a.significant)
+    assert a.contribution_converted == pytest.approx((0.30 + 0.10 + 0.05) / 3)
+    assert a.length_adjusted_converted == pytest.approx((0.6 * 2 + 0.2 * 3 + 0.3 * 3) / 3)
+    b = _row(table, event_type="B")
+    # B: converted s1 (0.4), s2 (0.5); not converted s3 (0.9), s4 (1.0): one event per session
+    var_bc = 2 * ((0.4 - 0.45) ** 2 + (0.5 - 0.45) ** 2) / 4
+    var_bn = 2 * ((0.9 - 0.95) ** 2 + (1.0 - 0.95) ** 2) / 4
+    se = math.sqrt(var_bc + var_bn)
+    assert b.attribution_lift == pytest.approx(-0.5)
+    assert b.lift_se == pytest.approx(se)
+    assert b.lift_ci_low == pytest.approx(-0.5 - 1.959963984540054 * se)
+    assert bool(b.significant) is True  # -0.5 +/- 0.139 excludes 0
+    assert var_c > 0  # (used by the A check above through the same formula; keeps the numbers honest)
+    # ordered by lift, descending
+    assert list(table.toPandas().event_type) == ["A", "B"]
+
+
+def test_position_table_keeps_the_bin_order_and_position_zero(events):
+    table = aggregate.position_table(aggregate.long_format(events)).toPandas()
+    assert list(table.position_bin) == ["1-5"]  # positions 0..2 are all in 1-5
+    assert table.events_converted.iloc[0] + table.events_not_converted.iloc[0] == len(EVENTS)
+
+
+def test_store_table_support_and_rank(events):
+    long = aggregate.long_format(events)
+    table = aggregate.store_table(long, min_events=2).toPandas()
+    # x: 0.6, 0.2, 1.0 (3 events, 3 sessions); y: 0.3, 0.1 (2 events)
+    assert list(table.store_id) == ["x", "y"] and list(table["rank"]) == [1, 2]
+    assert table.mean_attribution.tolist() == pytest.approx([1.8 / 3, 0.2])
+    assert table.event_count.tolist() == [3, 2] and table.sessions.tolist() == [3, 2]
+    assert list(aggregate.store_table(long, min_events=3).toPandas().store_id) == ["x"]
+
+
+def test_every_method_present_gets_its_rows(events):
+    from pyspark.sql import functions as F
+
+    both = events.withColumn("attention_attribution", F.lit(0.5))
+    table = aggregate.event_type_table(aggregate.long_format(both)).toPandas()
+    assert sorted(set(table.method)) == ["attention", "grad_x_input"]
+    att = table[(table.method == "attention") & (table.event_type == "A")].iloc[0]
+    assert att.converted == pytest.approx(0.5) and math.isnan(att.contribution_converted)
+
+
+def _conf(tmp_path, run_id="r1", *extra):
+    return make_conf(f"run.output_dir={tmp_path}", f"run.run_id={run_id}", "attribution.methods=[grad_x_input]", *extra)
+
+
+def test_sinks_round_trip_and_rerun_is_idempotent(spark, events, tmp_path):
+    from deltalake import DeltaTable
+
+    conf = _conf(tmp_path)
+    tables = report.build_tables(events, conf)
+    where = report.write_tables(spark, tables, conf)
+    csv = pd.read_csv(where["event_type_attribution_no_funnel.csv"])
+    assert list(csv.columns[:4]) == ["event_type", "not_converted", "converted", "attribution_lift"]
+    expected = tables["event_type"].column("attribution_lift").to_pylist()
+    assert csv.attribution_lift.tolist() == pytest.approx(expected)
+    # an empty table (no store reaches the default support of 10 events) still has its typed columns
+    assert tables["store"].num_rows == 0
+    assert pd.read_csv(where["store_attribution_no_funnel.csv"]).columns[0] == "rank"
+    assert len(DeltaTable(where["delta/store_attribution_no_funnel"]).schema().fields) == tables["store"].num_columns
+    delta = DeltaTable(where["delta/event_type_attribution_no_funnel"])
+    assert delta.protocol().min_reader_version == 1 and delta.protocol().min_writer_version == 2
+    assert len(delta.to_pandas()) == 2
+    parquet = spark.read.parquet(where["parquet/event_type_attribution_no_funnel"])
+    assert parquet.count() == 2
+    # the same run again: same rows, not twice as many; a second run adds its own
+    report.write_tables(spark, tables, conf)
+    assert len(DeltaTable(where["delta/event_type_attribution_no_funnel"]).to_pandas()) == 2
+    assert spark.read.parquet(where["parquet/event_type_attribution_no_funnel"]).count() == 2
+    conf2 = _conf(tmp_path, "r2")
+    report.write_tables(spark, report.build_tables(events, conf2), conf2)
+    runs = DeltaTable(where["delta/event_type_attribution_no_funnel"]).to_pandas().run_id
+    assert sorted(runs) == ["r1", "r1", "r2", "r2"]
+    assert spark.read.parquet(where["parquet/event_type_attribution_no_funnel"]).count() == 4
+
+
+def test_picture_has_the_four_panels_and_insights_mark_noise(events, tmp_path):
+    conf = _conf(tmp_path)
+    tables = report.frames(report.build_tables(events, conf))
+    fig = report.figure(tables, "grad_x_input")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 4
+    assert titles[0].startswith("Top") and "position" in titles[1] and "heatmap" not in titles[3]
+    png = report.picture(tables, "grad_x_input")
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    text = report.key_insights(tables, "grad_x_input")
+    assert "B" in text and "no CI" in text  # A has one non-converted session: no CI, said so
+    assert json.dumps(text)
