@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import numpy as np
+import pandas as pd
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -143,7 +144,7 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
         "train.epochs=3",
         "attribution.ig_steps=4",
     ]
-    argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train,attribute"]
+    argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train,attribute,report"]
     for s in sets:
         argv += ["--set", s]
     assert pipeline.main(argv) == 0
@@ -172,7 +173,12 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     assert manifest["model"]["sha256"] == metrics["model_sha256"]
     assert manifest["model"]["test_roc_auc"] == metrics["test"]["roc_auc"]
     assert manifest["model"]["leakage_check_test_roc_auc"] == leak
-    assert set(manifest["timings_s"]) == {"generate", "sessionize", "train", "attribute"}
+    assert set(manifest["timings_s"]) == {"generate", "sessionize", "train", "attribute", "report"}
+    # the report: the seed's CSVs, one row per event type of the default method
+    csv = pd.read_csv(out / "report" / "event_type_attribution_no_funnel.csv")
+    n_types = events.select("event_type").distinct().count()
+    assert len(csv) == n_types and set(csv.method) == {"grad_x_input"}
+    assert (out / "report" / "attention_attribution_analysis.png").stat().st_size > 50_000
 
 
 def test_prepare_shards_samples_the_train_split_deterministically_and_shards_every_session(spark, tmp_path):
