@@ -150,3 +150,22 @@ def test_picture_has_the_four_panels_and_insights_mark_noise(events, tmp_path):
     text = report.key_insights(tables, "grad_x_input")
     assert "B" in text and "no CI" in text  # A has one non-converted session: no CI, said so
     assert json.dumps(text)
+
+
+def test_explain_ranks_one_sessions_events_and_refuses_an_unknown_id(spark, events, tmp_path):
+    from attribution import explain
+    from attribution.io import InputError
+
+    conf = _conf(tmp_path)
+    events.withColumn("prediction", events.label * 0.5 + 0.2).write.parquet(
+        str(tmp_path / "gradient_attribution_no_funnel")
+    )
+    text, png = explain.run(spark, conf, "s2")
+    lines = text.splitlines()
+    assert lines[0].startswith("session s2: label 1 (converted), predicted P(convert) 0.700, 3 events")
+    # ranked by gradient_attribution: position 2 (0.5), 1 (0.3), 0 (0.2)
+    ranked = [line.split()[:2] for line in lines[2:]]
+    assert ranked == [["1", "2"], ["2", "1"], ["3", "0"]]
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(InputError, match="session 'nope' is not in"):
+        explain.run(spark, conf, "nope")

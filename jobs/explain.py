@@ -1,0 +1,29 @@
+"""Explain one session: ``python -m jobs.explain --conf conf/local.yaml --session-id ID``.
+
+Prints its events ranked by attribution with every method's score, the signed contribution and the
+prediction, and writes a small PNG under <output_dir>/report/explain/.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from attribution import explain
+from jobs._cli import main_of
+
+
+def _args(p) -> None:
+    p.add_argument("--session-id", required=True, help="a session_id of the event-level table")
+
+
+def _body(spark, conf, args) -> int:
+    table, png = explain.run(spark, conf, args.session_id)
+    print(table)
+    print(f"picture: {png}")
+    return 0
+
+
+main = main_of(__doc__, _body, _args)
+
+if __name__ == "__main__":
+    sys.exit(main())
