@@ -7,7 +7,7 @@ CONF ?= conf/local.yaml
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help run test test-fast bench lint clean check-java
+.PHONY: help run test test-fast bench lint clean check-java package
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,8 +41,20 @@ bench: check-java $(STAMP) ## run the benchmarks (prints ratios; results in benc
 	$(PY) -m bench.bench_train
 	$(PY) -m bench.bench_attribute
 
+# The torch wheel that goes into the cluster archive: the CUDA build of your executors, e.g.
+# make package TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu124"
+TORCH_SPEC ?= torch==2.13.0
+package: $(STAMP) ## build dist/: the code zip for --py-files and the venv-pack archive for --archives
+	$(PY) scripts/package.py --out dist/session_attribution.zip
+	rm -rf dist/pack-env && $(PYTHON) -m venv dist/pack-env
+	dist/pack-env/bin/python -m pip install --quiet $(TORCH_SPEC)
+	dist/pack-env/bin/python -m pip install --quiet -r requirements.lock venv-pack==0.2.0
+	dist/pack-env/bin/python -m pip install --quiet --no-deps .
+	dist/pack-env/bin/venv-pack -p dist/pack-env -o dist/session_attribution_env.tar.gz --force
+	@echo "spark-submit --archives dist/session_attribution_env.tar.gz#environment --py-files dist/session_attribution.zip jobs/<stage>.py ..."
+
 lint: $(STAMP) ## ruff
-	$(PY) -m ruff check attribution udfs jobs tests bench
+	$(PY) -m ruff check attribution udfs jobs tests bench scripts
 
 clean: ## remove generated data, outputs and the virtualenv
-	rm -rf $(VENV) data outputs bench/results spark-warehouse metastore_db derby.log .pytest_cache *.egg-info
+	rm -rf $(VENV) data outputs dist bench/results spark-warehouse metastore_db derby.log .pytest_cache *.egg-info

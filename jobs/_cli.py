@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -66,6 +67,10 @@ def main_of(
             extra(p)
         args = p.parse_args(argv)
         setup_logging()
+        import attribution
+
+        # Where the code came from: the checkout, an installed wheel, or the --py-files zip on a cluster.
+        log.info("session-attribution code from %s", os.path.dirname(attribution.__file__))
         try:
             conf = with_run_id(load_config(args.conf, args.overrides))
             spark = build_spark(conf.spark)
