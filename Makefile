@@ -50,7 +50,7 @@ package: $(STAMP) ## build dist/: the code zip for --py-files and the venv-pack 
 	dist/pack-env/bin/python -m pip install --quiet $(TORCH_SPEC)
 	dist/pack-env/bin/python -m pip install --quiet -r requirements.lock venv-pack==0.2.0
 	dist/pack-env/bin/python -m pip install --quiet --no-deps .
-	dist/pack-env/bin/venv-pack -p dist/pack-env -o dist/session_attribution_env.tar.gz --force
+	dist/pack-env/bin/venv-pack -p dist/pack-env -o dist/session_attribution_env.tar.gz --force --quiet
 	@echo "spark-submit --archives dist/session_attribution_env.tar.gz#environment --py-files dist/session_attribution.zip jobs/<stage>.py ..."
 
 lint: $(STAMP) ## ruff
