@@ -220,6 +220,11 @@ def run(spark, conf: Config) -> dict:
     views = frames(tables)
     write_bytes(join(base, PICTURE), picture(views, method, conf.report.top_event_types))
     outputs[PICTURE] = join(base, PICTURE)
+    if "delta" in conf.report.formats:
+        # the event-level table for the warehouse: executors write, the driver commits once
+        location = join(base, "delta/gradient_attribution_no_funnel")
+        sinks.write_delta_events(spark, events, location, conf.run.run_id or "")
+        outputs["delta/gradient_attribution_no_funnel"] = location
     if conf.report.event_csv:
         sinks.write_csv_single_file(events, join(base, "gradient_attribution_no_funnel.csv"))
         outputs["gradient_attribution_no_funnel.csv"] = join(base, "gradient_attribution_no_funnel.csv")

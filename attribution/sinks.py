@@ -105,3 +105,76 @@ def write_csv_single_file(df, location: str) -> None:
     parts = [f.path for f in filesystem.get_file_info(fs.FileSelector(tmp_path)) if f.base_name.startswith("part-")]
     filesystem.move(parts[0], target)
     filesystem.delete_dir(tmp_path)
+
+
+def write_delta_events(spark, events, location: str, run_id: str) -> int | None:
+    """The (large) event-level table as Delta, partitioned by run_id, this run's rows replaced in one commit.
+
+    With Delta Lake for Spark: Spark's writer with ``replaceWhere``. Without it (this machine): the
+    executors write the parquet files into a fresh directory inside the table, the driver reads only
+    their footers (row counts) and commits them with ``deltalake`` in one transaction that also removes
+    this run's previous files. A failure before that commit leaves the table at its previous version
+    (the new files are unreferenced). Returns the new version (None through Spark's writer).
+    """
+    import json
+    import time
+    import uuid
+
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable, Schema
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+    from pyarrow import fs
+
+    from attribution.io import _filesystem
+
+    if spark_has_delta(spark):
+        (
+            events.write.format("delta")
+            .mode("overwrite")
+            .option("replaceWhere", f"run_id = '{run_id}'")
+            .partitionBy("run_id")
+            .save(location)
+        )
+        return None
+    relative_dir = f"run_id={run_id}/{uuid.uuid4().hex}"
+    staging = f"{location.rstrip('/')}/{relative_dir}"
+    events.drop("run_id").write.mode("errorifexists").parquet(staging)
+    filesystem, path = _filesystem(staging)
+    filesystem = filesystem or fs.LocalFileSystem()
+    infos = [i for i in filesystem.get_file_info(fs.FileSelector(path)) if i.base_name.endswith(".parquet")]
+    now = int(time.time() * 1000)
+    actions, arrow_schema = [], None
+    for info in sorted(infos, key=lambda i: i.path):
+        with filesystem.open_input_file(info.path) as f:
+            meta = pq.ParquetFile(f).metadata
+            arrow_schema = arrow_schema or meta.schema.to_arrow_schema()
+        actions.append(
+            AddAction(
+                path=f"{relative_dir}/{info.base_name}",
+                size=info.size,
+                partition_values={"run_id": run_id},
+                modification_time=now,
+                data_change=True,
+                stats=json.dumps({"numRecords": meta.num_rows}),
+            )
+        )
+    if arrow_schema is None:  # no rows at all: the schema from Spark
+        import pyarrow as pa_
+
+        arrow_schema = pa_.Schema.from_pandas(events.drop("run_id").limit(0).toPandas())
+    schema = Schema.from_arrow(arrow_schema.append(pa.field("run_id", pa.string())))
+    try:
+        table = DeltaTable(location)
+    except Exception:  # noqa: BLE001 - not a table yet
+        table = None
+    if table is None:
+        create_table_with_add_actions(location, schema, actions, mode="append", partition_by=["run_id"])
+    else:
+        table.create_write_transaction(
+            actions,
+            mode="overwrite",
+            schema=schema,
+            partition_by=["run_id"],
+            partition_filters=[("run_id", "=", run_id)],
+        )
+    return DeltaTable(location).version()

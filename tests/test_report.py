@@ -169,3 +169,24 @@ def test_explain_ranks_one_sessions_events_and_refuses_an_unknown_id(spark, even
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(InputError, match="session 'nope' is not in"):
         explain.run(spark, conf, "nope")
+
+
+def test_event_table_as_delta_one_commit_per_run_and_idempotent(spark, events, tmp_path):
+    from deltalake import DeltaTable
+    from pyspark.sql import functions as F
+
+    from attribution import sinks
+
+    location = str(tmp_path / "delta_events")
+    v0 = sinks.write_delta_events(spark, events, location, "r1")
+    v1 = sinks.write_delta_events(spark, events, location, "r1")  # the same run again: replaced, not added
+    v2 = sinks.write_delta_events(spark, events.limit(3).withColumn("run_id", F.lit("r2")), location, "r2")
+    assert (v0, v1, v2) == (0, 1, 2)
+    table = DeltaTable(location)
+    assert table.protocol().min_reader_version == 1 and table.protocol().min_writer_version == 2
+    rows = table.to_pandas()
+    assert rows.groupby("run_id").size().to_dict() == {"r1": len(EVENTS), "r2": 3}
+    r1 = rows[rows.run_id == "r1"].sort_values(["session_id", "event_position"])
+    assert r1.gradient_attribution.tolist() == pytest.approx([e[6] for e in sorted(EVENTS, key=lambda e: (e[0], e[2]))])
+    # time travel: version 0 is the first write, intact
+    assert len(DeltaTable(location, version=0).to_pandas()) == len(EVENTS)
