@@ -190,3 +190,41 @@ def test_event_table_as_delta_one_commit_per_run_and_idempotent(spark, events, t
     assert r1.gradient_attribution.tolist() == pytest.approx([e[6] for e in sorted(EVENTS, key=lambda e: (e[0], e[2]))])
     # time travel: version 0 is the first write, intact
     assert len(DeltaTable(location, version=0).to_pandas()) == len(EVENTS)
+
+
+def test_a_failure_during_the_write_leaves_the_previous_table_unchanged(spark, events, tmp_path):
+    """A task that fails while the executors write: no commit, the table stays at its last version."""
+    from deltalake import DeltaTable
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType
+
+    from attribution import sinks
+
+    location = str(tmp_path / "delta_events")
+    sinks.write_delta_events(spark, events, location, "r1")
+    before = DeltaTable(location).to_pandas().sort_values(["session_id", "event_position"]).reset_index(drop=True)
+
+    @F.udf(DoubleType())
+    def fails_on_s3(session_id, value):
+        if session_id == "s3":
+            raise RuntimeError("injected failure while writing")
+        return value
+
+    broken = events.withColumn("gradient_attribution", fails_on_s3("session_id", "gradient_attribution"))
+    with pytest.raises(Exception, match="injected failure"):
+        sinks.write_delta_events(spark, broken, location, "r1")
+    table = DeltaTable(location)
+    assert table.version() == 0
+    after = table.to_pandas().sort_values(["session_id", "event_position"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_event_level_csv_is_one_file_written_by_the_executors(spark, events, tmp_path):
+    from attribution import sinks
+
+    target = tmp_path / "gradient_attribution_no_funnel.csv"
+    sinks.write_csv_single_file(events, str(target))
+    back = pd.read_csv(target)
+    assert len(back) == len(EVENTS) and "gradient_attribution" in back.columns
+    assert sorted(back.gradient_attribution) == pytest.approx(sorted(e[6] for e in EVENTS))
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary directory left behind
