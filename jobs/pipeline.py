@@ -82,7 +82,7 @@ def _body(spark, conf, args) -> int:
 
 def write_manifest(conf, timings: dict, results: dict) -> None:
     """``manifest.json``: the config (credentials redacted), each stage's timing and summary, the model's
-    sha256 and metrics (with the leakage check). Issue #5 adds the output tables to it."""
+    sha256 and metrics (with the leakage check), the report's output locations."""
     manifest = {
         "run_id": conf.run.run_id,
         "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
