@@ -111,13 +111,24 @@ def picture(tables: dict[str, pd.DataFrame], method: str, top: int = 15) -> byte
     return buf.getvalue()
 
 
+def _converted_vs_not(ax, table: pd.DataFrame, label: str, horizontal: bool) -> None:
+    """Side-by-side bars of the mean attribution in non-converted and converted sessions, per ``label``."""
+    import numpy as np
+
+    at = np.arange(len(table))
+    draw, ticks = (ax.barh, ax.set_yticks) if horizontal else (ax.bar, ax.set_xticks)
+    draw(at - 0.2, table["not_converted"], 0.4, label="not converted", color="#90a4ae")
+    draw(at + 0.2, table["converted"], 0.4, label="converted", color="#1565c0")
+    ticks(at, table[label])
+    ax.legend()
+
+
 def figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15):
     """The seed's four panels: lift with CI, position, converted vs not, type x position heatmap."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     et = tables["event_type"][tables["event_type"]["method"] == method].copy()
     pos = tables["position"][tables["position"]["method"] == method].copy()
@@ -139,25 +150,16 @@ def figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15):
 
     # 2. attribution by position, converted vs not
     ax = axes[0, 1]
-    x = np.arange(len(pos))
-    ax.bar(x - 0.2, pos["not_converted"], 0.4, label="not converted", color="#90a4ae")
-    ax.bar(x + 0.2, pos["converted"], 0.4, label="converted", color="#1565c0")
-    ax.set_xticks(x, pos["position_bin"])
+    _converted_vs_not(ax, pos, "position_bin", horizontal=False)
     ax.set_title("Mean attribution by position in session")
     ax.set_xlabel("position (1-based)")
     ax.set_ylabel("mean attribution per event")
-    ax.legend()
 
     # 3. converted vs not per event type
     ax = axes[1, 0]
-    ordered = et.sort_values("converted", ascending=True).tail(top)
-    y = np.arange(len(ordered))
-    ax.barh(y - 0.2, ordered["not_converted"], 0.4, label="not converted", color="#90a4ae")
-    ax.barh(y + 0.2, ordered["converted"], 0.4, label="converted", color="#1565c0")
-    ax.set_yticks(y, ordered["event_type"])
+    _converted_vs_not(ax, et.sort_values("converted", ascending=True).tail(top), "event_type", horizontal=True)
     ax.set_title("Mean attribution per event type, converted vs not")
     ax.set_xlabel("mean attribution per event")
-    ax.legend()
 
     # 4. heatmap event type x position
     ax = axes[1, 1]

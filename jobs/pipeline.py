@@ -20,8 +20,6 @@ from udfs import attribution_udf
 log = logging.getLogger("jobs.pipeline")
 
 STAGES = ("generate", "sessionize", "train", "attribute", "report")
-# Stages whose code has not landed yet, with the issue that builds them.
-NOT_YET: dict[str, str] = {}
 
 
 def _args(p) -> None:
@@ -50,33 +48,28 @@ def _body(spark, conf, args) -> int:
                 continue
             counts = generate.run(spark, conf)
             results["generate"] = {"rows": counts["rows"]}
-            print(f"[generate] {counts['rows']:,} raw events -> {conf.generate.output_path}")
+            text = f"{counts['rows']:,} raw events -> {conf.generate.output_path}"
         elif stage == "sessionize":
-            summary = sessionize.run(spark, conf)
-            results["sessionize"] = summary
-            print("[sessionize] " + format_sessionize_summary(summary).replace("\n", "\n  "))
+            results["sessionize"] = summary = sessionize.run(spark, conf)
+            text = format_sessionize_summary(summary)
         elif stage == "train":
             metrics = train.run(spark, conf)
             results["train"] = {k: v for k, v in metrics.items() if k not in ("history", "vocabulary")}
-            print("[train] " + format_train_metrics(metrics, conf.output(conf.train.model_path)).replace("\n", "\n  "))
+            text = format_train_metrics(metrics, conf.output(conf.train.model_path))
         elif stage == "attribute":
-            summary = attribution_udf.run(spark, conf)
-            results["attribute"] = summary
-            print("[attribute] " + format_attribute_summary(summary).replace("\n", "\n  "))
-        elif stage == "report":
+            results["attribute"] = summary = attribution_udf.run(spark, conf)
+            text = format_attribute_summary(summary)
+        else:  # report
             summary = report.run(spark, conf)
             results["report"] = {k: v for k, v in summary.items() if k != "insights"}
-            print("[report] " + summary["insights"].replace("\n", "\n  "))
-            print(f"[report] wrote {len(summary['outputs'])} outputs under {conf.output(conf.report.output_path)}/")
-        else:
-            print(f"[{stage}] not implemented yet ({NOT_YET[stage]}); skipped")
-            continue
+            text = (
+                f"{summary['insights']}\nwrote {len(summary['outputs'])} outputs under "
+                f"{conf.output(conf.report.output_path)}/"
+            )
+        print(f"[{stage}] " + text.replace("\n", "\n  "))
         timings[stage] = round(time.time() - t0, 1)
     write_manifest(conf, timings, results)
     print(f"pipeline done in {sum(timings.values()):.0f}s {timings}; outputs under {conf.run.output_dir}/")
-    missing = [s for s in wanted if s in NOT_YET]
-    if missing:
-        print(f"still missing: {', '.join(f'{s} ({NOT_YET[s]})' for s in missing)}")
     return 0
 
 
