@@ -15,15 +15,16 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
-from pyspark.sql.window import Window
 
 from attribution.config import MODEL_FIELDS
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 PAD, UNK = 0, 1
 PAD_TOKEN, UNK_TOKEN = "<PAD>", "<UNK>"
@@ -91,6 +92,9 @@ def build_vocabularies(
     Returns the vocabularies and, per field, the distinct/kept/dropped counts for the run summary.
     Only the per-value counts above the threshold reach the driver, never the events.
     """
+    from pyspark.sql import functions as F  # here, so the encoding and attribution run without Spark
+    from pyspark.sql.window import Window
+
     missing = [f for f in fields if f not in sessions.columns]
     if missing:
         raise FeatureMismatch(f"sessions table lacks column(s) {', '.join(missing)}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from attribution import report
 from attribution.config import load_config
 from attribution.spark import build_spark
-from bench.bench_sessionize import machine
+from bench.machine import machine
 from udfs import attribution_udf
 
 ROOT = Path(__file__).resolve().parent.parent

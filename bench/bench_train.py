@@ -19,7 +19,7 @@ from attribution import train
 from attribution.config import load_config
 from attribution.model import ModelSpec
 from attribution.spark import build_spark
-from bench.bench_sessionize import machine
+from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
