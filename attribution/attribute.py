@@ -166,15 +166,36 @@ def attribute_sessions(
     lengths = encoded.lengths
     stats = {"batches": 0, "oom_splits": 0, "computed_positions": 0}
 
+    # Results are copied back one batch late: the next batch's kernels are queued before waiting for
+    # this one's, so on a GPU the host's padding and scattering overlap the device's compute.
+    pending: list[tuple[np.ndarray, np.ndarray, dict[str, torch.Tensor]]] = []
+
+    def collect(rows: np.ndarray, m: np.ndarray, result: dict[str, torch.Tensor]) -> None:
+        dst = (encoded.offsets[rows][:, None] + np.arange(m.shape[1])[None, :])[m]
+        for key, value in result.items():
+            v = value.cpu().numpy().astype(np.float64)
+            if v.ndim == 1:
+                per_session.setdefault(key, np.zeros(n))[rows] = v
+            else:
+                per_event.setdefault(key, np.zeros(total))[dst] = v[m]
+
+    def attempt(batch: dict) -> dict[str, torch.Tensor]:
+        # Its own frame, so a failed attempt's tensors are released with it.
+        tokens, cont, mask = to_tensors(batch, model.spec.fields, device)
+        return attribute_batch(model, tokens, cont, mask, options)
+
     def run(rows: np.ndarray) -> None:
         batch = encoded.batch(rows)
+        result = None
         try:
-            tokens, cont, mask = to_tensors(batch, model.spec.fields, device)
-            result = attribute_batch(model, tokens, cont, mask, options)
+            result = attempt(batch)
         except torch.cuda.OutOfMemoryError:
             if len(rows) == 1:
                 raise
-            # A GPU out of memory: free what the failed batch held, halve it and go on.
+        if result is None:
+            # A GPU out of memory. Split outside the except block: while it runs, the exception's
+            # traceback keeps the failed batch's tensors alive, and every level of splitting would add
+            # its own to what the GPU holds (seen on an H200). Free them, halve the batch and go on.
             stats["oom_splits"] += 1
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
@@ -183,19 +204,16 @@ def attribute_sessions(
             run(rows[half:])
             return
         stats["batches"] += 1
-        m = batch["mask"]
-        stats["computed_positions"] += m.size
-        dst = (encoded.offsets[rows][:, None] + np.arange(m.shape[1])[None, :])[m]
-        for key, value in result.items():
-            v = value.double().cpu().numpy()
-            if v.ndim == 1:
-                per_session.setdefault(key, np.zeros(n))[rows] = v
-            else:
-                per_event.setdefault(key, np.zeros(total))[dst] = v[m]
+        stats["computed_positions"] += batch["mask"].size
+        pending.append((rows, batch["mask"], result))
+        if len(pending) > 1:
+            collect(*pending.pop(0))
 
     for rows in length_buckets(lengths, batch_size, max_positions=max_positions):
         if len(rows):
             run(rows)
+    while pending:
+        collect(*pending.pop(0))
     if stats_out is not None:
         stats_out.update(stats)
     return {**per_event, **per_session}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 
 import numpy as np
 import pyarrow.compute as pc
@@ -165,7 +166,8 @@ def test_model_cache_is_per_sha_and_device(stage, tmp_path):
 
 
 def test_gpu_out_of_memory_splits_the_batch_and_gives_the_same_numbers(stage, monkeypatch):
-    """A CUDA OOM can't be produced on a CPU machine, so the batch function raises it above 5 sessions."""
+    """A CUDA OOM can't be produced on a CPU machine, so the batch function raises it above 5 sessions.
+    bench/gpu_check.py produces a real one on a GPU."""
     import attribution.attribute as A
 
     root, table, vocab, loaded = stage
@@ -174,8 +176,13 @@ def test_gpu_out_of_memory_splits_the_batch_and_gives_the_same_numbers(stage, mo
     clean = attribute_sessions(loaded.model, enc, opts, batch_size=64)
     real = A.attribute_batch
 
+    failed = []
+
     def small_memory(model, tokens, cont, mask, options):
+        # A retry must not start while a failed batch's tensors are alive (on a GPU they hold its memory).
+        assert all(ref() is None for ref in failed), "a failed batch's tensors outlived it into the retry"
         if mask.shape[0] > 5:
+            failed.append(weakref.ref(mask))
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(model, tokens, cont, mask, options)
 
