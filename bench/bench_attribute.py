@@ -13,7 +13,9 @@ Needs the embedded default's outputs (``make run``; run here first if they are m
 
 Goals (issue #4): batched >= 150x loop; flops >= 50% of the matmul; padding >= 90%; spark >= 80% of the
 in-process rate; ``scale``x the sessions <= 1.1 x scale the time; worker memory flat.
-With ``--device cuda`` only the in-process part runs (the GPU machine has no Spark cluster).
+With ``--device cuda`` only the in-process part runs (the GPU machine has no Spark cluster); there
+``--copies 20 --batch-sizes 1024,4096,16384`` gives the device enough work, and the math alone is
+timed too (every batch already on the device), to show what the host's side costs.
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attribution.attribute import AttributionOptions, attribute_sessions
-from attribution.features import encode_sessions
+from attribution.attribute import AttributionOptions, attribute_batch, attribute_sessions
+from attribution.features import EncodedSessions, encode_sessions, length_buckets
 from attribution.model import load_artifact, to_tensors
-from bench.bench_sessionize import machine
+from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -47,6 +49,7 @@ def best_of(fn, repeats: int) -> float:
 
 
 def matmul_ceiling(device, n: int = 2048, repeats: int = 5) -> float:
+    """fp32 (no TF32, torch's default), as the attribution runs."""
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     a @ b
@@ -93,7 +96,45 @@ def seed_loop(model, encoded, n_sessions: int, device, as_written: bool = False)
             p.requires_grad_(False)
 
 
-def in_process(model_dir: str, sessions_path: str, device: str, loop_sessions: int, repeats: int) -> dict:
+def replicate(enc: EncodedSessions, k: int) -> EncodedSessions:
+    """``enc``'s sessions ``k`` times over (more work for a fast device; the same length mix)."""
+    if k == 1:
+        return enc
+    lengths = np.tile(enc.lengths, k)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return EncodedSessions(
+        offsets=offsets,
+        tokens={f: np.tile(v, k) for f, v in enc.tokens.items()},
+        continuous=np.tile(enc.continuous, (k, 1)),
+        unknown={f: k * v for f, v in enc.unknown.items()},
+    )
+
+
+def device_resident(model, enc, opts, batch: int, positions: int, dev, repeats: int) -> float:
+    """events/s of the math alone: every padded batch already on the device, no copies back."""
+    staged = [
+        to_tensors(enc.batch(rows), model.spec.fields, dev)
+        for rows in length_buckets(enc.lengths, batch, max_positions=positions)
+    ]
+
+    def go():
+        for tokens, cont, mask in staged:
+            attribute_batch(model, tokens, cont, mask, opts)
+
+    go()
+    return int(enc.offsets[-1]) / best_of(go, repeats)
+
+
+def in_process(
+    model_dir: str,
+    sessions_path: str,
+    device: str,
+    loop_sessions: int,
+    repeats: int,
+    copies: int = 1,
+    batch_sizes: tuple[int, ...] = (),
+) -> dict:
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
 
@@ -101,27 +142,35 @@ def in_process(model_dir: str, sessions_path: str, device: str, loop_sessions: i
     loaded = load_artifact(model_dir)
     model = loaded.model.to(dev)
     table = ds.dataset(sessions_path, format="parquet").to_table(filter=pc.field("split") == "test")
-    enc = encode_sessions(table, loaded.vocab)
+    base = encode_sessions(table, loaded.vocab)
+    enc = replicate(base, copies)
     events = int(enc.offsets[-1])
     opts = AttributionOptions(methods=("grad_x_input",))
-    batch = 1024 if dev.type == "cuda" else 256
+    sweep = {}
+    for batch in batch_sizes or ((1024,) if dev.type == "cuda" else (256,)):
+        positions = batch * 32
+        attribute_sessions(model, enc, opts, batch_size=batch, device=dev, max_positions=positions)  # warm
+        stats: dict = {}
+        t = best_of(
+            lambda b=batch, st=stats, mp=positions: attribute_sessions(
+                model, enc, opts, batch_size=b, device=dev, stats_out=st, max_positions=mp
+            ),
+            repeats,
+        )
+        sweep[batch] = {"seconds": t, "events_per_s": events / t, "stats": stats}
+        print(f"  batch {batch}: {events / t:,.0f} events/s", flush=True)
+    batch = min(sweep, key=lambda b: sweep[b]["seconds"])
+    t_batched, stats = sweep[batch]["seconds"], sweep[batch]["stats"]
     positions = batch * 32
-    attribute_sessions(model, enc, opts, batch_size=batch, device=dev, max_positions=positions)  # warm
-    stats: dict = {}
-    t_batched = best_of(
-        lambda: attribute_sessions(
-            model, enc, opts, batch_size=batch, device=dev, stats_out=stats, max_positions=positions
-        ),
-        repeats,
-    )
-    n_loop = min(loop_sessions, len(enc))
+    resident = device_resident(model, enc, opts, batch, positions, dev, repeats) if dev.type == "cuda" else None
+    n_loop = min(loop_sessions, len(base))
     loop_events = int(enc.offsets[n_loop])
     seed_loop(model, enc, min(20, n_loop), dev)  # warm
     t_loop = best_of(lambda: seed_loop(model, enc, n_loop, dev), 1)
     t_written = best_of(lambda: seed_loop(model, enc, n_loop, dev, as_written=True), 1)
-    per_len = flops_per_length(model, enc, dev)
+    per_len = flops_per_length(model, base, dev)
     real_flops = float(sum(per_len[int(n)] for n in enc.lengths))
-    ceiling = matmul_ceiling(dev)
+    ceiling = matmul_ceiling(dev, n=8192 if dev.type == "cuda" else 2048)
     batched_rate = events / t_batched
     loop_rate = loop_events / t_loop
     return {
@@ -129,7 +178,10 @@ def in_process(model_dir: str, sessions_path: str, device: str, loop_sessions: i
         "torch_threads": torch.get_num_threads(),
         "sessions": len(enc),
         "events": events,
+        "copies": copies,
         "batch_size": batch,
+        "batch_sweep_events_per_s": {b: r["events_per_s"] for b, r in sweep.items()},
+        "device_resident_events_per_s": resident,
         "batched_events_per_s": batched_rate,
         "loop_events_per_s": loop_rate,
         "loop_sessions": n_loop,
@@ -221,6 +273,8 @@ def main() -> None:
     p.add_argument("--scale", type=int, default=4)
     p.add_argument("--loop-sessions", type=int, default=300)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--copies", type=int, default=1, help="attribute the test sessions this many times over")
+    p.add_argument("--batch-sizes", default="", help="comma-separated sessions per batch to try; the best is kept")
     p.add_argument("--model", default=str(ROOT / "outputs" / "model"))
     p.add_argument("--sessions", default=str(ROOT / "outputs" / "sessions"))
     p.add_argument(
@@ -239,7 +293,15 @@ def main() -> None:
         args.model = seed_sized_model(args.model)
     result = {
         "machine": machine(),
-        "in_process": in_process(args.model, args.sessions, args.device, args.loop_sessions, args.repeats),
+        "in_process": in_process(
+            args.model,
+            args.sessions,
+            args.device,
+            args.loop_sessions,
+            args.repeats,
+            args.copies,
+            tuple(int(b) for b in args.batch_sizes.split(",") if b),
+        ),
     }
     ip = result["in_process"]
     print(f"machine: {result['machine']}; device {ip['device']}, {ip['torch_threads']} torch threads")
@@ -249,6 +311,11 @@ def main() -> None:
         f"vs the seed's loop as written (train mode, weight gradients) {ip['seed_as_written_events_per_s']:,.0f} "
         f"events/s = {ip['batched_over_seed_as_written']:.1f}x"
     )
+    if ip["device_resident_events_per_s"]:
+        print(
+            f"the math alone (batches already on the device, nothing copied back): "
+            f"{ip['device_resident_events_per_s']:,.0f} events/s; batch sweep {ip['batch_sweep_events_per_s']}"
+        )
     print(
         f"FLOP rate on real events {ip['achieved_flops_per_s'] / 1e9:,.1f} GFLOP/s vs matmul "
         f"{ip['matmul_flops_per_s'] / 1e9:,.1f} GFLOP/s = {100 * ip['flops_fraction_of_matmul']:.0f}% (goal >= 50%); "
