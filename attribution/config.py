@@ -242,7 +242,12 @@ class AttributionConf:
     ig_steps: int = 32
     ig_baseline: str = "pad"  # pad: the <PAD> event's representation; zero: the zero vector
     threads_per_task: Optional[int] = None  # CPU executors: torch threads per task (None: spark.task.cpus)
-    output_path: str = "gradient_attribution_no_funnel"
+    output_path: str = "gradient_attribution_no_funnel"  # the event-level table, parquet by session_date
+    # The same table published as Delta (partitioned by run_id, one commit per run; null: not published)
+    # and as one CSV file (large: null by default). The attribute stage writes them, so re-running the
+    # report never rewrites the event-level table.
+    delta_path: Optional[str] = "report/delta/gradient_attribution_no_funnel"
+    csv_path: Optional[str] = None
     summary_path: str = "attribute_summary.json"
 
 
@@ -256,7 +261,6 @@ class ReportConf:
     store_min_events: int = 10  # the seed's minimum support for the store ranking
     heatmap_positions: int = 20
     top_event_types: int = 15  # bars in the picture's first panel
-    event_csv: bool = False  # also gradient_attribution_no_funnel.csv (one row per event: large)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pyarrow as pa
@@ -31,28 +32,11 @@ PICTURE = "attention_attribution_analysis.png"
 
 
 def build_tables(events: DataFrame, conf: Config) -> dict[str, pa.Table]:
-    """Every table, for every method in the event table, collected as Arrow (they are small; Arrow keeps
-    Spark's types even for an empty table)."""
-    from pyspark import StorageLevel
-
-    long = aggregate.long_format(events).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        frames = {
-            "event_type": aggregate.event_type_table(long),
-            "position": aggregate.position_table(long),
-            "store": aggregate.store_table(long, conf.report.store_min_events),
-            "type_position": aggregate.type_position_table(long, conf.report.heatmap_positions),
-        }
-        out = {name: df.toArrow() for name, df in frames.items()}
-    finally:
-        long.unpersist()
-    run_id = pa.array([conf.run.run_id or ""] * 0, pa.string())  # typed even when empty
-    return {
-        name: t.add_column(
-            0, "run_id", pa.array([conf.run.run_id or ""] * t.num_rows, pa.string()) if t.num_rows else run_id
-        )
-        for name, t in out.items()
-    }
+    """Every table, for every method in the event table, from one Spark job, as Arrow (they are small),
+    each with the run_id first."""
+    out = aggregate.tables(aggregate.long_format(events), conf.report.store_min_events, conf.report.heatmap_positions)
+    run_id = conf.run.run_id or ""
+    return {name: t.add_column(0, "run_id", pa.array([run_id] * t.num_rows, pa.string())) for name, t in out.items()}
 
 
 def frames(tables: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
@@ -88,7 +72,7 @@ def write_tables(spark, tables: dict[str, pa.Table], conf: Config) -> dict[str, 
             sinks.write_delta(spark, ordered, join(base, f"delta/{stem}"), run_id)
             where[f"delta/{stem}"] = join(base, f"delta/{stem}")
         if "parquet" in conf.report.formats:
-            sinks.write_parquet(spark, ordered, join(base, f"parquet/{stem}"), run_id)
+            sinks.write_parquet(ordered, join(base, f"parquet/{stem}"), run_id)
             where[f"parquet/{stem}"] = join(base, f"parquet/{stem}")
     return where
 
@@ -102,12 +86,9 @@ def picture(tables: dict[str, pd.DataFrame], method: str, top: int = 15) -> byte
     """The seed's four panels as PNG bytes."""
     import io
 
-    import matplotlib.pyplot as plt
-
     fig = figure(tables, method, top)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -125,16 +106,14 @@ def _converted_vs_not(ax, table: pd.DataFrame, label: str, horizontal: bool) -> 
 
 def figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15):
     """The seed's four panels: lift with CI, position, converted vs not, type x position heatmap."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, safe off the main thread
 
     et = tables["event_type"][tables["event_type"]["method"] == method].copy()
     pos = tables["position"][tables["position"]["method"] == method].copy()
     tp = tables["type_position"][tables["type_position"]["method"] == method]
 
-    fig, axes = plt.subplots(2, 2, figsize=(18, 13))
+    fig = Figure(figsize=(18, 13))
+    axes = fig.subplots(2, 2)
     fig.suptitle(f"Which steps drive conversion? Attribution by {method} (funnel events excluded)", fontsize=15)
 
     # 1. top event types by lift, CI whiskers
@@ -216,20 +195,16 @@ def run(spark, conf: Config) -> dict:
     started = time.time()
     events = read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution")
     tables = build_tables(events, conf)
-    outputs = write_tables(spark, tables, conf)
     base = conf.output(conf.report.output_path)
     method = conf.report.default_method
     views = frames(tables)
-    write_bytes(join(base, PICTURE), picture(views, method, conf.report.top_event_types))
+    # the picture is drawn on the driver while the tables are written (mostly waiting on I/O and Spark)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        drawn = pool.submit(picture, views, method, conf.report.top_event_types)
+        outputs = write_tables(spark, tables, conf)
+        png = drawn.result()
+    write_bytes(join(base, PICTURE), png)
     outputs[PICTURE] = join(base, PICTURE)
-    if "delta" in conf.report.formats:
-        # the event-level table for the warehouse: executors write, the driver commits once
-        location = join(base, "delta/gradient_attribution_no_funnel")
-        sinks.write_delta_events(spark, events, location, conf.run.run_id or "")
-        outputs["delta/gradient_attribution_no_funnel"] = location
-    if conf.report.event_csv:
-        sinks.write_csv_single_file(events, join(base, "gradient_attribution_no_funnel.csv"))
-        outputs["gradient_attribution_no_funnel.csv"] = join(base, "gradient_attribution_no_funnel.csv")
     return {
         "run_id": conf.run.run_id,
         "rows": {name: int(t.num_rows) for name, t in tables.items()},

@@ -7,8 +7,8 @@
   commit that replaces the rows of this ``run_id`` (``predicate run_id = '...'``): rerunning a run gives
   the same table, other runs' rows stay. A failure before the commit leaves the table at its previous
   version. Protocol reader 1 / writer 2, so any Delta reader opens it.
-- **Parquet**: partitioned by ``run_id`` with dynamic partition overwrite: rerunning replaces only that
-  run's partition, and Spark's commit protocol moves files into place only when the job succeeds.
+- **Parquet**: partitioned by ``run_id`` (Hive style, as Spark writes it); rerunning replaces only that
+  run's partition, written aside first and swapped in by renames. Spark, pyarrow and pandas read it.
 """
 
 from __future__ import annotations
@@ -54,30 +54,45 @@ def write_delta(spark, table: pa.Table, location: str, run_id: str) -> int | Non
     return write_delta_small(table, location, run_id)
 
 
-def write_parquet(spark, table: pa.Table, location: str, run_id: str) -> None:
-    """Partitioned by run_id; only this run's partition is replaced. An empty table removes this run's
-    partition (Spark writes no partition for no rows, which would leave an earlier attempt's rows)."""
-    if table.num_rows == 0:
-        from attribution.io import _filesystem
+# Characters Spark escapes (as %XX) in a partition directory's value, so Spark reads the value back as written.
+_PARTITION_ESCAPES = set("\"#%'*/:=?\\\x7f{[]^") | {chr(i) for i in range(0x20)}
 
-        filesystem, path = _filesystem(f"{location.rstrip('/')}/run_id={run_id}")
-        if filesystem is None:
-            import shutil
 
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            from pyarrow import fs
+def partition_dir(column: str, value: str) -> str:
+    return f"{column}=" + "".join(f"%{ord(ch):02X}" if ch in _PARTITION_ESCAPES else ch for ch in value)
 
-            if filesystem.get_file_info(path).type != fs.FileType.NotFound:
-                filesystem.delete_dir(path)
-        return
-    (
-        spark.createDataFrame(table)
-        .write.mode("overwrite")
-        .option("partitionOverwriteMode", "dynamic")
-        .partitionBy("run_id")
-        .parquet(location)
-    )
+
+def write_parquet(table: pa.Table, location: str, run_id: str) -> None:
+    """A small table as Hive-partitioned parquet (``location/run_id=<id>/part-00000.parquet``), written
+    from the driver with pyarrow (no Spark job for a few hundred rows). This run's partition is written
+    under a name readers skip (``_staging-*``), then swapped for the previous one by two renames, so
+    other runs' partitions are never touched and a failure before the swap leaves the old one whole.
+    An empty table writes an empty file with the schema: the run's partition then holds no rows."""
+    import uuid
+
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    from attribution.io import _filesystem
+
+    filesystem, root = _filesystem(location)
+    filesystem = filesystem or fs.LocalFileSystem()
+    root = root.rstrip("/")
+    token = uuid.uuid4().hex[:12]
+    staging, old = f"{root}/_staging-{token}", f"{root}/_replaced-{token}"
+    target = f"{root}/{partition_dir('run_id', run_id)}"
+    filesystem.create_dir(staging, recursive=True)
+    data = table.drop_columns(["run_id"]) if "run_id" in table.column_names else table
+    try:
+        pq.write_table(data, f"{staging}/part-00000.parquet", filesystem=filesystem)
+    except BaseException:
+        filesystem.delete_dir(staging)
+        raise
+    if filesystem.get_file_info(target).type != fs.FileType.NotFound:
+        filesystem.move(target, old)
+    filesystem.move(staging, target)
+    if filesystem.get_file_info(old).type != fs.FileType.NotFound:
+        filesystem.delete_dir(old)
 
 
 def write_csv_single_file(df, location: str) -> None:

@@ -196,9 +196,28 @@ def in_process(
     }
 
 
+def scaled_sessions(spark, base, scale: int) -> Path:
+    """The embedded default's test sessions ``scale`` times over (new session ids), in 8 parquet files:
+    as many tasks as at 1x, each with ``scale`` x the sessions."""
+    from pyspark.sql import functions as F
+
+    data = RESULTS / "data" / f"sessions_x{scale}_8parts"
+    if not data.exists():
+        sessions = spark.read.parquet(base.output(base.sessions.sessions_path)).where("split = 'test'")
+        copies = spark.range(scale).withColumnRenamed("id", "copy")
+        (
+            sessions.crossJoin(copies)
+            .withColumn("session_id", F.concat_ws("#", "session_id", "copy"))
+            .drop("copy")
+            .repartition(8)
+            .write.mode("overwrite")
+            .parquet(str(data))
+        )
+    return data
+
+
 def spark_stage(scale: int, repeats: int) -> dict:
     """The attribution stage through Spark, warm, at 1x and ``scale``x the test sessions."""
-    from pyspark.sql import functions as F
 
     from attribution.config import load_config
     from attribution.spark import build_spark
@@ -206,18 +225,7 @@ def spark_stage(scale: int, repeats: int) -> dict:
 
     base = load_config(ROOT / "conf" / "local.yaml", ["attribution.methods=[grad_x_input]"])
     spark = build_spark(base.spark)
-    sessions = spark.read.parquet(base.output(base.sessions.sessions_path)).where("split = 'test'")
-    data = RESULTS / "data" / f"sessions_x{scale}_8parts"
-    if not data.exists():
-        copies = spark.range(scale).withColumnRenamed("id", "copy")
-        (
-            sessions.crossJoin(copies)
-            .withColumn("session_id", F.concat_ws("#", "session_id", "copy"))
-            .drop("copy")
-            .repartition(8)  # as many tasks as at 1x, each with scale x the sessions: memory must not follow
-            .write.mode("overwrite")
-            .parquet(str(data))
-        )
+    data = scaled_sessions(spark, base, scale)
     runs = {}
     for label, path in (
         ("1x", str((ROOT / base.output(base.sessions.sessions_path)).resolve())),

@@ -43,8 +43,11 @@ def events(spark):
     )
 
 
-def _row(df, **keys):
-    pdf = df.toPandas()
+def _tables(events, **kw) -> dict[str, pd.DataFrame]:
+    return {k: t.to_pandas() for k, t in aggregate.tables(aggregate.long_format(events), **kw).items()}
+
+
+def _row(pdf, **keys):
     for k, v in keys.items():
         pdf = pdf[pdf[k] == v]
     assert len(pdf) == 1, pdf
@@ -52,7 +55,7 @@ def _row(df, **keys):
 
 
 def test_event_type_lift_with_session_clustered_ci(events):
-    table = aggregate.event_type_table(aggregate.long_format(events))
+    table = _tables(events)["event_type"]
     a = _row(table, event_type="A")
     # converted: s1 contributes (n=1, s=0.6), s2 (n=2, s=0.5): mean 1.1/3
     m = 1.1 / 3
@@ -75,30 +78,61 @@ def test_event_type_lift_with_session_clustered_ci(events):
     assert bool(b.significant) is True  # -0.5 +/- 0.139 excludes 0
     assert var_c > 0  # (used by the A check above through the same formula; keeps the numbers honest)
     # ordered by lift, descending
-    assert list(table.toPandas().event_type) == ["A", "B"]
+    assert list(table.event_type) == ["A", "B"]
 
 
 def test_position_table_keeps_the_bin_order_and_position_zero(events):
-    table = aggregate.position_table(aggregate.long_format(events)).toPandas()
+    table = _tables(events)["position"]
     assert list(table.position_bin) == ["1-5"]  # positions 0..2 are all in 1-5
     assert table.events_converted.iloc[0] + table.events_not_converted.iloc[0] == len(EVENTS)
 
 
 def test_store_table_support_and_rank(events):
-    long = aggregate.long_format(events)
-    table = aggregate.store_table(long, min_events=2).toPandas()
+    table = _tables(events, min_events=2)["store"]
     # x: 0.6, 0.2, 1.0 (3 events, 3 sessions); y: 0.3, 0.1 (2 events)
     assert list(table.store_id) == ["x", "y"] and list(table["rank"]) == [1, 2]
     assert table.mean_attribution.tolist() == pytest.approx([1.8 / 3, 0.2])
     assert table.event_count.tolist() == [3, 2] and table.sessions.tolist() == [3, 2]
-    assert list(aggregate.store_table(long, min_events=3).toPandas().store_id) == ["x"]
+    assert list(_tables(events, min_events=3)["store"].store_id) == ["x"]
+
+
+def test_type_position_heatmap_cells(events):
+    table = _tables(events, max_position=2)["type_position"]
+    cells = {(r.event_type, r.position): (r.mean_attribution, r.events) for r in table.itertuples()}
+    # 1-based positions 1 and 2 only; position 1: A in s1 (0.6), s2 (0.2), s3 (0.1); B in s4 (1.0)
+    assert set(cells) == {("A", 1), ("A", 2), ("B", 1), ("B", 2)}
+    assert cells[("A", 1)] == (pytest.approx(0.3), 3) and cells[("B", 1)] == (pytest.approx(1.0), 1)
+    assert cells[("A", 2)] == (pytest.approx(0.3), 1) and cells[("B", 2)] == (pytest.approx(0.65), 2)
+
+
+def test_lift_stats_in_spark_holds_every_table_and_ranks_restart_per_method(spark, events):
+    from chispa import assert_df_equality
+    from pyspark.sql import functions as F
+
+    stats = aggregate.lift_stats(aggregate.long_format(events), max_position=2)
+    got = stats.where("kind = 'position'").select(
+        "method", "position_bin", "event_count", "sessions", "events_converted", "events_not_converted"
+    )
+    # s1 (2 events) and s2 (3) converted, s3 (2) and s4 (1) not: all in bin 1-5
+    expected = spark.createDataFrame([("grad_x_input", "1-5", 8, 4, 5, 3)], got.schema)
+    assert_df_equality(got, expected, ignore_nullable=True)
+    assert sorted(r.kind for r in stats.select("kind").distinct().collect()) == sorted(aggregate.KINDS)
+    # heatmap cells: means and events, no session counts (sessions are not kept for them)
+    cell = stats.where("kind = 'type_position' AND event_type = 'B' AND position = 2").first()
+    assert cell.mean_attribution == pytest.approx(0.65) and cell.event_count == 2 and cell.sessions is None
+    # with a second method reversing the store order, each method ranks its own stores from 1
+    both = events.withColumn("attention_attribution", F.when(F.col("store_id") == "y", 0.9).otherwise(0.1))
+    store = _tables(both, min_events=2)["store"]
+    assert store[store.method == "grad_x_input"].store_id.tolist() == ["x", "y"]
+    assert store[store.method == "attention"].store_id.tolist() == ["y", "x"]
+    assert store["rank"].tolist() == [1, 2, 1, 2]
 
 
 def test_every_method_present_gets_its_rows(events):
     from pyspark.sql import functions as F
 
     both = events.withColumn("attention_attribution", F.lit(0.5))
-    table = aggregate.event_type_table(aggregate.long_format(both)).toPandas()
+    table = _tables(both)["event_type"]
     assert sorted(set(table.method)) == ["attention", "grad_x_input"]
     att = table[(table.method == "attention") & (table.event_type == "A")].iloc[0]
     assert att.converted == pytest.approx(0.5) and math.isnan(att.contribution_converted)
@@ -228,3 +262,34 @@ def test_event_level_csv_is_one_file_written_by_the_executors(spark, events, tmp
     assert len(back) == len(EVENTS) and "gradient_attribution" in back.columns
     assert sorted(back.gradient_attribution) == pytest.approx(sorted(e[6] for e in EVENTS))
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary directory left behind
+
+
+def test_small_parquet_tables_partitioned_by_run_id_as_spark_reads_them(spark, tmp_path, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from attribution import sinks
+
+    location = str(tmp_path / "parquet_table")
+    odd = "2026-11-28T07:00/a=b c"  # characters Spark escapes in a partition directory's name
+    first = pa.table({"run_id": ["r1", "r1"], "event_type": ["A", "B"], "lift": [0.5, -0.25]})
+    sinks.write_parquet(first, location, "r1")
+    sinks.write_parquet(pa.table({"run_id": [odd], "event_type": ["C"], "lift": [1.0]}), location, odd)
+    sinks.write_parquet(first.slice(0, 1), location, "r1")  # the same run again: replaced, one row left
+    back = spark.read.parquet(location).toPandas().sort_values("event_type")
+    assert back.run_id.tolist() == ["r1", odd] and back.lift.tolist() == [0.5, 1.0]
+    # an empty table leaves the run's partition empty but typed
+    sinks.write_parquet(first.slice(0, 0), location, "r1")
+    assert spark.read.parquet(location).where("run_id = 'r1'").count() == 0
+    assert spark.read.parquet(location).count() == 1
+    # a failure while the new partition is written: the previous one stays whole, nothing half-visible
+    sinks.write_parquet(first, location, "r1")
+
+    def broken(*args, **kwargs):
+        raise OSError("injected failure while writing")
+
+    monkeypatch.setattr(pq, "write_table", broken)
+    with pytest.raises(OSError, match="injected failure"):
+        sinks.write_parquet(first.slice(0, 1), location, "r1")
+    assert spark.read.parquet(location).where("run_id = 'r1'").count() == 2
+    assert not [p.name for p in (tmp_path / "parquet_table").iterdir() if p.name.startswith("_")]

@@ -276,6 +276,33 @@ def score_sessions(sessions, payload: ModelPayload, conf, spark):
     return selected.mapInArrow(udf, schema), vocab_fields, (counters, peak_rss)
 
 
+def publish_events(spark, conf, output: str) -> dict:
+    """The event-level table just written at ``output`` (parquet), published as Delta and/or one CSV file
+    as configured, read back from ``output`` so the model does not run again. Returns, per sink, its
+    location and seconds."""
+    import time
+
+    from attribution import sinks
+    from attribution.io import read_table
+
+    a = conf.attribution
+    published: dict = {}
+    if not (a.delta_path or a.csv_path):
+        return published
+    events = read_table(spark, output, "parquet", {}, "attribution")
+    if a.delta_path:
+        t0 = time.time()
+        location = conf.output(a.delta_path)
+        version = sinks.write_delta_events(spark, events, location, conf.run.run_id or "")
+        published["delta"] = {"location": location, "version": version, "seconds": round(time.time() - t0, 2)}
+    if a.csv_path:
+        t0 = time.time()
+        location = conf.output(a.csv_path)
+        sinks.write_csv_single_file(events, location)
+        published["csv"] = {"location": location, "seconds": round(time.time() - t0, 2)}
+    return published
+
+
 def run(spark, conf, model_path: str | None = None) -> dict:
     """Attribute the configured split of the sessions table; write the event-level table and a summary."""
     import json
@@ -338,6 +365,7 @@ def run(spark, conf, model_path: str | None = None) -> dict:
         raise AttributionReconciliationError(
             f"{s['events_in']} events in {s['sessions']} sessions but {w['events_out']} event rows written"
         )
+    published = publish_events(spark, conf, output)
     summary = {
         "run_id": conf.run.run_id,
         "model_sha256": payload.sha256,
@@ -356,6 +384,7 @@ def run(spark, conf, model_path: str | None = None) -> dict:
         # real events / positions computed: how little compute went to padding
         "padding_efficiency": int(w["events_out"]) / max(1, int(counters.value.get("computed_positions", 0))),
         "python_worker_peak_rss_mb": round(float(peak_rss.value), 1),
+        "published": published,
     }
     if "integrated_gradients" in a.methods:
         summary["ig_completeness_gap"] = {"max_abs": s["max_abs_ig_gap"], "mean_abs": s["mean_abs_ig_gap"]}
