@@ -13,6 +13,35 @@ class InputError(ValueError):
     """The input can't be used as configured; the message names the table, column or file."""
 
 
+# CSV and JSON inputs carry a row's raw line here when Spark can't parse it (PERMISSIVE mode), so the
+# sessionizer quarantines it as ``malformed_row`` instead of guessing at its fields.
+CORRUPT_RECORD = "_corrupt_record"
+
+_UNREADABLE_MARKERS = (
+    "FAILED_READ_FILE",
+    "CANNOT_READ_FILE_FOOTER",
+    "is not a Parquet file",
+    "Could not read footer",
+    "CANNOT_READ_FOOTER",
+)
+
+
+def unreadable_input(exc: BaseException, what: str) -> InputError | None:
+    """An :class:`InputError` naming the file, when ``exc`` is Spark failing to read a corrupt input file
+    (a truncated or overwritten parquet file, say); None for any other error."""
+    import re
+
+    text = str(exc)
+    if not any(m in text for m in _UNREADABLE_MARKERS):
+        return None
+    found = re.search(r"((?:file|hdfs|s3a?|gs|abfss?|wasbs?)://?[^\s'\"]+)", text)
+    name = found.group(1).rstrip(".") if found else "a file"
+    return InputError(
+        f"{what}: {name} can't be read: it is corrupt or not in the configured format. Remove or "
+        "replace it (nothing was skipped silently; no output was written)"
+    )
+
+
 def spark_has_delta(spark) -> bool:
     """True when Delta Lake for Spark is configured on this session (clusters); else we use deltalake."""
     extensions = spark.conf.get("spark.sql.extensions", "") or ""
@@ -58,6 +87,11 @@ def read_table(spark, path: str | None, fmt: str, options: dict[str, str], what:
         if condition == "UNABLE_TO_INFER_SCHEMA":
             raise InputError(f"{what}.path: {path} has no {fmt} data files") from exc
         raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt file can fail the schema inference already
+        error = unreadable_input(exc, f"{what}.path")
+        if error is None:
+            raise
+        raise error from exc
 
 
 def _read(spark, path: str, fmt: str, options: dict[str, str]):
@@ -73,9 +107,19 @@ def _read(spark, path: str, fmt: str, options: dict[str, str]):
     reader = spark.read.options(**options)
     if fmt == "csv":
         # Strings as written: typed parsing (timestamps, ids) is the sessionizer's job, with quarantine.
-        return reader.option("header", options.get("header", "true")).csv(path)
+        # A line that doesn't split into the header's columns keeps its raw text in CORRUPT_RECORD.
+        from pyspark.sql.types import StringType
+
+        reader = reader.option("header", options.get("header", "true"))
+        schema = reader.csv(path).schema.add(CORRUPT_RECORD, StringType())
+        return (
+            reader.schema(schema)
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", CORRUPT_RECORD)
+            .csv(path)
+        )
     if fmt == "json":
-        return reader.json(path)
+        return reader.option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord", CORRUPT_RECORD).json(path)
     return reader.parquet(path)
 
 

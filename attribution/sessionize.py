@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from attribution.config import TIMESTAMP_EPOCH_FORMATS, Config, EventsConf, InputColumns, SplitConf, StoreColumns
-from attribution.io import InputError
+from attribution.io import CORRUPT_RECORD, InputError, unreadable_input
 
 # Canonical names used from here on (one name per concept across code, tables and docs).
 KEY = ("user_id", "device_id", "event_date")
@@ -36,6 +36,7 @@ EVENT_FIELDS = ("event_name", "store_id", "discovery_feature", "event_rank")
 STORE_FIELDS = ("store_name", "store_category", "store_tag", "is_new_vertical")
 
 REJECT_REASONS = (
+    "malformed_row",  # CSV/JSON: a line Spark could not split into the columns (bad quoting, wrong count)
     "null_user_id",
     "null_device_id",
     "null_event_name",
@@ -72,7 +73,7 @@ def select_input(df: DataFrame, columns: InputColumns, timestamp_format: str | N
     quarantined rows show what arrived. Extra columns are dropped.
     """
     fields = {f.name: f.dataType for f in df.schema.fields}
-    available = ", ".join(sorted(fields))
+    available = ", ".join(sorted(f for f in fields if f != CORRUPT_RECORD))
 
     def col_of(key: str, required: bool) -> str | None:
         name = getattr(columns, key)
@@ -85,6 +86,10 @@ def select_input(df: DataFrame, columns: InputColumns, timestamp_format: str | N
         return name
 
     out: list[Column] = []
+    # The reader's corrupt-record column (CSV and JSON, see attribution.io): the raw line of a row that
+    # did not parse, null for good rows.
+    corrupt = F.col(CORRUPT_RECORD) if CORRUPT_RECORD in fields else F.lit(None).cast("string")
+    out.append(corrupt.alias("malformed_record"))
     for key in ("user_id", "device_id"):
         name = col_of(key, True)
         dtype = fields[name]
@@ -190,7 +195,8 @@ def flag_invalid(
         known = sorted(set(events.known_events) | set(events.funnel_events) | set(events.conversion_events))
     ts = F.col("event_ts")
     reason = (
-        F.when(_blank(F.col("user_id")), "null_user_id")
+        F.when(F.col("malformed_record").isNotNull(), "malformed_row")
+        .when(_blank(F.col("user_id")), "null_user_id")
         .when(_blank(F.col("device_id")), "null_device_id")
         .when(_blank(F.col("event_name")), "null_event_name")
         .when(F.col("event_ts_raw").isNull(), "null_event_ts")
@@ -431,7 +437,7 @@ def build_sessions(
 
 
 def valid_events(df: DataFrame) -> DataFrame:
-    return df.where(F.col("reject_reason").isNull()).drop("reject_reason", "event_ts_raw")
+    return df.where(F.col("reject_reason").isNull()).drop("reject_reason", "event_ts_raw", "malformed_record")
 
 
 def quarantined_events(df: DataFrame) -> DataFrame:
@@ -445,6 +451,7 @@ def quarantined_events(df: DataFrame) -> DataFrame:
         "discovery_feature",
         "event_rank",
         "reject_reason",
+        "malformed_record",  # the raw line, for malformed_row
     )
 
 
@@ -526,6 +533,7 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
             "explicitly from input.time_zone); set it on the session or with --conf"
         )
     t0 = time.time()
+    raw_given = raw
     if raw is None:
         raw = read_table(spark, conf.input.path, conf.input.format, conf.input.options, "input")
     if stores is None and conf.stores.path:
@@ -542,8 +550,19 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
         F.count(F.lit(1)).alias("rows_read"),
         *[_count_if(F.col("reject_reason") == r).alias(r) for r in REJECT_REASONS],
     )
-    quarantined_events(observed_input).write.mode("overwrite").parquet(quarantine_path)
+    try:
+        quarantined_events(observed_input).write.mode("overwrite").parquet(quarantine_path)
+    except Exception as exc:  # noqa: BLE001 - a corrupt input file surfaces here, deep in a Java trace
+        error = unreadable_input(exc, "input.path")
+        if error is None:
+            raise
+        raise error from exc
     read_counts = read_obs.get
+    if read_counts["rows_read"] == 0:
+        raise InputError(
+            f"input.path: {conf.input.path if raw_given is None else 'the DataFrame given'} has no rows; "
+            "nothing to sessionize (an upstream job may have written an empty day)"
+        )
     quarantine_counts = {r: read_counts[r] for r in REJECT_REASONS}
 
     is_kept = F.col("status") == "kept"
