@@ -249,6 +249,9 @@ class AttributionConf:
     delta_path: Optional[str] = "report/delta/gradient_attribution_no_funnel"
     csv_path: Optional[str] = None
     summary_path: str = "attribute_summary.json"
+    # Fault injection, for tests: the first attempt of this partition's task fails after its first Arrow
+    # batch, so a run with task retries (spark.master local[N,3]) shows that a retried task leaves no trace.
+    fail_first_attempt_of_partition: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -532,3 +535,83 @@ def validate(conf: Config) -> None:
         )
     if r.store_min_events < 1 or r.heatmap_positions < 1 or r.top_event_types < 1:
         raise ConfigError("report.store_min_events, heatmap_positions and top_event_types: must be >= 1")
+    _validate_run_id(conf.run.run_id)
+    _validate_paths(conf)
+
+
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+# Locations a stage replaces whole: Spark's overwrite deletes whatever is there first.
+REPLACED_PATHS = (
+    "generate.output_path",
+    "sessions.sessions_path",
+    "sessions.quarantine_path",
+    "train.shards_path",
+    "attribution.output_path",
+)
+# Every other location the config names (read, or written file by file).
+OTHER_PATHS = (
+    "input.path",
+    "stores.path",
+    "generate.stores_path",
+    "generate.ground_truth_path",
+    "sessions.summary_path",
+    "train.model_path",
+    "attribution.delta_path",
+    "attribution.csv_path",
+    "attribution.summary_path",
+    "report.output_path",
+)
+
+
+def _validate_run_id(run_id: Optional[str]) -> None:
+    """A run id names partitions (run_id=...) and Delta predicates: letters, digits, '.', '_', '-'."""
+    if run_id is not None and not RUN_ID.fullmatch(run_id):
+        raise ConfigError(
+            f"run.run_id: {run_id!r} must be 1-128 letters, digits, '.', '_' or '-' (starting with a letter or "
+            "digit): it names directories and partitions"
+        )
+
+
+def _validate_paths(conf: Config) -> None:
+    """Output locations that a stage replaces whole must not be the output directory itself, escape it
+    with '..', or hold another configured location: an overwrite there would delete it."""
+    if not conf.run.output_dir.strip():
+        raise ConfigError("run.output_dir: a directory is required")
+
+    def value(key: str) -> Optional[str]:
+        section, name = key.split(".")
+        return getattr(getattr(conf, section), name)
+
+    def resolved(key: str) -> Optional[str]:
+        v = value(key)
+        if v is None:
+            return None
+        if key in ("input.path", "stores.path") or key.startswith("generate."):
+            loc = v  # read and generated locations are used as written (relative to the working dir)
+        else:
+            loc = conf.output(v)
+        if "://" in loc:
+            return loc.rstrip("/")
+        return str(Path(loc).resolve())
+
+    root = str(Path(conf.run.output_dir).resolve())
+    for key in REPLACED_PATHS:
+        v = value(key)
+        if v is not None and not v.strip():
+            raise ConfigError(f"{key}: a location is required")
+        if v is not None and "://" not in v and ".." in Path(v).parts:
+            raise ConfigError(f"{key}: {v!r} must not contain '..'")
+        loc = resolved(key)
+        if loc is None:
+            continue
+        if loc in (root, "/") or root.startswith(loc.rstrip("/") + "/"):
+            raise ConfigError(f"{key}: {v!r} is the output directory or holds it; the stage would delete it")
+        for other in (*REPLACED_PATHS, *OTHER_PATHS):
+            if other == key or (key == "generate.output_path" and other == "input.path"):
+                continue  # generate writes the input it is meant to produce
+            o = resolved(other)
+            if o is not None and (o == loc or o.startswith(loc + "/")):
+                raise ConfigError(
+                    f"{key}: {v!r} holds {other} ({value(other)!r}); the stage replaces it whole and would delete it"
+                )

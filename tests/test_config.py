@@ -137,3 +137,25 @@ def test_manifest_redacts_credentials():
     for secret in ("abc123", "AKIAXYZ", "hunter2"):
         assert secret not in text
     assert redacted(conf.to_dict())["spark"]["conf"]["spark.sql.shuffle.partitions"] == "8"
+
+
+def test_locations_a_stage_replaces_can_not_delete_other_outputs_or_the_input(tmp_path):
+    out = f"run.output_dir={tmp_path}/out"
+    with pytest.raises(ConfigError, match=r"sessions.sessions_path: '\.' is the output directory"):
+        make_conf(out, "sessions.sessions_path=.")
+    with pytest.raises(ConfigError, match=r"attribution.output_path: '\.\./elsewhere' must not contain '\.\.'"):
+        make_conf(out, "attribution.output_path=../elsewhere")
+    with pytest.raises(ConfigError, match=r"sessions.quarantine_path: 'q' holds train.model_path \('q/model'\)"):
+        make_conf(out, "sessions.quarantine_path=q", "train.model_path=q/model")
+    with pytest.raises(ConfigError, match=r"sessions.sessions_path: .* holds input.path"):
+        make_conf(out, f"sessions.sessions_path={tmp_path}/data", f"input.path={tmp_path}/data/events")
+    with pytest.raises(ConfigError, match="run.output_dir: a directory is required"):
+        make_conf("run.output_dir='  '")
+    # the generator writes the input it is meant to produce: that overlap is the point
+    make_conf(out, f"generate.output_path={tmp_path}/raw", f"input.path={tmp_path}/raw")
+
+
+@pytest.mark.parametrize("run_id", ["a/b", "../x", "r 1", "", "x" * 129, "-r"])
+def test_run_ids_that_would_break_paths_are_refused(run_id):
+    with pytest.raises(ConfigError, match="run.run_id: .* must be 1-128 letters, digits"):
+        make_conf(f"run.run_id={run_id}")

@@ -38,6 +38,7 @@ def test_run_on_hand_written_input_reconciles_exactly(spark, tmp_path):
     summary = sessionize.run(spark, conf)
     assert summary["rows_read"] == 11
     assert summary["rows"] == {
+        "quarantined_malformed_row": 0,
         "quarantined_null_user_id": 1,
         "quarantined_null_device_id": 0,
         "quarantined_null_event_name": 0,
@@ -165,3 +166,27 @@ def test_missing_input_path_is_named(spark, tmp_path):
         read_table(spark, str(tmp_path / "nowhere"), "parquet", {}, "input")
     with pytest.raises(InputError, match=r"stores\.path: no_such_db\.stores \(table\) not found"):
         read_table(spark, "no_such_db.stores", "table", {}, "stores")
+
+
+def test_credentials_in_config_never_reach_the_logs_or_outputs(spark, tmp_path):
+    """Secrets given to Spark and to the reader: the run works, and no log line or output file holds them."""
+    raw = tmp_path / "raw"
+    raw_events(spark, [("u1", "d1", f"2025-01-15 10:00:{s:02d}", "m_card_view") for s in range(3)]).write.parquet(
+        str(raw)
+    )
+    secrets = {
+        "spark.conf.spark.hadoop.fs.s3a.secret.key": "S3CRET-abc123",
+        "spark.conf.spark.hadoop.fs.s3a.access.key": "AKIA-XYZ789",
+        "input.options.sas_token": "TOKEN-hunter2",
+    }
+    args = ["jobs.pipeline", "--conf", "conf/local.yaml", "--stages", "sessionize"]
+    for pair in [f"input.path={raw}", "stores.path=null", f"run.output_dir={tmp_path}/out", "run.run_id=s1"] + [
+        f"{k}={v}" for k, v in secrets.items()
+    ]:
+        args += ["--set", pair]
+    res = _run_job(*args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    written = "".join(p.read_text() for p in (tmp_path / "out").glob("*.json"))
+    assert "sessionize" in json.loads((tmp_path / "out" / "manifest.json").read_text())["timings_s"]
+    for value in secrets.values():
+        assert value not in res.stdout and value not in res.stderr and value not in written

@@ -236,6 +236,18 @@ def _spark_fields(methods: list[str], vocab_fields: tuple[str, ...]):
     return out
 
 
+def _fail_first_attempt(batches, partition: int):
+    """Fault injection (``attribution.fail_first_attempt_of_partition``): the first attempt of the
+    task of ``partition`` raises after yielding its first batch, i.e. midway through its output."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    for batch in batches:
+        yield batch
+        if ctx is not None and ctx.partitionId() == partition and ctx.attemptNumber() == 0:
+            raise RuntimeError(f"injected failure: partition {partition}, attempt 0 (fail_first_attempt_of_partition)")
+
+
 def score_sessions(sessions, payload: ModelPayload, conf, spark):
     """Append the score columns to ``sessions`` (a DataFrame of the sessions table) with the UDF."""
     from pyspark.sql.types import StructType
@@ -255,8 +267,10 @@ def score_sessions(sessions, payload: ModelPayload, conf, spark):
         peak_rss.add(stats.pop("rss_mb"))
         counters.add(stats)
 
+    fail_partition = a.fail_first_attempt_of_partition
+
     def udf(batches):
-        return attribute_batches(
+        scored = attribute_batches(
             batches,
             broadcast.value,
             methods,
@@ -268,6 +282,7 @@ def score_sessions(sessions, payload: ModelPayload, conf, spark):
             on_stats=report,
             max_positions=max_positions,
         )
+        return scored if fail_partition is None else _fail_first_attempt(scored, fail_partition)
 
     keep = ["session_id", "label", "session_date", "event_types", "event_ts"]
     columns = list(dict.fromkeys([*keep, *INPUT_COLUMNS]))

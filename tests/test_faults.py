@@ -1,0 +1,183 @@
+"""Faults injected into real runs: a task that fails once and is retried, and a driver killed (SIGKILL)
+while it writes the outputs. Each stage runs as its own process, as spark-submit would run it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from attribution.model import save_artifact, weights_bytes
+from tests.helpers import random_model, synthetic_sessions, vocab_of
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = dict(d_model=24, n_heads=6, n_layers=2, ff_dim=32, field_dim=8, continuous_dim=4, dropout=0.1)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Sessions in three files (three tasks) and a model, as the train stage would leave them."""
+    root = tmp_path_factory.mktemp("faults")
+    table = synthetic_sessions(150, seed=11, max_len=25, full=True)
+    (root / "sessions").mkdir()
+    for i, start in enumerate(range(0, 150, 50)):
+        pq.write_table(table.slice(start, 50), root / "sessions" / f"part-{i}.parquet")
+    vocab = vocab_of(table)
+    model = random_model(vocab, max_length=30, seed=2, std=0.2, **SMALL)
+    save_artifact(str(root / "model"), weights_bytes(model), model.spec, vocab)
+    return root
+
+
+def _settings(root: Path, out: Path, *extra: str) -> list[str]:
+    pairs = [
+        f"run.output_dir={out}",
+        "run.run_id=r1",
+        f"sessions.sessions_path={root / 'sessions'}",
+        f"train.model_path={root / 'model'}",
+        "attribution.split=all",
+        "attribution.methods=[grad_x_input, attention, attention_rollout]",
+        *extra,
+    ]
+    return [a for p in pairs for a in ("--set", p)]
+
+
+def _job(module: str, *args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module, "--conf", "conf/local.yaml", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _events(path: Path) -> pd.DataFrame:
+    return pd.read_parquet(path).sort_values(["session_id", "event_position"]).reset_index(drop=True)
+
+
+def test_a_task_failing_once_during_attribution_is_retried_into_an_identical_table(inputs, tmp_path):
+    clean = _job("jobs.attribute", *_settings(inputs, tmp_path / "clean"))
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    retried = _job(
+        "jobs.attribute",
+        *_settings(
+            inputs, tmp_path / "retried", "spark.master=local[2,3]", "attribution.fail_first_attempt_of_partition=1"
+        ),
+    )
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    assert "injected failure: partition 1, attempt 0" in retried.stderr  # it did fail once
+    a = _events(tmp_path / "clean" / "gradient_attribution_no_funnel")
+    b = _events(tmp_path / "retried" / "gradient_attribution_no_funnel")
+    pd.testing.assert_frame_equal(a, b)  # exactly: no row lost, none twice, the same numbers
+    # the Delta publication too
+    from deltalake import DeltaTable
+
+    da = DeltaTable(str(tmp_path / "clean" / "report/delta/gradient_attribution_no_funnel")).to_pandas()
+    db = DeltaTable(str(tmp_path / "retried" / "report/delta/gradient_attribution_no_funnel")).to_pandas()
+    assert len(da) == len(db) == len(a)
+    # without retries the same fault fails the run with the injected error, and says so
+    failed = _job(
+        "jobs.attribute",
+        *_settings(inputs, tmp_path / "failed", "attribution.fail_first_attempt_of_partition=1"),
+    )
+    assert failed.returncode != 0 and "injected failure" in failed.stderr
+
+
+KILLER = """
+import os, signal, sys
+import pyarrow.parquet as pq
+from attribution import report
+from attribution.config import load_config
+from attribution.spark import build_spark
+from udfs import attribution_udf
+
+stage, marker = sys.argv[1], sys.argv[2]
+conf = load_config("conf/local.yaml", sys.argv[3:])
+spark = build_spark(conf.spark)
+if stage == "report":
+    real = pq.write_table
+    def write_then_die(table, where, **kw):
+        real(table, where, **kw)
+        if marker in str(where):  # the new partition is on disk, not yet swapped in
+            os.kill(os.getpid(), signal.SIGKILL)
+    pq.write_table = write_then_die
+    report.run(spark, conf)
+else:
+    from deltalake import DeltaTable
+    def die(*a, **k):  # the executors' files are written; the driver dies before the commit
+        os.kill(os.getpid(), signal.SIGKILL)
+    DeltaTable.create_write_transaction = die
+    attribution_udf.run(spark, conf)
+"""
+
+
+def _killed(stage: str, marker: str, overrides: list[str]) -> int:
+    sets = [overrides[i + 1] for i in range(0, len(overrides), 2)]
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, stage, marker, *sets], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    return proc.returncode
+
+
+def _snapshot(out: Path) -> dict[str, pd.DataFrame]:
+    """Every output of the report and the event-level Delta table, read as a user would."""
+    from deltalake import DeltaTable
+
+    report = out / "report"
+    snap = {}
+    for csv in sorted(report.glob("*.csv")):
+        snap[csv.name] = pd.read_csv(csv)
+    for table in sorted((report / "delta").iterdir()):
+        df = DeltaTable(str(table)).to_pandas()
+        snap[f"delta/{table.name}"] = df.sort_values(list(df.columns[:4])).reset_index(drop=True)
+    for table in sorted((report / "parquet").iterdir()):
+        df = pd.read_parquet(table)
+        snap[f"parquet/{table.name}"] = df.sort_values(list(df.columns[:4])).reset_index(drop=True)
+    return snap
+
+
+def test_a_driver_killed_while_writing_leaves_every_output_readable_and_the_table_it_was_writing_unchanged(
+    inputs, tmp_path, spark
+):
+    from deltalake import DeltaTable
+
+    out = tmp_path / "out"
+    base = _settings(inputs, out)
+    assert _job("jobs.attribute", *base).returncode == 0
+    assert _job("jobs.report", *base, "--set", "report.store_min_events=1").returncode == 0
+    before = _snapshot(out)
+    stores_before = before["parquet/store_attribution_no_funnel"]
+
+    assert len(stores_before) == 3 * 12  # 12 stores, 3 methods
+    # the report again with a store support no store reaches (an empty store table), killed while the
+    # store table's new parquet partition is on disk but not yet swapped in
+    code = _killed("report", "store_attribution", [*base, "--set", "report.store_min_events=1000000"])
+    assert code == -signal.SIGKILL
+    after = _snapshot(out)  # everything still reads
+    assert set(after) == set(before)
+    pd.testing.assert_frame_equal(after["parquet/store_attribution_no_funnel"], stores_before)
+    assert spark.read.parquet(str(out / "report/parquet/store_attribution_no_funnel")).count() == len(stores_before)
+    # tables finished before the kill hold the new run's rows, whole: each table is old or new, never half
+    assert len(after["store_attribution_no_funnel.csv"]) == 0
+    for name in ("event_type_attribution_no_funnel", "position_attribution_no_funnel"):
+        pd.testing.assert_frame_equal(after[f"{name}.csv"], before[f"{name}.csv"])
+
+    # the attribute stage killed after the executors wrote the event table's files, before the commit
+    events = out / "report/delta/gradient_attribution_no_funnel"
+    version, rows = DeltaTable(str(events)).version(), DeltaTable(str(events)).to_pandas()
+    assert _killed("attribute", "-", base) == -signal.SIGKILL
+    table = DeltaTable(str(events))
+    assert table.version() == version
+    pd.testing.assert_frame_equal(
+        table.to_pandas().sort_values(["session_id", "event_position"]).reset_index(drop=True),
+        rows.sort_values(["session_id", "event_position"]).reset_index(drop=True),
+    )
