@@ -18,6 +18,7 @@ gradient is computed: the same session always gets the same scores, whatever bat
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,7 +185,12 @@ def attribute_sessions(
         tokens, cont, mask = to_tensors(batch, model.spec.fields, device)
         return attribute_batch(model, tokens, cont, mask, options)
 
-    def run(rows: np.ndarray) -> None:
+    # A work queue, not a recursive closure: a function that calls itself through its closure is a
+    # reference cycle, and every array of this call would then wait for the cyclic garbage collector,
+    # so a worker's memory would grow with the number of Arrow batches it has seen.
+    queue = deque(rows for rows in length_buckets(lengths, batch_size, max_positions=max_positions) if len(rows))
+    while queue:
+        rows = queue.popleft()
         batch = encoded.batch(rows)
         result = None
         try:
@@ -194,24 +200,20 @@ def attribute_sessions(
                 raise
         if result is None:
             # A GPU out of memory. Split outside the except block: while it runs, the exception's
-            # traceback keeps the failed batch's tensors alive, and every level of splitting would add
-            # its own to what the GPU holds (seen on an H200). Free them, halve the batch and go on.
+            # traceback keeps the failed batch's tensors alive (seen on an H200). Free them, halve the
+            # batch and go on with both halves first.
             stats["oom_splits"] += 1
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             half = len(rows) // 2
-            run(rows[:half])
-            run(rows[half:])
-            return
+            queue.appendleft(rows[half:])
+            queue.appendleft(rows[:half])
+            continue
         stats["batches"] += 1
         stats["computed_positions"] += batch["mask"].size
         pending.append((rows, batch["mask"], result))
         if len(pending) > 1:
             collect(*pending.pop(0))
-
-    for rows in length_buckets(lengths, batch_size, max_positions=max_positions):
-        if len(rows):
-            run(rows)
     while pending:
         collect(*pending.pop(0))
     if stats_out is not None:

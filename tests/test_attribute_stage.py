@@ -14,7 +14,7 @@ from chispa import assert_df_equality
 
 from attribution.attribute import METHODS, AttributionOptions, attribute_sessions
 from attribution.events import event_table
-from attribution.features import FeatureMismatch, Vocabularies, encode_sessions
+from attribution.features import INPUT_COLUMNS, FeatureMismatch, Vocabularies, encode_sessions
 from attribution.model import load_artifact, save_artifact, weights_bytes
 from tests.conftest import make_conf
 from tests.helpers import random_model, synthetic_sessions, vocab_of
@@ -192,3 +192,30 @@ def test_gpu_out_of_memory_splits_the_batch_and_gives_the_same_numbers(stage, mo
     assert stats["oom_splits"] > 0 and stats["batches"] >= len(enc) // 5
     for key in clean:
         np.testing.assert_allclose(split[key], clean[key], atol=1e-6)
+
+
+def test_worker_memory_follows_the_arrow_batch_not_the_partition(stage):
+    """The UDF body streams: 4x the Arrow batches in a partition must not raise the peak of what Python
+    holds (tracemalloc sees numpy and Arrow buffers; torch's batches are bounded by max_positions)."""
+    import tracemalloc
+
+    import pyarrow as pa
+
+    root, table, vocab, loaded = stage
+    payload = attribution_udf.ModelPayload.read(str(root / "out" / "model"))
+    columns = list(dict.fromkeys(["session_id", "label", "session_date", "event_types", "event_ts", *INPUT_COLUMNS]))
+    batch = pa.Table.from_batches(table.select(columns).to_batches()).combine_chunks().to_batches()[0]
+
+    def peak(n_batches: int) -> int:
+        tracemalloc.start()
+        for out in attribution_udf.attribute_batches(
+            (batch for _ in range(n_batches)), payload, ["grad_x_input"], 32, max_positions=512
+        ):
+            assert out.num_rows == batch.num_rows
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    peak(2)  # warm: the model is built and cached once per worker
+    small, large = peak(5), peak(20)
+    assert large < 1.3 * small, (small, large)
