@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame
 
 from attribution import aggregate, sinks
 from attribution.config import Config
-from attribution.io import join, read_table, write_bytes
+from attribution.io import join, read_table
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +55,41 @@ def _seed_columns(name: str, table: pa.Table) -> pa.Table:
     return table.select(first + [c for c in table.column_names if c not in first])
 
 
-def write_tables(spark, tables: dict[str, pa.Table], conf: Config) -> dict[str, str]:
-    """CSV (the default method, seed's names; and every method in ``*_by_method.csv``), Delta, parquet."""
+def stage_tables(spark, tables: dict[str, pa.Table], conf: Config) -> tuple[list[sinks.Staged], dict[str, str]]:
+    """Every output of ``tables`` staged, nothing visible yet: CSV (the default method under the seed's
+    names, and every method in ``*_by_method.csv``), Delta, parquet. If staging fails midway, what was
+    staged is removed and the error raised."""
     base = conf.output(conf.report.output_path)
     run_id = conf.run.run_id or ""
     where: dict[str, str] = {}
-    for name, table in tables.items():
-        stem = TABLES[name]
-        ordered = _seed_columns(name, table)
-        if "csv" in conf.report.formats:
-            default = ordered.filter(pc.equal(ordered["method"], conf.report.default_method))
-            sinks.write_csv(default, join(base, f"{stem}.csv"))
-            sinks.write_csv(ordered, join(base, f"{stem}_by_method.csv"))
-            where[f"{stem}.csv"] = join(base, f"{stem}.csv")
-        if "delta" in conf.report.formats:
-            sinks.write_delta(spark, ordered, join(base, f"delta/{stem}"), run_id)
-            where[f"delta/{stem}"] = join(base, f"delta/{stem}")
-        if "parquet" in conf.report.formats:
-            sinks.write_parquet(ordered, join(base, f"parquet/{stem}"), run_id)
-            where[f"parquet/{stem}"] = join(base, f"parquet/{stem}")
+    staged: list[sinks.Staged] = []
+    try:
+        for name, table in tables.items():
+            stem = TABLES[name]
+            ordered = _seed_columns(name, table)
+            if "csv" in conf.report.formats:
+                default = ordered.filter(pc.equal(ordered["method"], conf.report.default_method))
+                staged.append(sinks.stage_csv(default, join(base, f"{stem}.csv")))
+                staged.append(sinks.stage_csv(ordered, join(base, f"{stem}_by_method.csv")))
+                where[f"{stem}.csv"] = join(base, f"{stem}.csv")
+            if "delta" in conf.report.formats:
+                staged.append(sinks.stage_delta(spark, ordered, join(base, f"delta/{stem}"), run_id))
+                where[f"delta/{stem}"] = join(base, f"delta/{stem}")
+            if "parquet" in conf.report.formats:
+                staged.append(sinks.stage_parquet(ordered, join(base, f"parquet/{stem}"), run_id))
+                where[f"parquet/{stem}"] = join(base, f"parquet/{stem}")
+    except BaseException:
+        for s in staged:
+            s.abort()
+        raise
+    return staged, where
+
+
+def write_tables(spark, tables: dict[str, pa.Table], conf: Config) -> dict[str, str]:
+    """Stage every output, then publish them all (renames and Delta commits: milliseconds)."""
+    staged, where = stage_tables(spark, tables, conf)
+    for s in staged:
+        s.publish()
     return where
 
 
@@ -198,12 +214,19 @@ def run(spark, conf: Config) -> dict:
     base = conf.output(conf.report.output_path)
     method = conf.report.default_method
     views = frames(tables)
-    # the picture is drawn on the driver while the tables are written (mostly waiting on I/O and Spark)
+    # Everything is staged first (the picture drawn on a thread meanwhile), then published at once, so
+    # a run that fails or is killed before the end leaves the previous run's outputs as they were.
     with ThreadPoolExecutor(max_workers=1) as pool:
         drawn = pool.submit(picture, views, method, conf.report.top_event_types)
-        outputs = write_tables(spark, tables, conf)
-        png = drawn.result()
-    write_bytes(join(base, PICTURE), png)
+        staged, outputs = stage_tables(spark, tables, conf)
+        try:
+            staged.append(sinks.stage_bytes(join(base, PICTURE), drawn.result()))
+        except BaseException:
+            for s in staged:
+                s.abort()
+            raise
+    for s in staged:
+        s.publish()
     outputs[PICTURE] = join(base, PICTURE)
     return {
         "run_id": conf.run.run_id,

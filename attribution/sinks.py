@@ -1,57 +1,172 @@
 """Writing the report's tables: CSV (the seed's file names), Delta and parquet, idempotent per run_id.
 
-- **CSV**: one file per table, written whole to a temporary name and renamed into place, so a reader never
-  sees half a file and a failed run leaves the previous file as it was.
-- **Delta**: through Spark's Delta writer where Delta Lake for Spark is configured (clusters); otherwise
-  (this machine: no Maven for the Delta jars) through the ``deltalake`` package. Each write is one
-  commit that replaces the rows of this ``run_id`` (``predicate run_id = '...'``): rerunning a run gives
-  the same table, other runs' rows stay. A failure before the commit leaves the table at its previous
-  version. Protocol reader 1 / writer 2, so any Delta reader opens it.
-- **Parquet**: partitioned by ``run_id`` (Hive style, as Spark writes it); rerunning replaces only that
-  run's partition, written aside first and swapped in by renames. Spark, pyarrow and pandas read it.
+Every sink works in two steps, so a run publishes all its tables or none of them, short of a crash
+inside the few milliseconds of the second step:
+
+1. ``stage_*`` writes the new data where no reader looks (a temporary file name, a ``_staging-*``
+   directory, parquet files that no Delta log references yet) and returns a :class:`Staged`;
+2. ``Staged.publish()`` makes it visible: a rename, two renames, or one Delta commit.
+``Staged.abort()`` removes what was staged. ``write_*`` do both steps at once.
+
+- **CSV**: one file per table, renamed into place: a reader never sees half a file.
+- **Delta**: through Spark's Delta writer where Delta Lake for Spark is configured (clusters; one step,
+  at publish time); otherwise (this machine: no Maven for the Delta jars) through ``deltalake``: the
+  table is partitioned by ``run_id``, the new files are written first, and one commit adds them and
+  removes this run's previous files. Rerunning a run gives the same table, other runs' rows stay; a
+  failure before the commit leaves the table at its previous version. Protocol reader 1 / writer 2.
+- **Parquet**: partitioned by ``run_id`` (Hive style, as Spark writes it); this run's partition is
+  written aside and swapped in by two renames. Spark, pyarrow and pandas read it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import pyarrow as pa
 
-from attribution.io import spark_has_delta, write_bytes
+from attribution.io import spark_has_delta
+
+
+@dataclass
+class Staged:
+    """New data written where no reader looks; ``publish`` makes it visible, ``abort`` removes it."""
+
+    publish: Callable[[], object]
+    abort: Callable[[], None] = lambda: None
+
+
+def _fs(location: str):
+    from pyarrow import fs
+
+    from attribution.io import _filesystem
+
+    filesystem, path = _filesystem(location)
+    return filesystem or fs.LocalFileSystem(), path.rstrip("/")
+
+
+def _exists(filesystem, path: str) -> bool:
+    from pyarrow import fs
+
+    return filesystem.get_file_info(path).type != fs.FileType.NotFound
+
+
+def _token() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:12]
+
+
+def _check_run_id(run_id: str) -> None:
+    from attribution.config import RUN_ID
+
+    if not RUN_ID.fullmatch(run_id):
+        raise ValueError(f"run_id {run_id!r}: 1-128 letters, digits, '.', '_' or '-' (it names partitions)")
+
+
+def stage_bytes(location: str, data: bytes) -> Staged:
+    filesystem, path = _fs(location)
+    parent = path.rsplit("/", 1)[0]
+    filesystem.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.tmp-{_token()}"  # hidden: readers of the folder skip it
+    with filesystem.open_output_stream(tmp) as out:
+        out.write(data)
+    return Staged(publish=lambda: filesystem.move(tmp, path), abort=lambda: filesystem.delete_file(tmp))
+
+
+def stage_csv(table: pa.Table, location: str) -> Staged:
+    return stage_bytes(location, table.to_pandas().to_csv(index=False).encode())
 
 
 def write_csv(table: pa.Table, location: str) -> None:
-    write_bytes(location, table.to_pandas().to_csv(index=False).encode())
+    stage_csv(table, location).publish()
 
 
-def write_delta_small(arrow: pa.Table, location: str, run_id: str) -> int:
-    """Replace this run's rows of a (small, driver-side) table in one Delta commit; returns the version."""
-    from deltalake import DeltaTable, write_deltalake
+def _delta_table(location: str):
+    from deltalake import DeltaTable
 
     try:
-        DeltaTable(location)
-        exists = True
+        return DeltaTable(location)
     except Exception:  # noqa: BLE001 - deltalake raises TableNotFoundError and friends
-        exists = False
-    if exists:
-        literal = run_id.replace("'", "''")
-        write_deltalake(location, arrow, mode="overwrite", predicate=f"run_id = '{literal}'", schema_mode="merge")
+        return None
+
+
+def _commit_run(location: str, files: list[tuple[str, int, int]], arrow_schema: pa.Schema, run_id: str) -> int:
+    """One Delta commit: add ``files`` ((path relative to the table, bytes, rows), all in this run's
+    partition) and remove this run's previous files. Creates the table (partitioned by run_id) if need be."""
+    import json
+    import time
+
+    from deltalake import Schema
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    now = int(time.time() * 1000)
+    actions = [
+        AddAction(
+            path=path,
+            size=size,
+            partition_values={"run_id": run_id},
+            modification_time=now,
+            data_change=True,
+            stats=json.dumps({"numRecords": rows}),
+        )
+        for path, size, rows in files
+    ]
+    schema = Schema.from_arrow(arrow_schema.append(pa.field("run_id", pa.string())))
+    table = _delta_table(location)
+    if table is None:
+        create_table_with_add_actions(location, schema, actions, mode="append", partition_by=["run_id"])
     else:
-        write_deltalake(location, arrow, mode="append")
-    return DeltaTable(location).version()
+        table.create_write_transaction(
+            actions,
+            mode="overwrite",
+            schema=schema,
+            partition_by=["run_id"],
+            partition_filters=[("run_id", "=", run_id)],
+        )
+    return _delta_table(location).version()
+
+
+def stage_delta(spark, table: pa.Table, location: str, run_id: str) -> Staged:
+    """A small table as Delta, this run's rows replaced: Spark's Delta writer when installed (one step, at
+    publish), else a parquet file written now into the run's partition and committed at publish."""
+    import pyarrow.parquet as pq
+
+    if spark is not None and spark_has_delta(spark):
+
+        def spark_write():
+            (
+                spark.createDataFrame(table)
+                .write.format("delta")
+                .mode("overwrite")
+                .option("replaceWhere", f"run_id = '{run_id}'")
+                .option("mergeSchema", "true")
+                .save(location)
+            )
+
+        return Staged(publish=spark_write)
+    _check_run_id(run_id)
+    existing = _delta_table(location)
+    if existing is not None and existing.metadata().partition_columns != ["run_id"]:
+        raise ValueError(
+            f"{location}: a Delta table not partitioned by run_id (written by an earlier version of this job); "
+            "remove it or choose another report.output_path"
+        )
+    filesystem, root = _fs(location)
+    relative = f"run_id={run_id}/part-{_token()}.parquet"
+    data = table.drop_columns(["run_id"]) if "run_id" in table.column_names else table
+    filesystem.create_dir(f"{root}/run_id={run_id}", recursive=True)
+    pq.write_table(data, f"{root}/{relative}", filesystem=filesystem)
+    size = filesystem.get_file_info(f"{root}/{relative}").size
+    return Staged(
+        publish=lambda: _commit_run(location, [(relative, size, data.num_rows)], data.schema, run_id),
+        abort=lambda: filesystem.delete_file(f"{root}/{relative}"),
+    )
 
 
 def write_delta(spark, table: pa.Table, location: str, run_id: str) -> int | None:
-    """A small table as Delta: Spark's Delta writer when installed, else deltalake."""
-    if spark_has_delta(spark):
-        sdf = spark.createDataFrame(table)
-        (
-            sdf.write.format("delta")
-            .mode("overwrite")
-            .option("replaceWhere", f"run_id = '{run_id}'")
-            .option("mergeSchema", "true")
-            .save(location)
-        )
-        return None
-    return write_delta_small(table, location, run_id)
+    """A small table as Delta in one go; returns the new version (None through Spark's writer)."""
+    return stage_delta(spark, table, location, run_id).publish()
 
 
 # Characters Spark escapes (as %XX) in a partition directory's value, so Spark reads the value back as written.
@@ -62,23 +177,15 @@ def partition_dir(column: str, value: str) -> str:
     return f"{column}=" + "".join(f"%{ord(ch):02X}" if ch in _PARTITION_ESCAPES else ch for ch in value)
 
 
-def write_parquet(table: pa.Table, location: str, run_id: str) -> None:
+def stage_parquet(table: pa.Table, location: str, run_id: str) -> Staged:
     """A small table as Hive-partitioned parquet (``location/run_id=<id>/part-00000.parquet``), written
-    from the driver with pyarrow (no Spark job for a few hundred rows). This run's partition is written
-    under a name readers skip (``_staging-*``), then swapped for the previous one by two renames, so
-    other runs' partitions are never touched and a failure before the swap leaves the old one whole.
-    An empty table writes an empty file with the schema: the run's partition then holds no rows."""
-    import uuid
-
+    from the driver with pyarrow (no Spark job for a few hundred rows) into ``_staging-*`` (readers skip
+    names starting with '_'). Publishing swaps it for this run's previous partition by two renames;
+    other runs' partitions are never touched. An empty table gives an empty file with the schema."""
     import pyarrow.parquet as pq
-    from pyarrow import fs
 
-    from attribution.io import _filesystem
-
-    filesystem, root = _filesystem(location)
-    filesystem = filesystem or fs.LocalFileSystem()
-    root = root.rstrip("/")
-    token = uuid.uuid4().hex[:12]
+    filesystem, root = _fs(location)
+    token = _token()
     staging, old = f"{root}/_staging-{token}", f"{root}/_replaced-{token}"
     target = f"{root}/{partition_dir('run_id', run_id)}"
     filesystem.create_dir(staging, recursive=True)
@@ -88,11 +195,19 @@ def write_parquet(table: pa.Table, location: str, run_id: str) -> None:
     except BaseException:
         filesystem.delete_dir(staging)
         raise
-    if filesystem.get_file_info(target).type != fs.FileType.NotFound:
-        filesystem.move(target, old)
-    filesystem.move(staging, target)
-    if filesystem.get_file_info(old).type != fs.FileType.NotFound:
-        filesystem.delete_dir(old)
+
+    def swap() -> None:
+        if _exists(filesystem, target):
+            filesystem.move(target, old)
+        filesystem.move(staging, target)
+        if _exists(filesystem, old):
+            filesystem.delete_dir(old)
+
+    return Staged(publish=swap, abort=lambda: filesystem.delete_dir(staging))
+
+
+def write_parquet(table: pa.Table, location: str, run_id: str) -> None:
+    stage_parquet(table, location, run_id).publish()
 
 
 def write_csv_single_file(df, location: str) -> None:
@@ -131,16 +246,10 @@ def write_delta_events(spark, events, location: str, run_id: str) -> int | None:
     this run's previous files. A failure before that commit leaves the table at its previous version
     (the new files are unreferenced). Returns the new version (None through Spark's writer).
     """
-    import json
-    import time
     import uuid
 
     import pyarrow.parquet as pq
-    from deltalake import DeltaTable, Schema
-    from deltalake.transaction import AddAction, create_table_with_add_actions
     from pyarrow import fs
-
-    from attribution.io import _filesystem
 
     if spark_has_delta(spark):
         (
@@ -151,45 +260,18 @@ def write_delta_events(spark, events, location: str, run_id: str) -> int | None:
             .save(location)
         )
         return None
+    _check_run_id(run_id)
     relative_dir = f"run_id={run_id}/{uuid.uuid4().hex}"
     staging = f"{location.rstrip('/')}/{relative_dir}"
     events.drop("run_id").write.mode("errorifexists").parquet(staging)
-    filesystem, path = _filesystem(staging)
-    filesystem = filesystem or fs.LocalFileSystem()
+    filesystem, path = _fs(staging)
     infos = [i for i in filesystem.get_file_info(fs.FileSelector(path)) if i.base_name.endswith(".parquet")]
-    now = int(time.time() * 1000)
-    actions, arrow_schema = [], None
+    files, arrow_schema = [], None
     for info in sorted(infos, key=lambda i: i.path):
         with filesystem.open_input_file(info.path) as f:
             meta = pq.ParquetFile(f).metadata
             arrow_schema = arrow_schema or meta.schema.to_arrow_schema()
-        actions.append(
-            AddAction(
-                path=f"{relative_dir}/{info.base_name}",
-                size=info.size,
-                partition_values={"run_id": run_id},
-                modification_time=now,
-                data_change=True,
-                stats=json.dumps({"numRecords": meta.num_rows}),
-            )
-        )
+        files.append((f"{relative_dir}/{info.base_name}", info.size, meta.num_rows))
     if arrow_schema is None:  # no rows at all: the schema from Spark
-        import pyarrow as pa_
-
-        arrow_schema = pa_.Schema.from_pandas(events.drop("run_id").limit(0).toPandas())
-    schema = Schema.from_arrow(arrow_schema.append(pa.field("run_id", pa.string())))
-    try:
-        table = DeltaTable(location)
-    except Exception:  # noqa: BLE001 - not a table yet
-        table = None
-    if table is None:
-        create_table_with_add_actions(location, schema, actions, mode="append", partition_by=["run_id"])
-    else:
-        table.create_write_transaction(
-            actions,
-            mode="overwrite",
-            schema=schema,
-            partition_by=["run_id"],
-            partition_filters=[("run_id", "=", run_id)],
-        )
-    return DeltaTable(location).version()
+        arrow_schema = pa.Schema.from_pandas(events.drop("run_id").limit(0).toPandas())
+    return _commit_run(location, files, arrow_schema, run_id)
