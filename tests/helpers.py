@@ -167,3 +167,24 @@ def random_model(vocab, max_length: int, seed: int, std: float, **sizes):
     for p in model.parameters():
         torch.nn.init.normal_(p, std=std)
     return model.eval()
+
+
+def run_small_pipeline(data, out, n_users: int, *sets: str) -> None:
+    """generate -> sessionize -> train -> attribute -> report through the pipeline job, on ``n_users``
+    generated users (no bots) written under ``data``, outputs under ``out``; ``sets`` as --set."""
+    from jobs import pipeline
+
+    base = [
+        f"generate.n_users={n_users}",
+        "generate.n_bot_users=0",
+        f"generate.output_path={data}/raw",
+        f"generate.stores_path={data}/stores",
+        f"generate.ground_truth_path={data}/truth.json",
+        f"input.path={data}/raw",
+        f"stores.path={data}/stores",
+        f"run.output_dir={out}",
+    ]
+    argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train,attribute,report"]
+    for s in (*base, *sets):
+        argv += ["--set", s]
+    assert pipeline.main(argv) == 0

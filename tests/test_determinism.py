@@ -17,7 +17,7 @@ import hashlib
 import pandas as pd
 import pytest
 
-from jobs import pipeline
+from tests.helpers import run_small_pipeline
 from tests.test_train import SMALL
 
 pytestmark = pytest.mark.slow
@@ -25,26 +25,17 @@ pytestmark = pytest.mark.slow
 
 def _run(tmp_path, name: str) -> dict:
     out = tmp_path / name
-    sets = [
-        "generate.n_users=700",
-        "generate.n_bot_users=0",
-        f"generate.output_path={out}/raw",
-        f"generate.stores_path={out}/stores",
-        f"generate.ground_truth_path={out}/truth.json",
-        f"input.path={out}/raw",
-        f"stores.path={out}/stores",
-        f"run.output_dir={out}",
+    run_small_pipeline(
+        out,
+        out,
+        700,
         "run.run_id=det",
         "train.num_processes=1",
         "train.leakage_check=false",
         *SMALL,
         "train.epochs=2",
         "attribution.methods=[grad_x_input, attention, attention_rollout]",
-    ]
-    argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train,attribute,report"]
-    for s in sets:
-        argv += ["--set", s]
-    assert pipeline.main(argv) == 0
+    )
     return {
         "raw": _sorted(pd.read_parquet(out / "raw")),
         "sessions": _sorted(pd.read_parquet(out / "sessions")),

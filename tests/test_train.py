@@ -16,7 +16,7 @@ from attribution import train
 from attribution.features import build_vocabularies
 from attribution.model import ModelSpec, build_model, load_artifact
 from tests.conftest import make_conf
-from tests.helpers import synthetic_sessions, vocab_of, write_shards
+from tests.helpers import run_small_pipeline, synthetic_sessions, vocab_of, write_shards
 
 SMALL = [
     "model.d_model=24",
@@ -124,18 +124,11 @@ def test_a_rank_without_sessions_is_a_clear_error(tmp_path):
 @pytest.mark.slow
 def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_check(spark, tmp_path):
     """generate -> sessionize -> train (2 processes) -> attribute on a small dataset, via the pipeline job."""
-    from jobs import pipeline
-
     out = tmp_path / "out"
-    sets = [
-        "generate.n_users=1500",
-        "generate.n_bot_users=0",
-        f"generate.output_path={tmp_path}/raw",
-        f"generate.stores_path={tmp_path}/stores",
-        f"generate.ground_truth_path={tmp_path}/truth.json",
-        f"input.path={tmp_path}/raw",
-        f"stores.path={tmp_path}/stores",
-        f"run.output_dir={out}",
+    run_small_pipeline(
+        tmp_path,
+        out,
+        1500,
         "run.run_id=t-train",
         "train.num_processes=2",
         "train.leakage_check=true",
@@ -143,11 +136,7 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
         *SMALL,
         "train.epochs=3",
         "attribution.ig_steps=4",
-    ]
-    argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train,attribute,report"]
-    for s in sets:
-        argv += ["--set", s]
-    assert pipeline.main(argv) == 0
+    )
     metrics = json.loads((out / "model" / "metrics.json").read_text())
     sessions = spark.read.parquet(str(out / "sessions"))
     by_split = {r["split"]: r["count"] for r in sessions.groupBy("split").count().collect()}
