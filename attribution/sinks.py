@@ -148,9 +148,15 @@ def stage_delta(spark, table: pa.Table, location: str, run_id: str) -> Staged:
     _check_run_id(run_id)
     existing = _delta_table(location)
     if existing is not None and existing.metadata().partition_columns != ["run_id"]:
-        raise ValueError(
-            f"{location}: a Delta table not partitioned by run_id (written by an earlier version of this job); "
-            "remove it or choose another report.output_path"
+        # A table in an earlier layout (not partitioned by run_id, e.g. from an earlier version of this
+        # job): keep it, and replace this run's rows in one predicate commit at publish time.
+        from deltalake import write_deltalake
+
+        literal = run_id.replace("'", "''")
+        return Staged(
+            publish=lambda: write_deltalake(
+                location, table, mode="overwrite", predicate=f"run_id = '{literal}'", schema_mode="merge"
+            )
         )
     filesystem, root = _fs(location)
     relative = f"run_id={run_id}/part-{_token()}.parquet"

@@ -293,3 +293,19 @@ def test_small_parquet_tables_partitioned_by_run_id_as_spark_reads_them(spark, t
         sinks.write_parquet(first.slice(0, 1), location, "r1")
     assert spark.read.parquet(location).where("run_id = 'r1'").count() == 2
     assert not [p.name for p in (tmp_path / "parquet_table").iterdir() if p.name.startswith("_")]
+
+
+def test_a_delta_table_in_the_earlier_unpartitioned_layout_keeps_working(tmp_path):
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    from attribution import sinks
+
+    location = str(tmp_path / "legacy")
+    old = pa.table({"run_id": ["r0", "r1"], "event_type": ["A", "A"], "lift": [0.1, 0.2]})
+    write_deltalake(location, old)  # as the report wrote it before tables were partitioned by run_id
+    sinks.write_delta(
+        None, pa.table({"run_id": ["r1", "r1"], "event_type": ["A", "B"], "lift": [0.3, 0.4]}), location, "r1"
+    )
+    rows = DeltaTable(location).to_pandas().sort_values(["run_id", "event_type"])
+    assert rows.values.tolist() == [["r0", "A", 0.1], ["r1", "A", 0.3], ["r1", "B", 0.4]]
