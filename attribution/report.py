@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
@@ -55,10 +56,12 @@ def _seed_columns(name: str, table: pa.Table) -> pa.Table:
     return table.select(first + [c for c in table.column_names if c not in first])
 
 
-def stage_tables(spark, tables: dict[str, pa.Table], conf: Config) -> tuple[list[sinks.Staged], dict[str, str]]:
+def stage_tables(
+    spark, tables: dict[str, pa.Table], conf: Config, extra: tuple[Callable[[], sinks.Staged], ...] = ()
+) -> tuple[list[sinks.Staged], dict[str, str]]:
     """Every output of ``tables`` staged, nothing visible yet: CSV (the default method under the seed's
-    names, and every method in ``*_by_method.csv``), Delta, parquet. If staging fails midway, what was
-    staged is removed and the error raised."""
+    names, and every method in ``*_by_method.csv``), Delta, parquet, then each of ``extra``. If staging
+    fails midway, what was staged is removed and the error raised."""
     base = conf.output(conf.report.output_path)
     run_id = conf.run.run_id or ""
     where: dict[str, str] = {}
@@ -78,6 +81,8 @@ def stage_tables(spark, tables: dict[str, pa.Table], conf: Config) -> tuple[list
             if "parquet" in conf.report.formats:
                 staged.append(sinks.stage_parquet(ordered, join(base, f"parquet/{stem}"), run_id))
                 where[f"parquet/{stem}"] = join(base, f"parquet/{stem}")
+        for stage in extra:
+            staged.append(stage())
     except BaseException:
         for s in staged:
             s.abort()
@@ -218,13 +223,8 @@ def run(spark, conf: Config) -> dict:
     # a run that fails or is killed before the end leaves the previous run's outputs as they were.
     with ThreadPoolExecutor(max_workers=1) as pool:
         drawn = pool.submit(picture, views, method, conf.report.top_event_types)
-        staged, outputs = stage_tables(spark, tables, conf)
-        try:
-            staged.append(sinks.stage_bytes(join(base, PICTURE), drawn.result()))
-        except BaseException:
-            for s in staged:
-                s.abort()
-            raise
+        png = (lambda: sinks.stage_bytes(join(base, PICTURE), drawn.result()),)
+        staged, outputs = stage_tables(spark, tables, conf, extra=png)
     for s in staged:
         s.publish()
     outputs[PICTURE] = join(base, PICTURE)

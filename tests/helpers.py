@@ -188,3 +188,16 @@ def run_small_pipeline(data, out, n_users: int, *sets: str) -> None:
     for s in (*base, *sets):
         argv += ["--set", s]
     assert pipeline.main(argv) == 0
+
+
+# A small transformer for the stage tests: cheap to score, every part of the model present.
+SMALL_MODEL = dict(d_model=24, n_heads=6, n_layers=2, ff_dim=32, field_dim=8, continuous_dim=4, dropout=0.1)
+
+
+def save_random_model(path, vocab, max_length: int = 30, seed: int = 0):
+    """An untrained SMALL_MODEL saved as an artifact at ``path``, as the train stage would; returns it loaded."""
+    from attribution.model import load_artifact, save_artifact, weights_bytes
+
+    model = random_model(vocab, max_length=max_length, seed=seed, std=0.2, **SMALL_MODEL)
+    save_artifact(str(path), weights_bytes(model), model.spec, vocab)
+    return load_artifact(str(path))

@@ -15,19 +15,9 @@ from chispa import assert_df_equality
 from attribution.attribute import METHODS, AttributionOptions, attribute_sessions
 from attribution.events import event_table
 from attribution.features import INPUT_COLUMNS, FeatureMismatch, Vocabularies, encode_sessions
-from attribution.model import load_artifact, save_artifact, weights_bytes
 from tests.conftest import make_conf
-from tests.helpers import random_model, synthetic_sessions, vocab_of
+from tests.helpers import save_random_model, synthetic_sessions, vocab_of
 from udfs import attribution_udf
-
-SMALL = dict(d_model=24, n_heads=6, n_layers=2, ff_dim=32, field_dim=8, continuous_dim=4, dropout=0.1)
-
-
-def _model_dir(path, vocab, max_length=30, seed=0):
-    model = random_model(vocab, max_length=max_length, seed=seed, std=0.2, **SMALL)
-    spec = model.spec
-    save_artifact(str(path), weights_bytes(model), spec, vocab)
-    return load_artifact(str(path))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +29,7 @@ def stage(tmp_path_factory):
     vocab = Vocabularies({**vocab.tokens, "store_ids": [s for s in vocab.tokens["store_ids"] if s != "s1"]}, 1)
     (root / "out" / "sessions").mkdir(parents=True)
     pq.write_table(table, root / "out" / "sessions" / "part-0.parquet")
-    loaded = _model_dir(root / "out" / "model", vocab)
+    loaded = save_random_model(root / "out" / "model", vocab)
     return root, table, vocab, loaded
 
 
@@ -149,7 +139,7 @@ def test_sessions_longer_than_the_model_are_refused_before_scoring(spark, tmp_pa
     table = synthetic_sessions(20, seed=9, max_len=25, full=True)
     (tmp_path / "out" / "sessions").mkdir(parents=True)
     pq.write_table(table, tmp_path / "out" / "sessions" / "p.parquet")
-    _model_dir(tmp_path / "out" / "model", vocab_of(table), max_length=10)
+    save_random_model(tmp_path / "out" / "model", vocab_of(table), max_length=10)
     with pytest.raises(FeatureMismatch, match="max_length 10"):
         attribution_udf.run(spark, _conf(tmp_path, "attribution.split=all"))
 
@@ -159,7 +149,7 @@ def test_model_cache_is_per_sha_and_device(stage, tmp_path):
     payload = attribution_udf.ModelPayload.read(f"{root}/out/model")
     first = attribution_udf.cached_model(payload, torch.device("cpu"))
     assert attribution_udf.cached_model(payload, torch.device("cpu")) is first
-    other = _model_dir(tmp_path / "m2", vocab, seed=3)
+    other = save_random_model(tmp_path / "m2", vocab, seed=3)
     second = attribution_udf.cached_model(attribution_udf.ModelPayload.read(str(tmp_path / "m2")), torch.device("cpu"))
     assert second is not first and second.sha256 == other.sha256 != first.sha256
     assert attribution_udf.choose_device().type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -13,11 +13,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from attribution.model import save_artifact, weights_bytes
-from tests.helpers import random_model, synthetic_sessions, vocab_of
+from tests.helpers import save_random_model, synthetic_sessions, vocab_of
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = dict(d_model=24, n_heads=6, n_layers=2, ff_dim=32, field_dim=8, continuous_dim=4, dropout=0.1)
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +29,7 @@ def inputs(tmp_path_factory):
     for i, start in enumerate(range(0, 150, 50)):
         pq.write_table(table.slice(start, 50), root / "sessions" / f"part-{i}.parquet")
     vocab = vocab_of(table)
-    model = random_model(vocab, max_length=30, seed=2, std=0.2, **SMALL)
-    save_artifact(str(root / "model"), weights_bytes(model), model.spec, vocab)
+    save_random_model(root / "model", vocab, max_length=30, seed=2)
     return root
 
 
