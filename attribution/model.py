@@ -5,6 +5,12 @@ concatenated and projected to ``d_model``: that vector is the event's **input re
 "input embedding" gradient x input differentiates against. A learned CLS token and learned positions
 are added after it, so attribution lands on the events, not on positions.
 
+The representation is linear with no constant offset: an event whose fields are all <PAD> and whose
+continuous features are 0 is exactly the zero vector. So gradient x input, whose implicit reference is
+the zero vector, measures each event against that empty event, the same reference integrated gradients
+uses by default. (With an offset, as in artifacts saved before ``ModelSpec.input_bias`` existed, the
+reference would be an arbitrary vector and the signed contributions of event types could even flip.)
+
 The encoder is written out (pre-norm, GELU) instead of using ``nn.TransformerEncoder``, whose fused path
 cannot return attention weights. ``need_attention=True`` computes the same softmax explicitly and returns
 per-layer, per-head probabilities; without it the layer calls ``scaled_dot_product_attention``. Both give
@@ -56,6 +62,10 @@ class ModelSpec:
     field_dim: int = 32
     continuous_dim: int = 16
     continuous: tuple[str, ...] = CONTINUOUS
+    # False (new models): the input representation has no constant offset, so the all-<PAD> event is the
+    # zero vector and gradient x input measures each event against it. True: the layout of artifacts
+    # saved before this field existed, kept loadable.
+    input_bias: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,7 +77,8 @@ class ModelSpec:
         if unknown:
             raise ArtifactError(f"{CONFIG_FILE}: unknown model keys {unknown}")
         tuples = {k: tuple(v) for k, v in doc.items() if isinstance(v, list)}
-        return ModelSpec(**{**doc, **tuples})
+        earlier = {"input_bias": True}  # artifacts saved before the field existed had the offset
+        return ModelSpec(**{**earlier, **doc, **tuples})
 
     @staticmethod
     def of(model_conf, vocab: Vocabularies, max_length: int) -> ModelSpec:
@@ -137,8 +148,12 @@ class SessionTransformer(nn.Module):
                 for f, size in zip(spec.fields, spec.vocab_sizes, strict=True)
             }
         )
-        self.continuous = nn.Linear(len(spec.continuous), spec.continuous_dim)
-        self.project = nn.Linear(len(spec.fields) * spec.field_dim + spec.continuous_dim, spec.d_model)
+        # No bias in the input representation (see ModelSpec.input_bias): the learned positions, added
+        # right after, absorb any constant offset, so the network is as expressive as with one.
+        self.continuous = nn.Linear(len(spec.continuous), spec.continuous_dim, bias=spec.input_bias)
+        self.project = nn.Linear(
+            len(spec.fields) * spec.field_dim + spec.continuous_dim, spec.d_model, bias=spec.input_bias
+        )
         self.cls = nn.Parameter(torch.zeros(1, 1, spec.d_model))
         self.position = nn.Embedding(spec.max_length + 1, spec.d_model)  # 0 is the CLS position
         self.layers = nn.ModuleList(
@@ -168,17 +183,31 @@ class SessionTransformer(nn.Module):
         return self.project(torch.cat(parts, dim=-1))
 
     def forward_from_representation(
-        self, x: torch.Tensor, mask: torch.Tensor, need_attention: bool = False
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        need_attention: bool = False,
+        positions: Optional[torch.Tensor] = None,
     ) -> tuple[torch.Tensor, Optional[list[torch.Tensor]]]:
         """Logits (B,) from input representations ``x`` (B, L, d) and ``mask`` (B, L, True = event).
 
         With ``need_attention`` also returns, per layer, the attention probabilities (B, H, L+1, L+1);
         index 0 is the CLS position, 1.. the events.
+
+        ``positions`` (B, L), 1-based, places each event at that position instead of 1..L: a session
+        with some events masked out, compacted to its remaining events at their original positions,
+        gives exactly the logit of the masked session (masked events are never a key, so nothing else
+        sees them), at the cost of the remaining events only.
         """
         b, n, _ = x.shape
         if n > self.spec.max_length:
             raise FeatureMismatch(f"sessions of {n} events exceed the model's max_length {self.spec.max_length}")
-        h = torch.cat([self.cls.expand(b, 1, -1), x], dim=1) + self.position.weight[: n + 1]
+        if positions is None:
+            placed = self.position.weight[: n + 1]
+        else:
+            cls_position = torch.zeros(b, 1, dtype=positions.dtype, device=positions.device)
+            placed = self.position(torch.cat([cls_position, positions], dim=1))
+        h = torch.cat([self.cls.expand(b, 1, -1), x], dim=1) + placed
         key_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
         attention = [] if need_attention else None
         for layer in self.layers:
