@@ -255,6 +255,23 @@ class AttributionConf:
 
 
 @dataclass(frozen=True)
+class FaithfulnessConf:
+    """The faithfulness stage (jobs/faithfulness.py): is each method's ranking of events faithful to the
+    model, and do the methods agree? Evaluated on a sample of the event table's sessions."""
+
+    # Sessions evaluated: those with the smallest hash of session_id (the same ones on every run).
+    # Each costs about 20 forward passes per method and random draw, on ever shorter sessions.
+    max_sessions: int = 2000
+    k_events: list[int] = field(default_factory=lambda: [1, 3, 5])  # top-k events removed / kept
+    k_fractions: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5])  # ... as a share of the session
+    deletion_steps: int = 10  # points of the deletion curve (removing 0%, 10%, ... 100% of the events)
+    random_draws: int = 5  # random orders per session for the baseline
+    batch_positions: int = 65536  # padded positions per forward pass
+    sessions_path: str = "attribution_faithfulness_sessions"  # per-session metrics, parquet
+    summary_path: str = "faithfulness_summary.json"
+
+
+@dataclass(frozen=True)
 class ReportConf:
     """The report stage (jobs/report.py): lift tables, sinks, the picture, key insights."""
 
@@ -282,6 +299,7 @@ class Config:
     model: ModelConf = field(default_factory=ModelConf)
     train: TrainConf = field(default_factory=TrainConf)
     attribution: AttributionConf = field(default_factory=AttributionConf)
+    faithfulness: FaithfulnessConf = field(default_factory=FaithfulnessConf)
     report: ReportConf = field(default_factory=ReportConf)
 
     def output(self, relative: str) -> str:
@@ -525,6 +543,17 @@ def validate(conf: Config) -> None:
         raise ConfigError(f"attribution.ig_baseline: {a.ig_baseline!r} is not one of pad, zero")
     if a.threads_per_task is not None and a.threads_per_task < 1:
         raise ConfigError("attribution.threads_per_task: must be >= 1 or null")
+    fa = conf.faithfulness
+    if fa.max_sessions < 1 or fa.deletion_steps < 1 or fa.random_draws < 1 or fa.batch_positions < 100:
+        raise ConfigError(
+            "faithfulness.max_sessions, deletion_steps and random_draws: must be >= 1; batch_positions >= 100"
+        )
+    if not fa.k_events and not fa.k_fractions:
+        raise ConfigError("faithfulness.k_events and k_fractions: at least one k is required")
+    if any(k < 1 for k in fa.k_events):
+        raise ConfigError(f"faithfulness.k_events: {fa.k_events}: each must be >= 1")
+    if any(not 0 < x <= 1 for x in fa.k_fractions):
+        raise ConfigError(f"faithfulness.k_fractions: {fa.k_fractions}: each must be in (0, 1]")
     r = conf.report
     bad_formats = [f for f in r.formats if f not in ("csv", "delta", "parquet")]
     if bad_formats:
@@ -548,6 +577,7 @@ REPLACED_PATHS = (
     "sessions.quarantine_path",
     "train.shards_path",
     "attribution.output_path",
+    "faithfulness.sessions_path",
 )
 # Every other location the config names (read, or written file by file).
 OTHER_PATHS = (
@@ -560,6 +590,7 @@ OTHER_PATHS = (
     "attribution.delta_path",
     "attribution.csv_path",
     "attribution.summary_path",
+    "faithfulness.summary_path",
     "report.output_path",
 )
 

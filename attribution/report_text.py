@@ -75,3 +75,27 @@ def format_attribute_summary(summary: dict) -> str:
         )
     lines.append(f"wrote {summary['output']} (model {summary['model_sha256'][:12]}...)")
     return "\n".join(lines)
+
+
+def format_faithfulness_summary(summary: dict) -> str:
+    best = summary["most_faithful"]
+    lines = [
+        f"faithfulness: {summary['sessions']:,} sessions, methods {', '.join(summary['methods'])}, "
+        f"each against {summary['random_draws']} random orders; k = {', '.join(summary['k'])}; "
+        f"{summary['seconds']:.0f}s",
+        "AOPC comprehensiveness (mean |change in P(convert)| when a method's top-k events are removed; random order):",
+    ]
+    for method, v in summary["aopc"].items():
+        lines.append(f"  {method:<22} {v['comprehensiveness']:.4f}  (random {v['random']:.4f})")
+    if best:
+        verdict = "" if best["beats_random"] else " - but not distinguishable from a random order"
+        lines.append(
+            f"most faithful on this data: {best['by_comprehensiveness']} by comprehensiveness{verdict}; "
+            f"{best['by_sufficiency']} by sufficiency"
+        )
+    if summary["agreement_median_spearman"]:
+        lines.append(
+            "median per-session Spearman: "
+            + "; ".join(f"{k} {v:+.2f}" for k, v in summary["agreement_median_spearman"].items())
+        )
+    return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The whole analysis: generate (embedded default) -> sessionize -> train -> attribute -> report.
+"""The whole analysis: generate (embedded default) -> sessionize -> train -> attribute -> faithfulness -> report.
 
 ``make run`` calls ``python -m jobs.pipeline --conf conf/local.yaml``. On a cluster each stage is its own
 spark-submit, so a team can re-attribute with a new model without re-sessionizing.
@@ -13,13 +13,18 @@ import time
 
 from attribution import generate, report, sessionize, train
 from attribution.io import write_text
-from attribution.report_text import format_attribute_summary, format_sessionize_summary, format_train_metrics
+from attribution.report_text import (
+    format_attribute_summary,
+    format_faithfulness_summary,
+    format_sessionize_summary,
+    format_train_metrics,
+)
 from jobs._cli import main_of
-from udfs import attribution_udf
+from udfs import attribution_udf, faithfulness_udf
 
 log = logging.getLogger("jobs.pipeline")
 
-STAGES = ("generate", "sessionize", "train", "attribute", "report")
+STAGES = ("generate", "sessionize", "train", "attribute", "faithfulness", "report")
 
 
 def _args(p) -> None:
@@ -59,6 +64,9 @@ def _body(spark, conf, args) -> int:
         elif stage == "attribute":
             results["attribute"] = summary = attribution_udf.run(spark, conf)
             text = format_attribute_summary(summary)
+        elif stage == "faithfulness":
+            results["faithfulness"] = summary = faithfulness_udf.run(spark, conf)
+            text = format_faithfulness_summary(summary)
         else:  # report
             summary = report.run(spark, conf)
             results["report"] = {k: v for k, v in summary.items() if k != "insights"}
@@ -89,6 +97,15 @@ def write_manifest(conf, timings: dict, results: dict) -> None:
             "sha256": results["train"]["model_sha256"],
             "test_roc_auc": results["train"]["test"]["roc_auc"],
             "leakage_check_test_roc_auc": results["train"].get("leakage_check", {}).get("test", {}).get("roc_auc"),
+        }
+    report = results.get("report", {})
+    if "ground_truth" in report:
+        manifest["ground_truth"] = report["ground_truth"]
+    if "faithfulness" in results:
+        manifest["faithfulness"] = {
+            "most_faithful": results["faithfulness"]["most_faithful"],
+            "sessions": results["faithfulness"]["sessions"],
+            "table": results["faithfulness"]["outputs"].get("attribution_faithfulness.csv"),
         }
     write_text(conf.output("manifest.json"), json.dumps(manifest, indent=1, default=str))
 

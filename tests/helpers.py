@@ -170,7 +170,7 @@ def random_model(vocab, max_length: int, seed: int, std: float, **sizes):
 
 
 def run_small_pipeline(data, out, n_users: int, *sets: str) -> None:
-    """generate -> sessionize -> train -> attribute -> report through the pipeline job, on ``n_users``
+    """generate -> sessionize -> train -> attribute -> faithfulness -> report through the pipeline job, on ``n_users``
     generated users (no bots) written under ``data``, outputs under ``out``; ``sets`` as --set."""
     from jobs import pipeline
 
@@ -184,7 +184,8 @@ def run_small_pipeline(data, out, n_users: int, *sets: str) -> None:
         f"stores.path={data}/stores",
         f"run.output_dir={out}",
     ]
-    argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train,attribute,report"]
+    base.append("faithfulness.max_sessions=300")
+    argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train,attribute,faithfulness,report"]
     for s in (*base, *sets):
         argv += ["--set", s]
     assert pipeline.main(argv) == 0

@@ -104,6 +104,19 @@ def test_cross_field_rules():
         load_config(None, ["events.event_type_label=event_feature", "input.columns.discovery_feature=null"])
 
 
+def test_faithfulness_settings_are_checked():
+    with pytest.raises(ConfigError, match=r"faithfulness\.k_fractions: \[0\.1, 1\.5\]: each must be in \(0, 1\]"):
+        load_config(None, ["faithfulness.k_fractions=[0.1, 1.5]"])
+    with pytest.raises(ConfigError, match=r"faithfulness\.k_events: \[0, 3\]: each must be >= 1"):
+        load_config(None, ["faithfulness.k_events=[0, 3]"])
+    with pytest.raises(ConfigError, match=r"at least one k is required"):
+        load_config(None, ["faithfulness.k_events=[]", "faithfulness.k_fractions=[]"])
+    with pytest.raises(ConfigError, match=r"faithfulness\.max_sessions, deletion_steps and random_draws"):
+        load_config(None, ["faithfulness.random_draws=0"])
+    with pytest.raises(ConfigError, match=r"report\.default_method: 'integrated_gradients' is not in"):
+        load_config("conf/local.yaml", ["attribution.methods=[grad_x_input]"])
+
+
 def test_missing_file_and_bad_override_syntax(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")

@@ -1,11 +1,11 @@
-"""Two full runs (generate -> sessionize -> train -> attribute -> report) with the same config and seed.
+"""Two full runs (generate -> sessionize -> train -> attribute -> faithfulness -> report) with the same config and seed.
 
 What must match, and how exactly:
 - the raw events, the sessions and the quarantine: exactly (the generator is a pure function of the seed
   and the block; sessionize orders ties deterministically);
 - the model: the same sha256 (fixed seeds, one thread per process, a fixed shard order);
 - the event-level table: exactly (CPU, the same batches: the same files give the same Arrow batches);
-- the lift tables: to 1e-12 relative. They are sums of doubles, and Spark may add the partial sums of a
+- the lift, faithfulness and ground-truth tables: to 1e-12 relative. They are sums of doubles, and Spark may add the partial sums of a
   shuffle in another order from run to run; floating-point addition is not associative, so the last bits
   can differ. Every count and every ordering key matches exactly.
 """
@@ -35,6 +35,7 @@ def _run(tmp_path, name: str) -> dict:
         *SMALL,
         "train.epochs=2",
         "attribution.methods=[grad_x_input, attention, attention_rollout]",
+        "report.default_method=grad_x_input",
     )
     return {
         "raw": _sorted(pd.read_parquet(out / "raw")),
@@ -57,6 +58,7 @@ def test_two_runs_with_the_same_config_give_the_same_sessions_model_and_tables(t
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
     assert len(a["sessions"]) > 500 and len(a["events"]) > 1000
     assert a["model_sha256"] == b["model_sha256"]
-    assert set(a["tables"]) == set(b["tables"]) and len(a["tables"]) == 8
+    # 4 lift tables x 2 CSVs, the ground-truth comparison, faithfulness and agreement
+    assert set(a["tables"]) == set(b["tables"]) and len(a["tables"]) == 11
     for name, table in a["tables"].items():
         pd.testing.assert_frame_equal(table, b["tables"][name], check_exact=False, rtol=1e-12, atol=0, obj=name)

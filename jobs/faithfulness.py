@@ -1,0 +1,30 @@
+"""Faithfulness of each attribution method and agreement between them: ``spark-submit jobs/faithfulness.py --conf ...``.
+
+Reads the event-level table written by jobs/attribute.py, the sessions table and the model; writes
+``attribution_faithfulness`` and ``attribution_agreement`` (CSV, Delta, parquet) and
+``attribution_faithfulness.png`` under the report directory.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from attribution.report_text import format_faithfulness_summary
+from jobs._cli import main_of
+from udfs import faithfulness_udf
+
+
+def _args(p) -> None:
+    p.add_argument("--model", default=None, help="model directory (default: <output_dir>/<train.model_path>)")
+
+
+def _body(spark, conf, args) -> int:
+    summary = faithfulness_udf.run(spark, conf, model_path=args.model)
+    print(format_faithfulness_summary(summary))
+    return 0
+
+
+main = main_of(__doc__, _body, _args)
+
+if __name__ == "__main__":
+    sys.exit(main())
