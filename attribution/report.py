@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 
-from attribution import aggregate, sinks
+from attribution import aggregate, ground_truth, sinks
 from attribution.config import Config
 from attribution.io import join, read_table
 
@@ -63,7 +63,6 @@ def stage_tables(
     names, and every method in ``*_by_method.csv``), Delta, parquet, then each of ``extra``. If staging
     fails midway, what was staged is removed and the error raised."""
     base = conf.output(conf.report.output_path)
-    run_id = conf.run.run_id or ""
     where: dict[str, str] = {}
     staged: list[sinks.Staged] = []
     try:
@@ -75,14 +74,44 @@ def stage_tables(
                 staged.append(sinks.stage_csv(default, join(base, f"{stem}.csv")))
                 staged.append(sinks.stage_csv(ordered, join(base, f"{stem}_by_method.csv")))
                 where[f"{stem}.csv"] = join(base, f"{stem}.csv")
-            if "delta" in conf.report.formats:
-                staged.append(sinks.stage_delta(spark, ordered, join(base, f"delta/{stem}"), run_id))
-                where[f"delta/{stem}"] = join(base, f"delta/{stem}")
-            if "parquet" in conf.report.formats:
-                staged.append(sinks.stage_parquet(ordered, join(base, f"parquet/{stem}"), run_id))
-                where[f"parquet/{stem}"] = join(base, f"parquet/{stem}")
+            more, places = stage_table(spark, ordered, stem, conf, csv_name=f"{stem}_by_method.csv")
+            staged += more
+            where.update({k: v for k, v in places.items() if not k.endswith("_by_method.csv")})
         for stage in extra:
-            staged.append(stage())
+            got = stage()
+            if isinstance(got, tuple):  # another table, from stage_table
+                staged += got[0]
+                where.update(got[1])
+            else:
+                staged.append(got)
+    except BaseException:
+        for s in staged:
+            s.abort()
+        raise
+    return staged, where
+
+
+def stage_table(
+    spark, table: pa.Table, stem: str, conf: Config, csv_name: str | None = None
+) -> tuple[list[sinks.Staged], dict[str, str]]:
+    """One table staged in each of ``report.formats`` under the report directory: ``csv_name`` (default
+    ``{stem}.csv``), ``delta/{stem}`` and ``parquet/{stem}`` (both partitioned by run_id). If staging fails
+    midway, what was staged is removed and the error raised."""
+    base = conf.output(conf.report.output_path)
+    run_id = conf.run.run_id or ""
+    staged: list[sinks.Staged] = []
+    where: dict[str, str] = {}
+    try:
+        if "csv" in conf.report.formats:
+            name = csv_name or f"{stem}.csv"
+            staged.append(sinks.stage_csv(table, join(base, name)))
+            where[name] = join(base, name)
+        if "delta" in conf.report.formats:
+            staged.append(sinks.stage_delta(spark, table, join(base, f"delta/{stem}"), run_id))
+            where[f"delta/{stem}"] = join(base, f"delta/{stem}")
+        if "parquet" in conf.report.formats:
+            staged.append(sinks.stage_parquet(table, join(base, f"parquet/{stem}"), run_id))
+            where[f"parquet/{stem}"] = join(base, f"parquet/{stem}")
     except BaseException:
         for s in staged:
             s.abort()
@@ -219,19 +248,76 @@ def run(spark, conf: Config) -> dict:
     base = conf.output(conf.report.output_path)
     method = conf.report.default_method
     views = frames(tables)
+    truth, recovered = ground_truth_of(conf), None
+    if truth is not None:
+        stores = ground_truth.store_scores(aggregate.long_format(events))
+        recovered = ground_truth.recovery(views, stores, truth, conf.run.run_id or "")
+    faithful = faithfulness_of(conf, events)
+    extra = [lambda: sinks.stage_bytes(join(base, PICTURE), drawn.result())]
+    if recovered is not None:
+        extra.append(lambda: stage_table(spark, recovered, GROUND_TRUTH_TABLE, conf))
     # Everything is staged first (the picture drawn on a thread meanwhile), then published at once, so
     # a run that fails or is killed before the end leaves the previous run's outputs as they were.
     with ThreadPoolExecutor(max_workers=1) as pool:
         drawn = pool.submit(picture, views, method, conf.report.top_event_types)
-        png = (lambda: sinks.stage_bytes(join(base, PICTURE), drawn.result()),)
-        staged, outputs = stage_tables(spark, tables, conf, extra=png)
+        staged, outputs = stage_tables(spark, tables, conf, extra=tuple(extra))
     for s in staged:
         s.publish()
     outputs[PICTURE] = join(base, PICTURE)
-    return {
+    result = {
         "run_id": conf.run.run_id,
         "rows": {name: int(t.num_rows) for name, t in tables.items()},
         "outputs": outputs,
         "insights": key_insights(views, method),
         "seconds": round(time.time() - started, 2),
     }
+    if recovered is not None:
+        result["ground_truth"] = ground_truth.summary(recovered, method)
+        result["insights"] += "\n" + ground_truth_text(recovered.to_pandas(), method)
+    if faithful:
+        result["most_faithful"] = faithful
+        result["insights"] += "\n" + faithful_text(faithful)
+    return result
+
+
+GROUND_TRUTH_TABLE = "ground_truth_recovery"
+
+
+def ground_truth_of(conf: Config) -> dict | None:
+    """The planted drivers, when the input is the generated dataset and its ground truth is there."""
+    if conf.input.path != conf.generate.output_path:
+        return None
+    return ground_truth.load(conf.generate.ground_truth_path)
+
+
+def faithfulness_of(conf: Config, events) -> dict | None:
+    """The faithfulness stage's verdict, when it evaluated this event table (same model) in this run."""
+    import json
+
+    from attribution.io import InputError, read_bytes
+
+    try:
+        summary = json.loads(read_bytes(conf.output(conf.faithfulness.summary_path)))
+    except (InputError, FileNotFoundError, ValueError):
+        return None
+    shas = [r[0] for r in events.select("model_sha256").distinct().limit(2).collect()]
+    if summary.get("run_id") != conf.run.run_id or shas != [summary.get("model_sha256")]:
+        return None
+    return summary.get("most_faithful") or None
+
+
+def ground_truth_text(recovered: pd.DataFrame, method: str) -> str:
+    lines = ["Planted-driver recovery (synthetic data: the generator's known effects):"]
+    for _, r in recovered.iterrows():
+        if r["check"] == "store_precision_at_5" or r["method"] == method or r["check"].startswith("event_type_c"):
+            mark = "ok" if r["agrees"] else "MISSES"
+            lines.append(f"  {r['method']:<22} {r['check']:<34} {r['value']:+.3f}  ({r['expected']}: {mark})")
+    return "\n".join(lines)
+
+
+def faithful_text(verdict: dict) -> str:
+    noise = "" if verdict["beats_random"] else " (but not distinguishable from a random order)"
+    return (
+        f"Most faithful method on this data: {verdict['by_comprehensiveness']} by comprehensiveness{noise}, "
+        f"{verdict['by_sufficiency']} by sufficiency (see attribution_faithfulness.csv)."
+    )

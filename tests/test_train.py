@@ -158,6 +158,18 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     assert {r[0] for r in events.select("model_sha256").distinct().collect()} == {metrics["model_sha256"]}
     summary = json.loads((out / "attribute_summary.json").read_text())
     assert summary["events"] == test_events and summary["sessions"] == by_split["test"]
+    # faithfulness and the planted-driver comparison reach the manifest and the report
+    manifest = json.loads((out / "manifest.json").read_text())
+    methods = ["grad_x_input", "attention", "attention_rollout", "integrated_gradients"]
+    faith = manifest["stages"]["faithfulness"]
+    assert faith["sessions"] == min(300, by_split["test"]) and faith["methods"] == methods
+    assert faith["most_faithful"]["by_comprehensiveness"] in methods
+    assert manifest["stages"]["report"]["most_faithful"] == faith["most_faithful"]
+    truth = manifest["ground_truth"]
+    assert truth["default_method"] == "integrated_gradients" and set(truth["checks"]) == set(methods)
+    recovered = pd.read_csv(out / "report" / "ground_truth_recovery.csv")
+    assert len(recovered) == 4 * 3 + 2  # three checks per method, the signed ones one more
+    assert (out / "report" / "attribution_faithfulness.png").stat().st_size > 10_000
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["sha256"] == metrics["model_sha256"]
     assert manifest["model"]["test_roc_auc"] == metrics["test"]["roc_auc"]
