@@ -383,7 +383,9 @@ def picture(views: dict, methods: list[str]) -> bytes:
     ax.set_xticks(at, methods, rotation=15)
     ax.set_ylabel("mean |change in P(convert)|")
     ax.set_title("AOPC: comprehensiveness (higher better), sufficiency (lower better)")
-    ax.legend(fontsize=8)
+    top = faith[faith["metric"].str.startswith("aopc")]["ci_high"].max()
+    ax.set_ylim(0, 1.4 * top if top > 0 else 1)  # room for the legend above the bars
+    ax.legend(fontsize=8, ncol=3, loc="upper left")
 
     ax = axes[1]
     comp = faith[faith["metric"] == "comprehensiveness"]
