@@ -53,7 +53,9 @@ def in_process(n_sessions: int, repeats: int) -> dict:
         "attribution_grad_x_input": lambda: attribute_sessions(
             model, enc, AttributionOptions(methods=("grad_x_input",)), batch_size=256, max_positions=8192
         ),
-        "faithfulness_all_methods": lambda: evaluate_sessions(model, enc, [scores[k] for k in SCORE_KEYS], ids, options),
+        "faithfulness_all_methods": lambda: evaluate_sessions(
+            model, enc, [scores[k] for k in SCORE_KEYS], ids, options
+        ),
         "faithfulness_grad_x_input": lambda: evaluate_sessions(model, enc, [scores["grad_x_input"]], ids, options),
     }
     best = dict.fromkeys(runs, float("inf"))
@@ -121,7 +123,9 @@ def main() -> None:
     result = {"machine": machine(), "in_process": in_process(args.sessions, args.repeats)}
     r = result["in_process"]
     s = r["seconds"]
-    print(f"machine: {result['machine']}; {r['sessions']:,} test sessions, {r['events']:,} events, {r['torch_threads']} threads")
+    print(
+        f"machine: {result['machine']}; {r['sessions']:,} test sessions, {r['events']:,} events, {r['torch_threads']} threads"
+    )
     print(
         f"attribution, all four methods (IG 32 steps) {s['attribution_all_methods']:.2f}s; "
         f"faithfulness of the four {s['faithfulness_all_methods']:.2f}s = {r['ratio_all_methods']:.2f}x (goal <= 1.5x)"
