@@ -560,7 +560,8 @@ def validate(conf: Config) -> None:
         raise ConfigError(f"report.formats: {bad_formats} not among csv, delta, parquet")
     if r.default_method not in a.methods:
         raise ConfigError(
-            f"report.default_method: {r.default_method!r} is not in attribution.methods ({', '.join(a.methods)})"
+            f"report.default_method: {r.default_method!r} is not in attribution.methods ({', '.join(a.methods)}); "
+            "add it to the methods, or set report.default_method to one of them"
         )
     if r.store_min_events < 1 or r.heatmap_positions < 1 or r.top_event_types < 1:
         raise ConfigError("report.store_min_events, heatmap_positions and top_event_types: must be >= 1")

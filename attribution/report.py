@@ -254,7 +254,7 @@ def run(spark, conf: Config) -> dict:
         recovered = ground_truth.recovery(views, stores, truth, conf.run.run_id or "")
     faithful = faithfulness_of(conf, events)
     extra = [lambda: sinks.stage_bytes(join(base, PICTURE), drawn.result())]
-    if recovered is not None:
+    if recovered is not None and recovered.num_rows:
         extra.append(lambda: stage_table(spark, recovered, GROUND_TRUTH_TABLE, conf))
     # Everything is staged first (the picture drawn on a thread meanwhile), then published at once, so
     # a run that fails or is killed before the end leaves the previous run's outputs as they were.
@@ -271,9 +271,14 @@ def run(spark, conf: Config) -> dict:
         "insights": key_insights(views, method),
         "seconds": round(time.time() - started, 2),
     }
-    if recovered is not None:
+    if recovered is not None and recovered.num_rows:
         result["ground_truth"] = ground_truth.summary(recovered, method)
         result["insights"] += "\n" + ground_truth_text(recovered.to_pandas(), method)
+    elif recovered is not None:
+        result["insights"] += (
+            f"\n{conf.generate.ground_truth_path} does not describe these events (no event types in common): "
+            "no planted-driver comparison"
+        )
     if faithful:
         result["most_faithful"] = faithful
         result["insights"] += "\n" + faithful_text(faithful)

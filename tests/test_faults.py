@@ -41,6 +41,7 @@ def _settings(root: Path, out: Path, *extra: str) -> list[str]:
         f"train.model_path={root / 'model'}",
         "attribution.split=all",
         "attribution.methods=[grad_x_input, attention, attention_rollout]",
+        "report.default_method=grad_x_input",
         *extra,
     ]
     return [a for p in pairs for a in ("--set", p)]

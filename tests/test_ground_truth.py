@@ -135,3 +135,9 @@ def test_store_scores_are_beyond_the_event_type_and_position_cell(spark):
     assert got.loc["B", "effect"] == pytest.approx(0.1)
     assert got.loc["C", "effect"] == pytest.approx(0.05)
     assert set(ground_truth.store_scores(long, min_events=5).store_name) == {"C"}  # support filter
+
+
+def test_the_ground_truth_of_other_data_gives_no_rows():
+    other = {e + "_x": v for e, v in EFFECTS.items()}
+    t = ground_truth.recovery(_tables(other, other, [1, 1, 1, 1, 1]), _stores([0, 1, 2]), TRUTH)
+    assert t.num_rows == 0 and "check" in t.column_names

@@ -174,11 +174,11 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     assert manifest["model"]["sha256"] == metrics["model_sha256"]
     assert manifest["model"]["test_roc_auc"] == metrics["test"]["roc_auc"]
     assert manifest["model"]["leakage_check_test_roc_auc"] == leak
-    assert set(manifest["timings_s"]) == {"generate", "sessionize", "train", "attribute", "report"}
-    # the report: the seed's CSVs, one row per event type of the default method
+    assert set(manifest["timings_s"]) == {"generate", "sessionize", "train", "attribute", "faithfulness", "report"}
+    # the report: the seed's CSVs, one row per event type of the default method (conf/local.yaml's)
     csv = pd.read_csv(out / "report" / "event_type_attribution_no_funnel.csv")
     n_types = events.select("event_type").distinct().count()
-    assert len(csv) == n_types and set(csv.method) == {"grad_x_input"}
+    assert len(csv) == n_types and set(csv.method) == {"integrated_gradients"}
     assert (out / "report" / "attention_attribution_analysis.png").stat().st_size > 50_000
 
 
