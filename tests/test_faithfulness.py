@@ -278,3 +278,15 @@ def test_a_model_other_than_the_event_tables_is_refused(spark, attributed, tmp_p
     save_random_model(tmp_path / "other", vocab_of(table), seed=5)
     with pytest.raises(FaithfulnessInputError, match="re-run the attribute stage"):
         faithfulness_udf.run(spark, _conf(root), model_path=str(tmp_path / "other"))
+
+
+def test_sessions_missing_from_the_sessions_table_are_an_error_not_a_smaller_sample(spark, attributed, tmp_path):
+    from udfs import faithfulness_udf
+    from udfs.faithfulness_udf import FaithfulnessInputError
+
+    root, table, _ = attributed
+    (tmp_path / "fewer").mkdir()
+    pq.write_table(table.slice(10), tmp_path / "fewer" / "part-0.parquet")  # the first 10 sessions gone
+    conf = _conf(root, f"sessions.sessions_path={tmp_path / 'fewer'}", "faithfulness.max_sessions=1000")
+    with pytest.raises(FaithfulnessInputError, match=r"10 of the 90 sampled sessions .* are not in the sessions table"):
+        faithfulness_udf.run(spark, conf)

@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 TABLES = {"faithfulness": "attribution_faithfulness", "agreement": "attribution_agreement"}
 PICTURE = "attribution_faithfulness.png"
 Z95 = 1.959963984540054
+# The event table's prediction vs the model's on the same session, recomputed here: CPU and GPU agree
+# within 1e-5; more means the sessions are not the ones that were attributed.
+PREDICTION_TOLERANCE = 1e-4
 
 SESSION_SCHEMA = pa.schema(
     [
@@ -122,8 +125,10 @@ def evaluate_batches(
         yield pa.RecordBatch.from_pydict(cols, schema=SESSION_SCHEMA)
 
 
-def sample_sessions(spark, events, sessions, methods: list[str], max_sessions: int, seed: int):
-    """The sampled sessions: model inputs, label, the stored prediction and one score array per method."""
+def sample_sessions(spark, events, sessions, methods: list[str], max_sessions: int, seed: int, observed=None):
+    """The sampled sessions: model inputs, label, the stored prediction and one score array per method.
+    ``observed`` (an Observation) counts the sampled sessions of the event table, before the join with
+    the sessions table."""
     from pyspark.sql import functions as F
 
     from attribution.aggregate import METHOD_SCORES
@@ -147,6 +152,8 @@ def sample_sessions(spark, events, sessions, methods: list[str], max_sessions: i
         )
         .select("session_id", "prediction", "scored_events", *[F.col(f"ev.{c}").alias(c) for c in score_cols])
     )
+    if observed is not None:
+        grouped = grouped.observe(observed, F.count(F.lit(1)).alias("sampled"))
     inputs = sessions.select(
         "session_id", "label", "session_length", *[c for c in INPUT_COLUMNS if c != "session_length"]
     )
@@ -159,6 +166,8 @@ def sample_sessions(spark, events, sessions, methods: list[str], max_sessions: i
 def run(spark, conf, model_path: str | None = None) -> dict:
     """Evaluate the event table's methods on a sample of its sessions; write the per-session table, the
     two summary tables, the picture and ``faithfulness_summary.json``."""
+    from pyspark.sql import Observation
+
     from attribution import report, sinks
     from attribution.aggregate import METHOD_SCORES
     from attribution.io import join, read_table, write_text
@@ -176,7 +185,8 @@ def run(spark, conf, model_path: str | None = None) -> dict:
         )
     methods = [m for m, (col, _) in METHOD_SCORES.items() if col in events.columns]
     sessions = read_table(spark, conf.output(conf.sessions.sessions_path), "parquet", {}, "sessions")
-    sampled, score_cols = sample_sessions(spark, events, sessions, methods, f.max_sessions, conf.run.seed)
+    observed = Observation("faithfulness_sample")
+    sampled, score_cols = sample_sessions(spark, events, sessions, methods, f.max_sessions, conf.run.seed, observed)
     options = options_of(conf)
     broadcast = spark.sparkContext.broadcast(payload)
     counters = spark.sparkContext.accumulator({}, _SumDict())
@@ -210,6 +220,19 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     tables = summarize(per_session, methods, options, conf.run.run_id or "")
     if tables["faithfulness"].num_rows == 0:
         raise FaithfulnessInputError(f"{conf.output(conf.attribution.output_path)}: no sessions to evaluate")
+    sampled_n = int(observed.get["sampled"])
+    evaluated = int(max(tables["faithfulness"].column("sessions").to_pylist()))
+    if evaluated != sampled_n:
+        raise FaithfulnessInputError(
+            f"{sampled_n - evaluated} of the {sampled_n} sampled sessions of the event table are not in the "
+            f"sessions table {conf.output(conf.sessions.sessions_path)}: it changed after the attribute stage; "
+            "re-run the attribute stage"
+        )
+    if worst_gap.value > PREDICTION_TOLERANCE:
+        raise FaithfulnessInputError(
+            f"the model's prediction for a sampled session differs from the event table's by {worst_gap.value:.2g}: "
+            "the sessions table changed after the attribute stage; re-run the attribute stage"
+        )
 
     base = conf.output(conf.report.output_path)
     views = {name: t.to_pandas() for name, t in tables.items()}
