@@ -297,18 +297,29 @@ def mark_sessions(
     is_error = F.lower(name).contains(events.error_substring.lower()) if events.error_substring else F.lit(False)
     running = w.rowsBetween(Window.unboundedPreceding, Window.currentRow)
     is_conv = name.isin(list(events.conversion_events))
+    # Window expressions of one spec are given in one withColumns, so Spark computes them in one Window
+    # operator: added one withColumn at a time, each became its own operator (a pass over every group),
+    # and the three running ones alone cost more than the sort they share.
     return (
-        df.withColumn("is_duplicate", F.coalesce(same_as_prev, F.lit(False)))
-        .withColumn("event_seq", F.row_number().over(w))  # the order, as one int (cheap to sort on)
-        .withColumn("new_session", new_session)
-        .withColumn("bot_like", bot_like)
+        df.withColumns(
+            {
+                "is_duplicate": F.coalesce(same_as_prev, F.lit(False)),
+                "event_seq": F.row_number().over(w),  # the order, as one int (cheap to sort on)
+                "new_session": new_session,
+            }
+        )
         .withColumn("is_conversion", is_conv & ~F.col("is_duplicate"))
         # One running layer: the session number, where the current session started, and the latest
         # conversion so far. A conversion at or after the session's start means the event is at or
         # after the session's first conversion: no extra sort, no session-partitioned window.
-        .withColumn("session_n", F.sum(F.col("new_session").cast("int")).over(running))
-        .withColumn("session_start_seq", F.max(F.when(F.col("new_session"), F.col("event_seq"))).over(running))
-        .withColumn("last_conversion_seq", F.max(F.when(F.col("is_conversion"), F.col("event_seq"))).over(running))
+        .withColumns(
+            {
+                "bot_like": bot_like,
+                "session_n": F.sum(F.col("new_session").cast("int")).over(running),
+                "session_start_seq": F.max(F.when(F.col("new_session"), F.col("event_seq"))).over(running),
+                "last_conversion_seq": F.max(F.when(F.col("is_conversion"), F.col("event_seq"))).over(running),
+            }
+        )
         .withColumn(
             "after_conversion", F.coalesce(F.col("last_conversion_seq") >= F.col("session_start_seq"), F.lit(False))
         )
