@@ -234,7 +234,7 @@ def evaluate_sessions(
             padded[:, :length] = masks
             all_masks.append(padded)
             owners.append(np.full(len(masks), local))
-            meta.append((inverse, kinds, orders, js))
+            meta.append((len(masks), inverse, kinds, orders, js))
         masks = np.concatenate(all_masks)
         owner = np.concatenate(owners)
         probs = _probabilities(model, x, owner, masks, options.batch_positions)
@@ -242,8 +242,7 @@ def evaluate_sessions(
         stats["variants"] += len(masks)
         start = 0
         for local, row in enumerate(chunk):
-            inverse, kinds, orders, js = meta[local]
-            distinct = int(inverse.max()) + 1 if len(inverse) else 0
+            distinct, inverse, kinds, orders, js = meta[local]
             p = probs[start : start + distinct][inverse]
             start += distinct
             results[row] = _metrics(

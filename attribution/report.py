@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
@@ -56,67 +56,70 @@ def _seed_columns(name: str, table: pa.Table) -> pa.Table:
     return table.select(first + [c for c in table.column_names if c not in first])
 
 
-def stage_tables(
-    spark, tables: dict[str, pa.Table], conf: Config, extra: tuple[Callable[[], sinks.Staged], ...] = ()
-) -> tuple[list[sinks.Staged], dict[str, str]]:
-    """Every output of ``tables`` staged, nothing visible yet: CSV (the default method under the seed's
-    names, and every method in ``*_by_method.csv``), Delta, parquet, then each of ``extra``. If staging
-    fails midway, what was staged is removed and the error raised."""
-    base = conf.output(conf.report.output_path)
-    where: dict[str, str] = {}
+# A staging step: stages some outputs, nothing visible yet; returns them and where each will appear.
+Step = Callable[[], tuple[list[sinks.Staged], dict[str, str]]]
+
+
+def stage_all(steps: Iterable[Step]) -> tuple[list[sinks.Staged], dict[str, str]]:
+    """Run every step; if one fails, what the earlier ones staged is removed and the error raised."""
     staged: list[sinks.Staged] = []
+    where: dict[str, str] = {}
     try:
-        for name, table in tables.items():
-            stem = TABLES[name]
-            ordered = _seed_columns(name, table)
-            if "csv" in conf.report.formats:
-                default = ordered.filter(pc.equal(ordered["method"], conf.report.default_method))
-                staged.append(sinks.stage_csv(default, join(base, f"{stem}.csv")))
-                staged.append(sinks.stage_csv(ordered, join(base, f"{stem}_by_method.csv")))
-                where[f"{stem}.csv"] = join(base, f"{stem}.csv")
-            more, places = stage_table(spark, ordered, stem, conf, csv_name=f"{stem}_by_method.csv")
+        for step in steps:
+            more, places = step()
             staged += more
-            where.update({k: v for k, v in places.items() if not k.endswith("_by_method.csv")})
-        for stage in extra:
-            got = stage()
-            if isinstance(got, tuple):  # another table, from stage_table
-                staged += got[0]
-                where.update(got[1])
-            else:
-                staged.append(got)
+            where.update(places)
     except BaseException:
         for s in staged:
             s.abort()
         raise
     return staged, where
+
+
+def stage_tables(
+    spark, tables: dict[str, pa.Table], conf: Config, extra: tuple[Step, ...] = ()
+) -> tuple[list[sinks.Staged], dict[str, str]]:
+    """Every output of ``tables`` staged, nothing visible yet: CSV (the default method under the seed's
+    names, and every method in ``*_by_method.csv``), Delta, parquet, then each of ``extra``."""
+    base = conf.output(conf.report.output_path)
+
+    def lift_table(name: str, table: pa.Table) -> tuple[list[sinks.Staged], dict[str, str]]:
+        stem = TABLES[name]
+        ordered = _seed_columns(name, table)
+        steps: list[Step] = []
+        if "csv" in conf.report.formats:
+            default = ordered.filter(pc.equal(ordered["method"], conf.report.default_method))
+            location = join(base, f"{stem}.csv")
+            steps.append(lambda: ([sinks.stage_csv(default, location)], {f"{stem}.csv": location}))
+        by_method = f"{stem}_by_method.csv"
+        steps.append(lambda: stage_table(spark, ordered, stem, conf, csv_name=by_method))
+        staged, where = stage_all(steps)
+        return staged, {k: v for k, v in where.items() if k != by_method}
+
+    steps = [lambda name=name, table=table: lift_table(name, table) for name, table in tables.items()]
+    return stage_all([*steps, *extra])
 
 
 def stage_table(
     spark, table: pa.Table, stem: str, conf: Config, csv_name: str | None = None
 ) -> tuple[list[sinks.Staged], dict[str, str]]:
     """One table staged in each of ``report.formats`` under the report directory: ``csv_name`` (default
-    ``{stem}.csv``), ``delta/{stem}`` and ``parquet/{stem}`` (both partitioned by run_id). If staging fails
-    midway, what was staged is removed and the error raised."""
+    ``{stem}.csv``), ``delta/{stem}`` and ``parquet/{stem}`` (both partitioned by run_id)."""
     base = conf.output(conf.report.output_path)
     run_id = conf.run.run_id or ""
-    staged: list[sinks.Staged] = []
-    where: dict[str, str] = {}
-    try:
-        if "csv" in conf.report.formats:
-            name = csv_name or f"{stem}.csv"
-            staged.append(sinks.stage_csv(table, join(base, name)))
-            where[name] = join(base, name)
-        if "delta" in conf.report.formats:
-            staged.append(sinks.stage_delta(spark, table, join(base, f"delta/{stem}"), run_id))
-            where[f"delta/{stem}"] = join(base, f"delta/{stem}")
-        if "parquet" in conf.report.formats:
-            staged.append(sinks.stage_parquet(table, join(base, f"parquet/{stem}"), run_id))
-            where[f"parquet/{stem}"] = join(base, f"parquet/{stem}")
-    except BaseException:
-        for s in staged:
-            s.abort()
-        raise
-    return staged, where
+    name = csv_name or f"{stem}.csv"
+    formats = {
+        "csv": (name, lambda: sinks.stage_csv(table, join(base, name))),
+        "delta": (f"delta/{stem}", lambda: sinks.stage_delta(spark, table, join(base, f"delta/{stem}"), run_id)),
+        "parquet": (f"parquet/{stem}", lambda: sinks.stage_parquet(table, join(base, f"parquet/{stem}"), run_id)),
+    }
+    return stage_all(
+        [
+            lambda key=key, stage=stage: ([stage()], {key: join(base, key)})
+            for fmt, (key, stage) in formats.items()
+            if fmt in conf.report.formats
+        ]
+    )
 
 
 def write_tables(spark, tables: dict[str, pa.Table], conf: Config) -> dict[str, str]:
@@ -253,7 +256,7 @@ def run(spark, conf: Config) -> dict:
         stores = ground_truth.store_scores(aggregate.long_format(events))
         recovered = ground_truth.recovery(views, stores, truth, conf.run.run_id or "")
     faithful = faithfulness_of(conf, events)
-    extra = [lambda: sinks.stage_bytes(join(base, PICTURE), drawn.result())]
+    extra = [lambda: ([sinks.stage_bytes(join(base, PICTURE), drawn.result())], {PICTURE: join(base, PICTURE)})]
     if recovered is not None and recovered.num_rows:
         extra.append(lambda: stage_table(spark, recovered, GROUND_TRUTH_TABLE, conf))
     # Everything is staged first (the picture drawn on a thread meanwhile), then published at once, so
@@ -263,7 +266,6 @@ def run(spark, conf: Config) -> dict:
         staged, outputs = stage_tables(spark, tables, conf, extra=tuple(extra))
     for s in staged:
         s.publish()
-    outputs[PICTURE] = join(base, PICTURE)
     result = {
         "run_id": conf.run.run_id,
         "rows": {name: int(t.num_rows) for name, t in tables.items()},

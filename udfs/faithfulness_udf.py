@@ -236,17 +236,16 @@ def run(spark, conf, model_path: str | None = None) -> dict:
 
     base = conf.output(conf.report.output_path)
     views = {name: t.to_pandas() for name, t in tables.items()}
-    png = sinks.stage_bytes(join(base, PICTURE), picture(views, methods))
-    staged, outputs = [png], {PICTURE: join(base, PICTURE)}
-    try:
-        for name, table in tables.items():
-            more, where = report.stage_table(spark, table, TABLES[name], conf)
-            staged += more
-            outputs.update(where)
-    except BaseException:
-        for s in staged:
-            s.abort()
-        raise
+    png = picture(views, methods)
+    staged, outputs = report.stage_all(
+        [
+            lambda: ([sinks.stage_bytes(join(base, PICTURE), png)], {PICTURE: join(base, PICTURE)}),
+            *(
+                lambda table=table, stem=TABLES[name]: report.stage_table(spark, table, stem, conf)
+                for name, table in tables.items()
+            ),
+        ]
+    )
     for s in staged:
         s.publish()
     verdict = most_faithful(views["faithfulness"])
