@@ -22,16 +22,19 @@ device-days outright (counted as ``bot_like_device_day``).
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame, Window
+import contextlib
+
+import pyarrow as pa
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from attribution import session_rules
 from attribution.config import TIMESTAMP_EPOCH_FORMATS, Config, EventsConf, InputColumns, SplitConf, StoreColumns
 from attribution.io import CORRUPT_RECORD, InputError, unreadable_input
 
 # Canonical names used from here on (one name per concept across code, tables and docs).
 KEY = ("user_id", "device_id", "event_date")
-SESSION_KEY = KEY + ("session_n",)
 EVENT_FIELDS = ("event_name", "store_id", "discovery_feature", "event_rank")
 STORE_FIELDS = ("store_name", "store_category", "store_tag", "is_new_vertical")
 
@@ -239,103 +242,12 @@ def prepare_stores(stores: DataFrame, columns: StoreColumns) -> DataFrame:
     return dim
 
 
-def join_stores(df: DataFrame, stores: DataFrame | None) -> DataFrame:
-    """Broadcast-join the (small) stores dimension; without one, the store columns are null."""
-    if stores is None:
-        return df.select(
-            "*",
-            *[F.lit(None).cast("string").alias(c) for c in STORE_FIELDS[:-1]],
-            F.lit(None).cast("boolean").alias("is_new_vertical"),
-        )
-    return df.join(F.broadcast(stores), on="store_id", how="left")
-
-
-def event_type_col(label: str) -> Column:
-    """The event_type label: the event name, or 'event - discovery feature' when a feature is set."""
-    if label == "event_feature":
-        return F.when(
-            F.col("discovery_feature").isNotNull(),
-            F.concat_ws(" - ", F.col("event_name"), F.col("discovery_feature")),
-        ).otherwise(F.col("event_name"))
-    return F.col("event_name")
-
-
-def mark_sessions(
-    df: DataFrame,
-    events: EventsConf,
-    exclude_funnel: bool,
-    gap_minutes: float,
-    max_events_per_device_day: int | None = None,
-) -> DataFrame:
-    """Session number and flags of every valid event, in one sort per (user, device, local day).
-
-    Adds ``is_duplicate`` (an exact copy of the previous event), ``event_seq`` (1, 2, ... in order
-    within the device-day), ``session_n`` (1, 2, ... in time
-    order: a new session starts when the gap to the previous event exceeds ``gap_minutes``),
-    ``bot_like`` (the device-day has more than ``max_events_per_device_day`` events), ``is_conversion``
-    and ``category``: ``duplicate``, ``bot_like_device_day``, ``after_conversion`` (the session's first
-    conversion event and everything after it), ``funnel``, ``error``, else ``candidate`` (model input
-    unless truncated or in a short session, which ``build_sessions`` decides). Ties on the timestamp are broken by
-    event name, store, feature and rank, so exact duplicates are adjacent and the order is
-    deterministic. Window operators over one sort: Spark streams them, spilling, whatever the skew.
-    """
-    order = [F.col("event_ts")] + [F.col(c).asc_nulls_first() for c in EVENT_FIELDS]
-    w = Window.partitionBy(*KEY).orderBy(*order)
-    gap_us = int(round(gap_minutes * 60 * 1_000_000))
-
-    same_as_prev = F.lit(True)
-    for c in ("event_ts",) + EVENT_FIELDS:
-        same_as_prev = same_as_prev & F.col(c).eqNullSafe(F.lag(c).over(w))
-    prev_ts = F.lag("event_ts").over(w)
-    new_session = prev_ts.isNull() | ((F.unix_micros("event_ts") - F.unix_micros(prev_ts)) > gap_us)
-    if max_events_per_device_day is not None:
-        bot_like = F.count(F.lit(1)).over(Window.partitionBy(*KEY)) > max_events_per_device_day
-    else:
-        bot_like = F.lit(False)
-
-    name = F.col("event_name")
-    is_error = F.lower(name).contains(events.error_substring.lower()) if events.error_substring else F.lit(False)
-    running = w.rowsBetween(Window.unboundedPreceding, Window.currentRow)
-    is_conv = name.isin(list(events.conversion_events))
-    # Window expressions of one spec are given in one withColumns, so Spark computes them in one Window
-    # operator: added one withColumn at a time, each became its own operator (a pass over every group),
-    # and the three running ones alone cost more than the sort they share.
-    return (
-        df.withColumns(
-            {
-                "is_duplicate": F.coalesce(same_as_prev, F.lit(False)),
-                "event_seq": F.row_number().over(w),  # the order, as one int (cheap to sort on)
-                "new_session": new_session,
-            }
-        )
-        .withColumn("is_conversion", is_conv & ~F.col("is_duplicate"))
-        # One running layer: the session number, where the current session started, and the latest
-        # conversion so far. A conversion at or after the session's start means the event is at or
-        # after the session's first conversion: no extra sort, no session-partitioned window.
-        .withColumns(
-            {
-                "bot_like": bot_like,
-                "session_n": F.sum(F.col("new_session").cast("int")).over(running),
-                "session_start_seq": F.max(F.when(F.col("new_session"), F.col("event_seq"))).over(running),
-                "last_conversion_seq": F.max(F.when(F.col("is_conversion"), F.col("event_seq"))).over(running),
-            }
-        )
-        .withColumn(
-            "after_conversion", F.coalesce(F.col("last_conversion_seq") >= F.col("session_start_seq"), F.lit(False))
-        )
-        .withColumn("is_funnel", name.isin(list(events.funnel_events)) if exclude_funnel else F.lit(False))
-        .withColumn("is_error", is_error)
-        .withColumn(
-            "category",
-            F.when(F.col("is_duplicate"), "duplicate")
-            .when(F.col("bot_like"), "bot_like_device_day")
-            .when(F.col("after_conversion"), "after_conversion")
-            .when(F.col("is_funnel"), "funnel")
-            .when(F.col("is_error"), "error")
-            .otherwise("candidate"),
-        )
-        .drop("new_session", "session_start_seq", "last_conversion_seq", "after_conversion")
-    )
+def order_events(valid: DataFrame) -> DataFrame:
+    """Hash-partition by (user, device, local day) and sort each partition by that key, then time, event
+    name, store, feature, rank (nulls first): deterministic ties, and exact duplicates become adjacent.
+    One shuffle and one sort, the same work as a plain sort of the events."""
+    order = [F.col(c).asc_nulls_first() for c in KEY + ("event_ts",) + EVENT_FIELDS]
+    return valid.select(*KEY, "event_ts", *EVENT_FIELDS).repartition(*KEY).sortWithinPartitions(*order)
 
 
 def split_col(session_id: Column, split: SplitConf) -> Column:
@@ -348,102 +260,46 @@ def _count_if(cond: Column) -> Column:
     return F.sum(F.when(cond, 1).otherwise(0)).cast("long")
 
 
-def build_sessions(
-    marked: DataFrame,
-    event_type_label: str,
-    max_length: int,
-    min_events: int,
-    split: SplitConf,
-) -> DataFrame:
-    """One row per session (all statuses) with ordered event arrays, label, split and row counts.
+def build_sessions(ordered: DataFrame, stores: DataFrame | None, conf: Config) -> DataFrame:
+    """Ordered events (``order_events``) -> one row per session, every status, with its event arrays,
+    label, split and per-category row counts.
 
-    Within a session, ordered as in ``mark_sessions``: the conversion event and everything after it are
-    ``after_conversion``; before it, funnel events are ``funnel`` and error events ``error``; the rest
-    are model input, of which the first ``max_length`` are kept (the others ``truncated``). ``status`` is
-    'kept', 'short_session' (fewer than ``min_events`` model-input events) or 'bot_like_device_day'.
-    ``n_<category>`` counts the session's rows per category, so summing them over all sessions
-    reconciles with the rows read. Only the model-input candidates are collected, so a session's
-    array holds at most its non-funnel events before the conversion.
+    The rules run in a ``mapInArrow`` over each sorted partition (``attribution.session_rules``:
+    numpy passes over Arrow columns). The stores dimension is broadcast once and joined in memory.
     """
-    event = F.struct(
-        # The window's order first: array_sort compares structs field by field.
-        F.col("event_seq"),
-        F.col("event_ts"),
-        *[F.col(c) for c in EVENT_FIELDS],
-        event_type_col(event_type_label).alias("event_type"),
-        *[F.col(c) for c in STORE_FIELDS],
-    )
-    cat = F.col("category")
-    grouped = marked.groupBy(*SESSION_KEY).agg(
-        F.max((F.col("is_conversion") & ~F.col("bot_like")).cast("int")).alias("label"),
-        F.min("event_ts").alias("session_start_ts"),
-        F.max("event_ts").alias("session_end_ts"),
-        F.count(F.lit(1)).alias("n_rows"),
-        *[
-            _count_if(cat == c).alias(f"n_{c}")
-            for c in ("duplicate", "bot_like_device_day", "after_conversion", "funnel", "error")
-        ],
-        _count_if(cat == "candidate").alias("original_length"),
-        F.array_sort(F.collect_list(F.when(cat == "candidate", event))).alias("candidates"),
-    )
-    staged = grouped.withColumn("events", F.slice("candidates", 1, max_length)).drop("candidates")
-    ev = F.col("events")
-    ts = ev.getField("event_ts")
-    # Gaps as one pass over (ts[1:], ts[:-1]); indexing ts inside a lambda would re-evaluate the
-    # (inlined) array per element: quadratic in the session length.
-    n = F.size(ts)
-    gaps = F.zip_with(
-        F.slice(ts, 2, F.greatest(n - 1, F.lit(0))),
-        F.slice(ts, 1, F.greatest(n - 1, F.lit(0))),
-        lambda later, earlier: (F.unix_micros(later) - F.unix_micros(earlier)) / F.lit(1_000_000.0),
-    )
-    seconds_from_prev = F.when(n > 0, F.concat(F.array(F.lit(0.0)), gaps)).otherwise(F.array().cast("array<double>"))
+
+    rules = session_rules.rules_from(conf)
+    stores_bc = None
+    if stores is not None:
+        sink = pa.BufferOutputStream()
+        table = stores.toArrow()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        stores_bc = ordered.sparkSession.sparkContext.broadcast(sink.getvalue().to_pybytes())
+
+    def sessions(batches):
+        stores_table = pa.ipc.open_stream(stores_bc.value).read_all() if stores_bc is not None else None
+        stream = session_rules.SessionStream(rules, session_rules.StoresLookup(stores_table))
+        yield from stream(batches)
+
+    out = ordered.mapInArrow(sessions, session_rules.OUTPUT_DDL)
     session_id = F.concat_ws(
         "_",
         F.col("user_id"),
         F.col("device_id"),
-        F.date_format("event_date", "yyyy-MM-dd"),
+        F.date_format("session_date", "yyyy-MM-dd"),
         F.col("session_n").cast("string"),
     )
-    length = F.size(ev)
-    status = (
-        F.when(F.col("n_bot_like_device_day") > 0, "bot_like_device_day")
-        .when(F.col("original_length") < min_events, "short_session")
-        .otherwise("kept")
-    )
-    return staged.select(
-        session_id.alias("session_id"),
-        F.col("user_id"),
-        F.col("device_id"),
-        F.col("event_date").alias("session_date"),
-        F.col("session_n").cast("int").alias("session_n"),
-        F.col("label").cast("int").alias("label"),
-        split_col(session_id, split).alias("split"),
-        status.alias("status"),
-        length.cast("int").alias("session_length"),
-        F.col("original_length").cast("int").alias("original_length"),
-        F.col("session_start_ts"),
-        F.col("session_end_ts"),
-        ev.getField("event_name").alias("event_names"),
-        ev.getField("event_type").alias("event_types"),
-        ev.getField("store_id").alias("store_ids"),
-        ev.getField("store_name").alias("store_names"),
-        ev.getField("store_category").alias("store_categories"),
-        ev.getField("store_tag").alias("store_tags"),
-        ev.getField("is_new_vertical").alias("is_new_vertical"),
-        ev.getField("discovery_feature").alias("discovery_features"),
-        ev.getField("event_rank").alias("event_ranks"),
-        seconds_from_prev.alias("seconds_from_prev"),
-        ts.alias("event_ts"),
-        F.col("n_rows"),
-        F.col("n_duplicate"),
-        F.col("n_bot_like_device_day"),
-        F.col("n_after_conversion"),
-        F.col("n_funnel"),
-        F.col("n_error"),
-        (F.col("original_length") - length).cast("long").alias("n_truncated"),
-        F.when(status == "short_session", F.col("original_length")).otherwise(0).cast("long").alias("n_short_session"),
-        F.when(status == "kept", length).otherwise(0).cast("long").alias("n_model_input"),
+    columns = [c for c in out.columns if c not in ("user_id", "device_id", "session_date", "session_n", "label")]
+    return out.withColumn("session_id", session_id).select(
+        "session_id",
+        "user_id",
+        "device_id",
+        "session_date",
+        "session_n",
+        "label",
+        split_col(F.col("session_id"), conf.split).alias("split"),
+        *columns,
     )
 
 
@@ -477,24 +333,39 @@ def validated(df: DataFrame, conf: Config) -> DataFrame:
 
 
 def sessions_all(valid: DataFrame, stores: DataFrame | None, conf: Config) -> DataFrame:
-    """Valid events (+ stores) -> every session with its status and counts.
-
-    The stores join comes after the window (rows already partitioned; the broadcast keeps them so),
-    so the shuffle and sort carry only the event columns.
-    """
-    s = conf.session
-    return (
-        valid.transform(
-            mark_sessions, conf.events, conf.funnel.exclude, s.inactivity_gap_minutes, s.max_events_per_device_day
-        )
-        .transform(join_stores, stores)
-        .transform(build_sessions, conf.events.event_type_label, s.max_length, s.min_events, conf.split)
-    )
+    """Valid events (+ the prepared stores dimension) -> every session with its status and counts."""
+    return build_sessions(order_events(valid), stores, conf)
 
 
 # --------------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------------
+
+
+# Parquet dictionary encoding of the per-event times, gaps and ranks (nearly all distinct) cost 40% of
+# the sessions write for 10% smaller files; the string arrays keep it (event names repeat).
+NO_DICTIONARY = {
+    f"parquet.enable.dictionary#{c}": "false"
+    for c in ("session_start_ts", "session_end_ts")
+    + tuple(f"{a}.list.element" for a in ("event_ts", "seconds_from_prev", "event_ranks"))
+}
+
+
+@contextlib.contextmanager
+def arrow_batch_rows(spark, rows: int):
+    """Arrow batches of ``rows`` rows into Python UDFs while the block runs (the session setting is
+    restored after): the sessionizer's per-batch cost is fixed, and its memory is a chunk of events
+    whatever the batch size. The attribution UDF keeps the configured, smaller batches."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    before = spark.conf.get(key, None)
+    spark.conf.set(key, str(rows))
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
 
 
 class ReconciliationError(RuntimeError):
@@ -585,7 +456,8 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
     session_obs = Observation("sessions")
     sessions = sessions_all(valid_events(checked), stores_dim, conf).observe(session_obs, *aggs)
     sessions_path = conf.output(conf.sessions.sessions_path)
-    sessions.where(is_kept).drop("status").write.mode("overwrite").parquet(sessions_path)
+    with arrow_batch_rows(spark, session_rules.CHUNK_ROWS):
+        sessions.where(is_kept).drop("status").write.options(**NO_DICTIONARY).mode("overwrite").parquet(sessions_path)
     session_counts = session_obs.get
     rows_read = read_counts["rows_read"]
     summary = summarize(rows_read, quarantine_counts, session_counts)
