@@ -62,7 +62,11 @@ def sorted_events(rows) -> pa.Table:
 
 def stream(t: pa.Table, cuts, chunk_rows: int, r: R.Rules) -> pa.Table:
     bounds = [0, *sorted(set(c for c in cuts if 0 < c < t.num_rows)), t.num_rows]
-    batches = [t.slice(a, b - a).combine_chunks().to_batches()[0] for a, b in zip(bounds, bounds[1:]) if b > a]
+    batches = [
+        t.slice(a, b - a).combine_chunks().to_batches()[0]
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        if b > a
+    ]
     out = list(R.SessionStream(r, R.StoresLookup(None), chunk_rows=chunk_rows)(iter(batches)))
     return pa.Table.from_batches(out, schema=R.OUTPUT_SCHEMA) if out else R.OUTPUT_SCHEMA.empty_table()
 
