@@ -5,19 +5,19 @@ The stages, each testable on its own with chispa:
     select_input      rename the warehouse's columns to ours, check and cast their types
     parse_event_time  text / epoch / timestamp -> event_ts (UTC instant) and event_date (local day)
     flag_invalid      reject_reason per row: null keys, unparseable or out-of-range time, unknown name
-    join_stores       broadcast the stores dimension onto events
-    mark_sessions     one sort per (user, device, local day): duplicates, session_n, row categories
-    build_sessions    group each session into ordered arrays, label, split, per-category counts
+    order_events      one shuffle by (user, device, local day) and one sort within each partition
+    build_sessions    the rules (``attribution.session_rules``, numpy over Arrow batches, in a
+                      mapInArrow): duplicates, sessions, labels, categories, arrays, the stores join;
+                      then session_id and the split
 
 Every valid row ends in exactly one category (``ROW_CATEGORIES``), so the run summary reconciles:
 rows read = quarantined + duplicates + bot-like + after conversion + funnel + error + truncated
 + short sessions + model input.
 
-Skew: all window functions share one partitioning (user, device, day) and one ordering, so Spark sorts
-once; the windows stream rows and spill (they keep no more than the running frame), and a session's
-arrays only ever hold its first ``max_length`` model-input events, so a bot with 200k events a day
-costs one long task, not an out-of-memory. ``session.max_events_per_device_day`` drops such
-device-days outright (counted as ``bot_like_device_day``).
+Skew: a device-day's rows meet in one task, already sorted; the Python side holds one device-day at a
+time, and a device-day past ``session.max_events_per_device_day`` streams (only its open session's
+counts are kept), so a bot with millions of events a day costs one long task, not an out-of-memory.
+Such device-days are counted as ``bot_like_device_day``.
 """
 
 from __future__ import annotations
