@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -218,8 +219,9 @@ def flag_invalid(
     return df.withColumn("reject_reason", reason)
 
 
-def prepare_stores(stores: DataFrame, columns: StoreColumns) -> DataFrame:
-    """Canonical stores dimension; duplicate store ids are an error (they would duplicate events)."""
+def prepare_stores(stores: DataFrame, columns: StoreColumns) -> pa.Table:
+    """The canonical stores dimension, collected (it is broadcast to every task and joined in memory);
+    duplicate store ids are an error (a join would duplicate events)."""
     fields = {f.name: f.dataType for f in stores.schema.fields}
     out = []
     for key in ("store_id",) + STORE_FIELDS:
@@ -234,10 +236,11 @@ def prepare_stores(stores: DataFrame, columns: StoreColumns) -> DataFrame:
                 f"{', '.join(sorted(fields))}"
             )
         out.append(F.col(name).cast("boolean" if key == "is_new_vertical" else "string").alias(key))
-    dim = stores.select(*out).where(F.col("store_id").isNotNull())
-    dups = dim.groupBy("store_id").count().where("count > 1").orderBy("store_id").limit(5).collect()
-    if dups:
-        ids = ", ".join(f"{r['store_id']} (x{r['count']})" for r in dups)
+    dim = stores.select(*out).where(F.col("store_id").isNotNull()).toArrow()
+    counts = dim.group_by("store_id").aggregate([("store_id", "count")])
+    dups = counts.filter(pc.greater(counts.column("store_id_count"), 1)).sort_by("store_id").slice(0, 5)
+    if dups.num_rows:
+        ids = ", ".join(f"{r['store_id']} (x{r['store_id_count']})" for r in dups.to_pylist())
         raise InputError(f"stores dimension has duplicate store ids: {ids}; each store id must appear once")
     return dim
 
@@ -260,7 +263,7 @@ def _count_if(cond: Column) -> Column:
     return F.sum(F.when(cond, 1).otherwise(0)).cast("long")
 
 
-def build_sessions(ordered: DataFrame, stores: DataFrame | None, conf: Config) -> DataFrame:
+def build_sessions(ordered: DataFrame, stores: pa.Table | None, conf: Config) -> DataFrame:
     """Ordered events (``order_events``) -> one row per session, every status, with its event arrays,
     label, split and per-category row counts.
 
@@ -272,9 +275,8 @@ def build_sessions(ordered: DataFrame, stores: DataFrame | None, conf: Config) -
     stores_bc = None
     if stores is not None:
         sink = pa.BufferOutputStream()
-        table = stores.toArrow()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
+        with pa.ipc.new_stream(sink, stores.schema) as writer:
+            writer.write_table(stores)
         stores_bc = ordered.sparkSession.sparkContext.broadcast(sink.getvalue().to_pybytes())
 
     def sessions(batches):
@@ -332,7 +334,7 @@ def validated(df: DataFrame, conf: Config) -> DataFrame:
     )
 
 
-def sessions_all(valid: DataFrame, stores: DataFrame | None, conf: Config) -> DataFrame:
+def sessions_all(valid: DataFrame, stores: pa.Table | None, conf: Config) -> DataFrame:
     """Valid events (+ the prepared stores dimension) -> every session with its status and counts."""
     return build_sessions(order_events(valid), stores, conf)
 
