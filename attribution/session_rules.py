@@ -119,7 +119,7 @@ def rules_from(conf) -> Rules:
 
 
 def _np(a) -> np.ndarray:
-    return a.to_numpy(zero_copy_only=False) if hasattr(a, "to_numpy") else np.asarray(a)
+    return a.to_numpy(zero_copy_only=False)
 
 
 def _ts_us(col) -> np.ndarray:
@@ -316,7 +316,7 @@ def sessions_of_days(t: pa.Table, rules: Rules, stores: StoresLookup) -> pa.Tabl
         ts[starts],
         ts[ends - 1],
         counts,
-        t.take(pa.array(kept)),
+        t.select(["event_ts", *EVENT_FIELDS]).take(pa.array(kept)),
         kept_per_session,
         rules,
         stores,
@@ -326,6 +326,10 @@ def sessions_of_days(t: pa.Table, rules: Rules, stores: StoresLookup) -> pa.Tabl
 # --------------------------------------------------------------------------------------------------
 # Streaming over a partition
 # --------------------------------------------------------------------------------------------------
+
+
+def _rows(tables: list[pa.Table]) -> int:
+    return sum(t.num_rows for t in tables)
 
 
 def _key_of(t: pa.Table, i: int) -> tuple:
@@ -368,9 +372,7 @@ class SessionStream:
         self.stores = stores
         self.chunk_rows = chunk_rows
         self.ready: list[pa.Table] = []  # complete device-days, not yet processed
-        self.ready_rows = 0
         self.open: list[pa.Table] = []  # rows of the last device-day seen, which may continue
-        self.open_rows = 0
         self.last_key: Optional[tuple] = None
         self.bot: Optional[_BotDay] = None
         self.out: list[pa.Table] = []
@@ -396,7 +398,6 @@ class SessionStream:
         last = n - _run_length(t, self.last_key, from_end=True)
         if last > lead:
             self.ready.append(t.slice(lead, last - lead))
-            self.ready_rows += last - lead
         self._extend_open(t.slice(last))
 
     def _extend_open(self, t: pa.Table) -> None:
@@ -406,11 +407,10 @@ class SessionStream:
             self._bot_rows(t)
             return
         self.open.append(t)
-        self.open_rows += t.num_rows
         cap = self.rules.max_events_per_device_day
-        if cap is not None and self.open_rows > cap:
+        if cap is not None and _rows(self.open) > cap:
             rows = pa.concat_tables(self.open).combine_chunks()
-            self.open, self.open_rows = [], 0
+            self.open = []
             ts0 = int(_ts_us(rows.column("event_ts"))[0])
             self.bot = _BotDay(last=rows.slice(0, 1), session_n=1, start_us=ts0, end_us=ts0, n_rows=1, n_duplicate=0)
             self._bot_rows(rows.slice(1))
@@ -422,13 +422,12 @@ class SessionStream:
             self.bot = None
         elif self.open:
             self.ready.extend(self.open)
-            self.ready_rows += self.open_rows
-            self.open, self.open_rows = [], 0
+            self.open = []
 
     def _drain(self, force: bool) -> Iterator[pa.RecordBatch]:
-        if self.ready and (force or self.ready_rows >= self.chunk_rows):
+        if self.ready and (force or _rows(self.ready) >= self.chunk_rows):
             t = pa.concat_tables(self.ready).combine_chunks()
-            self.ready, self.ready_rows = [], 0
+            self.ready = []
             self.out.append(sessions_of_days(t, self.rules, self.stores))
         for table in self.out:
             yield from table.to_batches()
