@@ -23,6 +23,7 @@ Such device-days are counted as ``bot_like_device_day``.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -370,6 +371,45 @@ def arrow_batch_rows(spark, rows: int):
             spark.conf.set(key, before)
 
 
+def _concurrently(background: Callable[[], None], foreground: Callable[[], None]) -> None:
+    """Run ``background`` in a thread while ``foreground`` runs here (each submits its own Spark job),
+    wait for both, and raise the first failure: the foreground's, else the background's."""
+    from pyspark import InheritableThread  # carries the job group and local properties into the thread
+
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            background()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread below
+            failed.append(exc)
+
+    thread = InheritableThread(target=target, daemon=True)
+    thread.start()
+    try:
+        foreground()
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
+
+
+def _metrics(observation) -> dict:
+    """An ``Observation``'s metrics; {} when no task ran over the observed rows (an input without files, or
+    a stage Spark skipped because its input was empty), where Spark records an empty row. Sums over no
+    rows are null: callers read ``get(name) or 0``."""
+    if observation._jo.getRow().size() == 0:
+        return {}
+    return observation.get
+
+
+def _remove_output(spark, location: str) -> None:
+    """Delete a directory Spark wrote, through Spark's own filesystem layer (any scheme it writes to)."""
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(location)
+    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
+
+
 class ReconciliationError(RuntimeError):
     """Row counts don't add up: a bug, never a data problem. The run stops before publishing."""
 
@@ -422,46 +462,71 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
         raw = read_table(spark, conf.input.path, conf.input.format, conf.input.options, "input")
     if stores is None and conf.stores.path:
         stores = read_table(spark, conf.stores.path, conf.stores.format, conf.stores.options, "stores")
-    stores_dim = prepare_stores(stores, conf.stores.columns) if stores is not None else None
     checked = validated(raw, conf)  # fails now, naming the column, if the input contract is broken
 
     # Counts ride along with the writes (Observation: exact, once per successful task), so the stage
-    # reads the input twice (quarantine, sessions) and nothing more.
-    read_obs = Observation("rows_read")
+    # reads the input twice (quarantine, sessions) and nothing more: each rejected row by reason on the
+    # quarantine pass, each valid row as it enters the sort, each valid row's category on the way out of
+    # the rules. Counting only rows that are written or shuffled anyway keeps the counts cheap (a count
+    # over every raw row would materialize every column of every row). The two passes run as concurrent
+    # Spark jobs: the small quarantine pass fills the cores the sessions pass leaves idle (its
+    # driver-side planning, the tails of its stages).
+    quarantine_obs = Observation("quarantine")
     quarantine_path = conf.output(conf.sessions.quarantine_path)
-    observed_input = checked.observe(
-        read_obs,
-        F.count(F.lit(1)).alias("rows_read"),
-        *[_count_if(F.col("reject_reason") == r).alias(r) for r in REJECT_REASONS],
+    quarantine = quarantined_events(checked).observe(
+        quarantine_obs, *[_count_if(F.col("reject_reason") == r).alias(r) for r in REJECT_REASONS]
     )
+
+    def write_quarantine() -> None:
+        quarantine.write.mode("overwrite").parquet(quarantine_path)
+
+    valid_obs = Observation("valid")
+    session_obs = Observation("sessions")
+    sessions_path = conf.output(conf.sessions.sessions_path)
+
+    def write_sessions() -> None:
+        is_kept = F.col("status") == "kept"
+        aggs = [F.sum(f"n_{c}").alias(f"n_{c}") for c in ROW_CATEGORIES]
+        aggs += [F.count(F.lit(1)).alias("sessions_total")]
+        aggs += [_count_if(F.col("status") == s).alias(f"sessions_{s}") for s in SESSION_STATUSES]
+        aggs += [
+            _count_if(is_kept & (F.col("split") == k)).alias(f"split_{k}") for k in ("train", "validation", "test")
+        ]
+        aggs += [_count_if(is_kept & (F.col("label") == 1)).alias("converted")]
+        stores_dim = None
+        if stores is not None:
+            try:
+                stores_dim = prepare_stores(stores, conf.stores.columns)
+            except Exception as exc:  # noqa: BLE001 - as for the input, below
+                error = unreadable_input(exc, "stores.path")
+                if error is None:
+                    raise
+                raise error from exc
+        valid = valid_events(checked).observe(valid_obs, F.count(F.lit(1)).alias("rows"))
+        sessions = sessions_all(valid, stores_dim, conf).observe(session_obs, *aggs)
+        with arrow_batch_rows(spark, session_rules.CHUNK_ROWS):
+            sessions.where(is_kept).drop("status").write.options(**NO_DICTIONARY).mode("overwrite").parquet(
+                sessions_path
+            )
+
     try:
-        quarantined_events(observed_input).write.mode("overwrite").parquet(quarantine_path)
+        _concurrently(write_quarantine, write_sessions)
+        quarantine_counts = {r: int(_metrics(quarantine_obs).get(r) or 0) for r in REJECT_REASONS}
+        rows_read = sum(quarantine_counts.values()) + int(_metrics(valid_obs).get("rows") or 0)
+        if rows_read == 0:
+            raise InputError(
+                f"input.path: {conf.input.path if raw_given is None else 'the DataFrame given'} has no rows; "
+                "nothing to sessionize (an upstream job may have written an empty day)"
+            )
     except Exception as exc:  # noqa: BLE001 - a corrupt input file surfaces here, deep in a Java trace
-        error = unreadable_input(exc, "input.path")
+        # A failed stage leaves no sessions table (Spark's overwrite already removed the old one), so
+        # the next stage can't read a stale or partial day.
+        _remove_output(spark, sessions_path)
+        error = None if isinstance(exc, InputError) else unreadable_input(exc, "input.path")
         if error is None:
             raise
         raise error from exc
-    read_counts = read_obs.get
-    if read_counts["rows_read"] == 0:
-        raise InputError(
-            f"input.path: {conf.input.path if raw_given is None else 'the DataFrame given'} has no rows; "
-            "nothing to sessionize (an upstream job may have written an empty day)"
-        )
-    quarantine_counts = {r: read_counts[r] for r in REJECT_REASONS}
-
-    is_kept = F.col("status") == "kept"
-    aggs = [F.sum(f"n_{c}").alias(f"n_{c}") for c in ROW_CATEGORIES]
-    aggs += [F.count(F.lit(1)).alias("sessions_total")]
-    aggs += [_count_if(F.col("status") == s).alias(f"sessions_{s}") for s in SESSION_STATUSES]
-    aggs += [_count_if(is_kept & (F.col("split") == k)).alias(f"split_{k}") for k in ("train", "validation", "test")]
-    aggs += [_count_if(is_kept & (F.col("label") == 1)).alias("converted")]
-    session_obs = Observation("sessions")
-    sessions = sessions_all(valid_events(checked), stores_dim, conf).observe(session_obs, *aggs)
-    sessions_path = conf.output(conf.sessions.sessions_path)
-    with arrow_batch_rows(spark, session_rules.CHUNK_ROWS):
-        sessions.where(is_kept).drop("status").write.options(**NO_DICTIONARY).mode("overwrite").parquet(sessions_path)
-    session_counts = session_obs.get
-    rows_read = read_counts["rows_read"]
+    session_counts = _metrics(session_obs)
     summary = summarize(rows_read, quarantine_counts, session_counts)
     summary.update(
         {

@@ -87,6 +87,27 @@ def test_corrupted_parquet_file_is_named_and_nothing_is_published(spark, tmp_pat
     assert not (tmp_path / "out" / "sessions").exists()
 
 
+def test_a_failed_quarantine_write_fails_the_stage_and_leaves_no_sessions(spark, tmp_path):
+    # The quarantine and sessions passes run as concurrent Spark jobs: when the quarantine one fails (here
+    # its directory can't be created: a file is in the way), the sessions one may already have finished,
+    # yet the stage fails and no sessions table is left for the next stage to read.
+    (tmp_path / "blocker").write_text("a file where a directory should be")
+    with pytest.raises(Exception, match="blocker"):
+        _run(spark, tmp_path, raw_events(spark, GOOD), f"sessions.quarantine_path={tmp_path}/blocker/quarantine")
+    assert not (tmp_path / "out" / "sessions").exists()
+    assert not (tmp_path / "out" / "sessionize_summary.json").exists()
+
+
+def test_an_input_where_every_row_is_quarantined_gives_an_empty_sessions_table(spark, tmp_path):
+    bad = [(None, "d1", "2025-01-15 10:00:00", "m_card_view"), ("u1", "d1", "noon", "m_card_view")]
+    summary = _run(spark, tmp_path, raw_events(spark, bad))
+    _reconciles(summary)
+    assert summary["rows_read"] == 2
+    assert _quarantine(spark, tmp_path) == {"null_user_id": 1, "unparseable_event_ts": 1}
+    assert summary["sessions"]["total"] == 0 and summary["rows"]["model_input"] == 0
+    assert spark.read.parquet(f"{tmp_path}/out/sessions").count() == 0
+
+
 def test_stores_dimension_with_duplicate_ids_is_an_error(spark, tmp_path):
     stores = spark.createDataFrame(
         [(1, "A", "burgers", "fast", False), (1, "B", "pizza", "fast", False), (2, "C", "sushi", "new", True)],
