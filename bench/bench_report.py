@@ -21,7 +21,7 @@ from pathlib import Path
 from attribution import report
 from attribution.config import load_config
 from attribution.spark import build_spark
-from bench.bench_attribute import scaled_sessions, seed_sized_model
+from bench.bench_attribute import GRAD_X_INPUT_ONLY, scaled_sessions, seed_sized_model
 from bench.machine import machine
 from udfs import attribution_udf
 
@@ -56,7 +56,7 @@ def main() -> None:
     if args.seed_model:
         model = Path(seed_sized_model(str(model)))
     overrides = [
-        "attribution.methods=[grad_x_input]",
+        *GRAD_X_INPUT_ONLY,
         f"attribution.output_path={out / 'events'}",
         f"attribution.delta_path={out / 'report' / 'delta' / 'gradient_attribution_no_funnel'}",
         f"attribution.summary_path={out / 'attribute_summary.json'}",

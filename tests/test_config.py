@@ -117,6 +117,15 @@ def test_faithfulness_settings_are_checked():
         load_config("conf/local.yaml", ["attribution.methods=[grad_x_input]"])
 
 
+def test_the_benchmarks_grad_x_input_only_overrides_load_on_the_embedded_default():
+    # bench_attribute and bench_report run the stage with the cheapest method only; the embedded
+    # default's report method (integrated gradients) must be moved with it, or `make bench` stops here.
+    from bench.bench_attribute import GRAD_X_INPUT_ONLY
+
+    conf = load_config("conf/local.yaml", GRAD_X_INPUT_ONLY)
+    assert conf.attribution.methods == ["grad_x_input"] and conf.report.default_method == "grad_x_input"
+
+
 def test_missing_file_and_bad_override_syntax(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
