@@ -442,7 +442,9 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
     """Sessionize the configured input (or ``raw``/``stores`` given directly, e.g. from a notebook).
 
     Writes the kept sessions (parquet, one row per session), the quarantine (parquet, with
-    ``reject_reason``) and the run summary (JSON); returns the summary.
+    ``reject_reason``) and the run summary (JSON); returns the summary. The quarantine and sessions
+    passes run as concurrent Spark jobs; when either fails, or the input has no rows, the stage raises,
+    leaves no sessions table and writes no summary.
     """
     import json
     import time
