@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from attribution.config import ConfigError
@@ -40,6 +41,21 @@ def unreadable_input(exc: BaseException, what: str) -> InputError | None:
         f"{what}: {name} can't be read: it is corrupt or not in the configured format. Remove or "
         "replace it (nothing was skipped silently; no output was written)"
     )
+
+
+@contextlib.contextmanager
+def naming_unreadable(what: str):
+    """Inside the block, Spark failing on a corrupt file becomes an :class:`InputError` naming the file
+    and ``what`` (the config key); every other error passes through as it is."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a corrupt file surfaces deep in a Java trace
+        error = unreadable_input(exc, what)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def spark_has_delta(spark) -> bool:

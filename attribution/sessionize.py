@@ -33,7 +33,7 @@ from pyspark.sql import types as T
 
 from attribution import session_rules
 from attribution.config import TIMESTAMP_EPOCH_FORMATS, Config, EventsConf, InputColumns, SplitConf, StoreColumns
-from attribution.io import CORRUPT_RECORD, InputError, unreadable_input
+from attribution.io import CORRUPT_RECORD, InputError, naming_unreadable
 
 # Canonical names used from here on (one name per concept across code, tables and docs).
 KEY = ("user_id", "device_id", "event_date")
@@ -497,13 +497,8 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
         aggs += [_count_if(is_kept & (F.col("label") == 1)).alias("converted")]
         stores_dim = None
         if stores is not None:
-            try:
+            with naming_unreadable("stores.path"):
                 stores_dim = prepare_stores(stores, conf.stores.columns)
-            except Exception as exc:  # noqa: BLE001 - as for the input, below
-                error = unreadable_input(exc, "stores.path")
-                if error is None:
-                    raise
-                raise error from exc
         valid = valid_events(checked).observe(valid_obs, F.count(F.lit(1)).alias("rows"))
         sessions = sessions_all(valid, stores_dim, conf).observe(session_obs, *aggs)
         with arrow_batch_rows(spark, session_rules.CHUNK_ROWS):
@@ -512,22 +507,21 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
             )
 
     try:
-        _concurrently(write_quarantine, write_sessions)
-        quarantine_counts = {r: int(_metrics(quarantine_obs).get(r) or 0) for r in REJECT_REASONS}
+        with naming_unreadable("input.path"):  # a corrupt input file surfaces here, deep in a Java trace
+            _concurrently(write_quarantine, write_sessions)
+        rejected = _metrics(quarantine_obs)
+        quarantine_counts = {r: int(rejected.get(r) or 0) for r in REJECT_REASONS}
         rows_read = sum(quarantine_counts.values()) + int(_metrics(valid_obs).get("rows") or 0)
         if rows_read == 0:
             raise InputError(
                 f"input.path: {conf.input.path if raw_given is None else 'the DataFrame given'} has no rows; "
                 "nothing to sessionize (an upstream job may have written an empty day)"
             )
-    except Exception as exc:  # noqa: BLE001 - a corrupt input file surfaces here, deep in a Java trace
+    except Exception:
         # A failed stage leaves no sessions table (Spark's overwrite already removed the old one), so
         # the next stage can't read a stale or partial day.
         _remove_output(spark, sessions_path)
-        error = None if isinstance(exc, InputError) else unreadable_input(exc, "input.path")
-        if error is None:
-            raise
-        raise error from exc
+        raise
     session_counts = _metrics(session_obs)
     summary = summarize(rows_read, quarantine_counts, session_counts)
     summary.update(
