@@ -53,15 +53,19 @@ def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rollout(attention: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-    """Attention rollout from per-layer (B, H, N, N) probabilities; returns CLS -> event scores (B, L)."""
-    b, _, n, _ = attention[0].shape
-    eye = torch.eye(n, device=mask.device).expand(b, n, n)
-    r = eye
-    for probs in attention:
-        a = 0.5 * probs.mean(dim=1) + 0.5 * eye
+    """Attention rollout from per-layer (B, H, N, N) probabilities; returns CLS -> event scores (B, L).
+
+    Only the CLS row of A_last ... A_first is needed, so it is carried as a row vector from the last
+    layer down (O(N^2) per layer, not O(N^3)); the last layer may hold its CLS row alone, (B, H, 1, N),
+    as the model computes it by default."""
+    n = attention[0].shape[-1]
+    eye = torch.eye(n, device=mask.device)
+    row = None
+    for probs in reversed(attention):
+        a = 0.5 * probs.mean(dim=1) + 0.5 * eye[: probs.shape[2]]
         a = a / a.sum(dim=-1, keepdim=True)
-        r = a @ r
-    return r[:, 0, 1:] * mask
+        row = a[:, :1] if row is None else row @ a
+    return row[:, 0, 1:] * mask
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,12 @@ cannot return attention weights. ``need_attention=True`` computes the same softm
 per-layer, per-head probabilities; without it the layer calls ``scaled_dot_product_attention``. Both give
 the same logits (tested).
 
+The head reads the CLS position alone, so outside training the last layer is computed for that one
+query: every event still gives its key and value, but the queries, attention output, feed-forward and
+residual of the other positions, which nothing reads, are skipped. The logits and their gradients are
+the full computation's (tested). On the embedded default's two layers gradient x input costs 493k FLOPs an
+event instead of 764k (`bench/bench_attribute.py`).
+
 Padding: ``mask`` is True for real events; padded keys are excluded from every softmax and the CLS
 position is always a valid key, so padding never changes a session's logit.
 """
@@ -103,9 +109,17 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, need_attention: bool):
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, need_attention: bool, cls_only: bool = False):
+        """``cls_only``: queries from position 0 only (the output is (B, 1, d)); keys and values still come
+        from every position, so that row is exactly the full computation's first row."""
         b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if cls_only:
+            w, bias = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, :1], w[:d], bias[:d]).view(b, 1, self.n_heads, self.head_dim).transpose(1, 2)
+            k, v = F.linear(x, w[d:], bias[d:]).view(b, n, 2, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        rows = q.shape[2]
         allowed = key_mask[:, None, None, :]  # (B, 1, 1, N): True = may attend to this key
         p_drop = self.dropout if self.training else 0.0
         if need_attention:
@@ -115,7 +129,7 @@ class SelfAttention(nn.Module):
         else:
             probs = None
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p_drop)
-        return self.out(ctx.transpose(1, 2).reshape(b, n, d)), probs
+        return self.out(ctx.transpose(1, 2).reshape(b, rows, d)), probs
 
 
 class EncoderLayer(nn.Module):
@@ -129,9 +143,10 @@ class EncoderLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d_model, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, key_mask, need_attention: bool = False):
-        a, probs = self.attn(self.norm1(x), key_mask, need_attention)
-        x = x + self.drop(a)
+    def forward(self, x, key_mask, need_attention: bool = False, cls_only: bool = False):
+        """``cls_only``: the layer's output at position 0 only, (B, 1, d)."""
+        a, probs = self.attn(self.norm1(x), key_mask, need_attention, cls_only)
+        x = (x[:, :1] if cls_only else x) + self.drop(a)
         x = x + self.drop(self.ff(self.norm2(x)))
         return x, probs
 
@@ -188,11 +203,21 @@ class SessionTransformer(nn.Module):
         mask: torch.Tensor,
         need_attention: bool = False,
         positions: Optional[torch.Tensor] = None,
+        all_positions: Optional[bool] = None,
     ) -> tuple[torch.Tensor, Optional[list[torch.Tensor]]]:
         """Logits (B,) from input representations ``x`` (B, L, d) and ``mask`` (B, L, True = event).
 
-        With ``need_attention`` also returns, per layer, the attention probabilities (B, H, L+1, L+1);
-        index 0 is the CLS position, 1.. the events.
+        The head reads the CLS position of the last layer only, so by default (``all_positions`` None)
+        in eval mode the last layer is computed for that position alone: its queries, attention output,
+        feed-forward and residual for one row instead of L+1, while its keys and values still cover
+        every event. The logit, and its gradient with respect to ``x``, are the full computation's. In
+        training mode every position is computed, so dropout draws the same random numbers as it
+        always has and a given seed trains the same model. ``all_positions=True`` forces the full last
+        layer.
+
+        With ``need_attention`` also returns, per layer, the attention probabilities (B, H, L+1, L+1),
+        except the last layer's when it is computed for the CLS position alone: (B, H, 1, L+1), its
+        first row; index 0 is the CLS position, 1.. the events.
 
         ``positions`` (B, L), 1-based, places each event at that position instead of 1..L: a session
         with some events masked out, compacted to its remaining events at their original positions,
@@ -202,6 +227,8 @@ class SessionTransformer(nn.Module):
         b, n, _ = x.shape
         if n > self.spec.max_length:
             raise FeatureMismatch(f"sessions of {n} events exceed the model's max_length {self.spec.max_length}")
+        if all_positions is None:
+            all_positions = self.training
         if positions is None:
             placed = self.position.weight[: n + 1]
         else:
@@ -210,8 +237,9 @@ class SessionTransformer(nn.Module):
         h = torch.cat([self.cls.expand(b, 1, -1), x], dim=1) + placed
         key_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
         attention = [] if need_attention else None
-        for layer in self.layers:
-            h, probs = layer(h, key_mask, need_attention)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            h, probs = layer(h, key_mask, need_attention, cls_only=i == last and not all_positions)
             if need_attention:
                 attention.append(probs)
         return self.head(h[:, 0]).squeeze(-1), attention

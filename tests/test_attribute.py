@@ -114,7 +114,9 @@ def test_attention_and_rollout_match_a_plain_reference(setup):
     tokens, cont, mask, _ = _batch(model, enc, np.arange(len(enc)))
     out = attribute_batch(model, tokens, cont, mask, AttributionOptions(methods=("attention", "attention_rollout")))
     with torch.no_grad():
-        _, attention = model.forward_from_representation(model.represent(tokens, cont), mask, need_attention=True)
+        _, attention = model.forward_from_representation(
+            model.represent(tokens, cont), mask, need_attention=True, all_positions=True
+        )  # every layer's full matrix, for the plain reference
     for i, n in enumerate(enc.lengths):
         n = int(n)
         last = attention[-1][i, :, 0, 1 : n + 1].mean(0)

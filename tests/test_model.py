@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -40,12 +41,12 @@ def model(vocab):
     return random_model(vocab, max_length=40, seed=0, std=0.3, **SMALL)
 
 
-def _logits(model, enc, rows, width=1, need_attention=False):
+def _logits(model, enc, rows, width=1, need_attention=False, all_positions=None):
     batch = enc.batch(rows, min_length=width)
     tokens, cont, mask = to_tensors(batch, model.spec.fields)
     with torch.no_grad():
         x = model.represent(tokens, cont)
-        return model.forward_from_representation(x, mask, need_attention=need_attention)
+        return model.forward_from_representation(x, mask, need_attention=need_attention, all_positions=all_positions)
 
 
 def test_encoding_maps_values_nulls_and_unknowns(vocab):
@@ -114,12 +115,51 @@ def test_attention_capture_leaves_logits_unchanged_and_is_a_distribution(model, 
     torch.testing.assert_close(plain, captured, atol=1e-5, rtol=0)
     assert len(attention) == model.spec.n_layers
     b, width = len(rows), int(enc.lengths.max())
-    for probs in attention:
-        assert probs.shape == (b, model.spec.n_heads, width + 1, width + 1)
-        torch.testing.assert_close(probs.sum(-1), torch.ones(b, model.spec.n_heads, width + 1))
+    for layer, probs in enumerate(attention):
+        # the last layer is computed for the CLS query alone (all the head reads): its first row only
+        queries = 1 if layer == model.spec.n_layers - 1 else width + 1
+        assert probs.shape == (b, model.spec.n_heads, queries, width + 1)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(b, model.spec.n_heads, queries))
         # no attention lands on padding: keys past each session's length get exactly 0
         for i, n in enumerate(enc.lengths):
             assert float(probs[i, :, :, 1 + n :].abs().sum()) == 0.0
+
+
+def test_the_cls_only_last_layer_gives_the_full_computations_logits_gradients_and_attention(model, table, vocab):
+    """Eval mode computes the last layer for the CLS query alone; the logit, its gradient with respect to
+    every event's representation and the CLS attention row must be those of all positions computed."""
+    enc = encode_sessions(table, vocab)
+    batch = enc.batch(np.arange(len(enc)), min_length=int(enc.lengths.max()) + 3)  # padding too
+    tokens, cont, mask = to_tensors(batch, model.spec.fields)
+    with torch.no_grad():
+        x = model.represent(tokens, cont)
+    results = {}
+    for all_positions in (True, None):
+        xi = x.clone().requires_grad_(True)
+        logits, attention = model.forward_from_representation(
+            xi, mask, need_attention=True, all_positions=all_positions
+        )
+        (grad,) = torch.autograd.grad(logits.sum(), xi)
+        results[all_positions] = (logits.detach(), grad, [a.detach() for a in attention])
+    (full_logits, full_grad, full_att), (cls_logits, cls_grad, cls_att) = results[True], results[None]
+    assert full_att[-1].shape[2] == x.shape[1] + 1 and cls_att[-1].shape[2] == 1
+    torch.testing.assert_close(cls_logits, full_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(cls_grad, full_grad, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(cls_att[-1][:, :, 0], full_att[-1][:, :, 0], atol=1e-6, rtol=0)
+    for a, b in zip(cls_att[:-1], full_att[:-1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    # the fused (scaled_dot_product_attention) path too
+    with torch.no_grad():
+        fused, _ = model.forward_from_representation(x, mask)
+    torch.testing.assert_close(fused, full_logits, atol=1e-5, rtol=0)
+    # training computes every position (dropout's random draws as before), whatever the layer
+    model.train()
+    try:
+        with torch.no_grad():
+            _, train_att = model.forward_from_representation(x, mask, need_attention=True)
+    finally:
+        model.eval()
+    assert train_att[-1].shape[2] == x.shape[1] + 1
 
 
 def test_sessions_longer_than_the_model_allows_are_refused(model, vocab):
@@ -164,7 +204,10 @@ def test_artifact_round_trip_gives_identical_logits(model, vocab, table, tmp_pat
     assert loaded.sha256 == sha and loaded.spec == model.spec and loaded.vocab == vocab
     assert not loaded.model.training and not any(p.requires_grad for p in loaded.model.parameters())
     enc = encode_sessions(table, vocab)
-    a, _ = _logits(model, enc, np.arange(len(enc)))
+    # frozen as the loaded model is: torch may pick another kernel for weights that require grad (the
+    # last digit of a logit moved), and the claim here is about the weights, bit for bit
+    frozen = copy.deepcopy(model).requires_grad_(False)
+    a, _ = _logits(frozen, enc, np.arange(len(enc)))
     b, _ = _logits(loaded.model, enc, np.arange(len(enc)))
     assert torch.equal(a, b)
 
