@@ -1,6 +1,6 @@
 """Attribution throughput, side by side in one run, on the embedded default's model and test sessions.
 
-    python -m bench.bench_attribute [--device cpu|cuda] [--scale 4] [--loop-sessions 300]
+    python -m bench.bench_attribute [--device cpu|cuda] [--scale 4,16] [--loop-sessions 300]
 
 Needs the embedded default's outputs (``make run``; run here first if they are missing). Measures:
   batched     in-process grad_x_input over all test sessions (length-bucketed batches) - events/s
@@ -8,11 +8,15 @@ Needs the embedded default's outputs (``make run``; run here first if they are m
   flops       achieved FLOP/s on real (unpadded) events (FLOPs counted per session length with torch's
               FlopCounterMode) vs a large fp32 matmul on the same device: the machine's ceiling
   padding     real events / computed positions in the batched run
+  last layer  the batched run again with every position of the last layer computed, not only the CLS
+              query the head reads: what the CLS-only last layer saves, in FLOPs and in time
   spark       the attribution stage end to end (read sessions -> UDF -> write the event table), warm,
-              at 1x and ``--scale``x the sessions, vs the in-process rate; the Python workers' peak memory
+              at 1x and each ``--scale``x the sessions, vs the in-process rate; the Python workers' peak memory;
+              and the same stage with the model taken out (a UDF returning zero scores): Spark's share
 
 Goals (issue #4): batched >= 150x loop; flops >= 50% of the matmul; padding >= 90%; spark >= 80% of the
-in-process rate; ``scale``x the sessions <= 1.1 x scale the time; worker memory flat.
+in-process rate; ``scale``x the sessions <= 1.1 x scale the time; worker memory flat. The Spark stage has
+a fixed cost (jobs, file listing and commit) that larger inputs amortize, hence more than one scale.
 With ``--device cuda`` only the in-process part runs (the GPU machine has no Spark cluster); there
 ``--copies 20 --batch-sizes 1024,4096,16384`` gives the device enough work, and the math alone is
 timed too (every batch already on the device), to show what the host's side costs.
@@ -21,8 +25,10 @@ timed too (every batch already on the device), to show what the host's side cost
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +66,9 @@ def matmul_ceiling(device, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / t
 
 
-def flops_per_length(model, encoded, device) -> dict[int, float]:
-    """Forward + backward FLOPs of grad_x_input for one session of each length present."""
+def flops_per_length(model, encoded, device, all_positions: bool | None = None) -> dict[int, float]:
+    """Forward + backward FLOPs of grad_x_input for one session of each length present, as the model
+    computes it (the last layer for the CLS query alone) or, with ``all_positions``, every position."""
     from torch.utils.flop_counter import FlopCounterMode
 
     out = {}
@@ -71,10 +78,22 @@ def flops_per_length(model, encoded, device) -> dict[int, float]:
         tokens, cont, mask = to_tensors(encoded.batch([i]), model.spec.fields, device)
         with FlopCounterMode(display=False) as counter:
             x = model.represent(tokens, cont).detach().requires_grad_(True)
-            logit, _ = model.forward_from_representation(x, mask)
+            logit, _ = model.forward_from_representation(x, mask, all_positions=all_positions)
             logit.sum().backward()
         out[n] = float(counter.get_total_flops())
     return out
+
+
+@contextmanager
+def every_position(model):
+    """The model as it ran before the CLS-only last layer: every position of every layer computed."""
+    model.forward_from_representation = functools.partial(
+        type(model).forward_from_representation, model, all_positions=True
+    )
+    try:
+        yield model
+    finally:
+        del model.forward_from_representation
 
 
 def seed_loop(model, encoded, n_sessions: int, device, as_written: bool = False) -> None:
@@ -165,6 +184,11 @@ def in_process(
     batch = min(sweep, key=lambda b: sweep[b]["seconds"])
     t_batched, stats = sweep[batch]["seconds"], sweep[batch]["stats"]
     positions = batch * 32
+    with every_position(model):  # side by side: what computing the last layer for the CLS alone saves
+        t_full = best_of(
+            lambda: attribute_sessions(model, enc, opts, batch_size=batch, device=dev, max_positions=positions),
+            repeats,
+        )
     resident = device_resident(model, enc, opts, batch, positions, dev, repeats) if dev.type == "cuda" else None
     n_loop = min(loop_sessions, len(base))
     loop_events = int(enc.offsets[n_loop])
@@ -173,6 +197,8 @@ def in_process(
     t_written = best_of(lambda: seed_loop(model, enc, n_loop, dev, as_written=True), 1)
     per_len = flops_per_length(model, base, dev)
     real_flops = float(sum(per_len[int(n)] for n in enc.lengths))
+    per_len_full = flops_per_length(model, base, dev, all_positions=True)
+    full_flops = float(sum(per_len_full[int(n)] for n in enc.lengths))
     ceiling = matmul_ceiling(dev, n=8192 if dev.type == "cuda" else 2048)
     batched_rate = events / t_batched
     loop_rate = loop_events / t_loop
@@ -186,6 +212,9 @@ def in_process(
         "batch_sweep_events_per_s": {b: r["events_per_s"] for b, r in sweep.items()},
         "device_resident_events_per_s": resident,
         "batched_events_per_s": batched_rate,
+        "every_position_events_per_s": events / t_full,
+        "cls_only_speedup": t_full / t_batched,
+        "every_position_flops_per_event": full_flops / events,
         "loop_events_per_s": loop_rate,
         "loop_sessions": n_loop,
         "batched_over_loop": batched_rate / loop_rate,
@@ -219,8 +248,54 @@ def scaled_sessions(spark, base, scale: int) -> Path:
     return data
 
 
-def spark_stage(scale: int, repeats: int) -> dict:
-    """The attribution stage through Spark, warm, at 1x and ``scale``x the test sessions."""
+def zero_scores(methods: list[str], vocab_fields: tuple[str, ...]):
+    """A stand-in for the attribution UDF with the same output, all scores 0: no model, no encoding."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from udfs.attribution_udf import output_fields
+
+    fields = output_fields(methods, vocab_fields)
+
+    def udf(batches):
+        for batch in batches:
+            lengths = pc.list_value_length(batch.column(batch.schema.get_field_index("event_types")))
+            offsets = np.zeros(batch.num_rows + 1, dtype=np.int32)
+            np.cumsum(lengths.to_numpy(zero_copy_only=False), out=offsets[1:])
+            columns = []
+            for f in fields:
+                if pa.types.is_list(f.type):
+                    columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.zeros(offsets[-1]))))
+                else:
+                    columns.append(pa.array(np.zeros(batch.num_rows, dtype=f.type.to_pandas_dtype())))
+            schema = batch.schema
+            for f in fields:
+                schema = schema.append(f)
+            yield pa.RecordBatch.from_arrays([*batch.columns, *columns], schema=schema)
+
+    return udf
+
+
+def spark_floor(spark, conf) -> None:
+    """The attribution stage with the model taken out: read the sessions, the UDF's Arrow round trip
+    with zero scores, explode to the event table, write it. What the stage costs whatever the model."""
+    from pyspark.sql import functions as F
+
+    from attribution.events import event_table
+    from attribution.model import read_artifact
+    from udfs.attribution_udf import scoring_input
+
+    _, _, vocab = read_artifact(conf.output(conf.train.model_path))
+    methods = list(conf.attribution.methods)
+    sessions = spark.read.parquet(conf.output(conf.sessions.sessions_path))
+    sessions = sessions.where(F.col("split") == conf.attribution.split)
+    selected, schema = scoring_input(sessions, methods, vocab.fields)
+    events = event_table(selected.mapInArrow(zero_scores(methods, vocab.fields), schema), "bench", "none")
+    events.write.mode("overwrite").partitionBy("session_date").parquet(str(RESULTS / "attribution_floor_out"))
+
+
+def spark_stage(scales: tuple[int, ...], repeats: int) -> dict:
+    """The attribution stage through Spark, warm, at 1x and each of ``scales`` x the test sessions."""
 
     from attribution.config import load_config
     from attribution.spark import build_spark
@@ -228,11 +303,10 @@ def spark_stage(scale: int, repeats: int) -> dict:
 
     base = load_config(ROOT / "conf" / "local.yaml", GRAD_X_INPUT_ONLY)
     spark = build_spark(base.spark)
-    data = scaled_sessions(spark, base, scale)
     runs = {}
     for label, path in (
         ("1x", str((ROOT / base.output(base.sessions.sessions_path)).resolve())),
-        (f"{scale}x", str(data)),
+        *((f"{scale}x", str(scaled_sessions(spark, base, scale))) for scale in scales),
     ):
         conf = load_config(
             ROOT / "conf" / "local.yaml",
@@ -256,11 +330,14 @@ def spark_stage(scale: int, repeats: int) -> dict:
             if best is None or dt < best[0]:
                 best = (dt, summary)
         dt, summary = best
+        spark_floor(spark, conf)  # warm
+        floor = best_of(lambda c=conf: spark_floor(spark, c), repeats)
         runs[label] = {
             "sessions": summary["sessions"],
             "events": summary["events"],
             "seconds": dt,
             "events_per_s": summary["events"] / dt,
+            "without_model_seconds": floor,
             "padding_efficiency": summary["padding_efficiency"],
             "python_worker_peak_rss_mb": summary["python_worker_peak_rss_mb"],
         }
@@ -284,7 +361,7 @@ def seed_sized_model(trained_dir: str) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--scale", default="4,16", help="comma-separated multiples of the test sessions for the Spark stage")
     p.add_argument("--loop-sessions", type=int, default=300)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--copies", type=int, default=1, help="attribute the test sessions this many times over")
@@ -325,6 +402,11 @@ def main() -> None:
         f"vs the seed's loop as written (train mode, weight gradients) {ip['seed_as_written_events_per_s']:,.0f} "
         f"events/s = {ip['batched_over_seed_as_written']:.1f}x"
     )
+    print(
+        f"the last layer for the CLS query alone: {ip['real_flops_per_event'] / 1e3:,.0f}k FLOP per event instead of "
+        f"{ip['every_position_flops_per_event'] / 1e3:,.0f}k; {ip['batched_events_per_s']:,.0f} events/s vs "
+        f"{ip['every_position_events_per_s']:,.0f} events/s with every position computed = {ip['cls_only_speedup']:.2f}x"
+    )
     if ip["device_resident_events_per_s"]:
         print(
             f"the math alone (batches already on the device, nothing copied back): "
@@ -336,9 +418,10 @@ def main() -> None:
         f"padding efficiency {100 * ip['padding_efficiency']:.1f}% (goal >= 90%)"
     )
     if args.device == "cpu" and not args.seed_model:
-        runs = spark_stage(args.scale, args.repeats)
+        scales = tuple(int(k) for k in args.scale.split(",") if k)
+        runs = spark_stage(scales, args.repeats)
         result["spark"] = runs
-        one, big = runs["1x"], runs[f"{args.scale}x"]
+        one = runs["1x"]
         for label, r in runs.items():
             print(
                 f"spark stage {label}: {r['sessions']:,} sessions, {r['events']:,} events in {r['seconds']:.1f}s = "
@@ -346,11 +429,18 @@ def main() -> None:
                 f"in-process (goal >= 80%); worker peak {r['python_worker_peak_rss_mb']:,.0f} MiB; "
                 f"padding {100 * r['padding_efficiency']:.1f}%"
             )
-        print(
-            f"{args.scale}x the sessions: {big['seconds'] / one['seconds']:.2f}x the time "
-            f"(goal <= {1.1 * args.scale:.1f}x); worker peak memory {one['python_worker_peak_rss_mb']:,.0f} -> "
-            f"{big['python_worker_peak_rss_mb']:,.0f} MiB"
-        )
+            print(
+                f"  the same stage with the model taken out (zero scores): {r['without_model_seconds']:.1f}s = "
+                f"{r['events'] / r['without_model_seconds']:,.0f} events/s; the in-process model alone would take "
+                f"{r['events'] / ip['batched_events_per_s']:.1f}s"
+            )
+        for scale in scales:
+            big = runs[f"{scale}x"]
+            print(
+                f"{scale}x the sessions: {big['seconds'] / one['seconds']:.2f}x the time "
+                f"(goal <= {1.1 * scale:.1f}x); worker peak memory {one['python_worker_peak_rss_mb']:,.0f} -> "
+                f"{big['python_worker_peak_rss_mb']:,.0f} MiB"
+            )
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"attribute_{args.device}{'_seed_model' if args.seed_model else ''}.json"
     out.write_text(json.dumps(result, indent=1))

@@ -209,3 +209,19 @@ def test_worker_memory_follows_the_arrow_batch_not_the_partition(stage):
     peak(2)  # warm: the model is built and cached once per worker
     small, large = peak(5), peak(20)
     assert large < 1.3 * small, (small, large)
+
+
+def test_the_worker_peak_is_the_high_water_mark_since_the_task_began():
+    """The stage reports each worker's peak resident memory: the most it held, mid-batch included,
+    since the task began, not a sample taken between batches."""
+    import sys
+
+    if not attribution_udf.reset_peak_rss():
+        pytest.skip(f"this platform ({sys.platform}) cannot reset the peak resident memory")
+    before = attribution_udf.rss_mb()
+    block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched, then freed
+    del block
+    assert attribution_udf.peak_rss_mb() >= before + 190
+    assert attribution_udf.rss_mb() < before + 100  # it was given back ...
+    attribution_udf.reset_peak_rss()
+    assert attribution_udf.peak_rss_mb() < before + 100  # ... so a new task's peak no longer counts it

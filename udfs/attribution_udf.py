@@ -127,6 +127,30 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> bool:
+    """Start a new high-water mark of this process's resident memory (Linux: ``/proc/self/clear_refs``);
+    False where that can't be done, and :func:`peak_rss_mb` then means the process's lifetime peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """The most resident memory this process has had since :func:`reset_peak_rss`, in MiB: the true peak,
+    in the middle of a batch, not a sample taken between batches."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return rss_mb()
+
+
 def attribute_batches(
     batches: Iterator[pa.RecordBatch],
     payload: ModelPayload,
@@ -142,10 +166,12 @@ def attribute_batches(
     """The body of the UDF: each input batch comes back with the score columns appended.
 
     ``on_stats`` gets, per Arrow batch, the model batches run, OOM splits, computed (padded) positions,
-    real events and this worker's resident memory in MiB."""
+    real events and this worker's peak resident memory in MiB since the task began (where Linux lets the
+    peak be reset; otherwise the resident memory after the batch)."""
     from attribution.attribute import AttributionOptions, attribute_sessions
     from attribution.features import encode_sessions
 
+    peak_is_this_tasks = reset_peak_rss()
     device = choose_device(threads_per_task)
     loaded = cached_model(payload, device)
     options = AttributionOptions(
@@ -171,7 +197,8 @@ def attribute_batches(
             max_positions=max_positions,
         )
         if on_stats is not None:
-            on_stats({**stats, "events": int(encoded.offsets[-1]), "rss_mb": rss_mb()})
+            peak = peak_rss_mb() if peak_is_this_tasks else rss_mb()
+            on_stats({**stats, "events": int(encoded.offsets[-1]), "rss_mb": peak})
         offsets = pa.array(encoded.offsets.astype(np.int32), pa.int32())
         columns = [pa.array(scores["prediction"], pa.float64()), pa.array(scores["logit"], pa.float64())]
         for m in methods:
@@ -250,9 +277,7 @@ def _fail_first_attempt(batches, partition: int):
 
 def score_sessions(sessions, payload: ModelPayload, conf, spark):
     """Append the score columns to ``sessions`` (a DataFrame of the sessions table) with the UDF."""
-    from pyspark.sql.types import StructType
-
-    from attribution.features import INPUT_COLUMNS, Vocabularies
+    from attribution.features import Vocabularies
 
     a = conf.attribution
     vocab_fields = Vocabularies.from_json(payload.vocab_json).fields
@@ -284,11 +309,19 @@ def score_sessions(sessions, payload: ModelPayload, conf, spark):
         )
         return scored if fail_partition is None else _fail_first_attempt(scored, fail_partition)
 
-    keep = ["session_id", "label", "session_date", "event_types", "event_ts"]
-    columns = list(dict.fromkeys([*keep, *INPUT_COLUMNS]))
-    selected = sessions.select(*columns)
-    schema = StructType([*selected.schema.fields, *_spark_fields(methods, vocab_fields)])
+    selected, schema = scoring_input(sessions, methods, vocab_fields)
     return selected.mapInArrow(udf, schema), vocab_fields, (counters, peak_rss)
+
+
+def scoring_input(sessions, methods: list[str], vocab_fields: tuple[str, ...]):
+    """The sessions' columns the UDF reads or passes through, and the schema of what it returns."""
+    from pyspark.sql.types import StructType
+
+    from attribution.features import INPUT_COLUMNS
+
+    keep = ["session_id", "label", "session_date", "event_types", "event_ts"]
+    selected = sessions.select(*dict.fromkeys([*keep, *INPUT_COLUMNS]))
+    return selected, StructType([*selected.schema.fields, *_spark_fields(methods, vocab_fields)])
 
 
 def publish_events(spark, conf, output: str) -> dict:
