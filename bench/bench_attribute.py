@@ -264,7 +264,7 @@ def zero_scores(methods: list[str], vocab_fields: tuple[str, ...]):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from udfs.attribution_udf import output_fields
+    from udfs.attribution_udf import _with, output_fields
 
     fields = output_fields(methods, vocab_fields)
 
@@ -279,10 +279,7 @@ def zero_scores(methods: list[str], vocab_fields: tuple[str, ...]):
                     columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.zeros(offsets[-1]))))
                 else:
                     columns.append(pa.array(np.zeros(batch.num_rows, dtype=f.type.to_pandas_dtype())))
-            schema = batch.schema
-            for f in fields:
-                schema = schema.append(f)
-            yield pa.RecordBatch.from_arrays([*batch.columns, *columns], schema=schema)
+            yield pa.RecordBatch.from_arrays([*batch.columns, *columns], schema=_with(batch.schema, fields))
 
     return udf
 
@@ -290,17 +287,13 @@ def zero_scores(methods: list[str], vocab_fields: tuple[str, ...]):
 def spark_floor(spark, conf) -> None:
     """The attribution stage with the model taken out: read the sessions, the UDF's Arrow round trip
     with zero scores, explode to the event table, write it. What the stage costs whatever the model."""
-    from pyspark.sql import functions as F
-
     from attribution.events import event_table
     from attribution.model import read_artifact
-    from udfs.attribution_udf import scoring_input
+    from udfs.attribution_udf import scoring_input, sessions_to_score
 
     _, _, vocab = read_artifact(conf.output(conf.train.model_path))
     methods = list(conf.attribution.methods)
-    sessions = spark.read.parquet(conf.output(conf.sessions.sessions_path))
-    sessions = sessions.where(F.col("split") == conf.attribution.split)
-    selected, schema = scoring_input(sessions, methods, vocab.fields)
+    selected, schema = scoring_input(sessions_to_score(spark, conf), methods, vocab.fields)
     events = event_table(selected.mapInArrow(zero_scores(methods, vocab.fields), schema), "bench", "none")
     events.write.mode("overwrite").partitionBy("session_date").parquet(str(RESULTS / "attribution_floor_out"))
 

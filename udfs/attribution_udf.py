@@ -351,22 +351,14 @@ def publish_events(spark, conf, output: str) -> dict:
     return published
 
 
-def run(spark, conf, model_path: str | None = None) -> dict:
-    """Attribute the configured split of the sessions table; write the event-level table and a summary."""
-    import json
-    import time
-
-    from pyspark.sql import Observation
+def sessions_to_score(spark, conf):
+    """The sessions table's configured split (``attribution.split``; ``all`` for every session), checked
+    for the columns the stage needs."""
     from pyspark.sql import functions as F
 
-    from attribution.events import event_table
     from attribution.features import INPUT_COLUMNS, FeatureMismatch
-    from attribution.io import read_table, write_text
+    from attribution.io import read_table
 
-    a = conf.attribution
-    started = time.time()
-    model_location = model_path or conf.output(conf.train.model_path)
-    payload = ModelPayload.read(model_location)
     sessions_path = conf.output(conf.sessions.sessions_path)
     sessions = read_table(spark, sessions_path, "parquet", {}, "sessions")
     missing = [
@@ -376,8 +368,27 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     ]
     if missing:
         raise FeatureMismatch(f"{sessions_path} lacks column(s) {', '.join(missing)}; re-run the sessionize stage")
-    if a.split != "all":
-        sessions = sessions.where(F.col("split") == a.split)
+    split = conf.attribution.split
+    return sessions if split == "all" else sessions.where(F.col("split") == split)
+
+
+def run(spark, conf, model_path: str | None = None) -> dict:
+    """Attribute the configured split of the sessions table; write the event-level table and a summary."""
+    import json
+    import time
+
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    from attribution.events import event_table
+    from attribution.features import FeatureMismatch
+    from attribution.io import write_text
+
+    a = conf.attribution
+    started = time.time()
+    model_location = model_path or conf.output(conf.train.model_path)
+    payload = ModelPayload.read(model_location)
+    sessions = sessions_to_score(spark, conf)
     max_length = payload.config["model"]["max_length"]
     longest = sessions.agg(F.max("session_length")).first()[0]
     if longest is not None and longest > max_length:
