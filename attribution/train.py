@@ -125,22 +125,118 @@ def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_pat
     }
 
 
+def _code_paths() -> list[str]:
+    """This process's import path, as absolute locations that exist (the working directory for '')."""
+    paths = []
+    for p in sys.path:
+        p = os.path.abspath(p or os.getcwd())
+        if os.path.exists(p) and p not in paths:
+            paths.append(p)
+    return paths
+
+
+def _load_entry(module: str, name: str, local: bool, paths: list[str]):
+    # Pickled by value (see TrainEntry.__reduce__): it runs where the project may not be importable yet.
+    import importlib
+    import os as _os
+    import sys as _sys
+
+    missing = [p for p in paths if p not in _sys.path and _os.path.exists(p)]
+    _sys.path[:0] = missing
+    return importlib.import_module(module).TrainEntry(module, name, local)
+
+
+class TrainEntry:
+    """The training function as TorchDistributor hands it to torchrun: it carries the import path of the
+    process that pickles it, so the training processes import the project's code from where that
+    process found it.
+
+    TorchDistributor pickles the function once more in the process that starts torchrun (the driver in
+    local mode, the barrier task's Python worker on a cluster), and the training processes unpickle it
+    before anything else runs. A plain function goes by reference there, and a training process fails
+    with ``No module named 'attribution'`` when the code came with ``--py-files``: Spark puts those
+    archives on the Python worker's ``sys.path``, not on the ``PYTHONPATH`` its children inherit.
+    When pickled on a cluster's driver it carries nothing, so executors use only what ``--py-files`` or
+    their environment brings, never the driver's disk.
+    """
+
+    def __init__(self, module: str, name: str, local: bool):
+        self.module, self.name, self.local = module, name, local
+
+    def __call__(self, *args, **kwargs):
+        import importlib
+
+        return getattr(importlib.import_module(self.module), self.name)(*args, **kwargs)
+
+    def __reduce__(self):
+        from pyspark import TaskContext
+
+        paths = _code_paths() if self.local or TaskContext.get() is not None else []
+        loader = _by_value(_load_entry)
+        return loader, (self.module, self.name, self.local, paths)
+
+
+def _by_value(fn):
+    """A copy of ``fn`` that cloudpickle serializes by value (its code travels, not its module's name)."""
+    import types
+
+    copy = types.FunctionType(fn.__code__, {"__builtins__": __builtins__}, fn.__name__, fn.__defaults__)
+    copy.__module__ = "__main__"
+    copy.__qualname__ = fn.__name__
+    return copy
+
+
 def distribute(conf: Config, params: dict) -> dict:
-    """Run :func:`train_worker` under TorchDistributor; returns rank 0's result."""
+    """Run :func:`train_worker` under TorchDistributor; returns the result every rank returns.
+
+    ``train.local_mode: true`` starts the processes on the driver, ``false`` one per barrier task on the
+    executors (gloo on CPU, NCCL on GPU). A failed training (a rank that raised, an executor lost) is a
+    :class:`TrainingError`; no model is written then.
+    """
     from pyspark.ml.torch.distributor import TorchDistributor
 
+    from pyspark.sql import SparkSession
+
     t = conf.train
-    # The training processes unpickle train_worker by reference, so they must import this package even
-    # when it runs from a checkout rather than an installed wheel (python -m jobs.train in the repo).
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-    if root not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join(p for p in [root, *paths] if p)
+    if params.get("threads") is None and not t.local_mode and not t.use_gpu:
+        # a barrier task owns spark.task.cpus cores; torch's default would take every core of the machine
+        spark = SparkSession.getActiveSession()
+        params = {**params, "threads": int(spark.conf.get("spark.task.cpus", "1")) if spark else 1}
     distributor = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode, use_gpu=t.use_gpu)
-    result = distributor.run(train_worker, params)
+    entry = TrainEntry(__name__, "train_worker", t.local_mode)
+    try:
+        result = distributor.run(entry, params)
+    except Exception as exc:  # noqa: BLE001 - TorchDistributor raises RuntimeError or a Py4J/Spark error
+        raise TrainingError(_training_failure(exc, t)) from exc
     if not isinstance(result, dict) or "weights" not in result:
         raise TrainingError("the training processes returned no model; see their output above")
     return result
+
+
+def _training_failure(exc: BaseException, t) -> str:
+    """One line for a failed TorchDistributor run: where it ran and the most telling reason found."""
+    import re
+
+    text = str(exc)
+    where = (
+        f"{t.num_processes} process(es) on the driver (train.local_mode=true)"
+        if t.local_mode
+        else f"{t.num_processes} barrier task(s) on the executors (train.local_mode=false)"
+    )
+    reasons = [
+        (r"No module named '([^']+)'", "the training processes can't import {0}: ship the code with --py-files "
+         "and the dependencies with --archives (README, On a cluster)"),
+        (r"(ExecutorLostFailure[^\n]*|Executor \S+ (?:lost|exited)[^\n]*)", "an executor was lost: {0}"),
+        (r"(rank \d+ of \d+ has no training sessions[^\n]*)", "{0}"),
+        (r"(barrier (?:stage|ResultStage)[^\n]*?(?:requires|needs)[^\n]*slots[^\n]*)",
+         "{0}: a barrier stage needs train.num_processes free task slots at once"),
+    ]
+    for pattern, message in reasons:
+        found = re.search(pattern, text)
+        if found:
+            return f"training failed on {where}: " + message.format(*found.groups()).strip()
+    last = next((ln.strip() for ln in reversed(text.splitlines()) if ln.strip() and not ln.startswith("\t")), "")
+    return f"training failed on {where}: {type(exc).__name__}: {last[:300]}; the processes' output is above"
 
 
 def run(spark, conf: Config) -> dict:
@@ -311,8 +407,8 @@ def _score(model, data: _Split, fields, device, batch_size: int) -> np.ndarray:
 def train_worker(params: dict[str, Any]) -> Optional[dict]:
     """One training process. Reads RANK/WORLD_SIZE/LOCAL_RANK set by torchrun (absent: one process).
 
-    Returns the result on rank 0 (weights as safetensors bytes, history, validation and test metrics)
-    and None on the other ranks.
+    Returns rank 0's result on every rank: weights as safetensors bytes, history, validation and test
+    metrics.
     """
     import torch
     import torch.distributed as dist
@@ -332,19 +428,18 @@ def train_worker(params: dict[str, Any]) -> Optional[dict]:
     try:
         result = _train(params, rank, world, device, distributed)
         if distributed:
+            # Every rank returns rank 0's result. TorchDistributor's local mode has all processes write
+            # their return value to one file (the last writer wins), and on a cluster it keeps the
+            # value of the task of partition 0 and fails a task whose process wrote none; the same
+            # value on every rank is right for both.
+            box = [result]
+            dist.broadcast_object_list(box, src=0)
+            result = box[0]
             dist.barrier()  # every rank leaves together
     finally:
         torch.set_num_threads(saved_threads)
         if distributed:
             dist.destroy_process_group()
-    if distributed and rank != 0:
-        # TorchDistributor's local mode has every process write its return value to the same file, and
-        # the last writer wins: a rank that returns None after rank 0 erases the model. The other ranks
-        # therefore end here, without returning (and without the C++ teardown that can abort a gloo
-        # process at exit, which makes torchrun kill rank 0).
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
     return result
 
 
@@ -472,7 +567,7 @@ def _train(params, rank, world, device, distributed) -> Optional[dict]:
     test, _, _ = gathered_metrics("test", model)
     unknown_all = all_gather(unknown)
     if rank != 0:
-        return None
+        return None  # train_worker replaces it with rank 0's
     return {
         "weights": weights_bytes(model),
         "history": history,
