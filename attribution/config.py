@@ -306,6 +306,8 @@ class Config:
         """Resolve an output location: absolute paths and URIs stay, others go under run.output_dir."""
         if "://" in relative or relative.startswith("/"):
             return relative
+        if "://" in self.run.output_dir:  # a URI: pathlib would fold its '//' into one
+            return self.run.output_dir.rstrip("/") + "/" + relative
         return str(Path(self.run.output_dir) / relative)
 
     def to_dict(self) -> dict[str, Any]:

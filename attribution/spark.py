@@ -58,3 +58,41 @@ def build_spark(conf: SparkConf):
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("WARN")
     return spark
+
+
+def default_filesystem(spark) -> str:
+    """The cluster's default filesystem (Hadoop's ``fs.defaultFS``): where a path without a scheme lives."""
+    value = spark.conf.get("spark.hadoop.fs.defaultFS", None)
+    if value is None:
+        try:
+            value = spark.sparkContext._jsc.hadoopConfiguration().get("fs.defaultFS")
+        except Exception:  # noqa: BLE001 - a session without a JVM handle: Hadoop's default
+            value = None
+    return value or "file:///"
+
+
+def qualify_output_dir(spark, conf):
+    """``conf`` with ``run.output_dir`` made absolute on the driver, so that the driver, Spark's writers
+    and the executors' own readers (training reads its shards with pyarrow) name the same place: an
+    executor runs in a working directory of its own, where a relative path means something else.
+
+    A path without a scheme is qualified only when the default filesystem is the local one; on a
+    cluster whose default filesystem is HDFS (or another store) such a path would mean one place to
+    Spark and another to the Python readers, so it is refused: give a URI (``hdfs://...``, ``s3://...``).
+    """
+    import dataclasses
+
+    from attribution.config import ConfigError
+
+    out = conf.run.output_dir
+    if "://" in out:
+        return conf
+    fs = default_filesystem(spark)
+    if not fs.startswith("file:"):
+        raise ConfigError(
+            f"run.output_dir: {out!r} has no scheme and the default filesystem is {fs}: Spark would write it "
+            "there and the Python readers on this disk; give a full URI (e.g. " + fs.rstrip("/") + "/" + out.lstrip("/") + ")"
+        )
+    if os.path.isabs(out):
+        return conf
+    return dataclasses.replace(conf, run=dataclasses.replace(conf.run, output_dir=os.path.abspath(out)))

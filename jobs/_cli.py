@@ -15,7 +15,7 @@ from attribution.features import FeatureMismatch
 from attribution.io import InputError
 from attribution.model import ArtifactError
 from attribution.sessionize import ReconciliationError
-from attribution.spark import EnvironmentProblem, build_spark
+from attribution.spark import EnvironmentProblem, build_spark, qualify_output_dir
 from attribution.train import TrainingError
 
 log = logging.getLogger("jobs")
@@ -74,6 +74,7 @@ def main_of(
         try:
             conf = with_run_id(load_config(args.conf, args.overrides))
             spark = build_spark(conf.spark)
+            conf = qualify_output_dir(spark, conf)
             code = body(spark, conf, args)
             return int(code or 0)
         except USER_ERRORS as exc:
