@@ -91,7 +91,11 @@ def qualify_output_dir(spark, conf):
     if not fs.startswith("file:"):
         raise ConfigError(
             f"run.output_dir: {out!r} has no scheme and the default filesystem is {fs}: Spark would write it "
-            "there and the Python readers on this disk; give a full URI (e.g. " + fs.rstrip("/") + "/" + out.lstrip("/") + ")"
+            "there and the Python readers on this disk; give a full URI (e.g. "
+            + fs.rstrip("/")
+            + "/"
+            + out.lstrip("/")
+            + ")"
         )
     if os.path.isabs(out):
         return conf

@@ -155,6 +155,16 @@ def test_model_cache_is_per_sha_and_device(stage, tmp_path):
     assert attribution_udf.choose_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def test_the_device_follows_the_gpu_address_spark_gives_the_task():
+    name = attribution_udf.device_name
+    assert name(["1"], cuda_devices=2) == "cuda:1"  # the task's own GPU
+    assert name(["3"], cuda_devices=1) == "cuda:0"  # CUDA_VISIBLE_DEVICES narrowed to it: renumbered from 0
+    assert name([], cuda_devices=1) == "cuda:0"  # no GPU scheduling, a GPU on the machine
+    assert name(["0"], cuda_devices=0) == "cpu"  # given an address, but no CUDA in this process
+    assert name([], cuda_devices=0) == "cpu"
+    assert attribution_udf.task_gpu_addresses() == []  # outside a task
+
+
 def test_gpu_out_of_memory_splits_the_batch_and_gives_the_same_numbers(stage, monkeypatch):
     """A CUDA OOM can't be produced on a CPU machine, so the batch function raises it above 5 sessions.
     bench/gpu_check.py produces a real one on a GPU."""

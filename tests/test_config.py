@@ -181,3 +181,35 @@ def test_locations_a_stage_replaces_can_not_delete_other_outputs_or_the_input(tm
 def test_run_ids_that_would_break_paths_are_refused(run_id):
     with pytest.raises(ConfigError, match="run.run_id: .* must be 1-128 letters, digits"):
         make_conf(f"run.run_id={run_id}")
+
+
+def test_output_paths_under_a_uri_keep_its_double_slash():
+    conf = make_conf("run.output_dir=s3://bucket/attr/")
+    assert conf.output("sessions") == "s3://bucket/attr/sessions"
+    assert conf.output("hdfs://nn/x") == "hdfs://nn/x" and conf.output("/abs/x") == "/abs/x"
+
+
+def test_a_relative_output_dir_is_made_absolute_on_the_driver_or_refused(spark, tmp_path, monkeypatch):
+    """Executors run in working directories of their own: a relative output directory must name the
+    driver's. With HDFS as the default filesystem a path without a scheme would mean one place to Spark
+    and another to the Python readers, so it is refused."""
+    from attribution.spark import qualify_output_dir
+
+    monkeypatch.chdir(tmp_path)
+    qualified = qualify_output_dir(spark, make_conf("run.output_dir=out"))
+    assert qualified.run.output_dir == str(tmp_path / "out")
+    assert qualified.output("model") == str(tmp_path / "out" / "model")
+    uri = make_conf("run.output_dir=s3://bucket/attr")
+    assert qualify_output_dir(spark, uri) is uri
+    spark.conf.set("spark.hadoop.fs.defaultFS", "hdfs://nn:8020")
+    try:
+        with pytest.raises(
+            ConfigError,
+            match=r"run.output_dir: 'out' has no scheme and the default filesystem is "
+            r"hdfs://nn:8020.*hdfs://nn:8020/out",
+        ):
+            qualify_output_dir(spark, make_conf("run.output_dir=out"))
+        with pytest.raises(ConfigError, match="has no scheme"):
+            qualify_output_dir(spark, make_conf("run.output_dir=/data/out"))
+    finally:
+        spark.conf.unset("spark.hadoop.fs.defaultFS")

@@ -59,21 +59,41 @@ class ModelPayload:
         return ModelPayload(weights=weights, config=config, vocab_json=vocab.to_json())
 
 
+def task_gpu_addresses() -> list[str]:
+    """The GPU addresses Spark assigned to the running task (``spark.task.resource.gpu.amount``), as the
+    worker's discovery script reported them; empty outside a task or when the task has none."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    gpu = (ctx.resources() if ctx is not None else {}).get("gpu")
+    return list(gpu.addresses) if gpu is not None else []
+
+
+def device_name(addresses: list[str], cuda_devices: int) -> str:
+    """The torch device for a task given its GPU addresses and the CUDA devices this process sees.
+
+    Spark gives the physical address; where the cluster manager also sets CUDA_VISIBLE_DEVICES the
+    process sees only its own GPUs, renumbered from 0, so an address beyond the visible count means
+    device 0. No visible CUDA device means the CPU, whatever Spark assigned.
+    """
+    if cuda_devices <= 0:
+        return "cpu"
+    if addresses:
+        index = int(addresses[0])
+        return f"cuda:{index if index < cuda_devices else 0}"
+    return "cuda:0"
+
+
 def choose_device(threads_per_task: int | None = None):
     """The task's GPU, a local GPU, or the CPU with torch threads matched to the task's cores."""
     import torch
     from pyspark import TaskContext
 
     ctx = TaskContext.get()
-    resources = ctx.resources() if ctx is not None else {}
-    if torch.cuda.is_available():
-        gpu = resources.get("gpu")
-        if gpu is not None and gpu.addresses:
-            # Spark gives the physical address; with CUDA_VISIBLE_DEVICES set by the cluster manager the
-            # visible index may differ, so fall back to device 0 when the address is out of range.
-            index = int(gpu.addresses[0])
-            return torch.device(f"cuda:{index if index < torch.cuda.device_count() else 0}")
-        return torch.device("cuda:0")
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    name = device_name(task_gpu_addresses(), cuda)
+    if name != "cpu":
+        return torch.device(name)
     cores = threads_per_task or (ctx.cpus() if ctx is not None else None)
     if cores and torch.get_num_threads() != cores:  # outside a task (in-process use) leave torch's default
         torch.set_num_threads(int(cores))
@@ -173,6 +193,7 @@ def attribute_batches(
 
     peak_is_this_tasks = reset_peak_rss()
     device = choose_device(threads_per_task)
+    given_gpu = bool(task_gpu_addresses())
     loaded = cached_model(payload, device)
     options = AttributionOptions(
         methods=tuple(methods), attention_layer=attention_layer, ig_steps=ig_steps, ig_baseline=ig_baseline
@@ -198,7 +219,16 @@ def attribute_batches(
         )
         if on_stats is not None:
             peak = peak_rss_mb() if peak_is_this_tasks else rss_mb()
-            on_stats({**stats, "events": int(encoded.offsets[-1]), "rss_mb": peak})
+            events = int(encoded.offsets[-1])
+            on_stats(
+                {
+                    **stats,
+                    "events": events,
+                    "rss_mb": peak,
+                    f"events_on:{device}": events,
+                    "events_in_gpu_tasks": events if given_gpu else 0,
+                }
+            )
         offsets = pa.array(encoded.offsets.astype(np.int32), pa.int32())
         columns = [pa.array(scores["prediction"], pa.float64()), pa.array(scores["logit"], pa.float64())]
         for m in methods:
@@ -443,6 +473,11 @@ def run(spark, conf, model_path: str | None = None) -> dict:
         # real events / positions computed: how little compute went to padding
         "padding_efficiency": int(w["events_out"]) / max(1, int(counters.value.get("computed_positions", 0))),
         "python_worker_peak_rss_mb": round(float(peak_rss.value), 1),
+        # where the events were scored, and how many in tasks Spark gave a GPU (spark.task.resource.gpu.amount)
+        "events_by_device": {
+            k.split(":", 1)[1]: int(v) for k, v in sorted(counters.value.items()) if k.startswith("events_on:")
+        },
+        "events_in_gpu_tasks": int(counters.value.get("events_in_gpu_tasks", 0)),
         "published": published,
     }
     if "integrated_gradients" in a.methods:

@@ -1,0 +1,370 @@
+"""The cluster path on a real Spark standalone cluster (a master and two 1-core workers on loopback).
+
+Every stage from sessionize to report is submitted as the README's cluster section says: ``spark-submit --master spark://...
+--py-files session_attribution.zip jobs/<stage>.py``, from a directory outside the checkout, with a
+Python environment that has the dependencies but not the project (standing in for the ``--archives``
+environment), so the driver, the executors and the training processes import the project from the zip
+alone. ``run.output_dir`` is relative: it must mean the driver's directory on the executors too.
+
+Then the faults: an executor JVM killed while the attribution stage runs (the job completes with the
+same event table), and while training runs (a clear one-line error, no model written).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pytest
+
+from tests.standalone import StandaloneCluster
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
+STAGES = ("sessionize", "train", "attribute", "faithfulness", "report")
+
+# A small dataset and model: the point is where things run, not how well.
+SETS = [
+    "generate.n_users=600",
+    "generate.n_days=1",
+    "generate.n_bot_users=0",
+    "generate.n_stores=60",
+    "generate.partitions=2",
+    "generate.output_path=data/raw",
+    "generate.stores_path=data/stores",
+    "generate.ground_truth_path=data/truth.json",
+    "input.path=data/raw",
+    "stores.path=data/stores",
+    "run.output_dir=out",  # relative: qualified on the driver, never an executor's working directory
+    "run.run_id=cluster",
+    "spark.master=null",
+    "spark.conf.spark.sql.shuffle.partitions=4",
+    "model.d_model=24",
+    "model.n_layers=1",
+    "model.ff_dim=32",
+    "model.field_dim=8",
+    "model.continuous_dim=4",
+    "train.epochs=3",
+    "train.patience=3",
+    "train.learning_rate=0.003",
+    "train.leakage_check=false",
+    "train.local_mode=false",  # barrier tasks on the executors
+    "train.num_processes=2",
+    "train.threads_per_process=1",
+    "attribution.split=all",
+    "attribution.methods=[grad_x_input,attention,attention_rollout,integrated_gradients]",
+    "attribution.ig_steps=8",
+    "faithfulness.max_sessions=150",
+    "faithfulness.random_draws=2",
+]
+
+DISCOVERY = """#!/usr/bin/env bash
+# a GPU that is not there: the address Spark hands to tasks, to test the code that reads it
+echo '{"name": "gpu", "addresses": ["0"]}'
+"""
+
+
+# The README's settings for the attribution and faithfulness stages on GPU executors.
+GPU_CONF = ("spark.executor.resource.gpu.amount=1", "spark.task.resource.gpu.amount=0.25")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("standalone")
+    script = root / "fake_gpu.sh"
+    script.write_text(DISCOVERY)
+    script.chmod(0o755)
+    with StandaloneCluster(root, workers=2, cores=1, memory="2g", resources={"gpu": (1, script)}) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def deps_python(tmp_path_factory) -> Path:
+    """A Python environment with the dependencies and without the project: a venv whose only packages
+    are the test venv's site-packages, added by a .pth line (so that the editable install's own .pth,
+    which puts the checkout on the path, is not processed)."""
+    import site
+    import sysconfig
+
+    env = tmp_path_factory.mktemp("deps_env") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    deps = [p for p in site.getsitepackages() if Path(p).is_dir()] or [sysconfig.get_paths()["purelib"]]
+    (Path(purelib) / "dependencies.pth").write_text("\n".join(deps) + "\n")
+    probe = subprocess.run(
+        [str(python), "-c", "import torch, pyspark, attribution"],
+        capture_output=True,
+        text=True,
+        cwd=env,
+        env=_env(python),
+    )
+    assert "No module named 'attribution'" in probe.stderr, "the stand-in environment must lack the project"
+    return python
+
+
+def _env(python: Path) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYSPARK_PYTHON"] = env["PYSPARK_DRIVER_PYTHON"] = str(python)
+    return env
+
+
+class Submitter:
+    """spark-submit of the zipped jobs from a working directory outside the checkout."""
+
+    def __init__(self, cluster: StandaloneCluster, python: Path, work: Path):
+        from scripts.package import build_zip
+
+        self.cluster, self.python, self.work = cluster, python, work
+        self.zip = build_zip(work / "dist" / "session_attribution.zip")
+        for stage in STAGES:  # the entry points, away from the checkout: imports come from the zip
+            shutil.copy(ROOT / "jobs" / f"{stage}.py", work / f"{stage}.py")
+
+    def command(self, stage: str, *extra: str, spark_conf: tuple[str, ...] = ()) -> list[str]:
+        cmd = [
+            str(SPARK_SUBMIT),
+            "--master",
+            self.cluster.url,
+            "--py-files",
+            str(self.zip),
+            "--driver-memory",
+            "1g",
+            "--executor-memory",
+            "1g",
+            "--conf",
+            "spark.ui.enabled=false",
+            "--conf",
+            "spark.ui.showConsoleProgress=false",
+        ]
+        for c in spark_conf:
+            cmd += ["--conf", c]
+        cmd += [str(self.work / f"{stage}.py"), "--conf", str(ROOT / "conf" / "local.yaml")]
+        for s in (*SETS, *extra):
+            cmd += ["--set", s]
+        return cmd
+
+    def run(self, stage: str, *extra: str, spark_conf: tuple[str, ...] = (), during=None, timeout: float = 420):
+        """Run a stage to its end; ``during(proc)`` runs beside it (a fault). Returns (exit code, log)."""
+        log_path = self.work / f"{stage}-{time.monotonic_ns()}.log"
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(
+                self.command(stage, *extra, spark_conf=spark_conf),
+                cwd=self.work,
+                env=_env(self.python),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+            helper = threading.Thread(target=during, args=(proc,), daemon=True) if during else None
+            if helper:
+                helper.start()
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if helper:
+                helper.join(timeout=60)
+        return proc.returncode, log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def submitted(cluster, deps_python, tmp_path_factory, spark):
+    """The embedded dataset generated here, then every stage, in order, on the cluster; each stage's exit
+    code and log."""
+    from attribution import generate
+    from tests.conftest import make_conf
+
+    work = tmp_path_factory.mktemp("cluster_work")
+    data = [s.replace("=data/", f"={work}/data/") for s in SETS if s.startswith("generate.")]
+    generate.run(spark, make_conf(*data))
+    sub = Submitter(cluster, deps_python, work)
+    results = {}
+    for stage in STAGES:
+        code, log = sub.run(stage, spark_conf=GPU_CONF if stage in ("attribute", "faithfulness") else ())
+        results[stage] = (code, log)
+        if code != 0:
+            break
+    return sub, results
+
+
+def _failed(results, stage, cluster) -> str:
+    code, log = results.get(stage, (None, "(not run: an earlier stage failed)"))
+    return f"{stage} exited {code}:\n{log[-6000:]}\n{cluster.log_tail()}"
+
+
+def _events(path: Path):
+    """The event table, sorted by its keys, with the run's own columns dropped."""
+    table = ds.dataset(path, format="parquet", partitioning="hive").to_table()
+    return table.sort_by([("session_id", "ascending"), ("event_position", "ascending")])
+
+
+def test_every_stage_runs_on_the_cluster_with_the_code_from_the_zip_only(submitted, cluster):
+    sub, results = submitted
+    for stage in STAGES:
+        code, log = results.get(stage, (None, ""))
+        assert code == 0, _failed(results, stage, cluster)
+        # the driver's code came from the zip spark-submit shipped (the environment has no project)
+        assert f"session-attribution code from {sub.zip}/attribution" in log, stage
+    out = sub.work / "out"
+    # the relative output directory is the driver's: nothing landed in an executor's working directory
+    assert (out / "model" / "metrics.json").is_file() and (out / "report").is_dir()
+    assert not [p for p in cluster.work.rglob("out") if p.is_dir()], "outputs written under an executor's cwd"
+    assert (out / "report" / "event_type_attribution_no_funnel.csv").is_file()
+
+
+def test_distributed_training_on_executors_returns_one_sane_model(submitted, cluster):
+    sub, results = submitted
+    assert results.get("attribute", (None,))[0] == 0, _failed(results, "attribute", cluster)
+    out = sub.work / "out"
+    metrics = json.loads((out / "model" / "metrics.json").read_text())
+    sessionized = json.loads((out / "sessionize_summary.json").read_text())
+    assert metrics["num_processes"] == 2 and metrics["epochs_run"] == 3
+    # both ranks' test shards scored and gathered once: every test session of the sessions table
+    assert metrics["test"]["sessions"] == metrics["sessions"]["test"] > 0
+    assert (
+        metrics["sessions"]["train"] + metrics["sessions"]["validation"] + metrics["sessions"]["test"]
+        == (sessionized["sessions"]["kept"])
+    )
+    assert 0.0 <= metrics["test"]["roc_auc"] <= 1.0 and metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
+    # the model the driver wrote loads, and the executors' scores of its test sessions (the attribution
+    # stage, another computation) give the test AUC the training processes gathered
+    from attribution.metrics import roc_auc
+    from attribution.model import load_artifact
+
+    loaded = load_artifact(str(out / "model"))
+    assert loaded.sha256 == metrics["model_sha256"]
+    events = _events(out / "gradient_attribution_no_funnel")
+    sessions = ds.dataset(out / "sessions", format="parquet").to_table(columns=["session_id", "split", "label"])
+    test_ids = pc.filter(sessions["session_id"], pc.equal(sessions["split"], "test"))
+    first = events.filter(pc.and_(pc.is_in(events["session_id"], test_ids), pc.equal(events["event_position"], 0)))
+    assert first.num_rows == metrics["test"]["sessions"]
+    auc = roc_auc(first["label"].to_numpy(), first["prediction"].to_numpy())
+    assert auc == pytest.approx(metrics["test"]["roc_auc"], abs=1e-9)
+
+
+def test_cluster_training_equals_local_mode_training_on_the_same_shards(submitted, cluster, spark):
+    """Determinism across modes: the same shards, seed, process count and threads give the same bytes
+    whether the processes run on the driver (local mode) or as barrier tasks on executors."""
+    from attribution import train
+    from attribution.model import read_artifact
+    from tests.conftest import make_conf
+
+    sub, results = submitted
+    assert results.get("train", (None,))[0] == 0, _failed(results, "train", cluster)
+    out = sub.work / "out"
+    weights, config, vocab = read_artifact(str(out / "model"))
+    conf = make_conf(
+        *[s for s in SETS if not s.startswith(("train.local_mode", "spark.master", "run.output_dir"))],
+        "train.local_mode=true",
+        f"run.output_dir={out}",
+    )
+    params = train.worker_params(conf, config["model"], vocab, str(out / "train_shards"), conf.train.epochs)
+    local = train.distribute(conf, params)
+    import hashlib
+
+    assert hashlib.sha256(local["weights"]).hexdigest() == config["weights_sha256"]
+
+
+def _kill_executor_when(cluster: StandaloneCluster, marker: str, proc, killed: list, settle: float = 1.0):
+    """Wait until a process whose command line holds ``marker`` runs under an executor, then SIGKILL that
+    executor's JVM (its Python workers go with it). Records the killed pid in ``killed``."""
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        for worker in range(cluster.n_workers):
+            for pid in cluster._pids_under(cluster.work / f"worker{worker}"):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                except OSError:
+                    continue
+                if marker in cmd:
+                    time.sleep(settle)
+                    for executor in cluster.executor_pids(worker):
+                        os.kill(executor, signal.SIGKILL)
+                        killed.append(executor)
+                    return
+        time.sleep(0.2)
+
+
+def test_an_executor_lost_during_attribution_leaves_the_same_event_table(submitted, cluster):
+    sub, results = submitted
+    assert results.get("attribute", (None,))[0] == 0, _failed(results, "attribute", cluster)
+    killed: list[int] = []
+    code, log = sub.run(
+        "attribute",
+        "attribution.output_path=faulted/events",
+        "attribution.delta_path=null",
+        "attribution.summary_path=faulted/summary.json",
+        # the Python worker that runs the UDF: it starts with the scoring stage
+        during=lambda proc: _kill_executor_when(cluster, "pyspark.daemon", proc, killed),
+    )
+    assert code == 0, log[-6000:]
+    assert killed, "no executor was running the attribution UDF to be killed"
+    assert "Lost executor" in log or "ExecutorLostFailure" in log, log[-4000:]
+    clean = _events(sub.work / "out" / "gradient_attribution_no_funnel")
+    faulted = _events(sub.work / "out" / "faulted" / "events")
+    assert faulted.schema.names == clean.schema.names and faulted.num_rows == clean.num_rows
+    for name in clean.schema.names:
+        a, b = clean[name], faulted[name]
+        if name == "run_id":
+            continue
+        if pc.all(pc.equal(a.is_null(), b.is_null())).as_py() and str(a.type) in ("double", "float"):
+            np.testing.assert_allclose(
+                a.to_numpy(zero_copy_only=False), b.to_numpy(zero_copy_only=False), rtol=0, atol=1e-12, err_msg=name
+            )
+        else:
+            assert a.equals(b), name
+
+
+def test_an_executor_lost_during_training_fails_clearly_and_writes_no_model(submitted, cluster):
+    sub, results = submitted
+    assert results.get("train", (None,))[0] == 0, _failed(results, "train", cluster)
+    killed: list[int] = []
+    code, log = sub.run(
+        "train",
+        "train.model_path=faulted/model",
+        "train.shards_path=faulted/train_shards",
+        "train.epochs=30",
+        "train.patience=30",
+        during=lambda proc: _kill_executor_when(cluster, "torch.distributed.run", proc, killed, settle=3.0),
+    )
+    assert killed, "no training process was seen on an executor"
+    assert code == 2, log[-6000:]
+    errors = [ln for ln in log.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "training failed on 2 barrier task(s)" in errors[0] and "executor" in errors[0], errors
+    assert "Traceback" not in log.split(errors[0])[-1]
+    assert not (sub.work / "out" / "faulted" / "model").exists()
+
+
+def test_tasks_given_a_gpu_address_read_it_and_score_on_the_cpu_without_cuda(submitted, cluster):
+    """The workers' discovery script reports GPU "0"; the attribution stage ran with the README's GPU
+    settings (executors ask for one GPU, tasks for a quarter). The UDF read the address Spark handed each
+    task (the code path a GPU executor takes) and, with no CUDA device in the process, scored on the CPU.
+    The fault run above asked for no GPU: its tasks got none."""
+    sub, results = submitted
+    assert results.get("attribute", (None,))[0] == 0, _failed(results, "attribute", cluster)
+    summary = json.loads((sub.work / "out" / "attribute_summary.json").read_text())
+    assert summary["events"] > 0
+    assert summary["events_in_gpu_tasks"] == summary["events"]  # every task was given the address
+    assert summary["events_by_device"] == {"cpu": summary["events"]}
+    faulted = sub.work / "out" / "faulted" / "summary.json"
+    if faulted.is_file():
+        plain = json.loads(faulted.read_text())
+        assert plain["events_in_gpu_tasks"] == 0 and plain["events_by_device"] == {"cpu": plain["events"]}
