@@ -194,7 +194,6 @@ def distribute(conf: Config, params: dict) -> dict:
     :class:`TrainingError`; no model is written then.
     """
     from pyspark.ml.torch.distributor import TorchDistributor
-
     from pyspark.sql import SparkSession
 
     t = conf.train
@@ -224,12 +223,17 @@ def _training_failure(exc: BaseException, t) -> str:
         else f"{t.num_processes} barrier task(s) on the executors (train.local_mode=false)"
     )
     reasons = [
-        (r"No module named '([^']+)'", "the training processes can't import {0}: ship the code with --py-files "
-         "and the dependencies with --archives (README, On a cluster)"),
+        (
+            r"No module named '([^']+)'",
+            "the training processes can't import {0}: ship the code with --py-files "
+            "and the dependencies with --archives (README, On a cluster)",
+        ),
         (r"(ExecutorLostFailure[^\n]*|Executor \S+ (?:lost|exited)[^\n]*)", "an executor was lost: {0}"),
         (r"(rank \d+ of \d+ has no training sessions[^\n]*)", "{0}"),
-        (r"(barrier (?:stage|ResultStage)[^\n]*?(?:requires|needs)[^\n]*slots[^\n]*)",
-         "{0}: a barrier stage needs train.num_processes free task slots at once"),
+        (
+            r"(barrier (?:stage|ResultStage)[^\n]*?(?:requires|needs)[^\n]*slots[^\n]*)",
+            "{0}: a barrier stage needs train.num_processes free task slots at once",
+        ),
     ]
     for pattern, message in reasons:
         found = re.search(pattern, text)
