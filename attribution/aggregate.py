@@ -14,6 +14,23 @@ of the key), Var(m) = G / (G - 1) * sum_i (s_i - m n_i)^2 / (sum_i n_i)^2, with 
 sqrt(Var_conv + Var_not), and the 95% CI is lift +/- 1.96 SE. A CI that contains 0 is ``significant = false``:
 not distinguishable from noise.
 
+**Effect** (the headline of every table) = the mean **signed contribution** per event of the key, over
+both labels, in log-odds units: how much, on average, one event of that key moves the model's logit
+towards (+) or away from (-) conversion. Methods with a signed contribution have it (grad_x_input:
+``contribution``; integrated_gradients: ``ig_contribution``); attention methods don't (null). Its 95% CI
+is session-clustered as above, over the key's sessions pooled across labels; ``effect_verdict`` says
+whether the CI lies above 0 (``drives conversion``), below it (``holds conversion back``), or crosses it
+(``indistinguishable from noise``). ``mean_abs_effect_log_odds`` is how far the key's events move the
+logit either way (the position table's reading of "which steps matter most").
+
+**Store effect, net of type and position**: a store's events are mostly views and page loads, whose
+type and position already explain much of their contribution. ``net_effect_log_odds`` is the mean of
+(contribution - the mean contribution of store events of the same event type and position bin), with
+its session-clustered CI; ``shrunk_net_effect_log_odds`` pulls it towards 0 by its support (empirical
+Bayes: x tau^2 / (tau^2 + se^2), with tau^2 the spread of the stores' effects around 0 beyond their noise,
+estimated by the method of moments), so a store seen in a few sessions can't top the ranking by luck.
+Stores are ranked by the shrunk effect, among those with at least ``min_sessions`` sessions.
+
 **Length-adjusted attribution** = attribution x session_length, so 1.0 is an average share. The raw
 normalized score is confounded by session length: an event in a 5-event session gets 5x the share of one
 in a 25-event session, and converted sessions are longer or shorter than others for reasons of their own.
@@ -38,6 +55,16 @@ METHOD_SCORES = {
     "integrated_gradients": ("ig_attribution", "ig_contribution"),
 }
 DEFAULT_METHOD = "grad_x_input"
+EFFECT_COLUMNS = ("effect_log_odds", "effect_ci_low", "effect_ci_high", "effect_se", "effect_verdict")
+STORE_EFFECT_COLUMNS = (
+    "shrunk_net_effect_log_odds",
+    "net_effect_log_odds",
+    "net_effect_ci_low",
+    "net_effect_ci_high",
+    "net_effect_se",
+    "effect_verdict",
+)
+SUPPORT_COLUMNS = ("events", "sessions", "mean_abs_effect_log_odds")
 
 
 def long_format(events: DataFrame) -> DataFrame:
@@ -137,7 +164,7 @@ def _tagged(long: DataFrame, kinds, max_position: int) -> DataFrame:
     if unknown:
         raise ValueError(f"unknown table(s) {sorted(unknown)}; known: {', '.join(options)}")
     tags = F.array(*[F.when(cond, k) if cond is not None else k for k, cond in (options[t] for t in kinds)])
-    cols = ["method", "label", "attribution", "contribution", "session_length"]
+    cols = ["method", "label", "attribution", "contribution", "net", "session_length"]
     # The heatmap's cells need means and counts only, not session-clustered CIs: their rows carry no
     # session, so the per-session level folds each cell into one row per label (an event's (type,
     # position) is unique in its session: keeping sessions would not reduce those rows at all).
@@ -150,10 +177,49 @@ def _tagged(long: DataFrame, kinds, max_position: int) -> DataFrame:
     )
 
 
+def with_net_contribution(long: DataFrame) -> DataFrame:
+    """``long`` plus ``net``: a store event's contribution minus the mean contribution of store events of
+    the same method, event type and position bin (null without a store or a contribution). The cell
+    means are few (methods x types x bins) and joined by broadcast."""
+    stored = long.where(F.col("store_id").isNotNull() & F.col("contribution").isNotNull())
+    cells = stored.groupBy("method", "event_type", "position_bin").agg(F.avg("contribution").alias("_cell"))
+    return (
+        long.join(F.broadcast(cells), ["method", "event_type", "position_bin"], "left")
+        .withColumn("net", F.when(F.col("store_id").isNotNull(), F.col("contribution") - F.col("_cell")))
+        .drop("_cell")
+    )
+
+
+def _clustered(c, total: str, sq: str, cross: str, events: str, nn: str, sessions: str):
+    """The ratio mean sum(x)/sum(n) over sessions and its session-clustered SE (module docstring), from
+    the per-key sums of x, x^2, x*n, n and n^2 and the session count: (mean, se) Columns."""
+    mean = c(total) / c(events)
+    var = F.when(
+        c(sessions) > 1,
+        (c(sessions) / (c(sessions) - 1))
+        * F.greatest(c(sq) - 2 * mean * c(cross) + mean * mean * c(nn), F.lit(0.0))
+        / (c(events) * c(events)),
+    )
+    return mean, F.sqrt(var)
+
+
+def _verdict(low: F.Column, high: F.Column) -> F.Column:
+    return (
+        F.when(low.isNull() | high.isNull(), F.lit(None).cast("string"))
+        .when(low > 0, F.lit("drives conversion"))
+        .when(high < 0, F.lit("holds conversion back"))
+        .otherwise(F.lit("indistinguishable from noise"))
+    )
+
+
 def lift_stats(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> DataFrame:
     """One row per (method, kind, key): both labels' statistics, the lift with its session-clustered CI,
-    and the key's overall mean attribution, events and sessions. One Spark job, two group-bys.
-    Type x position rows have means, lifts and event counts, but no session counts and no CI."""
+    the effect (mean signed contribution) with its CI, the store effect net of type and position, and
+    the key's overall mean attribution, events and sessions. Two group-bys after a broadcast join of
+    the type x position cell means. Type x position rows have means, lifts, effects and event counts,
+    but no session counts and no CI."""
+    if "net" not in long.columns:
+        long = with_net_contribution(long)
     group = ["method", "kind", *KEY_COLUMNS]
     per_session = (
         _tagged(long, kinds, max_position)
@@ -162,6 +228,8 @@ def lift_stats(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> D
             F.count(F.lit(1)).alias("n"),
             F.sum("attribution").alias("s"),
             F.sum("contribution").alias("c"),
+            F.sum(F.abs("contribution")).alias("abs_c"),
+            F.sum("net").alias("r"),
             F.sum(F.col("attribution") * F.col("session_length")).alias("adj"),
         )
     )
@@ -169,6 +237,19 @@ def lift_stats(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> D
         F.sum("s").alias("S_all"),
         F.sum("n").alias("event_count"),
         F.count(F.lit(1)).alias("sessions"),
+        F.sum("n").cast("double").alias("N_all"),
+        F.sum(F.col("n") * F.col("n")).cast("double").alias("NN_all"),
+        F.sum("c").alias("C_all"),
+        F.sum(F.col("c") * F.col("c")).alias("CC_all"),
+        F.sum(F.col("c") * F.col("n")).alias("CN_all"),
+        F.sum("abs_c").alias("A_all"),
+        # net: only events with a store have one, so its own event count
+        F.sum(F.when(F.col("r").isNotNull(), F.col("n"))).cast("double").alias("NR_all"),
+        F.sum(F.when(F.col("r").isNotNull(), F.col("n") * F.col("n"))).cast("double").alias("NNR_all"),
+        F.count(F.col("r")).alias("GR_all"),
+        F.sum("r").alias("R_all"),
+        F.sum(F.col("r") * F.col("r")).alias("RR_all"),
+        F.sum(F.col("r") * F.col("n")).alias("RN_all"),
     ]
     for value, suffix in LABELS:
 
@@ -208,9 +289,16 @@ def lift_stats(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> D
             for _, sfx in LABELS
         }
     )
+    effect, effect_se = _clustered(c, "C_all", "CC_all", "CN_all", "N_all", "NN_all", "sessions")
+    net, net_se = _clustered(c, "R_all", "RR_all", "RN_all", "NR_all", "NNR_all", "GR_all")
     # a key seen under one label only: 0 for the other side's mean (the seed's pivot with fill 0), null CI
     lifts = variances.select(
         *group,
+        effect.alias("effect_log_odds"),
+        effect_se.alias("effect_se"),
+        (c("A_all") / c("N_all")).alias("mean_abs_effect_log_odds"),
+        net.alias("net_effect_log_odds"),
+        net_se.alias("net_effect_se"),
         (c("S_all") / c("event_count")).alias("mean_attribution"),
         "event_count",
         "sessions",
@@ -222,22 +310,59 @@ def lift_stats(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> D
         *[(c(f"C_{sfx}") / c(f"E_{sfx}")).alias(f"contribution_{sfx}") for _, sfx in LABELS],
         *[(c(f"ADJ_{sfx}") / c(f"E_{sfx}")).alias(f"length_adjusted_{sfx}") for _, sfx in LABELS],
     ).withColumn("attribution_lift", c("converted") - c("not_converted"))
-    bounds = lifts.withColumns(
-        {
-            "lift_ci_low": c("attribution_lift") - Z95 * c("lift_se"),
-            "lift_ci_high": c("attribution_lift") + Z95 * c("lift_se"),
-            "length_adjusted_lift": F.coalesce(c("length_adjusted_converted"), F.lit(0.0))
-            - F.coalesce(c("length_adjusted_not_converted"), F.lit(0.0)),
-        }
-    ).withColumn(
-        "significant",
-        F.when(c("lift_se").isNull(), F.lit(None)).otherwise((c("lift_ci_low") > 0) | (c("lift_ci_high") < 0)),
+    bounds = (
+        lifts.withColumns(
+            {
+                "lift_ci_low": c("attribution_lift") - Z95 * c("lift_se"),
+                "lift_ci_high": c("attribution_lift") + Z95 * c("lift_se"),
+                "length_adjusted_lift": F.coalesce(c("length_adjusted_converted"), F.lit(0.0))
+                - F.coalesce(c("length_adjusted_not_converted"), F.lit(0.0)),
+                "effect_ci_low": c("effect_log_odds") - Z95 * c("effect_se"),
+                "effect_ci_high": c("effect_log_odds") + Z95 * c("effect_se"),
+                "net_effect_ci_low": c("net_effect_log_odds") - Z95 * c("net_effect_se"),
+                "net_effect_ci_high": c("net_effect_log_odds") + Z95 * c("net_effect_se"),
+            }
+        )
+        .withColumns(
+            {
+                "effect_verdict": F.when(
+                    c("kind") == "store", _verdict(c("net_effect_ci_low"), c("net_effect_ci_high"))
+                ).otherwise(_verdict(c("effect_ci_low"), c("effect_ci_high")))
+            }
+        )
+        .withColumn(
+            "significant",
+            F.when(c("lift_se").isNull(), F.lit(None)).otherwise((c("lift_ci_low") > 0) | (c("lift_ci_high") < 0)),
+        )
     )
     no_sessions = {  # type x position: sessions were not kept (see _tagged), so no session counts or CI
         name: F.when(c("kind") != "type_position", c(name))
-        for name in ("sessions", "sessions_converted", "sessions_not_converted")
+        for name in (
+            "sessions",
+            "sessions_converted",
+            "sessions_not_converted",
+            "effect_se",
+            "effect_ci_low",
+            "effect_ci_high",
+            "effect_verdict",
+        )
     }
-    return bounds.withColumns(no_sessions).select(*group, "mean_attribution", "event_count", "sessions", *LIFT_COLUMNS)
+    net_cols = ("net_effect_log_odds", "net_effect_se", "net_effect_ci_low", "net_effect_ci_high")
+    only_stores = {name: F.when(c("kind") == "store", c(name)) for name in net_cols}
+    return bounds.withColumns({**no_sessions, **only_stores}).select(
+        *group,
+        "mean_attribution",
+        "event_count",
+        "sessions",
+        "effect_log_odds",
+        "effect_ci_low",
+        "effect_ci_high",
+        "effect_se",
+        "effect_verdict",
+        "mean_abs_effect_log_odds",
+        *net_cols,
+        *LIFT_COLUMNS,
+    )
 
 
 def _order(table: pa.Table, keys: list[tuple[str, str]]) -> pa.Table:
@@ -249,38 +374,110 @@ def _bin_index(table: pa.Table) -> pa.Array:
     return pc.fill_null(idx, len(POSITION_BINS))
 
 
-def finish(stats: pa.Table, kind: str, min_events: int = 10) -> pa.Table:
-    """One table out of the collected :func:`lift_stats` rows: its columns, its order (event types by
-    lift, descending; position bins in order; stores ranked by mean attribution, those with at least
-    ``min_events`` events; type x position by type and position)."""
+def shrink(effect: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, float]:
+    """Empirical-Bayes shrinkage towards 0: ``effect * tau2 / (tau2 + se^2)`` with ``tau2`` = the variance
+    of the effects beyond their sampling noise (method of moments around 0: mean(effect^2) - mean(se^2),
+    at least 0).
+    A NaN effect or SE shrinks to 0. Returns (shrunk, tau2)."""
+    ok = np.isfinite(effect) & np.isfinite(se)
+    if ok.sum() < 2:
+        return np.where(ok, effect, 0.0), float("nan")
+    e, s2 = effect[ok], se[ok] ** 2
+    tau2 = max(0.0, float(np.mean(e * e) - np.mean(s2)))  # E[effect^2] = tau2 + E[se^2] around 0
+    out = np.zeros(len(effect))
+    if tau2 > 0:
+        out[ok] = e * tau2 / (tau2 + s2)
+    return out, tau2
+
+
+def _rank_within(method: np.ndarray) -> np.ndarray:
+    """1, 2, ... within each run of equal methods (rows sorted by method)."""
+    starts = np.r_[0, np.flatnonzero(method[1:] != method[:-1]) + 1] if len(method) else np.array([], int)
+    first = np.zeros(len(method), dtype=np.int64)
+    first[starts] = starts
+    return np.arange(len(method)) - np.maximum.accumulate(first) + 1
+
+
+def finish(stats: pa.Table, kind: str, min_events: int = 10, min_sessions: int = 1) -> pa.Table:
+    """One table out of the collected :func:`lift_stats` rows: its columns, its order. Event types by
+    effect (descending; methods without a signed contribution by the seed's lift); position bins in
+    order; stores with at least ``min_events`` events and ``min_sessions`` sessions, ranked by the shrunk
+    net effect (methods without one by mean attribution, as the seed); type x position by type and
+    position."""
     rows = stats.filter(pc.equal(stats["kind"], kind))
+    effect = list(EFFECT_COLUMNS)
     if kind == "event_type":
-        out = rows.select(["method", "event_type", *LIFT_COLUMNS])
-        return _order(out, [("method", "ascending"), ("attribution_lift", "descending"), ("event_type", "ascending")])
+        out = rows.select(
+            ["method", "event_type", *effect, "event_count", "sessions", "mean_abs_effect_log_odds", *LIFT_COLUMNS]
+        )
+        out = out.rename_columns([("events" if c == "event_count" else c) for c in out.column_names])
+        return _order(
+            out,
+            [
+                ("method", "ascending"),
+                ("effect_log_odds", "descending"),
+                ("attribution_lift", "descending"),
+                ("event_type", "ascending"),
+            ],
+        )
     if kind == "position":
-        out = rows.select(["method", "position_bin", *LIFT_COLUMNS]).append_column("_bin", _bin_index(rows))
+        out = rows.select(
+            ["method", "position_bin", *effect, "event_count", "sessions", "mean_abs_effect_log_odds", *LIFT_COLUMNS]
+        )
+        out = out.rename_columns([("events" if c == "event_count" else c) for c in out.column_names])
+        out = out.append_column("_bin", _bin_index(rows))
         return _order(out, [("method", "ascending"), ("_bin", "ascending")]).drop_columns(["_bin"])
     if kind == "store":
-        rows = rows.filter(pc.greater_equal(rows["event_count"], min_events))
-        cols = ["method", "store_id", "store_name", "mean_attribution", "event_count", "sessions", *LIFT_COLUMNS]
-        out = _order(
-            rows.select(cols), [("method", "ascending"), ("mean_attribution", "descending"), ("store_id", "ascending")]
+        rows = rows.filter(
+            pc.and_(pc.greater_equal(rows["event_count"], min_events), pc.greater_equal(rows["sessions"], min_sessions))
         )
-        method = out["method"].to_numpy(zero_copy_only=False)
-        starts = np.r_[0, np.flatnonzero(method[1:] != method[:-1]) + 1] if len(method) else np.array([], int)
-        first = np.zeros(len(method), dtype=np.int64)
-        first[starts] = starts
-        rank = np.arange(len(method)) - np.maximum.accumulate(first) + 1  # 1 = highest within each method
+        # a store without a name in the stores dimension (or no dimension at all) shows its id
+        name = pc.if_else(pc.is_null(rows["store_name"]), pc.cast(rows["store_id"], pa.string()), rows["store_name"])
+        rows = rows.set_column(rows.column_names.index("store_name"), "store_name", name)
+        shrunk = np.zeros(rows.num_rows)
+        method = rows["method"].to_numpy(zero_copy_only=False)
+        net = rows["net_effect_log_odds"].to_numpy(zero_copy_only=False).astype(float)
+        se = rows["net_effect_se"].to_numpy(zero_copy_only=False).astype(float)
+        signed = np.zeros(rows.num_rows, dtype=bool)
+        for m in np.unique(method):
+            at = method == m
+            signed[at] = np.isfinite(net[at]).any()
+            shrunk[at] = shrink(net[at], se[at])[0]
+        shrunk_col = pa.array(np.where(signed, shrunk, np.nan), pa.float64(), mask=~signed)
+        cols = [
+            "method",
+            "store_id",
+            "store_name",
+            *STORE_EFFECT_COLUMNS[1:],
+            "mean_attribution",
+            "event_count",
+            "sessions",
+            "mean_abs_effect_log_odds",
+            *LIFT_COLUMNS,
+        ]
+        out = rows.select(cols).add_column(3, "shrunk_net_effect_log_odds", shrunk_col)
+        out = _order(
+            out,
+            [
+                ("method", "ascending"),
+                ("shrunk_net_effect_log_odds", "descending"),
+                ("mean_attribution", "descending"),
+                ("store_id", "ascending"),
+            ],
+        )
+        rank = _rank_within(out["method"].to_numpy(zero_copy_only=False))  # 1 = highest within each method
         return out.append_column("rank", pa.array(rank, pa.int32()))
     if kind == "type_position":
-        out = rows.select(["method", "event_type", "position", "mean_attribution", "event_count"])
-        out = out.rename_columns(["method", "event_type", "position", "mean_attribution", "events"])
+        out = rows.select(["method", "event_type", "position", "effect_log_odds", "mean_attribution", "event_count"])
+        out = out.rename_columns(["method", "event_type", "position", "effect_log_odds", "mean_attribution", "events"])
         return _order(out, [("method", "ascending"), ("event_type", "ascending"), ("position", "ascending")])
     raise ValueError(f"unknown table {kind!r}; known: {', '.join(KINDS)}")
 
 
-def tables(long: DataFrame, min_events: int = 10, max_position: int = 20, kinds=tuple(KINDS)) -> dict[str, pa.Table]:
+def tables(
+    long: DataFrame, min_events: int = 10, max_position: int = 20, kinds=tuple(KINDS), min_sessions: int = 1
+) -> dict[str, pa.Table]:
     """Every table in ``kinds`` from one Spark job, as Arrow (small; Arrow keeps Spark's types, also for an
     empty table)."""
     stats = lift_stats(long, kinds, max_position).toArrow()
-    return {kind: finish(stats, kind, min_events) for kind in kinds}
+    return {kind: finish(stats, kind, min_events, min_sessions) for kind in kinds}

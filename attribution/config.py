@@ -279,6 +279,12 @@ class ReportConf:
     default_method: str = "grad_x_input"  # the method of the seed-named CSVs and the picture
     formats: list[str] = field(default_factory=lambda: ["csv", "delta", "parquet"])
     store_min_events: int = 10  # the seed's minimum support for the store ranking
+    # Stores seen in fewer sessions are left out of the store ranking: their effect is mostly noise
+    # (the shrinkage pulls it towards 0 as well).
+    store_min_sessions: int = 20
+    # A model whose test ROC-AUC is below this, or whose 95% CI includes 0.5, predicts no better than
+    # chance: the report says so first and the tables carry model_status = at_chance.
+    min_test_auc: float = 0.55
     heatmap_positions: int = 20
     top_event_types: int = 15  # bars in the picture's first panel
 
@@ -565,8 +571,12 @@ def validate(conf: Config) -> None:
             f"report.default_method: {r.default_method!r} is not in attribution.methods ({', '.join(a.methods)}); "
             "add it to the methods, or set report.default_method to one of them"
         )
-    if r.store_min_events < 1 or r.heatmap_positions < 1 or r.top_event_types < 1:
-        raise ConfigError("report.store_min_events, heatmap_positions and top_event_types: must be >= 1")
+    if r.store_min_events < 1 or r.heatmap_positions < 1 or r.top_event_types < 1 or r.store_min_sessions < 1:
+        raise ConfigError(
+            "report.store_min_events, store_min_sessions, heatmap_positions and top_event_types: must be >= 1"
+        )
+    if not 0.0 <= r.min_test_auc <= 1.0:
+        raise ConfigError(f"report.min_test_auc: {r.min_test_auc} must be between 0 and 1")
     _validate_run_id(conf.run.run_id)
     _validate_paths(conf)
 

@@ -1,19 +1,33 @@
-"""One session explained: its events ranked by attribution, every method's score, the signed
-contribution and the prediction; a table and a small PNG."""
+"""One session explained by the report's method (``report.default_method``): its events ranked by that
+method's signed contribution (log-odds, as the tables' effect; a method without one, by its normalized
+attribution), every method's score, the prediction; a table and a small PNG. Positions are 1-based, as
+in the tables' position bins and heatmap."""
 
 from __future__ import annotations
 
 import pandas as pd
 from pyspark.sql import functions as F
 
+from attribution.aggregate import METHOD_SCORES
 from attribution.config import Config
 from attribution.io import InputError, join, read_table, write_bytes
 
 SCORES = ("gradient_attribution", "contribution", "attention_attribution", "rollout_attribution", "ig_attribution")
 
 
+def ranking_column(rows: pd.DataFrame, method: str) -> str:
+    """The column ``method``'s ranking reads: its signed contribution when it has one, else its attribution."""
+    attribution, contribution = METHOD_SCORES[method]
+    if contribution and contribution in rows.columns:
+        return contribution
+    if attribution in rows.columns:
+        return attribution
+    raise InputError(f"the event table has no {attribution} column: attribute with {method} (attribution.methods)")
+
+
 def session_events(spark, conf: Config, session_id: str) -> pd.DataFrame:
-    """The session's rows of the event-level table (one session: small), ranked by gradient_attribution."""
+    """The session's rows of the event-level table (one session: small), ranked by the report method's
+    signed contribution (highest first), with ``position`` 1-based."""
     events = read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution")
     rows = events.where(F.col("session_id") == session_id).toPandas()
     if rows.empty:
@@ -22,7 +36,11 @@ def session_events(spark, conf: Config, session_id: str) -> pd.DataFrame:
             f"(it attributes the {conf.attribution.split} split; run jobs/attribute.py --split all for every session)"
         )
     rows = rows.sort_values("event_position")
-    rows.insert(0, "rank", rows["gradient_attribution"].rank(ascending=False, method="first").astype(int))
+    by = ranking_column(rows, conf.report.default_method)
+    rows.insert(0, "rank", rows[by].rank(ascending=False, method="first").astype(int))
+    rows.insert(1, "position", rows["event_position"] + 1)
+    rows.attrs["ranked_by"] = by
+    rows.attrs["method"] = conf.report.default_method
     return rows.sort_values("rank")
 
 
@@ -31,10 +49,11 @@ def format_table(rows: pd.DataFrame) -> str:
     head = (
         f"session {first['session_id']}: label {int(first['label'])} "
         f"({'converted' if first['label'] else 'not converted'}), predicted P(convert) {first['prediction']:.3f}, "
-        f"{int(first['session_length'])} events"
+        f"{int(first['session_length'])} events; ranked by {rows.attrs.get('method')} ({rows.attrs.get('ranked_by')}"
+        f"{', log-odds: + towards conversion' if 'contribution' in str(rows.attrs.get('ranked_by')) else ''})"
     )
-    cols = ["rank", "event_position", "event_type", "store_name", *[c for c in SCORES if c in rows.columns]]
-    return head + "\n" + rows[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    cols = ["rank", "position", "event_type", "store_name", *[c for c in SCORES if c in rows.columns]]
+    return head + "\n" + rows[cols].to_string(index=False, float_format=lambda v: f"{v:+.4f}")
 
 
 def picture(rows: pd.DataFrame) -> bytes:
@@ -46,16 +65,24 @@ def picture(rows: pd.DataFrame) -> bytes:
     import matplotlib.pyplot as plt
 
     ordered = rows.sort_values("event_position")
+    by = rows.attrs.get("ranked_by", "gradient_attribution")
     labels = [
         f"{p}: {t}" + (f" @ {s}" if isinstance(s, str) else "")
-        for p, t, s in zip(ordered["event_position"], ordered["event_type"], ordered["store_name"], strict=True)
+        for p, t, s in zip(ordered["position"], ordered["event_type"], ordered["store_name"], strict=True)
     ]
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(ordered) + 1.5))
-    colors = ["#2e7d32" if c >= 0 else "#c62828" for c in ordered["contribution"]]
-    ax.barh(range(len(ordered)), ordered["gradient_attribution"], color=colors)
+    signed = "contribution" in by
+    colors = ["#2e7d32" if c >= 0 else "#c62828" for c in ordered[by]] if signed else "#1565c0"
+    ax.barh(range(len(ordered)), ordered[by], color=colors)
+    ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(range(len(ordered)), labels)
     ax.invert_yaxis()
-    ax.set_xlabel("gradient attribution (green: pushes towards conversion, red: away)")
+    method = rows.attrs.get("method", "")
+    ax.set_xlabel(
+        f"{method} signed contribution (log-odds; green: towards conversion, red: away)"
+        if signed
+        else f"{method} attribution (share of the session; no sign)"
+    )
     first = ordered.iloc[0]
     ax.set_title(f"{first['session_id']}  P(convert) = {first['prediction']:.3f}, label {int(first['label'])}")
     fig.tight_layout()

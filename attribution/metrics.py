@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -65,3 +67,16 @@ def binary_metrics(labels, logits) -> dict[str, float]:
         "mean_prediction": float(p.mean()) if len(p) else float("nan"),
         "sessions": int(len(y)),
     }
+
+
+def roc_auc_ci(auc: float, positives: int, negatives: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """A 95% confidence interval for a ROC-AUC (Hanley & McNeil, 1982), clipped to [0, 1]; (nan, nan) when
+    either class is empty or the AUC is undefined."""
+    if not positives or not negatives or not math.isfinite(auc):
+        return float("nan"), float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
+    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / (
+        positives * negatives
+    )
+    se = math.sqrt(max(var, 0.0))
+    return max(0.0, auc - z * se), min(1.0, auc + z * se)

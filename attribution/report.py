@@ -1,12 +1,20 @@
-"""The report stage: lift tables from the event-level table, written as CSV/Delta/parquet, the seed's
-4-panel picture and the printed key insights.
+"""The report stage: effect tables from the event-level table, written as CSV/Delta/parquet, a 4-panel
+picture, the printed key insights and ``index.html``, a one-page summary.
+
+The headline everywhere is the **effect**: the mean signed contribution per event, in log-odds, with a
+session-clustered 95% CI (``attribution.aggregate``). The seed's lift columns stay in the tables for
+compatibility, after the effect columns. Before anything else the report states whether the model
+predicts better than chance: if it doesn't, no driver can be read from the tables, and every table
+carries ``model_status = at_chance``.
 
 Only the aggregated tables (event types, position bins, stores, type x position) reach the driver.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,12 +40,20 @@ TABLES = {
 PICTURE = "attention_attribution_analysis.png"
 
 
-def build_tables(events: DataFrame, conf: Config) -> dict[str, pa.Table]:
+def build_tables(events: DataFrame, conf: Config, status: str = "unknown") -> dict[str, pa.Table]:
     """Every table, for every method in the event table, from one Spark job, as Arrow (they are small),
-    each with the run_id first."""
-    out = aggregate.tables(aggregate.long_format(events), conf.report.store_min_events, conf.report.heatmap_positions)
+    each with the run_id and the model's status (``ok``, ``at_chance``, ``unknown``) first."""
+    r = conf.report
+    out = aggregate.tables(
+        aggregate.long_format(events), r.store_min_events, r.heatmap_positions, min_sessions=r.store_min_sessions
+    )
     run_id = conf.run.run_id or ""
-    return {name: t.add_column(0, "run_id", pa.array([run_id] * t.num_rows, pa.string())) for name, t in out.items()}
+    return {
+        name: t.add_column(0, "run_id", pa.array([run_id] * t.num_rows, pa.string())).add_column(
+            1, "model_status", pa.array([status] * t.num_rows, pa.string())
+        )
+        for name, t in out.items()
+    }
 
 
 def frames(tables: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
@@ -46,14 +62,73 @@ def frames(tables: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
 
 
 def _seed_columns(name: str, table: pa.Table) -> pa.Table:
-    """The seed's columns first (its readers select them by name), the rest after."""
+    """The key and the effect columns first, then the seed's columns (its readers select them by name),
+    then the rest."""
+    effect = list(aggregate.EFFECT_COLUMNS)
     first = {
-        "event_type": ["event_type", "not_converted", "converted", "attribution_lift"],
-        "position": ["position_bin", "not_converted", "converted", "attribution_lift"],
-        "store": ["rank", "store_id", "store_name", "mean_attribution", "event_count", "sessions"],
-        "type_position": ["event_type", "position", "mean_attribution", "events"],
+        "event_type": ["event_type", *effect, "events", "sessions", "not_converted", "converted", "attribution_lift"],
+        "position": ["position_bin", *effect, "events", "sessions", "not_converted", "converted", "attribution_lift"],
+        "store": [
+            "rank",
+            "store_id",
+            "store_name",
+            *aggregate.STORE_EFFECT_COLUMNS,
+            "mean_attribution",
+            "event_count",
+            "sessions",
+        ],
+        "type_position": ["event_type", "position", "effect_log_odds", "mean_attribution", "events"],
     }[name]
     return table.select(first + [c for c in table.column_names if c not in first])
+
+
+def model_status(conf: Config, shas: list[str]) -> dict:
+    """Does the model that scored the event table predict better than chance? From its metrics.json: the
+    test ROC-AUC with a 95% CI (Hanley-McNeil). ``at_chance`` when the CI includes 0.5 or the AUC is
+    below ``report.min_test_auc``; ``unknown`` without metrics for the model that scored the table."""
+    from attribution.io import InputError, read_bytes
+    from attribution.metrics import roc_auc_ci
+
+    location = join(conf.output(conf.train.model_path), "metrics.json")
+    try:
+        metrics = json.loads(read_bytes(location))
+    except (InputError, FileNotFoundError, ValueError):
+        return {"status": "unknown", "reason": f"no model metrics at {location}"}
+    if shas != [metrics.get("model_sha256")]:
+        return {"status": "unknown", "reason": f"the event table was scored by another model than {location}"}
+    test = metrics["test"]
+    auc, n = float(test["roc_auc"]), int(test["sessions"])
+    positives = int(round(float(test["positive_rate"]) * n)) if n else 0
+    low, high = roc_auc_ci(auc, positives, n - positives)
+    floor = conf.report.min_test_auc
+    at_chance = not math.isfinite(auc) or not low > 0.5 or auc < floor
+    out = {
+        "status": "at_chance" if at_chance else "ok",
+        "test_roc_auc": auc,
+        "test_roc_auc_ci": [low, high],
+        "test_sessions": n,
+        "test_positives": positives,
+        "min_test_auc": floor,
+        "sessions": metrics.get("sessions", {}),
+    }
+    leak = metrics.get("leakage_check")
+    if leak:
+        out["leakage_check_roc_auc"] = leak["test"]["roc_auc"]
+    return out
+
+
+def status_text(status: dict) -> str:
+    """The model's status in one sentence, to lead the insights and the page."""
+    if status["status"] == "unknown":
+        return f"Model quality unknown ({status['reason']}): read the tables with care."
+    low, high = status["test_roc_auc_ci"]
+    auc = f"test ROC-AUC {status['test_roc_auc']:.3f}, 95% CI [{low:.3f}, {high:.3f}], {status['test_sessions']:,} sessions"
+    if status["status"] == "at_chance":
+        return (
+            f"THE MODEL PREDICTS NO BETTER THAN CHANCE ({auc}; floor {status['min_test_auc']:.2f}): no driver can "
+            "be read from these tables. Conversion may not depend on these events, or the model needs more data."
+        )
+    return f"The model predicts conversion better than chance ({auc})."
 
 
 # A staging step: stages some outputs, nothing visible yet; returns them and where each will appear.
@@ -135,80 +210,164 @@ def write_tables(spark, tables: dict[str, pa.Table], conf: Config) -> dict[str, 
 # --------------------------------------------------------------------------------------------------
 
 
-def picture(tables: dict[str, pd.DataFrame], method: str, top: int = 15) -> bytes:
-    """The seed's four panels as PNG bytes."""
+VERDICT_COLORS = {"drives conversion": "#2e7d32", "holds conversion back": "#c62828"}
+NOISE_COLOR = "#9e9e9e"
+EFFECT_UNIT = "mean signed contribution per event (log-odds)"
+
+
+def _signed(table: pd.DataFrame) -> bool:
+    return "effect_log_odds" in table and table["effect_log_odds"].notna().any()
+
+
+def picture(tables: dict[str, pd.DataFrame], method: str, top: int = 15, status: dict | None = None) -> bytes:
+    """The four panels as PNG bytes."""
     import io
 
-    fig = figure(tables, method, top)
+    fig = figure(tables, method, top, status)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     return buf.getvalue()
 
 
-def _converted_vs_not(ax, table: pd.DataFrame, label: str, horizontal: bool) -> None:
-    """Side-by-side bars of the mean attribution in non-converted and converted sessions, per ``label``."""
+def _bars(ax, labels, values, low, high, verdicts, horizontal: bool = True) -> None:
+    """Bars with 95% CI whiskers, coloured by verdict (grey: indistinguishable from noise or no CI)."""
     import numpy as np
 
-    at = np.arange(len(table))
-    draw, ticks = (ax.barh, ax.set_yticks) if horizontal else (ax.bar, ax.set_xticks)
-    draw(at - 0.2, table["not_converted"], 0.4, label="not converted", color="#90a4ae")
-    draw(at + 0.2, table["converted"], 0.4, label="converted", color="#1565c0")
-    ticks(at, table[label])
-    ax.legend()
+    values = np.asarray(values, float)
+    err = np.vstack([values - np.asarray(low, float), np.asarray(high, float) - values])
+    err = np.where(np.isfinite(err), err, 0.0)
+    colors = [VERDICT_COLORS.get(v, NOISE_COLOR) for v in verdicts]
+    at = np.arange(len(values))
+    if horizontal:
+        ax.barh(at, values, xerr=err, color=colors, capsize=3)
+        ax.set_yticks(at, labels)
+        ax.axvline(0, color="black", linewidth=0.8)
+    else:
+        ax.bar(at, values, yerr=err, color=colors, capsize=3)
+        ax.set_xticks(at, labels)
+        ax.axhline(0, color="black", linewidth=0.8)
 
 
-def figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15):
-    """The seed's four panels: lift with CI, position, converted vs not, type x position heatmap."""
+def figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, status: dict | None = None):
+    """Four panels, each in the effect's unit with 95% CIs: event types, positions, stores (net of type and
+    position, shrunk), and the type x position heatmap. A method without a signed contribution
+    (attention) shows the seed's lift and mean attribution instead, and says so."""
     from matplotlib.figure import Figure  # no pyplot: no global state, safe off the main thread
 
     et = tables["event_type"][tables["event_type"]["method"] == method].copy()
     pos = tables["position"][tables["position"]["method"] == method].copy()
+    st = tables["store"][tables["store"]["method"] == method].copy()
     tp = tables["type_position"][tables["type_position"]["method"] == method]
+    signed = _signed(et)
 
     fig = Figure(figsize=(18, 13))
     axes = fig.subplots(2, 2)
-    fig.suptitle(f"Which steps drive conversion? Attribution by {method} (funnel events excluded)", fontsize=15)
+    title = f"Which steps drive conversion? Effects by {method} (funnel events excluded)"
+    if status and status.get("status") == "at_chance":
+        title = "MODEL AT CHANCE: no driver can be read here. " + title
+    fig.suptitle(title, fontsize=15, color="#c62828" if status and status.get("status") == "at_chance" else "black")
 
-    # 1. top event types by lift, CI whiskers
+    # 1. event types: the headline, strongest first (top of the panel)
     ax = axes[0, 0]
-    top_et = et.reindex(et["attribution_lift"].abs().sort_values(ascending=False).index).head(top)
-    top_et = top_et.sort_values("attribution_lift")
-    colors = ["#2e7d32" if v > 0 else "#c62828" for v in top_et["attribution_lift"]]
-    err = (1.959963984540054 * top_et["lift_se"]).fillna(0).to_numpy()
-    ax.barh(top_et["event_type"], top_et["attribution_lift"], xerr=err, color=colors, capsize=3)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_title(f"Top {len(top_et)} event types by attribution lift (95% CI)")
-    ax.set_xlabel("lift = mean attribution (converted) - (not converted)")
+    if signed:
+        top_et = et.dropna(subset=["effect_log_odds"]).head(top).iloc[::-1]
+        _bars(
+            ax,
+            top_et["event_type"],
+            top_et["effect_log_odds"],
+            top_et["effect_ci_low"],
+            top_et["effect_ci_high"],
+            top_et["effect_verdict"],
+        )
+        ax.set_title(f"Top {len(top_et)} event types by effect on conversion (95% CI)")
+        ax.set_xlabel(EFFECT_UNIT + "; green drives, red holds back, grey: noise")
+    else:
+        top_et = et.head(top).iloc[::-1]
+        verdicts = ["drives conversion" if v > 0 else "holds conversion back" for v in top_et["attribution_lift"]]
+        _bars(
+            ax,
+            top_et["event_type"],
+            top_et["attribution_lift"],
+            top_et["lift_ci_low"],
+            top_et["lift_ci_high"],
+            verdicts,
+        )
+        ax.set_title(f"Top {len(top_et)} event types by the seed's attribution lift (95% CI; {method} has no sign)")
+        ax.set_xlabel("lift = mean attribution (converted) - (not converted)")
 
-    # 2. attribution by position, converted vs not
+    # 2. positions: the effect by bin (1-based), and how much the events move the logit either way
     ax = axes[0, 1]
-    _converted_vs_not(ax, pos, "position_bin", horizontal=False)
-    ax.set_title("Mean attribution by position in session")
+    if signed:
+        _bars(
+            ax,
+            pos["position_bin"],
+            pos["effect_log_odds"],
+            pos["effect_ci_low"],
+            pos["effect_ci_high"],
+            pos["effect_verdict"],
+            horizontal=False,
+        )
+        ax.plot(range(len(pos)), pos["mean_abs_effect_log_odds"], "o--", color="#1565c0", label="mean |effect|")
+        ax.legend()
+        ax.set_ylabel(EFFECT_UNIT)
+        ax.set_title("Effect by position in session (95% CI)")
+    else:
+        _bars(
+            ax,
+            pos["position_bin"],
+            pos["attribution_lift"],
+            pos["lift_ci_low"],
+            pos["lift_ci_high"],
+            ["" for _ in range(len(pos))],
+            horizontal=False,
+        )
+        ax.set_ylabel("attribution lift")
+        ax.set_title("The seed's attribution lift by position in session (95% CI)")
     ax.set_xlabel("position (1-based)")
-    ax.set_ylabel("mean attribution per event")
 
-    # 3. converted vs not per event type
+    # 3. stores: ranked by the shrunk effect beyond their events' type and position
     ax = axes[1, 0]
-    _converted_vs_not(ax, et.sort_values("converted", ascending=True).tail(top), "event_type", horizontal=True)
-    ax.set_title("Mean attribution per event type, converted vs not")
-    ax.set_xlabel("mean attribution per event")
+    top_st = st.sort_values("rank").head(min(top, 10)).iloc[::-1]
+    if signed:
+        _bars(
+            ax,
+            top_st["store_name"].astype(str),
+            top_st["shrunk_net_effect_log_odds"],
+            top_st["net_effect_ci_low"],
+            top_st["net_effect_ci_high"],
+            top_st["effect_verdict"],
+        )
+        ax.set_title("Top stores by effect beyond their events' type and position (shrunk; 95% CI of the raw effect)")
+        ax.set_xlabel(EFFECT_UNIT)
+    else:
+        ax.barh(top_st["store_name"].astype(str), top_st["mean_attribution"], color=NOISE_COLOR)
+        ax.set_title(f"Top stores by mean attribution (the seed's ranking; {method} has no sign)")
+        ax.set_xlabel("mean attribution per event")
 
     # 4. heatmap event type x position
     ax = axes[1, 1]
-    grid = tp.pivot_table(index="event_type", columns="position", values="mean_attribution", fill_value=0.0)
-    image = ax.imshow(grid.to_numpy(), aspect="auto", cmap="viridis")
+    value = "effect_log_odds" if signed else "mean_attribution"
+    grid = tp.pivot_table(index="event_type", columns="position", values=value, fill_value=0.0)
+    bound = float(abs(grid.to_numpy()).max()) if grid.size else 1.0
+    image = ax.imshow(
+        grid.to_numpy(),
+        aspect="auto",
+        cmap="RdBu" if signed else "viridis",
+        vmin=-bound if signed else None,
+        vmax=bound if signed else None,
+    )
     ax.set_yticks(range(len(grid.index)), grid.index)
     ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns])
-    ax.set_title("Mean attribution: event type x position")
+    ax.set_title(f"{'Effect' if signed else 'Mean attribution'}: event type x position")
     ax.set_xlabel("position (1-based)")
-    fig.colorbar(image, ax=ax, label="mean attribution")
+    fig.colorbar(image, ax=ax, label=EFFECT_UNIT if signed else "mean attribution")
 
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
 
 
 # --------------------------------------------------------------------------------------------------
-# Key insights, as the seed's script prints them
+# Key insights
 # --------------------------------------------------------------------------------------------------
 
 
@@ -220,70 +379,146 @@ def _lift_text(row) -> str:
     return f"{row['attribution_lift']:+.4f} 95% CI {ci}{noise}"
 
 
-def key_insights(tables: dict[str, pd.DataFrame], method: str, n: int = 5) -> str:
+def _effect_text(row, prefix: str = "effect") -> str:
+    value = row[f"{prefix}_log_odds"]
+    low, high = row[f"{prefix}_ci_low"], row[f"{prefix}_ci_high"]
+    if pd.isna(low) or pd.isna(high):
+        return f"{value:+.4f} (no CI: too few sessions)"
+    return f"{value:+.4f} 95% CI [{low:+.4f}, {high:+.4f}]"
+
+
+def _support(row, events: str = "events") -> str:
+    return f"{int(row[events]):,} events, {int(row['sessions']):,} sessions"
+
+
+def ranked_drivers(et: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(drivers strongest first, detractors strongest first, the rest) of one method's event types."""
+    drivers = et[et["effect_verdict"] == "drives conversion"].sort_values("effect_log_odds", ascending=False)
+    detractors = et[et["effect_verdict"] == "holds conversion back"].sort_values("effect_log_odds")
+    rest = et[~et.index.isin(drivers.index) & ~et.index.isin(detractors.index)]
+    return drivers, detractors, rest
+
+
+def key_insights(tables: dict[str, pd.DataFrame], method: str, n: int = 5, status: dict | None = None) -> str:
     et = tables["event_type"][tables["event_type"]["method"] == method]
     pos = tables["position"][tables["position"]["method"] == method]
     st = tables["store"][tables["store"]["method"] == method]
-    lines = [
-        f"KEY INSIGHTS ({method})",
-        f"Top {n} event types by attribution lift (the seed's measure; length-adjusted = attribution x session "
-        "length, 1.0 = an average share, free of the session-length confound):",
-    ]
-    for _, r in et.sort_values("attribution_lift", ascending=False).head(n).iterrows():
-        lines.append(f"  {r['event_type']:<40} {_lift_text(r)}; length-adjusted lift {r['length_adjusted_lift']:+.3f}")
-    lines.append("Lift by position in session:")
-    for _, r in pos.iterrows():
-        lines.append(f"  {r['position_bin']:<8} {_lift_text(r)}")
-    lines.append(f"Top {n} stores by mean attribution (at least the minimum support):")
-    for _, r in st.sort_values("rank").head(n).iterrows():
+    lines = [f"KEY INSIGHTS ({method})"]
+    if status:
+        lines.append(status_text(status))
+    if not _signed(et):
         lines.append(
-            f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['mean_attribution']:.4f} "
-            f"({int(r['event_count']):,} events, {int(r['sessions']):,} sessions)"
+            f"{method} has no signed contribution, so no effect: event types by the seed's attribution lift "
+            "(it compares normalized shares and is confounded by session length; prefer a signed method):"
         )
+        for _, r in et.head(n).iterrows():
+            lines.append(f"  {r['event_type']:<40} {_lift_text(r)}")
+        lines.append("Lift by position in session:")
+        for _, r in pos.iterrows():
+            lines.append(f"  {r['position_bin']:<8} {_lift_text(r)}")
+        lines.append(f"Top {n} stores by mean attribution (the seed's ranking):")
+        for _, r in st.sort_values("rank").head(n).iterrows():
+            lines.append(
+                f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['mean_attribution']:.4f} ({_support(r, 'event_count')})"
+            )
+        return "\n".join(lines)
+    lines.append(f"Effect = {EFFECT_UNIT}; + pushes towards conversion, - away; 95% CIs are session-clustered.")
+    drivers, detractors, rest = ranked_drivers(et)
+    if drivers.empty and detractors.empty:
+        lines.append("No driver stands out: every event type's effect is indistinguishable from noise.")
+    if not drivers.empty:
+        lines.append(f"Drivers (CI above 0), strongest first ({min(n, len(drivers))} of {len(drivers)}):")
+        for _, r in drivers.head(n).iterrows():
+            lines.append(f"  {r['event_type']:<40} {_effect_text(r)} ({_support(r)})")
+    if not detractors.empty:
+        lines.append(f"Detractors (CI below 0), strongest first ({min(n, len(detractors))} of {len(detractors)}):")
+        for _, r in detractors.head(n).iterrows():
+            lines.append(f"  {r['event_type']:<40} {_effect_text(r)} ({_support(r)})")
+    if not rest.empty:
+        lines.append("Indistinguishable from noise: " + ", ".join(map(str, rest["event_type"])))
+    lines.append("Effect by position in session (mean |effect|: how much the events there move the prediction):")
+    for _, r in pos.iterrows():
+        lines.append(f"  {r['position_bin']:<8} {_effect_text(r)}; mean |effect| {r['mean_abs_effect_log_odds']:.4f}")
+    ranked = st.sort_values("rank")
+    lines.append(
+        f"Top {min(n, len(ranked))} stores by effect beyond their events' type and position (shrunk towards 0 by "
+        "support):"
+    )
+    if ranked.empty:
+        lines.append("  (no store reaches the minimum support, or the events carry no store)")
+    for _, r in ranked.head(n).iterrows():
+        noise = "" if r["effect_verdict"] != "indistinguishable from noise" else "; indistinguishable from noise"
+        lines.append(
+            f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['shrunk_net_effect_log_odds']:+.4f} "
+            f"(raw {_effect_text(r, 'net_effect')}; {_support(r, 'event_count')}{noise})"
+        )
+    lines.append(
+        "The tables keep the seed's attribution_lift for compatibility; it compares normalized shares between "
+        "converted and non-converted sessions, is confounded by session length, and does not rank them."
+    )
     return "\n".join(lines)
 
 
 def run(spark, conf: Config) -> dict:
-    """Read the event-level table, build and write every table, the picture; return a summary."""
+    """Read the event-level table, build and write every table, the picture and index.html; return a
+    summary."""
+    from attribution import page
+
     started = time.time()
     events = read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution")
-    tables = build_tables(events, conf)
+    shas = [r[0] for r in events.select("model_sha256").distinct().limit(2).collect()]
+    status = model_status(conf, shas)
+    tables = build_tables(events, conf, status["status"])
     base = conf.output(conf.report.output_path)
     method = conf.report.default_method
     views = frames(tables)
     truth, recovered = ground_truth_of(conf), None
     if truth is not None:
-        stores = ground_truth.store_scores(aggregate.long_format(events))
-        recovered = ground_truth.recovery(views, stores, truth, conf.run.run_id or "")
-    faithful = faithfulness_of(conf, events)
-    extra = [lambda: ([sinks.stage_bytes(join(base, PICTURE), drawn.result())], {PICTURE: join(base, PICTURE)})]
+        recovered = ground_truth.recovery(views, truth, conf.run.run_id or "")
+    faithful = faithfulness_of(conf, shas)
+    insights = key_insights(views, method, status=status)
+    if recovered is not None and recovered.num_rows:
+        insights += "\n" + ground_truth_text(recovered.to_pandas(), method)
+    elif recovered is not None:
+        insights += (
+            f"\n{conf.generate.ground_truth_path} does not describe these events (no event types in common): "
+            "no planted-driver comparison"
+        )
+    if faithful:
+        insights += "\n" + faithful_text(faithful)
+
+    planted = None
+    if recovered is not None and recovered.num_rows:
+        planted = planted_sentence(ground_truth.summary(recovered, method), recovered.to_pandas(), method)
+
+    def html() -> bytes:
+        return page.render(views, method, status, faithful, drawn.result(), conf.run.run_id or "", planted=planted)
+
+    extra = [
+        lambda: ([sinks.stage_bytes(join(base, PICTURE), drawn.result())], {PICTURE: join(base, PICTURE)}),
+        lambda: ([sinks.stage_bytes(join(base, page.PAGE), html())], {page.PAGE: join(base, page.PAGE)}),
+    ]
     if recovered is not None and recovered.num_rows:
         extra.append(lambda: stage_table(spark, recovered, GROUND_TRUTH_TABLE, conf))
     # Everything is staged first (the picture drawn on a thread meanwhile), then published at once, so
     # a run that fails or is killed before the end leaves the previous run's outputs as they were.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        drawn = pool.submit(picture, views, method, conf.report.top_event_types)
+        drawn = pool.submit(picture, views, method, conf.report.top_event_types, status)
         staged, outputs = stage_tables(spark, tables, conf, extra=tuple(extra))
     for s in staged:
         s.publish()
     result = {
         "run_id": conf.run.run_id,
+        "model_status": status,
         "rows": {name: int(t.num_rows) for name, t in tables.items()},
         "outputs": outputs,
-        "insights": key_insights(views, method),
+        "insights": insights,
         "seconds": round(time.time() - started, 2),
     }
     if recovered is not None and recovered.num_rows:
         result["ground_truth"] = ground_truth.summary(recovered, method)
-        result["insights"] += "\n" + ground_truth_text(recovered.to_pandas(), method)
-    elif recovered is not None:
-        result["insights"] += (
-            f"\n{conf.generate.ground_truth_path} does not describe these events (no event types in common): "
-            "no planted-driver comparison"
-        )
     if faithful:
         result["most_faithful"] = faithful
-        result["insights"] += "\n" + faithful_text(faithful)
     return result
 
 
@@ -297,7 +532,7 @@ def ground_truth_of(conf: Config) -> dict | None:
     return ground_truth.load(conf.generate.ground_truth_path)
 
 
-def faithfulness_of(conf: Config, events) -> dict | None:
+def faithfulness_of(conf: Config, shas: list[str]) -> dict | None:
     """The faithfulness stage's verdict, when it evaluated this event table (same model) in this run."""
     import json
 
@@ -307,7 +542,6 @@ def faithfulness_of(conf: Config, events) -> dict | None:
         summary = json.loads(read_bytes(conf.output(conf.faithfulness.summary_path)))
     except (InputError, FileNotFoundError, ValueError):
         return None
-    shas = [r[0] for r in events.select("model_sha256").distinct().limit(2).collect()]
     if summary.get("run_id") != conf.run.run_id or shas != [summary.get("model_sha256")]:
         return None
     return summary.get("most_faithful") or None
@@ -316,10 +550,25 @@ def faithfulness_of(conf: Config, events) -> dict | None:
 def ground_truth_text(recovered: pd.DataFrame, method: str) -> str:
     lines = ["Planted-driver recovery (synthetic data: the generator's known effects):"]
     for _, r in recovered.iterrows():
-        if r["check"] == "store_precision_at_5" or r["method"] == method or r["check"].startswith("event_type_c"):
+        if r["check"] == "store_precision_at_5" or r["method"] == method or r["check"].startswith("event_type_e"):
             mark = "ok" if r["agrees"] else "MISSES"
             lines.append(f"  {r['method']:<22} {r['check']:<34} {r['value']:+.3f}  ({r['expected']}: {mark})")
     return "\n".join(lines)
+
+
+def planted_sentence(summary: dict, recovered: pd.DataFrame, method: str) -> str:
+    """One sentence on how well the published tables of ``method`` recover the planted drivers."""
+    mine = recovered[recovered["method"] == method].set_index("check")["value"]
+    parts = [
+        f"the event-type table's order has rank correlation {summary['default_method_rank_correlation']:+.2f} "
+        "with the planted effects"
+    ]
+    if "store_precision_at_5" in mine:
+        parts.append(f"{int(round(5 * mine['store_precision_at_5']))} of its top 5 stores are planted top-5 stores")
+    if "position_direction_spearman" in mine:
+        right = mine["position_direction_spearman"] < 0
+        parts.append("early positions matter most, as planted" if right else "positions do not show the planted decay")
+    return "; ".join(parts) + " (ground_truth_recovery.csv)."
 
 
 def faithful_text(verdict: dict) -> str:

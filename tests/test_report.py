@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -59,7 +60,6 @@ def test_event_type_lift_with_session_clustered_ci(events):
     a = _row(table, event_type="A")
     # converted: s1 contributes (n=1, s=0.6), s2 (n=2, s=0.5): mean 1.1/3
     m = 1.1 / 3
-    var_c = 2 / 1 * ((0.6 - m * 1) ** 2 + (0.5 - m * 2) ** 2) / 3**2
     assert a.converted == pytest.approx(m) and a.not_converted == pytest.approx(0.1)
     assert a.attribution_lift == pytest.approx(m - 0.1)
     assert a.events_converted == 3 and a.sessions_converted == 2 and a.sessions_not_converted == 1
@@ -76,9 +76,92 @@ def test_event_type_lift_with_session_clustered_ci(events):
     assert b.lift_se == pytest.approx(se)
     assert b.lift_ci_low == pytest.approx(-0.5 - 1.959963984540054 * se)
     assert bool(b.significant) is True  # -0.5 +/- 0.139 excludes 0
-    assert var_c > 0  # (used by the A check above through the same formula; keeps the numbers honest)
-    # ordered by lift, descending
-    assert list(table.event_type) == ["A", "B"]
+    # ordered by the effect (B +0.2375 above A +0.11; by the seed's lift A would come first)
+    assert list(table.event_type) == ["B", "A"]
+
+
+def _clustered_mean_and_se(per_session: list[tuple[float, int]]) -> tuple[float, float]:
+    """sum(x)/sum(n) over sessions and its cluster-robust SE, written out session by session."""
+    x = np.array([v for v, _ in per_session])
+    n = np.array([k for _, k in per_session], float)
+    m = x.sum() / n.sum()
+    g = len(x)
+    return m, math.sqrt(g / (g - 1) * ((x - m * n) ** 2).sum() / n.sum() ** 2)
+
+
+def test_the_effect_is_the_mean_signed_contribution_with_a_session_clustered_ci(events):
+    table = _tables(events)["event_type"]
+    a = _row(table, event_type="A")
+    # A's contributions by session, both labels: s1 0.30 (1 event), s2 0.10 + 0.05 (2), s3 -0.01 (1)
+    m, se = _clustered_mean_and_se([(0.30, 1), (0.15, 2), (-0.01, 1)])
+    assert a.effect_log_odds == pytest.approx(0.44 / 4) == pytest.approx(m)
+    assert a.effect_se == pytest.approx(se)
+    assert a.effect_ci_low == pytest.approx(m - 1.959963984540054 * se)
+    assert a.effect_verdict == "indistinguishable from noise"  # 0.11 +/- 0.14
+    assert a.events == 4 and a.sessions == 3
+    assert a.mean_abs_effect_log_odds == pytest.approx((0.30 + 0.10 + 0.05 + 0.01) / 4)
+    b = _row(table, event_type="B")
+    m, se = _clustered_mean_and_se([(-0.20, 1), (0.25, 1), (0.40, 1), (0.50, 1)])
+    assert b.effect_log_odds == pytest.approx(m) and b.effect_se == pytest.approx(se)
+    assert (b.effect_verdict == "drives conversion") == (m - 1.959963984540054 * se > 0)
+    # a method without a signed contribution has no effect, and keeps the seed's lift order
+    from pyspark.sql import functions as F
+
+    att = _tables(events.withColumn("attention_attribution", F.when(F.col("event_type") == "A", 0.9).otherwise(0.1)))
+    rows = att["event_type"][att["event_type"].method == "attention"]
+    assert rows.effect_log_odds.isna().all() and list(rows.event_type) == ["A", "B"]
+
+
+def test_store_effect_is_beyond_its_events_type_and_position_and_ranked_by_the_shrunk_value(spark):
+    """Store A's events are all page loads (a high-contribution type), store B's all views: by the raw
+    mean A wins, but within each (type, position bin) cell B is above its cell's average and A below."""
+    rows = []
+    for i in range(4):
+        rows.append((f"a{i}", 1, 0, "page", "A", 1.0))  # page cell: A 1.0, C 1.4 -> mean 1.2
+        rows.append((f"c{i}", 0, 0, "page", "C", 1.4))
+        rows.append((f"b{i}", 1, 0, "view", "B", 0.2 + 0.01 * i))  # view cell: B 0.215, C 0.0 -> 0.1075
+        rows.append((f"d{i}", 0, 0, "view", "C", 0.0))
+    df = spark.createDataFrame(
+        rows,
+        "session_id string, label int, event_position int, event_type string, store_id string, contribution double",
+    )
+    from pyspark.sql import functions as F
+
+    events = (
+        df.withColumn("gradient_attribution", F.lit(0.5))
+        .withColumn("session_length", F.lit(1))
+        .withColumn("position_bin", F.lit("1-5"))
+        .withColumn("store_name", F.when(F.col("store_id") != "C", F.col("store_id")))  # C has no name
+    )
+    table = _tables(events, min_events=4)["store"].set_index("store_id")
+    view_cell = (0.2 + 0.21 + 0.22 + 0.23) / 8
+    assert table.loc["A", "net_effect_log_odds"] == pytest.approx(-0.2)
+    assert table.loc["B", "net_effect_log_odds"] == pytest.approx(0.215 - view_cell)
+    assert table.loc["C", "net_effect_log_odds"] == pytest.approx((0.2 * 4 - view_cell * 4) / 8)
+    assert table.loc["C", "store_name"] == "C"  # no name in the stores dimension: its id
+    # A: four sessions of exactly -0.2 (no spread): SE 0; B's values spread by 0.01
+    assert table.loc["A", "net_effect_se"] == pytest.approx(0.0, abs=1e-12)
+    m, se = _clustered_mean_and_se([(0.2 + 0.01 * i - view_cell, 1) for i in range(4)])
+    assert table.loc["B", "net_effect_se"] == pytest.approx(se)
+    # the shrunk value: effect x tau2 / (tau2 + se^2), tau2 = mean(effect^2) - mean(se^2)
+    effects = table[["net_effect_log_odds", "net_effect_se"]].to_numpy()
+    tau2 = (effects[:, 0] ** 2).mean() - (effects[:, 1] ** 2).mean()
+    for store, (e, s) in zip(table.index, effects, strict=True):
+        assert table.loc[store, "shrunk_net_effect_log_odds"] == pytest.approx(e * tau2 / (tau2 + s * s))
+    ordered = _tables(events, min_events=4)["store"]
+    assert list(ordered.store_id) == ["B", "C", "A"] and list(ordered["rank"]) == [1, 2, 3]
+    # support: C has 8 sessions, A and B 4 each
+    assert list(_tables(events, min_events=4, min_sessions=5)["store"].store_id) == ["C"]
+
+
+def test_shrinkage_pulls_noisy_effects_towards_zero():
+    effects = np.array([0.5, 0.5, -0.1, 0.0])
+    se = np.array([0.05, 0.5, 0.05, np.nan])
+    shrunk, tau2 = aggregate.shrink(effects, se)
+    assert tau2 == pytest.approx((0.25 + 0.25 + 0.01) / 3 - (0.0025 + 0.25 + 0.0025) / 3)
+    assert shrunk[0] > shrunk[1] > 0  # the same effect, less support: pulled further towards 0
+    assert shrunk[3] == 0.0  # no SE: no evidence
+    assert aggregate.shrink(np.array([0.1, -0.1]), np.array([1.0, 1.0]))[0].tolist() == [0.0, 0.0]  # all noise
 
 
 def test_position_table_keeps_the_bin_order_and_position_zero(events):
@@ -149,7 +232,10 @@ def test_sinks_round_trip_and_rerun_is_idempotent(spark, events, tmp_path):
     tables = report.build_tables(events, conf)
     where = report.write_tables(spark, tables, conf)
     csv = pd.read_csv(where["event_type_attribution_no_funnel.csv"])
-    assert list(csv.columns[:4]) == ["event_type", "not_converted", "converted", "attribution_lift"]
+    # the key and the effect first, then the seed's columns (its readers select them by name)
+    assert list(csv.columns[:6]) == ["event_type", *aggregate.EFFECT_COLUMNS]
+    assert {"not_converted", "converted", "attribution_lift"} <= set(csv.columns)
+    assert list(csv.event_type) == ["B", "A"]  # the effect's order
     expected = tables["event_type"].column("attribution_lift").to_pylist()
     assert csv.attribution_lift.tolist() == pytest.approx(expected)
     # an empty table (no store reaches the default support of 10 events) still has its typed columns
@@ -182,11 +268,15 @@ def test_picture_has_the_four_panels_and_insights_mark_noise(events, tmp_path):
     png = report.picture(tables, "grad_x_input")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     text = report.key_insights(tables, "grad_x_input")
-    assert "B" in text and "no CI" in text  # A has one non-converted session: no CI, said so
+    # both CIs cross 0 (A +0.11 [-0.03, +0.25], B +0.24 [-0.07, +0.54]): no driver, said first
+    assert "No driver stands out" in text and "Indistinguishable from noise: B, A" in text
+    assert "Drivers" not in text and "Detractors" not in text
     assert json.dumps(text)
 
 
 def test_explain_ranks_one_sessions_events_and_refuses_an_unknown_id(spark, events, tmp_path):
+    from pyspark.sql import functions as F
+
     from attribution import explain
     from attribution.io import InputError
 
@@ -197,9 +287,23 @@ def test_explain_ranks_one_sessions_events_and_refuses_an_unknown_id(spark, even
     text, png = explain.run(spark, conf, "s2")
     lines = text.splitlines()
     assert lines[0].startswith("session s2: label 1 (converted), predicted P(convert) 0.700, 3 events")
-    # ranked by gradient_attribution: position 2 (0.5), 1 (0.3), 0 (0.2)
+    assert "ranked by grad_x_input (contribution, log-odds" in lines[0]
+    # ranked by the signed contribution: position 3 (+0.25), 1 (+0.10), 2 (+0.05), 1-based
     ranked = [line.split()[:2] for line in lines[2:]]
-    assert ranked == [["1", "2"], ["2", "1"], ["3", "0"]]
+    assert ranked == [["1", "3"], ["2", "1"], ["3", "2"]]
+    assert lines[2].split()[-1] == "+0.2500"  # signed
+    # integrated gradients as the report's method: its own contribution ranks the events
+    ig = events.withColumn("ig_attribution", F.lit(0.3)).withColumn("ig_contribution", -F.col("contribution"))
+    ig.withColumn("prediction", F.lit(0.5)).write.mode("overwrite").parquet(str(tmp_path / "ig_events"))
+    ig_conf = _conf(
+        tmp_path,
+        "r1",
+        "attribution.methods=[integrated_gradients]",
+        "report.default_method=integrated_gradients",
+        "attribution.output_path=ig_events",
+    )
+    text, _ = explain.run(spark, ig_conf, "s2")
+    assert [line.split()[:2] for line in text.splitlines()[2:]] == [["1", "2"], ["2", "1"], ["3", "3"]]
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(InputError, match="session 'nope' is not in"):
         explain.run(spark, conf, "nope")
@@ -309,3 +413,38 @@ def test_a_delta_table_in_the_earlier_unpartitioned_layout_keeps_working(tmp_pat
     )
     rows = DeltaTable(location).to_pandas().sort_values(["run_id", "event_type"])
     assert rows.values.tolist() == [["r0", "A", 0.1], ["r1", "A", 0.3], ["r1", "B", 0.4]]
+
+
+@pytest.mark.parametrize("auc, status", [(0.49, "at_chance"), (0.53, "at_chance"), (0.80, "ok")])
+def test_a_model_at_chance_is_said_first_and_carried_by_every_table(spark, events, tmp_path, auc, status):
+    """400 test sessions, 60 converted: the Hanley-McNeil 95% CI of an AUC of 0.53 is about +/- 0.08, so it
+    includes 0.5; 0.80 is well clear of it."""
+    from pyspark.sql import functions as F
+
+    from attribution.metrics import roc_auc_ci
+
+    sha = "ab" * 32
+    events.withColumn("prediction", F.lit(0.2)).withColumn("model_sha256", F.lit(sha)).write.parquet(
+        str(tmp_path / "gradient_attribution_no_funnel")
+    )
+    (tmp_path / "model").mkdir()
+    test = {"roc_auc": auc, "sessions": 400, "positive_rate": 0.15}
+    (tmp_path / "model" / "metrics.json").write_text(json.dumps({"model_sha256": sha, "test": test}))
+    conf = _conf(tmp_path, "r1", f"generate.ground_truth_path={tmp_path}/none.json")
+    result = report.run(spark, conf)
+    low, high = roc_auc_ci(auc, 60, 340)
+    assert result["model_status"]["test_roc_auc_ci"] == pytest.approx([low, high])
+    assert (low <= 0.5) == (status == "at_chance") and result["model_status"]["status"] == status
+    second = result["insights"].splitlines()[1]
+    page = (tmp_path / "report" / "index.html").read_text()
+    csv = pd.read_csv(tmp_path / "report" / "event_type_attribution_no_funnel.csv")
+    assert set(csv.model_status) == {status}
+    if status == "at_chance":
+        assert second.startswith("THE MODEL PREDICTS NO BETTER THAN CHANCE") and "no driver can" in second
+        assert "<p id=model-status class=warn>THE MODEL PREDICTS NO BETTER THAN CHANCE" in page
+    else:
+        assert second.startswith("The model predicts conversion better than chance (test ROC-AUC 0.800")
+    # the event table scored by another model: its quality is unknown, and said so
+    (tmp_path / "model" / "metrics.json").write_text(json.dumps({"model_sha256": "cd" * 32, "test": test}))
+    other = report.run(spark, conf)
+    assert other["model_status"]["status"] == "unknown" and "another model" in other["insights"].splitlines()[1]

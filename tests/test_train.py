@@ -180,6 +180,14 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     n_types = events.select("event_type").distinct().count()
     assert len(csv) == n_types and set(csv.method) == {"integrated_gradients"}
     assert (out / "report" / "attention_attribution_analysis.png").stat().st_size > 50_000
+    # what a person reads: the CSV in the effect's order, and the page naming the same top driver
+    assert csv.effect_log_odds.dropna().is_monotonic_decreasing and set(csv.model_status) == {"ok"}
+    drivers = csv[csv.effect_verdict == "drives conversion"]
+    page = (out / "report" / "index.html").read_text()
+    assert "predicts conversion better than chance" in page
+    if len(drivers):
+        top = page.split("<div id=drivers>", 1)[1].split("<td class=event-type>", 1)[1].split("</td>", 1)[0]
+        assert top == drivers.event_type.iloc[0]
 
 
 def test_prepare_shards_samples_the_train_split_deterministically_and_shards_every_session(spark, tmp_path):
@@ -203,3 +211,27 @@ def test_prepare_shards_samples_the_train_split_deterministically_and_shards_eve
     # the vocabulary comes from the sampled train split only
     sampled = a.filter(pc.equal(a["split"], "train"))
     assert vocab.tokens["store_ids"] == vocab_of(sampled).tokens["store_ids"]
+
+
+def test_a_failed_distributed_training_is_one_line_naming_where_and_why():
+    cluster = make_conf("train.local_mode=false", "train.num_processes=4").train
+    lost = RuntimeError(
+        "An error occurred while calling o364.collectToPython.\n: org.apache.spark.SparkException: Job aborted due "
+        "to stage failure: Could not recover from a failed barrier ResultStage.\nLost task 0.0 in stage 16.0: "
+        "ExecutorLostFailure (executor 0 exited caused by one of the running tasks) Reason: Command exited with "
+        "code 137\n\tat org.apache.spark.scheduler.DAGScheduler.failJobAndIndependentStages"
+    )
+    text = train._training_failure(lost, cluster)
+    assert text == (
+        "training failed on 4 barrier task(s) on the executors (train.local_mode=false): an executor was lost: "
+        "ExecutorLostFailure (executor 0 exited caused by one of the running tasks) Reason: Command exited with code 137"
+    )
+    missing = RuntimeError("Traceback ...\nModuleNotFoundError: No module named 'attribution'\n")
+    assert "can't import attribution: ship the code with --py-files" in train._training_failure(missing, cluster)
+    local = make_conf("train.num_processes=2").train
+    other = RuntimeError("TorchDistributor failed during training.View stdout logs for detailed error message.")
+    assert train._training_failure(other, local) == (
+        "training failed on 2 process(es) on the driver (train.local_mode=true): RuntimeError: TorchDistributor "
+        "failed during training.View stdout logs for detailed error message.; the processes' output is above"
+    )
+    assert "\n" not in text

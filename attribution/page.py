@@ -1,0 +1,169 @@
+"""``report/index.html``: the answer on one static, self-contained page (the picture is embedded), for a
+reader with a minute: whether the model can be trusted, the drivers and detractors with their effects
+and CIs, positions, top stores, which method and why, and the data and model behind it.
+
+Effects are shown in log-odds (the tables' unit) and as approximate percentage points of conversion:
+``effect x p(1 - p) x 100`` at the test sessions' conversion rate p, the slope of the logistic curve there,
+so "+1.2 pp" reads as "one more such event moves P(convert) by about 1.2 points for an average session".
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+
+import pandas as pd
+
+PAGE = "index.html"
+
+
+def _pp_scale(status: dict) -> float | None:
+    n, pos = status.get("test_sessions"), status.get("test_positives")
+    if not n or pos is None:
+        return None
+    p = pos / n
+    return 100.0 * p * (1 - p) if 0 < p < 1 else None
+
+
+def _fmt(value, digits: int = 3, signed: bool = True) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value):
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _effect_cells(row, scale: float | None, prefix: str = "effect") -> str:
+    value, low, high = row[f"{prefix}_log_odds"], row[f"{prefix}_ci_low"], row[f"{prefix}_ci_high"]
+    ci = f"[{_fmt(low)}, {_fmt(high)}]"
+    pp = "-"
+    if scale is not None and not pd.isna(value):
+        pp = f"{value * scale:+.2f} pp"
+        if not (pd.isna(low) or pd.isna(high)):
+            pp += f" [{low * scale:+.2f}, {high * scale:+.2f}]"
+    return f"<td class=num>{_fmt(value)}</td><td class=num>{ci}</td><td class=num>{pp}</td>"
+
+
+def _table(head: list[str], rows: list[str]) -> str:
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    body = "".join(f"<tr>{r}</tr>" for r in rows) or f"<tr><td colspan={len(head)}>none</td></tr>"
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render(
+    tables: dict[str, pd.DataFrame],
+    method: str,
+    status: dict,
+    faithful: dict | None,
+    png: bytes,
+    run_id: str,
+    n: int = 5,
+    planted: str | None = None,
+) -> bytes:
+    """The page as UTF-8 bytes; ``planted``: a sentence on the planted-driver check, on synthetic data."""
+    from attribution.report import EFFECT_UNIT, _signed, ranked_drivers, status_text
+
+    et = tables["event_type"][tables["event_type"]["method"] == method]
+    pos = tables["position"][tables["position"]["method"] == method]
+    st = tables["store"][tables["store"]["method"] == method].sort_values("rank")
+    scale = _pp_scale(status)
+    esc = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset=utf-8>",
+        f"<title>Which steps drive conversion? ({esc(run_id)})</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px}"
+        "td.num{text-align:right;font-variant-numeric:tabular-nums}.warn{background:#ffebee;color:#b71c1c;"
+        "padding:1em;font-weight:bold}.ok{background:#e8f5e9;padding:1em}img{max-width:100%}</style></head><body>",
+        f"<h1>Which steps drive conversion?</h1><p>run <code>{esc(run_id)}</code>, method <b>{esc(method)}</b></p>",
+        f"<p id=model-status class={'warn' if status['status'] != 'ok' else 'ok'}>{esc(status_text(status))}</p>",
+    ]
+    if _signed(et):
+        drivers, detractors, rest = ranked_drivers(et)
+        head = ["event type", f"effect ({EFFECT_UNIT})", "95% CI", "≈ percentage points [95% CI]", "events", "sessions"]
+
+        def rows(df):
+            return [
+                f"<td class=event-type>{esc(str(r['event_type']))}</td>{_effect_cells(r, scale)}"
+                f"<td class=num>{int(r['events']):,}</td><td class=num>{int(r['sessions']):,}</td>"
+                for _, r in df.head(n).iterrows()
+            ]
+
+        if drivers.empty and detractors.empty:
+            parts.append(
+                "<p id=no-driver><b>No driver stands out</b>: every event type's effect is "
+                "indistinguishable from noise.</p>"
+            )
+        parts += [
+            "<h2>Top drivers</h2>",
+            f"<div id=drivers>{_table(head, rows(drivers))}</div>",
+            "<h2>Top detractors</h2>",
+            f"<div id=detractors>{_table(head, rows(detractors))}</div>",
+        ]
+        if not rest.empty:
+            parts.append("<p>Indistinguishable from noise: " + esc(", ".join(map(str, rest["event_type"]))) + "</p>")
+        parts.append("<h2>By position in the session</h2>")
+        parts.append(
+            _table(
+                ["position (1-based)", "effect", "95% CI", "≈ pp [95% CI]", "mean |effect|", "events"],
+                [
+                    f"<td>{esc(str(r['position_bin']))}</td>{_effect_cells(r, scale)}"
+                    f"<td class=num>{_fmt(r['mean_abs_effect_log_odds'], signed=False)}</td>"
+                    f"<td class=num>{int(r['events']):,}</td>"
+                    for _, r in pos.iterrows()
+                ],
+            )
+        )
+        parts.append(
+            "<h2>Top stores</h2><p>Effect beyond what their events' type and position explain, shrunk "
+            "towards 0 by support; ranked by the shrunk effect.</p>"
+        )
+        store_rows = [
+            f"<td class=num>{int(r['rank'])}</td><td class=store>{esc(str(r['store_name']))}</td>"
+            f"<td class=num>{_fmt(r['shrunk_net_effect_log_odds'])}</td>{_effect_cells(r, scale, 'net_effect')}"
+            f"<td class=num>{int(r['sessions']):,}</td>"
+            for _, r in st.head(n).iterrows()
+        ]
+        head = ["rank", "store", "shrunk effect", "raw effect", "95% CI", "≈ pp [95% CI]", "sessions"]
+        parts.append(f"<div id=stores>{_table(head, store_rows)}</div>")
+    else:
+        parts.append(
+            f"<p>{esc(method)} has no signed contribution: the tables are ordered by the seed's lift. "
+            "Choose grad_x_input or integrated_gradients as report.default_method for effects.</p>"
+        )
+    parts.append("<h2>Which method, and why</h2>")
+    if _signed(et):
+        parts.append(
+            f"<p>The tables use <b>{esc(method)}</b> (report.default_method): it gives every event a signed "
+            "contribution to the prediction, in log-odds, which an effect needs. Attention methods say where the "
+            "model looked, not which way an event pushes.</p>"
+        )
+    if planted is not None:
+        parts.append(f"<p>On this synthetic data, with known planted drivers: {esc(planted)}</p>")
+    if faithful:
+        noise = "" if faithful.get("beats_random") else " (but not distinguishable from a random order)"
+        parts.append(
+            f"<p>Most faithful on this data: <b>{esc(str(faithful['by_comprehensiveness']))}</b> by comprehensiveness"
+            f"{esc(noise)}, <b>{esc(str(faithful['by_sufficiency']))}</b> by sufficiency: removing the events it ranks "
+            "first moves the model's prediction the most (attribution_faithfulness.csv).</p>"
+        )
+    else:
+        parts.append("<p>No faithfulness evaluation for this model in this run (jobs/faithfulness.py).</p>")
+    parts.append("<h2>Data and model</h2><ul>")
+    sessions = status.get("sessions") or {}
+    if sessions:
+        parts.append("<li>sessions: " + esc(", ".join(f"{k} {v:,}" for k, v in sessions.items())) + "</li>")
+    if "test_roc_auc" in status:
+        low, high = status["test_roc_auc_ci"]
+        parts.append(f"<li>test ROC-AUC {status['test_roc_auc']:.3f} (95% CI {low:.3f}-{high:.3f}; 0.5 is chance)</li>")
+    if "leakage_check_roc_auc" in status:
+        parts.append(
+            f"<li>leakage check: the same model with the funnel events kept scores {status['leakage_check_roc_auc']:.3f}; "
+            "the funnel gives the answer away, which is why it is excluded</li>"
+        )
+    parts.append("</ul>")
+    image = base64.b64encode(png).decode()
+    parts.append(
+        f"<h2>The picture</h2><img alt='effects by event type, position, store' src='data:image/png;base64,{image}'>"
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts).encode()
