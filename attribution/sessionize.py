@@ -163,10 +163,10 @@ def parse_event_time(df: DataFrame, timestamp_format: str | None, time_zone: str
         ts = raw
     elif isinstance(dtype, T.TimestampNTZType):
         ts = F.to_utc_timestamp(raw.cast("timestamp"), time_zone)
-    elif timestamp_format == "epoch_s":
-        ts = F.timestamp_micros((raw.cast("double") * 1_000_000).cast("long"))
-    elif timestamp_format == "epoch_ms":
-        ts = F.timestamp_micros((raw.cast("double") * 1_000).cast("long"))
+    elif timestamp_format in ("epoch_s", "epoch_ms"):
+        # try_cast: epoch numbers as text (CSV) that don't parse give null (quarantined), not a failed job
+        scale = 1_000_000 if timestamp_format == "epoch_s" else 1_000
+        ts = F.timestamp_micros((raw.try_cast("double") * scale).try_cast("long"))
     else:
         text = F.trim(raw.cast("string"))
         parsed = F.try_to_timestamp(text, F.lit(timestamp_format)) if timestamp_format else F.try_to_timestamp(text)

@@ -313,6 +313,33 @@ def test_custom_format_and_epoch_millis(spark):
     assert r.seconds_from_prev == [0.0, 1.5]
 
 
+def test_epoch_millis_as_text_quarantines_what_does_not_parse(spark):
+    """A CSV's epoch numbers arrive as text: a value that is not a number is quarantined, not a failed job."""
+    from tests.helpers import quarantine_df
+
+    ms = int(dt.datetime(2025, 1, 15, 10, 0, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    rows = [
+        ("u1", "d1", str(ms), "m_card_view"),
+        ("u1", "d1", str(ms + 1500), "m_card_click"),
+        ("u1", "d1", "not-a-timestamp", "m_card_view"),
+        ("u1", "d1", "1.5e12x", "m_card_view"),
+    ]
+    schema = "user_id string, device_id string, event_timestamp string, event_name string"
+    conf = make_conf(
+        "input.timestamp_format=epoch_ms",
+        "input.columns.store_id=null",
+        "input.columns.discovery_feature=null",
+        "input.columns.event_rank=null",
+    )
+    out = sessionize_df(spark, rows, conf, schema=schema)
+    assert out.select("event_ts").first()[0] == [
+        dt.datetime(2025, 1, 15, 10, 0),
+        dt.datetime(2025, 1, 15, 10, 0, 1, 500000),
+    ]
+    reasons = sorted(r.reject_reason for r in quarantine_df(spark, rows, conf, schema=schema).collect())
+    assert reasons == ["unparseable_event_ts", "unparseable_event_ts"]
+
+
 def test_event_type_label_with_discovery_feature(spark):
     rows = [
         ("u1", "d1", "2025-01-15 10:00:00", "m_card_click", 1, "Traditional Carousel"),
