@@ -167,6 +167,12 @@ class GenerateConf:
     dirty_fraction: float = 0.002  # share of rows for each dirty kind
     noise_sd: float = 0.5  # unobserved per-session noise on the conversion logit
     base_logit: float = -2.9
+    # embedded: the original analysis's event names, parquet and a stores dimension; renamed: another
+    # app's table (other event and column names, CSV with epoch-ms times, no stores dimension).
+    # attribution/scenarios.py maps it into the pipeline.
+    scenario: str = "embedded"
+    # planted: the embedded default's fixed effects; random: drawn from run.seed; none: every effect 0
+    effects: str = "planted"
 
 
 @dataclass(frozen=True)
@@ -465,6 +471,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
 
 def validate(conf: Config) -> None:
     """Cross-field checks that types alone can't express."""
+    from attribution.scenarios import EFFECTS, SCENARIOS
+
+    g = conf.generate
+    if g.scenario not in SCENARIOS:
+        raise ConfigError(f"generate.scenario: {g.scenario!r} is not one of {', '.join(SCENARIOS)}")
+    if g.effects not in EFFECTS:
+        raise ConfigError(f"generate.effects: {g.effects!r} is not one of {', '.join(EFFECTS)}")
     if conf.input.format not in INPUT_FORMATS:
         raise ConfigError(f"input.format: {conf.input.format!r} is not one of {', '.join(INPUT_FORMATS)}")
     if conf.stores.format not in INPUT_FORMATS:

@@ -228,6 +228,9 @@ class GenParams:
     noise_sd: float
     base_logit: float
     time_zone: str
+    scenario: str = "embedded"  # attribution.scenarios.SCENARIOS
+    event_effects: tuple[float, ...] = ()  # per browse event code
+    store_effect_values: tuple[float, ...] = ()  # per store index
 
     @property
     def n_user_blocks(self) -> int:
@@ -245,6 +248,7 @@ def params_from(conf: Config) -> GenParams:
     start = dt.datetime.combine(
         dt.date.fromisoformat(g.start_date), dt.time(0), zoneinfo.ZoneInfo(conf.input.time_zone)
     )
+    events, stores = effects_of(g.effects, conf.run.seed, g.n_stores)
     return GenParams(
         seed=conf.run.seed,
         n_users=g.n_users,
@@ -257,7 +261,21 @@ def params_from(conf: Config) -> GenParams:
         noise_sd=g.noise_sd,
         base_logit=g.base_logit,
         time_zone=conf.input.time_zone,
+        scenario=g.scenario,
+        event_effects=tuple(float(v) for v in events),
+        store_effect_values=tuple(float(v) for v in stores),
     )
+
+
+def effects_of(kind: str, seed: int, n_stores: int) -> tuple[np.ndarray, np.ndarray]:
+    """(planted effect per browse event code, per store index) for ``generate.effects``."""
+    from attribution.scenarios import random_effects
+
+    if kind == "random":
+        return random_effects(seed, N_BROWSE, n_stores, zero=(ERROR,))
+    if kind == "none":
+        return np.zeros(N_BROWSE), np.zeros(n_stores)
+    return np.array([EVENT_EFFECTS[e] for e in BROWSE_EVENTS]), store_effects(n_stores)
 
 
 def _store_popularity(n_stores: int) -> np.ndarray:
@@ -324,8 +342,8 @@ def _browse_sessions(rng: np.random.Generator, p: GenParams, n: int):
 
 def _planted_logit(p: GenParams, lengths, ev, store) -> np.ndarray:
     n, L = ev.shape
-    eff_by_event = np.array([EVENT_EFFECTS[e] for e in BROWSE_EVENTS])
-    s_eff = store_effects(p.n_stores)
+    eff_by_event = np.asarray(p.event_effects, float)
+    s_eff = np.asarray(p.store_effect_values, float)
     pos_w = position_weight_for(np.arange(1, L + 1))[None, :]
     valid = ev >= 0
     contrib = np.where(valid, eff_by_event[np.maximum(ev, 0)], 0.0) * pos_w
@@ -449,16 +467,21 @@ def _bot_block(rng: np.random.Generator, p: GenParams, bot: int) -> dict[str, np
 
 def _finish(rng: np.random.Generator, p: GenParams, e: dict[str, np.ndarray]) -> pd.DataFrame:
     """Turn codes into the raw table's columns and plant the dirty rows (one kind per row, known)."""
+    from attribution.scenarios import event_names
+
     m = len(e["event"])
-    names = np.array(ALL_EVENTS + (UNKNOWN_EVENT,), dtype=object)
+    names = np.array(event_names(p.scenario, ALL_EVENTS + (UNKNOWN_EVENT,)), dtype=object)
     features = np.array(CARD_FEATURES + (SEARCH_FEATURE,), dtype=object)
     f = p.dirty_fraction
     probs = np.array([f, f / 3, f / 3, f / 3, f, f, 1.0 - 4 * f])
     kind = rng.choice(len(probs), size=m, p=probs / probs.sum())
     user = pd.array(np.char.add("user", e["user"].astype(str)), dtype=object)
     device = pd.array(np.char.add("device", e["device"].astype(str)), dtype=object)
-    ts = pd.to_datetime(e["ts_ms"], unit="ms", utc=True).tz_convert(p.time_zone)
-    ts_text = np.asarray(ts.strftime("%Y-%m-%d %H:%M:%S.%f").str.slice(0, 23), dtype=object)
+    if p.scenario == "renamed":  # epoch milliseconds, as text in a CSV
+        ts_text = np.asarray(e["ts_ms"].astype(str), dtype=object)
+    else:
+        ts = pd.to_datetime(e["ts_ms"], unit="ms", utc=True).tz_convert(p.time_zone)
+        ts_text = np.asarray(ts.strftime("%Y-%m-%d %H:%M:%S.%f").str.slice(0, 23), dtype=object)
     event_code = np.where(kind == 5, len(names) - 1, e["event"])
     df = pd.DataFrame(
         {
@@ -484,31 +507,58 @@ def _finish(rng: np.random.Generator, p: GenParams, e: dict[str, np.ndarray]) ->
     df.loc[kind == 4, "event_timestamp"] = np.where(
         rng.random(int((kind == 4).sum())) < 0.5, "not-a-timestamp", "2025-13-45 99:99:99"
     )
-    return pd.concat([df, dup], ignore_index=True)
+    out = pd.concat([df, dup], ignore_index=True)
+    if p.scenario == "renamed":
+        from attribution.scenarios import RENAMED_COLUMNS
+
+        out = out.drop(columns=["event_rank"]).rename(columns=RENAMED_COLUMNS)
+    return out
+
+
+def raw_schema(scenario: str) -> str:
+    """The generated table's Spark schema for ``scenario``."""
+    if scenario != "renamed":
+        return RAW_SCHEMA
+    from attribution.scenarios import RENAMED_COLUMNS
+
+    types = {"store_id": "long"}
+    return ", ".join(f"{RENAMED_COLUMNS.get(c, c)} {types.get(c, 'string')}" for c in RAW_COLUMNS if c != "event_rank")
 
 
 def ground_truth(conf: Config) -> dict:
     """The planted model, written beside the data so later stages can check what attribution recovers."""
+    from attribution.scenarios import event_names
+
     g = conf.generate
     stores = store_table(g.n_stores)
-    eff = store_effects(g.n_stores)
+    events, eff = effects_of(g.effects, conf.run.seed, g.n_stores)
+    renamed = g.scenario == "renamed"
+    browse = event_names(g.scenario, BROWSE_EVENTS)
     return {
         "model": "logit = base_logit + sum_i (event_effect[type_i] + store_effect[store_i]*clicklike_i)"
         " * position_weight[bin_i] + Normal(0, noise_sd); browse events only",
+        "scenario": g.scenario,
+        "effects": g.effects,
         "base_logit": g.base_logit,
         "noise_sd": g.noise_sd,
-        "event_type_effects": EVENT_EFFECTS,
+        # error events are dropped by the pipeline's rules, so no model sees them: not a driver to find
+        "event_type_effects": {browse[i]: float(events[i]) for i in range(N_BROWSE) if i != ERROR},
         "position_weights": POSITION_WEIGHTS,
-        "store_effect_applies_to": [BROWSE_EVENTS[i] for i in CLICKLIKE],
+        "store_effect_applies_to": [browse[i] for i in CLICKLIKE],
         "store_effects": {
-            str(int(stores.store_id[i])): {"store_name": stores.store_name[i], "effect": float(eff[i])}
+            str(int(stores.store_id[i])): {
+                "store_name": str(int(stores.store_id[i])) if renamed else stores.store_name[i],
+                "effect": float(eff[i]),
+            }
             for i in range(g.n_stores)
             if eff[i] != 0.0
         },
-        "funnel_events": list(FUNNEL_EVENTS),
-        "conversion_events": list(DEFAULT_CONVERSION_EVENTS),
-        "unknown_event_name": UNKNOWN_EVENT,
-        "timestamps": f"event_timestamp is local wall-clock time in {conf.input.time_zone}, no offset",
+        "funnel_events": list(event_names(g.scenario, FUNNEL_EVENTS)),
+        "conversion_events": list(event_names(g.scenario, DEFAULT_CONVERSION_EVENTS)),
+        "unknown_event_name": event_names(g.scenario, (UNKNOWN_EVENT,))[0],
+        "timestamps": "ts_ms is epoch milliseconds (CSV text)"
+        if renamed
+        else f"event_timestamp is local wall-clock time in {conf.input.time_zone}, no offset",
         "n_users": g.n_users,
         "n_bot_users": g.n_bot_users,
         "bot_user_ids": [f"user{g.n_users + b}" for b in range(g.n_bot_users)],
@@ -526,17 +576,21 @@ def generate_events(spark, conf: Config):
                 yield generate_block(p, int(block))
 
     blocks = spark.range(0, p.n_blocks, numPartitions=min(conf.generate.partitions, p.n_blocks))
-    return blocks.mapInPandas(gen, RAW_SCHEMA)
+    return blocks.mapInPandas(gen, raw_schema(p.scenario))
 
 
 def run(spark, conf: Config) -> dict:
     """Generate and write the raw events, the stores dimension and the ground truth. Returns counts."""
     g = conf.generate
     events = generate_events(spark, conf)
-    events.write.mode("overwrite").parquet(g.output_path)
-    stores = spark.createDataFrame(store_table(g.n_stores))
-    stores.coalesce(1).write.mode("overwrite").parquet(g.stores_path)
-    written = spark.read.parquet(g.output_path)
+    if g.scenario == "renamed":  # CSV with a header, and no stores dimension
+        events.write.mode("overwrite").option("header", "true").csv(g.output_path)
+        written = spark.read.option("header", "true").csv(g.output_path)
+    else:
+        events.write.mode("overwrite").parquet(g.output_path)
+        stores = spark.createDataFrame(store_table(g.n_stores))
+        stores.coalesce(1).write.mode("overwrite").parquet(g.stores_path)
+        written = spark.read.parquet(g.output_path)
     counts = {
         (r["planted_dirty_kind"] or "clean"): int(r["n"])
         for r in written.groupBy("planted_dirty_kind").count().withColumnRenamed("count", "n").collect()
