@@ -27,8 +27,10 @@ logit either way (the position table's reading of "which steps matter most").
 type and position already explain much of their contribution. ``net_effect_log_odds`` is the mean of
 (contribution - the mean contribution of store events of the same event type and position bin), with
 its session-clustered CI; ``shrunk_net_effect_log_odds`` pulls it towards 0 by its support (empirical
-Bayes: x tau^2 / (tau^2 + se^2), with tau^2 the spread of the stores' effects around 0 beyond their noise,
-estimated by the method of moments), so a store seen in a few sessions can't top the ranking by luck.
+Bayes: x tau^2 / (tau^2 + se^2 + b / sessions), where b / sessions is the noise of the model's estimate
+for a store it saw rarely, and tau^2 the spread of the true effects around 0; both come from a line
+through the stores' effects, see :func:`shrink`), so a store seen in a few sessions can't top the
+ranking by luck.
 Stores are ranked by the shrunk effect, among those with at least ``min_sessions`` sessions.
 
 **Length-adjusted attribution** = attribution x session_length, so 1.0 is an average share. The raw
@@ -374,20 +376,41 @@ def _bin_index(table: pa.Table) -> pa.Array:
     return pc.fill_null(idx, len(POSITION_BINS))
 
 
-def shrink(effect: np.ndarray, se: np.ndarray) -> tuple[np.ndarray, float]:
-    """Empirical-Bayes shrinkage towards 0: ``effect * tau2 / (tau2 + se^2)`` with ``tau2`` = the variance
-    of the effects beyond their sampling noise (method of moments around 0: mean(effect^2) - mean(se^2),
-    at least 0).
-    A NaN effect or SE shrinks to 0. Returns (shrunk, tau2)."""
+def shrink(effect: np.ndarray, se: np.ndarray, support: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
+    """Empirical-Bayes shrinkage towards 0 by support: ``effect * tau2 / (tau2 + noise)``.
+
+    A store's measured effect is its true effect plus two kinds of noise: the sampling noise of the
+    sessions that measured it (``se^2``), and the noise of the model's own estimate for that store,
+    which is larger the fewer sessions it was learned from (a rarely seen store id keeps an embedding
+    that is mostly its random start, and gives large, consistent and meaningless contributions that
+    ``se`` can't see). So ``noise = se^2 + b / support``, and with ``tau2`` the variance of the true
+    effects around 0, E[effect^2 - se^2] = tau2 + b / support: a least-squares line through the stores'
+    (1 / support, effect^2 - se^2) gives ``tau2`` (its intercept) and ``b`` (its slope), both at least
+    0. Without ``support`` (or fewer than 3 stores), ``b`` = 0 and tau2 = mean(effect^2 - se^2).
+    A NaN effect or SE shrinks to 0. Returns (shrunk, tau2, b)."""
     ok = np.isfinite(effect) & np.isfinite(se)
-    if ok.sum() < 2:
-        return np.where(ok, effect, 0.0), float("nan")
-    e, s2 = effect[ok], se[ok] ** 2
-    tau2 = max(0.0, float(np.mean(e * e) - np.mean(s2)))  # E[effect^2] = tau2 + E[se^2] around 0
+    if support is not None:
+        ok &= np.asarray(support, float) > 0
     out = np.zeros(len(effect))
+    if ok.sum() < 2:
+        return np.where(ok, effect, 0.0), float("nan"), float("nan")
+    e, s2 = effect[ok], se[ok] ** 2
+    y = e * e - s2
+    b = 0.0
+    if support is not None and ok.sum() >= 3:
+        x = 1.0 / np.asarray(support, float)[ok]
+        if np.var(x) > 0:
+            b = max(0.0, float(np.cov(x, y, bias=True)[0, 1] / np.var(x)))
+        tau2 = float(np.mean(y) - b * np.mean(x))
+        if tau2 < 0:  # the line crosses below 0: no spread of true effects beyond the noise
+            tau2 = 0.0
+        noise = s2 + b * x
+    else:
+        tau2 = max(0.0, float(np.mean(y)))
+        noise = s2
     if tau2 > 0:
-        out[ok] = e * tau2 / (tau2 + s2)
-    return out, tau2
+        out[ok] = e * tau2 / (tau2 + noise)
+    return out, tau2, b
 
 
 def _rank_within(method: np.ndarray) -> np.ndarray:
@@ -438,11 +461,12 @@ def finish(stats: pa.Table, kind: str, min_events: int = 10, min_sessions: int =
         method = rows["method"].to_numpy(zero_copy_only=False)
         net = rows["net_effect_log_odds"].to_numpy(zero_copy_only=False).astype(float)
         se = rows["net_effect_se"].to_numpy(zero_copy_only=False).astype(float)
+        support = rows["sessions"].to_numpy(zero_copy_only=False).astype(float)
         signed = np.zeros(rows.num_rows, dtype=bool)
         for m in np.unique(method):
             at = method == m
             signed[at] = np.isfinite(net[at]).any()
-            shrunk[at] = shrink(net[at], se[at])[0]
+            shrunk[at] = shrink(net[at], se[at], support[at])[0]
         shrunk_col = pa.array(np.where(signed, shrunk, np.nan), pa.float64(), mask=~signed)
         cols = [
             "method",

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = "generate,sessionize,train,attribute,report"
 
 
-def run_one(work: Path, effects: str, seed: int, users: int, days: int, extra: list[str]) -> dict:
+def run_one(work: Path, effects: str, seed: int, users: int, days: int, extra: list[str], stages: str = STAGES) -> dict:
     from jobs import pipeline
 
     name = f"renamed-{effects}-{seed}"
@@ -51,7 +51,7 @@ def run_one(work: Path, effects: str, seed: int, users: int, days: int, extra: l
         "report.default_method=integrated_gradients",
         *extra,
     ]
-    argv = ["--conf", str(ROOT / "conf" / "local.yaml"), "--stages", STAGES]
+    argv = ["--conf", str(ROOT / "conf" / "local.yaml"), "--stages", stages]
     for s in sets:
         argv += ["--set", s]
     started = time.time()
@@ -91,12 +91,18 @@ def main(argv=None) -> int:
     p.add_argument("--users", type=int, default=12000)
     p.add_argument("--days", type=int, default=2)
     p.add_argument("--work", default=str(ROOT / "bench" / "results" / "scenarios"))
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="rerun only the report stage on the runs already under --work (a change to the tables alone)",
+    )
     args = p.parse_args(argv)
     work = Path(args.work)
     rows = []
     for effects, seeds in (("random", args.seeds), ("none", args.null_seeds)):
         for seed in [int(s) for s in seeds.split(",") if s]:
-            rows.append(run_one(work, effects, seed, args.users, args.days, []))
+            stages = "report" if args.report_only else STAGES
+            rows.append(run_one(work, effects, seed, args.users, args.days, [], stages))
             print(json.dumps(rows[-1]), flush=True)
     df = pd.DataFrame(rows)
     rnd, null = df[df.effects == "random"], df[df.effects == "none"]

@@ -143,13 +143,19 @@ def test_store_effect_is_beyond_its_events_type_and_position_and_ranked_by_the_s
     assert table.loc["A", "net_effect_se"] == pytest.approx(0.0, abs=1e-12)
     m, se = _clustered_mean_and_se([(0.2 + 0.01 * i - view_cell, 1) for i in range(4)])
     assert table.loc["B", "net_effect_se"] == pytest.approx(se)
-    # the shrunk value: effect x tau2 / (tau2 + se^2), tau2 = mean(effect^2) - mean(se^2)
-    effects = table[["net_effect_log_odds", "net_effect_se"]].to_numpy()
-    tau2 = (effects[:, 0] ** 2).mean() - (effects[:, 1] ** 2).mean()
-    for store, (e, s) in zip(table.index, effects, strict=True):
-        assert table.loc[store, "shrunk_net_effect_log_odds"] == pytest.approx(e * tau2 / (tau2 + s * s))
+    # the shrunk value: effect x tau2 / (tau2 + se^2 + b / sessions), with tau2 and b the intercept and
+    # slope of the line through (1 / sessions, effect^2 - se^2), both at least 0
+    e, se_, n = (table[c].to_numpy(float) for c in ("net_effect_log_odds", "net_effect_se", "sessions"))
+    slope, intercept = np.polyfit(1 / n, e * e - se_ * se_, 1)
+    b = max(slope, 0.0)
+    tau2 = max(float(np.mean(e * e - se_ * se_) - b * np.mean(1 / n)), 0.0) if slope < 0 else max(intercept, 0.0)
+    expected = e * tau2 / (tau2 + se_ * se_ + b / n) if tau2 > 0 else np.zeros(len(e))
+    assert table.shrunk_net_effect_log_odds.to_numpy(float) == pytest.approx(expected)
     ordered = _tables(events, min_events=4)["store"]
-    assert list(ordered.store_id) == ["B", "C", "A"] and list(ordered["rank"]) == [1, 2, 3]
+    by_shrunk = sorted(table.index, key=lambda k: (-table.loc[k, "shrunk_net_effect_log_odds"], k))
+    assert list(ordered.store_id) == by_shrunk and list(ordered["rank"]) == [1, 2, 3]
+    # by the net effect alone (no shrinkage) B leads and A, all page loads, comes last
+    assert sorted(table.index, key=lambda k: -table.loc[k, "net_effect_log_odds"]) == ["B", "C", "A"]
     # support: C has 8 sessions, A and B 4 each
     assert list(_tables(events, min_events=4, min_sessions=5)["store"].store_id) == ["C"]
 
@@ -157,11 +163,30 @@ def test_store_effect_is_beyond_its_events_type_and_position_and_ranked_by_the_s
 def test_shrinkage_pulls_noisy_effects_towards_zero():
     effects = np.array([0.5, 0.5, -0.1, 0.0])
     se = np.array([0.05, 0.5, 0.05, np.nan])
-    shrunk, tau2 = aggregate.shrink(effects, se)
-    assert tau2 == pytest.approx((0.25 + 0.25 + 0.01) / 3 - (0.0025 + 0.25 + 0.0025) / 3)
-    assert shrunk[0] > shrunk[1] > 0  # the same effect, less support: pulled further towards 0
+    shrunk, tau2, b = aggregate.shrink(effects, se)
+    assert tau2 == pytest.approx((0.25 + 0.25 + 0.01) / 3 - (0.0025 + 0.25 + 0.0025) / 3) and b == 0
+    assert shrunk[0] > shrunk[1] > 0  # the same effect, less precise: pulled further towards 0
     assert shrunk[3] == 0.0  # no SE: no evidence
     assert aggregate.shrink(np.array([0.1, -0.1]), np.array([1.0, 1.0]))[0].tolist() == [0.0, 0.0]  # all noise
+
+
+def test_shrinkage_by_support_discounts_what_a_rarely_seen_store_measures():
+    """Rare stores (20 sessions) measure large effects of either sign with tiny sampling SEs (the model's
+    estimate for them is noise, consistent across their sessions); common ones (1,000 sessions) small
+    ones. The effect^2 vs 1/sessions line has slope ~ 0.04 x 20: a rare store's effect is mostly that."""
+    rare = np.array([0.2, -0.2, 0.2, -0.2])
+    common = np.array([0.1, -0.1, 0.0, 0.0])
+    effects = np.r_[rare, common]
+    se = np.full(8, 0.01)
+    support = np.r_[np.full(4, 20.0), np.full(4, 1000.0)]
+    shrunk, tau2, b = aggregate.shrink(effects, se, support)
+    x, y = 1 / support, effects**2 - se**2
+    slope, intercept = np.polyfit(x, y, 1)
+    assert b == pytest.approx(slope) and tau2 == pytest.approx(intercept)
+    assert shrunk == pytest.approx(effects * tau2 / (tau2 + se**2 + b * x))
+    assert shrunk[4] > shrunk[0] > 0  # the common store's 0.1 now ranks above the rare store's 0.2
+    plain = aggregate.shrink(effects, se)[0]
+    assert plain[0] > plain[4]  # by sampling noise alone it would not
 
 
 def test_position_table_keeps_the_bin_order_and_position_zero(events):
