@@ -48,12 +48,26 @@ def build_tables(events: DataFrame, conf: Config, status: str = "unknown") -> di
         aggregate.long_format(events), r.store_min_events, r.heatmap_positions, min_sessions=r.store_min_sessions
     )
     run_id = conf.run.run_id or ""
+    if status == "at_chance":  # a CI is conditional on the model; a model at chance supports no verdict
+        out = {name: _no_verdict(t) for name, t in out.items()}
     return {
         name: t.add_column(0, "run_id", pa.array([run_id] * t.num_rows, pa.string())).add_column(
             1, "model_status", pa.array([status] * t.num_rows, pa.string())
         )
         for name, t in out.items()
     }
+
+
+AT_CHANCE_VERDICT = "indistinguishable from noise (the model is at chance)"
+
+
+def _no_verdict(table: pa.Table) -> pa.Table:
+    """``table`` with every effect verdict replaced by AT_CHANCE_VERDICT (where there is one)."""
+    if "effect_verdict" not in table.column_names:
+        return table
+    column = table["effect_verdict"]
+    replaced = pc.if_else(pc.is_null(column), column, pa.scalar(AT_CHANCE_VERDICT, pa.string()))
+    return table.set_column(table.column_names.index("effect_verdict"), "effect_verdict", replaced)
 
 
 def frames(tables: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
@@ -426,6 +440,8 @@ def key_insights(tables: dict[str, pd.DataFrame], method: str, n: int = 5, statu
     drivers, detractors, rest = ranked_drivers(et)
     if drivers.empty and detractors.empty:
         lines.append("No driver stands out: every event type's effect is indistinguishable from noise.")
+    if status and status.get("status") == "at_chance":
+        lines.append("(Effects below are what this model computes; with the model at chance they mean nothing.)")
     if not drivers.empty:
         lines.append(f"Drivers (CI above 0), strongest first ({min(n, len(drivers))} of {len(drivers)}):")
         for _, r in drivers.head(n).iterrows():
@@ -447,7 +463,8 @@ def key_insights(tables: dict[str, pd.DataFrame], method: str, n: int = 5, statu
     if ranked.empty:
         lines.append("  (no store reaches the minimum support, or the events carry no store)")
     for _, r in ranked.head(n).iterrows():
-        noise = "" if r["effect_verdict"] != "indistinguishable from noise" else "; indistinguishable from noise"
+        verdict = r["effect_verdict"]
+        noise = "" if pd.isna(verdict) or verdict in VERDICT_COLORS else f"; {verdict}"
         lines.append(
             f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['shrunk_net_effect_log_odds']:+.4f} "
             f"(raw {_effect_text(r, 'net_effect')}; {_support(r, 'event_count')}{noise})"

@@ -466,9 +466,13 @@ def test_a_model_at_chance_is_said_first_and_carried_by_every_table(spark, event
     assert set(csv.model_status) == {status}
     if status == "at_chance":
         assert second.startswith("THE MODEL PREDICTS NO BETTER THAN CHANCE") and "no driver can" in second
+        # a model at chance supports no verdict: none is flagged, whatever the CIs say
+        assert set(csv.effect_verdict.dropna()) == {report.AT_CHANCE_VERDICT}
+        assert "No driver stands out" in result["insights"]
         assert "<p id=model-status class=warn>THE MODEL PREDICTS NO BETTER THAN CHANCE" in page
     else:
         assert second.startswith("The model predicts conversion better than chance (test ROC-AUC 0.800")
+        assert report.AT_CHANCE_VERDICT not in set(csv.effect_verdict.dropna())
     # the event table scored by another model: its quality is unknown, and said so
     (tmp_path / "model" / "metrics.json").write_text(json.dumps({"model_sha256": "cd" * 32, "test": test}))
     other = report.run(spark, conf)

@@ -77,6 +77,11 @@ def test_the_null_scenario_on_another_apps_table_says_no_driver_can_be_read(spar
     report = out / "report"
     types = pd.read_csv(report / "event_type_attribution_no_funnel.csv")
     assert set(types.model_status) == {"at_chance"} and "app_pause" in set(types.event_type)
+    from attribution.report import AT_CHANCE_VERDICT
+
+    for stem in ("event_type", "position", "store"):  # no key flagged as a driver or a detractor
+        verdicts = set(pd.read_csv(report / f"{stem}_attribution_no_funnel.csv").effect_verdict.dropna())
+        assert verdicts <= {AT_CHANCE_VERDICT}, (stem, verdicts)
     stores = pd.read_csv(report / "store_attribution_no_funnel.csv")
     assert (stores.store_name.astype(str) == stores.store_id.astype(str)).all()  # no dimension: ids
     page = (report / "index.html").read_text()
