@@ -243,21 +243,25 @@ def picture(tables: dict[str, pd.DataFrame], method: str, top: int = 15, status:
     return buf.getvalue()
 
 
-def _bars(ax, labels, values, low, high, verdicts, horizontal: bool = True) -> None:
-    """Bars with 95% CI whiskers, coloured by verdict (grey: indistinguishable from noise or no CI)."""
+def _bars(ax, labels, values, low, high, verdicts, horizontal: bool = True, center=None) -> None:
+    """Bars coloured by verdict (grey: indistinguishable from noise or no CI), with 95% CI whiskers around
+    ``center`` (default: the bars' values; the stores' whiskers are their raw effect's, around it)."""
     import numpy as np
 
     values = np.asarray(values, float)
-    err = np.vstack([values - np.asarray(low, float), np.asarray(high, float) - values])
-    err = np.where(np.isfinite(err), err, 0.0)
+    center = values if center is None else np.asarray(center, float)
+    err = np.vstack([center - np.asarray(low, float), np.asarray(high, float) - center])
+    err = np.clip(np.where(np.isfinite(err), err, 0.0), 0.0, None)
     colors = [VERDICT_COLORS.get(v, NOISE_COLOR) for v in verdicts]
     at = np.arange(len(values))
     if horizontal:
-        ax.barh(at, values, xerr=err, color=colors, capsize=3)
+        ax.barh(at, values, color=colors)
+        ax.errorbar(center, at, xerr=err, fmt="none" if center is values else "o", color="black", capsize=3)
         ax.set_yticks(at, labels)
         ax.axvline(0, color="black", linewidth=0.8)
     else:
-        ax.bar(at, values, yerr=err, color=colors, capsize=3)
+        ax.bar(at, values, color=colors)
+        ax.errorbar(at, center, yerr=err, fmt="none" if center is values else "o", color="black", capsize=3)
         ax.set_xticks(at, labels)
         ax.axhline(0, color="black", linewidth=0.8)
 
@@ -350,8 +354,9 @@ def figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, status: 
             top_st["net_effect_ci_low"],
             top_st["net_effect_ci_high"],
             top_st["effect_verdict"],
+            center=top_st["net_effect_log_odds"],
         )
-        ax.set_title("Top stores by effect beyond their events' type and position (shrunk; 95% CI of the raw effect)")
+        ax.set_title("Top stores by effect beyond their type and position (bars: shrunk; dots: raw with 95% CI)")
         ax.set_xlabel(EFFECT_UNIT)
     else:
         ax.barh(top_st["store_name"].astype(str), top_st["mean_attribution"], color=NOISE_COLOR)

@@ -477,3 +477,27 @@ def test_a_model_at_chance_is_said_first_and_carried_by_every_table(spark, event
     (tmp_path / "model" / "metrics.json").write_text(json.dumps({"model_sha256": "cd" * 32, "test": test}))
     other = report.run(spark, conf)
     assert other["model_status"]["status"] == "unknown" and "another model" in other["insights"].splitlines()[1]
+
+
+def test_the_store_panel_draws_a_shrunk_bar_outside_its_raw_ci(events, tmp_path):
+    """Shrinkage can pull a store's bar below its raw effect's CI (a rare store with a large raw effect):
+    the whiskers belong to the raw effect, drawn around it, not around the bar."""
+    tables = report.frames(report.build_tables(events, _conf(tmp_path)))
+    tables["store"] = pd.DataFrame(
+        {
+            "method": "grad_x_input",
+            "rank": [1, 2],
+            "store_id": ["x", "y"],
+            "store_name": ["X", "Y"],
+            "shrunk_net_effect_log_odds": [0.02, 0.01],
+            "net_effect_log_odds": [0.2, 0.05],
+            "net_effect_ci_low": [0.15, -0.01],
+            "net_effect_ci_high": [0.25, 0.11],
+            "effect_verdict": ["drives conversion", "indistinguishable from noise"],
+            "mean_attribution": [0.5, 0.5],
+        }
+    )
+    fig = report.figure(tables, "grad_x_input")
+    panel = next(ax for ax in fig.axes if ax.get_title().startswith("Top stores"))
+    assert [round(p.get_width(), 3) for p in panel.patches] == [0.01, 0.02]  # the shrunk values, bottom up
+    assert report.picture(tables, "grad_x_input")[:8] == b"\x89PNG\r\n\x1a\n"
