@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     df = pd.DataFrame(rows)
     rnd, null = df[df.effects == "random"], df[df.effects == "none"]
     summary = {
-        "machine": "see docs/benchmarks in the README (2 shared cores)",
+        "machine": "2 shared cores, Spark local[2] (docs/scenarios.md)",
         "users": args.users,
         "days": args.days,
         "random": {
@@ -120,7 +120,7 @@ def main(argv=None) -> int:
         },
         "null": {
             "seeds": len(null),
-            "keys_flagged_share_mean": float((null.keys_flagged / null.keys).mean()) if len(null) else None,
+            "keys_flagged_share_mean": float((null["keys_flagged"] / null["keys"]).mean()) if len(null) else None,
             "at_chance": int((null.model_status == "at_chance").sum()),
         },
         "runs": rows,
