@@ -294,6 +294,16 @@ def test_dst_spring_forward_gap_is_two_minutes_not_an_hour(spark):
     assert r.session_id == "u1_d1_2025-03-09_1" and r.seconds_from_prev == [0.0, 120.0]
 
 
+def _epoch_ms_conf():
+    """Epoch-millisecond times and only the four required columns."""
+    return make_conf(
+        "input.timestamp_format=epoch_ms",
+        "input.columns.store_id=null",
+        "input.columns.discovery_feature=null",
+        "input.columns.event_rank=null",
+    )
+
+
 def test_custom_format_and_epoch_millis(spark):
     rows = [("u1", "d1", "15/01/2025 10:00", "m_card_view"), ("u1", "d1", "15/01/2025 10:01", "m_card_click")]
     out = sessionize_df(spark, rows, make_conf("input.timestamp_format=dd/MM/yyyy HH:mm"))
@@ -301,12 +311,7 @@ def test_custom_format_and_epoch_millis(spark):
     schema = "user_id string, device_id string, event_timestamp long, event_name string"
     ms = int(dt.datetime(2025, 1, 15, 10, 0, tzinfo=dt.timezone.utc).timestamp() * 1000)
     rows = [("u1", "d1", ms, "m_card_view"), ("u1", "d1", ms + 1500, "m_card_click")]
-    conf = make_conf(
-        "input.timestamp_format=epoch_ms",
-        "input.columns.store_id=null",
-        "input.columns.discovery_feature=null",
-        "input.columns.event_rank=null",
-    )
+    conf = _epoch_ms_conf()
     out = sessionize_df(spark, rows, conf, schema=schema)
     r = out.select("event_ts", "seconds_from_prev").first()
     assert r.event_ts == [dt.datetime(2025, 1, 15, 10, 0), dt.datetime(2025, 1, 15, 10, 0, 1, 500000)]
@@ -325,12 +330,7 @@ def test_epoch_millis_as_text_quarantines_what_does_not_parse(spark):
         ("u1", "d1", "1.5e12x", "m_card_view"),
     ]
     schema = "user_id string, device_id string, event_timestamp string, event_name string"
-    conf = make_conf(
-        "input.timestamp_format=epoch_ms",
-        "input.columns.store_id=null",
-        "input.columns.discovery_feature=null",
-        "input.columns.event_rank=null",
-    )
+    conf = _epoch_ms_conf()
     out = sessionize_df(spark, rows, conf, schema=schema)
     assert out.select("event_ts").first()[0] == [
         dt.datetime(2025, 1, 15, 10, 0),
