@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------------
-# The schema. Defaults are the seed's (../shared/seed) where it states one.
+# The schema. Defaults are the original analysis's (the notebook this project reproduces) where it states one.
 # --------------------------------------------------------------------------------------------------
 
 INPUT_FORMATS = ("parquet", "csv", "json", "delta", "table")
