@@ -17,11 +17,14 @@ from attribution.model import ArtifactError
 from attribution.sessionize import ReconciliationError
 from attribution.spark import EnvironmentProblem, build_spark, qualify_output_dir
 from attribution.train import TrainingError
+from udfs.attribution_udf import AttributionReconciliationError
 
 log = logging.getLogger("jobs")
 
 # Problems the user can fix: print one clear line and exit 2, no Java stack trace.
 USER_ERRORS = (ConfigError, InputError, EnvironmentProblem, FeatureMismatch, ArtifactError, TrainingError)
+# Counts that don't reconcile: a bug, never the user's; one line and exit 3.
+INTERNAL_ERRORS = (ReconciliationError, AttributionReconciliationError)
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -80,7 +83,7 @@ def main_of(
         except USER_ERRORS as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        except ReconciliationError as exc:
+        except INTERNAL_ERRORS as exc:
             print(f"internal error (please report): {exc}", file=sys.stderr)
             return 3
 

@@ -134,6 +134,24 @@ def test_cli_missing_input_column_exit_2(tmp_path):
     assert "error: input column 'event_name' (input.columns.event_name) not found" in res.stderr
 
 
+@pytest.mark.parametrize("which", ["sessionize", "attribution"])
+def test_counts_that_do_not_reconcile_are_one_line_and_exit_3(spark, tmp_path, capsys, which):
+    """Both stages' reconciliation errors (a bug, never the user's) map to the README's exit 3, one line."""
+    from attribution.sessionize import ReconciliationError
+    from jobs._cli import main_of
+    from udfs.attribution_udf import AttributionReconciliationError
+
+    error = {"sessionize": ReconciliationError, "attribution": AttributionReconciliationError}[which]
+
+    def body(spark, conf, args):
+        raise error("10 events in but 9 event rows written")
+
+    main = main_of("a stage", body)
+    assert main(["--set", f"run.output_dir={tmp_path}"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "internal error (please report): 10 events in but 9 event rows written"
+
+
 def test_missing_java_is_one_clear_line(monkeypatch):
     from attribution.config import SparkConf
     from attribution.spark import EnvironmentProblem, build_spark
