@@ -428,14 +428,15 @@ def finish(stats: pa.Table, kind: str, min_events: int = 10, min_sessions: int =
     net effect (methods without one by mean attribution, as the seed); type x position by type and
     position."""
     rows = stats.filter(pc.equal(stats["kind"], kind))
-    effect = list(EFFECT_COLUMNS)
+
+    def with_effect(key: str) -> pa.Table:  # the event-type and position tables' columns
+        cols = ["method", key, *EFFECT_COLUMNS, "event_count", "sessions", "mean_abs_effect_log_odds", *LIFT_COLUMNS]
+        out = rows.select(cols)
+        return out.rename_columns([("events" if c == "event_count" else c) for c in out.column_names])
+
     if kind == "event_type":
-        out = rows.select(
-            ["method", "event_type", *effect, "event_count", "sessions", "mean_abs_effect_log_odds", *LIFT_COLUMNS]
-        )
-        out = out.rename_columns([("events" if c == "event_count" else c) for c in out.column_names])
         return _order(
-            out,
+            with_effect("event_type"),
             [
                 ("method", "ascending"),
                 ("effect_log_odds", "descending"),
@@ -444,11 +445,7 @@ def finish(stats: pa.Table, kind: str, min_events: int = 10, min_sessions: int =
             ],
         )
     if kind == "position":
-        out = rows.select(
-            ["method", "position_bin", *effect, "event_count", "sessions", "mean_abs_effect_log_odds", *LIFT_COLUMNS]
-        )
-        out = out.rename_columns([("events" if c == "event_count" else c) for c in out.column_names])
-        out = out.append_column("_bin", _bin_index(rows))
+        out = with_effect("position_bin").append_column("_bin", _bin_index(rows))
         return _order(out, [("method", "ascending"), ("_bin", "ascending")]).drop_columns(["_bin"])
     if kind == "store":
         rows = rows.filter(

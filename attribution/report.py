@@ -511,7 +511,8 @@ def run(spark, conf: Config) -> dict:
 
     planted = None
     if recovered is not None and recovered.num_rows:
-        planted = planted_sentence(ground_truth.summary(recovered, method), recovered.to_pandas(), method)
+        checks = ground_truth.summary(recovered, method)
+        planted = planted_sentence(checks, recovered.to_pandas(), method)
 
     def html() -> bytes:
         return page.render(views, method, status, faithful, drawn.result(), conf.run.run_id or "", planted=planted)
@@ -538,7 +539,7 @@ def run(spark, conf: Config) -> dict:
         "seconds": round(time.time() - started, 2),
     }
     if recovered is not None and recovered.num_rows:
-        result["ground_truth"] = ground_truth.summary(recovered, method)
+        result["ground_truth"] = checks
     if faithful:
         result["most_faithful"] = faithful
     return result
