@@ -33,6 +33,15 @@ through the stores' effects, see :func:`shrink`), so a store seen in a few sessi
 ranking by luck.
 Stores are ranked by the shrunk effect, among those with at least ``min_sessions`` sessions.
 
+**Removal effect** (``removal_effect_pp``, see attribution/removal.py): the mean, over the sampled sessions
+that have the key, of the model's P(convert) minus its P(convert) with every event of the key removed, in
+percentage points; its 95% CI treats the sessions as independent draws (one value per session). Beside
+it: ``removal_relative_lift`` = that mean / the mean P(convert) without the key (how much higher the
+predicted conversion is with the key's events than without), and ``attributable_conversions`` = the
+effect x the key's sessions in the table (predicted conversions owed to the key). It needs no attribution
+method, so every method's row of a key has the same removal columns. Null when the attribute stage ran
+with ``attribution.removal_sessions`` 0 or no sampled session has the key.
+
 **Length-adjusted attribution** = attribution x session_length, so 1.0 is an average share. The raw
 normalized score is confounded by session length: an event in a 5-event session gets 5x the share of one
 in a 25-event session, and converted sessions are longer or shorter than others for reasons of their own.
@@ -67,6 +76,20 @@ STORE_EFFECT_COLUMNS = (
     "effect_verdict",
 )
 SUPPORT_COLUMNS = ("events", "sessions", "mean_abs_effect_log_odds")
+REMOVAL_COLUMNS = (
+    "removal_effect_pp",
+    "removal_ci_low_pp",
+    "removal_ci_high_pp",
+    "removal_relative_lift",
+    "attributable_conversions",
+    "removal_sessions",
+)
+# table -> (its key column in the event table, the event table's removal column)
+REMOVAL_SOURCES = {
+    "event_type": ("event_type", "removal_effect_type"),
+    "position": ("position_bin", "removal_effect_position"),
+    "store": ("store_id", "removal_effect_store"),
+}
 
 
 def long_format(events: DataFrame) -> DataFrame:
@@ -367,6 +390,72 @@ def lift_stats(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> D
     )
 
 
+def removal_stats(events: DataFrame) -> pa.Table | None:
+    """Per (table, key): the sampled sessions with the key, the mean and sample variance of their removal
+    effects and their mean P(convert) without the key. One value per (session, key): every event of a key
+    carries the same removal effect. One Spark job over the sampled sessions' events; None when the event
+    table has no removal columns."""
+    present = [(kind, key, col) for kind, (key, col) in REMOVAL_SOURCES.items() if col in events.columns]
+    if not present:
+        return None
+    tags = F.array(
+        *[
+            F.when(
+                F.col(col).isNotNull(),
+                F.struct(F.lit(kind).alias("kind"), F.col(key).cast("string").alias("key"), F.col(col).alias("d")),
+            )
+            for kind, key, col in present
+        ]
+    )
+    any_sampled = F.col(present[0][2]).isNotNull()  # every dimension samples the same sessions
+    per_session = (
+        events.where(any_sampled)
+        .select("session_id", "prediction", F.explode(tags).alias("t"))
+        .where(F.col("t").isNotNull())
+        .groupBy("t.kind", "t.key", "session_id")
+        .agg(F.max("t.d").alias("d"), F.max("prediction").alias("p"))
+    )
+    return (
+        per_session.groupBy("kind", "key")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.avg("d").alias("mean"),
+            F.var_samp("d").alias("var"),
+            F.avg(F.col("p") - F.col("d")).alias("p_without"),
+        )
+        .toArrow()
+    )
+
+
+def with_removal(table: pa.Table, kind: str, key: str, removal: pa.Table | None, after: str) -> pa.Table:
+    """``table`` with the removal columns (module docstring) of its keys, inserted after column ``after``."""
+    n = table.num_rows
+    values = {c: np.full(n, np.nan) for c in REMOVAL_COLUMNS}
+    if removal is not None and n:
+        rows = removal.filter(pc.equal(removal["kind"], kind)).to_pandas().set_index("key")
+        keys = pc.cast(table[key], pa.string()).to_pylist()
+        found = rows.reindex(keys)
+        mean = found["mean"].to_numpy(float)
+        se = np.sqrt(found["var"].to_numpy(float) / found["n"].to_numpy(float))
+        values["removal_effect_pp"] = 100 * mean
+        values["removal_ci_low_pp"] = 100 * (mean - Z95 * se)
+        values["removal_ci_high_pp"] = 100 * (mean + Z95 * se)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values["removal_relative_lift"] = mean / found["p_without"].to_numpy(float)
+        values["attributable_conversions"] = mean * table["sessions"].to_numpy(zero_copy_only=False).astype(float)
+        values["removal_sessions"] = found["n"].to_numpy(float)
+    at = table.column_names.index(after) + 1
+    for offset, c in enumerate(REMOVAL_COLUMNS):
+        v = values[c]
+        missing = ~np.isfinite(v)
+        if c == "removal_sessions":
+            arr = pa.array(np.where(missing, 0, v).astype(np.int64), pa.int64(), mask=missing)
+        else:
+            arr = pa.array(np.where(missing, 0.0, v), pa.float64(), mask=missing)
+        table = table.add_column(at + offset, c, arr)
+    return table
+
+
 def _order(table: pa.Table, keys: list[tuple[str, str]]) -> pa.Table:
     return table.take(pc.sort_indices(table, sort_keys=keys, null_placement="at_end"))
 
@@ -421,7 +510,9 @@ def _rank_within(method: np.ndarray) -> np.ndarray:
     return np.arange(len(method)) - np.maximum.accumulate(first) + 1
 
 
-def finish(stats: pa.Table, kind: str, min_events: int = 10, min_sessions: int = 1) -> pa.Table:
+def finish(
+    stats: pa.Table, kind: str, min_events: int = 10, min_sessions: int = 1, removal: pa.Table | None = None
+) -> pa.Table:
     """One table out of the collected :func:`lift_stats` rows: its columns, its order. Event types by
     effect (descending; methods without a signed contribution by the seed's lift); position bins in
     order; stores with at least ``min_events`` events and ``min_sessions`` sessions, ranked by the shrunk
@@ -432,7 +523,8 @@ def finish(stats: pa.Table, kind: str, min_events: int = 10, min_sessions: int =
     def with_effect(key: str) -> pa.Table:  # the event-type and position tables' columns
         cols = ["method", key, *EFFECT_COLUMNS, "event_count", "sessions", "mean_abs_effect_log_odds", *LIFT_COLUMNS]
         out = rows.select(cols)
-        return out.rename_columns([("events" if c == "event_count" else c) for c in out.column_names])
+        out = out.rename_columns([("events" if c == "event_count" else c) for c in out.column_names])
+        return with_removal(out, kind, key, removal, after="effect_verdict")
 
     if kind == "event_type":
         return _order(
@@ -477,6 +569,7 @@ def finish(stats: pa.Table, kind: str, min_events: int = 10, min_sessions: int =
             *LIFT_COLUMNS,
         ]
         out = rows.select(cols).add_column(3, "shrunk_net_effect_log_odds", shrunk_col)
+        out = with_removal(out, kind, "store_id", removal, after="effect_verdict")
         out = _order(
             out,
             [
@@ -496,9 +589,14 @@ def finish(stats: pa.Table, kind: str, min_events: int = 10, min_sessions: int =
 
 
 def tables(
-    long: DataFrame, min_events: int = 10, max_position: int = 20, kinds=tuple(KINDS), min_sessions: int = 1
+    long: DataFrame,
+    min_events: int = 10,
+    max_position: int = 20,
+    kinds=tuple(KINDS),
+    min_sessions: int = 1,
+    removal: pa.Table | None = None,
 ) -> dict[str, pa.Table]:
     """Every table in ``kinds`` from one Spark job, as Arrow (small; Arrow keeps Spark's types, also for an
-    empty table)."""
+    empty table); ``removal`` (:func:`removal_stats`) adds the removal columns."""
     stats = lift_stats(long, kinds, max_position).toArrow()
-    return {kind: finish(stats, kind, min_events, min_sessions) for kind in kinds}
+    return {kind: finish(stats, kind, min_events, min_sessions, removal) for kind in kinds}

@@ -9,6 +9,7 @@ is caught in the first second, not at the last stage.
 from __future__ import annotations
 
 import dataclasses
+import datetime as _dt
 import re
 import types
 import typing
@@ -36,9 +37,22 @@ TIMESTAMP_EPOCH_FORMATS = ("epoch_s", "epoch_ms")
 class RunConf:
     """Identity and reproducibility of one run."""
 
-    run_id: Optional[str] = None  # None: a timestamped id is made at start
+    run_id: Optional[str] = None  # None: a timestamped id is made at start (day-YYYY-MM-DD in day mode)
     seed: int = 7
     output_dir: str = "outputs"
+    # Day mode (the jobs' --date, or --from/--to, one day at a time): the stages read only this local day
+    # (in input.time_zone) and replace only its partitions. None: the whole input, as one run.
+    date: Optional[str] = None
+    # Training's window: the sessions of [date, date_to] (the train job's --from/--to); None: date alone.
+    date_to: Optional[str] = None
+
+    def day_file(self, path: str) -> str:
+        """A per-run file's name in day mode: ``x_summary.json`` -> ``x_summary_2025-01-15.json``, so each
+        day of a backfill keeps its own summary."""
+        if self.date is None:
+            return path
+        stem, dot, ext = path.rpartition(".")
+        return f"{stem}_{self.date}.{ext}" if dot else f"{path}_{self.date}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +90,11 @@ class InputConf:
     timestamp_format: Optional[str] = None
     # Zone of timestamps written without an offset, and the zone whose calendar day bounds a session.
     time_zone: str = "UTC"
+    # A column holding each event's local date (input.time_zone) as a date or YYYY-MM-DD text, usually
+    # the table's partition column: a day run reads only that day's partition (pushed down); its rows
+    # whose time falls on another day are quarantined as outside_run_date. Without it a day run filters
+    # on the time column (pushed down when it is a timestamp; text and epoch times are parsed first).
+    date_column: Optional[str] = None
     # Events outside [valid_from, valid_until) are quarantined (epoch-zero and far-future clocks).
     valid_from: str = "2000-01-01"
     valid_until: str = "2100-01-01"
@@ -224,6 +243,9 @@ class TrainConf:
     pos_weight: Optional[float] = None  # BCE positive-class weight (None: unweighted)
     grad_clip: float = 1.0
     patience: int = 3  # epochs without a better validation AUC before stopping
+    # Training refuses (exit 2, one line) when the train or validation split has fewer converted or
+    # non-converted sessions than this: a day without conversions has nothing to learn from.
+    min_class_sessions: int = 5
     warmup_steps: int = 100
     model_path: str = "model"  # relative paths are under run.output_dir
     shards_path: str = "train_shards"
@@ -247,6 +269,11 @@ class AttributionConf:
     attention_layer: int = -1  # the layer whose CLS attention is `attention` (-1: the last)
     ig_steps: int = 32
     ig_baseline: str = "pad"  # pad: the <PAD> event's representation; zero: the zero vector
+    # About this many of the attributed sessions (chosen by a hash of session_id, so the same ones on every
+    # run) get removal effects: per distinct event type, position bin and store of the session, one forward
+    # pass without that key's events (attribution/removal.py). A count, not a share, so the cost is bounded
+    # whatever the day's volume. 0 turns them off; the report's removal columns are then null.
+    removal_sessions: int = 2000
     threads_per_task: Optional[int] = None  # CPU executors: torch threads per task (None: spark.task.cpus)
     output_path: str = "gradient_attribution_no_funnel"  # the event-level table, parquet by session_date
     # The same table published as Delta (partitioned by run_id, one commit per run; null: not published)
@@ -382,6 +409,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)  # run_id: 20250115 is a fine id
+        if isinstance(value, _dt.date):  # YAML reads an unquoted 2025-01-15 as a date
+            return value.isoformat()
     raise ConfigError(f"{key}: expected {_type_name(tp)}, found {type(value).__name__} {value!r}")
 
 
@@ -519,8 +548,16 @@ def validate(conf: Config) -> None:
         zoneinfo.ZoneInfo(conf.input.time_zone)
     except Exception as exc:  # noqa: BLE001 - any failure means the zone can't be used
         raise ConfigError(f"input.time_zone: {conf.input.time_zone!r} is not a known time zone") from exc
-    import datetime as _dt
 
+    for name, value in (("date", conf.run.date), ("date_to", conf.run.date_to)):
+        if value is None:
+            continue
+        try:
+            _dt.date.fromisoformat(str(value))
+        except ValueError as exc:
+            raise ConfigError(f"run.{name}: {value!r} is not a YYYY-MM-DD date") from exc
+    if conf.run.date_to is not None and (conf.run.date is None or str(conf.run.date_to) < str(conf.run.date)):
+        raise ConfigError(f"run.date_to: {conf.run.date_to} needs run.date on or before it")
     for name in ("valid_from", "valid_until"):
         try:
             _dt.date.fromisoformat(getattr(conf.input, name))
@@ -540,7 +577,15 @@ def validate(conf: Config) -> None:
         raise ConfigError(f"model.d_model: {m.d_model} must be divisible by model.n_heads ({m.n_heads})")
     if not 0 <= m.dropout < 1:
         raise ConfigError("model.dropout: must be in [0, 1)")
-    for name in ("num_processes", "shards_per_process", "batch_size", "epochs", "patience", "leakage_check_epochs"):
+    for name in (
+        "num_processes",
+        "shards_per_process",
+        "batch_size",
+        "epochs",
+        "patience",
+        "leakage_check_epochs",
+        "min_class_sessions",
+    ):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name}: must be >= 1")
     if t.threads_per_process is not None and t.threads_per_process < 1:
@@ -560,6 +605,8 @@ def validate(conf: Config) -> None:
         raise ConfigError(f"attribution.split: {a.split!r} is not one of train, validation, test, all")
     if a.batch_size < 1 or a.ig_steps < 1 or a.max_batch_positions < 1:
         raise ConfigError("attribution.batch_size, max_batch_positions and ig_steps: must be >= 1")
+    if a.removal_sessions < 0:
+        raise ConfigError(f"attribution.removal_sessions: {a.removal_sessions} must be >= 0 (0 turns them off)")
     if a.ig_baseline not in ("pad", "zero"):
         raise ConfigError(f"attribution.ig_baseline: {a.ig_baseline!r} is not one of pad, zero")
     if a.threads_per_task is not None and a.threads_per_task < 1:

@@ -20,6 +20,10 @@ SCORE_COLUMNS = (
     "rollout_attribution",
     "ig_attribution",
     "ig_contribution",
+    # the removal effect of the event's type, position bin and store in its session (attribution/removal.py)
+    "removal_effect_type",
+    "removal_effect_position",
+    "removal_effect_store",
 )
 # Per-event arrays of the sessions table carried into the event table.
 EVENT_COLUMNS = {
@@ -61,6 +65,9 @@ def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
         "ig_attribution",
         "ig_contribution",
         "ig_completeness_gap",
+        "removal_effect_type",
+        "removal_effect_position",
+        "removal_effect_store",
         "session_length",
         "position_bin",
         "event_ts",

@@ -46,6 +46,7 @@ import torch
 
 from attribution.features import EncodedSessions, length_buckets
 from attribution.model import SessionTransformer, to_tensors
+from attribution.removal import empty_probability, masked_probabilities
 
 METRICS = ("comprehensiveness", "sufficiency", "aopc_comprehensiveness", "aopc_sufficiency", "deletion_area")
 HIGHER_IS_BETTER = {
@@ -150,44 +151,6 @@ def _variants(rank: np.ndarray, length: int, options: FaithfulnessOptions):
     return unique, inverse.reshape(-1), kinds, orders, js
 
 
-def _probabilities(
-    model: SessionTransformer,
-    x: torch.Tensor,
-    sessions: np.ndarray,
-    masks: np.ndarray,
-    max_positions: int,
-) -> np.ndarray:
-    """p(conversion) of each variant: session ``sessions[v]`` of ``x`` (S, Lmax, d) with only the events of
-    ``masks[v]`` (V, Lmax), compacted to them at their original positions."""
-    kept = masks.sum(axis=1)
-    out = np.empty(len(masks))
-    if not len(masks):  # sessions of one event: removing or keeping it is the empty or the full session
-        return out
-    device = x.device
-    for rows in length_buckets(kept, max(1, max_positions // max(1, int(kept.max()))), max_positions=max_positions):
-        if not len(rows):
-            continue
-        width = int(kept[rows].max())
-        # kept events first, in their original order
-        idx = np.argsort(~masks[rows], axis=1, kind="stable")[:, :width]
-        valid = np.arange(width)[None, :] < kept[rows][:, None]
-        s = torch.from_numpy(sessions[rows]).to(device)
-        i = torch.from_numpy(idx).to(device)
-        xb = x[s[:, None], i]
-        with torch.no_grad():
-            logits, _ = model.forward_from_representation(xb, torch.from_numpy(valid).to(device), positions=(i + 1))
-        out[rows] = torch.sigmoid(logits).double().cpu().numpy()
-    return out
-
-
-def empty_probability(model: SessionTransformer, device) -> float:
-    """p(conversion) of a session with every event removed (the CLS token alone)."""
-    x = torch.zeros(1, 0, model.spec.d_model, device=device)
-    with torch.no_grad():
-        logit, _ = model.forward_from_representation(x, torch.zeros(1, 0, dtype=torch.bool, device=device))
-    return float(torch.sigmoid(logit)[0])
-
-
 def evaluate_sessions(
     model: SessionTransformer,
     encoded: EncodedSessions,
@@ -237,7 +200,7 @@ def evaluate_sessions(
             meta.append((len(masks), inverse, kinds, orders, js))
         masks = np.concatenate(all_masks)
         owner = np.concatenate(owners)
-        probs = _probabilities(model, x, owner, masks, options.batch_positions)
+        probs = masked_probabilities(model, x, owner, masks, options.batch_positions)
         stats["forward_positions"] += int(masks.sum()) + int(batch["mask"].sum())
         stats["variants"] += len(masks)
         start = 0

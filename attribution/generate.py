@@ -352,6 +352,32 @@ def _planted_logit(p: GenParams, lengths, ev, store) -> np.ndarray:
     return p.base_logit + contrib.sum(axis=1)
 
 
+def true_removal_effects(p: GenParams, n: int = 20000) -> dict[str, dict[str, float]]:
+    """The planted model's own removal effects, in percentage points: over ``n`` browse sessions drawn as
+    the generator draws them, the mean of P(convert) minus P(convert) with every event of the key removed
+    (the other events keep their positions, as the attribution's removal does), over the sessions that
+    have the key; the same noise draw on both sides. Per event type (by browse event code) and per position
+    bin. Error events are left out: the pipeline's rules drop them, so no model sees them."""
+    rng = np.random.default_rng([p.seed, 20_251_202])
+    lengths, ev, store, *_ = _browse_sessions(rng, p, n)
+    noise = rng.normal(0.0, p.noise_sd, n)
+    p_full = 1.0 / (1.0 + np.exp(-(_planted_logit(p, lengths, ev, store) + noise)))
+
+    def effect(removed: np.ndarray) -> float:
+        has = (removed & (ev >= 0)).any(axis=1)
+        if not has.any():
+            return float("nan")
+        logit = _planted_logit(p, lengths, np.where(removed, -1, ev), store) + noise
+        return float(100 * np.mean(p_full[has] - 1.0 / (1.0 + np.exp(-logit[has]))))
+
+    positions = np.arange(1, ev.shape[1] + 1)[None, :]
+    bins = {"1-5": (1, 5), "6-10": (6, 10), "11-20": (11, 20), "21-50": (21, 50), "50+": (51, 10**9)}
+    return {
+        "event_type": {str(code): effect(ev == code) for code in range(N_BROWSE) if code != ERROR},
+        "position_bin": {b: effect((positions >= lo) & (positions <= hi)) for b, (lo, hi) in bins.items()},
+    }
+
+
 def _tail_segments(rng: np.random.Generator, converted: np.ndarray):
     """Funnel events after the browse part (padded (n, 8) event codes) and a short after-order tail."""
     n = len(converted)
@@ -534,6 +560,7 @@ def ground_truth(conf: Config) -> dict:
     events, eff = effects_of(g.effects, conf.run.seed, g.n_stores)
     renamed = g.scenario == "renamed"
     browse = event_names(g.scenario, BROWSE_EVENTS)
+    removal = true_removal_effects(params_from(conf))
     return {
         "model": "logit = base_logit + sum_i (event_effect[type_i] + store_effect[store_i]*clicklike_i)"
         " * position_weight[bin_i] + Normal(0, noise_sd); browse events only",
@@ -544,6 +571,12 @@ def ground_truth(conf: Config) -> dict:
         # error events are dropped by the pipeline's rules, so no model sees them: not a driver to find
         "event_type_effects": {browse[i]: float(events[i]) for i in range(N_BROWSE) if i != ERROR},
         "position_weights": POSITION_WEIGHTS,
+        # the planted model's removal effects (percentage points; see true_removal_effects): what the
+        # tables' removal_effect_pp estimates through the model
+        "true_removal_effect_pp": {
+            "event_type": {browse[int(k)]: v for k, v in removal["event_type"].items()},
+            "position_bin": removal["position_bin"],
+        },
         "store_effect_applies_to": [browse[i] for i in CLICKLIKE],
         "store_effects": {
             str(int(stores.store_id[i])): {

@@ -10,6 +10,10 @@ and the insights), per method:
 - ``event_type_lift_spearman``: the same for ``attribution_lift``, the seed's measure, kept to show why
   it does not order the tables: lift compares normalized shares between converted and non-converted
   sessions, so a strongly negative event type gets a large share in both.
+- ``event_type_removal_spearman``: Spearman rank correlation of the event-type table's
+  ``removal_effect_pp`` with the planted model's own removal effect per event type (``generate`` computes
+  it: ``true_removal_effect_pp``). Event types split by discovery feature are left out (removing one
+  feature's clicks is not removing every click). The same for every method: it needs none.
 - ``store_precision_at_5``: of the 5 stores with the largest planted positive effects, how many are the
   store table's top 5 rows (ranked by the shrunk effect net of event type and position).
 - ``position_direction_spearman``: planted effects shrink with position; the Spearman correlation of
@@ -85,6 +89,15 @@ def recovery(tables: dict[str, pd.DataFrame], truth: dict, run_id: str = "") -> 
             )
         rho = _spearman(by_name["l"] / by_name["n"], planted)
         rows.append(_row(method, "event_type_lift_spearman", rho, f">= {ACCEPTANCE}", rho >= ACCEPTANCE, len(by_name)))
+        true_removal = truth.get("true_removal_effect_pp", {}).get("event_type", {})
+        if true_removal and "removal_effect_pp" in et.columns:
+            whole = et[(et["event_type"] == et["event_name"]) & et["removal_effect_pp"].notna()]
+            whole = whole[whole["event_name"].isin(list(true_removal))]
+            if len(whole) >= 3:
+                rho = _spearman(whole["removal_effect_pp"], whole["event_name"].map(true_removal))
+                rows.append(
+                    _row(method, "event_type_removal_spearman", rho, f">= {ACCEPTANCE}", rho >= ACCEPTANCE, len(whole))
+                )
 
         st = tables["store"][tables["store"]["method"] == method].sort_values("rank")
         top = st.head(5)

@@ -188,3 +188,15 @@ def read_bytes(location: str) -> bytes:
 
 def join(location: str, name: str) -> str:
     return location.rstrip("/") + "/" + name
+
+
+def run_days(df, run) -> object:
+    """``df`` (with a ``session_date`` column) limited to the run's days: ``run.date`` (to ``run.date_to``
+    for a training window), or all of it outside day mode. On a table partitioned by session_date, Spark
+    reads only those days' directories."""
+    if run.date is None:
+        return df
+    from pyspark.sql import functions as F
+
+    first, last = F.lit(run.date).cast("date"), F.lit(run.date_to or run.date).cast("date")
+    return df.where(F.col("session_date").between(first, last))

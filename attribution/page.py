@@ -5,6 +5,8 @@ and CIs, positions, top stores, which method and why, and the data and model beh
 Effects are shown in log-odds (the tables' unit) and as approximate percentage points of conversion:
 ``effect x p(1 - p) x 100`` at the test sessions' conversion rate p, the slope of the logistic curve there,
 so "+1.2 pp" reads as "one more such event moves P(convert) by about 1.2 points for an average session".
+Beside them, the removal effect is measured in percentage points, not approximated: how much higher the
+model's P(convert) is with all of the key's events than without them (``attribution/removal.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ def _effect_cells(row, scale: float | None, prefix: str = "effect") -> str:
     return f"<td class=num>{_fmt(value)}</td><td class=num>{ci}</td><td class=num>{pp}</td>"
 
 
+def _removal_cell(row) -> str:
+    from attribution.report import removal_pp
+
+    return f"<td class=num>{removal_pp(row) or '-'}</td>"
+
+
 def _table(head: list[str], rows: list[str]) -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "".join(f"<tr>{r}</tr>" for r in rows) or f"<tr><td colspan={len(head)}>none</td></tr>"
@@ -60,7 +68,7 @@ def render(
     planted: str | None = None,
 ) -> bytes:
     """The page as UTF-8 bytes; ``planted``: a sentence on the planted-driver check, on synthetic data."""
-    from attribution.report import EFFECT_UNIT, _signed, ranked_drivers, status_text
+    from attribution.report import EFFECT_UNIT, REMOVAL_MEANING, _signed, ranked_drivers, status_text
 
     et = tables["event_type"][tables["event_type"]["method"] == method]
     pos = tables["position"][tables["position"]["method"] == method]
@@ -79,11 +87,20 @@ def render(
     ]
     if _signed(et):
         drivers, detractors, rest = ranked_drivers(et)
-        head = ["event type", f"effect ({EFFECT_UNIT})", "95% CI", "≈ percentage points [95% CI]", "events", "sessions"]
+        removal = "removal effect, pp [95% CI]"
+        head = [
+            "event type",
+            f"effect ({EFFECT_UNIT})",
+            "95% CI",
+            "≈ percentage points [95% CI]",
+            removal,
+            "events",
+            "sessions",
+        ]
 
         def rows(df):
             return [
-                f"<td class=event-type>{esc(str(r['event_type']))}</td>{_effect_cells(r, scale)}"
+                f"<td class=event-type>{esc(str(r['event_type']))}</td>{_effect_cells(r, scale)}{_removal_cell(r)}"
                 f"<td class=num>{int(r['events']):,}</td><td class=num>{int(r['sessions']):,}</td>"
                 for _, r in df.head(n).iterrows()
             ]
@@ -99,14 +116,15 @@ def render(
             "<h2>Top detractors</h2>",
             f"<div id=detractors>{_table(head, rows(detractors))}</div>",
         ]
+        parts.append(f"<p>{esc(REMOVAL_MEANING)}</p>")
         if not rest.empty:
             parts.append("<p>Indistinguishable from noise: " + esc(", ".join(map(str, rest["event_type"]))) + "</p>")
         parts.append("<h2>By position in the session</h2>")
         parts.append(
             _table(
-                ["position (1-based)", "effect", "95% CI", "≈ pp [95% CI]", "mean |effect|", "events"],
+                ["position (1-based)", "effect", "95% CI", "≈ pp [95% CI]", removal, "mean |effect|", "events"],
                 [
-                    f"<td>{esc(str(r['position_bin']))}</td>{_effect_cells(r, scale)}"
+                    f"<td>{esc(str(r['position_bin']))}</td>{_effect_cells(r, scale)}{_removal_cell(r)}"
                     f"<td class=num>{_fmt(r['mean_abs_effect_log_odds'], signed=False)}</td>"
                     f"<td class=num>{int(r['events']):,}</td>"
                     for _, r in pos.iterrows()
@@ -120,10 +138,10 @@ def render(
         store_rows = [
             f"<td class=num>{int(r['rank'])}</td><td class=store>{esc(str(r['store_name']))}</td>"
             f"<td class=num>{_fmt(r['shrunk_net_effect_log_odds'])}</td>{_effect_cells(r, scale, 'net_effect')}"
-            f"<td class=num>{int(r['sessions']):,}</td>"
+            f"{_removal_cell(r)}<td class=num>{int(r['sessions']):,}</td>"
             for _, r in st.head(n).iterrows()
         ]
-        head = ["rank", "store", "shrunk effect", "raw effect", "95% CI", "≈ pp [95% CI]", "sessions"]
+        head = ["rank", "store", "shrunk effect", "raw effect", "95% CI", "≈ pp [95% CI]", removal, "sessions"]
         parts.append(f"<div id=stores>{_table(head, store_rows)}</div>")
     else:
         parts.append(

@@ -26,7 +26,7 @@ from pyspark.sql import DataFrame
 
 from attribution import aggregate, ground_truth, sinks
 from attribution.config import Config
-from attribution.io import join, read_table
+from attribution.io import InputError, join, read_table, run_days
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,11 @@ def build_tables(events: DataFrame, conf: Config, status: str = "unknown") -> di
     each with the run_id and the model's status (``ok``, ``at_chance``, ``unknown``) first."""
     r = conf.report
     out = aggregate.tables(
-        aggregate.long_format(events), r.store_min_events, r.heatmap_positions, min_sessions=r.store_min_sessions
+        aggregate.long_format(events),
+        r.store_min_events,
+        r.heatmap_positions,
+        min_sessions=r.store_min_sessions,
+        removal=aggregate.removal_stats(events),
     )
     run_id = conf.run.run_id or ""
     if status == "at_chance":  # a CI is conditional on the model; a model at chance supports no verdict
@@ -78,7 +82,7 @@ def frames(tables: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
 def _seed_columns(name: str, table: pa.Table) -> pa.Table:
     """The key and the effect columns first, then the seed's columns (its readers select them by name),
     then the rest."""
-    effect = list(aggregate.EFFECT_COLUMNS)
+    effect = [*aggregate.EFFECT_COLUMNS, *aggregate.REMOVAL_COLUMNS]
     first = {
         "event_type": ["event_type", *effect, "events", "sessions", "not_converted", "converted", "attribution_lift"],
         "position": ["position_bin", *effect, "events", "sessions", "not_converted", "converted", "attribution_lift"],
@@ -87,6 +91,7 @@ def _seed_columns(name: str, table: pa.Table) -> pa.Table:
             "store_id",
             "store_name",
             *aggregate.STORE_EFFECT_COLUMNS,
+            *aggregate.REMOVAL_COLUMNS,
             "mean_attribution",
             "event_count",
             "sessions",
@@ -406,6 +411,28 @@ def _effect_text(row, prefix: str = "effect") -> str:
     return f"{value:+.4f} 95% CI [{low:+.4f}, {high:+.4f}]"
 
 
+def removal_pp(row) -> str | None:
+    """``+10.57 pp [+9.41, +11.73]``: a row's removal effect and its CI; None when it has none."""
+    value = row.get("removal_effect_pp")
+    if value is None or pd.isna(value):
+        return None
+    low, high = row.get("removal_ci_low_pp"), row.get("removal_ci_high_pp")
+    ci = "" if pd.isna(low) or pd.isna(high) else f" [{low:+.2f}, {high:+.2f}]"
+    return f"{value:+.2f} pp{ci}"
+
+
+def removal_text(row) -> str:
+    """``; removal effect +10.57 pp [+9.41, +11.73]`` (empty when the row has none)."""
+    text = removal_pp(row)
+    return f"; removal effect {text}" if text else ""
+
+
+REMOVAL_MEANING = (
+    "Removal effect = how much higher the model's P(convert) is with the key's events than with them removed, "
+    "in percentage points (95% CI), over the sessions of the removal sample that have the key."
+)
+
+
 def _support(row, events: str = "events") -> str:
     return f"{int(row[events]):,} events, {int(row['sessions']):,} sessions"
 
@@ -442,6 +469,8 @@ def key_insights(tables: dict[str, pd.DataFrame], method: str, n: int = 5, statu
             )
         return "\n".join(lines)
     lines.append(f"Effect = {EFFECT_UNIT}; + pushes towards conversion, - away; 95% CIs are session-clustered.")
+    if "removal_effect_pp" in et.columns and et["removal_effect_pp"].notna().any():
+        lines.append(REMOVAL_MEANING)
     drivers, detractors, rest = ranked_drivers(et)
     if drivers.empty and detractors.empty:
         lines.append("No driver stands out: every event type's effect is indistinguishable from noise.")
@@ -450,16 +479,19 @@ def key_insights(tables: dict[str, pd.DataFrame], method: str, n: int = 5, statu
     if not drivers.empty:
         lines.append(f"Drivers (CI above 0), strongest first ({min(n, len(drivers))} of {len(drivers)}):")
         for _, r in drivers.head(n).iterrows():
-            lines.append(f"  {r['event_type']:<40} {_effect_text(r)} ({_support(r)})")
+            lines.append(f"  {r['event_type']:<40} {_effect_text(r)} ({_support(r)}{removal_text(r)})")
     if not detractors.empty:
         lines.append(f"Detractors (CI below 0), strongest first ({min(n, len(detractors))} of {len(detractors)}):")
         for _, r in detractors.head(n).iterrows():
-            lines.append(f"  {r['event_type']:<40} {_effect_text(r)} ({_support(r)})")
+            lines.append(f"  {r['event_type']:<40} {_effect_text(r)} ({_support(r)}{removal_text(r)})")
     if not rest.empty:
         lines.append("Indistinguishable from noise: " + ", ".join(map(str, rest["event_type"])))
     lines.append("Effect by position in session (mean |effect|: how much the events there move the prediction):")
     for _, r in pos.iterrows():
-        lines.append(f"  {r['position_bin']:<8} {_effect_text(r)}; mean |effect| {r['mean_abs_effect_log_odds']:.4f}")
+        lines.append(
+            f"  {r['position_bin']:<8} {_effect_text(r)}; mean |effect| {r['mean_abs_effect_log_odds']:.4f}"
+            f"{removal_text(r)}"
+        )
     ranked = st.sort_values("rank")
     lines.append(
         f"Top {min(n, len(ranked))} stores by effect beyond their events' type and position (shrunk towards 0 by "
@@ -472,7 +504,7 @@ def key_insights(tables: dict[str, pd.DataFrame], method: str, n: int = 5, statu
         noise = "" if pd.isna(verdict) or verdict in VERDICT_COLORS else f"; {verdict}"
         lines.append(
             f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['shrunk_net_effect_log_odds']:+.4f} "
-            f"(raw {_effect_text(r, 'net_effect')}; {_support(r, 'event_count')}{noise})"
+            f"(raw {_effect_text(r, 'net_effect')}; {_support(r, 'event_count')}{noise}{removal_text(r)})"
         )
     lines.append(
         "The tables keep the seed's attribution_lift for compatibility; it compares normalized shares between "
@@ -487,8 +519,16 @@ def run(spark, conf: Config) -> dict:
     from attribution import page
 
     started = time.time()
-    events = read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution")
+    events = run_days(
+        read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution"), conf.run
+    )
     shas = [r[0] for r in events.select("model_sha256").distinct().limit(2).collect()]
+    if not shas:
+        day = f" of {conf.run.date}" if conf.run.date else ""
+        raise InputError(
+            f"the event table {conf.output(conf.attribution.output_path)} has no rows{day}: nothing to report "
+            "(run the attribute stage for it first)"
+        )
     status = model_status(conf, shas)
     tables = build_tables(events, conf, status["status"])
     base = conf.output(conf.report.output_path)
@@ -562,7 +602,7 @@ def faithfulness_of(conf: Config, shas: list[str]) -> dict | None:
     from attribution.io import InputError, read_bytes
 
     try:
-        summary = json.loads(read_bytes(conf.output(conf.faithfulness.summary_path)))
+        summary = json.loads(read_bytes(conf.output(conf.run.day_file(conf.faithfulness.summary_path))))
     except (InputError, FileNotFoundError, ValueError):
         return None
     if summary.get("run_id") != conf.run.run_id or shas != [summary.get("model_sha256")]:

@@ -47,6 +47,7 @@ REJECT_REASONS = (
     "null_event_name",
     "null_event_ts",
     "unparseable_event_ts",
+    "outside_run_date",  # day mode with input.date_column: in the day's partition, but timed on another day
     "event_ts_out_of_range",
     "unknown_event_name",
 )
@@ -193,8 +194,10 @@ def flag_invalid(
     events: EventsConf,
     valid_from: str,
     valid_until: str,
+    run_date: str | None = None,
 ) -> DataFrame:
-    """Add ``reject_reason``: the first rule a row breaks (``REJECT_REASONS`` order), null if valid."""
+    """Add ``reject_reason``: the first rule a row breaks (``REJECT_REASONS`` order), null if valid.
+    ``run_date``: the rows' local day must be that day (``outside_run_date`` otherwise)."""
     known = None
     if events.known_events is not None:
         known = sorted(set(events.known_events) | set(events.funnel_events) | set(events.conversion_events))
@@ -206,10 +209,12 @@ def flag_invalid(
         .when(_blank(F.col("event_name")), "null_event_name")
         .when(F.col("event_ts_raw").isNull(), "null_event_ts")
         .when(ts.isNull(), "unparseable_event_ts")
-        .when(
-            (ts < F.lit(valid_from).cast("timestamp")) | (ts >= F.lit(valid_until).cast("timestamp")),
-            "event_ts_out_of_range",
-        )
+    )
+    if run_date is not None:
+        reason = reason.when(F.col("event_date") != F.lit(run_date).cast("date"), "outside_run_date")
+    reason = reason.when(
+        (ts < F.lit(valid_from).cast("timestamp")) | (ts >= F.lit(valid_until).cast("timestamp")),
+        "event_ts_out_of_range",
     )
     if known is not None:
         reason = reason.when(~F.col("event_name").isin(known), "unknown_event_name")
@@ -310,8 +315,10 @@ def valid_events(df: DataFrame) -> DataFrame:
     return df.where(F.col("reject_reason").isNull()).drop("reject_reason", "event_ts_raw", "malformed_record")
 
 
-def quarantined_events(df: DataFrame) -> DataFrame:
-    """Rejected rows as they arrived (time as text), with the reason."""
+def quarantined_events(df: DataFrame, run_date: str | None = None) -> DataFrame:
+    """Rejected rows as they arrived (time as text), with the reason, and ``session_date``: the day whose
+    run quarantined them in day mode, else their local date (null when their time can't be read)."""
+    day = F.lit(run_date).cast("date") if run_date is not None else F.col("event_date")
     return df.where(F.col("reject_reason").isNotNull()).select(
         "user_id",
         "device_id",
@@ -322,17 +329,78 @@ def quarantined_events(df: DataFrame) -> DataFrame:
         "event_rank",
         "reject_reason",
         "malformed_record",  # the raw line, for malformed_row
+        day.alias("session_date"),
     )
 
 
 def validated(df: DataFrame, conf: Config) -> DataFrame:
-    """select_input -> parse_event_time -> flag_invalid, as configured."""
+    """select_input -> parse_event_time -> flag_invalid, as configured; in day mode, the day's rows only
+    (:func:`day_scope`)."""
+    inp, day = conf.input, conf.run.date
+    parsed = df.transform(day_scope, conf).transform(select_input, inp.columns, inp.timestamp_format)
+    parsed = parsed.transform(parse_event_time, inp.timestamp_format, inp.time_zone)
+    if day is not None and not inp.date_column:
+        # Without a date column the day is the rows' local date; a time that can't be read belongs to no
+        # day (the run without --date quarantines it).
+        parsed = parsed.where(F.col("event_date") == F.lit(day).cast("date"))
+    run_date = day if inp.date_column else None
+    return parsed.transform(flag_invalid, conf.events, inp.valid_from, inp.valid_until, run_date)
+
+
+def day_bounds(day: str, time_zone: str) -> tuple[str, str]:
+    """The local day ``day`` in ``time_zone`` as UTC instants [start, end), 'YYYY-MM-DD HH:MM:SS' text."""
+    import datetime as dt
+    import zoneinfo
+
+    zone = zoneinfo.ZoneInfo(time_zone)
+    start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(0), zone)
+    end = dt.datetime.combine(dt.date.fromisoformat(day) + dt.timedelta(days=1), dt.time(0), zone)
+    fmt = "%Y-%m-%d %H:%M:%S"
+    return start.astimezone(dt.timezone.utc).strftime(fmt), end.astimezone(dt.timezone.utc).strftime(fmt)
+
+
+def day_scope(raw: DataFrame, conf: Config) -> DataFrame:
+    """Day mode: the raw rows of ``run.date``, by a filter Spark pushes down to the files. On
+    ``input.date_column`` when configured (a partition column prunes every other day's directory);
+    else on the time column when it is a timestamp (row groups of other days are skipped by their
+    statistics). Text and epoch times can't be compared before parsing: :func:`validated` filters
+    them on their parsed local date (the whole input is read)."""
+    day = conf.run.date
+    if day is None:
+        return raw
     inp = conf.input
-    return (
-        df.transform(select_input, inp.columns, inp.timestamp_format)
-        .transform(parse_event_time, inp.timestamp_format, inp.time_zone)
-        .transform(flag_invalid, conf.events, inp.valid_from, inp.valid_until)
-    )
+    fields = {f.name: f.dataType for f in raw.schema.fields}
+    if inp.date_column:
+        if inp.date_column not in fields:
+            raise InputError(
+                f"input.date_column: the input has no column {inp.date_column!r}; columns are "
+                f"{', '.join(sorted(fields))}"
+            )
+        dtype = fields[inp.date_column]
+        if isinstance(dtype, T.DateType):
+            return raw.where(F.col(inp.date_column) == F.lit(day).cast("date"))
+        if isinstance(dtype, T.StringType):
+            return raw.where(F.col(inp.date_column) == F.lit(day))
+        raise InputError(
+            f"input.date_column {inp.date_column!r} has type {dtype.simpleString()}, expected date or YYYY-MM-DD string"
+        )
+    ts_name = inp.columns.event_ts
+    dtype = fields.get(ts_name)
+    if isinstance(dtype, T.TimestampType):
+        start, end = day_bounds(day, inp.time_zone)
+    elif isinstance(dtype, T.TimestampNTZType):  # wall-clock time in input.time_zone
+        start, end = f"{day} 00:00:00", f"{_next_day(day)} 00:00:00"
+    else:
+        return raw
+    lit_type = "timestamp" if isinstance(dtype, T.TimestampType) else "timestamp_ntz"
+    ts = F.col(ts_name)
+    return raw.where((ts >= F.lit(start).cast(lit_type)) & (ts < F.lit(end).cast(lit_type)))
+
+
+def _next_day(day: str) -> str:
+    import datetime as dt
+
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
 
 
 def sessions_all(valid: DataFrame, stores: pa.Table | None, conf: Config) -> DataFrame:
@@ -473,18 +541,31 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
     # over every raw row would materialize every column of every row). The two passes run as concurrent
     # Spark jobs: the small quarantine pass fills the cores the sessions pass leaves idle (its
     # driver-side planning, the tails of its stages).
+    day = conf.run.date
     quarantine_obs = Observation("quarantine")
     quarantine_path = conf.output(conf.sessions.quarantine_path)
-    quarantine = quarantined_events(checked).observe(
+    quarantine = quarantined_events(checked, day).observe(
         quarantine_obs, *[_count_if(F.col("reject_reason") == r).alias(r) for r in REJECT_REASONS]
     )
+    # Both tables are partitioned by session_date. A run for one day replaces that day's partition only
+    # (Spark's dynamic partition overwrite); the day's old partition is removed first, so a day that now
+    # has no rows of a kind doesn't keep the last run's.
+    sessions_path = conf.output(conf.sessions.sessions_path)
+    replaced = (
+        [sessions_path, quarantine_path]
+        if day is None
+        else [day_partition(p, day) for p in (sessions_path, quarantine_path)]
+    )
+    if day is not None:
+        for location in replaced:
+            _remove_output(spark, location)
 
     def write_quarantine() -> None:
-        quarantine.write.mode("overwrite").parquet(quarantine_path)
+        _partitioned_write(quarantine.write, day).parquet(quarantine_path)
 
     valid_obs = Observation("valid")
     session_obs = Observation("sessions")
-    sessions_path = conf.output(conf.sessions.sessions_path)
+    written: dict = {}  # the schema of the sessions written
 
     def write_sessions() -> None:
         is_kept = F.col("status") == "kept"
@@ -502,9 +583,9 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
         valid = valid_events(checked).observe(valid_obs, F.count(F.lit(1)).alias("rows"))
         sessions = sessions_all(valid, stores_dim, conf).observe(session_obs, *aggs)
         with arrow_batch_rows(spark, session_rules.CHUNK_ROWS):
-            sessions.where(is_kept).drop("status").write.options(**NO_DICTIONARY).mode("overwrite").parquet(
-                sessions_path
-            )
+            kept = sessions.where(is_kept).drop("status")
+            written["sessions"] = kept.schema
+            _partitioned_write(kept.write.options(**NO_DICTIONARY), day).parquet(sessions_path)
 
     try:
         with naming_unreadable("input.path"):  # a corrupt input file surfaces here, deep in a Java trace
@@ -513,16 +594,20 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
         quarantine_counts = {r: int(rejected.get(r) or 0) for r in REJECT_REASONS}
         rows_read = sum(quarantine_counts.values()) + int(_metrics(valid_obs).get("rows") or 0)
         if rows_read == 0:
+            where = conf.input.path if raw_given is None else "the DataFrame given"
             raise InputError(
-                f"input.path: {conf.input.path if raw_given is None else 'the DataFrame given'} has no rows; "
-                "nothing to sessionize (an upstream job may have written an empty day)"
+                f"input.path: {where} has no rows{f' for {day}' if day else ''}; nothing to sessionize (an "
+                "upstream job may have written an empty day)"
             )
     except Exception:
-        # A failed stage leaves no sessions table (Spark's overwrite already removed the old one), so
-        # the next stage can't read a stale or partial day.
-        _remove_output(spark, sessions_path)
+        # A failed stage leaves no sessions (the whole table, or in day mode the day's partition), so the
+        # next stage can't read a stale or partial day.
+        _remove_output(spark, replaced[0])
         raise
     session_counts = _metrics(session_obs)
+    if day is None:  # a table with no rows still has a schema its readers can infer
+        readable_when_empty(quarantine.schema, quarantine_path)
+        readable_when_empty(written["sessions"], sessions_path)
     summary = summarize(rows_read, quarantine_counts, session_counts)
     summary.update(
         {
@@ -531,5 +616,41 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
             "seconds": round(time.time() - t0, 2),
         }
     )
-    write_text(conf.output(conf.sessions.summary_path), json.dumps(summary, indent=2))
+    if day is not None:
+        summary["date"] = day
+    write_text(conf.output(conf.run.day_file(conf.sessions.summary_path)), json.dumps(summary, indent=2))
     return summary
+
+
+def readable_when_empty(schema, location: str) -> None:
+    """A partitioned write of no rows leaves no data file, and Spark can't read a table without one (it
+    infers the schema from the files). Then write one empty file with the schema, in the partition of an
+    unknown session_date, so the empty table reads as empty."""
+    from pyarrow import fs
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    from attribution.sinks import _fs
+
+    filesystem, path = _fs(location)
+    infos = filesystem.get_file_info(fs.FileSelector(path, recursive=True, allow_not_found=True))
+    if any(i.base_name.endswith(".parquet") for i in infos):
+        return
+    import pyarrow.parquet as pq
+
+    arrow = to_arrow_schema(T.StructType([f for f in schema.fields if f.name != "session_date"]))
+    directory = f"{path}/session_date=__HIVE_DEFAULT_PARTITION__"
+    filesystem.create_dir(directory, recursive=True)
+    with filesystem.open_output_stream(f"{directory}/part-00000-empty.parquet") as out:
+        pq.write_table(arrow.empty_table(), out)
+
+
+def day_partition(table: str, day: str) -> str:
+    """The directory of one day's partition of a table partitioned by session_date."""
+    return f"{table.rstrip('/')}/session_date={day}"
+
+
+def _partitioned_write(writer, day: str | None):
+    """A writer partitioned by session_date: in day mode replacing only the partitions it writes (dynamic
+    partition overwrite), else the whole table."""
+    writer = writer.mode("overwrite").partitionBy("session_date")
+    return writer.option("partitionOverwriteMode", "dynamic") if day is not None else writer

@@ -51,9 +51,9 @@ def prepare_shards(spark, conf: Config, sessions_path: str, shards_path: str, n_
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    from attribution.io import read_table
+    from attribution.io import read_table, run_days
 
-    sessions = read_table(spark, sessions_path, "parquet", {}, "sessions")
+    sessions = run_days(read_table(spark, sessions_path, "parquet", {}, "sessions"), conf.run)
     t = conf.train
     seed_col = F.lit(conf.run.seed)
     train = sessions.where(F.col("split") == "train")
@@ -243,6 +243,20 @@ def _training_failure(exc: BaseException, t) -> str:
     return f"training failed on {where}: {type(exc).__name__}: {last[:300]}; the processes' output is above"
 
 
+def check_classes(counts: dict, minimum: int, where: str) -> None:
+    """Refuse to train, with one line, when the train or validation split has fewer than ``minimum``
+    converted or non-converted sessions: a day with no conversions (or only conversions) has nothing to
+    learn, and a validation split of one class has no ROC-AUC to choose the best epoch by."""
+    for split in ("train", "validation"):
+        positive = int(counts.get(f"{split}_positive") or 0)
+        negative = int(counts.get(split) or 0) - positive
+        if positive < minimum or negative < minimum:
+            raise TrainingError(
+                f"cannot train: the {split} split of {where} has {positive:,} converted and {negative:,} "
+                f"non-converted sessions; training needs at least {minimum:,} of each (train.min_class_sessions)"
+            )
+
+
 def run(spark, conf: Config) -> dict:
     """Train on ``conf.sessions.sessions_path``; write the model directory and metrics.json.
 
@@ -256,6 +270,7 @@ def run(spark, conf: Config) -> dict:
     model_path = conf.output(t.model_path)
     started = time.time()
     vocab, vocab_stats, counts = prepare_shards(spark, conf, sessions_path, shards_path, t.num_processes)
+    check_classes(counts, t.min_class_sessions, sessions_path)
     spec = ModelSpec.of(conf.model, vocab, conf.session.max_length)
     prepared = time.time()
     print(
@@ -566,6 +581,8 @@ def _train(params, rank, world, device, distributed) -> Optional[dict]:
                 )
             break
 
+    if best_state is None:  # every validation AUC was undefined (NaN): check_classes keeps this from happening
+        raise TrainingError("the validation ROC-AUC was undefined in every epoch: the validation split has one class")
     model.load_state_dict(best_state)
     validation, _, _ = gathered_metrics("validation", model)
     test, _, _ = gathered_metrics("test", model)

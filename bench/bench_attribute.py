@@ -187,6 +187,7 @@ def in_process(
     batch = min(sweep, key=lambda b: sweep[b]["seconds"])
     t_batched, stats = sweep[batch]["seconds"], sweep[batch]["stats"]
     positions = batch * 32
+
     # Side by side, alternating (the machine's noise comes in bursts): what computing the last layer for
     # the CLS query alone saves.
     def one_pass():

@@ -38,7 +38,44 @@ def parser(description: str) -> argparse.ArgumentParser:
         metavar="dotted.key=value",
         help="override one config value, e.g. --set session.max_length=50 (repeatable; value is YAML)",
     )
+    p.add_argument("--date", default=None, metavar="YYYY-MM-DD", help="run for this local day only (day mode)")
+    p.add_argument("--from", dest="date_from", default=None, metavar="YYYY-MM-DD", help="backfill from this day")
+    p.add_argument("--to", dest="date_to", default=None, metavar="YYYY-MM-DD", help="... to this day, inclusive")
     return p
+
+
+def days_of(args: argparse.Namespace) -> list[str] | None:
+    """The days a run covers: [--date], every day of --from..--to, or None (the whole input)."""
+    import datetime as dt
+
+    if args.date and (args.date_from or args.date_to):
+        raise ConfigError("--date and --from/--to: give one day, or a range, not both")
+    if bool(args.date_from) != bool(args.date_to):
+        raise ConfigError("--from and --to go together (a backfill of the days between them, inclusive)")
+    given = [args.date] if args.date else [args.date_from, args.date_to] if args.date_from else []
+    parsed = []
+    for value in given:
+        try:
+            parsed.append(dt.date.fromisoformat(value))
+        except ValueError as exc:
+            raise ConfigError(f"{value!r} is not a YYYY-MM-DD date") from exc
+    if not parsed:
+        return None
+    first, last = parsed[0], parsed[-1]
+    if last < first:
+        raise ConfigError(f"--to {last} is before --from {first}")
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+def for_day(conf: Config, day: str, user_run_id: Optional[str], date_to: Optional[str] = None) -> Config:
+    """The config of one day's run: ``run.date`` set, and a run id of its own, the same on every rerun of
+    the day (``day-YYYY-MM-DD``, or ``<run.run_id>-YYYY-MM-DD`` when one was given), so the outputs keyed
+    by run id (the Delta tables, the report's parquet) replace that day's rows and no other's."""
+    import dataclasses
+
+    label = day if date_to is None else f"{day}_to_{date_to}"
+    run_id = f"{user_run_id}-{label}" if user_run_id else f"day-{label}"
+    return dataclasses.replace(conf, run=dataclasses.replace(conf.run, date=day, date_to=date_to, run_id=run_id))
 
 
 def setup_logging() -> None:
@@ -61,8 +98,13 @@ def main_of(
     description: str,
     body: Callable[[object, Config, argparse.Namespace], int | None],
     extra: Optional[Callable[[argparse.ArgumentParser], None]] = None,
+    window: bool = False,
 ) -> Callable[[Optional[Sequence[str]]], int]:
-    """Build a ``main(argv)`` that parses arguments, loads config, builds Spark and runs ``body``."""
+    """Build a ``main(argv)`` that parses arguments, loads config, builds Spark and runs ``body``.
+
+    With ``--date`` or ``--from/--to`` the body runs once per day, in order, in one Spark application,
+    each with its day's config (:func:`for_day`); the first day that fails stops the run with its exit
+    code. A ``window`` job (training) runs once over the whole range instead."""
 
     def main(argv: Optional[Sequence[str]] = None) -> int:
         p = parser(description)
@@ -75,11 +117,23 @@ def main_of(
         # Where the code came from: the checkout, an installed wheel, or the --py-files zip on a cluster.
         log.info("session-attribution code from %s", os.path.dirname(attribution.__file__))
         try:
-            conf = with_run_id(load_config(args.conf, args.overrides))
+            loaded = load_config(args.conf, args.overrides)
+            days = days_of(args)
+            conf = with_run_id(loaded)
             spark = build_spark(conf.spark)
             conf = qualify_output_dir(spark, conf)
-            code = body(spark, conf, args)
-            return int(code or 0)
+            if days is None:
+                return int(body(spark, conf, args) or 0)
+            if window:
+                to = days[-1] if len(days) > 1 else None
+                return int(body(spark, for_day(conf, days[0], loaded.run.run_id, to), args) or 0)
+            for day in days:
+                if len(days) > 1:
+                    log.info("day %s (%d of %d)", day, days.index(day) + 1, len(days))
+                code = int(body(spark, for_day(conf, day, loaded.run.run_id), args) or 0)
+                if code:
+                    return code
+            return 0
         except USER_ERRORS as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

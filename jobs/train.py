@@ -19,7 +19,7 @@ def _body(spark, conf, args) -> int:
     return 0
 
 
-main = main_of(__doc__, _body)
+main = main_of(__doc__, _body, window=True)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -123,3 +123,19 @@ def test_the_ground_truth_of_other_data_gives_no_rows():
     other = {e + "_x": v for e, v in EFFECTS.items()}
     t = ground_truth.recovery(_tables(other, other, [1, 1, 1, 1, 1], stores=[0, 1, 2]), TRUTH)
     assert t.num_rows == 0 and "check" in t.column_names
+
+
+def test_removal_order_is_scored_against_the_true_removal_effect():
+    """The removal column ranked as the planted removal effects scores 1; reversed, -1; an event type split
+    by discovery feature is left out of the comparison."""
+    true_removal = {"click": 9.0, "page": 13.0, "search": 4.0, "view": -3.0, "background": -8.0}
+    truth = {**TRUTH, "true_removal_effect_pp": {"event_type": true_removal}}
+    for order, expected in ((1, 1.0), (-1, -1.0)):
+        t = _tables(dict(EFFECTS), dict(EFFECTS), [1, 1, 1, 1, 1])
+        et = t["event_type"]
+        et["removal_effect_pp"] = [order * true_removal[e] for e in et["event_type"]]
+        split = et.iloc[[0]].assign(event_type="click - Carousel", removal_effect_pp=-100.0 * order)
+        t["event_type"] = pd.concat([et, split], ignore_index=True)
+        c = _checks(ground_truth.recovery(t, truth))
+        row = c[("m", "event_type_removal_spearman")]
+        assert row.value == pytest.approx(expected) and row.compared == 5

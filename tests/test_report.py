@@ -501,3 +501,53 @@ def test_the_store_panel_draws_a_shrunk_bar_outside_its_raw_ci(events, tmp_path)
     panel = next(ax for ax in fig.axes if ax.get_title().startswith("Top stores"))
     assert [round(p.get_width(), 3) for p in panel.patches] == [0.01, 0.02]  # the shrunk values, bottom up
     assert report.picture(tables, "grad_x_input")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_removal_columns_by_hand(spark):
+    """One value per (session, key) whatever its event count; the mean, the independent-sessions CI, the
+    relative lift and the attributable conversions computed by hand; keys outside the sample are null."""
+    from pyspark.sql import functions as F
+
+    from attribution.events import position_bin
+
+    rows = [
+        # session, label, position, type, store, prediction, removal type / position / store
+        ("s1", 1, 0, "A", "x", 0.6, 0.10, 0.30, 0.05),
+        ("s1", 1, 1, "A", None, 0.6, 0.10, 0.30, None),  # A counted once for s1
+        ("s2", 0, 0, "A", "x", 0.4, 0.30, 0.20, 0.01),
+        ("s2", 0, 1, "B", None, 0.4, -0.10, 0.20, None),
+        ("s3", 0, 0, "A", "y", 0.2, None, None, None),  # not in the sample
+        ("s3", 0, 1, "C", None, 0.2, None, None, None),
+    ]
+    df = spark.createDataFrame(
+        rows,
+        "session_id string, label int, event_position int, event_type string, store_id string, prediction double, "
+        "removal_effect_type double, removal_effect_position double, removal_effect_store double",
+    )
+    events = (
+        df.withColumn("position_bin", position_bin(F.col("event_position") + 1))
+        .withColumn("store_name", F.col("store_id"))
+        .withColumn("session_length", F.lit(2))
+        .withColumn("gradient_attribution", F.lit(0.5))
+        .withColumn("contribution", F.lit(0.1))
+        .withColumn("run_id", F.lit("r1"))
+    )
+    removal = aggregate.removal_stats(events)
+    out = {k: t.to_pandas() for k, t in aggregate.tables(aggregate.long_format(events), 1, removal=removal).items()}
+    a = _row(out["event_type"], event_type="A")
+    d = np.array([0.10, 0.30])
+    se = d.std(ddof=1) / math.sqrt(2)
+    assert a.removal_sessions == 2 and a.sessions == 3
+    assert a.removal_effect_pp == pytest.approx(100 * d.mean())
+    assert a.removal_ci_low_pp == pytest.approx(100 * (d.mean() - aggregate.Z95 * se))
+    assert a.removal_ci_high_pp == pytest.approx(100 * (d.mean() + aggregate.Z95 * se))
+    assert a.removal_relative_lift == pytest.approx(d.mean() / np.mean([0.6 - 0.10, 0.4 - 0.30]))
+    assert a.attributable_conversions == pytest.approx(d.mean() * 3)
+    b = _row(out["event_type"], event_type="B")
+    assert b.removal_effect_pp == pytest.approx(-10.0) and b.removal_sessions == 1 and pd.isna(b.removal_ci_low_pp)
+    assert pd.isna(_row(out["event_type"], event_type="C").removal_effect_pp)  # no sampled session has it
+    pos = _row(out["position"], position_bin="1-5")
+    assert pos.removal_effect_pp == pytest.approx(25.0) and pos.removal_sessions == 2
+    x = _row(out["store"], store_id="x")
+    assert x.removal_effect_pp == pytest.approx(3.0) and x.removal_sessions == 2
+    assert pd.isna(_row(out["store"], store_id="y").removal_effect_pp)

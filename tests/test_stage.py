@@ -44,6 +44,7 @@ def test_run_on_hand_written_input_reconciles_exactly(spark, tmp_path):
         "quarantined_null_event_name": 0,
         "quarantined_null_event_ts": 0,
         "quarantined_unparseable_event_ts": 1,
+        "quarantined_outside_run_date": 0,
         "quarantined_event_ts_out_of_range": 0,
         "quarantined_unknown_event_name": 0,
         "duplicate": 1,

@@ -235,3 +235,41 @@ def test_a_failed_distributed_training_is_one_line_naming_where_and_why():
         "failed during training.View stdout logs for detailed error message.; the processes' output is above"
     )
     assert "\n" not in text
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ("none", "the train split of .* has 0 converted and [0-9,]+ non-converted sessions"),
+        ("all", "the train split of .* has [0-9,]+ converted and 0 non-converted sessions"),
+        ("one", "the (train|validation) split of .* has [01] converted and [0-9,]+ non-converted sessions"),
+    ],
+)
+def test_training_on_a_degenerate_day_refuses_with_one_line(spark, tmp_path, capsys, labels, expected):
+    """A day without conversions, with only conversions, or with one converted session: exit 2 and one
+    line naming the split and its counts, no model written (it used to end in a traceback)."""
+    import re
+
+    import pyarrow as pa
+
+    from jobs import train as train_job
+
+    table = synthetic_sessions(120, seed=3, full=True)
+    n = table.num_rows
+    new = {"none": [0] * n, "all": [1] * n, "one": [1] + [0] * (n - 1)}[labels]
+    table = table.set_column(table.schema.get_field_index("label"), "label", pa.array(new, pa.int32()))
+    (tmp_path / "sessions").mkdir()
+    pq.write_table(table, tmp_path / "sessions" / "part-0.parquet")
+    code = train_job.main(
+        [
+            "--set",
+            f"run.output_dir={tmp_path}",
+            "--set",
+            "train.num_processes=1",
+            *sum((["--set", s] for s in SMALL), []),
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and re.search(expected, err[0]) and "train.min_class_sessions" in err[0], err
+    assert not (tmp_path / "model").exists()

@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 from pyspark.accumulators import AccumulatorParam
 
+from attribution.removal import REMOVAL_COLUMNS
+
 log = logging.getLogger(__name__)
 
 # Per-event score columns, by method: (output column, key in attribute_sessions' result).
@@ -118,13 +120,15 @@ def cached_model(payload: ModelPayload, device):
     return _CACHE[key]
 
 
-def output_fields(methods: list[str], vocab_fields: tuple[str, ...]) -> list[pa.Field]:
+def output_fields(methods: list[str], vocab_fields: tuple[str, ...], removal: bool = False) -> list[pa.Field]:
     """The columns the UDF appends to each input batch."""
     fields = [pa.field("prediction", pa.float64()), pa.field("logit", pa.float64())]
     for m in methods:
         fields += [pa.field(col, pa.list_(pa.float64())) for col, _ in METHOD_COLUMNS[m]]
     if "integrated_gradients" in methods:
         fields.append(pa.field("ig_completeness_gap", pa.float64()))
+    if removal:
+        fields += [pa.field(col, pa.list_(pa.float64())) for col in REMOVAL_COLUMNS.values()]
     fields += [pa.field(f"unknown_{f}", pa.int64()) for f in vocab_fields]
     return fields
 
@@ -182,8 +186,11 @@ def attribute_batches(
     threads_per_task: int | None = None,
     on_stats: Callable[[dict], None] | None = None,
     max_positions: int | None = None,
+    removal_sample: float = 0.0,
 ) -> Iterator[pa.RecordBatch]:
-    """The body of the UDF: each input batch comes back with the score columns appended.
+    """The body of the UDF: each input batch comes back with the score columns appended, and, with
+    ``removal_sample`` > 0, the removal effects of each event's type, position bin and store for that
+    share of the sessions (null elsewhere).
 
     ``on_stats`` gets, per Arrow batch, the model batches run, OOM splits, computed (padded) positions,
     real events and this worker's peak resident memory in MiB since the task began (where Linux lets the
@@ -198,7 +205,8 @@ def attribute_batches(
     options = AttributionOptions(
         methods=tuple(methods), attention_layer=attention_layer, ig_steps=ig_steps, ig_baseline=ig_baseline
     )
-    fields = output_fields(methods, loaded.spec.fields)
+    removal = removal_sample > 0
+    fields = output_fields(methods, loaded.spec.fields, removal)
     for batch in batches:
         if batch.num_rows == 0:
             yield pa.RecordBatch.from_arrays(
@@ -217,6 +225,8 @@ def attribute_batches(
             stats_out=stats,
             max_positions=max_positions,
         )
+        if removal:
+            removed = _removal_effects(batch, encoded, loaded.model, removal_sample, device, max_positions, stats)
         if on_stats is not None:
             peak = peak_rss_mb() if peak_is_this_tasks else rss_mb()
             events = int(encoded.offsets[-1])
@@ -236,9 +246,28 @@ def attribute_batches(
                 columns.append(pa.ListArray.from_arrays(offsets, pa.array(scores[key], pa.float64())))
         if "integrated_gradients" in methods:
             columns.append(pa.array(scores["ig_completeness_gap"], pa.float64()))
+        if removal:
+            for dim in REMOVAL_COLUMNS:
+                values = pa.array(removed[dim], pa.float64(), from_pandas=True)  # NaN -> null
+                columns.append(pa.ListArray.from_arrays(offsets, values))
         for f in loaded.spec.fields:
             columns.append(pa.array(_per_session_unknown(encoded, encoded.tokens[f]), pa.int64()))
         yield pa.RecordBatch.from_arrays([*batch.columns, *columns], schema=_with(batch.schema, fields))
+
+
+def _removal_effects(batch: pa.RecordBatch, encoded, model, fraction: float, device, max_positions, stats: dict):
+    """The removal effects of the batch's sampled sessions, per dimension (see attribution/removal.py)."""
+    from attribution.removal import key_codes, position_codes, removal_effects, sampled
+
+    ids = batch.column("session_id").to_pylist()
+    keys = {
+        "event_type": key_codes(batch.column("event_types")),
+        "position_bin": position_codes(encoded.offsets),
+        "store": key_codes(batch.column("store_ids")),
+    }
+    return removal_effects(
+        model, encoded, keys, sampled(ids, fraction), device, max_positions or 65536, stats_out=stats
+    )
 
 
 def _with(schema: pa.Schema, fields: list[pa.Field]) -> pa.Schema:
@@ -279,11 +308,11 @@ class _Max(AccumulatorParam):
         return max(a, b)
 
 
-def _spark_fields(methods: list[str], vocab_fields: tuple[str, ...]):
+def _spark_fields(methods: list[str], vocab_fields: tuple[str, ...], removal: bool = False):
     from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField
 
     out = []
-    for f in output_fields(methods, vocab_fields):
+    for f in output_fields(methods, vocab_fields, removal):
         if pa.types.is_list(f.type):
             out.append(StructField(f.name, ArrayType(DoubleType(), True), True))
         elif pa.types.is_int64(f.type):
@@ -305,8 +334,9 @@ def _fail_first_attempt(batches, partition: int):
             raise RuntimeError(f"injected failure: partition {partition}, attempt 0 (fail_first_attempt_of_partition)")
 
 
-def score_sessions(sessions, payload: ModelPayload, conf, spark):
-    """Append the score columns to ``sessions`` (a DataFrame of the sessions table) with the UDF."""
+def score_sessions(sessions, payload: ModelPayload, conf, spark, removal_sample: float = 0.0):
+    """Append the score columns to ``sessions`` (a DataFrame of the sessions table) with the UDF; with
+    ``removal_sample`` > 0 also the removal effects of that share of the sessions."""
     from attribution.features import Vocabularies
 
     a = conf.attribution
@@ -336,14 +366,15 @@ def score_sessions(sessions, payload: ModelPayload, conf, spark):
             threads,
             on_stats=report,
             max_positions=max_positions,
+            removal_sample=removal_sample,
         )
         return scored if fail_partition is None else _fail_first_attempt(scored, fail_partition)
 
-    selected, schema = scoring_input(sessions, methods, vocab_fields)
+    selected, schema = scoring_input(sessions, methods, vocab_fields, removal_sample > 0)
     return selected.mapInArrow(udf, schema), vocab_fields, (counters, peak_rss)
 
 
-def scoring_input(sessions, methods: list[str], vocab_fields: tuple[str, ...]):
+def scoring_input(sessions, methods: list[str], vocab_fields: tuple[str, ...], removal: bool = False):
     """The sessions' columns the UDF reads or passes through, and the schema of what it returns."""
     from pyspark.sql.types import StructType
 
@@ -351,7 +382,7 @@ def scoring_input(sessions, methods: list[str], vocab_fields: tuple[str, ...]):
 
     keep = ["session_id", "label", "session_date", "event_types", "event_ts"]
     selected = sessions.select(*dict.fromkeys([*keep, *INPUT_COLUMNS]))
-    return selected, StructType([*selected.schema.fields, *_spark_fields(methods, vocab_fields)])
+    return selected, StructType([*selected.schema.fields, *_spark_fields(methods, vocab_fields, removal)])
 
 
 def publish_events(spark, conf, output: str) -> dict:
@@ -361,13 +392,13 @@ def publish_events(spark, conf, output: str) -> dict:
     import time
 
     from attribution import sinks
-    from attribution.io import read_table
+    from attribution.io import read_table, run_days
 
     a = conf.attribution
     published: dict = {}
     if not (a.delta_path or a.csv_path):
         return published
-    events = read_table(spark, output, "parquet", {}, "attribution")
+    events = run_days(read_table(spark, output, "parquet", {}, "attribution"), conf.run)
     if a.delta_path:
         t0 = time.time()
         location = conf.output(a.delta_path)
@@ -387,7 +418,7 @@ def sessions_to_score(spark, conf):
     from pyspark.sql import functions as F
 
     from attribution.features import INPUT_COLUMNS, FeatureMismatch
-    from attribution.io import read_table
+    from attribution.io import read_table, run_days
 
     sessions_path = conf.output(conf.sessions.sessions_path)
     sessions = read_table(spark, sessions_path, "parquet", {}, "sessions")
@@ -399,6 +430,7 @@ def sessions_to_score(spark, conf):
     if missing:
         raise FeatureMismatch(f"{sessions_path} lacks column(s) {', '.join(missing)}; re-run the sessionize stage")
     split = conf.attribution.split
+    sessions = run_days(sessions, conf.run)
     return sessions if split == "all" else sessions.where(F.col("split") == split)
 
 
@@ -412,7 +444,8 @@ def run(spark, conf, model_path: str | None = None) -> dict:
 
     from attribution.events import event_table
     from attribution.features import FeatureMismatch
-    from attribution.io import write_text
+    from attribution.io import InputError, write_text
+    from attribution.sessionize import _partitioned_write, _remove_output, day_partition
 
     a = conf.attribution
     started = time.time()
@@ -420,13 +453,21 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     payload = ModelPayload.read(model_location)
     sessions = sessions_to_score(spark, conf)
     max_length = payload.config["model"]["max_length"]
-    longest = sessions.agg(F.max("session_length")).first()[0]
-    if longest is not None and longest > max_length:
+    longest, n_sessions = sessions.agg(F.max("session_length"), F.count(F.lit(1))).first()
+    if longest is None:
+        day = f" of {conf.run.date}" if conf.run.date else ""
+        raise InputError(
+            f"no sessions{day} in the {a.split} split of {conf.output(conf.sessions.sessions_path)}: nothing to "
+            "attribute (run the sessionize stage for that day first, or the day has no sessions)"
+        )
+    if longest > max_length:
         raise FeatureMismatch(
             f"sessions of up to {longest} events but the model was trained with max_length {max_length}; "
             f"sessionize with session.max_length <= {max_length} or retrain"
         )
-    scored, vocab_fields, (counters, peak_rss) = score_sessions(sessions, payload, conf, spark)
+    # the share of sessions that makes about attribution.removal_sessions of them
+    removal_sample = min(1.0, a.removal_sessions / n_sessions)
+    scored, vocab_fields, (counters, peak_rss) = score_sessions(sessions, payload, conf, spark, removal_sample)
     seen = Observation("attribute_sessions")
     scored = scored.observe(
         seen,
@@ -448,7 +489,9 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     written = Observation("attribute_events")
     events = events.observe(written, F.count(F.lit(1)).alias("events_out"))
     output = conf.output(a.output_path)
-    events.write.mode("overwrite").partitionBy("session_date").parquet(output)
+    if conf.run.date is not None:  # day mode: the day's partition is replaced, no other
+        _remove_output(spark, day_partition(output, conf.run.date))
+    _partitioned_write(events.write, conf.run.date).parquet(output)
     s, w = seen.get, written.get
     if int(s["events_in"]) != int(w["events_out"]):
         raise AttributionReconciliationError(
@@ -478,9 +521,14 @@ def run(spark, conf, model_path: str | None = None) -> dict:
             k.split(":", 1)[1]: int(v) for k, v in sorted(counters.value.items()) if k.startswith("events_on:")
         },
         "events_in_gpu_tasks": int(counters.value.get("events_in_gpu_tasks", 0)),
+        # sessions in the removal sample and the forward passes their removal effects took
+        "removal_sessions": int(counters.value.get("removal_sessions", 0)),
+        "removal_forward_passes": int(counters.value.get("removal_variants", 0)),
         "published": published,
     }
     if "integrated_gradients" in a.methods:
         summary["ig_completeness_gap"] = {"max_abs": s["max_abs_ig_gap"], "mean_abs": s["mean_abs_ig_gap"]}
-    write_text(conf.output(a.summary_path), json.dumps(summary, indent=1))
+    if conf.run.date is not None:
+        summary["date"] = conf.run.date
+    write_text(conf.output(conf.run.day_file(a.summary_path)), json.dumps(summary, indent=1))
     return summary

@@ -170,13 +170,15 @@ def run(spark, conf, model_path: str | None = None) -> dict:
 
     from attribution import report, sinks
     from attribution.aggregate import METHOD_SCORES
-    from attribution.io import join, read_table, write_text
+    from attribution.io import join, read_table, run_days, write_text
 
     f = conf.faithfulness
     started = time.time()
     model_location = model_path or conf.output(conf.train.model_path)
     payload = ModelPayload.read(model_location)
-    events = read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution")
+    events = run_days(
+        read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution"), conf.run
+    )
     shas = [r[0] for r in events.select("model_sha256").distinct().limit(3).collect()]
     if shas and shas != [payload.sha256]:
         raise FaithfulnessInputError(
@@ -184,7 +186,9 @@ def run(spark, conf, model_path: str | None = None) -> dict:
             f"{model_location} is {payload.sha256[:12]}: re-run the attribute stage with this model"
         )
     methods = [m for m, (col, _) in METHOD_SCORES.items() if col in events.columns]
-    sessions = read_table(spark, conf.output(conf.sessions.sessions_path), "parquet", {}, "sessions")
+    sessions = run_days(
+        read_table(spark, conf.output(conf.sessions.sessions_path), "parquet", {}, "sessions"), conf.run
+    )
     observed = Observation("faithfulness_sample")
     sampled, score_cols = sample_sessions(spark, events, sessions, methods, f.max_sessions, conf.run.seed, observed)
     options = options_of(conf)
@@ -273,7 +277,7 @@ def run(spark, conf, model_path: str | None = None) -> dict:
         "seconds": round(time.time() - started, 2),
         "outputs": {**outputs, "per_session": per_session_path},
     }
-    write_text(conf.output(f.summary_path), json.dumps(summary, indent=1, default=float))
+    write_text(conf.output(conf.run.day_file(f.summary_path)), json.dumps(summary, indent=1, default=float))
     return summary
 
 

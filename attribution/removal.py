@@ -1,0 +1,172 @@
+"""Removal effects: how much the model's P(convert) falls when every event of one key leaves a session.
+
+For a session x and a key k (an event type, a position bin or a store) present in it, the removal effect
+is ``p(x) - p(x without the events of k)``: positive when the key's events raise the predicted
+conversion (a driver), negative when they lower it (a detractor). It is the removal-effect convention of
+multi-touch attribution (the Markov-chain removal effect), applied to the model. It needs no attribution
+method, so it is the same for every method's row of a table.
+
+"Without" masks the events out as padding is masked, exactly as faithfulness removes events: the session
+is compacted to its remaining events at their original positions (see
+:func:`attribution.faithfulness.masked_probabilities`), so no unseen token is introduced and the other
+events keep their positions. A session whose every event has the key becomes the empty session (the CLS
+token alone).
+
+Each event carries the removal effect of its own key in its session, so the event table holds it with no
+extra table; the report reads one value per (session, key). Only a deterministic sample of sessions is
+evaluated (about ``attribution.removal_sessions`` of them, by a hash of the session id), which bounds the
+cost: one forward pass per distinct key of a sampled session, on that session's remaining events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from attribution.features import EncodedSessions, length_buckets
+from attribution.model import SessionTransformer, to_tensors
+
+# Dimension -> per-event column of the event table holding the removal effect of the event's key.
+REMOVAL_COLUMNS = {
+    "event_type": "removal_effect_type",
+    "position_bin": "removal_effect_position",
+    "store": "removal_effect_store",
+}
+# 1-based position -> bin, the event table's ``position_bin`` (upper bounds; above the last: 50+).
+POSITION_BIN_UPPER = (5, 10, 20, 50)
+
+
+def sampled(session_ids: list[str], fraction: float) -> np.ndarray:
+    """Whether each session is in the removal sample: a hash of its id below ``fraction``, so the same
+    sessions are chosen on every run, in every partitioning."""
+    if fraction >= 1.0:
+        return np.ones(len(session_ids), dtype=bool)
+    if fraction <= 0.0:
+        return np.zeros(len(session_ids), dtype=bool)
+    limit = int(fraction * 2**64)
+    return np.array(
+        [int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little") < limit for s in session_ids],
+        dtype=bool,
+    )
+
+
+def position_codes(offsets: np.ndarray) -> np.ndarray:
+    """The position bin index (0 = 1-5, ..., 4 = 50+) of every event, flat and aligned with ``offsets``."""
+    lengths = np.diff(offsets)
+    positions = np.arange(int(offsets[-1])) - np.repeat(offsets[:-1], lengths) + 1
+    return np.searchsorted(np.asarray(POSITION_BIN_UPPER), positions, side="left").astype(np.int64)
+
+
+def key_codes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A list column -> per-event integer codes of its values, flat; -1 where the value is null (an
+    event without a store has no store key)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    values = pc.list_flatten(arr)
+    if values.type != pa.string():
+        values = pc.cast(values, pa.string())
+    return pc.fill_null(pc.dictionary_encode(values).indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def masked_probabilities(
+    model: SessionTransformer, x: torch.Tensor, sessions: np.ndarray, keep: np.ndarray, max_positions: int
+) -> np.ndarray:
+    """P(convert) of each variant v: session ``sessions[v]`` of ``x`` (S, Lmax, d) with only the events of
+    ``keep[v]`` (V, Lmax), compacted to them at their original positions. Every variant keeps at least
+    one event (the empty session is :func:`empty_probability`)."""
+    kept = keep.sum(axis=1)
+    out = np.empty(len(keep))
+    if not len(keep):
+        return out
+    device = x.device
+    for rows in length_buckets(kept, max(1, max_positions // max(1, int(kept.max()))), max_positions=max_positions):
+        if not len(rows):
+            continue
+        width = int(kept[rows].max())
+        idx = np.argsort(~keep[rows], axis=1, kind="stable")[:, :width]  # kept events first, in order
+        valid = np.arange(width)[None, :] < kept[rows][:, None]
+        s = torch.from_numpy(sessions[rows]).to(device)
+        i = torch.from_numpy(idx).to(device)
+        with torch.no_grad():
+            logits, _ = model.forward_from_representation(
+                x[s[:, None], i], torch.from_numpy(valid).to(device), positions=(i + 1)
+            )
+        out[rows] = torch.sigmoid(logits).double().cpu().numpy()
+    return out
+
+
+def empty_probability(model: SessionTransformer, device) -> float:
+    """P(convert) of a session with every event removed (the CLS token alone)."""
+    x = torch.zeros(1, 0, model.spec.d_model, device=device)
+    with torch.no_grad():
+        logit, _ = model.forward_from_representation(x, torch.zeros(1, 0, dtype=torch.bool, device=device))
+    return float(torch.sigmoid(logit)[0])
+
+
+def removal_effects(
+    model: SessionTransformer,
+    encoded: EncodedSessions,
+    keys: dict[str, np.ndarray],
+    selected: np.ndarray,
+    device: torch.device | str = "cpu",
+    max_positions: int = 65536,
+    stats_out: dict | None = None,
+) -> dict[str, np.ndarray]:
+    """Per dimension of ``keys`` (flat per-event codes, -1 = no key), the removal effect of each event's
+    key in its session, flat and aligned with ``encoded.offsets``; NaN for events of sessions not
+    ``selected`` and events without a key."""
+    if model.training:
+        raise ValueError("removal effects need the model in eval mode (dropout off); call model.eval()")
+    total = int(encoded.offsets[-1])
+    out = {dim: np.full(total, np.nan) for dim in keys}
+    rows_all = np.flatnonzero(selected)
+    stats = {"removal_sessions": int(len(rows_all)), "removal_variants": 0, "removal_positions": 0}
+    if not len(rows_all) or not keys:
+        if stats_out is not None:
+            stats_out.update(stats)
+        return out
+    p_empty = empty_probability(model, device)
+    lengths = encoded.lengths
+    for chunk in length_buckets(lengths[rows_all], max(1, max_positions // 100), max_positions=max_positions):
+        if not len(chunk):
+            continue
+        rows = rows_all[chunk]
+        batch = encoded.batch(rows)
+        tokens, cont, mask = to_tensors(batch, model.spec.fields, device)
+        with torch.no_grad():
+            x = model.represent(tokens, cont)
+            full, _ = model.forward_from_representation(x, mask)
+        p_full = torch.sigmoid(full).double().cpu().numpy()
+        width = x.shape[1]
+        keep_rows, owners, targets = [], [], []  # a variant: its keep-mask, its session, its events
+        empty_targets = []  # (dimension, events, local session) whose variant is the empty session
+        for local, row in enumerate(rows):
+            lo, length = int(encoded.offsets[row]), int(lengths[row])
+            for dim, codes in keys.items():
+                c = codes[lo : lo + length]
+                for key in np.unique(c[c >= 0]):
+                    has = c == key
+                    events = lo + np.flatnonzero(has)
+                    if has.all():
+                        empty_targets.append((dim, events, local))
+                        continue
+                    keep = np.zeros(width, dtype=bool)
+                    keep[:length] = ~has
+                    keep_rows.append(keep)
+                    owners.append(local)
+                    targets.append((dim, events, local))
+        if keep_rows:
+            keep = np.stack(keep_rows)
+            probs = masked_probabilities(model, x, np.asarray(owners, dtype=np.int64), keep, max_positions)
+            stats["removal_variants"] += len(keep)
+            stats["removal_positions"] += int(keep.sum())
+            for (dim, events, local), p in zip(targets, probs, strict=True):
+                out[dim][events] = p_full[local] - p
+        for dim, events, local in empty_targets:
+            out[dim][events] = p_full[local] - p_empty
+    if stats_out is not None:
+        stats_out.update(stats)
+    return out

@@ -1,0 +1,125 @@
+"""What the removal effects cost: the attribution stage with and without them, side by side in one run.
+
+    python -m bench.bench_removal [--scale 16] [--repeats 2] [--sessions 2000] [--model-size seed|trained]
+
+Needs the embedded default's outputs (``make run``). The stage (read the sessions, the UDF, write the
+event table) runs on the embedded default's test sessions ``--scale`` times over (16x: about 1.2M
+events), with gradient x input only (the cheapest method, so the strictest ratio) and the seed-sized
+model (192 wide, 3 layers; untrained: the cost does not depend on the weights). Runs alternate
+(without, with, without, with, ...) and the best of each is kept, so the machine's noise falls on both.
+Then the report's tables (:func:`attribution.report.build_tables`, one Spark job for the lift and effect
+statistics plus one for the removal statistics) on the event table just written, beside the stage.
+
+Goals (issue #16): the removal effects add at most 25% to the stage's time; the report's tables stay
+within 10% of the stage's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from bench.bench_attribute import GRAD_X_INPUT_ONLY, RESULTS, ROOT, scaled_sessions, seed_sized_model
+from bench.machine import machine
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scale", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--sessions", type=int, default=None, help="attribution.removal_sessions (default: the config's)")
+    p.add_argument("--model-size", choices=("seed", "trained"), default="seed")
+    args = p.parse_args()
+
+    from attribution import report
+    from attribution.config import load_config
+    from attribution.io import read_table
+    from attribution.spark import build_spark
+    from udfs import attribution_udf
+
+    trained = (ROOT / "outputs" / "model").resolve()
+    if not trained.exists():
+        raise SystemExit("no model under outputs/model: run `make run` first")
+    base = load_config(ROOT / "conf" / "local.yaml", GRAD_X_INPUT_ONLY)
+    sample = base.attribution.removal_sessions if args.sessions is None else args.sessions
+    spark = build_spark(base.spark)
+    sessions = scaled_sessions(spark, base, args.scale)
+    model = seed_sized_model(str(trained)) if args.model_size == "seed" else str(trained)
+
+    def conf_for(removal: float, out: str):
+        return load_config(
+            ROOT / "conf" / "local.yaml",
+            [
+                *GRAD_X_INPUT_ONLY,
+                f"sessions.sessions_path={sessions}",
+                f"attribution.output_path={RESULTS / out}",
+                f"attribution.summary_path={RESULTS / (out + '_summary.json')}",
+                f"train.model_path={model}",
+                "attribution.delta_path=null",
+                f"attribution.removal_sessions={removal}",
+                f"report.output_path={RESULTS / 'removal_report'}",
+            ],
+        )
+
+    variants = {"without": conf_for(0, "removal_without_out"), "with": conf_for(sample, "removal_with_out")}
+    for conf in variants.values():  # warm: Python workers, torch, the model cache
+        attribution_udf.run(spark, conf)
+    best: dict[str, tuple[float, dict]] = {}
+    for _ in range(args.repeats):
+        for name, conf in variants.items():
+            t0 = time.perf_counter()
+            summary = attribution_udf.run(spark, conf)
+            dt = time.perf_counter() - t0
+            if name not in best or dt < best[name][0]:
+                best[name] = (dt, summary)
+
+    report_seconds = {}
+    for name, conf in variants.items():
+        events = read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution")
+        report.build_tables(events, conf)  # warm
+        times = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            report.build_tables(events, conf)
+            times.append(time.perf_counter() - t0)
+        report_seconds[name] = min(times)
+    spark.stop()
+
+    without, with_ = best["without"], best["with"]
+    result = {
+        "machine": machine(),
+        "scale": args.scale,
+        "model": args.model_size,
+        "removal_sessions_configured": sample,
+        "events": with_[1]["events"],
+        "sessions": with_[1]["sessions"],
+        "removal_sessions": with_[1]["removal_sessions"],
+        "removal_forward_passes": with_[1]["removal_forward_passes"],
+        "stage_seconds_without": without[0],
+        "stage_seconds_with": with_[0],
+        "removal_overhead": with_[0] / without[0] - 1,
+        "report_tables_seconds_without": report_seconds["without"],
+        "report_tables_seconds_with": report_seconds["with"],
+        "report_over_stage": report_seconds["with"] / with_[0],
+    }
+    print(f"machine: {result['machine']}")
+    print(
+        f"attribute stage, {result['events']:,} events in {result['sessions']:,} sessions, {args.model_size} model, "
+        f"grad_x_input: {without[0]:.1f}s without removal effects, {with_[0]:.1f}s with them "
+        f"(removal_sessions {sample}: {result['removal_sessions']:,} sessions, {result['removal_forward_passes']:,} "
+        f"forward passes) = +{100 * result['removal_overhead']:.0f}% (goal <= 25%)"
+    )
+    print(
+        f"report tables: {report_seconds['without']:.1f}s without removal columns, {report_seconds['with']:.1f}s with "
+        f"= {100 * result['report_over_stage']:.0f}% of the stage (goal <= 10%)"
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"removal_{args.model_size}.json"
+    out.write_text(json.dumps(result, indent=1))
+    print(f"results in {Path(out)}")
+
+
+if __name__ == "__main__":
+    main()
