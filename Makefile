@@ -38,8 +38,10 @@ test-fast: check-java $(STAMP) ## the tests not marked slow (your inner loop)
 
 bench: check-java $(STAMP) ## run the benchmarks (prints ratios; results in bench/results/)
 	$(PY) -m bench.bench_sessionize
+	$(PY) -m bench.bench_daily
 	$(PY) -m bench.bench_train
 	$(PY) -m bench.bench_attribute
+	$(PY) -m bench.bench_removal
 	$(PY) -m bench.bench_report
 	$(PY) -m bench.bench_faithfulness --spark
 	$(PY) -m bench.bench_scenarios

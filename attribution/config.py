@@ -248,6 +248,10 @@ class TrainConf:
     min_class_sessions: int = 5
     warmup_steps: int = 100
     model_path: str = "model"  # relative paths are under run.output_dir
+    # In day mode (--date, --from/--to) training writes a version per window, model_path/versions/<window>,
+    # and LATEST names the one whose window ends last. The model stages use this version (None: the latest;
+    # outside day mode, with no versions, model_path itself).
+    model_version: Optional[str] = None
     shards_path: str = "train_shards"
     # Also train on sessions that keep the funnel events (funnel.exclude=false) and report its test
     # AUC beside the real model's: the leakage the seed warns about, measured on every run.
@@ -285,6 +289,9 @@ class AttributionConf:
     # Fault injection, for tests: the first attempt of this partition's task fails after its first Arrow
     # batch, so a run with task retries (spark.master local[N,3]) shows that a retried task leaves no trace.
     fail_first_attempt_of_partition: Optional[int] = None
+    # Drift: the attributed sessions' ROC-AUC against the model's test ROC-AUC; a drop larger than this is
+    # flagged in the summary (and printed).
+    max_auc_drop: float = 0.05
 
 
 @dataclass(frozen=True)

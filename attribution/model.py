@@ -360,3 +360,51 @@ def build_model(weights: bytes, config: dict, vocab: Vocabularies) -> LoadedMode
 def load_artifact(location: str) -> LoadedModel:
     """Load and verify a model directory. The model comes back in eval mode with frozen parameters."""
     return build_model(*read_artifact(location))
+
+
+# --------------------------------------------------------------------------------------------------
+# Versions: a model trained for a window of days is kept under <model_path>/versions/<window>/
+# --------------------------------------------------------------------------------------------------
+
+LATEST_FILE = "LATEST"  # names the version whose training window ends last
+
+
+def version_of(date: str, date_to: Optional[str]) -> str:
+    """A training window's version name: ``2025-01-15`` or ``2025-01-01_to_2025-01-28``."""
+    return date if date_to is None else f"{date}_to_{date_to}"
+
+
+def _window_end(version: str) -> tuple[str, str]:
+    start, _, end = version.partition("_to_")
+    return (end or start, start)
+
+
+def version_location(model_path: str, version: str) -> str:
+    return join(join(model_path, "versions"), version)
+
+
+def latest_version(model_path: str) -> Optional[str]:
+    """The version LATEST names, or None when the model directory has no versions."""
+    try:
+        return read_bytes(join(model_path, LATEST_FILE)).decode().strip() or None
+    except (InputError, FileNotFoundError):
+        return None
+
+
+def mark_latest(model_path: str, version: str) -> bool:
+    """Point LATEST at ``version`` when its window ends no earlier than the current latest's (a backfill
+    of an older window does not replace a newer model). Returns whether it did."""
+    current = latest_version(model_path)
+    if current is not None and _window_end(version) < _window_end(current):
+        return False
+    write_bytes(join(model_path, LATEST_FILE), f"{version}\n".encode())
+    return True
+
+
+def model_location(model_path: str, version: Optional[str] = None) -> str:
+    """The model directory to use: ``version`` under ``model_path``, else the latest version, else
+    ``model_path`` itself (a model trained outside day mode)."""
+    if version:
+        return version_location(model_path, version)
+    latest = latest_version(model_path)
+    return version_location(model_path, latest) if latest else model_path

@@ -107,8 +107,9 @@ def model_status(conf: Config, shas: list[str]) -> dict:
     below ``report.min_test_auc``; ``unknown`` without metrics for the model that scored the table."""
     from attribution.io import InputError, read_bytes
     from attribution.metrics import roc_auc_ci
+    from attribution.model import model_location
 
-    location = join(conf.output(conf.train.model_path), "metrics.json")
+    location = join(model_location(conf.output(conf.train.model_path), conf.train.model_version), "metrics.json")
     try:
         metrics = json.loads(read_bytes(location))
     except (InputError, FileNotFoundError, ValueError):

@@ -73,6 +73,12 @@ def format_attribute_summary(summary: dict) -> str:
         lines.append(
             "values unknown to the model (scored as <UNK>): " + ", ".join(f"{f} {n:,}" for f, n in unknown.items())
         )
+    drift = summary.get("drift") or {}
+    if drift.get("flagged") or (summary.get("date") and drift):
+        auc = "undefined (one class)" if drift["roc_auc"] is None else f"{drift['roc_auc']:.3f}"
+        model = "unknown" if drift["model_test_roc_auc"] is None else f"{drift['model_test_roc_auc']:.3f}"
+        flag = " DRIFT: more than attribution.max_auc_drop below the model's test AUC" if drift.get("flagged") else ""
+        lines.append(f"ROC-AUC of these sessions {auc} vs the model's test {model}{flag}")
     lines.append(f"wrote {summary['output']} (model {summary['model_sha256'][:12]}...)")
     return "\n".join(lines)
 

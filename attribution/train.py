@@ -267,7 +267,11 @@ def run(spark, conf: Config) -> dict:
     t = conf.train
     sessions_path = conf.output(conf.sessions.sessions_path)
     shards_path = conf.output(t.shards_path)
-    model_path = conf.output(t.model_path)
+    from attribution.model import mark_latest, version_location, version_of
+
+    base_path = conf.output(t.model_path)
+    version = version_of(conf.run.date, conf.run.date_to) if conf.run.date else None
+    model_path = version_location(base_path, version) if version else base_path
     started = time.time()
     vocab, vocab_stats, counts = prepare_shards(spark, conf, sessions_path, shards_path, t.num_processes)
     check_classes(counts, t.min_class_sessions, sessions_path)
@@ -307,12 +311,21 @@ def run(spark, conf: Config) -> dict:
             "seed": conf.run.seed,
             "funnel_excluded": conf.funnel.exclude,
             "test_roc_auc": result["test"]["roc_auc"],
+            # the training window and data (day mode), so a model says what it was trained on
+            "version": version,
+            "training_window": [conf.run.date, conf.run.date_to or conf.run.date] if version else None,
+            "sessions": {s: counts[s] for s in SPLITS},
+            "positives": {s: counts[f"{s}_positive"] for s in SPLITS},
         },
     )
     metrics["model_sha256"] = sha
     if t.leakage_check:
         metrics["leakage_check"] = leakage_check(spark, conf)
     write_text(join(model_path, "metrics.json"), json.dumps(metrics, indent=1))
+    if version:
+        metrics["version"] = version
+        metrics["latest"] = mark_latest(base_path, version)
+    metrics["model_path"] = model_path
     return metrics
 
 

@@ -60,7 +60,7 @@ def _body(spark, conf, args) -> int:
         elif stage == "train":
             metrics = train.run(spark, conf)
             results["train"] = {k: v for k, v in metrics.items() if k not in ("history", "vocabulary")}
-            text = format_train_metrics(metrics, conf.output(conf.train.model_path))
+            text = format_train_metrics(metrics, metrics["model_path"])
         elif stage == "attribute":
             results["attribute"] = summary = attribution_udf.run(spark, conf)
             text = format_attribute_summary(summary)
@@ -93,7 +93,7 @@ def write_manifest(conf, timings: dict, results: dict) -> None:
     }
     if "train" in results:
         manifest["model"] = {
-            "path": conf.output(conf.train.model_path),
+            "path": results["train"].get("model_path", conf.output(conf.train.model_path)),
             "sha256": results["train"]["model_sha256"],
             "test_roc_auc": results["train"]["test"]["roc_auc"],
             "leakage_check_test_roc_auc": results["train"].get("leakage_check", {}).get("test", {}).get("roc_auc"),

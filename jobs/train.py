@@ -15,7 +15,7 @@ from jobs._cli import main_of
 
 def _body(spark, conf, args) -> int:
     metrics = train.run(spark, conf)
-    print(format_train_metrics(metrics, conf.output(conf.train.model_path)))
+    print(format_train_metrics(metrics, metrics["model_path"]))
     return 0
 
 

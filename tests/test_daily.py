@@ -270,3 +270,71 @@ def test_reporting_a_day_without_events_is_one_line_and_exit_2(spark, day_sessio
     code = job.main(["--conf", "conf/local.yaml", "--set", f"run.output_dir={out}", *sets, "--date", DAYS[2]])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and f"has no rows of {DAYS[2]}" in err[0], err
+
+
+TRAIN_SMALL = [
+    "model.d_model=24",
+    "model.n_heads=6",
+    "model.n_layers=1",
+    "model.ff_dim=48",
+    "model.field_dim=8",
+    "model.continuous_dim=4",
+    "train.epochs=2",
+    "train.num_processes=1",
+    "train.threads_per_process=1",
+    "train.leakage_check=false",
+    "train.min_class_sessions=2",
+]
+
+
+def _train(out, *days: str) -> int:
+    from jobs import train as job
+
+    argv = [
+        "--conf",
+        "conf/local.yaml",
+        "--set",
+        f"run.output_dir={out}",
+        *sum((["--set", s] for s in TRAIN_SMALL), []),
+    ]
+    argv += ["--date", days[0]] if len(days) == 1 else ["--from", days[0], "--to", days[-1]]
+    return job.main(argv)
+
+
+@pytest.mark.slow
+def test_versioned_models_the_latest_by_default_and_the_drift_check(spark, day_sessions, tmp_path):
+    """Training on a window writes a version named by it, with its window and data in its config; LATEST
+    names the version whose window ends last (an older window trained later does not replace it); the
+    attribute stage uses the latest unless told a version, and reports the day's ROC-AUC against the
+    model's test AUC."""
+    import json
+    import shutil
+
+    from attribution.model import read_artifact
+
+    out = tmp_path / "out"
+    shutil.copytree(day_sessions, out, ignore=shutil.ignore_patterns("model"))
+    window = f"{DAYS[0]}_to_{DAYS[1]}"
+    assert _train(out, DAYS[0], DAYS[1]) == 0
+    _, config, _ = read_artifact(str(out / "model" / "versions" / window))
+    assert config["version"] == window and config["training_window"] == [DAYS[0], DAYS[1]]
+    assert config["sessions"]["train"] > 300  # two days' sessions
+    assert (out / "model" / "LATEST").read_text().strip() == window
+    assert _train(out, DAYS[2]) == 0
+    assert (out / "model" / "LATEST").read_text().strip() == DAYS[2]
+    assert _train(out, DAYS[0]) == 0  # an older window, trained later
+    assert (out / "model" / "LATEST").read_text().strip() == DAYS[2]
+
+    assert _attribute(out, DAYS[2]) == 0
+    summary = json.loads((out / f"attribute_summary_{DAYS[2]}.json").read_text())
+    assert summary["model_path"].endswith(f"versions/{DAYS[2]}")
+    _, latest, _ = read_artifact(str(out / "model" / "versions" / DAYS[2]))
+    drift = summary["drift"]
+    assert drift["model_test_roc_auc"] == latest["test_roc_auc"]
+    # the day attributed is the model's own test split: its AUC is the model's test AUC
+    assert drift["roc_auc"] == pytest.approx(latest["test_roc_auc"], abs=1e-6) and drift["flagged"] is False
+
+    assert _attribute(out, DAYS[2], sets=(f"train.model_version={window}",)) == 0
+    summary = json.loads((out / f"attribute_summary_{DAYS[2]}.json").read_text())
+    assert summary["model_path"].endswith(f"versions/{window}")
+    assert summary["drift"]["model_test_roc_auc"] == config["test_roc_auc"]

@@ -434,6 +434,33 @@ def sessions_to_score(spark, conf):
     return sessions if split == "all" else sessions.where(F.col("split") == split)
 
 
+def drift_check(spark, conf, output: str, model_auc: float | None) -> dict:
+    """The attributed sessions' ROC-AUC (one prediction and label per session, read back from the event
+    table just written) against the model's test ROC-AUC: ``flagged`` when it is lower by more than
+    ``attribution.max_auc_drop``. The AUC is null when the sessions are of one class (a day without
+    conversions): then nothing can be said, and ``flagged`` is null too."""
+    from pyspark.sql import functions as F
+
+    from attribution.io import read_table, run_days
+    from attribution.metrics import roc_auc
+
+    events = run_days(read_table(spark, output, "parquet", {}, "attribution"), conf.run)
+    sessions = events.where(F.col("event_position") == 0).select("label", "prediction").toArrow()
+    labels = sessions.column("label").to_numpy(zero_copy_only=False)
+    auc = roc_auc(labels, sessions.column("prediction").to_numpy(zero_copy_only=False))
+    auc = None if auc != auc else auc  # NaN: one class
+    drop = None if auc is None or model_auc is None else model_auc - auc
+    return {
+        "sessions": int(len(labels)),
+        "converted": int(labels.sum()),
+        "roc_auc": auc,
+        "model_test_roc_auc": model_auc,
+        "drop": drop,
+        "max_drop": conf.attribution.max_auc_drop,
+        "flagged": None if drop is None else bool(drop > conf.attribution.max_auc_drop),
+    }
+
+
 def run(spark, conf, model_path: str | None = None) -> dict:
     """Attribute the configured split of the sessions table; write the event-level table and a summary."""
     import json
@@ -449,7 +476,9 @@ def run(spark, conf, model_path: str | None = None) -> dict:
 
     a = conf.attribution
     started = time.time()
-    model_location = model_path or conf.output(conf.train.model_path)
+    from attribution.model import model_location as resolve
+
+    model_location = model_path or resolve(conf.output(conf.train.model_path), conf.train.model_version)
     payload = ModelPayload.read(model_location)
     sessions = sessions_to_score(spark, conf)
     max_length = payload.config["model"]["max_length"]
@@ -498,6 +527,7 @@ def run(spark, conf, model_path: str | None = None) -> dict:
             f"{s['events_in']} events in {s['sessions']} sessions but {w['events_out']} event rows written"
         )
     published = publish_events(spark, conf, output)
+    drift = drift_check(spark, conf, output, payload.config.get("test_roc_auc"))
     summary = {
         "run_id": conf.run.run_id,
         "model_sha256": payload.sha256,
@@ -525,6 +555,7 @@ def run(spark, conf, model_path: str | None = None) -> dict:
         "removal_sessions": int(counters.value.get("removal_sessions", 0)),
         "removal_forward_passes": int(counters.value.get("removal_variants", 0)),
         "published": published,
+        "drift": drift,
     }
     if "integrated_gradients" in a.methods:
         summary["ig_completeness_gap"] = {"max_abs": s["max_abs_ig_gap"], "mean_abs": s["mean_abs_ig_gap"]}

@@ -174,7 +174,9 @@ def run(spark, conf, model_path: str | None = None) -> dict:
 
     f = conf.faithfulness
     started = time.time()
-    model_location = model_path or conf.output(conf.train.model_path)
+    from attribution.model import model_location as resolve
+
+    model_location = model_path or resolve(conf.output(conf.train.model_path), conf.train.model_version)
     payload = ModelPayload.read(model_location)
     events = run_days(
         read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution"), conf.run

@@ -1,0 +1,140 @@
+"""A day's run over a multi-day table costs what it costs over that day alone, side by side in one run.
+
+    python -m bench.bench_daily [--days 7] [--users 3000] [--repeats 2]
+
+Generates ``--days`` days of the synthetic clickstream, writes it as a warehouse table partitioned by
+the local date (``event_date``), and copies one day's partition into a table of its own. Then the
+sessionize stage for that day (``--date``, ``input.date_column=event_date``) runs over both tables,
+alternating, the best of ``--repeats`` each. Reported: the rows each run read (its summary), the files
+its scan read (Spark's ``numFiles`` metric of the file scan, from a probe of the same filter) against the
+files in the table, and the time ratio.
+
+Goal (issue #18): the day over the multi-day table reads only that day's rows and files, and costs
+about what the single-day table costs (ratio near 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+
+from bench.bench_attribute import RESULTS, ROOT
+from bench.machine import machine
+
+
+def files_read(spark, conf) -> int:
+    """The files the day's scan reads: the numFiles metric of the file scan after running it."""
+    from attribution import sessionize
+    from attribution.io import read_table
+
+    previous = spark.conf.get("spark.sql.adaptive.enabled")
+    spark.conf.set("spark.sql.adaptive.enabled", "false")  # the plan object that runs is the one inspected
+    try:
+        df = sessionize.day_scope(read_table(spark, conf.input.path, "parquet", {}, "input"), conf)
+        plan = df._jdf.queryExecution().executedPlan()
+        plan.executeCollect()
+        leaves = plan.collectLeaves()
+        total = 0
+        for i in range(leaves.size()):
+            metric = leaves.apply(i).metrics().get("numFiles")
+            if metric.isDefined():
+                total += int(metric.get().value())
+        return total
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", previous)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--days", type=int, default=7)
+    p.add_argument("--users", type=int, default=3000)
+    p.add_argument("--repeats", type=int, default=2)
+    args = p.parse_args()
+
+    from pyspark.sql import functions as F
+
+    from attribution import generate, sessionize
+    from attribution.config import load_config
+    from attribution.spark import build_spark
+
+    work = RESULTS / "daily"
+    start = "2025-01-15"
+    gen = load_config(
+        ROOT / "conf" / "local.yaml",
+        [
+            f"generate.n_users={args.users}",
+            f"generate.n_days={args.days}",
+            f"generate.start_date={start}",
+            f"generate.output_path={work / 'raw'}",
+            f"generate.stores_path={work / 'stores'}",
+            f"generate.ground_truth_path={work / 'truth.json'}",
+        ],
+    )
+    spark = build_spark(gen.spark)
+    if not (work / "by_date").exists():
+        generate.run(spark, gen)
+        raw = spark.read.parquet(str(work / "raw"))
+        day_of = F.substring("event_timestamp", 1, 10).try_cast("date")
+        raw.withColumn("event_date", day_of).write.partitionBy("event_date").parquet(str(work / "by_date"))
+    day = "2025-01-18" if args.days >= 4 else start
+    single = work / "one_day"
+    shutil.rmtree(single, ignore_errors=True)
+    shutil.copytree(work / "by_date" / f"event_date={day}", single / f"event_date={day}")
+
+    def conf_for(table: str, out: str):
+        return load_config(
+            ROOT / "conf" / "local.yaml",
+            [
+                f"input.path={work / table}",
+                "input.date_column=event_date",
+                f"stores.path={work / 'stores'}",
+                f"run.output_dir={work / out}",
+                f"run.date={day}",
+            ],
+        )
+
+    variants = {"multi_day": conf_for("by_date", "out_multi"), "one_day": conf_for("one_day", "out_one")}
+    for conf in variants.values():  # warm
+        sessionize.run(spark, conf)
+    best: dict[str, tuple[float, dict]] = {}
+    for _ in range(args.repeats):
+        for name, conf in variants.items():
+            t0 = time.perf_counter()
+            summary = sessionize.run(spark, conf)
+            dt = time.perf_counter() - t0
+            if name not in best or dt < best[name][0]:
+                best[name] = (dt, summary)
+    files = {name: files_read(spark, conf) for name, conf in variants.items()}
+    table_files = sum(1 for _ in (work / "by_date").rglob("*.parquet"))
+    total_rows = spark.read.parquet(str(work / "by_date")).count()
+    spark.stop()
+
+    multi, one = best["multi_day"], best["one_day"]
+    result = {
+        "machine": machine(),
+        "days_in_table": args.days,
+        "rows_in_table": total_rows,
+        "files_in_table": table_files,
+        "day": day,
+        "rows_read": {k: v[1]["rows_read"] for k, v in best.items()},
+        "files_read": files,
+        "seconds": {k: v[0] for k, v in best.items()},
+        "ratio_multi_over_one": multi[0] / one[0],
+    }
+    print(f"machine: {result['machine']}")
+    print(
+        f"sessionize --date {day}: over the {args.days}-day table ({total_rows:,} rows, {table_files} files) read "
+        f"{multi[1]['rows_read']:,} rows from {files['multi_day']} files in {multi[0]:.1f}s; over the day alone "
+        f"read {one[1]['rows_read']:,} rows from {files['one_day']} files in {one[0]:.1f}s; "
+        f"ratio {result['ratio_multi_over_one']:.2f} (goal: about 1)"
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / "daily.json"
+    out.write_text(json.dumps(result, indent=1))
+    print(f"results in {out}")
+
+
+if __name__ == "__main__":
+    main()
