@@ -325,6 +325,9 @@ class ReportConf:
     # A model whose test ROC-AUC is below this, or whose 95% CI includes 0.5, predicts no better than
     # chance: the report says so first and the tables carry model_status = at_chance.
     min_test_auc: float = 0.55
+    # Fewer sessions than this in the event table (the day's, in day mode), or none converted, or all:
+    # the report still publishes, with status insufficient_data first and no verdicts.
+    min_sessions: int = 30
     heatmap_positions: int = 20
     top_event_types: int = 15  # bars in the picture's first panel
 
@@ -642,6 +645,8 @@ def validate(conf: Config) -> None:
         raise ConfigError(
             "report.store_min_events, store_min_sessions, heatmap_positions and top_event_types: must be >= 1"
         )
+    if r.min_sessions < 1:
+        raise ConfigError(f"report.min_sessions: {r.min_sessions} must be >= 1")
     if not 0.0 <= r.min_test_auc <= 1.0:
         raise ConfigError(f"report.min_test_auc: {r.min_test_auc} must be between 0 and 1")
     _validate_run_id(conf.run.run_id)

@@ -52,8 +52,8 @@ def build_tables(events: DataFrame, conf: Config, status: str = "unknown") -> di
         removal=aggregate.removal_stats(events),
     )
     run_id = conf.run.run_id or ""
-    if status == "at_chance":  # a CI is conditional on the model; a model at chance supports no verdict
-        out = {name: _no_verdict(t) for name, t in out.items()}
+    if status in NO_VERDICT:  # a model at chance, or too little data, supports no verdict
+        out = {name: _no_verdict(t, NO_VERDICT[status]) for name, t in out.items()}
     return {
         name: t.add_column(0, "run_id", pa.array([run_id] * t.num_rows, pa.string())).add_column(
             1, "model_status", pa.array([status] * t.num_rows, pa.string())
@@ -63,14 +63,17 @@ def build_tables(events: DataFrame, conf: Config, status: str = "unknown") -> di
 
 
 AT_CHANCE_VERDICT = "indistinguishable from noise (the model is at chance)"
+INSUFFICIENT_VERDICT = "indistinguishable from noise (insufficient data)"
+# status -> the verdict every effect gets under it
+NO_VERDICT = {"at_chance": AT_CHANCE_VERDICT, "insufficient_data": INSUFFICIENT_VERDICT}
 
 
-def _no_verdict(table: pa.Table) -> pa.Table:
-    """``table`` with every effect verdict replaced by AT_CHANCE_VERDICT (where there is one)."""
+def _no_verdict(table: pa.Table, verdict: str = AT_CHANCE_VERDICT) -> pa.Table:
+    """``table`` with every effect verdict replaced by ``verdict`` (where there is one)."""
     if "effect_verdict" not in table.column_names:
         return table
     column = table["effect_verdict"]
-    replaced = pc.if_else(pc.is_null(column), column, pa.scalar(AT_CHANCE_VERDICT, pa.string()))
+    replaced = pc.if_else(pc.is_null(column), column, pa.scalar(verdict, pa.string()))
     return table.set_column(table.column_names.index("effect_verdict"), "effect_verdict", replaced)
 
 
@@ -137,8 +140,28 @@ def model_status(conf: Config, shas: list[str]) -> dict:
     return out
 
 
+def data_status(status: dict, sessions: int, converted: int, minimum: int, day: str | None = None) -> dict:
+    """``status`` turned ``insufficient_data`` when the event table holds fewer than ``minimum`` sessions,
+    or no converted or no non-converted session: too little to read drivers from. A model at chance stays
+    ``at_chance`` (the more basic reason), with the data's problem recorded beside it."""
+    where = f" of {day}" if day else ""
+    reason = None
+    if sessions < minimum:
+        reason = f"{sessions:,} sessions{where}, fewer than report.min_sessions ({minimum:,})"
+    elif converted == 0 or converted == sessions:
+        reason = f"{'none' if converted == 0 else 'all'} of the {sessions:,} sessions{where} converted"
+    out = {**status, "data_sessions": sessions, "data_converted": converted}
+    if reason and status["status"] == "at_chance":
+        out["insufficient_data"] = reason
+    elif reason:
+        out.update({"status": "insufficient_data", "model_status": status["status"], "reason": reason})
+    return out
+
+
 def status_text(status: dict) -> str:
     """The model's status in one sentence, to lead the insights and the page."""
+    if status["status"] == "insufficient_data":
+        return f"INSUFFICIENT DATA ({status['reason']}): no driver can be read from these tables."
     if status["status"] == "unknown":
         return f"Model quality unknown ({status['reason']}): read the tables with care."
     low, high = status["test_roc_auc_ci"]
@@ -287,9 +310,12 @@ def figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, status: 
     fig = Figure(figsize=(18, 13))
     axes = fig.subplots(2, 2)
     title = f"Which steps drive conversion? Effects by {method} (funnel events excluded)"
-    if status and status.get("status") == "at_chance":
+    warn = status.get("status") if status else None
+    if warn == "at_chance":
         title = "MODEL AT CHANCE: no driver can be read here. " + title
-    fig.suptitle(title, fontsize=15, color="#c62828" if status and status.get("status") == "at_chance" else "black")
+    elif warn == "insufficient_data":
+        title = "INSUFFICIENT DATA: no driver can be read here. " + title
+    fig.suptitle(title, fontsize=15, color="#c62828" if warn in NO_VERDICT else "black")
 
     # 1. event types: the headline, strongest first (top of the panel)
     ax = axes[0, 0]
@@ -477,6 +503,8 @@ def key_insights(tables: dict[str, pd.DataFrame], method: str, n: int = 5, statu
         lines.append("No driver stands out: every event type's effect is indistinguishable from noise.")
     if status and status.get("status") == "at_chance":
         lines.append("(Effects below are what this model computes; with the model at chance they mean nothing.)")
+    elif status and status.get("status") == "insufficient_data":
+        lines.append("(Effects below are computed on too little data to mean anything.)")
     if not drivers.empty:
         lines.append(f"Drivers (CI above 0), strongest first ({min(n, len(drivers))} of {len(drivers)}):")
         for _, r in drivers.head(n).iterrows():
@@ -530,7 +558,12 @@ def run(spark, conf: Config) -> dict:
             f"the event table {conf.output(conf.attribution.output_path)} has no rows{day}: nothing to report "
             "(run the attribute stage for it first)"
         )
-    status = model_status(conf, shas)
+    from pyspark.sql import functions as F
+
+    sessions, converted = events.where(F.col("event_position") == 0).agg(F.count(F.lit(1)), F.sum("label")).first()
+    status = data_status(
+        model_status(conf, shas), int(sessions), int(converted or 0), conf.report.min_sessions, conf.run.date
+    )
     tables = build_tables(events, conf, status["status"])
     base = conf.output(conf.report.output_path)
     method = conf.report.default_method

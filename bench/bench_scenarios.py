@@ -115,6 +115,9 @@ def main(argv=None) -> int:
             "event_type_effect_spearman_mean": float(rnd.event_type_effect_spearman.mean()),
             "event_type_effect_spearman_min": float(rnd.event_type_effect_spearman.min()),
             "event_type_lift_spearman_mean": float(rnd.event_type_lift_spearman.mean()),
+            # the removal column against the planted model's own removal effects
+            "event_type_removal_spearman_mean": float(rnd.event_type_removal_spearman.mean()),
+            "event_type_removal_spearman_min": float(rnd.event_type_removal_spearman.min()),
             "store_precision_at_5_mean": float(rnd.store_precision_at_5.mean()),
             "position_direction_right": int((rnd.position_direction_spearman < 0).sum()),
         },

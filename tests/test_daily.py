@@ -338,3 +338,29 @@ def test_versioned_models_the_latest_by_default_and_the_drift_check(spark, day_s
     summary = json.loads((out / f"attribute_summary_{DAYS[2]}.json").read_text())
     assert summary["model_path"].endswith(f"versions/{window}")
     assert summary["drift"]["model_test_roc_auc"] == config["test_roc_auc"]
+
+
+def test_a_day_with_too_few_sessions_is_published_as_insufficient_data(spark, day_sessions, tmp_path, capsys):
+    """Fewer sessions than report.min_sessions: the tables are published with status insufficient_data and
+    no verdicts, and the insights and the page say so first."""
+    import shutil
+
+    import pandas as pd
+
+    from jobs import report as job
+
+    out = tmp_path / "out"
+    shutil.copytree(day_sessions, out)
+    assert _attribute(out, DAYS[0]) == 0
+    capsys.readouterr()
+    sets = ["--set", "attribution.methods=[grad_x_input]", "--set", "report.default_method=grad_x_input"]
+    sets += ["--set", "report.min_sessions=1000"]
+    assert job.main(["--conf", "conf/local.yaml", "--set", f"run.output_dir={out}", *sets, "--date", DAYS[0]]) == 0
+    printed = capsys.readouterr().out
+    insights = printed[printed.index("KEY INSIGHTS") :].splitlines()
+    assert insights[1].startswith("INSUFFICIENT DATA (") and "fewer than report.min_sessions (1,000)" in insights[1]
+    table = pd.read_csv(out / "report" / "event_type_attribution_no_funnel.csv")
+    assert set(table["model_status"]) == {"insufficient_data"}
+    assert set(table["effect_verdict"].dropna()) == {"indistinguishable from noise (insufficient data)"}
+    assert set(table["run_id"]) == {f"day-{DAYS[0]}"}
+    assert "INSUFFICIENT DATA" in (out / "report" / "index.html").read_text()

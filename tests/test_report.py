@@ -455,7 +455,7 @@ def test_a_model_at_chance_is_said_first_and_carried_by_every_table(spark, event
     (tmp_path / "model").mkdir()
     test = {"roc_auc": auc, "sessions": 400, "positive_rate": 0.15}
     (tmp_path / "model" / "metrics.json").write_text(json.dumps({"model_sha256": sha, "test": test}))
-    conf = _conf(tmp_path, "r1", f"generate.ground_truth_path={tmp_path}/none.json")
+    conf = _conf(tmp_path, "r1", f"generate.ground_truth_path={tmp_path}/none.json", "report.min_sessions=1")
     result = report.run(spark, conf)
     low, high = roc_auc_ci(auc, 60, 340)
     assert result["model_status"]["test_roc_auc_ci"] == pytest.approx([low, high])
@@ -551,3 +551,22 @@ def test_removal_columns_by_hand(spark):
     x = _row(out["store"], store_id="x")
     assert x.removal_effect_pp == pytest.approx(3.0) and x.removal_sessions == 2
     assert pd.isna(_row(out["store"], store_id="y").removal_effect_pp)
+
+
+@pytest.mark.parametrize(
+    ("sessions", "converted", "model", "expected", "reason"),
+    [
+        (500, 60, "ok", "ok", None),
+        (20, 5, "ok", "insufficient_data", "20 sessions of 2025-01-15, fewer than report.min_sessions (30)"),
+        (500, 0, "ok", "insufficient_data", "none of the 500 sessions of 2025-01-15 converted"),
+        (500, 500, "unknown", "insufficient_data", "all of the 500 sessions of 2025-01-15 converted"),
+        (20, 5, "at_chance", "at_chance", None),
+    ],
+)
+def test_data_status_by_case(sessions, converted, model, expected, reason):
+    """Too few sessions, none or all converted: insufficient_data, naming why; a model at chance stays at
+    chance (the more basic reason)."""
+    out = report.data_status({"status": model}, sessions, converted, 30, "2025-01-15")
+    assert out["status"] == expected
+    assert out.get("reason") == reason
+    assert (out.get("insufficient_data") is not None) == (model == "at_chance" and sessions < 30)
