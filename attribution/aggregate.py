@@ -122,6 +122,7 @@ def long_format(events: DataFrame) -> DataFrame:
             "session_length",
             "position_bin",
             "run_id",
+            "session_date",
         )
         if c in events.columns
     ]
@@ -189,29 +190,78 @@ def _tagged(long: DataFrame, kinds, max_position: int) -> DataFrame:
     if unknown:
         raise ValueError(f"unknown table(s) {sorted(unknown)}; known: {', '.join(options)}")
     tags = F.array(*[F.when(cond, k) if cond is not None else k for k, cond in (options[t] for t in kinds)])
-    cols = ["method", "label", "attribution", "contribution", "net", "session_length"]
+    if "session_date" not in long.columns:
+        long = long.withColumn("session_date", F.lit(None).cast("date"))
+    cols = ["method", "label", "attribution", "contribution", "session_length", "session_date"]
     # The heatmap's cells need means and counts only, not session-clustered CIs: their rows carry no
     # session, so the per-session level folds each cell into one row per label (an event's (type,
     # position) is unique in its session: keeping sessions would not reduce those rows at all).
     session = F.when(F.col("k.kind") != "type_position", F.col("session_id")).alias("session_id")
+    # a store event's (type, position bin) cell: its net effect is measured against the cell's mean
+    is_store = F.col("k.kind") == "store"
+    cells = [
+        F.when(is_store, F.col("event_type")).alias("cell_type"),
+        F.when(is_store, F.col("position_bin")).alias("cell_bin"),
+    ]
     # explode then filter (not a higher-order filter on the array, which Spark interprets row by row)
     return (
-        long.select(*cols, "session_id", F.explode(tags).alias("k"))
+        long.select(*cols, "session_id", "event_type", "position_bin", F.explode(tags).alias("k"))
         .where(F.col("k").isNotNull())
-        .select(*cols, session, "k.*")
+        .select(*cols, session, *cells, "k.*")
     )
 
 
-def with_net_contribution(long: DataFrame) -> DataFrame:
-    """``long`` plus ``net``: a store event's contribution minus the mean contribution of store events of
-    the same method, event type and position bin (null without a store or a contribution). The cell
-    means are few (methods x types x bins) and joined by broadcast."""
+def cell_sums(long: DataFrame) -> DataFrame:
+    """Per (method, event type, position bin[, session_date]): the sum and count of the contributions of
+    store events. Additive across days; their ratio is the cell mean a store's net effect is measured
+    against."""
     stored = long.where(F.col("store_id").isNotNull() & F.col("contribution").isNotNull())
-    cells = stored.groupBy("method", "event_type", "position_bin").agg(F.avg("contribution").alias("_cell"))
+    day = ["session_date"] if "session_date" in long.columns else []
+    return stored.groupBy("method", "event_type", "position_bin", *day).agg(
+        F.sum("contribution").alias("cell_sum"), F.count(F.lit(1)).alias("cell_events")
+    )
+
+
+def session_rows(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> DataFrame:
+    """The first level of :func:`lift_stats`, additive across days: per (method, kind, key, label, session,
+    session_date), and for store rows per (type, position bin) cell of the store's events, the events
+    ``n`` and the sums of attribution ``s``, contribution ``c``, |contribution| ``abs_c`` and attribution x
+    session length ``adj``. A day's rows, stored, give with other days' the window's statistics exactly
+    (:func:`statistics_from`)."""
+    group = ["method", "kind", *KEY_COLUMNS, "label", "session_id", "session_date", "cell_type", "cell_bin"]
     return (
-        long.join(F.broadcast(cells), ["method", "event_type", "position_bin"], "left")
-        .withColumn("net", F.when(F.col("store_id").isNotNull(), F.col("contribution") - F.col("_cell")))
-        .drop("_cell")
+        _tagged(long, kinds, max_position)
+        .groupBy(*group)
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.sum("attribution").alias("s"),
+            F.sum("contribution").alias("c"),
+            F.sum(F.abs("contribution")).alias("abs_c"),
+            F.sum(F.col("attribution") * F.col("session_length")).alias("adj"),
+        )
+    )
+
+
+def _per_session(rows: DataFrame, cells: DataFrame) -> DataFrame:
+    """:func:`session_rows` (of any days) -> one row per (method, kind, key, label, session) with ``r``,
+    the store's net contribution: sum over its cells of c - n x the cell's mean over all the days given
+    (the cell means are few, methods x types x bins, and joined by broadcast)."""
+    means = (
+        cells.groupBy("method", "event_type", "position_bin")
+        .agg((F.sum("cell_sum") / F.sum("cell_events")).alias("_mean"))
+        .withColumnRenamed("event_type", "cell_type")
+        .withColumnRenamed("position_bin", "cell_bin")
+    )
+    joined = rows.join(F.broadcast(means), ["method", "cell_type", "cell_bin"], "left")
+    net = F.when(F.col("kind") == "store", F.col("c") - F.col("n") * F.col("_mean"))
+    group = ["method", "kind", *KEY_COLUMNS, "label", "session_id", "session_date"]
+    return joined.groupBy(*group).agg(
+        F.sum("n").alias("n"),
+        F.sum("s").alias("s"),
+        F.sum("c").alias("c"),
+        F.sum("abs_c").alias("abs_c"),
+        F.sum(net).alias("r"),
+        F.sum("adj").alias("adj"),
     )
 
 
@@ -243,21 +293,58 @@ def lift_stats(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> D
     the key's overall mean attribution, events and sessions. Two group-bys after a broadcast join of
     the type x position cell means. Type x position rows have means, lifts, effects and event counts,
     but no session counts and no CI."""
-    if "net" not in long.columns:
-        long = with_net_contribution(long)
-    group = ["method", "kind", *KEY_COLUMNS]
-    per_session = (
-        _tagged(long, kinds, max_position)
-        .groupBy(*group, "label", "session_id")
-        .agg(
-            F.count(F.lit(1)).alias("n"),
-            F.sum("attribution").alias("s"),
-            F.sum("contribution").alias("c"),
-            F.sum(F.abs("contribution")).alias("abs_c"),
-            F.sum("net").alias("r"),
-            F.sum(F.col("attribution") * F.col("session_length")).alias("adj"),
-        )
+    return statistics_from(session_rows(long, kinds, max_position), cell_sums(long))
+
+
+GROUP = ["method", "kind", *KEY_COLUMNS]
+
+
+def _net_aggs() -> list:
+    """The per-key sums over sessions of the store's net contribution r (needs the window's cell means)."""
+    return [
+        # net: only events with a store have one, so its own event count
+        F.sum(F.when(F.col("r").isNotNull(), F.col("n"))).cast("double").alias("NR_all"),
+        F.sum(F.when(F.col("r").isNotNull(), F.col("n") * F.col("n"))).cast("double").alias("NNR_all"),
+        F.count(F.col("r")).alias("GR_all"),
+        F.sum("r").alias("R_all"),
+        F.sum(F.col("r") * F.col("r")).alias("RR_all"),
+        F.sum(F.col("r") * F.col("n")).alias("RN_all"),
+    ]
+
+
+NET_SUMS = ("NR_all", "NNR_all", "GR_all", "R_all", "RR_all", "RN_all")
+
+
+def statistics_from(rows: DataFrame, cells: DataFrame) -> DataFrame:
+    """:func:`lift_stats` from :func:`session_rows` and :func:`cell_sums`: the second level and the
+    formulas."""
+    agg = _per_session(rows, cells).groupBy(*GROUP).agg(*_key_aggs(), *_net_aggs())
+    return _formulas(agg)
+
+
+def key_sums(rows: DataFrame, cells: DataFrame) -> DataFrame:
+    """Per (method, kind, key, session_date): every per-key sum over sessions except the store's net terms.
+    Sums and counts only, so the days' rows add up to the window's (:func:`window_statistics`)."""
+    return _per_session(rows, cells).groupBy(*GROUP, "session_date").agg(*_key_aggs())
+
+
+def window_statistics(days_key_sums: DataFrame, store_rows: DataFrame, cells: DataFrame) -> DataFrame:
+    """:func:`lift_stats` of several days from what each day stored: its :func:`key_sums` (added up), its
+    store rows of :func:`session_rows` and its :func:`cell_sums` (the store's net effect is measured
+    against the window's cell means, so those are resolved here)."""
+    sums = [c for c in days_key_sums.columns if c not in (*GROUP, "session_date")]
+    keys = days_key_sums.groupBy(*GROUP).agg(*[F.sum(c).alias(c) for c in sums])
+    nets = _per_session(store_rows, cells).groupBy(*GROUP).agg(*_net_aggs())
+    on = [keys[c].eqNullSafe(nets[c]) for c in GROUP]
+    joined = keys.join(nets, on, "left").select(
+        *[keys[c] for c in GROUP], *[keys[c] for c in sums], *[nets[c] for c in NET_SUMS]
     )
+    return _formulas(joined.withColumn("GR_all", F.coalesce(F.col("GR_all"), F.lit(0))))
+
+
+def _key_aggs() -> list:
+    """The per-key sums over sessions: events, sessions, and per label the sums behind the means, lifts,
+    effects and their session-clustered variances."""
     aggs = [
         F.sum("s").alias("S_all"),
         F.sum("n").alias("event_count"),
@@ -268,13 +355,6 @@ def lift_stats(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> D
         F.sum(F.col("c") * F.col("c")).alias("CC_all"),
         F.sum(F.col("c") * F.col("n")).alias("CN_all"),
         F.sum("abs_c").alias("A_all"),
-        # net: only events with a store have one, so its own event count
-        F.sum(F.when(F.col("r").isNotNull(), F.col("n"))).cast("double").alias("NR_all"),
-        F.sum(F.when(F.col("r").isNotNull(), F.col("n") * F.col("n"))).cast("double").alias("NNR_all"),
-        F.count(F.col("r")).alias("GR_all"),
-        F.sum("r").alias("R_all"),
-        F.sum(F.col("r") * F.col("r")).alias("RR_all"),
-        F.sum(F.col("r") * F.col("n")).alias("RN_all"),
     ]
     for value, suffix in LABELS:
 
@@ -291,8 +371,12 @@ def lift_stats(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> D
             F.sum(on(F.col("c"))).alias(f"C_{suffix}"),
             F.sum(on(F.col("adj"))).alias(f"ADJ_{suffix}"),
         ]
-    agg = per_session.groupBy(*group).agg(*aggs)
+    return aggs
 
+
+def _formulas(agg: DataFrame) -> DataFrame:
+    """The per-key sums -> means, lifts, effects, CIs and verdicts."""
+    group = GROUP
     # Each step names its results and the next refers to them by name: written as one expression, the
     # means would be repeated inside the variances, the SE inside the CI and the CI inside ``significant``,
     # and planning and code generation of that tree took seconds per query.
@@ -392,9 +476,15 @@ def lift_stats(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> D
 
 def removal_stats(events: DataFrame) -> pa.Table | None:
     """Per (table, key): the sampled sessions with the key, the mean and sample variance of their removal
-    effects and their mean P(convert) without the key. One value per (session, key): every event of a key
-    carries the same removal effect. One Spark job over the sampled sessions' events; None when the event
-    table has no removal columns."""
+    effects and their mean P(convert) without the key. One Spark job over the sampled sessions' events;
+    None when the event table has no removal columns."""
+    rows = removal_rows(events)
+    return None if rows is None else removal_from(rows)
+
+
+def removal_rows(events: DataFrame) -> DataFrame | None:
+    """One row per (table, key, sampled session): its removal effect ``d`` and P(convert) ``p`` (every event
+    of a key carries the same removal effect), with the session_date: additive across days."""
     present = [(kind, key, col) for kind, (key, col) in REMOVAL_SOURCES.items() if col in events.columns]
     if not present:
         return None
@@ -408,15 +498,20 @@ def removal_stats(events: DataFrame) -> pa.Table | None:
         ]
     )
     any_sampled = F.col(present[0][2]).isNotNull()  # every dimension samples the same sessions
-    per_session = (
+    day = F.col("session_date") if "session_date" in events.columns else F.lit(None).cast("date")
+    return (
         events.where(any_sampled)
-        .select("session_id", "prediction", F.explode(tags).alias("t"))
+        .select("session_id", day.alias("session_date"), "prediction", F.explode(tags).alias("t"))
         .where(F.col("t").isNotNull())
-        .groupBy("t.kind", "t.key", "session_id")
+        .groupBy("t.kind", "t.key", "session_id", "session_date")
         .agg(F.max("t.d").alias("d"), F.max("prediction").alias("p"))
     )
+
+
+def removal_from(rows: DataFrame) -> pa.Table:
+    """:func:`removal_stats` from :func:`removal_rows` of one day or of many."""
     return (
-        per_session.groupBy("kind", "key")
+        rows.groupBy("kind", "key")
         .agg(
             F.count(F.lit(1)).alias("n"),
             F.avg("d").alias("mean"),
@@ -595,8 +690,12 @@ def tables(
     kinds=tuple(KINDS),
     min_sessions: int = 1,
     removal: pa.Table | None = None,
+    stats: pa.Table | None = None,
 ) -> dict[str, pa.Table]:
     """Every table in ``kinds`` from one Spark job, as Arrow (small; Arrow keeps Spark's types, also for an
-    empty table); ``removal`` (:func:`removal_stats`) adds the removal columns."""
-    stats = lift_stats(long, kinds, max_position).toArrow()
+    empty table); ``removal`` (:func:`removal_stats`) adds the removal columns. ``stats``: the collected
+    :func:`lift_stats` rows when they come from elsewhere (stored daily statistics); ``long`` is then
+    not read."""
+    if stats is None:
+        stats = lift_stats(long, kinds, max_position).toArrow()
     return {kind: finish(stats, kind, min_events, min_sessions, removal) for kind in kinds}

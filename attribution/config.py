@@ -329,6 +329,11 @@ class ReportConf:
     # the report still publishes, with status insufficient_data first and no verdicts.
     min_sessions: int = 30
     heatmap_positions: int = 20
+    # Day mode: each day's additive statistics (per-session sums, store cell sums, removal rows) are kept
+    # here, partitioned by session_date; with window_days N the report's tables cover the N days up to
+    # --date, computed from them without reading or scoring those days' events again.
+    stats_path: str = "report_stats"
+    window_days: Optional[int] = None
     top_event_types: int = 15  # bars in the picture's first panel
 
 
@@ -645,6 +650,8 @@ def validate(conf: Config) -> None:
         raise ConfigError(
             "report.store_min_events, store_min_sessions, heatmap_positions and top_event_types: must be >= 1"
         )
+    if r.window_days is not None and r.window_days < 1:
+        raise ConfigError(f"report.window_days: {r.window_days} must be >= 1 (or null: the day alone)")
     if r.min_sessions < 1:
         raise ConfigError(f"report.min_sessions: {r.min_sessions} must be >= 1")
     if not 0.0 <= r.min_test_auc <= 1.0:

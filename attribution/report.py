@@ -40,16 +40,25 @@ TABLES = {
 PICTURE = "attention_attribution_analysis.png"
 
 
-def build_tables(events: DataFrame, conf: Config, status: str = "unknown") -> dict[str, pa.Table]:
+def build_tables(
+    events: DataFrame | None, conf: Config, status: str = "unknown", statistics: tuple | None = None
+) -> dict[str, pa.Table]:
     """Every table, for every method in the event table, from one Spark job, as Arrow (they are small),
-    each with the run_id and the model's status (``ok``, ``at_chance``, ``unknown``) first."""
+    each with the run_id and the status (``ok``, ``at_chance``, ``insufficient_data``, ``unknown``) first.
+    ``statistics``: (lift statistics, removal statistics) already collected, from stored days."""
     r = conf.report
+    if statistics is None:
+        long = aggregate.long_format(events)
+        stats, removal = None, aggregate.removal_stats(events)
+    else:
+        long, (stats, removal) = None, statistics
     out = aggregate.tables(
-        aggregate.long_format(events),
+        long,
         r.store_min_events,
         r.heatmap_positions,
         min_sessions=r.store_min_sessions,
-        removal=aggregate.removal_stats(events),
+        removal=removal,
+        stats=stats,
     )
     run_id = conf.run.run_id or ""
     if status in NO_VERDICT:  # a model at chance, or too little data, supports no verdict
@@ -558,13 +567,25 @@ def run(spark, conf: Config) -> dict:
             f"the event table {conf.output(conf.attribution.output_path)} has no rows{day}: nothing to report "
             "(run the attribute stage for it first)"
         )
-    from pyspark.sql import functions as F
+    statistics = None
+    if conf.run.date is not None:  # day mode: keep the day's statistics; the tables cover the window
+        write_day_statistics(spark, conf, events)
+        days = window_of(conf)
+        statistics, (sessions, converted) = statistics_of_days(spark, conf, days)
+        if len(days) > 1:
+            import dataclasses
 
-    sessions, converted = events.where(F.col("event_position") == 0).agg(F.count(F.lit(1)), F.sum("label")).first()
-    status = data_status(
-        model_status(conf, shas), int(sessions), int(converted or 0), conf.report.min_sessions, conf.run.date
+            label = f"{conf.run.run_id}-last{len(days)}d"
+            conf = dataclasses.replace(conf, run=dataclasses.replace(conf.run, run_id=label))
+    else:
+        sessions, converted = _sessions_of(events)
+    span = (
+        conf.run.date
+        if not conf.report.window_days or conf.report.window_days == 1
+        else (f"the {conf.report.window_days} days to {conf.run.date}")
     )
-    tables = build_tables(events, conf, status["status"])
+    status = data_status(model_status(conf, shas), sessions, converted, conf.report.min_sessions, span)
+    tables = build_tables(events, conf, status["status"], statistics)
     base = conf.output(conf.report.output_path)
     method = conf.report.default_method
     views = frames(tables)
@@ -620,6 +641,96 @@ def run(spark, conf: Config) -> dict:
 
 
 GROUND_TRUTH_TABLE = "ground_truth_recovery"
+
+
+def _sessions_of(events) -> tuple[int, int]:
+    """(sessions, converted sessions) of an event table: its rows at position 0, one per session."""
+    from pyspark.sql import functions as F
+
+    n, converted = events.where(F.col("event_position") == 0).agg(F.count(F.lit(1)), F.sum("label")).first()
+    return int(n), int(converted or 0)
+
+
+def write_day_statistics(spark, conf: Config, events) -> None:
+    """Store the day's additive statistics, replacing the day's partition of each, under report.stats_path:
+    ``key_sums`` (per key, the sums over sessions: a few rows per key), ``store_rows`` (per store, session
+    and type x position cell: a store's net effect is measured against the window's cell means, so it is
+    resolved when the window is read), ``cells``, ``removal_rows`` (the sampled sessions' removal effects)
+    and ``sessions`` (per label). A window's tables are computed from them (:func:`statistics_of_days`)."""
+    from pyspark.sql import functions as F
+
+    from attribution.sessionize import _partitioned_write, _remove_output, day_partition
+
+    long = aggregate.long_format(events)
+    r = conf.report
+    rows = aggregate.session_rows(long, max_position=r.heatmap_positions)
+    cells = aggregate.cell_sums(long)
+    parts = {
+        "key_sums": aggregate.key_sums(rows, cells),
+        "store_rows": rows.where(F.col("kind") == "store"),
+        "cells": cells,
+        "removal_rows": aggregate.removal_rows(events),
+    }
+    # the day of a session is the day being reported (its partition), also for the heatmap's rows
+    day = F.lit(conf.run.date).cast("date")
+    sessions_today = events.where(F.col("event_position") == 0).select("label")
+    counts = sessions_today.groupBy("label").count().withColumn("session_date", day)
+    parts["sessions"] = counts
+    base = conf.output(r.stats_path)
+    for name, df in parts.items():
+        location = join(base, name)
+        _remove_output(spark, day_partition(location, conf.run.date))
+        if df is not None:
+            _partitioned_write(df.withColumn("session_date", day).write, conf.run.date).parquet(location)
+
+
+def window_of(conf: Config) -> list[str]:
+    """The days a day-mode report covers: report.window_days days up to run.date (the day alone by
+    default), oldest first."""
+    import datetime as dt
+
+    last = dt.date.fromisoformat(conf.run.date)
+    n = conf.report.window_days or 1
+    return [(last - dt.timedelta(days=n - 1 - i)).isoformat() for i in range(n)]
+
+
+def statistics_of_days(spark, conf: Config, days: list[str]) -> tuple[tuple, tuple[int, int]]:
+    """((lift statistics, removal statistics), (sessions, converted)) of ``days`` from the stored daily
+    statistics; a day without them is a one-line error naming it."""
+    from pyspark.errors import AnalysisException
+    from pyspark.sql import functions as F
+
+    base = conf.output(conf.report.stats_path)
+    first, last = F.lit(days[0]).cast("date"), F.lit(days[-1]).cast("date")
+
+    def read(name: str):
+        df = spark.read.parquet(join(base, name))
+        return df.where(F.col("session_date").between(first, last))
+
+    try:
+        counts = (
+            read("sessions")
+            .groupBy("session_date")
+            .agg(F.sum("count").alias("n"), F.sum(F.when(F.col("label") == 1, F.col("count"))).alias("converted"))
+            .collect()
+        )
+    except AnalysisException as exc:  # no statistics at all under stats_path
+        raise InputError(f"no daily statistics under {base}: run the report with --date for each day first") from exc
+    have = {str(r["session_date"]) for r in counts}
+    missing = [d for d in days if d not in have]
+    if missing:
+        raise InputError(
+            f"report.window_days={len(days)}: no statistics for {', '.join(missing)} under {base}; run the report "
+            "with --date for those days first"
+        )
+    sessions = sum(int(r["n"]) for r in counts)
+    converted = sum(int(r["converted"] or 0) for r in counts)
+    stats = aggregate.window_statistics(read("key_sums"), read("store_rows"), read("cells")).toArrow()
+    try:
+        removal = aggregate.removal_from(read("removal_rows"))
+    except AnalysisException:  # no day had removal effects (attribution.removal_sessions 0)
+        removal = None
+    return (stats, removal), (sessions, converted)
 
 
 def ground_truth_of(conf: Config) -> dict | None:

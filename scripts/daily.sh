@@ -10,12 +10,14 @@
 # to fix (including a day without events, sessions or conversions: one line names it), 3 an internal error.
 #
 # Environment: SUBMIT (default "spark-submit", add --master and resources), CONF (default conf/cluster.yaml),
-# GPU (extra spark-submit flags for the model stages, default none).
+# GPU (extra spark-submit flags for the model stages, default none), WINDOW (a number of days: after a
+# day's report, also the report of the WINDOW days up to it, from the days' stored statistics).
 set -euo pipefail
 
 SUBMIT=${SUBMIT:-spark-submit}
 CONF=${CONF:-conf/cluster.yaml}
 GPU=${GPU:-}
+WINDOW=${WINDOW:-}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 usage() {
@@ -50,3 +52,7 @@ stage sessionize
 # shellcheck disable=SC2086
 stage attribute $GPU
 stage report
+if [ -n "$WINDOW" ]; then
+  last=${3:-$2}
+  $SUBMIT "$ROOT/jobs/report.py" --conf "$CONF" --date "$last" --set "report.window_days=$WINDOW"
+fi

@@ -364,3 +364,103 @@ def test_a_day_with_too_few_sessions_is_published_as_insufficient_data(spark, da
     assert set(table["effect_verdict"].dropna()) == {"indistinguishable from noise (insufficient data)"}
     assert set(table["run_id"]) == {f"day-{DAYS[0]}"}
     assert "INSUFFICIENT DATA" in (out / "report" / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_a_rolling_window_from_stored_days_equals_the_direct_computation(spark, day_sessions, tmp_path, capsys):
+    """The report over the last 3 days, computed from the 3 days' stored statistics, gives the numbers the
+    tables built directly from the 3 days' events give (to 1e-9), and carries its own run id; a window
+    reaching a day that was not reported is one line naming the days, exit 2."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from attribution import report
+    from attribution.io import read_table
+    from jobs import report as job
+
+    out = tmp_path / "out"
+    shutil.copytree(day_sessions, out)
+    assert _attribute(out, *DAYS) == 0
+    sets = ["--set", "attribution.methods=[grad_x_input]", "--set", "report.default_method=grad_x_input"]
+    sets += ["--set", "report.store_min_sessions=2", "--set", "report.store_min_events=2"]
+    base = ["--conf", "conf/local.yaml", "--set", f"run.output_dir={out}", *sets]
+    assert job.main([*base, "--from", DAYS[0], "--to", DAYS[2]]) == 0
+    assert job.main([*base, "--set", "report.window_days=3", "--date", DAYS[2]]) == 0
+
+    conf = make_conf(
+        f"run.output_dir={out}",
+        "attribution.methods=[grad_x_input]",
+        "report.default_method=grad_x_input",
+        "report.store_min_sessions=2",
+        "report.store_min_events=2",
+        path="conf/local.yaml",
+    )
+    events = read_table(spark, str(out / "gradient_attribution_no_funnel"), "parquet", {}, "attribution")
+    direct = report.frames(report.build_tables(events, conf))
+    for name, key in (("event_type", "event_type"), ("position", "position_bin"), ("store", "store_id")):
+        window = pd.read_csv(out / "report" / f"{report.TABLES[name]}_by_method.csv")
+        assert set(window["run_id"]) == {f"day-{DAYS[2]}-last3d"}
+        d = direct[name].assign(**{key: direct[name][key].astype(str)}).set_index(["method", key]).sort_index()
+        w = window.assign(**{key: window[key].astype(str)}).set_index(["method", key]).sort_index()
+        assert list(w.index) == list(d.index) and len(d) >= 5
+        numeric = [
+            c
+            for c in ("effect_log_odds", "effect_ci_low", "attribution_lift", "lift_se", "removal_effect_pp")
+            + (("shrunk_net_effect_log_odds", "net_effect_se") if name == "store" else ())
+            if c in d.columns
+        ]
+        for c in numeric:
+            a, b = d[c].to_numpy(float), w[c].to_numpy(float)
+            assert np.allclose(a, b, rtol=1e-9, atol=1e-12, equal_nan=True), (name, c)
+        assert (d["sessions"].to_numpy() == w["sessions"].to_numpy()).all()
+
+    capsys.readouterr()
+    assert job.main([*base, "--set", "report.window_days=4", "--date", DAYS[2]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no statistics for 2025-01-14 under" in err[0], err
+
+
+@pytest.mark.slow
+def test_the_daily_schedule_script_runs_a_day_through_spark_submit(raw, day_sessions, tmp_path):
+    """scripts/daily.sh as a scheduler calls it, each stage a real spark-submit: the day's sessions, event
+    table and report, with the day's run id, and exit 0."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copytree(day_sessions / "model", out / "model")
+    conf = yaml.safe_load((root / "conf" / "local.yaml").read_text())
+    conf["run"]["output_dir"] = str(out)
+    conf["input"].update({"path": str(raw / "by_date"), "date_column": "event_date"})
+    conf["stores"]["path"] = str(raw / "stores")
+    conf.setdefault("attribution", {}).update({"methods": ["grad_x_input"], "removal_sessions": 50})
+    conf.setdefault("report", {})["default_method"] = "grad_x_input"
+    (tmp_path / "daily.yaml").write_text(yaml.safe_dump(conf))
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "SUBMIT": f"{bin_dir / 'spark-submit'} --master local[2]",
+        "CONF": str(tmp_path / "daily.yaml"),
+        "PYTHONPATH": str(root),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
+    done = subprocess.run(
+        [str(root / "scripts" / "daily.sh"), "day", DAYS[1]], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "sessions" / f"session_date={DAYS[1]}").is_dir()
+    assert [p.name for p in (out / "gradient_attribution_no_funnel").iterdir() if p.is_dir()] == [
+        f"session_date={DAYS[1]}"
+    ]
+    table = pd.read_csv(out / "report" / "event_type_attribution_no_funnel.csv")
+    assert set(table["run_id"]) == {f"day-{DAYS[1]}"} and len(table) >= 5
