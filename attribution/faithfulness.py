@@ -45,8 +45,8 @@ import numpy as np
 import torch
 
 from attribution.features import EncodedSessions, length_buckets
-from attribution.model import SessionTransformer, to_tensors
-from attribution.removal import empty_probability, masked_probabilities
+from attribution.model import SessionTransformer
+from attribution.removal import empty_probability, masked_probabilities, represent
 
 METRICS = ("comprehensiveness", "sufficiency", "aopc_comprehensiveness", "aopc_sufficiency", "deletion_area")
 HIGHER_IS_BETTER = {
@@ -175,12 +175,7 @@ def evaluate_sessions(
     for chunk in length_buckets(lengths, max(1, options.batch_positions // 100), max_positions=options.batch_positions):
         if not len(chunk):
             continue
-        batch = encoded.batch(chunk)
-        tokens, cont, mask = to_tensors(batch, model.spec.fields, device)
-        with torch.no_grad():
-            x = model.represent(tokens, cont)
-            full_logits, _ = model.forward_from_representation(x, mask)
-        p_full = torch.sigmoid(full_logits).double().cpu().numpy()
+        x, p_full = represent(model, encoded, chunk, device)
         width = x.shape[1]
         all_masks, owners, meta = [], [], []
         for local, row in enumerate(chunk):
@@ -201,7 +196,7 @@ def evaluate_sessions(
         masks = np.concatenate(all_masks)
         owner = np.concatenate(owners)
         probs = masked_probabilities(model, x, owner, masks, options.batch_positions)
-        stats["forward_positions"] += int(masks.sum()) + int(batch["mask"].sum())
+        stats["forward_positions"] += int(masks.sum()) + int(lengths[chunk].sum())
         stats["variants"] += len(masks)
         start = 0
         for local, row in enumerate(chunk):

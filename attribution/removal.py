@@ -106,6 +106,16 @@ def empty_probability(model: SessionTransformer, device) -> float:
     return float(torch.sigmoid(logit)[0])
 
 
+def represent(model: SessionTransformer, encoded: EncodedSessions, rows: np.ndarray, device):
+    """Sessions ``rows`` padded into one batch: their input representations (S, Lmax, d), from which
+    masked variants are cut, and their full sessions' P(convert) (S,)."""
+    tokens, cont, mask = to_tensors(encoded.batch(rows), model.spec.fields, device)
+    with torch.no_grad():
+        x = model.represent(tokens, cont)
+        full, _ = model.forward_from_representation(x, mask)
+    return x, torch.sigmoid(full).double().cpu().numpy()
+
+
 def removal_effects(
     model: SessionTransformer,
     encoded: EncodedSessions,
@@ -134,12 +144,7 @@ def removal_effects(
         if not len(chunk):
             continue
         rows = rows_all[chunk]
-        batch = encoded.batch(rows)
-        tokens, cont, mask = to_tensors(batch, model.spec.fields, device)
-        with torch.no_grad():
-            x = model.represent(tokens, cont)
-            full, _ = model.forward_from_representation(x, mask)
-        p_full = torch.sigmoid(full).double().cpu().numpy()
+        x, p_full = represent(model, encoded, rows, device)
         width = x.shape[1]
         keep_rows, owners, targets = [], [], []  # a variant: its keep-mask, its session, its events
         empty_targets = []  # (dimension, events, local session) whose variant is the empty session

@@ -22,10 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import time
 
 from bench.bench_attribute import RESULTS, ROOT
-from bench.machine import machine
+from bench.machine import best_alternating, machine
 
 
 def files_read(spark, conf) -> int:
@@ -91,18 +90,13 @@ def window_report(spark, work, start: str, days: int, repeats: int) -> dict | No
         report.run(spark, conf)
     last = dates[-1]
     variants = {"day": conf_for(last), "window": conf_for(last, f"report.window_days={days}")}
-    best: dict[str, float] = {}
-    for _ in range(repeats):
-        for name, conf in variants.items():
-            t0 = time.perf_counter()
-            report.run(spark, conf)
-            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+    best = best_alternating(variants, lambda c: report.run(spark, c), repeats)
     return {
         "last_day": last,
         "window_events": events,
-        "day_seconds": best["day"],
-        "window_seconds": best["window"],
-        "window_over_day": best["window"] / best["day"],
+        "day_seconds": best["day"][0],
+        "window_seconds": best["window"][0],
+        "window_over_day": best["window"][0] / best["day"][0],
     }
 
 
@@ -159,19 +153,8 @@ def main() -> None:
     whole = conf_for("by_date", "out_whole", one_day=False)
     for conf in variants.values():  # warm
         sessionize.run(spark, conf)
-    best: dict[str, tuple[float, dict]] = {}
-    for _ in range(args.repeats):
-        for name, conf in variants.items():
-            t0 = time.perf_counter()
-            summary = sessionize.run(spark, conf)
-            dt = time.perf_counter() - t0
-            if name not in best or dt < best[name][0]:
-                best[name] = (dt, summary)
-    whole_seconds = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        sessionize.run(spark, whole)
-        whole_seconds.append(time.perf_counter() - t0)
+    best = best_alternating(variants, lambda c: sessionize.run(spark, c), args.repeats)
+    whole_seconds = [best_alternating({"whole": whole}, lambda c: sessionize.run(spark, c), args.repeats)["whole"][0]]
     files = {name: files_read(spark, conf) for name, conf in variants.items()}
     table_files = sum(1 for _ in (work / "by_date").rglob("*.parquet"))
     total_rows = spark.read.parquet(str(work / "by_date")).count()

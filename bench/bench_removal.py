@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bench.bench_attribute import GRAD_X_INPUT_ONLY, RESULTS, ROOT, scaled_sessions, seed_sized_model
-from bench.machine import machine
+from bench.machine import best_alternating, machine
 
 
 def main() -> None:
@@ -66,14 +66,7 @@ def main() -> None:
     variants = {"without": conf_for(0, "removal_without_out"), "with": conf_for(sample, "removal_with_out")}
     for conf in variants.values():  # warm: Python workers, torch, the model cache
         attribution_udf.run(spark, conf)
-    best: dict[str, tuple[float, dict]] = {}
-    for _ in range(args.repeats):
-        for name, conf in variants.items():
-            t0 = time.perf_counter()
-            summary = attribution_udf.run(spark, conf)
-            dt = time.perf_counter() - t0
-            if name not in best or dt < best[name][0]:
-                best[name] = (dt, summary)
+    best = best_alternating(variants, lambda c: attribution_udf.run(spark, c), args.repeats)
 
     report_seconds = {}
     for name, conf in variants.items():
