@@ -316,9 +316,12 @@ def valid_events(df: DataFrame) -> DataFrame:
 
 
 def quarantined_events(df: DataFrame, run_date: str | None = None) -> DataFrame:
-    """Rejected rows as they arrived (time as text), with the reason, and ``session_date``: the day whose
-    run quarantined them in day mode, else their local date (null when their time can't be read)."""
-    day = F.lit(run_date).cast("date") if run_date is not None else F.col("event_date")
+    """Rejected rows as they arrived (time as text), with the reason, and ``quarantine_date`` (text, the
+    table's partition): the day whose run quarantined them in day mode, else their local date, or
+    ``unknown`` when their time can't be read (a text value, not null: pyarrow and pandas can't read a
+    table whose partition column has a null partition)."""
+    local = F.coalesce(F.date_format("event_date", "yyyy-MM-dd"), F.lit(UNKNOWN_DATE))
+    day = F.lit(run_date) if run_date is not None else local
     return df.where(F.col("reject_reason").isNotNull()).select(
         "user_id",
         "device_id",
@@ -329,8 +332,12 @@ def quarantined_events(df: DataFrame, run_date: str | None = None) -> DataFrame:
         "event_rank",
         "reject_reason",
         "malformed_record",  # the raw line, for malformed_row
-        day.alias("session_date"),
+        day.alias(QUARANTINE_PARTITION),
     )
+
+
+QUARANTINE_PARTITION = "quarantine_date"
+UNKNOWN_DATE = "unknown"
 
 
 def validated(df: DataFrame, conf: Config) -> DataFrame:
@@ -547,21 +554,23 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
     quarantine = quarantined_events(checked, day).observe(
         quarantine_obs, *[_count_if(F.col("reject_reason") == r).alias(r) for r in REJECT_REASONS]
     )
-    # Both tables are partitioned by session_date. A run for one day replaces that day's partition only
-    # (Spark's dynamic partition overwrite); the day's old partition is removed first, so a day that now
-    # has no rows of a kind doesn't keep the last run's.
+    # Sessions are partitioned by session_date, the quarantine by quarantine_date. A run for one day
+    # replaces that day's partition only (Spark's dynamic partition overwrite); the day's old partition is
+    # removed first, so a day that now has no rows of a kind doesn't keep the last run's.
     sessions_path = conf.output(conf.sessions.sessions_path)
     replaced = (
         [sessions_path, quarantine_path]
         if day is None
-        else [day_partition(p, day) for p in (sessions_path, quarantine_path)]
+        else [day_partition(sessions_path, day), day_partition(quarantine_path, day, QUARANTINE_PARTITION)]
     )
     if day is not None:
         for location in replaced:
             _remove_output(spark, location)
+        for location in (sessions_path, quarantine_path):
+            drop_empty_marker(location)
 
     def write_quarantine() -> None:
-        _partitioned_write(quarantine.write, day).parquet(quarantine_path)
+        _partitioned_write(quarantine.write, day, QUARANTINE_PARTITION).parquet(quarantine_path)
 
     valid_obs = Observation("valid")
     session_obs = Observation("sessions")
@@ -622,10 +631,14 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
     return summary
 
 
+EMPTY_MARKER = "part-00000-empty.parquet"
+
+
 def readable_when_empty(schema, location: str) -> None:
-    """A partitioned write of no rows leaves no data file, and Spark can't read a table without one (it
-    infers the schema from the files). Then write one empty file with the schema, in the partition of an
-    unknown session_date, so the empty table reads as empty."""
+    """A partitioned write of no rows leaves no data file, and neither Spark nor pyarrow can read a table
+    without one (they infer the schema from the files). Then write one empty file with the whole schema
+    at the table's root, so the empty table reads as empty. A day's run removes it before it writes a
+    partition (:func:`drop_empty_marker`): a root file beside partition directories would not read."""
     from pyarrow import fs
     from pyspark.sql.pandas.types import to_arrow_schema
 
@@ -637,20 +650,30 @@ def readable_when_empty(schema, location: str) -> None:
         return
     import pyarrow.parquet as pq
 
-    arrow = to_arrow_schema(T.StructType([f for f in schema.fields if f.name != "session_date"]))
-    directory = f"{path}/session_date=__HIVE_DEFAULT_PARTITION__"
-    filesystem.create_dir(directory, recursive=True)
-    with filesystem.open_output_stream(f"{directory}/part-00000-empty.parquet") as out:
-        pq.write_table(arrow.empty_table(), out)
+    filesystem.create_dir(path, recursive=True)
+    with filesystem.open_output_stream(f"{path}/{EMPTY_MARKER}") as out:
+        pq.write_table(to_arrow_schema(schema).empty_table(), out)
 
 
-def day_partition(table: str, day: str) -> str:
-    """The directory of one day's partition of a table partitioned by session_date."""
-    return f"{table.rstrip('/')}/session_date={day}"
+def drop_empty_marker(location: str) -> None:
+    """Remove the file :func:`readable_when_empty` left in an empty table, if there is one."""
+    from pyarrow import fs
+
+    from attribution.sinks import _fs
+
+    filesystem, path = _fs(location)
+    marker = f"{path}/{EMPTY_MARKER}"
+    if filesystem.get_file_info(marker).type == fs.FileType.File:
+        filesystem.delete_file(marker)
 
 
-def _partitioned_write(writer, day: str | None):
-    """A writer partitioned by session_date: in day mode replacing only the partitions it writes (dynamic
+def day_partition(table: str, day: str, column: str = "session_date") -> str:
+    """The directory of one day's partition of a table partitioned by ``column``."""
+    return f"{table.rstrip('/')}/{column}={day}"
+
+
+def _partitioned_write(writer, day: str | None, column: str = "session_date"):
+    """A writer partitioned by ``column``: in day mode replacing only the partitions it writes (dynamic
     partition overwrite), else the whole table."""
-    writer = writer.mode("overwrite").partitionBy("session_date")
+    writer = writer.mode("overwrite").partitionBy(column)
     return writer.option("partitionOverwriteMode", "dynamic") if day is not None else writer

@@ -106,6 +106,15 @@ def test_an_input_where_every_row_is_quarantined_gives_an_empty_sessions_table(s
     assert _quarantine(spark, tmp_path) == {"null_user_id": 1, "unparseable_event_ts": 1}
     assert summary["sessions"]["total"] == 0 and summary["rows"]["model_input"] == 0
     assert spark.read.parquet(f"{tmp_path}/out/sessions").count() == 0
+    # pandas and pyarrow read both tables too: the empty one by its schema file, the quarantine's row of
+    # no readable time in the partition quarantine_date=unknown (a null partition would not read)
+    import pandas as pd
+
+    empty = pd.read_parquet(tmp_path / "out" / "sessions")
+    assert len(empty) == 0 and {"session_id", "session_date", "event_names"} <= set(empty.columns)
+    q = pd.read_parquet(tmp_path / "out" / "quarantine")
+    dates = dict(zip(q.reject_reason, q.quarantine_date.astype(str), strict=True))
+    assert dates == {"null_user_id": "2025-01-15", "unparseable_event_ts": "unknown"}
 
 
 def test_stores_dimension_with_duplicate_ids_is_an_error(spark, tmp_path):

@@ -168,7 +168,9 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     truth = manifest["ground_truth"]
     assert truth["default_method"] == "integrated_gradients" and set(truth["checks"]) == set(methods)
     recovered = pd.read_csv(out / "report" / "ground_truth_recovery.csv")
-    assert len(recovered) == 4 * 3 + 2  # three checks per method, the signed ones one more
+    # three checks per method, the removal column's for every method, the signed ones one more
+    assert len(recovered) == 4 * 4 + 2
+    assert set(recovered[recovered.check == "event_type_removal_spearman"].method) == set(methods)
     assert (out / "report" / "attribution_faithfulness.png").stat().st_size > 10_000
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["sha256"] == metrics["model_sha256"]

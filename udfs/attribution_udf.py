@@ -472,7 +472,7 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     from attribution.events import event_table
     from attribution.features import FeatureMismatch
     from attribution.io import InputError, write_text
-    from attribution.sessionize import _partitioned_write, _remove_output, day_partition
+    from attribution.sessionize import _partitioned_write, _remove_output, day_partition, drop_empty_marker
 
     a = conf.attribution
     started = time.time()
@@ -520,6 +520,7 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     output = conf.output(a.output_path)
     if conf.run.date is not None:  # day mode: the day's partition is replaced, no other
         _remove_output(spark, day_partition(output, conf.run.date))
+        drop_empty_marker(output)
     _partitioned_write(events.write, conf.run.date).parquet(output)
     s, w = seen.get, written.get
     if int(s["events_in"]) != int(w["events_out"]):
