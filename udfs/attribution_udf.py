@@ -259,15 +259,17 @@ def _removal_effects(batch: pa.RecordBatch, encoded, model, fraction: float, dev
     """The removal effects of the batch's sampled sessions, per dimension (see attribution/removal.py)."""
     from attribution.removal import key_codes, position_codes, removal_effects, sampled
 
-    ids = batch.column("session_id").to_pylist()
+    selected = sampled(batch.column("session_id").to_pylist(), fraction)
+    if not selected.any():  # no sampled session in this batch: nothing to encode or run
+        total = int(encoded.offsets[-1])
+        stats.update({"removal_sessions": 0, "removal_variants": 0, "removal_positions": 0})
+        return {dim: np.full(total, np.nan) for dim in REMOVAL_COLUMNS}
     keys = {
         "event_type": key_codes(batch.column("event_types")),
         "position_bin": position_codes(encoded.offsets),
         "store": key_codes(batch.column("store_ids")),
     }
-    return removal_effects(
-        model, encoded, keys, sampled(ids, fraction), device, max_positions or 65536, stats_out=stats
-    )
+    return removal_effects(model, encoded, keys, selected, device, max_positions or 65536, stats_out=stats)
 
 
 def _with(schema: pa.Schema, fields: list[pa.Field]) -> pa.Schema:
