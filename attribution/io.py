@@ -95,7 +95,9 @@ def read_table(spark, path: str | None, fmt: str, options: dict[str, str], what:
     from pyspark.errors import AnalysisException
 
     try:
-        return _read(spark, path, fmt, options)
+        df = _read(spark, path, fmt, options)
+        _ = df.schema  # a Spark Connect session reads lazily: a missing path or table fails here, not later
+        return df
     except AnalysisException as exc:
         condition = exc.getCondition() if hasattr(exc, "getCondition") else ""
         if condition in ("PATH_NOT_FOUND", "TABLE_OR_VIEW_NOT_FOUND"):

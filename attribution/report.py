@@ -659,7 +659,8 @@ def write_day_statistics(spark, conf: Config, events) -> None:
     and ``sessions`` (per label). A window's tables are computed from them (:func:`statistics_of_days`)."""
     from pyspark.sql import functions as F
 
-    from attribution.sessionize import _partitioned_write, _remove_output, day_partition
+    from attribution.sessionize import _partitioned_write, day_partition
+    from attribution.sinks import remove_tree
 
     long = aggregate.long_format(events)
     r = conf.report
@@ -679,7 +680,7 @@ def write_day_statistics(spark, conf: Config, events) -> None:
     base = conf.output(r.stats_path)
     for name, df in parts.items():
         location = join(base, name)
-        _remove_output(spark, day_partition(location, conf.run.date))
+        remove_tree(day_partition(location, conf.run.date))
         if df is not None:
             _partitioned_write(df.withColumn("session_date", day).write, conf.run.date).parquet(location)
 

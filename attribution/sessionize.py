@@ -226,7 +226,7 @@ def flag_invalid(
 
 
 def prepare_stores(stores: DataFrame, columns: StoreColumns) -> pa.Table:
-    """The canonical stores dimension, collected (it is broadcast to every task and joined in memory);
+    """The canonical stores dimension, collected (it travels to every task and is joined in memory);
     duplicate store ids are an error (a join would duplicate events)."""
     fields = {f.name: f.dataType for f in stores.schema.fields}
     out = []
@@ -274,19 +274,21 @@ def build_sessions(ordered: DataFrame, stores: pa.Table | None, conf: Config) ->
     label, split and per-category row counts.
 
     The rules run in a ``mapInArrow`` over each sorted partition (``attribution.session_rules``:
-    numpy passes over Arrow columns). The stores dimension is broadcast once and joined in memory.
+    numpy passes over Arrow columns). The stores dimension travels with the function, as Arrow IPC bytes
+    (Spark broadcasts a function over 1 MiB once per executor; a Spark Connect server gets it in the
+    plan), and is joined in memory.
     """
 
     rules = session_rules.rules_from(conf)
-    stores_bc = None
+    stores_ipc = None
     if stores is not None:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, stores.schema) as writer:
             writer.write_table(stores)
-        stores_bc = ordered.sparkSession.sparkContext.broadcast(sink.getvalue().to_pybytes())
+        stores_ipc = sink.getvalue().to_pybytes()
 
     def sessions(batches):
-        stores_table = pa.ipc.open_stream(stores_bc.value).read_all() if stores_bc is not None else None
+        stores_table = pa.ipc.open_stream(stores_ipc).read_all() if stores_ipc is not None else None
         stream = session_rules.SessionStream(rules, session_rules.StoresLookup(stores_table))
         yield from stream(batches)
 
@@ -446,10 +448,10 @@ def arrow_batch_rows(spark, rows: int):
             spark.conf.set(key, before)
 
 
-def _concurrently(background: Callable[[], None], foreground: Callable[[], None]) -> None:
+def _concurrently(spark, background: Callable[[], None], foreground: Callable[[], None]) -> None:
     """Run ``background`` in a thread while ``foreground`` runs here (each submits its own Spark job),
     wait for both, and raise the first failure: the foreground's, else the background's."""
-    from pyspark import InheritableThread  # carries the job group and local properties into the thread
+    from pyspark import InheritableThread  # carries the job group and local properties (Connect: tags)
 
     failed: list[BaseException] = []
 
@@ -459,7 +461,7 @@ def _concurrently(background: Callable[[], None], foreground: Callable[[], None]
         except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread below
             failed.append(exc)
 
-    thread = InheritableThread(target=target, daemon=True)
+    thread = InheritableThread(target=target, daemon=True, session=spark)
     thread.start()
     try:
         foreground()
@@ -471,18 +473,12 @@ def _concurrently(background: Callable[[], None], foreground: Callable[[], None]
 
 def _metrics(observation) -> dict:
     """An ``Observation``'s metrics; {} when no task ran over the observed rows (an input without files, or
-    a stage Spark skipped because its input was empty), where Spark records an empty row. Sums over no
-    rows are null: callers read ``get(name) or 0``."""
-    if observation._jo.getRow().size() == 0:
+    a stage Spark skipped because its input was empty), where a classic session records an empty row.
+    Sums over no rows are null: callers read ``get(name) or 0``."""
+    jo = getattr(observation, "_jo", None)  # classic only; a Connect observation holds its row itself
+    if jo is not None and jo.getRow().size() == 0:
         return {}
     return observation.get
-
-
-def _remove_output(spark, location: str) -> None:
-    """Delete a directory Spark wrote, through Spark's own filesystem layer (any scheme it writes to)."""
-    jvm = spark.sparkContext._jvm
-    path = jvm.org.apache.hadoop.fs.Path(location)
-    path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).delete(path, True)
 
 
 class ReconciliationError(RuntimeError):
@@ -527,6 +523,7 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
     from pyspark.sql import Observation
 
     from attribution.io import read_table, write_text
+    from attribution.sinks import remove_tree
 
     if spark.conf.get("spark.sql.session.timeZone") != "UTC":
         raise InputError(
@@ -565,7 +562,7 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
     )
     if day is not None:
         for location in replaced:
-            _remove_output(spark, location)
+            remove_tree(location)
         for location in (sessions_path, quarantine_path):
             drop_empty_marker(location)
 
@@ -598,7 +595,7 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
 
     try:
         with naming_unreadable("input.path"):  # a corrupt input file surfaces here, deep in a Java trace
-            _concurrently(write_quarantine, write_sessions)
+            _concurrently(spark, write_quarantine, write_sessions)
         rejected = _metrics(quarantine_obs)
         quarantine_counts = {r: int(rejected.get(r) or 0) for r in REJECT_REASONS}
         rows_read = sum(quarantine_counts.values()) + int(_metrics(valid_obs).get("rows") or 0)
@@ -611,7 +608,7 @@ def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | N
     except Exception:
         # A failed stage leaves no sessions (the whole table, or in day mode the day's partition), so the
         # next stage can't read a stale or partial day.
-        _remove_output(spark, replaced[0])
+        remove_tree(replaced[0])
         raise
     session_counts = _metrics(session_obs)
     if day is None:  # a table with no rows still has a schema its readers can infer

@@ -45,6 +45,19 @@ def _fs(location: str):
     return filesystem or fs.LocalFileSystem(), path.rstrip("/")
 
 
+def remove_tree(location: str) -> None:
+    """Delete a directory Spark wrote (or a file), if it exists: through pyarrow's filesystems, so it works
+    the same from a classic session and from a Spark Connect client."""
+    from pyarrow import fs
+
+    filesystem, path = _fs(location)
+    kind = filesystem.get_file_info(path).type
+    if kind == fs.FileType.Directory:
+        filesystem.delete_dir(path)
+    elif kind == fs.FileType.File:
+        filesystem.delete_file(path)
+
+
 def _exists(filesystem, path: str) -> bool:
     from pyarrow import fs
 
@@ -269,7 +282,7 @@ def write_delta_events(spark, events, location: str, run_id: str) -> int | None:
     _check_run_id(run_id)
     relative_dir = f"run_id={run_id}/{uuid.uuid4().hex}"
     staging = f"{location.rstrip('/')}/{relative_dir}"
-    events.drop("run_id").write.mode("errorifexists").parquet(staging)
+    events.drop("run_id").write.mode("error").parquet(staging)
     filesystem, path = _fs(staging)
     infos = [i for i in filesystem.get_file_info(fs.FileSelector(path)) if i.base_name.endswith(".parquet")]
     files, arrow_schema = [], None

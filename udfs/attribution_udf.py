@@ -5,9 +5,14 @@ iterator of Arrow record batches (``spark.sql.execution.arrow.maxRecordsPerBatch
 yields batches with the same rows plus the score columns. Arrow all the way: the nested event arrays are
 never converted to pandas objects, which on a CPU executor would cost more than the model itself.
 
-- The model travels once, as a broadcast of the verified artifact bytes (safetensors + JSON, no pickle).
-  Each Python worker builds it on first use and caches it across tasks, keyed by its sha256
+- The model travels once per executor, as the verified artifact bytes (safetensors + JSON, no pickle):
+  a broadcast from a classic session; under Spark Connect (no SparkContext, so no broadcast) inside the
+  UDF's function, which the server ships with the stage's task binary (see :func:`ship`). Each Python
+  worker builds the model on first use and caches it across tasks, keyed by its sha256
   (``spark.python.worker.reuse``, on by default, keeps the worker and so the cache).
+- The UDF's counters (model batches, OOM splits, positions, peak memory) come back as data: a map column
+  on the first row of each output batch, gathered by an ``Observation`` and dropped before the write. No
+  accumulators, so the stage runs the same from a classic session and from a Spark Connect client.
 - Device: the GPU Spark assigned to the task (``spark.task.resource.gpu.amount``, read from
   ``TaskContext.resources()``), else a local CUDA device, else the CPU with torch threads set to the
   task's cores.
@@ -24,7 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from pyspark.accumulators import AccumulatorParam
 
 from attribution.removal import REMOVAL_COLUMNS
 
@@ -43,7 +47,7 @@ _CACHE: dict[str, object] = {}  # sha256 -> (LoadedModel on its device, device);
 
 @dataclass(frozen=True)
 class ModelPayload:
-    """What is broadcast: the artifact's verified bytes. Small (MBs) and pickle-free in content."""
+    """What travels to the executors: the artifact's verified bytes. Small (MBs) and pickle-free in content."""
 
     weights: bytes
     config: dict
@@ -59,6 +63,23 @@ class ModelPayload:
 
         weights, config, vocab = read_artifact(location)
         return ModelPayload(weights=weights, config=config, vocab_json=vocab.to_json())
+
+
+@dataclass(frozen=True)
+class Inline:
+    """A value the UDF's function carries itself; read like a broadcast (``.value``)."""
+
+    value: object
+
+
+def ship(spark, value):
+    """``value`` for the executors, read as ``.value`` in the UDF: a broadcast from a classic session (sent
+    once per executor, outside the task binary); the value itself under Spark Connect, which has no
+    broadcast: the function carries it, in the plan, and the server ships it with the task binary (a Spark
+    log line says so when that is over 1 MiB)."""
+    from attribution.spark import is_connect
+
+    return Inline(value) if is_connect(spark) else spark.sparkContext.broadcast(value)
 
 
 def task_gpu_addresses() -> list[str]:
@@ -112,7 +133,7 @@ def cached_model(payload: ModelPayload, device):
     key = f"{payload.sha256}@{device}"
     if key not in _CACHE:
         if sha256(payload.weights).hexdigest() != payload.sha256:
-            raise ArtifactError("the broadcast weights do not match their recorded sha256")
+            raise ArtifactError("the model weights shipped to the executor do not match their recorded sha256")
         loaded = build_model(payload.weights, payload.config, Vocabularies.from_json(payload.vocab_json))
         loaded.model.to(device)
         _CACHE.clear()  # a new model replaces the old one: one model's memory per worker
@@ -287,27 +308,53 @@ class AttributionReconciliationError(RuntimeError):
     """Events out != events in: a bug, never a user error."""
 
 
-class _SumDict(AccumulatorParam):
-    """Accumulator of per-key sums (batches, OOM splits, positions) from the Python workers."""
-
-    def zero(self, value):
-        return {}
-
-    def addInPlace(self, a, b):  # noqa: N802 - Spark's AccumulatorParam interface
-        out = dict(a)
-        for k, v in b.items():
-            out[k] = out.get(k, 0) + v
-        return out
+# The column that carries a UDF's counters out of the executors (see with_stats).
+STATS_COLUMN = "udf_stats"
+STATS_TYPE = pa.map_(pa.string(), pa.float64())
 
 
-class _Max(AccumulatorParam):
-    """Accumulator of the largest value seen (the Python workers' peak resident memory)."""
+def merge_stats(parts: list[dict], maxima: tuple[str, ...] = ()) -> dict:
+    """Counters from many batches as one: sums, except the ``maxima`` keys (peaks), which take the largest."""
+    out: dict = {}
+    for part in parts:
+        for key, value in part.items():
+            value = float(value)
+            out[key] = max(out.get(key, value), value) if key in maxima else out.get(key, 0.0) + value
+    return out
 
-    def zero(self, value):
-        return 0.0
 
-    def addInPlace(self, a, b):  # noqa: N802
-        return max(a, b)
+def with_stats(batches: Iterator[pa.RecordBatch], pending: list[dict], maxima: tuple[str, ...] = ()):
+    """``batches`` with :data:`STATS_COLUMN` appended: the counters the UDF reported into ``pending`` since
+    the last batch, merged, on the batch's first row; null on every other row. Counters reported before
+    an empty batch ride on the next batch that has a row."""
+    for batch in batches:
+        values = [None] * batch.num_rows
+        if batch.num_rows and pending:
+            values[0] = list(merge_stats(pending, maxima).items())
+            pending.clear()
+        column = pa.array(values, STATS_TYPE)
+        yield pa.RecordBatch.from_arrays(
+            [*batch.columns, column], schema=batch.schema.append(pa.field(STATS_COLUMN, STATS_TYPE))
+        )
+
+
+def stats_metric():
+    """The Observation metric that gathers :data:`STATS_COLUMN`: one map per output batch, few enough to
+    collect (a batch holds ``spark.sql.execution.arrow.maxRecordsPerBatch`` rows)."""
+    from pyspark.sql import functions as F
+
+    return F.collect_list(STATS_COLUMN).alias(STATS_COLUMN)
+
+
+def stats_field():
+    from pyspark.sql.types import DoubleType, MapType, StringType, StructField
+
+    return StructField(STATS_COLUMN, MapType(StringType(), DoubleType(), True), True)
+
+
+def observed_stats(metrics: dict, maxima: tuple[str, ...] = ()) -> dict:
+    """The counters of a stage, from its Observation's :func:`stats_metric`."""
+    return merge_stats([dict(m) for m in metrics.get(STATS_COLUMN) or []], maxima)
 
 
 def _spark_fields(methods: list[str], vocab_fields: tuple[str, ...], removal: bool = False):
@@ -338,42 +385,41 @@ def _fail_first_attempt(batches, partition: int):
 
 def score_sessions(sessions, payload: ModelPayload, conf, spark, removal_sample: float = 0.0):
     """Append the score columns to ``sessions`` (a DataFrame of the sessions table) with the UDF; with
-    ``removal_sample`` > 0 also the removal effects of that share of the sessions."""
+    ``removal_sample`` > 0 also the removal effects of that share of the sessions. The UDF's counters
+    come in :data:`STATS_COLUMN` (see :func:`with_stats`)."""
     from attribution.features import Vocabularies
 
     a = conf.attribution
     vocab_fields = Vocabularies.from_json(payload.vocab_json).fields
-    broadcast = spark.sparkContext.broadcast(payload)
     methods, batch_size, max_positions = list(a.methods), a.batch_size, a.max_batch_positions
     layer, steps, baseline, threads = a.attention_layer, a.ig_steps, a.ig_baseline, a.threads_per_task
-
-    counters = spark.sparkContext.accumulator({}, _SumDict())
-    peak_rss = spark.sparkContext.accumulator(0.0, _Max())
-
-    def report(stats: dict) -> None:
-        peak_rss.add(stats.pop("rss_mb"))
-        counters.add(stats)
-
     fail_partition = a.fail_first_attempt_of_partition
+    shipped = ship(spark, payload)
 
     def udf(batches):
+        pending: list[dict] = []
         scored = attribute_batches(
             batches,
-            broadcast.value,
+            shipped.value,
             methods,
             batch_size,
             layer,
             steps,
             baseline,
             threads,
-            on_stats=report,
+            on_stats=pending.append,
             max_positions=max_positions,
             removal_sample=removal_sample,
         )
+        scored = with_stats(scored, pending, PEAKS)
         return scored if fail_partition is None else _fail_first_attempt(scored, fail_partition)
 
     selected, schema = scoring_input(sessions, methods, vocab_fields, removal_sample > 0)
-    return selected.mapInArrow(udf, schema), vocab_fields, (counters, peak_rss)
+    return selected.mapInArrow(udf, schema.add(stats_field())), vocab_fields
+
+
+# The UDF's counters that are peaks, not sums.
+PEAKS = ("rss_mb",)
 
 
 def scoring_input(sessions, methods: list[str], vocab_fields: tuple[str, ...], removal: bool = False):
@@ -474,7 +520,8 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     from attribution.events import event_table
     from attribution.features import FeatureMismatch
     from attribution.io import InputError, write_text
-    from attribution.sessionize import _partitioned_write, _remove_output, day_partition, drop_empty_marker
+    from attribution.sessionize import _partitioned_write, day_partition, drop_empty_marker
+    from attribution.sinks import remove_tree
 
     a = conf.attribution
     started = time.time()
@@ -498,10 +545,11 @@ def run(spark, conf, model_path: str | None = None) -> dict:
         )
     # the share of sessions that makes about attribution.removal_sessions of them
     removal_sample = min(1.0, a.removal_sessions / n_sessions)
-    scored, vocab_fields, (counters, peak_rss) = score_sessions(sessions, payload, conf, spark, removal_sample)
+    scored, vocab_fields = score_sessions(sessions, payload, conf, spark, removal_sample)
     seen = Observation("attribute_sessions")
     scored = scored.observe(
         seen,
+        stats_metric(),
         F.count(F.lit(1)).alias("sessions"),
         F.coalesce(F.sum("session_length"), F.lit(0)).alias("events_in"),
         F.coalesce(F.sum("label"), F.lit(0)).alias("converted"),
@@ -521,10 +569,11 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     events = events.observe(written, F.count(F.lit(1)).alias("events_out"))
     output = conf.output(a.output_path)
     if conf.run.date is not None:  # day mode: the day's partition is replaced, no other
-        _remove_output(spark, day_partition(output, conf.run.date))
+        remove_tree(day_partition(output, conf.run.date))
         drop_empty_marker(output)
     _partitioned_write(events.write, conf.run.date).parquet(output)
     s, w = seen.get, written.get
+    counters = observed_stats(s, PEAKS)
     if int(s["events_in"]) != int(w["events_out"]):
         raise AttributionReconciliationError(
             f"{s['events_in']} events in {s['sessions']} sessions but {w['events_out']} event rows written"
@@ -544,19 +593,19 @@ def run(spark, conf, model_path: str | None = None) -> dict:
         "unknown_tokens": {f: int(s[f"unknown_{f}"]) for f in vocab_fields},
         "seconds": round(time.time() - started, 2),
         "output": output,
-        "model_batches": int(counters.value.get("batches", 0)),
-        "oom_splits": int(counters.value.get("oom_splits", 0)),
+        "model_batches": int(counters.get("batches", 0)),
+        "oom_splits": int(counters.get("oom_splits", 0)),
         # real events / positions computed: how little compute went to padding
-        "padding_efficiency": int(w["events_out"]) / max(1, int(counters.value.get("computed_positions", 0))),
-        "python_worker_peak_rss_mb": round(float(peak_rss.value), 1),
+        "padding_efficiency": int(w["events_out"]) / max(1, int(counters.get("computed_positions", 0))),
+        "python_worker_peak_rss_mb": round(float(counters.get("rss_mb", 0.0)), 1),
         # where the events were scored, and how many in tasks Spark gave a GPU (spark.task.resource.gpu.amount)
         "events_by_device": {
-            k.split(":", 1)[1]: int(v) for k, v in sorted(counters.value.items()) if k.startswith("events_on:")
+            k.split(":", 1)[1]: int(v) for k, v in sorted(counters.items()) if k.startswith("events_on:")
         },
-        "events_in_gpu_tasks": int(counters.value.get("events_in_gpu_tasks", 0)),
+        "events_in_gpu_tasks": int(counters.get("events_in_gpu_tasks", 0)),
         # sessions in the removal sample and the forward passes their removal effects took
-        "removal_sessions": int(counters.value.get("removal_sessions", 0)),
-        "removal_forward_passes": int(counters.value.get("removal_variants", 0)),
+        "removal_sessions": int(counters.get("removal_sessions", 0)),
+        "removal_forward_passes": int(counters.get("removal_variants", 0)),
         "published": published,
         "drift": drift,
     }

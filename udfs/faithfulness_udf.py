@@ -22,7 +22,17 @@ import numpy as np
 import pyarrow as pa
 
 from attribution.io import InputError
-from udfs.attribution_udf import ModelPayload, _Max, _SumDict, cached_model, choose_device
+from udfs.attribution_udf import (
+    STATS_COLUMN,
+    ModelPayload,
+    cached_model,
+    choose_device,
+    observed_stats,
+    ship,
+    stats_field,
+    stats_metric,
+    with_stats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +135,11 @@ def evaluate_batches(
         yield pa.RecordBatch.from_pydict(cols, schema=SESSION_SCHEMA)
 
 
+# The UDF's counters that are maxima, not sums: the largest gap between a recomputed prediction and the
+# event table's.
+GAPS = ("prediction_gap",)
+
+
 def sample_sessions(spark, events, sessions, methods: list[str], max_sessions: int, seed: int, observed=None):
     """The sampled sessions: model inputs, label, the stored prediction and one score array per method.
     ``observed`` (an Observation) counts the sampled sessions of the event table, before the join with
@@ -133,6 +148,7 @@ def sample_sessions(spark, events, sessions, methods: list[str], max_sessions: i
 
     from attribution.aggregate import METHOD_SCORES
     from attribution.features import INPUT_COLUMNS
+    from attribution.spark import default_parallelism
 
     score_cols = [METHOD_SCORES[m][0] for m in methods]
     picked = (
@@ -159,7 +175,7 @@ def sample_sessions(spark, events, sessions, methods: list[str], max_sessions: i
     )
     # The sample is small, so adaptive execution would coalesce it into one partition, and one task would
     # do all the work: spread it over the executors' cores instead (about 50 sessions at least per task).
-    tasks = max(1, min(spark.sparkContext.defaultParallelism, max_sessions // 50))
+    tasks = max(1, min(default_parallelism(spark), max_sessions // 50))
     return grouped.join(inputs, "session_id").repartition(tasks, "session_id"), score_cols
 
 
@@ -194,26 +210,24 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     observed = Observation("faithfulness_sample")
     sampled, score_cols = sample_sessions(spark, events, sessions, methods, f.max_sessions, conf.run.seed, observed)
     options = options_of(conf)
-    broadcast = spark.sparkContext.broadcast(payload)
-    counters = spark.sparkContext.accumulator({}, _SumDict())
-    worst_gap = spark.sparkContext.accumulator(0.0, _Max())
     threads = conf.attribution.threads_per_task
-
-    def report_stats(stats: dict) -> None:
-        worst_gap.add(stats.pop("prediction_gap"))
-        counters.add(stats)
+    shipped = ship(spark, payload)
 
     def udf(batches):
-        return evaluate_batches(batches, broadcast.value, methods, score_cols, options, threads, report_stats)
+        pending: list[dict] = []
+        evaluated = evaluate_batches(batches, shipped.value, methods, score_cols, options, threads, pending.append)
+        return with_stats(evaluated, pending, GAPS)
 
     from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType
 
     spark_types = {pa.string(): StringType(), pa.int32(): IntegerType(), pa.float64(): DoubleType()}
-    schema = StructType([StructField(x.name, spark_types[x.type], True) for x in SESSION_SCHEMA])
+    schema = StructType([StructField(x.name, spark_types[x.type], True) for x in SESSION_SCHEMA] + [stats_field()])
     per_session_path = conf.output(f.sessions_path)
     t0 = time.time()
+    udf_seen = Observation("faithfulness_stats")
     try:
-        sampled.mapInArrow(udf, schema).write.mode("overwrite").parquet(per_session_path)
+        per_session_rows = sampled.mapInArrow(udf, schema).observe(udf_seen, stats_metric()).drop(STATS_COLUMN)
+        per_session_rows.write.mode("overwrite").parquet(per_session_path)
     except Exception as exc:
         # the UDF's own check, raised on an executor: one clear line instead of the Java trace
         marker = "FaithfulnessInputError: "
@@ -222,6 +236,8 @@ def run(spark, conf, model_path: str | None = None) -> dict:
             raise FaithfulnessInputError(text.split(marker, 1)[1].splitlines()[0]) from exc
         raise
     evaluate_seconds = time.time() - t0
+    counters = observed_stats(udf_seen.get, GAPS)
+    worst_gap = counters.get("prediction_gap", 0.0)
     per_session = spark.read.parquet(per_session_path)
     tables = summarize(per_session, methods, options, conf.run.run_id or "")
     if tables["faithfulness"].num_rows == 0:
@@ -234,9 +250,9 @@ def run(spark, conf, model_path: str | None = None) -> dict:
             f"sessions table {conf.output(conf.sessions.sessions_path)}: it changed after the attribute stage; "
             "re-run the attribute stage"
         )
-    if worst_gap.value > PREDICTION_TOLERANCE:
+    if worst_gap > PREDICTION_TOLERANCE:
         raise FaithfulnessInputError(
-            f"the model's prediction for a sampled session differs from the event table's by {worst_gap.value:.2g}: "
+            f"the model's prediction for a sampled session differs from the event table's by {worst_gap:.2g}: "
             "the sessions table changed after the attribute stage; re-run the attribute stage"
         )
 
@@ -273,8 +289,8 @@ def run(spark, conf, model_path: str | None = None) -> dict:
         "agreement_median_spearman": {
             f"{r['method']} vs {r['other_method']}": r["median"] for _, r in views["agreement"].iterrows()
         },
-        "prediction_check_max_abs": float(worst_gap.value),
-        "forward_positions": int(counters.value.get("forward_positions", 0)),
+        "prediction_check_max_abs": float(worst_gap),
+        "forward_positions": int(counters.get("forward_positions", 0)),
         "evaluate_seconds": round(evaluate_seconds, 2),
         "seconds": round(time.time() - started, 2),
         "outputs": {**outputs, "per_session": per_session_path},
