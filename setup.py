@@ -21,5 +21,9 @@ setup(
         "deltalake>=0.25",
         "scikit-learn>=1.4",
     ],
-    extras_require={"test": ["pytest>=8", "chispa>=0.10", "hypothesis>=6", "ruff>=0.5", "captum>=0.7"]},
+    extras_require={
+        # a Spark Connect client (spark.remote: sc://..., or spark.api.mode: connect); see docs/connect.md
+        "connect": ["grpcio>=1.76", "grpcio-status>=1.76", "googleapis-common-protos>=1.71", "zstandard>=0.25"],
+        "test": ["pytest>=8", "chispa>=0.10", "hypothesis>=6", "ruff>=0.5", "captum>=0.7"],
+    },
 )

@@ -57,10 +57,15 @@ class RunConf:
 
 @dataclass(frozen=True)
 class SparkConf:
-    """How the SparkSession is built. ``master`` stays None under spark-submit (it sets the master)."""
+    """How the SparkSession is built. ``master`` stays None under spark-submit (it sets the master).
+
+    ``remote`` (``sc://host:port``, or the ``SPARK_REMOTE`` environment variable) makes the jobs a Spark
+    Connect client of that server; ``conf`` ``spark.api.mode: connect`` with a ``master`` starts a local
+    Connect server and connects to it (see docs/connect.md)."""
 
     app_name: str = "session-attribution"
     master: Optional[str] = None
+    remote: Optional[str] = None
     conf: dict[str, str] = field(default_factory=dict)
 
 
@@ -517,6 +522,11 @@ def validate(conf: Config) -> None:
     """Cross-field checks that types alone can't express."""
     from attribution.scenarios import EFFECTS, SCENARIOS
 
+    if conf.spark.remote is not None and not conf.spark.remote.startswith("sc://"):
+        raise ConfigError(f"spark.remote: {conf.spark.remote!r} is not a Spark Connect URL (sc://host:port)")
+    api_mode = str(conf.spark.conf.get("spark.api.mode", "classic")).lower()
+    if api_mode not in ("classic", "connect"):
+        raise ConfigError(f"spark.conf.spark.api.mode: {api_mode!r} is not 'classic' or 'connect'")
     g = conf.generate
     if g.scenario not in SCENARIOS:
         raise ConfigError(f"generate.scenario: {g.scenario!r} is not one of {', '.join(SCENARIOS)}")
