@@ -66,6 +66,8 @@ class SparkConf:
     app_name: str = "session-attribution"
     master: Optional[str] = None
     remote: Optional[str] = None
+    # With ``remote``: upload the project's code to the session, for the server's Python workers.
+    ship_code: bool = True
     conf: dict[str, str] = field(default_factory=dict)
 
 

@@ -153,6 +153,8 @@ def build_spark(conf: SparkConf):
         except Exception as exc:  # noqa: BLE001 - gRPC and Spark Connect raise several types
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EnvironmentProblem(f"cannot reach the Spark Connect server at {url}: {reason}") from exc
+    if url is not None and conf.ship_code:
+        ship_code(spark)
     kept = sorted({m.group(1) for w in caught if (m := _NOT_SET.search(str(w.message)))})
     if kept and url is not None:
         # A local server took them as it started; a remote one keeps its own values.
@@ -161,6 +163,52 @@ def build_spark(conf: SparkConf):
         if not _NOT_SET.search(str(w.message)):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return spark
+
+
+# The project's packages: what a Connect server's Python workers need of this project to run its UDFs.
+CODE_PACKAGES = ("attribution", "udfs", "jobs")
+_SHIPPED: set[str] = set()  # the code archives this process has added to a Connect session
+
+
+def code_archive(out_dir: str | None = None) -> str:
+    """A zip of the project's code as this process imports it (a checkout, an installed wheel), named by
+    its content's sha256, so the same code is the same artifact. When the code is itself imported from a
+    zip (spark-submit --py-files), that zip."""
+    import hashlib
+    import importlib
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    roots = [Path(importlib.import_module(p).__file__).parent for p in CODE_PACKAGES]
+    for root in roots:
+        if not root.is_dir():  # imported from inside a zip: ship that zip
+            return str(next(parent for parent in root.parents if parent.is_file()))
+    files = sorted((f.relative_to(root.parent).as_posix(), f) for root in roots for f in root.rglob("*.py"))
+    digest = hashlib.sha256()
+    for name, f in files:
+        digest.update(name.encode() + b"\0" + f.read_bytes())
+    target = Path(out_dir or tempfile.gettempdir()) / f"session_attribution-{digest.hexdigest()[:16]}.zip"
+    if not target.exists():
+        tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+            for name, f in files:
+                z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), f.read_bytes())
+        tmp.replace(target)
+    return str(target)
+
+
+def ship_code(spark) -> None:
+    """Add the project's code to a Spark Connect session as a Python artifact (``addArtifacts(...,
+    pyfile=True)``): the server's Python workers import it for this session's UDFs, so they run the same
+    code as this client without the project installed on the cluster. Its dependencies (torch, pyarrow,
+    safetensors) are the server environment's (see docs/connect.md)."""
+    archive = code_archive()
+    if archive in _SHIPPED:
+        return
+    spark.addArtifacts(archive, pyfile=True)
+    _SHIPPED.add(archive)
+    log.info("shipped the project's code to the Spark Connect session: %s", os.path.basename(archive))
 
 
 def default_filesystem(spark) -> str | None:

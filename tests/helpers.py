@@ -169,11 +169,10 @@ def random_model(vocab, max_length: int, seed: int, std: float, **sizes):
     return model.eval()
 
 
-def run_small_pipeline(data, out, n_users: int, *sets: str) -> None:
-    """generate -> sessionize -> train -> attribute -> faithfulness -> report through the pipeline job, on ``n_users``
-    generated users (no bots) written under ``data``, outputs under ``out``; ``sets`` as --set."""
-    from jobs import pipeline
-
+def small_pipeline_argv(data, out, n_users: int, *sets: str) -> list[str]:
+    """The pipeline job's arguments for generate -> sessionize -> train -> attribute -> faithfulness ->
+    report on ``n_users`` generated users (no bots) written under ``data``, outputs under ``out``; ``sets``
+    as --set."""
     base = [
         f"generate.n_users={n_users}",
         "generate.n_bot_users=0",
@@ -183,12 +182,32 @@ def run_small_pipeline(data, out, n_users: int, *sets: str) -> None:
         f"input.path={data}/raw",
         f"stores.path={data}/stores",
         f"run.output_dir={out}",
+        "faithfulness.max_sessions=300",
     ]
-    base.append("faithfulness.max_sessions=300")
     argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train,attribute,faithfulness,report"]
     for s in (*base, *sets):
         argv += ["--set", s]
-    assert pipeline.main(argv) == 0
+    return argv
+
+
+def run_small_pipeline(data, out, n_users: int, *sets: str) -> None:
+    """The small pipeline (:func:`small_pipeline_argv`) in this process, with its Spark session."""
+    from jobs import pipeline
+
+    assert pipeline.main(small_pipeline_argv(data, out, n_users, *sets)) == 0
+
+
+def run_small_pipeline_elsewhere(data, out, n_users: int, *sets: str) -> None:
+    """The small pipeline (:func:`small_pipeline_argv`) in a process of its own (``python -m jobs.pipeline``,
+    from the checkout), e.g. as a Spark Connect client, which can't share this process with a classic session."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    argv = [sys.executable, "-m", "jobs.pipeline", *small_pipeline_argv(data, out, n_users, *sets)]
+    root = Path(__file__).resolve().parent.parent
+    res = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
 
 
 # A small transformer for the stage tests: cheap to score, every part of the model present.

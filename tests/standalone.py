@@ -201,3 +201,115 @@ class StandaloneCluster:
             if text:
                 parts.append(f"--- {f} ---\n{text[-chars:]}")
         return "\n".join(parts)[-4 * chars :]
+
+
+def python_without_project(root: Path) -> Path:
+    """A Python environment with the dependencies and without the project: a venv under ``root`` whose only
+    packages are this venv's site-packages, added by a .pth line (so that the editable install's own .pth,
+    which puts the checkout on the path, is not processed). What a cluster's Python looks like before
+    the project's code arrives."""
+    import site
+    import sys
+    import sysconfig
+
+    env = Path(root) / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    deps = [p for p in site.getsitepackages() if Path(p).is_dir()] or [sysconfig.get_paths()["purelib"]]
+    (Path(purelib) / "dependencies.pth").write_text("\n".join(deps) + "\n")
+    probe = subprocess.run(
+        [str(python), "-c", "import torch, pyspark, attribution"],
+        capture_output=True,
+        text=True,
+        cwd=env,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    assert "No module named 'attribution'" in probe.stderr, "the stand-in environment must lack the project"
+    return python
+
+
+class ConnectServer:
+    """A Spark Connect server (``SparkConnectServer`` through spark-submit, ``local[N]``) on loopback, whose
+    Python workers run ``python``; clients reach it at :attr:`url`. Its log stays at ``<root>/server.log``.
+
+        with ConnectServer(tmp_path, python) as server:
+            SparkSession.builder.remote(server.url).getOrCreate()
+    """
+
+    def __init__(self, root: Path, python: Path, cores: int = 2):
+        self.root, self.python, self.cores = Path(root), Path(python), cores
+        self.port = free_port()
+        self.url = f"sc://127.0.0.1:{self.port}"
+        self.log = self.root / "server.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 90) -> ConnectServer:
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "SPARK_REMOTE", "SPARK_CONNECT_MODE_ENABLED")
+        }
+        env.update(SPARK_HOME=str(SPARK_HOME), SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=str(self.python))
+        cmd = [
+            str(SPARK_HOME / "bin" / "spark-submit"),
+            "--class",
+            "org.apache.spark.sql.connect.service.SparkConnectServer",
+            "--master",
+            f"local[{self.cores}]",
+            "--driver-memory",
+            "2g",
+            "--conf",
+            f"spark.connect.grpc.binding.port={self.port}",
+            "--conf",
+            "spark.ui.enabled=false",
+            "--conf",
+            "spark.log.level=WARN",
+            "spark-internal",
+        ]
+        out = open(self.log, "wb")  # noqa: SIM115 - owned by the process for its life
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=self.root,
+            start_new_session=True,
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.proc.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        raise ClusterError(f"the Spark Connect server did not come up in {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.proc.wait(timeout=10)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no log)"
+
+    def __enter__(self) -> ConnectServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
-from tests.standalone import StandaloneCluster
+from tests.standalone import StandaloneCluster, python_without_project
 
 pytestmark = pytest.mark.slow
 
@@ -92,32 +92,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def deps_python(tmp_path_factory) -> Path:
-    """A Python environment with the dependencies and without the project: a venv whose only packages
-    are the test venv's site-packages, added by a .pth line (so that the editable install's own .pth,
-    which puts the checkout on the path, is not processed)."""
-    import site
-    import sysconfig
-
-    env = tmp_path_factory.mktemp("deps_env") / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
-    python = env / "bin" / "python"
-    purelib = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    deps = [p for p in site.getsitepackages() if Path(p).is_dir()] or [sysconfig.get_paths()["purelib"]]
-    (Path(purelib) / "dependencies.pth").write_text("\n".join(deps) + "\n")
-    probe = subprocess.run(
-        [str(python), "-c", "import torch, pyspark, attribution"],
-        capture_output=True,
-        text=True,
-        cwd=env,
-        env=_env(python),
-    )
-    assert "No module named 'attribution'" in probe.stderr, "the stand-in environment must lack the project"
-    return python
+    return python_without_project(tmp_path_factory.mktemp("deps_env"))
 
 
 def _env(python: Path) -> dict:

@@ -1,4 +1,7 @@
-"""Two full runs (generate -> sessionize -> train -> attribute -> faithfulness -> report) with the same config and seed.
+"""Two full runs (generate -> sessionize -> train -> attribute -> faithfulness -> report) with the same config and
+seed: one in this process's classic session, one in a process of its own as a Spark Connect client of a
+local Connect server (``spark.api.mode=connect``). The answer does not depend on the run or on the kind of
+session.
 
 What must match, and how exactly:
 - the raw events, the sessions and the quarantine: exactly (the generator is a pure function of the seed
@@ -13,19 +16,20 @@ What must match, and how exactly:
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pandas as pd
 import pytest
 
-from tests.helpers import run_small_pipeline
+from tests.helpers import run_small_pipeline, run_small_pipeline_elsewhere
 from tests.test_train import SMALL
 
 pytestmark = pytest.mark.slow
 
 
-def _run(tmp_path, name: str) -> dict:
+def _run(tmp_path, name: str, connect: bool = False) -> dict:
     out = tmp_path / name
-    run_small_pipeline(
+    (run_small_pipeline_elsewhere if connect else run_small_pipeline)(
         out,
         out,
         700,
@@ -36,6 +40,7 @@ def _run(tmp_path, name: str) -> dict:
         "train.epochs=2",
         "attribution.methods=[grad_x_input, attention, attention_rollout]",
         "report.default_method=grad_x_input",
+        *(["spark.conf.spark.api.mode=connect"] if connect else []),
     )
     return {
         "raw": _sorted(pd.read_parquet(out / "raw")),
@@ -44,6 +49,19 @@ def _run(tmp_path, name: str) -> dict:
         "model_sha256": hashlib.sha256((out / "model" / "model.safetensors").read_bytes()).hexdigest(),
         "events": _sorted(pd.read_parquet(out / "gradient_attribution_no_funnel")),
         "tables": {p.name: pd.read_csv(p) for p in sorted((out / "report").glob("*.csv"))},
+        "counts": _counts(out),
+    }
+
+
+def _counts(out) -> dict:
+    """The stages' counts: the sessionize reconciliation, and the attribution UDF's counters (data the UDF
+    returns beside its rows, gathered the same way in both kinds of session)."""
+    sessionize = json.loads((out / "sessionize_summary.json").read_text())
+    attribute = json.loads((out / "attribute_summary.json").read_text())
+    keys = ("sessions", "events", "model_batches", "oom_splits", "padding_efficiency", "events_by_device")
+    return {
+        "sessionize": {k: sessionize[k] for k in ("rows_read", "rows", "sessions", "kept_sessions_by_split")},
+        "attribute": {k: attribute[k] for k in (*keys, "removal_sessions", "removal_forward_passes")},
     }
 
 
@@ -52,12 +70,14 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(keys, na_position="first").reset_index(drop=True)
 
 
-def test_two_runs_with_the_same_config_give_the_same_sessions_model_and_tables(tmp_path):
-    a, b = _run(tmp_path, "a"), _run(tmp_path, "b")
+def test_a_classic_and_a_connect_run_give_the_same_sessions_model_and_tables(tmp_path):
+    a, b = _run(tmp_path, "classic"), _run(tmp_path, "connect", connect=True)
     for name in ("raw", "sessions", "quarantine", "events"):
         pd.testing.assert_frame_equal(a[name], b[name], check_exact=True, obj=name)
     assert len(a["sessions"]) > 500 and len(a["events"]) > 1000
     assert a["model_sha256"] == b["model_sha256"]
+    assert a["counts"] == b["counts"]
+    assert a["counts"]["attribute"]["events"] == len(a["events"]) and a["counts"]["attribute"]["model_batches"] > 0
     # 4 lift tables x 2 CSVs, the ground-truth comparison, faithfulness and agreement
     assert set(a["tables"]) == set(b["tables"]) and len(a["tables"]) == 11
     for name, table in a["tables"].items():
