@@ -27,6 +27,30 @@ USER_ERRORS = (ConfigError, InputError, EnvironmentProblem, FeatureMismatch, Art
 INTERNAL_ERRORS = (ReconciliationError, AttributionReconciliationError)
 
 
+def executor_environment_problem(exc: BaseException) -> str | None:
+    """One line for a job that failed because the executors' Python lacks a module (the Python traceback
+    Spark brings back from a task names it); None for any other failure."""
+    import re
+
+    from attribution.spark import CODE_PACKAGES
+
+    found = re.search(r"ModuleNotFoundError: No module named '([^']+)'", str(exc))
+    if found is None:
+        return None
+    module = found.group(1)
+    if module.split(".")[0] in CODE_PACKAGES:
+        hint = (
+            "the project's code did not reach them: give spark-submit --py-files dist/session_attribution.zip "
+            "(make package), or, as a Spark Connect client, leave spark.ship_code on"
+        )
+    else:
+        hint = (
+            f"install {module.split('.')[0]} in the executors' Python environment (make package builds one for "
+            "spark-submit --archives; a Spark Connect server's environment is the server's)"
+        )
+    return f"the executors' Python has no module {module!r}: {hint}"
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--conf", default=None, help="YAML config (conf/local.yaml, conf/cluster.yaml); defaults if omitted")
@@ -140,5 +164,11 @@ def main_of(
         except INTERNAL_ERRORS as exc:
             print(f"internal error (please report): {exc}", file=sys.stderr)
             return 3
+        except Exception as exc:
+            problem = executor_environment_problem(exc)
+            if problem is None:
+                raise
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
 
     return main

@@ -60,6 +60,20 @@ def test_an_unreachable_server_is_one_line_and_exit_2(tmp_path, capsys):
     assert code == 2 and err[-1].startswith(f"error: cannot reach the Spark Connect server at sc://127.0.0.1:{port}")
 
 
+def test_a_module_missing_on_the_executors_is_named_with_its_fix():
+    from jobs._cli import executor_environment_problem
+
+    trace = (
+        "Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named 'torch.nn'\n\tat org.apache"
+    )
+    assert executor_environment_problem(RuntimeError(trace)) == (
+        "the executors' Python has no module 'torch.nn': install torch in the executors' Python environment "
+        "(make package builds one for spark-submit --archives; a Spark Connect server's environment is the "
+        "server's)"
+    )
+    assert executor_environment_problem(RuntimeError("Job aborted: stage failure")) is None
+
+
 def test_counters_ride_on_the_first_row_of_the_next_batch_that_has_one():
     pending: list[dict] = []
 
@@ -99,6 +113,19 @@ def test_the_code_archive_holds_the_three_packages_and_is_named_by_its_content(t
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
 
 
+def _sessionize_args(root: Path, url: str) -> list[str]:
+    """The sessionize job on the connect cases' clean input, with spark.ship_code off."""
+    sets = [
+        f"spark.remote={url}",
+        "spark.ship_code=false",
+        f"input.path={root}/good",
+        f"run.output_dir={root}/unshipped",
+        "stores.path=null",
+        *[f"input.columns.{c}=null" for c in ("store_id", "discovery_feature", "event_rank")],
+    ]
+    return ["--conf", "conf/local.yaml", *[a for s in sets for a in ("--set", s)]]
+
+
 @pytest.mark.slow
 def test_a_connect_server_gives_the_classic_exit_codes_messages_counts_and_scores(tmp_path, spark):
     """Bad inputs, a run that quarantines rows, and the attribution UDF, through a Spark Connect server
@@ -114,7 +141,21 @@ def test_a_connect_server_gives_the_classic_exit_codes_messages_counts_and_score
             text=True,
             timeout=600,
         )
+        unshipped = subprocess.run(
+            [sys.executable, "-m", "jobs.sessionize", *_sessionize_args(tmp_path / "remote", server.url)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         log = server.log_tail()
+    # Without the code the UDF can't be unpickled on the server: one line naming the module and the fix.
+    assert unshipped.returncode == 2, unshipped.stderr[-3000:]
+    assert unshipped.stderr.strip().splitlines()[-1] == (
+        "error: the executors' Python has no module 'attribution': the project's code did not reach them: give "
+        "spark-submit --py-files dist/session_attribution.zip (make package), or, as a Spark Connect client, "
+        "leave spark.ship_code on"
+    )
     line = next((x for x in res.stdout.splitlines() if x.startswith("CASES ")), None)
     assert line is not None, res.stderr[-3000:] + "\n--- server ---\n" + log
     remote = json.loads(line.removeprefix("CASES "))
