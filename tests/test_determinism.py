@@ -1,7 +1,7 @@
 """Two full runs (generate -> sessionize -> train -> attribute -> faithfulness -> report) with the same config and
 seed: one in this process's classic session, one in a process of its own as a Spark Connect client of a
-local Connect server (``spark.api.mode=connect``). The answer does not depend on the run or on the kind of
-session.
+local Connect server (``spark.api.mode=connect``), training as barrier tasks on the server's executors. The
+answer does not depend on the run, on the kind of session or on where training runs.
 
 What must match, and how exactly:
 - the raw events, the sessions and the quarantine: exactly (the generator is a pure function of the seed
@@ -40,7 +40,9 @@ def _run(tmp_path, name: str, connect: bool = False) -> dict:
         "train.epochs=2",
         "attribution.methods=[grad_x_input, attention, attention_rollout]",
         "report.default_method=grad_x_input",
-        *(["spark.conf.spark.api.mode=connect"] if connect else []),
+        # through Connect, training runs as barrier tasks on the server's executors (TorchDistributor's
+        # Connect path), where the classic run trains in local mode: the same model bytes either way
+        *(["spark.conf.spark.api.mode=connect", "train.local_mode=false"] if connect else []),
     )
     return {
         "raw": _sorted(pd.read_parquet(out / "raw")),
