@@ -45,6 +45,7 @@ bench: check-java $(STAMP) ## run the benchmarks (prints ratios; results in benc
 	$(PY) -m bench.bench_report
 	$(PY) -m bench.bench_faithfulness --spark
 	$(PY) -m bench.bench_scenarios
+	$(PY) -m bench.bench_connect
 
 # The torch wheel that goes into the cluster archive: the CUDA build of your executors, e.g.
 # make package TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu124"

@@ -1,6 +1,6 @@
 """The bad-input corpus: every case through the real sessionize stage (files on disk, Spark local), each with
 its expected outcome: a clear error at start naming the problem, or rows quarantined / counted with a
-reason, and a run summary that reconciles every row read. The README's reliability table lists them."""
+reason, and a run summary that reconciles every row read. docs/reliability.md lists them."""
 
 from __future__ import annotations
 

@@ -137,7 +137,7 @@ def test_cli_missing_input_column_exit_2(tmp_path):
 
 @pytest.mark.parametrize("which", ["sessionize", "attribution"])
 def test_counts_that_do_not_reconcile_are_one_line_and_exit_3(spark, tmp_path, capsys, which):
-    """Both stages' reconciliation errors (a bug, never the user's) map to the README's exit 3, one line."""
+    """Both stages' reconciliation errors (a bug, never the user's) map to the documented exit 3 (README, Configuration), one line."""
     from attribution.sessionize import ReconciliationError
     from jobs._cli import main_of
     from udfs.attribution_udf import AttributionReconciliationError
