@@ -59,8 +59,10 @@ package: $(STAMP) ## build dist/: the code zip for --py-files and the venv-pack 
 	dist/pack-env/bin/venv-pack -p dist/pack-env -o dist/session_attribution_env.tar.gz --force --quiet
 	@echo "spark-submit --archives dist/session_attribution_env.tar.gz#environment --py-files dist/session_attribution.zip jobs/<stage>.py ..."
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and mypy on the library, the UDFs and the jobs
 	$(PY) -m ruff check attribution udfs jobs tests bench scripts
+	$(PY) -m ruff format --check attribution udfs jobs tests bench scripts
+	$(PY) -m mypy
 
 clean: ## remove generated data, outputs and the virtualenv
 	rm -rf $(VENV) data outputs dist bench/results spark-warehouse metastore_db derby.log .pytest_cache *.egg-info

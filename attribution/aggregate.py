@@ -684,7 +684,7 @@ def finish(
 
 
 def tables(
-    long: DataFrame,
+    long: DataFrame | None,
     min_events: int = 10,
     max_position: int = 20,
     kinds=tuple(KINDS),
@@ -697,5 +697,6 @@ def tables(
     :func:`lift_stats` rows when they come from elsewhere (stored daily statistics); ``long`` is then
     not read."""
     if stats is None:
+        assert long is not None, "the tables come from the long format or from collected statistics"
         stats = lift_stats(long, kinds, max_position).toArrow()
     return {kind: finish(stats, kind, min_events, min_sessions, removal) for kind in kinds}

@@ -65,6 +65,7 @@ def rollout(attention: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         a = 0.5 * probs.mean(dim=1) + 0.5 * eye[: probs.shape[2]]
         a = a / a.sum(dim=-1, keepdim=True)
         row = a[:, :1] if row is None else row @ a
+    assert row is not None, "rollout needs at least one layer's attention"
     return row[:, 0, 1:] * mask
 
 
@@ -110,6 +111,7 @@ def attribute_batch(
     out["logit"] = logits.detach()
     out["prediction"] = torch.sigmoid(out["logit"])
     if want_attention:
+        assert attention is not None  # asked for with need_attention
         attention = [a.detach() for a in attention]
         if "attention" in options.methods:
             cls = attention[options.attention_layer][:, :, 0, 1:].mean(dim=1) * maskf

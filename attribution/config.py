@@ -436,7 +436,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {_type_name(tp)}, found {type(value).__name__} {value!r}")
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -459,7 +459,8 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     if not all(parts):
         raise ConfigError(f"--set {dotted}: empty key segment")
-    node, cls = tree, Config
+    node: dict[str, Any] = tree
+    cls: Any = Config
     i = 0
     while i < len(parts) - 1:
         part = parts[i]

@@ -516,7 +516,7 @@ def _finish(rng: np.random.Generator, p: GenParams, e: dict[str, np.ndarray]) ->
             "event_timestamp": ts_text,
             "event_name": names[event_code],
             "store_id": pd.array(np.where(e["store"] >= 0, e["store"] + STORE_ID_BASE, 0), dtype="Int64"),
-            "discovery_feature": np.where(e["feat"] >= 0, features[np.maximum(e["feat"], 0)], None),
+            "discovery_feature": np.where(e["feat"] >= 0, features[np.maximum(e["feat"], 0)], np.array(None)),
             "event_rank": pd.array(np.maximum(e["rank"], 0), dtype="Int32"),
             "planted_dirty_kind": np.array([None] * m, dtype=object),
         }

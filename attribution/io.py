@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from attribution.config import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from attribution.config import RunConf
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +198,7 @@ def join(location: str, name: str) -> str:
     return location.rstrip("/") + "/" + name
 
 
-def run_days(df, run) -> object:
+def run_days(df: DataFrame, run: RunConf) -> DataFrame:
     """``df`` (with a ``session_date`` column) limited to the run's days: ``run.date`` (to ``run.date_to``
     for a training window), or all of it outside day mode. On a table partitioned by session_date, Spark
     reads only those days' directories."""

@@ -185,6 +185,7 @@ class SessionTransformer(nn.Module):
 
     def reset_parameters(self) -> None:
         for emb in self.embeddings.values():
+            assert isinstance(emb, nn.Embedding)
             nn.init.normal_(emb.weight, std=0.02)
             with torch.no_grad():
                 emb.weight[0].zero_()
@@ -236,11 +237,11 @@ class SessionTransformer(nn.Module):
             placed = self.position(torch.cat([cls_position, positions], dim=1))
         h = torch.cat([self.cls.expand(b, 1, -1), x], dim=1) + placed
         key_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
-        attention = [] if need_attention else None
+        attention: list[torch.Tensor] | None = [] if need_attention else None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             h, probs = layer(h, key_mask, need_attention, cls_only=i == last and not all_positions)
-            if need_attention:
+            if attention is not None:
                 attention.append(probs)
         return self.head(h[:, 0]).squeeze(-1), attention
 

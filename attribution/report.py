@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pandas as pd
 import pyarrow as pa
@@ -48,6 +48,7 @@ def build_tables(
     ``statistics``: (lift statistics, removal statistics) already collected, from stored days."""
     r = conf.report
     if statistics is None:
+        assert events is not None, "the tables come from the events or from stored statistics"
         long = aggregate.long_format(events)
         stats, removal = None, aggregate.removal_stats(events)
     else:
@@ -235,18 +236,17 @@ def stage_table(
     base = conf.output(conf.report.output_path)
     run_id = conf.run.run_id or ""
     name = csv_name or f"{stem}.csv"
-    formats = {
+    formats: dict[str, tuple[str, Callable[[], sinks.Staged]]] = {
         "csv": (name, lambda: sinks.stage_csv(table, join(base, name))),
         "delta": (f"delta/{stem}", lambda: sinks.stage_delta(spark, table, join(base, f"delta/{stem}"), run_id)),
         "parquet": (f"parquet/{stem}", lambda: sinks.stage_parquet(table, join(base, f"parquet/{stem}"), run_id)),
     }
-    return stage_all(
-        [
-            lambda key=key, stage=stage: ([stage()], {key: join(base, key)})
-            for fmt, (key, stage) in formats.items()
-            if fmt in conf.report.formats
-        ]
-    )
+    steps: list[Step] = [
+        lambda key=key, stage=stage: ([stage()], {key: join(base, key)})  # type: ignore[misc]
+        for fmt, (key, stage) in formats.items()
+        if fmt in conf.report.formats
+    ]
+    return stage_all(steps)
 
 
 def write_tables(spark, tables: dict[str, pa.Table], conf: Config) -> dict[str, str]:
@@ -609,6 +609,8 @@ def run(spark, conf: Config) -> dict:
         checks = ground_truth.summary(recovered, method)
         planted = planted_sentence(checks, recovered.to_pandas(), method)
 
+    drawn: Future[bytes]  # the picture, drawn on a thread while the tables are staged (below)
+
     def html() -> bytes:
         return page.render(views, method, status, faithful, drawn.result(), conf.run.run_id or "", planted=planted)
 
@@ -657,6 +659,8 @@ def write_day_statistics(spark, conf: Config, events) -> None:
     and type x position cell: a store's net effect is measured against the window's cell means, so it is
     resolved when the window is read), ``cells``, ``removal_rows`` (the sampled sessions' removal effects)
     and ``sessions`` (per label). A window's tables are computed from them (:func:`statistics_of_days`)."""
+    day_text = conf.run.date
+    assert day_text is not None, "day statistics are written in day mode"
     from pyspark.sql import functions as F
 
     from attribution.sessionize import _partitioned_write, day_partition
@@ -680,9 +684,9 @@ def write_day_statistics(spark, conf: Config, events) -> None:
     base = conf.output(r.stats_path)
     for name, df in parts.items():
         location = join(base, name)
-        remove_tree(day_partition(location, conf.run.date))
+        remove_tree(day_partition(location, day_text))
         if df is not None:
-            _partitioned_write(df.withColumn("session_date", day).write, conf.run.date).parquet(location)
+            _partitioned_write(df.withColumn("session_date", day).write, day_text).parquet(location)
 
 
 def window_of(conf: Config) -> list[str]:
@@ -690,6 +694,7 @@ def window_of(conf: Config) -> list[str]:
     default), oldest first."""
     import datetime as dt
 
+    assert conf.run.date is not None, "a window is of day mode"
     last = dt.date.fromisoformat(conf.run.date)
     n = conf.report.window_days or 1
     return [(last - dt.timedelta(days=n - 1 - i)).isoformat() for i in range(n)]

@@ -438,6 +438,7 @@ class SessionStream:
     def _bot_rows(self, t: pa.Table) -> None:
         """Fold rows of a bot-like day into its open session; sessions that close are output."""
         b = self.bot
+        assert b is not None, "rows of a bot-like day arrive only while its day is open"
         both = pa.concat_tables([b.last, t]).combine_chunks()
         ts = _ts_us(both.column("event_ts"))
         _, dup, new_session = _marks(both, ts, self.rules.gap_us)
@@ -469,6 +470,7 @@ class SessionStream:
         counts = np.zeros((m, len(CATEGORIES)), dtype=np.int64)
         counts[:, DUP] = s[:, 4]
         counts[:, BOT] = s[:, 3] - s[:, 4]
+        assert self.bot is not None
         last = self.bot.last
         self.out.append(
             _session_table(

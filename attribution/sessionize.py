@@ -91,19 +91,24 @@ def select_input(df: DataFrame, columns: InputColumns, timestamp_format: str | N
             raise InputError(f"input column {name!r} (input.columns.{key}) not found; the input has: {available}")
         return name
 
+    def required(key: str) -> str:
+        name = col_of(key, True)
+        assert name is not None  # col_of raises for a required key without a column
+        return name
+
     out: list[Column] = []
     # The reader's corrupt-record column (CSV and JSON, see attribution.io): the raw line of a row that
     # did not parse, null for good rows.
     corrupt = F.col(CORRUPT_RECORD) if CORRUPT_RECORD in fields else F.lit(None).cast("string")
     out.append(corrupt.alias("malformed_record"))
     for key in ("user_id", "device_id"):
-        name = col_of(key, True)
+        name = required(key)
         dtype = fields[name]
         if not isinstance(dtype, (T.StringType, *_INTEGRAL)):
             raise _type_error(key, name, dtype, "string or integer")
         out.append(F.col(name).cast("string").alias(key))
 
-    ts_name = col_of("event_ts", True)
+    ts_name = required("event_ts")
     ts_type = fields[ts_name]
     epoch = timestamp_format in TIMESTAMP_EPOCH_FORMATS
     allowed = (T.StringType, T.TimestampType, T.TimestampNTZType) + (
@@ -115,7 +120,7 @@ def select_input(df: DataFrame, columns: InputColumns, timestamp_format: str | N
     out.append(F.col(ts_name).alias("event_ts_in"))
     out.append(F.col(ts_name).cast("string").alias("event_ts_raw"))
 
-    name = col_of("event_name", True)
+    name = required("event_name")
     if not isinstance(fields[name], T.StringType):
         raise _type_error("event_name", name, fields[name], "string")
     out.append(F.col(name).alias("event_name"))
@@ -126,13 +131,13 @@ def select_input(df: DataFrame, columns: InputColumns, timestamp_format: str | N
         "event_rank": (_INTEGRAL, "int", "integer"),
     }
     for key, (types_ok, cast_to, expected) in optional.items():
-        name = col_of(key, False)
-        if name is None:
+        given = col_of(key, False)
+        if given is None:
             out.append(F.lit(None).cast(cast_to).alias(key))
             continue
-        if not isinstance(fields[name], types_ok):
-            raise _type_error(key, name, fields[name], expected)
-        out.append(F.col(name).cast(cast_to).alias(key))
+        if not isinstance(fields[given], types_ok):
+            raise _type_error(key, given, fields[given], expected)
+        out.append(F.col(given).cast(cast_to).alias(key))
     return df.select(*out)
 
 
@@ -171,6 +176,7 @@ def parse_event_time(df: DataFrame, timestamp_format: str | None, time_zone: str
     else:
         text = F.trim(raw.cast("string"))
         parsed = F.try_to_timestamp(text, F.lit(timestamp_format)) if timestamp_format else F.try_to_timestamp(text)
+        zoned: bool | Column
         if utc:  # naive text is already UTC wall-clock time; text with an offset parses as written
             zoned = True
         elif timestamp_format:
@@ -394,14 +400,14 @@ def day_scope(raw: DataFrame, conf: Config) -> DataFrame:
             f"input.date_column {inp.date_column!r} has type {dtype.simpleString()}, expected date or YYYY-MM-DD string"
         )
     ts_name = inp.columns.event_ts
-    dtype = fields.get(ts_name)
-    if isinstance(dtype, T.TimestampType):
+    ts_type = fields.get(ts_name)
+    if isinstance(ts_type, T.TimestampType):
         start, end = day_bounds(day, inp.time_zone)
-    elif isinstance(dtype, T.TimestampNTZType):  # wall-clock time in input.time_zone
+    elif isinstance(ts_type, T.TimestampNTZType):  # wall-clock time in input.time_zone
         start, end = f"{day} 00:00:00", f"{_next_day(day)} 00:00:00"
     else:
         return raw
-    lit_type = "timestamp" if isinstance(dtype, T.TimestampType) else "timestamp_ntz"
+    lit_type = "timestamp" if isinstance(ts_type, T.TimestampType) else "timestamp_ntz"
     ts = F.col(ts_name)
     return raw.where((ts >= F.lit(start).cast(lit_type)) & (ts < F.lit(end).cast(lit_type)))
 

@@ -185,7 +185,8 @@ def stage_delta(spark, table: pa.Table, location: str, run_id: str) -> Staged:
 
 def write_delta(spark, table: pa.Table, location: str, run_id: str) -> int | None:
     """A small table as Delta in one go; returns the new version (None through Spark's writer)."""
-    return stage_delta(spark, table, location, run_id).publish()
+    version = stage_delta(spark, table, location, run_id).publish()
+    return version if isinstance(version, int) else None
 
 
 # Characters Spark escapes (as %XX) in a partition directory's value, so Spark reads the value back as written.

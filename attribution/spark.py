@@ -180,7 +180,7 @@ def code_archive(out_dir: str | None = None) -> str:
     import zipfile
     from pathlib import Path
 
-    roots = [Path(importlib.import_module(p).__file__).parent for p in CODE_PACKAGES]
+    roots = [Path(str(importlib.import_module(p).__file__)).parent for p in CODE_PACKAGES]
     for root in roots:
         if not root.is_dir():  # imported from inside a zip: ship that zip
             return str(next(parent for parent in root.parents if parent.is_file()))

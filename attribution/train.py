@@ -200,7 +200,7 @@ def distribute(conf: Config, params: dict) -> dict:
     if params.get("threads") is None and not t.local_mode and not t.use_gpu:
         # a barrier task owns spark.task.cpus cores; torch's default would take every core of the machine
         spark = SparkSession.getActiveSession()
-        params = {**params, "threads": int(spark.conf.get("spark.task.cpus", "1")) if spark else 1}
+        params = {**params, "threads": int(spark.conf.get("spark.task.cpus", "1") or 1) if spark else 1}
     distributor = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode, use_gpu=t.use_gpu)
     entry = TrainEntry(__name__, "train_worker", t.local_mode)
     try:
@@ -522,6 +522,7 @@ def _train(params, rank, world, device, distributed) -> Optional[dict]:
         raise RuntimeError(
             f"rank {rank} of {world} has no training sessions; use fewer processes (train.num_processes) or more data"
         )
+    assert train.encoded is not None  # a rank with training steps has training sessions
 
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -570,7 +571,7 @@ def _train(params, rank, world, device, distributed) -> Optional[dict]:
             bad += 1
         entry = {
             "epoch": epoch,
-            "loss": float(loss_sum[0] / max(1.0, loss_sum[1])),
+            "loss": float(loss_sum[0]) / max(1.0, float(loss_sum[1])),
             "validation_roc_auc": val["roc_auc"],
             "validation_log_loss": val["log_loss"],
             "sessions_per_second": seen_epoch / train_seconds,

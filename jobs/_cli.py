@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Optional
+from typing import Optional, Protocol
 
 from attribution.config import Config, ConfigError, load_config
 from attribution.features import FeatureMismatch
@@ -118,12 +118,18 @@ def with_run_id(conf: Config) -> Config:
     return dataclasses.replace(conf, run=dataclasses.replace(conf.run, run_id=run_id))
 
 
+class Main(Protocol):
+    """A job's entry point: its arguments (``sys.argv[1:]`` when None) in, its exit code out."""
+
+    def __call__(self, argv: Optional[Sequence[str]] = None) -> int: ...
+
+
 def main_of(
     description: str,
     body: Callable[[object, Config, argparse.Namespace], int | None],
     extra: Optional[Callable[[argparse.ArgumentParser], None]] = None,
     window: bool = False,
-) -> Callable[[Optional[Sequence[str]]], int]:
+) -> Main:
     """Build a ``main(argv)`` that parses arguments, loads config, builds Spark and runs ``body``.
 
     With ``--date`` or ``--from/--to`` the body runs once per day, in order, in one Spark application,

@@ -328,7 +328,7 @@ def with_stats(batches: Iterator[pa.RecordBatch], pending: list[dict], maxima: t
     the last batch, merged, on the batch's first row; null on every other row. Counters reported before
     an empty batch ride on the next batch that has a row."""
     for batch in batches:
-        values = [None] * batch.num_rows
+        values: list[list[tuple[str, float]] | None] = [None] * batch.num_rows
         if batch.num_rows and pending:
             values[0] = list(merge_stats(pending, maxima).items())
             pending.clear()
@@ -495,8 +495,8 @@ def drift_check(spark, conf, output: str, model_auc: float | None) -> dict:
     events = run_days(read_table(spark, output, "parquet", {}, "attribution"), conf.run)
     sessions = events.where(F.col("event_position") == 0).select("label", "prediction").toArrow()
     labels = sessions.column("label").to_numpy(zero_copy_only=False)
-    auc = roc_auc(labels, sessions.column("prediction").to_numpy(zero_copy_only=False))
-    auc = None if auc != auc else auc  # NaN: one class
+    computed = roc_auc(labels, sessions.column("prediction").to_numpy(zero_copy_only=False))
+    auc = None if computed != computed else computed  # NaN: one class
     drop = None if auc is None or model_auc is None else model_auc - auc
     return {
         "sessions": int(len(labels)),
