@@ -56,8 +56,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from attribution.events import POSITION_BINS
+from attribution.metrics import Z95
 
-Z95 = 1.959963984540054
 # method -> (normalized attribution column, signed contribution column or None)
 METHOD_SCORES = {
     "grad_x_input": ("gradient_attribution", "contribution"),
@@ -65,7 +65,6 @@ METHOD_SCORES = {
     "attention_rollout": ("rollout_attribution", None),
     "integrated_gradients": ("ig_attribution", "ig_contribution"),
 }
-DEFAULT_METHOD = "grad_x_input"
 EFFECT_COLUMNS = ("effect_log_odds", "effect_ci_low", "effect_ci_high", "effect_se", "effect_verdict")
 STORE_EFFECT_COLUMNS = (
     "shrunk_net_effect_log_odds",

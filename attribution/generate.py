@@ -69,7 +69,6 @@ EVENT_EFFECTS = {
     "m_store_page_load_error": 0.0,
 }
 # Early events matter more than late ones: weight by 1-based position bucket (the seed's buckets).
-POSITION_BINS = ("1-5", "6-10", "11-20", "21-50", "50+")
 POSITION_WEIGHTS = {"1-5": 1.0, "6-10": 0.6, "11-20": 0.35, "21-50": 0.15, "50+": 0.05}
 
 # First-order behaviour: P(next browse event | current). Rows sum to 1.

@@ -6,6 +6,9 @@ import math
 
 import numpy as np
 
+# The standard normal quantile of a two-sided 95% interval: every CI in the tables uses it.
+Z95 = 1.959963984540054
+
 
 def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels, dtype=np.float64).ravel()
@@ -69,7 +72,7 @@ def binary_metrics(labels, logits) -> dict[str, float]:
     }
 
 
-def roc_auc_ci(auc: float, positives: int, negatives: int, z: float = 1.959963984540054) -> tuple[float, float]:
+def roc_auc_ci(auc: float, positives: int, negatives: int, z: float = Z95) -> tuple[float, float]:
     """A 95% confidence interval for a ROC-AUC (Hanley & McNeil, 1982), clipped to [0, 1]; (nan, nan) when
     either class is empty or the AUC is undefined."""
     if not positives or not negatives or not math.isfinite(auc):

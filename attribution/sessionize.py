@@ -34,11 +34,10 @@ from pyspark.sql import types as T
 from attribution import session_rules
 from attribution.config import TIMESTAMP_EPOCH_FORMATS, Config, EventsConf, InputColumns, SplitConf, StoreColumns
 from attribution.io import CORRUPT_RECORD, InputError, naming_unreadable
+from attribution.session_rules import EVENT_FIELDS, STORE_FIELDS
 
 # Canonical names used from here on (one name per concept across code, tables and docs).
 KEY = ("user_id", "device_id", "event_date")
-EVENT_FIELDS = ("event_name", "store_id", "discovery_feature", "event_rank")
-STORE_FIELDS = ("store_name", "store_category", "store_tag", "is_new_vertical")
 
 REJECT_REASONS = (
     "malformed_row",  # CSV/JSON: a line Spark could not split into the columns (bad quoting, wrong count)

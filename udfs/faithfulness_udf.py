@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from attribution.io import InputError
+from attribution.metrics import Z95
 from udfs.attribution_udf import (
     STATS_COLUMN,
     ModelPayload,
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 
 TABLES = {"faithfulness": "attribution_faithfulness", "agreement": "attribution_agreement"}
 PICTURE = "attribution_faithfulness.png"
-Z95 = 1.959963984540054
 # The event table's prediction vs the model's on the same session, recomputed here: CPU and GPU agree
 # within 1e-5; more means the sessions are not the ones that were attributed.
 PREDICTION_TOLERANCE = 1e-4
