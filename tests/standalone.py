@@ -35,6 +35,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch(cmd: list[str], log: Path, env: dict, cwd: Path) -> subprocess.Popen:
+    """Start a daemon in a process group of its own (so that one signal ends it and what it started),
+    its stdout and stderr going to ``log``."""
+    out = open(log, "wb")  # noqa: SIM115 - owned by the process for its life
+    return subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=cwd, start_new_session=True
+    )
+
+
 class ClusterError(RuntimeError):
     """The cluster did not come up; the message quotes the daemons' logs."""
 
@@ -67,18 +76,9 @@ class StandaloneCluster:
         return env
 
     def _daemon(self, name: str, args: list[str], extra_env: dict | None = None) -> subprocess.Popen:
-        out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - owned by the process for its life
         env = self._env()
         env.update(extra_env or {})
-        proc = subprocess.Popen(
-            [str(SPARK_HOME / "bin" / "spark-class"), *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=self.root,
-            start_new_session=True,
-        )
+        proc = launch([str(SPARK_HOME / "bin" / "spark-class"), *args], self.logs / f"{name}.log", env, self.root)
         self.procs.append(proc)
         return proc
 
@@ -271,16 +271,7 @@ class ConnectServer:
             "spark.log.level=WARN",
             "spark-internal",
         ]
-        out = open(self.log, "wb")  # noqa: SIM115 - owned by the process for its life
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=self.root,
-            start_new_session=True,
-        )
+        self.proc = launch(cmd, self.log, env, self.root)
         deadline = time.time() + timeout
         while time.time() < deadline and self.proc.poll() is None:
             try:

@@ -1,0 +1,74 @@
+"""The README's notebook example runs as written, so it cannot go stale.
+
+The README's ``python`` blocks are executed with the names a notebook would have: ``spark`` (this
+suite's session) and ``my_events_df`` / ``my_stores_df`` (a small generated dataset). Only the config
+overrides change: the output directory goes to a temporary one, and the model and data are made small.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import make_conf
+from tests.test_train import SMALL
+
+ROOT = Path(__file__).resolve().parent.parent
+OVERRIDES = '["run.output_dir=/tmp/attr"]'
+
+pytestmark = pytest.mark.slow
+
+
+def python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
+
+
+def test_the_readme_notebook_example_runs_and_gives_the_tables(spark, tmp_path):
+    from attribution import generate
+
+    blocks = python_blocks((ROOT / "README.md").read_text())
+    assert blocks and all(OVERRIDES in b for b in blocks if "load_config" in b)
+    data = tmp_path / "data"
+    generate.run(
+        spark,
+        make_conf(
+            "generate.n_users=400",
+            "generate.n_bot_users=0",
+            f"generate.output_path={data}/raw",
+            f"generate.stores_path={data}/stores",
+            f"generate.ground_truth_path={data}/truth.json",
+        ),
+    )
+    small = [
+        f"run.output_dir={tmp_path}/out",
+        *[s for s in SMALL if not s.startswith("train.epochs")],
+        "train.epochs=1",
+        "train.num_processes=1",
+        "train.leakage_check=false",
+        "attribution.methods=[grad_x_input]",
+        "report.default_method=grad_x_input",
+        "attribution.removal_sessions=50",
+    ]
+    namespace = {
+        "spark": spark,
+        "my_events_df": spark.read.parquet(str(data / "raw")),
+        "my_stores_df": spark.read.parquet(str(data / "stores")),
+    }
+    for block in blocks:
+        exec(compile(block.replace(OVERRIDES, repr(small)), "README.md", "exec"), namespace)  # noqa: S102
+
+    summary, events, tables = namespace["summary"], namespace["events"], namespace["tables"]
+    assert summary["rows_read"] == summary["rows_accounted"] and summary["sessions"]["kept"] > 300
+    event_table = pd.read_parquet(events["output"])
+    assert events["events"] == len(event_table) > 1000
+    assert tables["rows"]["event_type"] > 0
+    # The published table: each effect is the mean signed contribution of the type's events in the event
+    # table, and the rows are in the effect's order, strongest driver first (README, How to read the answer).
+    published = pd.read_csv(tmp_path / "out" / "report" / "event_type_attribution_no_funnel.csv")
+    expected = event_table.groupby("event_type")["contribution"].mean()
+    for _, row in published.iterrows():
+        assert row.effect_log_odds == pytest.approx(expected[row.event_type], rel=1e-9, abs=1e-12)
+    assert list(published.effect_log_odds) == sorted(published.effect_log_odds, reverse=True)
