@@ -31,7 +31,7 @@ run: check-java $(STAMP) ## generate the embedded dataset and run the whole pipe
 	$(PY) -m jobs.pipeline --conf $(CONF)
 
 test: check-java $(STAMP) ## run the whole test suite
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 test-fast: check-java $(STAMP) ## the tests not marked slow (your inner loop)
 	$(PY) -m pytest -q -m "not slow"

@@ -71,10 +71,17 @@ def _token() -> str:
 
 
 def _check_run_id(run_id: str) -> None:
-    from attribution.config import RUN_ID
+    from attribution.config import RUN_ID, ConfigError
 
+    if not run_id:
+        raise ConfigError(
+            "run.run_id: the outputs are keyed by a run id and none is set; give one (--set run.run_id=..., or "
+            "run.run_id in the overrides of load_config); the jobs' command line makes one when none is given"
+        )
     if not RUN_ID.fullmatch(run_id):
-        raise ValueError(f"run_id {run_id!r}: 1-128 letters, digits, '.', '_' or '-' (it names partitions)")
+        raise ConfigError(
+            f"run.run_id: {run_id!r} must be 1-128 letters, digits, '.', '_' or '-' (it names partitions)"
+        )
 
 
 def stage_bytes(location: str, data: bytes) -> Staged:

@@ -17,7 +17,7 @@ from tests.conftest import make_conf
 from tests.test_train import SMALL
 
 ROOT = Path(__file__).resolve().parent.parent
-OVERRIDES = '["run.output_dir=/tmp/attr"]'
+OVERRIDES = '["run.output_dir=/tmp/attr", "run.run_id=first"]'
 
 pytestmark = pytest.mark.slow
 
@@ -44,6 +44,7 @@ def test_the_readme_notebook_example_runs_and_gives_the_tables(spark, tmp_path):
     )
     small = [
         f"run.output_dir={tmp_path}/out",
+        "run.run_id=first",
         *[s for s in SMALL if not s.startswith("train.epochs")],
         "train.epochs=1",
         "train.num_processes=1",
