@@ -37,7 +37,7 @@ STAGES = ("sessionize", "train", "attribute", "faithfulness", "report")
 
 # A small dataset and model: the point is where things run, not how well.
 SETS = [
-    "generate.n_users=600",
+    "generate.n_users=400",
     "generate.n_days=1",
     "generate.n_bot_users=0",
     "generate.n_stores=60",

@@ -32,7 +32,7 @@ def _run(tmp_path, name: str, connect: bool = False) -> dict:
     (run_small_pipeline_elsewhere if connect else run_small_pipeline)(
         out,
         out,
-        450,
+        350,
         "run.run_id=det",
         "train.num_processes=1",
         "train.leakage_check=false",

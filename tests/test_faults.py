@@ -58,13 +58,20 @@ def _job(module: str, *args: str, env=None) -> subprocess.CompletedProcess:
     )
 
 
+def _in_process(module: str, *args: str) -> int:
+    """A job's exit code, run in this process with the suite's Spark session (no JVM to start): for the
+    runs a test only needs done, not killed or run with Spark settings of their own."""
+    import importlib
+
+    return importlib.import_module(module).main(["--conf", "conf/local.yaml", *args])
+
+
 def _events(path: Path) -> pd.DataFrame:
     return pd.read_parquet(path).sort_values(["session_id", "event_position"]).reset_index(drop=True)
 
 
-def test_a_task_failing_once_during_attribution_is_retried_into_an_identical_table(inputs, tmp_path):
-    clean = _job("jobs.attribute", *_settings(inputs, tmp_path / "clean"))
-    assert clean.returncode == 0, clean.stderr[-3000:]
+def test_a_task_failing_once_during_attribution_is_retried_into_an_identical_table(inputs, tmp_path, spark):
+    assert _in_process("jobs.attribute", *_settings(inputs, tmp_path / "clean")) == 0
     retried = _job(
         "jobs.attribute",
         *_settings(
@@ -148,8 +155,8 @@ def test_a_driver_killed_while_writing_leaves_the_previous_outputs_readable_and_
 
     out = tmp_path / "out"
     base = _settings(inputs, out)
-    assert _job("jobs.attribute", *base).returncode == 0
-    assert _job("jobs.report", *base, "--set", "report.store_min_events=1").returncode == 0
+    assert _in_process("jobs.attribute", *base) == 0
+    assert _in_process("jobs.report", *base, "--set", "report.store_min_events=1") == 0
     before = _snapshot(out)
     stores_before = before["parquet/store_attribution_no_funnel"]
 
@@ -164,7 +171,7 @@ def test_a_driver_killed_while_writing_leaves_the_previous_outputs_readable_and_
         pd.testing.assert_frame_equal(after[name], table, obj=name)
     assert spark.read.parquet(str(out / "report/parquet/store_attribution_no_funnel")).count() == len(stores_before)
     # the same run, not killed, publishes every table
-    assert _job("jobs.report", *base, "--set", "report.store_min_events=1000000").returncode == 0
+    assert _in_process("jobs.report", *base, "--set", "report.store_min_events=1000000") == 0
     assert len(_snapshot(out)["store_attribution_no_funnel.csv"]) == 0
 
     # the attribute stage killed after the executors wrote the event table's files, before the commit

@@ -35,7 +35,7 @@ def test_the_readme_notebook_example_runs_and_gives_the_tables(spark, tmp_path):
     generate.run(
         spark,
         make_conf(
-            "generate.n_users=400",
+            "generate.n_users=300",
             "generate.n_bot_users=0",
             f"generate.output_path={data}/raw",
             f"generate.stores_path={data}/stores",
