@@ -56,8 +56,11 @@ def is_local_server(url: str | None) -> bool:
     """True when the Connect server runs on this machine (then its files and this process's are the same)."""
     if url is None:
         return True
-    host = url.removeprefix("sc://").split("/", 1)[0].split(";", 1)[0].rsplit(":", 1)[0]
-    return host in ("localhost", "127.0.0.1", "[::1]", "::1")
+    try:
+        host = host_port(url)[0]
+    except ValueError:  # not an sc://host:port URL: no telling, so not this machine
+        return False
+    return host in ("localhost", "127.0.0.1", "::1")
 
 
 # The warning a Connect session gives for a setting the server would not take (a static one).
@@ -170,6 +173,25 @@ CODE_PACKAGES = ("attribution", "udfs", "jobs")
 _SHIPPED: set[str] = set()  # the code archives this process has added to a Connect session
 
 
+def code_files(roots: list[Path]) -> list[tuple[str, Path]]:
+    """The ``.py`` files of the package directories ``roots``, as (name in the archive, path), sorted."""
+    return sorted((f.relative_to(root.parent).as_posix(), f) for root in roots for f in root.rglob("*.py"))
+
+
+def write_code_zip(target: Path, files: list[tuple[str, Path]]) -> Path:
+    """``files`` (:func:`code_files`) zipped at ``target``, with fixed timestamps (the same code gives the
+    same bytes), written under a temporary name and renamed into place."""
+    import zipfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, f in files:
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), f.read_bytes())
+    tmp.replace(target)
+    return target
+
+
 def code_archive(out_dir: str | None = None) -> str:
     """A zip of the project's code as this process imports it (a checkout, an installed wheel), named by
     its content's sha256, so the same code is the same artifact. When the code is itself imported from a
@@ -177,24 +199,18 @@ def code_archive(out_dir: str | None = None) -> str:
     import hashlib
     import importlib
     import tempfile
-    import zipfile
-    from pathlib import Path
 
     roots = [Path(str(importlib.import_module(p).__file__)).parent for p in CODE_PACKAGES]
     for root in roots:
         if not root.is_dir():  # imported from inside a zip: ship that zip
             return str(next(parent for parent in root.parents if parent.is_file()))
-    files = sorted((f.relative_to(root.parent).as_posix(), f) for root in roots for f in root.rglob("*.py"))
+    files = code_files(roots)
     digest = hashlib.sha256()
     for name, f in files:
         digest.update(name.encode() + b"\0" + f.read_bytes())
     target = Path(out_dir or tempfile.gettempdir()) / f"session_attribution-{digest.hexdigest()[:16]}.zip"
     if not target.exists():
-        tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-            for name, f in files:
-                z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), f.read_bytes())
-        tmp.replace(target)
+        write_code_zip(target, files)
     return str(target)
 
 

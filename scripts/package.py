@@ -9,22 +9,16 @@ The dependencies with native code (torch, pyarrow) travel separately, as a venv-
 from __future__ import annotations
 
 import argparse
-import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("attribution", "udfs", "jobs")
 
 
 def build_zip(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for package in PACKAGES:
-            for path in sorted((ROOT / package).rglob("*.py")):
-                z.write(path, path.relative_to(ROOT).as_posix())
-    tmp.replace(out)
-    return out
+    """The checkout's packages (``attribution.spark.CODE_PACKAGES``) zipped at ``out``."""
+    from attribution.spark import CODE_PACKAGES, code_files, write_code_zip
+
+    return write_code_zip(out, code_files([ROOT / p for p in CODE_PACKAGES]))
 
 
 if __name__ == "__main__":
