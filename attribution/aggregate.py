@@ -55,16 +55,10 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from attribution import methods
 from attribution.events import POSITION_BINS
 from attribution.metrics import Z95
 
-# method -> (normalized attribution column, signed contribution column or None)
-METHOD_SCORES = {
-    "grad_x_input": ("gradient_attribution", "contribution"),
-    "attention": ("attention_attribution", None),
-    "attention_rollout": ("rollout_attribution", None),
-    "integrated_gradients": ("ig_attribution", "ig_contribution"),
-}
 EFFECT_COLUMNS = ("effect_log_odds", "effect_ci_low", "effect_ci_high", "effect_se", "effect_verdict")
 STORE_EFFECT_COLUMNS = (
     "shrunk_net_effect_log_odds",
@@ -92,21 +86,24 @@ REMOVAL_SOURCES = {
 
 
 def long_format(events: DataFrame) -> DataFrame:
-    """One row per (event, method present in the table): method, attribution, contribution."""
-    present = [m for m, (a, _) in METHOD_SCORES.items() if a in events.columns]
+    """One row per (event, registered method present in the table): method, attribution, contribution
+    (null for a method without a signed contribution)."""
+    present = methods.present(events.columns)
     if not present:
-        raise ValueError("the event table has no attribution column (gradient_attribution, ...)")
+        known = ", ".join(m.attribution for m in methods.REGISTRY.values())
+        raise ValueError(f"the event table has no attribution column ({known})")
     per_method = F.array(
         *[
             F.struct(
-                F.lit(m).alias("method"),
-                F.col(a).cast("double").alias("attribution"),
-                (F.col(c).cast("double") if c and c in events.columns else F.lit(None).cast("double")).alias(
-                    "contribution"
-                ),
+                F.lit(m.name).alias("method"),
+                F.col(m.attribution).cast("double").alias("attribution"),
+                (
+                    F.col(m.contribution).cast("double")
+                    if m.contribution and m.contribution in events.columns
+                    else F.lit(None).cast("double")
+                ).alias("contribution"),
             )
-            for m, (a, c) in METHOD_SCORES.items()
-            if m in present
+            for m in present
         ]
     )
     keep = [

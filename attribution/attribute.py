@@ -1,40 +1,33 @@
 """Attribution math: plain torch on batches of sessions, no Spark.
 
 Every method runs with the model in eval mode and its parameters frozen, so dropout is off and no weight
-gradient is computed: the same session always gets the same scores, whatever batch it is in.
+gradient is computed: the same session always gets the same scores, whatever batch it is in. The methods
+themselves are declared in :mod:`attribution.methods`; this module runs the forward they share
+(:class:`Batch`) and the helpers they call:
 
-- ``grad_x_input`` (default, the seed's method): d logit / d x_i, times x_i, summed over the embedding,
-  where x_i is event i's input representation. Sessions in a batch don't interact, so one forward and one
-  backward of ``logits.sum()`` give every session's exact gradient. The signed value is the event's
-  ``contribution``; ``|contribution| / (sum over the session + 1e-12)`` is ``gradient_attribution``.
-- ``attention``: CLS -> event attention, head-averaged, one layer (the last by default), renormalized
-  over the session's events.
-- ``attention_rollout`` (Abnar & Zuidema 2020): per layer 0.5 * head-averaged attention + 0.5 * I (the
-  residual), rows normalized, multiplied through the layers; the CLS row, renormalized over events.
-- ``integrated_gradients`` (Sundararajan et al. 2017): (x - x') * the average gradient along the straight
-  path from the baseline x' (the PAD representation by default) to x, with Gauss-Legendre nodes as
-  Captum's default; ``completeness_gap`` = sum of contributions - (f(x) - f(x')).
+- ``grad_x_input``: sessions in a batch don't interact, so one forward and one backward of
+  ``logits.sum()`` give every session's exact gradient.
+- ``attention_rollout`` (:func:`rollout`): carried as the CLS row from the last layer down.
+- ``integrated_gradients`` (:func:`integrated_gradients`): Gauss-Legendre nodes as Captum's default;
+  ``completeness_gap`` = sum of contributions - (f(x) - f(x')).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from attribution import methods as registry
 from attribution.features import EncodedSessions, length_buckets
+from attribution.methods import Method, normalize
 from attribution.model import SessionTransformer, to_tensors
 
-METHODS = ("grad_x_input", "attention", "attention_rollout", "integrated_gradients")
-EPS = 1e-12
-
-
-def normalize(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """|scores| over each session's real events, scaled to sum to 1 (the seed's normalization)."""
-    a = scores.abs() * mask
-    return a / (a.sum(dim=1, keepdim=True) + EPS)
+# every method registered when this module is imported (attribution.methods.names() for the current set)
+METHODS = registry.names()
+__all__ = ["METHODS", "AttributionOptions", "Batch", "attribute_batch", "attribute_sessions", "normalize"]
 
 
 def pad_representation(model: SessionTransformer, like: torch.Tensor) -> torch.Tensor:
@@ -71,10 +64,47 @@ def rollout(attention: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class AttributionOptions:
-    methods: tuple[str, ...] = ("grad_x_input",)
+    # method names (looked up in attribution.methods) or Method objects
+    methods: tuple[str | Method, ...] = ("grad_x_input",)
     attention_layer: int = -1
     ig_steps: int = 32
     ig_baseline: str = "pad"  # "pad": the PAD representation; "zero": the zero vector
+
+
+@dataclass
+class Batch:
+    """One padded batch after the forward every method shares: what a method's ``compute`` reads.
+
+    ``x`` is the events' representation (B, L, D), ``logits`` the model's (B,) from that forward. The
+    gradient of ``logits.sum()`` with respect to ``x`` and the attention probabilities are there only when
+    a method of the batch declares it needs them; the gradient is computed once, on first use."""
+
+    model: SessionTransformer
+    x: torch.Tensor
+    x_in: torch.Tensor
+    mask: torch.Tensor
+    logits: torch.Tensor
+    options: AttributionOptions
+    attention: list[torch.Tensor] | None = None
+    logits_graph: torch.Tensor | None = field(default=None, repr=False)  # ``logits`` before detach
+    _gradient: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def maskf(self) -> torch.Tensor:
+        return self.mask.to(self.x.dtype)
+
+    def input_gradient(self) -> torch.Tensor:
+        if self._gradient is None:
+            if not self.x_in.requires_grad or self.logits_graph is None:
+                raise ValueError("a method reads the input gradient but does not declare needs_gradient")
+            with torch.enable_grad():
+                (self._gradient,) = torch.autograd.grad(self.logits_graph.sum(), self.x_in)
+        return self._gradient
+
+    def attention_probabilities(self) -> list[torch.Tensor]:
+        if self.attention is None:
+            raise ValueError("a method reads the attention but does not declare needs_attention")
+        return self.attention
 
 
 def attribute_batch(
@@ -84,50 +114,48 @@ def attribute_batch(
     mask: torch.Tensor,
     options: AttributionOptions = AttributionOptions(),
 ) -> dict[str, torch.Tensor]:
-    """Scores for one padded batch. Returns tensors on the batch's device:
-
-    ``logit``/``prediction`` (B,); per method (B, L) with zeros on padding: ``contribution`` and
-    ``grad_x_input`` (normalized); ``attention``; ``attention_rollout``; ``ig_contribution``,
-    ``integrated_gradients`` (normalized) and ``ig_completeness_gap`` (B,).
-    """
-    unknown = set(options.methods) - set(METHODS)
-    if unknown:
-        raise ValueError(f"unknown attribution method(s) {sorted(unknown)}; known: {', '.join(METHODS)}")
+    """Scores for one padded batch, keyed by the event table's column names. Returns tensors on the batch's
+    device: ``logit``/``prediction`` (B,); per method its columns (B, L) with zeros on padding (see
+    :attr:`Method.event_columns`) and its per-session columns (B,)."""
+    chosen = registry.resolve(options.methods)
     if model.training:
         raise ValueError("attribution needs the model in eval mode (dropout off); call model.eval()")
-    maskf = mask.to(continuous.dtype)
-    out: dict[str, torch.Tensor] = {}
-    want_attention = bool({"attention", "attention_rollout"} & set(options.methods))
     with torch.no_grad():
         x = model.represent(tokens, continuous)
+    want_attention = any(m.needs_attention for m in chosen)
     with torch.enable_grad():
-        x_in = x.detach().requires_grad_("grad_x_input" in options.methods)
+        x_in = x.detach().requires_grad_(any(m.needs_gradient for m in chosen))
         logits, attention = model.forward_from_representation(x_in, mask, need_attention=want_attention)
-        if "grad_x_input" in options.methods:
-            (grad,) = torch.autograd.grad(logits.sum(), x_in)
-            contribution = (grad * x).sum(-1) * maskf
-            out["contribution"] = contribution.detach()
-            out["grad_x_input"] = normalize(contribution, maskf).detach()
-    out["logit"] = logits.detach()
-    out["prediction"] = torch.sigmoid(out["logit"])
-    if want_attention:
-        assert attention is not None  # asked for with need_attention
-        attention = [a.detach() for a in attention]
-        if "attention" in options.methods:
-            cls = attention[options.attention_layer][:, :, 0, 1:].mean(dim=1) * maskf
-            out["attention"] = cls / (cls.sum(dim=1, keepdim=True) + EPS)
-        if "attention_rollout" in options.methods:
-            r = rollout(attention, maskf)
-            out["attention_rollout"] = r / (r.sum(dim=1, keepdim=True) + EPS)
-    if "integrated_gradients" in options.methods:
-        ig, gap = integrated_gradients(model, x, mask, out["logit"], options)
-        out["ig_contribution"] = ig
-        out["integrated_gradients"] = normalize(ig, maskf)
-        out["ig_completeness_gap"] = gap
+    batch = Batch(
+        model=model,
+        x=x,
+        x_in=x_in,
+        mask=mask,
+        logits=logits.detach(),
+        logits_graph=logits,
+        options=options,
+        attention=[a.detach() for a in attention] if want_attention and attention is not None else None,
+    )
+    out: dict[str, torch.Tensor] = {"logit": batch.logits, "prediction": torch.sigmoid(batch.logits)}
+    for m in chosen:
+        scores = m.compute(batch)
+        out[m.attribution] = scores.attribution.detach()
+        if m.contribution is not None:
+            out[m.contribution] = scores.contribution.detach()
+        missing = {c for c, _ in m.session_columns} - set(scores.per_session)
+        if missing:
+            raise ValueError(f"method {m.name} did not compute its per-session column(s) {sorted(missing)}")
+        out.update({c: scores.per_session[c].detach() for c, _ in m.session_columns})
     return out
 
 
-def integrated_gradients(model, x, mask, logits, options: AttributionOptions):
+def integrated_gradients(
+    model: SessionTransformer,
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    logits: torch.Tensor,
+    options: AttributionOptions,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """IG contributions (B, L) and the completeness gap (B,), one forward/backward per step."""
     baseline = pad_representation(model, x) if options.ig_baseline == "pad" else torch.zeros_like(x)
     alphas, weights = gauss_legendre(options.ig_steps)

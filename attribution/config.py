@@ -270,7 +270,8 @@ class TrainConf:
 class AttributionConf:
     """The attribution stage (jobs/attribute.py)."""
 
-    # Any of grad_x_input (the default, the seed's method), attention, attention_rollout, integrated_gradients.
+    # Any of the registered methods (attribution/methods.py): grad_x_input (the seed analysis's method),
+    # attention, attention_rollout, integrated_gradients.
     methods: list[str] = field(default_factory=lambda: ["grad_x_input", "attention", "attention_rollout"])
     split: str = "test"  # which sessions to attribute: train, validation, test or all
     batch_size: int = 256  # sessions per forward/backward; a GPU out-of-memory halves it and retries
@@ -625,7 +626,9 @@ def validate(conf: Config) -> None:
     if t.pos_weight is not None and t.pos_weight <= 0:
         raise ConfigError("train.pos_weight: must be > 0 or null")
     a = conf.attribution
-    known = ("grad_x_input", "attention", "attention_rollout", "integrated_gradients")
+    from attribution.methods import names
+
+    known = names()
     bad = [x for x in a.methods if x not in known]
     if bad or not a.methods:
         raise ConfigError(f"attribution.methods: {bad or 'empty'}; choose from {', '.join(known)}")

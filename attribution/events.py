@@ -10,21 +10,11 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-POSITION_BINS = ("1-5", "6-10", "11-20", "21-50", "50+")
+from attribution import methods
 
-# Per-event score arrays of the scored sessions -> event-table column, when the method ran.
-SCORE_COLUMNS = (
-    "gradient_attribution",
-    "contribution",
-    "attention_attribution",
-    "rollout_attribution",
-    "ig_attribution",
-    "ig_contribution",
-    # the removal effect of the event's type, position bin and store in its session (attribution/removal.py)
-    "removal_effect_type",
-    "removal_effect_position",
-    "removal_effect_store",
-)
+POSITION_BINS = ("1-5", "6-10", "11-20", "21-50", "50+")
+# the seed analysis's columns, first and in its order
+SEED_COLUMNS = ("session_id", "label", "event_position", "gradient_attribution", "event_type", "store_id")
 # Per-event arrays of the sessions table carried into the event table.
 EVENT_COLUMNS = {
     "event_type": "event_types",
@@ -41,9 +31,16 @@ def position_bin(position_1based: Column) -> Column:
 
 
 def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
-    """Explode scored sessions into the event-level table (columns in the seed's order first)."""
-    scores = [c for c in SCORE_COLUMNS if c in scored.columns]
-    arrays = {**{k: v for k, v in EVENT_COLUMNS.items()}, **{c: c for c in scores}}
+    """Explode scored sessions into the event-level table (columns in the seed analysis's order first): per
+    event, every registered method's score arrays present in ``scored`` and the removal effects of the
+    event's type, position bin and store in its session (attribution/removal.py)."""
+    from attribution.removal import REMOVAL_COLUMNS  # imports torch, which the report stage doesn't need
+
+    registered = methods.present(scored.columns)
+    per_event = [*(c for m in registered for c in m.event_columns), *REMOVAL_COLUMNS.values()]
+    per_session = [c for m in registered for c, _ in m.session_columns]
+    scores = [c for c in per_event if c in scored.columns]
+    arrays = {**EVENT_COLUMNS, **{c: c for c in scores}}
     zipped = F.arrays_zip(*[F.col(src).alias(dst) for dst, src in arrays.items()])
     exploded = scored.select(
         "session_id",
@@ -51,23 +48,15 @@ def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
         "session_length",
         "session_date",
         "prediction",
-        *([F.col("ig_completeness_gap")] if "ig_completeness_gap" in scored.columns else []),
+        *[c for c in per_session if c in scored.columns],
         F.posexplode(zipped).alias("event_position", "e"),
     )
-    seed_columns = ["session_id", "label", "event_position", "gradient_attribution", "event_type", "store_id"]
     extra = [
         "store_name",
         "event_name",
         "prediction",
-        "contribution",
-        "attention_attribution",
-        "rollout_attribution",
-        "ig_attribution",
-        "ig_contribution",
-        "ig_completeness_gap",
-        "removal_effect_type",
-        "removal_effect_position",
-        "removal_effect_store",
+        *methods.event_columns(),
+        *REMOVAL_COLUMNS.values(),
         "session_length",
         "position_bin",
         "event_ts",
@@ -82,5 +71,5 @@ def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
         .withColumn("run_id", F.lit(run_id))
         .withColumn("model_sha256", F.lit(model_sha256))
     )
-    ordered = [c for c in seed_columns + extra if c in flat.columns]
+    ordered = [c for c in dict.fromkeys([*SEED_COLUMNS, *extra]) if c in flat.columns]
     return flat.select(*ordered)

@@ -8,21 +8,24 @@ from __future__ import annotations
 import pandas as pd
 from pyspark.sql import functions as F
 
-from attribution.aggregate import METHOD_SCORES
+from attribution import methods
 from attribution.config import Config
 from attribution.io import InputError, join, read_table, write_bytes
-
-SCORES = ("gradient_attribution", "contribution", "attention_attribution", "rollout_attribution", "ig_attribution")
 
 
 def ranking_column(rows: pd.DataFrame, method: str) -> str:
     """The column ``method``'s ranking reads: its signed contribution when it has one, else its attribution."""
-    attribution, contribution = METHOD_SCORES[method]
-    if contribution and contribution in rows.columns:
-        return contribution
-    if attribution in rows.columns:
-        return attribution
-    raise InputError(f"the event table has no {attribution} column: attribute with {method} (attribution.methods)")
+    m = methods.get(method)
+    if m.contribution and m.contribution in rows.columns:
+        return m.contribution
+    if m.attribution in rows.columns:
+        return m.attribution
+    raise InputError(f"the event table has no {m.attribution} column: attribute with {method} (attribution.methods)")
+
+
+def score_columns(rows: pd.DataFrame) -> list[str]:
+    """Every registered method's per-event columns in ``rows``."""
+    return [c for m in methods.present(rows.columns) for c in m.event_columns]
 
 
 def session_events(spark, conf: Config, session_id: str) -> pd.DataFrame:
@@ -41,6 +44,7 @@ def session_events(spark, conf: Config, session_id: str) -> pd.DataFrame:
     rows.insert(1, "position", rows["event_position"] + 1)
     rows.attrs["ranked_by"] = by
     rows.attrs["method"] = conf.report.default_method
+    rows.attrs["signed"] = by == methods.get(conf.report.default_method).contribution
     return rows.sort_values("rank")
 
 
@@ -50,9 +54,9 @@ def format_table(rows: pd.DataFrame) -> str:
         f"session {first['session_id']}: label {int(first['label'])} "
         f"({'converted' if first['label'] else 'not converted'}), predicted P(convert) {first['prediction']:.3f}, "
         f"{int(first['session_length'])} events; ranked by {rows.attrs.get('method')} ({rows.attrs.get('ranked_by')}"
-        f"{', log-odds: + towards conversion' if 'contribution' in str(rows.attrs.get('ranked_by')) else ''})"
+        f"{', log-odds: + towards conversion' if rows.attrs.get('signed') else ''})"
     )
-    cols = ["rank", "position", "event_type", "store_name", *[c for c in SCORES if c in rows.columns]]
+    cols = ["rank", "position", "event_type", "store_name", *score_columns(rows)]
     return head + "\n" + rows[cols].to_string(index=False, float_format=lambda v: f"{v:+.4f}")
 
 
@@ -71,7 +75,7 @@ def picture(rows: pd.DataFrame) -> bytes:
         for p, t, s in zip(ordered["position"], ordered["event_type"], ordered["store_name"], strict=True)
     ]
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(ordered) + 1.5))
-    signed = "contribution" in by
+    signed = bool(rows.attrs.get("signed"))
     colors = ["#2e7d32" if c >= 0 else "#c62828" for c in ordered[by]] if signed else "#1565c0"
     ax.barh(range(len(ordered)), ordered[by], color=colors)
     ax.axvline(0, color="black", linewidth=0.8)

@@ -17,6 +17,8 @@ import math
 
 import pandas as pd
 
+from attribution.methods import REGISTRY
+
 PAGE = "index.html"
 
 
@@ -146,7 +148,8 @@ def render(
     else:
         parts.append(
             f"<p>{esc(method)} has no signed contribution: the tables are ordered by the seed's lift. "
-            "Choose grad_x_input or integrated_gradients as report.default_method for effects.</p>"
+            f"Choose {esc(' or '.join(m.name for m in REGISTRY.values() if m.signed))} as report.default_method "
+            "for effects.</p>"
         )
     parts.append("<h2>Which method, and why</h2>")
     if _signed(et):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from attribution.methods import REGISTRY
+
 
 def format_sessionize_summary(summary: dict) -> str:
     rows = summary["rows"]
@@ -63,11 +65,11 @@ def format_attribute_summary(summary: dict) -> str:
         f"{summary['model_batches']:,} model batches, padding efficiency {100 * summary['padding_efficiency']:.1f}%, "
         f"{summary['oom_splits']} out-of-memory splits, Python worker peak memory {summary['python_worker_peak_rss_mb']:,.0f} MiB"
     )
-    gap = summary.get("ig_completeness_gap")
-    if gap:
-        lines.append(
-            f"integrated gradients completeness gap: mean |gap| {gap['mean_abs']:.2e}, max {gap['max_abs']:.2e}"
-        )
+    for m in (REGISTRY[name] for name in summary["methods"] if name in REGISTRY):
+        for column, meaning in m.session_columns:
+            value = summary.get(column)
+            if value:
+                lines.append(f"{meaning}: mean |value| {value['mean_abs']:.2e}, max {value['max_abs']:.2e}")
     unknown = {f: n for f, n in summary["unknown_tokens"].items() if n}
     if unknown:
         lines.append(

@@ -28,13 +28,14 @@ import torch
 from attribution.attribute import AttributionOptions, attribute_sessions
 from attribution.faithfulness import FaithfulnessOptions, evaluate_sessions
 from attribution.features import encode_sessions
+from attribution.methods import get
 from attribution.model import load_artifact
 from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 ALL = ("grad_x_input", "attention", "attention_rollout", "integrated_gradients")
-SCORE_KEYS = ALL  # attribute_sessions' keys of the normalized scores
+SCORE_KEYS = [get(m).attribution for m in ALL]  # attribute_sessions' keys of the normalized scores
 
 
 def in_process(n_sessions: int, repeats: int) -> dict:
@@ -56,7 +57,9 @@ def in_process(n_sessions: int, repeats: int) -> dict:
         "faithfulness_all_methods": lambda: evaluate_sessions(
             model, enc, [scores[k] for k in SCORE_KEYS], ids, options
         ),
-        "faithfulness_grad_x_input": lambda: evaluate_sessions(model, enc, [scores["grad_x_input"]], ids, options),
+        "faithfulness_grad_x_input": lambda: evaluate_sessions(
+            model, enc, [scores["gradient_attribution"]], ids, options
+        ),
     }
     best = dict.fromkeys(runs, float("inf"))
     stats: dict = {}

@@ -40,7 +40,7 @@ def test_normalized_scores_sum_to_one_and_padding_gets_nothing(setup):
     model, enc, _ = setup
     tokens, cont, mask, m = _batch(model, enc, np.arange(len(enc)), width=30)
     out = attribute_batch(model, tokens, cont, mask, ALL)
-    for key in ("grad_x_input", "attention", "attention_rollout", "integrated_gradients"):
+    for key in ("gradient_attribution", "attention_attribution", "rollout_attribution", "ig_attribution"):
         torch.testing.assert_close(
             out[key].sum(1).double(), torch.ones(len(enc), dtype=torch.float64), atol=1e-6, rtol=0
         )
@@ -64,7 +64,9 @@ def test_grad_x_input_equals_a_per_session_loop_and_captum(setup):
         ref = (x.grad * x).sum(-1)[0]
         n = int(enc.lengths[i])
         torch.testing.assert_close(out["contribution"][i, :n], ref, atol=1e-5, rtol=0)
-        torch.testing.assert_close(out["grad_x_input"][i, :n], ref.abs() / (ref.abs().sum() + 1e-12), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            out["gradient_attribution"][i, :n], ref.abs() / (ref.abs().sum() + 1e-12), atol=1e-5, rtol=0
+        )
     # Captum on the same input representation
     x = model.represent(tokens, cont).detach()
     captum = InputXGradient(lambda z: model.forward_from_representation(z, mask)[0]).attribute(x).sum(-1)
@@ -120,12 +122,14 @@ def test_attention_and_rollout_match_a_plain_reference(setup):
     for i, n in enumerate(enc.lengths):
         n = int(n)
         last = attention[-1][i, :, 0, 1 : n + 1].mean(0)
-        torch.testing.assert_close(out["attention"][i, :n], last / last.sum(), atol=1e-6, rtol=0)
+        torch.testing.assert_close(out["attention_attribution"][i, :n], last / last.sum(), atol=1e-6, rtol=0)
         np.testing.assert_allclose(
-            out["attention_rollout"][i, :n].double().numpy(), _rollout_reference(attention, i, n), atol=1e-6
+            out["rollout_attribution"][i, :n].double().numpy(), _rollout_reference(attention, i, n), atol=1e-6
         )
     first = attribute_batch(model, tokens, cont, mask, AttributionOptions(methods=("attention",), attention_layer=0))
-    assert not torch.allclose(first["attention"], out["attention"])  # the layer choice is honoured
+    assert not torch.allclose(
+        first["attention_attribution"], out["attention_attribution"]
+    )  # the layer choice is honoured
 
 
 def test_batch_composition_and_padding_change_nothing(setup):
@@ -135,7 +139,7 @@ def test_batch_composition_and_padding_change_nothing(setup):
     assert set(big) == set(one)
     for key in big:
         np.testing.assert_allclose(big[key], one[key], atol=2e-5, rtol=0, err_msg=key)
-    assert big["grad_x_input"].shape == (int(enc.offsets[-1]),)
+    assert big["gradient_attribution"].shape == (int(enc.offsets[-1]),)
     assert big["prediction"].shape == (len(enc),)
 
 
@@ -148,10 +152,10 @@ def test_single_event_sessions_and_unknown_tokens(setup):
     enc1 = encode_sessions(table.slice(0, 1), smaller)
     enc1.offsets = np.array([0, 1])  # the first event alone: a session of length 1
     out = attribute_sessions(model, enc1, ALL)
-    for key in ("grad_x_input", "attention", "attention_rollout", "integrated_gradients"):
+    for key in ("gradient_attribution", "attention_attribution", "rollout_attribution", "ig_attribution"):
         assert out[key].tolist() == pytest.approx([1.0], abs=1e-6)
     full = attribute_sessions(model, enc, ALL)
-    assert np.isfinite(full["grad_x_input"]).all() and np.isfinite(full["prediction"]).all()
+    assert np.isfinite(full["gradient_attribution"]).all() and np.isfinite(full["prediction"]).all()
 
 
 def test_training_mode_and_unknown_methods_are_refused(setup):

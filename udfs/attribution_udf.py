@@ -24,23 +24,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
+from attribution.methods import Method, resolve
 from attribution.removal import REMOVAL_COLUMNS
 
 log = logging.getLogger(__name__)
-
-# Per-event score columns, by method: (output column, key in attribute_sessions' result).
-METHOD_COLUMNS = {
-    "grad_x_input": (("contribution", "contribution"), ("gradient_attribution", "grad_x_input")),
-    "attention": (("attention_attribution", "attention"),),
-    "attention_rollout": (("rollout_attribution", "attention_rollout"),),
-    "integrated_gradients": (("ig_contribution", "ig_contribution"), ("ig_attribution", "integrated_gradients")),
-}
 
 _CACHE: dict[str, object] = {}  # sha256 -> (LoadedModel on its device, device); one per Python worker
 
@@ -141,13 +134,15 @@ def cached_model(payload: ModelPayload, device):
     return _CACHE[key]
 
 
-def output_fields(methods: list[str], vocab_fields: tuple[str, ...], removal: bool = False) -> list[pa.Field]:
-    """The columns the UDF appends to each input batch."""
+def output_fields(
+    methods: Sequence[str | Method], vocab_fields: tuple[str, ...], removal: bool = False
+) -> list[pa.Field]:
+    """The columns the UDF appends to each input batch: per method, its per-event score arrays, then every
+    method's per-session values."""
+    chosen = resolve(methods)
     fields = [pa.field("prediction", pa.float64()), pa.field("logit", pa.float64())]
-    for m in methods:
-        fields += [pa.field(col, pa.list_(pa.float64())) for col, _ in METHOD_COLUMNS[m]]
-    if "integrated_gradients" in methods:
-        fields.append(pa.field("ig_completeness_gap", pa.float64()))
+    fields += [pa.field(col, pa.list_(pa.float64())) for m in chosen for col in m.event_columns]
+    fields += [pa.field(col, pa.float64()) for m in chosen for col, _ in m.session_columns]
     if removal:
         fields += [pa.field(col, pa.list_(pa.float64())) for col in REMOVAL_COLUMNS.values()]
     fields += [pa.field(f"unknown_{f}", pa.int64()) for f in vocab_fields]
@@ -199,7 +194,7 @@ def peak_rss_mb() -> float:
 def attribute_batches(
     batches: Iterator[pa.RecordBatch],
     payload: ModelPayload,
-    methods: list[str],
+    methods: Sequence[str | Method],
     batch_size: int,
     attention_layer: int = -1,
     ig_steps: int = 32,
@@ -223,11 +218,12 @@ def attribute_batches(
     device = choose_device(threads_per_task)
     given_gpu = bool(task_gpu_addresses())
     loaded = cached_model(payload, device)
+    chosen = resolve(methods)
     options = AttributionOptions(
-        methods=tuple(methods), attention_layer=attention_layer, ig_steps=ig_steps, ig_baseline=ig_baseline
+        methods=chosen, attention_layer=attention_layer, ig_steps=ig_steps, ig_baseline=ig_baseline
     )
     removal = removal_sample > 0
-    fields = output_fields(methods, loaded.spec.fields, removal)
+    fields = output_fields(chosen, loaded.spec.fields, removal)
     for batch in batches:
         if batch.num_rows == 0:
             yield pa.RecordBatch.from_arrays(
@@ -262,11 +258,12 @@ def attribute_batches(
             )
         offsets = pa.array(encoded.offsets.astype(np.int32), pa.int32())
         columns = [pa.array(scores["prediction"], pa.float64()), pa.array(scores["logit"], pa.float64())]
-        for m in methods:
-            for _, key in METHOD_COLUMNS[m]:
-                columns.append(pa.ListArray.from_arrays(offsets, pa.array(scores[key], pa.float64())))
-        if "integrated_gradients" in methods:
-            columns.append(pa.array(scores["ig_completeness_gap"], pa.float64()))
+        for m in chosen:
+            for col in m.event_columns:
+                columns.append(pa.ListArray.from_arrays(offsets, pa.array(scores[col], pa.float64())))
+        for m in chosen:
+            for col, _ in m.session_columns:
+                columns.append(pa.array(scores[col], pa.float64()))
         if removal:
             for dim in REMOVAL_COLUMNS:
                 values = pa.array(removed[dim], pa.float64(), from_pandas=True)  # NaN -> null
@@ -357,7 +354,7 @@ def observed_stats(metrics: dict, maxima: tuple[str, ...] = ()) -> dict:
     return merge_stats([dict(m) for m in metrics.get(STATS_COLUMN) or []], maxima)
 
 
-def _spark_fields(methods: list[str], vocab_fields: tuple[str, ...], removal: bool = False):
+def _spark_fields(methods: Sequence[str | Method], vocab_fields: tuple[str, ...], removal: bool = False):
     from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField
 
     out = []
@@ -391,7 +388,9 @@ def score_sessions(sessions, payload: ModelPayload, conf, spark, removal_sample:
 
     a = conf.attribution
     vocab_fields = Vocabularies.from_json(payload.vocab_json).fields
-    methods, batch_size, max_positions = list(a.methods), a.batch_size, a.max_batch_positions
+    # Method objects, resolved here: the closure carries them, so a method registered at run time works too
+    methods = resolve(a.methods)
+    batch_size, max_positions = a.batch_size, a.max_batch_positions
     layer, steps, baseline, threads = a.attention_layer, a.ig_steps, a.ig_baseline, a.threads_per_task
     fail_partition = a.fail_first_attempt_of_partition
     shipped = ship(spark, payload)
@@ -422,7 +421,7 @@ def score_sessions(sessions, payload: ModelPayload, conf, spark, removal_sample:
 PEAKS = ("rss_mb",)
 
 
-def scoring_input(sessions, methods: list[str], vocab_fields: tuple[str, ...], removal: bool = False):
+def scoring_input(sessions, methods: Sequence[str | Method], vocab_fields: tuple[str, ...], removal: bool = False):
     """The sessions' columns the UDF reads or passes through, and the schema of what it returns."""
     from pyspark.sql.types import StructType
 
@@ -525,9 +524,9 @@ def run(spark, conf, model_path: str | None = None) -> dict:
 
     a = conf.attribution
     started = time.time()
-    from attribution.model import model_location as resolve
+    from attribution.model import model_location as locate
 
-    model_location = model_path or resolve(conf.output(conf.train.model_path), conf.train.model_version)
+    model_location = model_path or locate(conf.output(conf.train.model_path), conf.train.model_version)
     payload = ModelPayload.read(model_location)
     sessions = sessions_to_score(spark, conf)
     max_length = payload.config["model"]["max_length"]
@@ -546,6 +545,8 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     # the share of sessions that makes about attribution.removal_sessions of them
     removal_sample = min(1.0, a.removal_sessions / n_sessions)
     scored, vocab_fields = score_sessions(sessions, payload, conf, spark, removal_sample)
+    # the methods' per-session values (a completeness gap): their mean and largest |value| in the summary
+    session_checks = [c for m in resolve(a.methods) for c, _ in m.session_columns]
     seen = Observation("attribute_sessions")
     scored = scored.observe(
         seen,
@@ -554,14 +555,8 @@ def run(spark, conf, model_path: str | None = None) -> dict:
         F.coalesce(F.sum("session_length"), F.lit(0)).alias("events_in"),
         F.coalesce(F.sum("label"), F.lit(0)).alias("converted"),
         F.avg("prediction").alias("mean_prediction"),
-        *(
-            [
-                F.max(F.abs("ig_completeness_gap")).alias("max_abs_ig_gap"),
-                F.avg(F.abs("ig_completeness_gap")).alias("mean_abs_ig_gap"),
-            ]
-            if "integrated_gradients" in a.methods
-            else []
-        ),
+        *[F.max(F.abs(c)).alias(f"max_abs_{c}") for c in session_checks],
+        *[F.avg(F.abs(c)).alias(f"mean_abs_{c}") for c in session_checks],
         *[F.coalesce(F.sum(f"unknown_{f}"), F.lit(0)).alias(f"unknown_{f}") for f in vocab_fields],
     )
     events = event_table(scored, conf.run.run_id or "", payload.sha256)
@@ -609,8 +604,8 @@ def run(spark, conf, model_path: str | None = None) -> dict:
         "published": published,
         "drift": drift,
     }
-    if "integrated_gradients" in a.methods:
-        summary["ig_completeness_gap"] = {"max_abs": s["max_abs_ig_gap"], "mean_abs": s["mean_abs_ig_gap"]}
+    for c in session_checks:
+        summary[c] = {"max_abs": s[f"max_abs_{c}"], "mean_abs": s[f"mean_abs_{c}"]}
     if conf.run.date is not None:
         summary["date"] = conf.run.date
     write_text(conf.output(conf.run.day_file(a.summary_path)), json.dumps(summary, indent=1))

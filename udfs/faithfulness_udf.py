@@ -146,11 +146,11 @@ def sample_sessions(spark, events, sessions, methods: list[str], max_sessions: i
     the sessions table."""
     from pyspark.sql import functions as F
 
-    from attribution.aggregate import METHOD_SCORES
     from attribution.features import INPUT_COLUMNS
+    from attribution.methods import get
     from attribution.spark import default_parallelism
 
-    score_cols = [METHOD_SCORES[m][0] for m in methods]
+    score_cols = [get(m).attribution for m in methods]
     picked = (
         events.where(F.col("event_position") == 0)
         .select("session_id", F.xxhash64(F.lit(seed), "session_id").alias("h"))
@@ -185,8 +185,8 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     from pyspark.sql import Observation
 
     from attribution import report, sinks
-    from attribution.aggregate import METHOD_SCORES
     from attribution.io import join, read_table, run_days, write_text
+    from attribution.methods import present
 
     f = conf.faithfulness
     started = time.time()
@@ -203,7 +203,7 @@ def run(spark, conf, model_path: str | None = None) -> dict:
             f"the event table was attributed with model(s) {', '.join(s[:12] for s in shas)}, but the model at "
             f"{model_location} is {payload.sha256[:12]}: re-run the attribute stage with this model"
         )
-    methods = [m for m, (col, _) in METHOD_SCORES.items() if col in events.columns]
+    methods = [m.name for m in present(events.columns)]
     sessions = run_days(
         read_table(spark, conf.output(conf.sessions.sessions_path), "parquet", {}, "sessions"), conf.run
     )
