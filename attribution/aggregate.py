@@ -57,7 +57,7 @@ from pyspark.sql import functions as F
 
 from attribution import methods
 from attribution.events import POSITION_BINS
-from attribution.metrics import Z95
+from attribution.statistics import clustered_ratio_mean, normal_ci, shrink
 
 EFFECT_COLUMNS = ("effect_log_odds", "effect_ci_low", "effect_ci_high", "effect_se", "effect_verdict")
 STORE_EFFECT_COLUMNS = (
@@ -261,19 +261,6 @@ def _per_session(rows: DataFrame, cells: DataFrame) -> DataFrame:
     )
 
 
-def _clustered(c, total: str, sq: str, cross: str, events: str, nn: str, sessions: str):
-    """The ratio mean sum(x)/sum(n) over sessions and its session-clustered SE (module docstring), from
-    the per-key sums of x, x^2, x*n, n and n^2 and the session count: (mean, se) Columns."""
-    mean = c(total) / c(events)
-    var = F.when(
-        c(sessions) > 1,
-        (c(sessions) / (c(sessions) - 1))
-        * F.greatest(c(sq) - 2 * mean * c(cross) + mean * mean * c(nn), F.lit(0.0))
-        / (c(events) * c(events)),
-    )
-    return mean, F.sqrt(var)
-
-
 def _verdict(low: F.Column, high: F.Column) -> F.Column:
     return (
         F.when(low.isNull() | high.isNull(), F.lit(None).cast("string"))
@@ -394,8 +381,8 @@ def _formulas(agg: DataFrame) -> DataFrame:
             for _, sfx in LABELS
         }
     )
-    effect, effect_se = _clustered(c, "C_all", "CC_all", "CN_all", "N_all", "NN_all", "sessions")
-    net, net_se = _clustered(c, "R_all", "RR_all", "RN_all", "NR_all", "NNR_all", "GR_all")
+    effect, effect_se = clustered_ratio_mean(c, "C_all", "CC_all", "CN_all", "N_all", "NN_all", "sessions")
+    net, net_se = clustered_ratio_mean(c, "R_all", "RR_all", "RN_all", "NR_all", "NNR_all", "GR_all")
     # a key seen under one label only: 0 for the other side's mean (the seed's pivot with fill 0), null CI
     lifts = variances.select(
         *group,
@@ -415,17 +402,20 @@ def _formulas(agg: DataFrame) -> DataFrame:
         *[(c(f"C_{sfx}") / c(f"E_{sfx}")).alias(f"contribution_{sfx}") for _, sfx in LABELS],
         *[(c(f"ADJ_{sfx}") / c(f"E_{sfx}")).alias(f"length_adjusted_{sfx}") for _, sfx in LABELS],
     ).withColumn("attribution_lift", c("converted") - c("not_converted"))
+    lift_ci = normal_ci(c("attribution_lift"), c("lift_se"))
+    effect_ci = normal_ci(c("effect_log_odds"), c("effect_se"))
+    net_ci = normal_ci(c("net_effect_log_odds"), c("net_effect_se"))
     bounds = (
         lifts.withColumns(
             {
-                "lift_ci_low": c("attribution_lift") - Z95 * c("lift_se"),
-                "lift_ci_high": c("attribution_lift") + Z95 * c("lift_se"),
+                "lift_ci_low": lift_ci[0],
+                "lift_ci_high": lift_ci[1],
                 "length_adjusted_lift": F.coalesce(c("length_adjusted_converted"), F.lit(0.0))
                 - F.coalesce(c("length_adjusted_not_converted"), F.lit(0.0)),
-                "effect_ci_low": c("effect_log_odds") - Z95 * c("effect_se"),
-                "effect_ci_high": c("effect_log_odds") + Z95 * c("effect_se"),
-                "net_effect_ci_low": c("net_effect_log_odds") - Z95 * c("net_effect_se"),
-                "net_effect_ci_high": c("net_effect_log_odds") + Z95 * c("net_effect_se"),
+                "effect_ci_low": effect_ci[0],
+                "effect_ci_high": effect_ci[1],
+                "net_effect_ci_low": net_ci[0],
+                "net_effect_ci_high": net_ci[1],
             }
         )
         .withColumns(
@@ -529,8 +519,8 @@ def with_removal(table: pa.Table, kind: str, key: str, removal: pa.Table | None,
         mean = found["mean"].to_numpy(float)
         se = np.sqrt(found["var"].to_numpy(float) / found["n"].to_numpy(float))
         values["removal_effect_pp"] = 100 * mean
-        values["removal_ci_low_pp"] = 100 * (mean - Z95 * se)
-        values["removal_ci_high_pp"] = 100 * (mean + Z95 * se)
+        low, high = normal_ci(mean, se)
+        values["removal_ci_low_pp"], values["removal_ci_high_pp"] = 100 * low, 100 * high
         with np.errstate(divide="ignore", invalid="ignore"):
             values["removal_relative_lift"] = mean / found["p_without"].to_numpy(float)
         values["attributable_conversions"] = mean * table["sessions"].to_numpy(zero_copy_only=False).astype(float)
@@ -554,43 +544,6 @@ def _order(table: pa.Table, keys: list[tuple[str, str]]) -> pa.Table:
 def _bin_index(table: pa.Table) -> pa.Array:
     idx = pc.index_in(table["position_bin"], value_set=pa.array(POSITION_BINS, pa.string()))
     return pc.fill_null(idx, len(POSITION_BINS))
-
-
-def shrink(effect: np.ndarray, se: np.ndarray, support: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
-    """Empirical-Bayes shrinkage towards 0 by support: ``effect * tau2 / (tau2 + noise)``.
-
-    A store's measured effect is its true effect plus two kinds of noise: the sampling noise of the
-    sessions that measured it (``se^2``), and the noise of the model's own estimate for that store,
-    which is larger the fewer sessions it was learned from (a rarely seen store id keeps an embedding
-    that is mostly its random start, and gives large, consistent and meaningless contributions that
-    ``se`` can't see). So ``noise = se^2 + b / support``, and with ``tau2`` the variance of the true
-    effects around 0, E[effect^2 - se^2] = tau2 + b / support: a least-squares line through the stores'
-    (1 / support, effect^2 - se^2) gives ``tau2`` (its intercept) and ``b`` (its slope), both at least
-    0. Without ``support`` (or fewer than 3 stores), ``b`` = 0 and tau2 = mean(effect^2 - se^2).
-    A NaN effect or SE shrinks to 0. Returns (shrunk, tau2, b)."""
-    ok = np.isfinite(effect) & np.isfinite(se)
-    if support is not None:
-        ok &= np.asarray(support, float) > 0
-    out = np.zeros(len(effect))
-    if ok.sum() < 2:
-        return np.where(ok, effect, 0.0), float("nan"), float("nan")
-    e, s2 = effect[ok], se[ok] ** 2
-    y = e * e - s2
-    b = 0.0
-    if support is not None and ok.sum() >= 3:
-        x = 1.0 / np.asarray(support, float)[ok]
-        if np.var(x) > 0:
-            b = max(0.0, float(np.cov(x, y, bias=True)[0, 1] / np.var(x)))
-        tau2 = float(np.mean(y) - b * np.mean(x))
-        if tau2 < 0:  # the line crosses below 0: no spread of true effects beyond the noise
-            tau2 = 0.0
-        noise = s2 + b * x
-    else:
-        tau2 = max(0.0, float(np.mean(y)))
-        noise = s2
-    if tau2 > 0:
-        out[ok] = e * tau2 / (tau2 + noise)
-    return out, tau2, b
 
 
 def _rank_within(method: np.ndarray) -> np.ndarray:

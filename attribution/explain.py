@@ -10,7 +10,7 @@ from pyspark.sql import functions as F
 
 from attribution import methods
 from attribution.config import Config
-from attribution.io import InputError, join, read_table, write_bytes
+from attribution.io import InputError, read_table
 
 
 def ranking_column(rows: pd.DataFrame, method: str) -> str:
@@ -58,47 +58,3 @@ def format_table(rows: pd.DataFrame) -> str:
     )
     cols = ["rank", "position", "event_type", "store_name", *score_columns(rows)]
     return head + "\n" + rows[cols].to_string(index=False, float_format=lambda v: f"{v:+.4f}")
-
-
-def picture(rows: pd.DataFrame) -> bytes:
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ordered = rows.sort_values("event_position")
-    by = rows.attrs.get("ranked_by", "gradient_attribution")
-    labels = [
-        f"{p}: {t}" + (f" @ {s}" if isinstance(s, str) else "")
-        for p, t, s in zip(ordered["position"], ordered["event_type"], ordered["store_name"], strict=True)
-    ]
-    fig, ax = plt.subplots(figsize=(9, 0.35 * len(ordered) + 1.5))
-    signed = bool(rows.attrs.get("signed"))
-    colors = ["#2e7d32" if c >= 0 else "#c62828" for c in ordered[by]] if signed else "#1565c0"
-    ax.barh(range(len(ordered)), ordered[by], color=colors)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(ordered)), labels)
-    ax.invert_yaxis()
-    method = rows.attrs.get("method", "")
-    ax.set_xlabel(
-        f"{method} signed contribution (log-odds; green: towards conversion, red: away)"
-        if signed
-        else f"{method} attribution (share of the session; no sign)"
-    )
-    first = ordered.iloc[0]
-    ax.set_title(f"{first['session_id']}  P(convert) = {first['prediction']:.3f}, label {int(first['label'])}")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def run(spark, conf: Config, session_id: str) -> tuple[str, str]:
-    rows = session_events(spark, conf, session_id)
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in session_id)
-    location = join(conf.output(conf.report.output_path), f"explain/{safe}.png")
-    write_bytes(location, picture(rows))
-    return format_table(rows), location

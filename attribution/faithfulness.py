@@ -40,11 +40,13 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from attribution.features import EncodedSessions, length_buckets
+from attribution.io import InputError
 from attribution.model import SessionTransformer
 from attribution.removal import empty_probability, masked_probabilities, represent
 
@@ -126,11 +128,21 @@ class SessionMetrics:
     p_full: float
 
 
-def _variants(rank: np.ndarray, length: int, options: FaithfulnessOptions):
-    """The keep-masks one session needs, for all its orders: (distinct masks (U, L), the distinct mask of
-    each variant (V,), kinds, orders, js).
-    kind 0: its top-j removed; kind 1: only its top-j kept. Trivial ones (nothing or everything
-    removed) are not listed: their probabilities are p(x) and p(empty session)."""
+class Variants(NamedTuple):
+    """The keep-masks one session needs, for all its orders. Variant v keeps ``masks[inverse[v]]``; it is
+    of kind ``kinds[v]`` (0: the order's top ``js[v]`` events removed; 1: only they kept), for order
+    ``orders[v]`` (the methods, then the random draws)."""
+
+    masks: np.ndarray  # (U, L) bool: the distinct keep-masks
+    inverse: np.ndarray  # (V,): each variant's mask
+    kinds: np.ndarray  # (V,) int8
+    orders: np.ndarray  # (V,)
+    js: np.ndarray  # (V,)
+
+
+def _variants(rank: np.ndarray, length: int, options: FaithfulnessOptions) -> Variants:
+    """The variants of one session. Trivial ones (nothing or everything removed) are not listed: their
+    probabilities are p(x) and p(empty session)."""
     ks = k_values(length, options)
     removed = np.unique(np.r_[ks, deletion_counts(length, options.deletion_steps)])
     removed = removed[(removed > 0) & (removed < length)]
@@ -148,7 +160,7 @@ def _variants(rank: np.ndarray, length: int, options: FaithfulnessOptions):
     # Orders often agree (two methods with the same top event, a random draw that happens to match):
     # each distinct set of remaining events is evaluated once.
     unique, inverse = np.unique(masks, axis=0, return_inverse=True)
-    return unique, inverse.reshape(-1), kinds, orders, js
+    return Variants(unique, inverse.reshape(-1), kinds, orders, js)
 
 
 def evaluate_sessions(
@@ -187,12 +199,12 @@ def evaluate_sessions(
                     random_ranks(session_ids[row], length, options.random_draws, options.seed),
                 ]
             )
-            masks, inverse, kinds, orders, js = _variants(rank, length, options)
-            padded = np.zeros((len(masks), width), dtype=bool)
-            padded[:, :length] = masks
+            variants = _variants(rank, length, options)
+            padded = np.zeros((len(variants.masks), width), dtype=bool)
+            padded[:, :length] = variants.masks
             all_masks.append(padded)
-            owners.append(np.full(len(masks), local))
-            meta.append((len(masks), inverse, kinds, orders, js))
+            owners.append(np.full(len(variants.masks), local))
+            meta.append(variants)
         masks = np.concatenate(all_masks)
         owner = np.concatenate(owners)
         probs = masked_probabilities(model, x, owner, masks, options.batch_positions)
@@ -200,11 +212,12 @@ def evaluate_sessions(
         stats["variants"] += len(masks)
         start = 0
         for local, row in enumerate(chunk):
-            distinct, inverse, kinds, orders, js = meta[local]
-            p = probs[start : start + distinct][inverse]
+            v = meta[local]
+            distinct = len(v.masks)
+            p = probs[start : start + distinct][v.inverse]
             start += distinct
             results[row] = _metrics(
-                int(lengths[row]), float(p_full[local]), p_empty, kinds, orders, js, p, n_orders, options
+                int(lengths[row]), float(p_full[local]), p_empty, v.kinds, v.orders, v.js, p, n_orders, options
             )
     if stats_out is not None:
         stats_out.update(stats)
@@ -263,3 +276,7 @@ def agreement_rows(scores: dict[str, np.ndarray]):
             rho = spearman(scores[a], scores[b])
             if not math.isnan(rho):
                 yield a, b, rho
+
+
+class FaithfulnessInputError(InputError):
+    """The event table and the model or sessions don't belong together."""

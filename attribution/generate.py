@@ -18,11 +18,9 @@ model in the seed's realistic AUC band (0.65-0.85) instead of 0.99.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -609,28 +607,3 @@ def generate_events(spark, conf: Config):
 
     blocks = spark.range(0, p.n_blocks, numPartitions=min(conf.generate.partitions, p.n_blocks))
     return blocks.mapInPandas(gen, raw_schema(p.scenario))
-
-
-def run(spark, conf: Config) -> dict:
-    """Generate and write the raw events, the stores dimension and the ground truth. Returns counts."""
-    g = conf.generate
-    events = generate_events(spark, conf)
-    if g.scenario == "renamed":  # CSV with a header, and no stores dimension
-        events.write.mode("overwrite").option("header", "true").csv(g.output_path)
-        written = spark.read.option("header", "true").csv(g.output_path)
-    else:
-        events.write.mode("overwrite").parquet(g.output_path)
-        stores = spark.createDataFrame(store_table(g.n_stores))
-        stores.coalesce(1).write.mode("overwrite").parquet(g.stores_path)
-        written = spark.read.parquet(g.output_path)
-    counts = {
-        (r["planted_dirty_kind"] or "clean"): int(r["n"])
-        for r in written.groupBy("planted_dirty_kind").count().withColumnRenamed("count", "n").collect()
-    }
-    truth = ground_truth(conf)
-    truth["rows"] = sum(counts.values())
-    truth["planted_dirty_rows"] = {k: counts.get(k, 0) for k in DIRTY_KINDS}
-    Path(g.ground_truth_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(g.ground_truth_path).write_text(json.dumps(truth, indent=2))
-    log.info("generated %d raw events into %s", truth["rows"], g.output_path)
-    return {"rows": truth["rows"], "planted_dirty_rows": truth["planted_dirty_rows"]}

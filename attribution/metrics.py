@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-
-# The standard normal quantile of a two-sided 95% interval: every CI in the tables uses it.
-Z95 = 1.959963984540054
 
 
 def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,16 +65,3 @@ def binary_metrics(labels, logits) -> dict[str, float]:
         "mean_prediction": float(p.mean()) if len(p) else float("nan"),
         "sessions": int(len(y)),
     }
-
-
-def roc_auc_ci(auc: float, positives: int, negatives: int, z: float = Z95) -> tuple[float, float]:
-    """A 95% confidence interval for a ROC-AUC (Hanley & McNeil, 1982), clipped to [0, 1]; (nan, nan) when
-    either class is empty or the AUC is undefined."""
-    if not positives or not negatives or not math.isfinite(auc):
-        return float("nan"), float("nan")
-    q1, q2 = auc / (2 - auc), 2 * auc * auc / (1 + auc)
-    var = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / (
-        positives * negatives
-    )
-    se = math.sqrt(max(var, 0.0))
-    return max(0.0, auc - z * se), min(1.0, auc + z * se)

@@ -48,7 +48,7 @@ def _effect_cells(row, scale: float | None, prefix: str = "effect") -> str:
 
 
 def _removal_cell(row) -> str:
-    from attribution.report import removal_pp
+    from attribution.report_text import removal_pp
 
     return f"<td class=num>{removal_pp(row) or '-'}</td>"
 
@@ -70,7 +70,8 @@ def render(
     planted: str | None = None,
 ) -> bytes:
     """The page as UTF-8 bytes; ``planted``: a sentence on the planted-driver check, on synthetic data."""
-    from attribution.report import EFFECT_UNIT, REMOVAL_MEANING, _signed, ranked_drivers, status_text
+    from attribution.report import EFFECT_UNIT, is_signed
+    from attribution.report_text import REMOVAL_MEANING, ranked_drivers, status_text
 
     et = tables["event_type"][tables["event_type"]["method"] == method]
     pos = tables["position"][tables["position"]["method"] == method]
@@ -87,7 +88,7 @@ def render(
         f"<h1>Which steps drive conversion?</h1><p>run <code>{esc(run_id)}</code>, method <b>{esc(method)}</b></p>",
         f"<p id=model-status class={'warn' if status['status'] != 'ok' else 'ok'}>{esc(status_text(status))}</p>",
     ]
-    if _signed(et):
+    if is_signed(et):
         drivers, detractors, rest = ranked_drivers(et)
         removal = "removal effect, pp [95% CI]"
         head = [
@@ -152,7 +153,7 @@ def render(
             "for effects.</p>"
         )
     parts.append("<h2>Which method, and why</h2>")
-    if _signed(et):
+    if is_signed(et):
         parts.append(
             f"<p>The tables use <b>{esc(method)}</b> (report.default_method): it gives every event a signed "
             "contribution to the prediction, in log-odds, which an effect needs. Attention methods say where the "

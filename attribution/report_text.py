@@ -1,8 +1,11 @@
-"""Plain-text renderings of run summaries for the console."""
+"""Plain text for the console: each stage's summary, the model status and the report's key insights."""
 
 from __future__ import annotations
 
+import pandas as pd
+
 from attribution.methods import REGISTRY
+from attribution.report import DIRECTIONS, EFFECT_UNIT, is_signed
 
 
 def format_sessionize_summary(summary: dict) -> str:
@@ -107,3 +110,171 @@ def format_faithfulness_summary(summary: dict) -> str:
             + "; ".join(f"{k} {v:+.2f}" for k, v in summary["agreement_median_spearman"].items())
         )
     return "\n".join(lines)
+
+
+def status_text(status: dict) -> str:
+    """The model's status in one sentence, to lead the insights and the page."""
+    if status["status"] == "insufficient_data":
+        return f"INSUFFICIENT DATA ({status['reason']}): no driver can be read from these tables."
+    if status["status"] == "unknown":
+        return f"Model quality unknown ({status['reason']}): read the tables with care."
+    low, high = status["test_roc_auc_ci"]
+    auc = f"test ROC-AUC {status['test_roc_auc']:.3f}, 95% CI [{low:.3f}, {high:.3f}], {status['test_sessions']:,} sessions"
+    if status["status"] == "at_chance":
+        return (
+            f"THE MODEL PREDICTS NO BETTER THAN CHANCE ({auc}; floor {status['min_test_auc']:.2f}): no driver can "
+            "be read from these tables. Conversion may not depend on these events, or the model needs more data."
+        )
+    return f"The model predicts conversion better than chance ({auc})."
+
+
+def _lift_text(row) -> str:
+    if pd.isna(row["lift_se"]):
+        return f"{row['attribution_lift']:+.4f} (no CI: one side has too few sessions)"
+    ci = f"[{row['lift_ci_low']:+.4f}, {row['lift_ci_high']:+.4f}]"
+    noise = "" if row["significant"] else "  (CI crosses 0: not distinguishable from noise)"
+    return f"{row['attribution_lift']:+.4f} 95% CI {ci}{noise}"
+
+
+def _effect_text(row, prefix: str = "effect") -> str:
+    value = row[f"{prefix}_log_odds"]
+    low, high = row[f"{prefix}_ci_low"], row[f"{prefix}_ci_high"]
+    if pd.isna(low) or pd.isna(high):
+        return f"{value:+.4f} (no CI: too few sessions)"
+    return f"{value:+.4f} 95% CI [{low:+.4f}, {high:+.4f}]"
+
+
+def removal_pp(row) -> str | None:
+    """``+10.57 pp [+9.41, +11.73]``: a row's removal effect and its CI; None when it has none."""
+    value = row.get("removal_effect_pp")
+    if value is None or pd.isna(value):
+        return None
+    low, high = row.get("removal_ci_low_pp"), row.get("removal_ci_high_pp")
+    ci = "" if pd.isna(low) or pd.isna(high) else f" [{low:+.2f}, {high:+.2f}]"
+    return f"{value:+.2f} pp{ci}"
+
+
+def removal_text(row) -> str:
+    """``; removal effect +10.57 pp [+9.41, +11.73]`` (empty when the row has none)."""
+    text = removal_pp(row)
+    return f"; removal effect {text}" if text else ""
+
+
+REMOVAL_MEANING = (
+    "Removal effect = how much higher the model's P(convert) is with the key's events than with them removed, "
+    "in percentage points (95% CI), over the sessions of the removal sample that have the key."
+)
+
+
+def _support(row, events: str = "events") -> str:
+    return f"{int(row[events]):,} events, {int(row['sessions']):,} sessions"
+
+
+def ranked_drivers(et: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(drivers strongest first, detractors strongest first, the rest) of one method's event types."""
+    drivers = et[et["effect_verdict"] == "drives conversion"].sort_values("effect_log_odds", ascending=False)
+    detractors = et[et["effect_verdict"] == "holds conversion back"].sort_values("effect_log_odds")
+    rest = et[~et.index.isin(drivers.index) & ~et.index.isin(detractors.index)]
+    return drivers, detractors, rest
+
+
+def key_insights(tables: dict[str, pd.DataFrame], method: str, n: int = 5, status: dict | None = None) -> str:
+    et = tables["event_type"][tables["event_type"]["method"] == method]
+    pos = tables["position"][tables["position"]["method"] == method]
+    st = tables["store"][tables["store"]["method"] == method]
+    lines = [f"KEY INSIGHTS ({method})"]
+    if status:
+        lines.append(status_text(status))
+    if not is_signed(et):
+        lines.append(
+            f"{method} has no signed contribution, so no effect: event types by the seed's attribution lift "
+            "(it compares normalized shares and is confounded by session length; prefer a signed method):"
+        )
+        for _, r in et.head(n).iterrows():
+            lines.append(f"  {r['event_type']:<40} {_lift_text(r)}")
+        lines.append("Lift by position in session:")
+        for _, r in pos.iterrows():
+            lines.append(f"  {r['position_bin']:<8} {_lift_text(r)}")
+        lines.append(f"Top {n} stores by mean attribution (the seed's ranking):")
+        for _, r in st.sort_values("rank").head(n).iterrows():
+            lines.append(
+                f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['mean_attribution']:.4f} ({_support(r, 'event_count')})"
+            )
+        return "\n".join(lines)
+    lines.append(f"Effect = {EFFECT_UNIT}; + pushes towards conversion, - away; 95% CIs are session-clustered.")
+    if "removal_effect_pp" in et.columns and et["removal_effect_pp"].notna().any():
+        lines.append(REMOVAL_MEANING)
+    drivers, detractors, rest = ranked_drivers(et)
+    if drivers.empty and detractors.empty:
+        lines.append("No driver stands out: every event type's effect is indistinguishable from noise.")
+    if status and status.get("status") == "at_chance":
+        lines.append("(Effects below are what this model computes; with the model at chance they mean nothing.)")
+    elif status and status.get("status") == "insufficient_data":
+        lines.append("(Effects below are computed on too little data to mean anything.)")
+    if not drivers.empty:
+        lines.append(f"Drivers (CI above 0), strongest first ({min(n, len(drivers))} of {len(drivers)}):")
+        for _, r in drivers.head(n).iterrows():
+            lines.append(f"  {r['event_type']:<40} {_effect_text(r)} ({_support(r)}{removal_text(r)})")
+    if not detractors.empty:
+        lines.append(f"Detractors (CI below 0), strongest first ({min(n, len(detractors))} of {len(detractors)}):")
+        for _, r in detractors.head(n).iterrows():
+            lines.append(f"  {r['event_type']:<40} {_effect_text(r)} ({_support(r)}{removal_text(r)})")
+    if not rest.empty:
+        lines.append("Indistinguishable from noise: " + ", ".join(map(str, rest["event_type"])))
+    lines.append("Effect by position in session (mean |effect|: how much the events there move the prediction):")
+    for _, r in pos.iterrows():
+        lines.append(
+            f"  {r['position_bin']:<8} {_effect_text(r)}; mean |effect| {r['mean_abs_effect_log_odds']:.4f}"
+            f"{removal_text(r)}"
+        )
+    ranked = st.sort_values("rank")
+    lines.append(
+        f"Top {min(n, len(ranked))} stores by effect beyond their events' type and position (shrunk towards 0 by "
+        "support):"
+    )
+    if ranked.empty:
+        lines.append("  (no store reaches the minimum support, or the events carry no store)")
+    for _, r in ranked.head(n).iterrows():
+        verdict = r["effect_verdict"]
+        noise = "" if pd.isna(verdict) or verdict in DIRECTIONS else f"; {verdict}"
+        lines.append(
+            f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['shrunk_net_effect_log_odds']:+.4f} "
+            f"(raw {_effect_text(r, 'net_effect')}; {_support(r, 'event_count')}{noise}{removal_text(r)})"
+        )
+    lines.append(
+        "The tables keep the seed's attribution_lift for compatibility; it compares normalized shares between "
+        "converted and non-converted sessions, is confounded by session length, and does not rank them."
+    )
+    return "\n".join(lines)
+
+
+def ground_truth_text(recovered: pd.DataFrame, method: str) -> str:
+    lines = ["Planted-driver recovery (synthetic data: the generator's known effects):"]
+    for _, r in recovered.iterrows():
+        if r["check"] == "store_precision_at_5" or r["method"] == method or r["check"].startswith("event_type_e"):
+            mark = "ok" if r["agrees"] else "MISSES"
+            lines.append(f"  {r['method']:<22} {r['check']:<34} {r['value']:+.3f}  ({r['expected']}: {mark})")
+    return "\n".join(lines)
+
+
+def planted_sentence(summary: dict, recovered: pd.DataFrame, method: str) -> str:
+    """One sentence on how well the published tables of ``method`` recover the planted drivers."""
+    mine = recovered[recovered["method"] == method].set_index("check")["value"]
+    parts = [
+        f"the event-type table's order has rank correlation {summary['default_method_rank_correlation']:+.2f} "
+        "with the planted effects"
+    ]
+    if "store_precision_at_5" in mine:
+        parts.append(f"{int(round(5 * mine['store_precision_at_5']))} of its top 5 stores are planted top-5 stores")
+    if "position_direction_spearman" in mine:
+        right = mine["position_direction_spearman"] < 0
+        parts.append("early positions matter most, as planted" if right else "positions do not show the planted decay")
+    return "; ".join(parts) + " (ground_truth_recovery.csv)."
+
+
+def faithful_text(verdict: dict) -> str:
+    noise = "" if verdict["beats_random"] else " (but not distinguishable from a random order)"
+    return (
+        f"Most faithful method on this data: {verdict['by_comprehensiveness']} by comprehensiveness{noise}, "
+        f"{verdict['by_sufficiency']} by sufficiency (see attribution_faithfulness.csv)."
+    )

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -347,6 +347,17 @@ def _run_length(t: pa.Table, key: tuple, from_end: bool) -> int:
     return int(misses[0]) if len(misses) else t.num_rows
 
 
+class BotSession(NamedTuple):
+    """A closed session of a bot-like day: its number within the day, first and last event time (us),
+    rows and duplicate rows."""
+
+    number: int
+    start_us: int
+    end_us: int
+    rows: int
+    duplicates: int
+
+
 @dataclass
 class _BotDay:
     """A device-day past the cap: only its open session's counts and last row are kept."""
@@ -418,7 +429,7 @@ class SessionStream:
     def _close_open(self) -> None:
         if self.bot is not None:
             b = self.bot
-            self._bot_sessions([(b.session_n, b.start_us, b.end_us, b.n_rows, b.n_duplicate)])
+            self._bot_sessions([BotSession(b.session_n, b.start_us, b.end_us, b.n_rows, b.n_duplicate)])
             self.bot = None
         elif self.open:
             self.ready.extend(self.open)
@@ -457,28 +468,31 @@ class SessionStream:
         rows = np.diff(bounds)
         dups = np.add.reduceat(dup.astype(np.int64), starts)
         numbers = b.session_n + 1 + np.arange(len(starts))
-        closed = [(b.session_n, b.start_us, b.end_us, b.n_rows, b.n_duplicate)]
-        closed += list(zip(numbers[:-1], ts[starts[:-1]], ts[bounds[1:-1] - 1], rows[:-1], dups[:-1], strict=True))
+        closed = [BotSession(b.session_n, b.start_us, b.end_us, b.n_rows, b.n_duplicate)]
+        closed += [
+            BotSession(*row)
+            for row in zip(numbers[:-1], ts[starts[:-1]], ts[bounds[1:-1] - 1], rows[:-1], dups[:-1], strict=True)
+        ]
         self._bot_sessions(closed)
         b.session_n = int(numbers[-1])
         b.start_us, b.end_us = int(ts[starts[-1]]), int(ts[n - 1])
         b.n_rows, b.n_duplicate = int(rows[-1]), int(dups[-1])
 
-    def _bot_sessions(self, sessions: list) -> None:
-        s = np.array(sessions, dtype=np.int64).reshape(-1, 5)
-        m = len(s)
+    def _bot_sessions(self, sessions: list[BotSession]) -> None:
+        number, start_us, end_us, rows, duplicates = np.array(sessions, dtype=np.int64).reshape(-1, 5).T
+        m = len(number)
         counts = np.zeros((m, len(CATEGORIES)), dtype=np.int64)
-        counts[:, DUP] = s[:, 4]
-        counts[:, BOT] = s[:, 3] - s[:, 4]
+        counts[:, DUP] = duplicates
+        counts[:, BOT] = rows - duplicates
         assert self.bot is not None
         last = self.bot.last
         self.out.append(
             _session_table(
                 last.select(list(KEY_COLUMNS)).take(pa.array(np.zeros(m, dtype=np.int64))),
-                s[:, 0],
+                number,
                 np.zeros(m, dtype=bool),
-                s[:, 1],
-                s[:, 2],
+                start_us,
+                end_us,
                 counts,
                 last.slice(0, 0),
                 np.zeros(m, dtype=np.int64),

@@ -33,7 +33,7 @@ from pyspark.sql import types as T
 
 from attribution import session_rules
 from attribution.config import TIMESTAMP_EPOCH_FORMATS, Config, EventsConf, InputColumns, SplitConf, StoreColumns
-from attribution.io import CORRUPT_RECORD, InputError, naming_unreadable
+from attribution.io import CORRUPT_RECORD, InputError
 from attribution.session_rules import EVENT_FIELDS, STORE_FIELDS
 
 # Canonical names used from here on (one name per concept across code, tables and docs).
@@ -270,7 +270,7 @@ def split_col(session_id: Column, split: SplitConf) -> Column:
     return F.when(u < split.train, "train").when(u < split.train + split.validation, "validation").otherwise("test")
 
 
-def _count_if(cond: Column) -> Column:
+def count_if(cond: Column) -> Column:
     return F.sum(F.when(cond, 1).otherwise(0)).cast("long")
 
 
@@ -453,7 +453,7 @@ def arrow_batch_rows(spark, rows: int):
             spark.conf.set(key, before)
 
 
-def _concurrently(spark, background: Callable[[], None], foreground: Callable[[], None]) -> None:
+def concurrently(spark, background: Callable[[], None], foreground: Callable[[], None]) -> None:
     """Run ``background`` in a thread while ``foreground`` runs here (each submits its own Spark job),
     wait for both, and raise the first failure: the foreground's, else the background's."""
     from pyspark import InheritableThread  # carries the job group and local properties (Connect: tags)
@@ -476,7 +476,7 @@ def _concurrently(spark, background: Callable[[], None], foreground: Callable[[]
         raise failed[0]
 
 
-def _metrics(observation) -> dict:
+def observed_metrics(observation) -> dict:
     """An ``Observation``'s metrics; {} when no task ran over the observed rows (an input without files, or
     a stage Spark skipped because its input was empty), where a classic session records an empty row.
     Sums over no rows are null: callers read ``get(name) or 0``."""
@@ -511,125 +511,6 @@ def summarize(rows_read: int, quarantine_counts: dict[str, int], session_counts:
     }
     if accounted != rows_read:
         raise ReconciliationError(f"row counts do not reconcile: read {rows_read}, accounted {accounted} ({rows})")
-    return summary
-
-
-def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | None = None) -> dict:
-    """Sessionize the configured input (or ``raw``/``stores`` given directly, e.g. from a notebook).
-
-    Writes the kept sessions (parquet, one row per session), the quarantine (parquet, with
-    ``reject_reason``) and the run summary (JSON); returns the summary. The quarantine and sessions
-    passes run as concurrent Spark jobs; when either fails, or the input has no rows, the stage raises,
-    leaves no sessions table and writes no summary.
-    """
-    import json
-    import time
-
-    from pyspark.sql import Observation
-
-    from attribution.io import read_table, write_text
-    from attribution.sinks import remove_tree
-
-    if spark.conf.get("spark.sql.session.timeZone") != "UTC":
-        raise InputError(
-            "spark.sql.session.timeZone must be UTC for sessionization (time zones are applied "
-            "explicitly from input.time_zone); set it on the session or with --conf"
-        )
-    t0 = time.time()
-    raw_given = raw
-    if raw is None:
-        raw = read_table(spark, conf.input.path, conf.input.format, conf.input.options, "input")
-    if stores is None and conf.stores.path:
-        stores = read_table(spark, conf.stores.path, conf.stores.format, conf.stores.options, "stores")
-    checked = validated(raw, conf)  # fails now, naming the column, if the input contract is broken
-
-    # Counts ride along with the writes (Observation: exact, once per successful task), so the stage
-    # reads the input twice (quarantine, sessions) and nothing more: each rejected row by reason on the
-    # quarantine pass, each valid row as it enters the sort, each valid row's category on the way out of
-    # the rules. Counting only rows that are written or shuffled anyway keeps the counts cheap (a count
-    # over every raw row would materialize every column of every row). The two passes run as concurrent
-    # Spark jobs: the small quarantine pass fills the cores the sessions pass leaves idle (its
-    # driver-side planning, the tails of its stages).
-    day = conf.run.date
-    quarantine_obs = Observation("quarantine")
-    quarantine_path = conf.output(conf.sessions.quarantine_path)
-    quarantine = quarantined_events(checked, day).observe(
-        quarantine_obs, *[_count_if(F.col("reject_reason") == r).alias(r) for r in REJECT_REASONS]
-    )
-    # Sessions are partitioned by session_date, the quarantine by quarantine_date. A run for one day
-    # replaces that day's partition only (Spark's dynamic partition overwrite); the day's old partition is
-    # removed first, so a day that now has no rows of a kind doesn't keep the last run's.
-    sessions_path = conf.output(conf.sessions.sessions_path)
-    replaced = (
-        [sessions_path, quarantine_path]
-        if day is None
-        else [day_partition(sessions_path, day), day_partition(quarantine_path, day, QUARANTINE_PARTITION)]
-    )
-    if day is not None:
-        for location in replaced:
-            remove_tree(location)
-        for location in (sessions_path, quarantine_path):
-            drop_empty_marker(location)
-
-    def write_quarantine() -> None:
-        _partitioned_write(quarantine.write, day, QUARANTINE_PARTITION).parquet(quarantine_path)
-
-    valid_obs = Observation("valid")
-    session_obs = Observation("sessions")
-    written: dict = {}  # the schema of the sessions written
-
-    def write_sessions() -> None:
-        is_kept = F.col("status") == "kept"
-        aggs = [F.sum(f"n_{c}").alias(f"n_{c}") for c in ROW_CATEGORIES]
-        aggs += [F.count(F.lit(1)).alias("sessions_total")]
-        aggs += [_count_if(F.col("status") == s).alias(f"sessions_{s}") for s in SESSION_STATUSES]
-        aggs += [
-            _count_if(is_kept & (F.col("split") == k)).alias(f"split_{k}") for k in ("train", "validation", "test")
-        ]
-        aggs += [_count_if(is_kept & (F.col("label") == 1)).alias("converted")]
-        stores_dim = None
-        if stores is not None:
-            with naming_unreadable("stores.path"):
-                stores_dim = prepare_stores(stores, conf.stores.columns)
-        valid = valid_events(checked).observe(valid_obs, F.count(F.lit(1)).alias("rows"))
-        sessions = sessions_all(valid, stores_dim, conf).observe(session_obs, *aggs)
-        with arrow_batch_rows(spark, session_rules.CHUNK_ROWS):
-            kept = sessions.where(is_kept).drop("status")
-            written["sessions"] = kept.schema
-            _partitioned_write(kept.write.options(**NO_DICTIONARY), day).parquet(sessions_path)
-
-    try:
-        with naming_unreadable("input.path"):  # a corrupt input file surfaces here, deep in a Java trace
-            _concurrently(spark, write_quarantine, write_sessions)
-        rejected = _metrics(quarantine_obs)
-        quarantine_counts = {r: int(rejected.get(r) or 0) for r in REJECT_REASONS}
-        rows_read = sum(quarantine_counts.values()) + int(_metrics(valid_obs).get("rows") or 0)
-        if rows_read == 0:
-            where = conf.input.path if raw_given is None else "the DataFrame given"
-            raise InputError(
-                f"input.path: {where} has no rows{f' for {day}' if day else ''}; nothing to sessionize (an "
-                "upstream job may have written an empty day)"
-            )
-    except Exception:
-        # A failed stage leaves no sessions (the whole table, or in day mode the day's partition), so the
-        # next stage can't read a stale or partial day.
-        remove_tree(replaced[0])
-        raise
-    session_counts = _metrics(session_obs)
-    if day is None:  # a table with no rows still has a schema its readers can infer
-        readable_when_empty(quarantine.schema, quarantine_path)
-        readable_when_empty(written["sessions"], sessions_path)
-    summary = summarize(rows_read, quarantine_counts, session_counts)
-    summary.update(
-        {
-            "run_id": conf.run.run_id,
-            "outputs": {"sessions": sessions_path, "quarantine": quarantine_path},
-            "seconds": round(time.time() - t0, 2),
-        }
-    )
-    if day is not None:
-        summary["date"] = day
-    write_text(conf.output(conf.run.day_file(conf.sessions.summary_path)), json.dumps(summary, indent=2))
     return summary
 
 
@@ -674,7 +555,7 @@ def day_partition(table: str, day: str, column: str = "session_date") -> str:
     return f"{table.rstrip('/')}/{column}={day}"
 
 
-def _partitioned_write(writer, day: str | None, column: str = "session_date"):
+def partitioned_write(writer, day: str | None, column: str = "session_date"):
     """A writer partitioned by ``column``: in day mode replacing only the partitions it writes (dynamic
     partition overwrite), else the whole table."""
     writer = writer.mode("overwrite").partitionBy(column)

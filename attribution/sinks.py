@@ -20,7 +20,7 @@ inside the few milliseconds of the second step:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -302,3 +302,23 @@ def write_delta_events(spark, events, location: str, run_id: str) -> int | None:
     if arrow_schema is None:  # no rows at all: the schema from Spark
         arrow_schema = pa.Schema.from_pandas(events.drop("run_id").limit(0).toPandas())
     return _commit_run(location, files, arrow_schema, run_id)
+
+
+# A staging step: stages some outputs, nothing visible yet; returns them and where each will appear.
+Step = Callable[[], tuple[list[Staged], dict[str, str]]]
+
+
+def stage_all(steps: Iterable[Step]) -> tuple[list[Staged], dict[str, str]]:
+    """Run every step; if one fails, what the earlier ones staged is removed and the error raised."""
+    staged: list[Staged] = []
+    where: dict[str, str] = {}
+    try:
+        for step in steps:
+            more, places = step()
+            staged += more
+            where.update(places)
+    except BaseException:
+        for s in staged:
+            s.abort()
+        raise
+    return staged, where

@@ -16,7 +16,6 @@ one label per session) so every rank takes the same early-stopping decision.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -28,7 +27,7 @@ import numpy as np
 
 from attribution.config import Config
 from attribution.features import INPUT_COLUMNS, Vocabularies, build_vocabularies, encode_sessions, length_buckets
-from attribution.io import join, write_text
+from attribution.io import join
 from attribution.metrics import binary_metrics
 
 log = logging.getLogger(__name__)
@@ -105,24 +104,45 @@ def _threads(conf: Config) -> Optional[int]:
     return None
 
 
-def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_path: str, epochs: int) -> dict:
+@dataclasses.dataclass(frozen=True)
+class WorkerParams:
+    """What every training process needs. It crosses to the processes as a plain dict
+    (:func:`dataclasses.asdict`), so unpickling it there needs no project code."""
+
+    shards_path: str
+    spec: dict  # ModelSpec.to_dict()
+    vocab_json: str
+    seed: int
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    weight_decay: float
+    pos_weight: float | None
+    grad_clip: float
+    patience: int
+    warmup_steps: int
+    use_gpu: bool
+    threads: int | None  # torch threads per process; None: torch's default
+
+
+def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_path: str, epochs: int) -> WorkerParams:
     t = conf.train
-    return {
-        "shards_path": os.path.abspath(shards_path) if "://" not in shards_path else shards_path,
-        "spec": spec_dict,
-        "vocab_json": vocab.to_json(),
-        "seed": conf.run.seed,
-        "batch_size": t.batch_size,
-        "epochs": epochs,
-        "learning_rate": t.learning_rate,
-        "weight_decay": t.weight_decay,
-        "pos_weight": t.pos_weight,
-        "grad_clip": t.grad_clip,
-        "patience": t.patience,
-        "warmup_steps": t.warmup_steps,
-        "use_gpu": t.use_gpu,
-        "threads": _threads(conf),
-    }
+    return WorkerParams(
+        shards_path=os.path.abspath(shards_path) if "://" not in shards_path else shards_path,
+        spec=spec_dict,
+        vocab_json=vocab.to_json(),
+        seed=conf.run.seed,
+        batch_size=t.batch_size,
+        epochs=epochs,
+        learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay,
+        pos_weight=t.pos_weight,
+        grad_clip=t.grad_clip,
+        patience=t.patience,
+        warmup_steps=t.warmup_steps,
+        use_gpu=t.use_gpu,
+        threads=_threads(conf),
+    )
 
 
 def _code_paths() -> list[str]:
@@ -186,7 +206,7 @@ def _by_value(fn):
     return copy
 
 
-def distribute(conf: Config, params: dict) -> dict:
+def distribute(conf: Config, params: WorkerParams) -> dict:
     """Run :func:`train_worker` under TorchDistributor; returns the result every rank returns.
 
     ``train.local_mode: true`` starts the processes on the driver, ``false`` one per barrier task on the
@@ -197,14 +217,14 @@ def distribute(conf: Config, params: dict) -> dict:
     from pyspark.sql import SparkSession
 
     t = conf.train
-    if params.get("threads") is None and not t.local_mode and not t.use_gpu:
+    if params.threads is None and not t.local_mode and not t.use_gpu:
         # a barrier task owns spark.task.cpus cores; torch's default would take every core of the machine
         spark = SparkSession.getActiveSession()
-        params = {**params, "threads": int(spark.conf.get("spark.task.cpus", "1") or 1) if spark else 1}
+        params = dataclasses.replace(params, threads=int(spark.conf.get("spark.task.cpus", "1") or 1) if spark else 1)
     distributor = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode, use_gpu=t.use_gpu)
     entry = TrainEntry(__name__, "train_worker", t.local_mode)
     try:
-        result = distributor.run(entry, params)
+        result = distributor.run(entry, dataclasses.asdict(params))
     except Exception as exc:  # noqa: BLE001 - TorchDistributor raises RuntimeError or a Py4J/Spark error
         raise TrainingError(_training_failure(exc, t)) from exc
     if not isinstance(result, dict) or "weights" not in result:
@@ -255,121 +275,6 @@ def check_classes(counts: dict, minimum: int, where: str) -> None:
                 f"cannot train: the {split} split of {where} has {positive:,} converted and {negative:,} "
                 f"non-converted sessions; training needs at least {minimum:,} of each (train.min_class_sessions)"
             )
-
-
-def run(spark, conf: Config) -> dict:
-    """Train on ``conf.sessions.sessions_path``; write the model directory and metrics.json.
-
-    Returns the metrics (also written to ``<model_path>/metrics.json``).
-    """
-    from attribution.model import ModelSpec, save_artifact
-
-    t = conf.train
-    sessions_path = conf.output(conf.sessions.sessions_path)
-    shards_path = conf.output(t.shards_path)
-    from attribution.model import mark_latest, version_location, version_of
-
-    base_path = conf.output(t.model_path)
-    version = version_of(conf.run.date, conf.run.date_to) if conf.run.date else None
-    model_path = version_location(base_path, version) if version else base_path
-    started = time.time()
-    vocab, vocab_stats, counts = prepare_shards(spark, conf, sessions_path, shards_path, t.num_processes)
-    check_classes(counts, t.min_class_sessions, sessions_path)
-    spec = ModelSpec.of(conf.model, vocab, conf.session.max_length)
-    prepared = time.time()
-    print(
-        f"[train] {counts['train']:,} train / {counts['validation']:,} validation / {counts['test']:,} test sessions; "
-        f"vocabularies: " + ", ".join(f"{f} {vocab.size(f):,}" for f in vocab.fields),
-        flush=True,
-    )
-    result = distribute(conf, worker_params(conf, spec.to_dict(), vocab, shards_path, t.epochs))
-    trained = time.time()
-    metrics = {
-        "run_id": conf.run.run_id,
-        "test": result["test"],
-        "validation": result["validation"],
-        "sessions": {s: counts[s] for s in SPLITS},
-        "positives": {s: counts[f"{s}_positive"] for s in SPLITS},
-        "best_epoch": result["best_epoch"],
-        "epochs_run": len(result["history"]),
-        "history": result["history"],
-        "train_sessions_per_second": result["train_sessions_per_second"],
-        "training_seconds": round(trained - prepared, 2),
-        "prepare_seconds": round(prepared - started, 2),
-        "num_processes": t.num_processes,
-        "unknown_tokens": result["unknown"],
-        "vocabulary": vocab_stats,
-        "funnel_excluded": conf.funnel.exclude,
-    }
-    sha = save_artifact(
-        model_path,
-        result["weights"],
-        spec,
-        vocab,
-        extra={
-            "run_id": conf.run.run_id,
-            "seed": conf.run.seed,
-            "funnel_excluded": conf.funnel.exclude,
-            "test_roc_auc": result["test"]["roc_auc"],
-            # the training window and data (day mode), so a model says what it was trained on
-            "version": version,
-            "training_window": [conf.run.date, conf.run.date_to or conf.run.date] if version else None,
-            "sessions": {s: counts[s] for s in SPLITS},
-            "positives": {s: counts[f"{s}_positive"] for s in SPLITS},
-        },
-    )
-    metrics["model_sha256"] = sha
-    if t.leakage_check:
-        metrics["leakage_check"] = leakage_check(spark, conf)
-    write_text(join(model_path, "metrics.json"), json.dumps(metrics, indent=1))
-    if version:
-        metrics["version"] = version
-        metrics["latest"] = mark_latest(base_path, version)
-    metrics["model_path"] = model_path
-    return metrics
-
-
-def leakage_check(spark, conf: Config) -> dict:
-    """Sessionize again keeping the funnel events and train a model on that: the test AUC it reaches is
-    the leakage the seed warns about (the funnel gives the answer away). Nothing of it is published
-    except these numbers."""
-    from attribution import sessionize
-    from attribution.model import ModelSpec
-
-    sub = "leakage_check"
-    leaky = dataclasses.replace(
-        conf,
-        funnel=dataclasses.replace(conf.funnel, exclude=False),
-        sessions=dataclasses.replace(
-            conf.sessions,
-            sessions_path=f"{sub}/sessions",
-            quarantine_path=f"{sub}/quarantine",
-            summary_path=f"{sub}/sessionize_summary.json",
-        ),
-        train=dataclasses.replace(conf.train, shards_path=f"{sub}/train_shards", leakage_check=False),
-    )
-    print(
-        "[train] leakage check: the same model trained with the funnel events kept (funnel.exclude=false)", flush=True
-    )
-    sessionize.run(spark, leaky)
-    vocab, _, counts = prepare_shards(
-        spark,
-        leaky,
-        leaky.output(leaky.sessions.sessions_path),
-        leaky.output(leaky.train.shards_path),
-        leaky.train.num_processes,
-    )
-    spec = ModelSpec.of(conf.model, vocab, conf.session.max_length)
-    params = worker_params(
-        leaky, spec.to_dict(), vocab, leaky.output(leaky.train.shards_path), conf.train.leakage_check_epochs
-    )
-    result = distribute(leaky, params)
-    return {
-        "funnel_excluded": False,
-        "epochs": conf.train.leakage_check_epochs,
-        "test": result["test"],
-        "sessions": {s: counts[s] for s in SPLITS},
-    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -436,7 +341,7 @@ def _score(model, data: _Split, fields, device, batch_size: int) -> np.ndarray:
     return out
 
 
-def train_worker(params: dict[str, Any]) -> Optional[dict]:
+def train_worker(given: WorkerParams | dict[str, Any]) -> Optional[dict]:
     """One training process. Reads RANK/WORLD_SIZE/LOCAL_RANK set by torchrun (absent: one process).
 
     Returns rank 0's result on every rank: weights as safetensors bytes, history, validation and test
@@ -445,9 +350,10 @@ def train_worker(params: dict[str, Any]) -> Optional[dict]:
     import torch
     import torch.distributed as dist
 
+    params = given if isinstance(given, WorkerParams) else WorkerParams(**given)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    use_gpu = params["use_gpu"] and torch.cuda.is_available()
+    use_gpu = params.use_gpu and torch.cuda.is_available()
     device = torch.device(f"cuda:{local_rank}" if use_gpu else "cpu")
     if use_gpu:
         torch.cuda.set_device(device)
@@ -455,8 +361,8 @@ def train_worker(params: dict[str, Any]) -> Optional[dict]:
     if distributed:
         dist.init_process_group("nccl" if use_gpu else "gloo")
     saved_threads = torch.get_num_threads()
-    if params.get("threads"):
-        torch.set_num_threads(params["threads"])
+    if params.threads:
+        torch.set_num_threads(params.threads)
     try:
         result = _train(params, rank, world, device, distributed)
         if distributed:
@@ -475,18 +381,18 @@ def train_worker(params: dict[str, Any]) -> Optional[dict]:
     return result
 
 
-def _train(params, rank, world, device, distributed) -> Optional[dict]:
+def _train(params: WorkerParams, rank: int, world: int, device, distributed: bool) -> Optional[dict]:
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
     from attribution.model import ModelSpec, SessionTransformer, to_tensors, weights_bytes
 
-    seed = params["seed"]
-    vocab = Vocabularies.from_json(params["vocab_json"])
-    spec = ModelSpec.from_dict(params["spec"])
+    seed = params.seed
+    vocab = Vocabularies.from_json(params.vocab_json)
+    spec = ModelSpec.from_dict(params.spec)
     fields = spec.fields
-    data = {s: _Split(_read_shards(params["shards_path"], s, rank, world), vocab) for s in SPLITS}
+    data = {s: _Split(_read_shards(params.shards_path, s, rank, world), vocab) for s in SPLITS}
 
     def all_gather(obj):
         if not distributed:
@@ -496,7 +402,7 @@ def _train(params, rank, world, device, distributed) -> Optional[dict]:
         return out
 
     def gathered_metrics(split: str, net) -> tuple[dict, np.ndarray, np.ndarray]:
-        scores = _score(net, data[split], fields, device, params["batch_size"])
+        scores = _score(net, data[split], fields, device, params.batch_size)
         parts = all_gather((scores, data[split].labels))
         s = np.concatenate([p[0] for p in parts])
         y = np.concatenate([p[1] for p in parts])
@@ -508,7 +414,7 @@ def _train(params, rank, world, device, distributed) -> Optional[dict]:
         split: {f: (d.encoded.unknown[f] if d.encoded is not None else 0) for f in fields} for split, d in data.items()
     }
     train = data["train"]
-    n_batches = math.ceil(len(train) / params["batch_size"]) if len(train) else 0
+    n_batches = math.ceil(len(train) / params.batch_size) if len(train) else 0
     counts = torch.tensor([n_batches, len(train)], dtype=torch.int64)
     if distributed:
         lo = counts.clone()
@@ -529,21 +435,19 @@ def _train(params, rank, world, device, distributed) -> Optional[dict]:
     model = SessionTransformer(spec).to(device)
     net = DistributedDataParallel(model) if distributed else model
     torch.manual_seed(seed * 1000 + rank)  # dropout differs per rank; the initial weights do not
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params["learning_rate"], weight_decay=params["weight_decay"])
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(params["warmup_steps"], steps * params["epochs"])
-    )
-    pos_weight = torch.tensor(params["pos_weight"], device=device) if params["pos_weight"] else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(params.warmup_steps, steps * params.epochs))
+    pos_weight = torch.tensor(params.pos_weight, device=device) if params.pos_weight else None
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
     best_auc, best_epoch, best_state, bad = -1.0, 0, None, 0
     history = []
     started = time.time()
     seen = 0
-    for epoch in range(1, params["epochs"] + 1):
+    for epoch in range(1, params.epochs + 1):
         t0 = time.time()
         rng = np.random.default_rng([seed, epoch, rank])
-        batches = length_buckets(train.encoded.lengths, params["batch_size"], rng)[:steps]
+        batches = length_buckets(train.encoded.lengths, params.batch_size, rng)[:steps]
         net.train()
         loss_sum = torch.zeros(2, dtype=torch.float64)
         for rows in batches:
@@ -552,7 +456,7 @@ def _train(params, rank, world, device, distributed) -> Optional[dict]:
             loss = loss_fn(net(tokens, cont, mask), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), params["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
             optimizer.step()
             schedule.step()
             loss_sum += torch.tensor([loss.item() * len(rows), len(rows)], dtype=torch.float64)
@@ -580,14 +484,14 @@ def _train(params, rank, world, device, distributed) -> Optional[dict]:
         }
         history.append(entry)
         if rank == 0:
-            left = (params["epochs"] - epoch) * (time.time() - started) / epoch
+            left = (params.epochs - epoch) * (time.time() - started) / epoch
             print(
-                f"[train] epoch {epoch}/{params['epochs']} loss {entry['loss']:.4f} "
+                f"[train] epoch {epoch}/{params.epochs} loss {entry['loss']:.4f} "
                 f"val_auc {val['roc_auc']:.4f}{' (best)' if improved else ''} "
                 f"{entry['sessions_per_second']:,.0f} sessions/s, at most {left:.0f}s left",
                 flush=True,
             )
-        if bad >= params["patience"]:
+        if bad >= params.patience:
             if rank == 0:
                 print(
                     f"[train] early stop: no better validation AUC for {bad} epochs; best epoch {best_epoch}",

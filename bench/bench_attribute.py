@@ -38,6 +38,7 @@ import torch
 from attribution.attribute import AttributionOptions, attribute_batch, attribute_sessions
 from attribution.features import EncodedSessions, encode_sessions, length_buckets
 from attribution.model import load_artifact, to_tensors
+from attribution.stages import attribute as attribute_stage
 from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -265,7 +266,8 @@ def zero_scores(methods: list[str], vocab_fields: tuple[str, ...]):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from udfs.attribution_udf import _with, output_fields
+    from udfs.attribution_udf import output_fields
+    from udfs.worker import with_fields
 
     fields = output_fields(methods, vocab_fields)
 
@@ -280,7 +282,7 @@ def zero_scores(methods: list[str], vocab_fields: tuple[str, ...]):
                     columns.append(pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.zeros(offsets[-1]))))
                 else:
                     columns.append(pa.array(np.zeros(batch.num_rows, dtype=f.type.to_pandas_dtype())))
-            yield pa.RecordBatch.from_arrays([*batch.columns, *columns], schema=_with(batch.schema, fields))
+            yield pa.RecordBatch.from_arrays([*batch.columns, *columns], schema=with_fields(batch.schema, fields))
 
     return udf
 
@@ -290,7 +292,8 @@ def spark_floor(spark, conf) -> None:
     with zero scores, explode to the event table, write it. What the stage costs whatever the model."""
     from attribution.events import event_table
     from attribution.model import read_artifact
-    from udfs.attribution_udf import scoring_input, sessions_to_score
+    from attribution.stages.attribute import sessions_to_score
+    from udfs.attribution_udf import scoring_input
 
     _, _, vocab = read_artifact(conf.output(conf.train.model_path))
     methods = list(conf.attribution.methods)
@@ -304,7 +307,6 @@ def spark_stage(scales: tuple[int, ...], repeats: int) -> dict:
 
     from attribution.config import load_config
     from attribution.spark import build_spark
-    from udfs import attribution_udf
 
     base = load_config(ROOT / "conf" / "local.yaml", GRAD_X_INPUT_ONLY)
     spark = build_spark(base.spark)
@@ -326,11 +328,11 @@ def spark_stage(scales: tuple[int, ...], repeats: int) -> dict:
                 "attribution.delta_path=null",
             ],
         )
-        attribution_udf.run(spark, conf)  # warm: Python workers started, torch imported, model cached
+        attribute_stage.run(spark, conf)  # warm: Python workers started, torch imported, model cached
         best = None
         for _ in range(repeats):
             t0 = time.perf_counter()
-            summary = attribution_udf.run(spark, conf)
+            summary = attribute_stage.run(spark, conf)
             dt = time.perf_counter() - t0
             if best is None or dt < best[0]:
                 best = (dt, summary)

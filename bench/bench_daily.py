@@ -23,6 +23,10 @@ import argparse
 import json
 import shutil
 
+from attribution.stages import attribute as attribute_stage
+from attribution.stages import generate as generate_stage
+from attribution.stages import report as report_stage
+from attribution.stages import sessionize as sessionize_stage
 from bench.bench_attribute import RESULTS, ROOT
 from bench.machine import best_alternating, machine
 
@@ -54,9 +58,7 @@ def window_report(spark, work, start: str, days: int, repeats: int) -> dict | No
     the report of the whole window from the stored statistics (alternating, best of ``repeats``)."""
     import datetime as dt
 
-    from attribution import report, sessionize
     from attribution.config import load_config
-    from udfs import attribution_udf
 
     model = ROOT / "outputs" / "model"
     if not model.exists():
@@ -85,12 +87,12 @@ def window_report(spark, work, start: str, days: int, repeats: int) -> dict | No
     events = 0
     for day in dates:
         conf = conf_for(day)
-        sessionize.run(spark, conf)
-        events += attribution_udf.run(spark, conf)["events"]
-        report.run(spark, conf)
+        sessionize_stage.run(spark, conf)
+        events += attribute_stage.run(spark, conf)["events"]
+        report_stage.run(spark, conf)
     last = dates[-1]
     variants = {"day": conf_for(last), "window": conf_for(last, f"report.window_days={days}")}
-    best = best_alternating(variants, lambda c: report.run(spark, c), repeats)
+    best = best_alternating(variants, lambda c: report_stage.run(spark, c), repeats)
     return {
         "last_day": last,
         "window_events": events,
@@ -109,7 +111,6 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
-    from attribution import generate, sessionize
     from attribution.config import load_config
     from attribution.spark import build_spark
 
@@ -128,7 +129,7 @@ def main() -> None:
     )
     spark = build_spark(gen.spark)
     if not (work / "by_date").exists():
-        generate.run(spark, gen)
+        generate_stage.run(spark, gen)
         raw = spark.read.parquet(str(work / "raw"))
         day_of = F.substring("event_timestamp", 1, 10).try_cast("date")
         raw.withColumn("event_date", day_of).write.partitionBy("event_date").parquet(str(work / "by_date"))
@@ -152,9 +153,11 @@ def main() -> None:
     variants = {"multi_day": conf_for("by_date", "out_multi"), "one_day": conf_for("one_day", "out_one")}
     whole = conf_for("by_date", "out_whole", one_day=False)
     for conf in variants.values():  # warm
-        sessionize.run(spark, conf)
-    best = best_alternating(variants, lambda c: sessionize.run(spark, c), args.repeats)
-    whole_seconds = [best_alternating({"whole": whole}, lambda c: sessionize.run(spark, c), args.repeats)["whole"][0]]
+        sessionize_stage.run(spark, conf)
+    best = best_alternating(variants, lambda c: sessionize_stage.run(spark, c), args.repeats)
+    whole_seconds = [
+        best_alternating({"whole": whole}, lambda c: sessionize_stage.run(spark, c), args.repeats)["whole"][0]
+    ]
     files = {name: files_read(spark, conf) for name, conf in variants.items()}
     table_files = sum(1 for _ in (work / "by_date").rglob("*.parquet"))
     total_rows = spark.read.parquet(str(work / "by_date")).count()

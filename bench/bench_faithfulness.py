@@ -30,6 +30,8 @@ from attribution.faithfulness import FaithfulnessOptions, evaluate_sessions
 from attribution.features import encode_sessions
 from attribution.methods import get
 from attribution.model import load_artifact
+from attribution.stages import attribute as attribute_stage
+from attribution.stages import faithfulness as faithfulness_stage
 from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +85,6 @@ def in_process(n_sessions: int, repeats: int) -> dict:
 def spark_stages() -> dict:
     from attribution.config import load_config
     from attribution.spark import build_spark
-    from udfs import attribution_udf, faithfulness_udf
 
     out = RESULTS / "faithfulness_bench"
     overrides = [
@@ -100,12 +101,12 @@ def spark_stages() -> dict:
     ]
     conf = load_config(ROOT / "conf" / "local.yaml", overrides)
     spark = build_spark(conf.spark)
-    attribution_udf.run(spark, conf)  # warm: the Python workers, torch and the model cache
+    attribute_stage.run(spark, conf)  # warm: the Python workers, torch and the model cache
     t0 = time.perf_counter()
-    attributed = attribution_udf.run(spark, conf)
+    attributed = attribute_stage.run(spark, conf)
     attribute_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    faithful = faithfulness_udf.run(spark, conf)
+    faithful = faithfulness_stage.run(spark, conf)
     faith_s = time.perf_counter() - t0
     return {
         "sessions": attributed["sessions"],

@@ -21,6 +21,7 @@ import json
 import time
 from pathlib import Path
 
+from attribution.stages import attribute as attribute_stage
 from bench.bench_attribute import GRAD_X_INPUT_ONLY, RESULTS, ROOT, scaled_sessions, seed_sized_model
 from bench.machine import best_alternating, machine
 
@@ -37,7 +38,6 @@ def main() -> None:
     from attribution.config import load_config
     from attribution.io import read_table
     from attribution.spark import build_spark
-    from udfs import attribution_udf
 
     trained = (ROOT / "outputs" / "model").resolve()
     if not trained.exists():
@@ -65,8 +65,8 @@ def main() -> None:
 
     variants = {"without": conf_for(0, "removal_without_out"), "with": conf_for(sample, "removal_with_out")}
     for conf in variants.values():  # warm: Python workers, torch, the model cache
-        attribution_udf.run(spark, conf)
-    best = best_alternating(variants, lambda c: attribution_udf.run(spark, c), args.repeats)
+        attribute_stage.run(spark, conf)
+    best = best_alternating(variants, lambda c: attribute_stage.run(spark, c), args.repeats)
 
     report_seconds = {}
     for name, conf in variants.items():

@@ -18,29 +18,29 @@ import json
 import time
 from pathlib import Path
 
-from attribution import report
 from attribution.config import load_config
 from attribution.spark import build_spark
+from attribution.stages import attribute as attribute_stage
+from attribution.stages import report as report_stage
 from bench.bench_attribute import GRAD_X_INPUT_ONLY, scaled_sessions, seed_sized_model
 from bench.machine import machine
-from udfs import attribution_udf
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
 def measure(spark, conf, repeats: int) -> dict:
-    attribution_udf.run(spark, conf)  # warm: Python workers, torch, the model cached
-    report.run(spark, conf)
+    attribute_stage.run(spark, conf)  # warm: Python workers, torch, the model cached
+    report_stage.run(spark, conf)
     best = {"attribute": float("inf"), "report": float("inf")}
     for _ in range(repeats):
         t0 = time.perf_counter()
-        summary = attribution_udf.run(spark, conf)
+        summary = attribute_stage.run(spark, conf)
         if time.perf_counter() - t0 < best["attribute"]:
             best["attribute"] = time.perf_counter() - t0
             best["of_which_delta_publish"] = summary["published"]["delta"]["seconds"]
         t0 = time.perf_counter()
-        report.run(spark, conf)
+        report_stage.run(spark, conf)
         best["report"] = min(best["report"], time.perf_counter() - t0)
     return {"events": summary["events"], "seconds": best, "report_over_attribute": best["report"] / best["attribute"]}
 

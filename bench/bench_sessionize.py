@@ -23,9 +23,10 @@ import shutil
 import time
 from pathlib import Path
 
-from attribution import generate, sessionize
 from attribution.config import load_config
 from attribution.spark import build_spark
+from attribution.stages import generate as generate_stage
+from attribution.stages import sessionize as sessionize_stage
 from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +87,7 @@ def main(argv=None) -> int:
         conf = confs[m]
         if not Path(conf.generate.ground_truth_path).exists():
             t0 = time.time()
-            generate.run(spark, conf)
+            generate_stage.run(spark, conf)
             print(f"generated {m:g}M-event dataset in {time.time() - t0:.0f}s", flush=True)
         events = spark.read.parquet(conf.input.path).count()
         best_base, best_global, best_sess, summary = float("inf"), float("inf"), float("inf"), None
@@ -98,7 +99,7 @@ def main(argv=None) -> int:
             global_sort(spark, conf, str(workdir / f"baseline_{m:g}M"))
             best_global = min(best_global, time.time() - t0)
             t0 = time.time()
-            summary = sessionize.run(spark, conf)
+            summary = sessionize_stage.run(spark, conf)
             best_sess = min(best_sess, time.time() - t0)
         row = {
             "events": events,

@@ -16,8 +16,8 @@ from attribution.io import InputError
 from attribution.model import ArtifactError
 from attribution.sessionize import ReconciliationError
 from attribution.spark import EnvironmentProblem, build_spark, qualify_output_dir
+from attribution.stages.attribute import AttributionReconciliationError
 from attribution.train import TrainingError
-from udfs.attribution_udf import AttributionReconciliationError
 
 log = logging.getLogger("jobs")
 

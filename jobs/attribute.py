@@ -10,8 +10,8 @@ import dataclasses
 import sys
 
 from attribution.report_text import format_attribute_summary
+from attribution.stages import attribute
 from jobs._cli import main_of
-from udfs import attribution_udf
 
 
 def _args(p) -> None:
@@ -25,7 +25,7 @@ def _body(spark, conf, args) -> int:
         from attribution.config import validate
 
         validate(conf)
-    summary = attribution_udf.run(spark, conf, model_path=args.model)
+    summary = attribute.run(spark, conf, model_path=args.model)
     print(format_attribute_summary(summary))
     return 0
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from attribution import explain
+from attribution.stages import explain
 from jobs._cli import main_of
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 
 from attribution.report_text import format_faithfulness_summary
+from attribution.stages import faithfulness
 from jobs._cli import main_of
-from udfs import faithfulness_udf
 
 
 def _args(p) -> None:
@@ -19,7 +19,7 @@ def _args(p) -> None:
 
 
 def _body(spark, conf, args) -> int:
-    summary = faithfulness_udf.run(spark, conf, model_path=args.model)
+    summary = faithfulness.run(spark, conf, model_path=args.model)
     print(format_faithfulness_summary(summary))
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from attribution import generate
+from attribution.stages import generate
 from jobs._cli import main_of
 
 

@@ -11,7 +11,6 @@ import logging
 import sys
 import time
 
-from attribution import generate, report, sessionize, train
 from attribution.io import write_text
 from attribution.report_text import (
     format_attribute_summary,
@@ -19,8 +18,8 @@ from attribution.report_text import (
     format_sessionize_summary,
     format_train_metrics,
 )
+from attribution.stages import attribute, faithfulness, generate, report, sessionize, train
 from jobs._cli import main_of
-from udfs import attribution_udf, faithfulness_udf
 
 log = logging.getLogger("jobs.pipeline")
 
@@ -62,10 +61,10 @@ def _body(spark, conf, args) -> int:
             results["train"] = {k: v for k, v in metrics.items() if k not in ("history", "vocabulary")}
             text = format_train_metrics(metrics, metrics["model_path"])
         elif stage == "attribute":
-            results["attribute"] = summary = attribution_udf.run(spark, conf)
+            results["attribute"] = summary = attribute.run(spark, conf)
             text = format_attribute_summary(summary)
         elif stage == "faithfulness":
-            results["faithfulness"] = summary = faithfulness_udf.run(spark, conf)
+            results["faithfulness"] = summary = faithfulness.run(spark, conf)
             text = format_faithfulness_summary(summary)
         else:  # report
             summary = report.run(spark, conf)

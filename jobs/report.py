@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 
-from attribution import report
+from attribution.stages import report
 from jobs._cli import main_of
 
 

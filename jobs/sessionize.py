@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from attribution import sessionize
 from attribution.report_text import format_sessionize_summary
+from attribution.stages import sessionize
 from jobs._cli import main_of
 
 

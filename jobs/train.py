@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import sys
 
-from attribution import train
 from attribution.report_text import format_train_metrics
+from attribution.stages import train
 from jobs._cli import main_of
 
 

@@ -15,9 +15,10 @@ from chispa import assert_df_equality
 from attribution.attribute import METHODS, AttributionOptions, attribute_sessions
 from attribution.events import event_table
 from attribution.features import INPUT_COLUMNS, FeatureMismatch, Vocabularies, encode_sessions
+from attribution.stages import attribute as attribute_stage
 from tests.conftest import make_conf
 from tests.helpers import save_random_model, synthetic_sessions, vocab_of
-from udfs import attribution_udf
+from udfs import attribution_udf, worker
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def test_udf_path_equals_the_in_process_path(spark, stage):
     conf = _conf(root, "attribution.split=all")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")  # many small Arrow batches
     try:
-        summary = attribution_udf.run(spark, conf)
+        summary = attribute_stage.run(spark, conf)
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     events = spark.read.parquet(f"{root}/out/gradient_attribution_no_funnel").toPandas()
@@ -94,7 +95,7 @@ def test_default_split_is_test_and_empty_partitions_are_fine(spark, stage, tmp_p
     n_test = table.column("split").to_pylist().count("test")
     spark.conf.set("spark.sql.files.maxPartitionBytes", "2000")  # many tiny input partitions, some empty
     try:
-        summary = attribution_udf.run(spark, conf)
+        summary = attribute_stage.run(spark, conf)
     finally:
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
     assert summary["sessions"] == n_test
@@ -141,28 +142,28 @@ def test_sessions_longer_than_the_model_are_refused_before_scoring(spark, tmp_pa
     pq.write_table(table, tmp_path / "out" / "sessions" / "p.parquet")
     save_random_model(tmp_path / "out" / "model", vocab_of(table), max_length=10)
     with pytest.raises(FeatureMismatch, match="max_length 10"):
-        attribution_udf.run(spark, _conf(tmp_path, "attribution.split=all"))
+        attribute_stage.run(spark, _conf(tmp_path, "attribution.split=all"))
 
 
 def test_model_cache_is_per_sha_and_device(stage, tmp_path):
     root, table, vocab, loaded = stage
-    payload = attribution_udf.ModelPayload.read(f"{root}/out/model")
-    first = attribution_udf.cached_model(payload, torch.device("cpu"))
-    assert attribution_udf.cached_model(payload, torch.device("cpu")) is first
+    payload = worker.ModelPayload.read(f"{root}/out/model")
+    first = worker.cached_model(payload, torch.device("cpu"))
+    assert worker.cached_model(payload, torch.device("cpu")) is first
     other = save_random_model(tmp_path / "m2", vocab, seed=3)
-    second = attribution_udf.cached_model(attribution_udf.ModelPayload.read(str(tmp_path / "m2")), torch.device("cpu"))
+    second = worker.cached_model(worker.ModelPayload.read(str(tmp_path / "m2")), torch.device("cpu"))
     assert second is not first and second.sha256 == other.sha256 != first.sha256
-    assert attribution_udf.choose_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert worker.choose_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def test_the_device_follows_the_gpu_address_spark_gives_the_task():
-    name = attribution_udf.device_name
+    name = worker.device_name
     assert name(["1"], cuda_devices=2) == "cuda:1"  # the task's own GPU
     assert name(["3"], cuda_devices=1) == "cuda:0"  # CUDA_VISIBLE_DEVICES narrowed to it: renumbered from 0
     assert name([], cuda_devices=1) == "cuda:0"  # no GPU scheduling, a GPU on the machine
     assert name(["0"], cuda_devices=0) == "cpu"  # given an address, but no CUDA in this process
     assert name([], cuda_devices=0) == "cpu"
-    assert attribution_udf.task_gpu_addresses() == []  # outside a task
+    assert worker.task_gpu_addresses() == []  # outside a task
 
 
 def test_gpu_out_of_memory_splits_the_batch_and_gives_the_same_numbers(stage, monkeypatch):
@@ -202,7 +203,7 @@ def test_worker_memory_follows_the_arrow_batch_not_the_partition(stage):
     import pyarrow as pa
 
     root, table, vocab, loaded = stage
-    payload = attribution_udf.ModelPayload.read(str(root / "out" / "model"))
+    payload = worker.ModelPayload.read(str(root / "out" / "model"))
     columns = list(dict.fromkeys(["session_id", "label", "session_date", "event_types", "event_ts", *INPUT_COLUMNS]))
     batch = pa.Table.from_batches(table.select(columns).to_batches()).combine_chunks().to_batches()[0]
 
@@ -226,12 +227,12 @@ def test_the_worker_peak_is_the_high_water_mark_since_the_task_began():
     since the task began, not a sample taken between batches."""
     import sys
 
-    if not attribution_udf.reset_peak_rss():
+    if not worker.reset_peak_rss():
         pytest.skip(f"this platform ({sys.platform}) cannot reset the peak resident memory")
-    before = attribution_udf.rss_mb()
+    before = worker.rss_mb()
     block = np.ones(200 * 2**20 // 8)  # 200 MiB, touched, then freed
     del block
-    assert attribution_udf.peak_rss_mb() >= before + 190
-    assert attribution_udf.rss_mb() < before + 100  # it was given back ...
-    attribution_udf.reset_peak_rss()
-    assert attribution_udf.peak_rss_mb() < before + 100  # ... so a new task's peak no longer counts it
+    assert worker.peak_rss_mb() >= before + 190
+    assert worker.rss_mb() < before + 100  # it was given back ...
+    worker.reset_peak_rss()
+    assert worker.peak_rss_mb() < before + 100  # ... so a new task's peak no longer counts it

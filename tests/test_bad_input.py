@@ -9,8 +9,8 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from attribution import sessionize
 from attribution.io import InputError
+from attribution.stages import sessionize as sessionize_stage
 from tests.conftest import make_conf
 from tests.helpers import raw_events
 
@@ -39,7 +39,7 @@ def _run(spark, tmp_path, df=None, *overrides, fmt="parquet", path=None, stores=
         *extra,
         *overrides,
     )
-    return sessionize.run(spark, conf)
+    return sessionize_stage.run(spark, conf)
 
 
 def _quarantine(spark, tmp_path) -> dict[str, int]:

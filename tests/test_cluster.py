@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pytest
 
+from attribution.stages import generate as generate_stage
 from tests.standalone import StandaloneCluster, python_without_project
 
 pytestmark = pytest.mark.slow
@@ -164,12 +165,11 @@ class Submitter:
 def submitted(cluster, deps_python, tmp_path_factory, spark):
     """The embedded dataset generated here, then every stage, in order, on the cluster; each stage's exit
     code and log."""
-    from attribution import generate
     from tests.conftest import make_conf
 
     work = tmp_path_factory.mktemp("cluster_work")
     data = [s.replace("=data/", f"={work}/data/") for s in SETS if s.startswith("generate.")]
-    generate.run(spark, make_conf(*data))
+    generate_stage.run(spark, make_conf(*data))
     sub = Submitter(cluster, deps_python, work)
     results = {}
     for stage in STAGES:

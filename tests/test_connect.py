@@ -20,7 +20,7 @@ from attribution.config import ConfigError, SparkConf
 from attribution.spark import EnvironmentProblem, build_spark, code_archive, host_port, is_local_server
 from tests.conftest import make_conf
 from tests.standalone import ConnectServer, free_port, python_without_project
-from udfs.attribution_udf import STATS_COLUMN, observed_stats, with_stats
+from udfs.worker import STATS_COLUMN, observed_stats, with_stats
 
 ROOT = Path(__file__).resolve().parent.parent
 

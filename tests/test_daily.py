@@ -9,6 +9,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from attribution import sessionize
+from attribution.stages import generate as generate_stage
 from tests.conftest import make_conf
 
 DAYS = ("2025-01-15", "2025-01-16", "2025-01-17")
@@ -20,8 +21,6 @@ def raw(spark, tmp_path_factory):
     warehouse table partitioned by the local date."""
     from pyspark.sql import functions as F
 
-    from attribution import generate
-
     root = tmp_path_factory.mktemp("daily")
     conf = make_conf(
         "generate.n_users=300",
@@ -32,7 +31,7 @@ def raw(spark, tmp_path_factory):
         f"generate.stores_path={root / 'stores'}",
         f"generate.ground_truth_path={root / 'truth.json'}",
     )
-    generate.run(spark, conf)
+    generate_stage.run(spark, conf)
     flat = spark.read.parquet(str(root / "raw"))
     # the generator writes local wall-clock text in UTC: its date is the local date
     # (a dirty row whose time is not a time has no date: the null partition, which no day reads)

@@ -25,6 +25,8 @@ from attribution.faithfulness import (
 )
 from attribution.features import encode_sessions
 from attribution.model import to_tensors
+from attribution.stages import attribute as attribute_stage
+from attribution.stages import faithfulness as faithfulness_stage
 from tests.conftest import make_conf
 from tests.helpers import SMALL_MODEL, random_model, save_random_model, synthetic_sessions, vocab_of
 
@@ -194,14 +196,13 @@ def test_spearman_matches_scipy_with_ties():
 
 @pytest.fixture(scope="module")
 def attributed(spark, tmp_path_factory):
-    from udfs import attribution_udf
 
     root = tmp_path_factory.mktemp("faith")
     table = synthetic_sessions(90, seed=13, max_len=20, full=True)
     (root / "out" / "sessions").mkdir(parents=True)
     pq.write_table(table, root / "out" / "sessions" / "part-0.parquet")
     loaded = save_random_model(root / "out" / "model", vocab_of(table))
-    attribution_udf.run(spark, _conf(root))
+    attribute_stage.run(spark, _conf(root))
     return root, table, loaded
 
 
@@ -222,10 +223,8 @@ def _conf(root, *extra):
 def test_stage_tables_match_the_in_process_metrics(spark, attributed):
     import pandas as pd
 
-    from udfs import faithfulness_udf
-
     root, table, loaded = attributed
-    summary = faithfulness_udf.run(spark, _conf(root))
+    summary = faithfulness_stage.run(spark, _conf(root))
     report = root / "out" / "report"
     faith = pd.read_csv(report / "attribution_faithfulness.csv")
     agree = pd.read_csv(report / "attribution_agreement.csv")
@@ -249,7 +248,7 @@ def test_stage_tables_match_the_in_process_metrics(spark, attributed):
     ev = events.set_index("session_id").loc[ids]
     cols = ["gradient_attribution", "attention_attribution", "rollout_attribution", "ig_attribution"]
     ref = evaluate_sessions(
-        loaded.model, enc, [ev[c].to_numpy() for c in cols], ids, faithfulness_udf.options_of(_conf(root))
+        loaded.model, enc, [ev[c].to_numpy() for c in cols], ids, faithfulness_stage.options_of(_conf(root))
     )
     got = per[(per.metric == "aopc_comprehensiveness")].set_index(["session_id", "method"])
     for i, sid in enumerate(ids):
@@ -271,22 +270,20 @@ def test_stage_tables_match_the_in_process_metrics(spark, attributed):
 
 
 def test_a_model_other_than_the_event_tables_is_refused(spark, attributed, tmp_path):
-    from udfs import faithfulness_udf
-    from udfs.faithfulness_udf import FaithfulnessInputError
+    from attribution.faithfulness import FaithfulnessInputError
 
     root, table, _ = attributed
     save_random_model(tmp_path / "other", vocab_of(table), seed=5)
     with pytest.raises(FaithfulnessInputError, match="re-run the attribute stage"):
-        faithfulness_udf.run(spark, _conf(root), model_path=str(tmp_path / "other"))
+        faithfulness_stage.run(spark, _conf(root), model_path=str(tmp_path / "other"))
 
 
 def test_sessions_missing_from_the_sessions_table_are_an_error_not_a_smaller_sample(spark, attributed, tmp_path):
-    from udfs import faithfulness_udf
-    from udfs.faithfulness_udf import FaithfulnessInputError
+    from attribution.faithfulness import FaithfulnessInputError
 
     root, table, _ = attributed
     (tmp_path / "fewer").mkdir()
     pq.write_table(table.slice(10), tmp_path / "fewer" / "part-0.parquet")  # the first 10 sessions gone
     conf = _conf(root, f"sessions.sessions_path={tmp_path / 'fewer'}", "faithfulness.max_sessions=1000")
     with pytest.raises(FaithfulnessInputError, match=r"10 of the 90 sampled sessions .* are not in the sessions table"):
-        faithfulness_udf.run(spark, conf)
+        faithfulness_stage.run(spark, conf)

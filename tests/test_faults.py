@@ -115,13 +115,13 @@ if stage == "report":
         if marker in str(where):  # the new partition is on disk, not yet swapped in
             os.kill(os.getpid(), signal.SIGKILL)
     pq.write_table = write_then_die
-    report.run(spark, conf)
+    report_stage.run(spark, conf)
 else:
     from deltalake import DeltaTable
     def die(*a, **k):  # the executors' files are written; the driver dies before the commit
         os.kill(os.getpid(), signal.SIGKILL)
     DeltaTable.create_write_transaction = die
-    attribution_udf.run(spark, conf)
+    attribute_stage.run(spark, conf)
 """
 
 

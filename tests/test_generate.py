@@ -9,6 +9,7 @@ import pandas as pd
 from pandas.testing import assert_frame_equal
 
 from attribution import generate as G
+from attribution.stages import generate as generate_stage
 from tests.conftest import make_conf
 
 
@@ -126,7 +127,7 @@ def test_planted_logit_is_the_documented_formula():
 
 def test_run_writes_data_stores_and_ground_truth(spark, tmp_path):
     conf = small_conf(tmp_path)
-    counts = G.run(spark, conf)
+    counts = generate_stage.run(spark, conf)
     truth = json.loads((tmp_path / "truth.json").read_text())
     assert truth["event_type_effects"]["m_app_background"] < 0 < truth["event_type_effects"]["m_card_click"]
     assert truth["store_effects"]["10000"] == {"store_name": "McDonald's", "effect": 0.6}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from attribution.stages import generate as generate_stage
 from tests.conftest import make_conf
 from tests.test_train import SMALL
 
@@ -27,12 +28,11 @@ def python_blocks(markdown: str) -> list[str]:
 
 
 def test_the_readme_notebook_example_runs_and_gives_the_tables(spark, tmp_path):
-    from attribution import generate
 
     blocks = python_blocks((ROOT / "README.md").read_text())
     assert blocks and all(OVERRIDES in b for b in blocks if "load_config" in b)
     data = tmp_path / "data"
-    generate.run(
+    generate_stage.run(
         spark,
         make_conf(
             "generate.n_users=300",

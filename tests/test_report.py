@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attribution import aggregate, report
+from attribution import aggregate, figures, report, report_text, statistics
+from attribution.stages import explain as explain_stage
+from attribution.stages import report as report_stage
 from tests.conftest import make_conf
 
 # Four sessions, hand-written. Event type A appears in s1 (converted), s2 (converted, twice), s3 (not).
@@ -163,11 +165,11 @@ def test_store_effect_is_beyond_its_events_type_and_position_and_ranked_by_the_s
 def test_shrinkage_pulls_noisy_effects_towards_zero():
     effects = np.array([0.5, 0.5, -0.1, 0.0])
     se = np.array([0.05, 0.5, 0.05, np.nan])
-    shrunk, tau2, b = aggregate.shrink(effects, se)
+    shrunk, tau2, b = statistics.shrink(effects, se)
     assert tau2 == pytest.approx((0.25 + 0.25 + 0.01) / 3 - (0.0025 + 0.25 + 0.0025) / 3) and b == 0
     assert shrunk[0] > shrunk[1] > 0  # the same effect, less precise: pulled further towards 0
     assert shrunk[3] == 0.0  # no SE: no evidence
-    assert aggregate.shrink(np.array([0.1, -0.1]), np.array([1.0, 1.0]))[0].tolist() == [0.0, 0.0]  # all noise
+    assert statistics.shrink(np.array([0.1, -0.1]), np.array([1.0, 1.0]))[0].tolist() == [0.0, 0.0]  # all noise
 
 
 def test_shrinkage_by_support_discounts_what_a_rarely_seen_store_measures():
@@ -179,13 +181,13 @@ def test_shrinkage_by_support_discounts_what_a_rarely_seen_store_measures():
     effects = np.r_[rare, common]
     se = np.full(8, 0.01)
     support = np.r_[np.full(4, 20.0), np.full(4, 1000.0)]
-    shrunk, tau2, b = aggregate.shrink(effects, se, support)
+    shrunk, tau2, b = statistics.shrink(effects, se, support)
     x, y = 1 / support, effects**2 - se**2
     slope, intercept = np.polyfit(x, y, 1)
     assert b == pytest.approx(slope) and tau2 == pytest.approx(intercept)
     assert shrunk == pytest.approx(effects * tau2 / (tau2 + se**2 + b * x))
     assert shrunk[4] > shrunk[0] > 0  # the common store's 0.1 now ranks above the rare store's 0.2
-    plain = aggregate.shrink(effects, se)[0]
+    plain = statistics.shrink(effects, se)[0]
     assert plain[0] > plain[4]  # by sampling noise alone it would not
 
 
@@ -286,13 +288,13 @@ def test_sinks_round_trip_and_rerun_is_idempotent(spark, events, tmp_path):
 def test_picture_has_the_four_panels_and_insights_mark_noise(events, tmp_path):
     conf = _conf(tmp_path)
     tables = report.frames(report.build_tables(events, conf))
-    fig = report.figure(tables, "grad_x_input")
+    fig = figures.report_figure(tables, "grad_x_input")
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 4
     assert titles[0].startswith("Top") and "position" in titles[1] and "heatmap" not in titles[3]
-    png = report.picture(tables, "grad_x_input")
+    png = figures.report_picture(tables, "grad_x_input")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    text = report.key_insights(tables, "grad_x_input")
+    text = report_text.key_insights(tables, "grad_x_input")
     # both CIs cross 0 (A +0.11 [-0.03, +0.25], B +0.24 [-0.07, +0.54]): no driver, said first
     assert "No driver stands out" in text and "Indistinguishable from noise: B, A" in text
     assert "Drivers" not in text and "Detractors" not in text
@@ -302,14 +304,13 @@ def test_picture_has_the_four_panels_and_insights_mark_noise(events, tmp_path):
 def test_explain_ranks_one_sessions_events_and_refuses_an_unknown_id(spark, events, tmp_path):
     from pyspark.sql import functions as F
 
-    from attribution import explain
     from attribution.io import InputError
 
     conf = _conf(tmp_path)
     events.withColumn("prediction", events.label * 0.5 + 0.2).write.parquet(
         str(tmp_path / "gradient_attribution_no_funnel")
     )
-    text, png = explain.run(spark, conf, "s2")
+    text, png = explain_stage.run(spark, conf, "s2")
     lines = text.splitlines()
     assert lines[0].startswith("session s2: label 1 (converted), predicted P(convert) 0.700, 3 events")
     assert "ranked by grad_x_input (contribution, log-odds" in lines[0]
@@ -327,11 +328,11 @@ def test_explain_ranks_one_sessions_events_and_refuses_an_unknown_id(spark, even
         "report.default_method=integrated_gradients",
         "attribution.output_path=ig_events",
     )
-    text, _ = explain.run(spark, ig_conf, "s2")
+    text, _ = explain_stage.run(spark, ig_conf, "s2")
     assert [line.split()[:2] for line in text.splitlines()[2:]] == [["1", "2"], ["2", "1"], ["3", "3"]]
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(InputError, match="session 'nope' is not in"):
-        explain.run(spark, conf, "nope")
+        explain_stage.run(spark, conf, "nope")
 
 
 def test_event_table_as_delta_one_commit_per_run_and_idempotent(spark, events, tmp_path):
@@ -446,7 +447,7 @@ def test_a_model_at_chance_is_said_first_and_carried_by_every_table(spark, event
     includes 0.5; 0.80 is well clear of it."""
     from pyspark.sql import functions as F
 
-    from attribution.metrics import roc_auc_ci
+    from attribution.statistics import roc_auc_ci
 
     sha = "ab" * 32
     events.withColumn("prediction", F.lit(0.2)).withColumn("model_sha256", F.lit(sha)).write.parquet(
@@ -456,7 +457,7 @@ def test_a_model_at_chance_is_said_first_and_carried_by_every_table(spark, event
     test = {"roc_auc": auc, "sessions": 400, "positive_rate": 0.15}
     (tmp_path / "model" / "metrics.json").write_text(json.dumps({"model_sha256": sha, "test": test}))
     conf = _conf(tmp_path, "r1", f"generate.ground_truth_path={tmp_path}/none.json", "report.min_sessions=1")
-    result = report.run(spark, conf)
+    result = report_stage.run(spark, conf)
     low, high = roc_auc_ci(auc, 60, 340)
     assert result["model_status"]["test_roc_auc_ci"] == pytest.approx([low, high])
     assert (low <= 0.5) == (status == "at_chance") and result["model_status"]["status"] == status
@@ -475,7 +476,7 @@ def test_a_model_at_chance_is_said_first_and_carried_by_every_table(spark, event
         assert report.AT_CHANCE_VERDICT not in set(csv.effect_verdict.dropna())
     # the event table scored by another model: its quality is unknown, and said so
     (tmp_path / "model" / "metrics.json").write_text(json.dumps({"model_sha256": "cd" * 32, "test": test}))
-    other = report.run(spark, conf)
+    other = report_stage.run(spark, conf)
     assert other["model_status"]["status"] == "unknown" and "another model" in other["insights"].splitlines()[1]
 
 
@@ -497,10 +498,10 @@ def test_the_store_panel_draws_a_shrunk_bar_outside_its_raw_ci(events, tmp_path)
             "mean_attribution": [0.5, 0.5],
         }
     )
-    fig = report.figure(tables, "grad_x_input")
+    fig = figures.report_figure(tables, "grad_x_input")
     panel = next(ax for ax in fig.axes if ax.get_title().startswith("Top stores"))
     assert [round(p.get_width(), 3) for p in panel.patches] == [0.01, 0.02]  # the shrunk values, bottom up
-    assert report.picture(tables, "grad_x_input")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figures.report_picture(tables, "grad_x_input")[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_removal_columns_by_hand(spark):
@@ -539,8 +540,8 @@ def test_removal_columns_by_hand(spark):
     se = d.std(ddof=1) / math.sqrt(2)
     assert a.removal_sessions == 2 and a.sessions == 3
     assert a.removal_effect_pp == pytest.approx(100 * d.mean())
-    assert a.removal_ci_low_pp == pytest.approx(100 * (d.mean() - aggregate.Z95 * se))
-    assert a.removal_ci_high_pp == pytest.approx(100 * (d.mean() + aggregate.Z95 * se))
+    assert a.removal_ci_low_pp == pytest.approx(100 * (d.mean() - statistics.Z95 * se))
+    assert a.removal_ci_high_pp == pytest.approx(100 * (d.mean() + statistics.Z95 * se))
     assert a.removal_relative_lift == pytest.approx(d.mean() / np.mean([0.6 - 0.10, 0.4 - 0.30]))
     assert a.attributable_conversions == pytest.approx(d.mean() * 3)
     b = _row(out["event_type"], event_type="B")

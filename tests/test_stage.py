@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from attribution import generate as G
-from attribution import sessionize
+from attribution.stages import generate as generate_stage
+from attribution.stages import sessionize as sessionize_stage
 from tests.conftest import make_conf
 from tests.helpers import raw_events
 
@@ -35,7 +36,7 @@ def test_run_on_hand_written_input_reconciles_exactly(spark, tmp_path):
     raw_path = tmp_path / "raw"
     raw_events(spark, rows).write.parquet(str(raw_path))
     conf = make_conf(f"input.path={raw_path}", f"run.output_dir={tmp_path}/out", "run.run_id=t1")
-    summary = sessionize.run(spark, conf)
+    summary = sessionize_stage.run(spark, conf)
     assert summary["rows_read"] == 11
     assert summary["rows"] == {
         "quarantined_malformed_row": 0,
@@ -85,8 +86,8 @@ def test_generated_data_quarantine_matches_what_was_planted(spark, tmp_path):
         "session.max_events_per_device_day=5000",
         f"events.known_events={json.dumps(list(G.BROWSE_EVENTS))}",
     )
-    counts = G.run(spark, conf)
-    summary = sessionize.run(spark, conf)
+    counts = generate_stage.run(spark, conf)
+    summary = sessionize_stage.run(spark, conf)
     planted = counts["planted_dirty_rows"]
     rows = summary["rows"]
     assert summary["rows_read"] == counts["rows"]
@@ -139,8 +140,8 @@ def test_cli_missing_input_column_exit_2(tmp_path):
 def test_counts_that_do_not_reconcile_are_one_line_and_exit_3(spark, tmp_path, capsys, which):
     """Both stages' reconciliation errors (a bug, never the user's) map to the documented exit 3 (README, Configuration), one line."""
     from attribution.sessionize import ReconciliationError
+    from attribution.stages.attribute import AttributionReconciliationError
     from jobs._cli import main_of
-    from udfs.attribution_udf import AttributionReconciliationError
 
     error = {"sessionize": ReconciliationError, "attribution": AttributionReconciliationError}[which]
 

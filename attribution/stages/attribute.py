@@ -1,0 +1,193 @@
+"""The attribute stage: the configured split of the sessions table through the attribution UDF
+(:mod:`udfs.attribution_udf`), exploded to the event-level table, reconciled, published, and checked for
+drift against the model's test ROC-AUC."""
+
+from __future__ import annotations
+
+from attribution.methods import resolve
+from udfs.attribution_udf import PEAKS, score_sessions
+from udfs.worker import ModelPayload, observed_stats, stats_metric
+
+
+class AttributionReconciliationError(RuntimeError):
+    """Events out != events in: a bug, never a user error."""
+
+
+def publish_events(spark, conf, output: str) -> dict:
+    """The event-level table just written at ``output`` (parquet), published as Delta and/or one CSV file
+    as configured, read back from ``output`` so the model does not run again. Returns, per sink, its
+    location and seconds."""
+    import time
+
+    from attribution import sinks
+    from attribution.io import read_table, run_days
+
+    a = conf.attribution
+    published: dict = {}
+    if not (a.delta_path or a.csv_path):
+        return published
+    events = run_days(read_table(spark, output, "parquet", {}, "attribution"), conf.run)
+    if a.delta_path:
+        t0 = time.time()
+        location = conf.output(a.delta_path)
+        version = sinks.write_delta_events(spark, events, location, conf.run.run_id or "")
+        published["delta"] = {"location": location, "version": version, "seconds": round(time.time() - t0, 2)}
+    if a.csv_path:
+        t0 = time.time()
+        location = conf.output(a.csv_path)
+        sinks.write_csv_single_file(events, location)
+        published["csv"] = {"location": location, "seconds": round(time.time() - t0, 2)}
+    return published
+
+
+def sessions_to_score(spark, conf):
+    """The sessions table's configured split (``attribution.split``; ``all`` for every session), checked
+    for the columns the stage needs."""
+    from pyspark.sql import functions as F
+
+    from attribution.features import INPUT_COLUMNS, FeatureMismatch
+    from attribution.io import read_table, run_days
+
+    sessions_path = conf.output(conf.sessions.sessions_path)
+    sessions = read_table(spark, sessions_path, "parquet", {}, "sessions")
+    missing = [
+        c
+        for c in ["session_id", "label", "split", "session_date", "event_types", "event_ts", *INPUT_COLUMNS]
+        if c not in sessions.columns
+    ]
+    if missing:
+        raise FeatureMismatch(f"{sessions_path} lacks column(s) {', '.join(missing)}; re-run the sessionize stage")
+    split = conf.attribution.split
+    sessions = run_days(sessions, conf.run)
+    return sessions if split == "all" else sessions.where(F.col("split") == split)
+
+
+def drift_check(spark, conf, output: str, model_auc: float | None) -> dict:
+    """The attributed sessions' ROC-AUC (one prediction and label per session, read back from the event
+    table just written) against the model's test ROC-AUC: ``flagged`` when it is lower by more than
+    ``attribution.max_auc_drop``. The AUC is null when the sessions are of one class (a day without
+    conversions): then nothing can be said, and ``flagged`` is null too."""
+    from pyspark.sql import functions as F
+
+    from attribution.io import read_table, run_days
+    from attribution.metrics import roc_auc
+
+    events = run_days(read_table(spark, output, "parquet", {}, "attribution"), conf.run)
+    sessions = events.where(F.col("event_position") == 0).select("label", "prediction").toArrow()
+    labels = sessions.column("label").to_numpy(zero_copy_only=False)
+    computed = roc_auc(labels, sessions.column("prediction").to_numpy(zero_copy_only=False))
+    auc = None if computed != computed else computed  # NaN: one class
+    drop = None if auc is None or model_auc is None else model_auc - auc
+    return {
+        "sessions": int(len(labels)),
+        "converted": int(labels.sum()),
+        "roc_auc": auc,
+        "model_test_roc_auc": model_auc,
+        "drop": drop,
+        "max_drop": conf.attribution.max_auc_drop,
+        "flagged": None if drop is None else bool(drop > conf.attribution.max_auc_drop),
+    }
+
+
+def run(spark, conf, model_path: str | None = None) -> dict:
+    """Attribute the configured split of the sessions table; write the event-level table and a summary."""
+    import json
+    import time
+
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    from attribution.events import event_table
+    from attribution.features import FeatureMismatch
+    from attribution.io import InputError, write_text
+    from attribution.sessionize import day_partition, drop_empty_marker, partitioned_write
+    from attribution.sinks import remove_tree
+
+    a = conf.attribution
+    started = time.time()
+    from attribution.model import model_location as locate
+
+    model_location = model_path or locate(conf.output(conf.train.model_path), conf.train.model_version)
+    payload = ModelPayload.read(model_location)
+    sessions = sessions_to_score(spark, conf)
+    max_length = payload.config["model"]["max_length"]
+    longest, n_sessions = sessions.agg(F.max("session_length"), F.count(F.lit(1))).first()
+    if longest is None:
+        day = f" of {conf.run.date}" if conf.run.date else ""
+        raise InputError(
+            f"no sessions{day} in the {a.split} split of {conf.output(conf.sessions.sessions_path)}: nothing to "
+            "attribute (run the sessionize stage for that day first, or the day has no sessions)"
+        )
+    if longest > max_length:
+        raise FeatureMismatch(
+            f"sessions of up to {longest} events but the model was trained with max_length {max_length}; "
+            f"sessionize with session.max_length <= {max_length} or retrain"
+        )
+    # the share of sessions that makes about attribution.removal_sessions of them
+    removal_sample = min(1.0, a.removal_sessions / n_sessions)
+    scored, vocab_fields = score_sessions(sessions, payload, conf, spark, removal_sample)
+    # the methods' per-session values (a completeness gap): their mean and largest |value| in the summary
+    session_checks = [c for m in resolve(a.methods) for c, _ in m.session_columns]
+    seen = Observation("attribute_sessions")
+    scored = scored.observe(
+        seen,
+        stats_metric(),
+        F.count(F.lit(1)).alias("sessions"),
+        F.coalesce(F.sum("session_length"), F.lit(0)).alias("events_in"),
+        F.coalesce(F.sum("label"), F.lit(0)).alias("converted"),
+        F.avg("prediction").alias("mean_prediction"),
+        *[F.max(F.abs(c)).alias(f"max_abs_{c}") for c in session_checks],
+        *[F.avg(F.abs(c)).alias(f"mean_abs_{c}") for c in session_checks],
+        *[F.coalesce(F.sum(f"unknown_{f}"), F.lit(0)).alias(f"unknown_{f}") for f in vocab_fields],
+    )
+    events = event_table(scored, conf.run.run_id or "", payload.sha256)
+    written = Observation("attribute_events")
+    events = events.observe(written, F.count(F.lit(1)).alias("events_out"))
+    output = conf.output(a.output_path)
+    if conf.run.date is not None:  # day mode: the day's partition is replaced, no other
+        remove_tree(day_partition(output, conf.run.date))
+        drop_empty_marker(output)
+    partitioned_write(events.write, conf.run.date).parquet(output)
+    s, w = seen.get, written.get
+    counters = observed_stats(s, PEAKS)
+    if int(s["events_in"]) != int(w["events_out"]):
+        raise AttributionReconciliationError(
+            f"{s['events_in']} events in {s['sessions']} sessions but {w['events_out']} event rows written"
+        )
+    published = publish_events(spark, conf, output)
+    drift = drift_check(spark, conf, output, payload.config.get("test_roc_auc"))
+    summary = {
+        "run_id": conf.run.run_id,
+        "model_sha256": payload.sha256,
+        "model_path": model_location,
+        "split": a.split,
+        "methods": list(a.methods),
+        "sessions": int(s["sessions"]),
+        "converted_sessions": int(s["converted"]),
+        "events": int(w["events_out"]),
+        "mean_prediction": s["mean_prediction"],
+        "unknown_tokens": {f: int(s[f"unknown_{f}"]) for f in vocab_fields},
+        "seconds": round(time.time() - started, 2),
+        "output": output,
+        "model_batches": int(counters.get("batches", 0)),
+        "oom_splits": int(counters.get("oom_splits", 0)),
+        # real events / positions computed: how little compute went to padding
+        "padding_efficiency": int(w["events_out"]) / max(1, int(counters.get("computed_positions", 0))),
+        "python_worker_peak_rss_mb": round(float(counters.get("rss_mb", 0.0)), 1),
+        # where the events were scored, and how many in tasks Spark gave a GPU (spark.task.resource.gpu.amount)
+        "events_by_device": {
+            k.split(":", 1)[1]: int(v) for k, v in sorted(counters.items()) if k.startswith("events_on:")
+        },
+        "events_in_gpu_tasks": int(counters.get("events_in_gpu_tasks", 0)),
+        # sessions in the removal sample and the forward passes their removal effects took
+        "removal_sessions": int(counters.get("removal_sessions", 0)),
+        "removal_forward_passes": int(counters.get("removal_variants", 0)),
+        "published": published,
+        "drift": drift,
+    }
+    for c in session_checks:
+        summary[c] = {"max_abs": s[f"max_abs_{c}"], "mean_abs": s[f"mean_abs_{c}"]}
+    if conf.run.date is not None:
+        summary["date"] = conf.run.date
+    write_text(conf.output(conf.run.day_file(a.summary_path)), json.dumps(summary, indent=1))
+    return summary

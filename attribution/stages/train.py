@@ -1,0 +1,130 @@
+"""The train stage: the sessions table sharded per rank, the transformer trained with TorchDistributor,
+the artifact and metrics written, and the leakage check (:mod:`attribution.train` holds the parts)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+
+from attribution.config import Config
+from attribution.io import join, write_text
+from attribution.train import SPLITS, check_classes, distribute, prepare_shards, worker_params
+
+log = logging.getLogger(__name__)
+
+
+def run(spark, conf: Config) -> dict:
+    """Train on ``conf.sessions.sessions_path``; write the model directory and metrics.json.
+
+    Returns the metrics (also written to ``<model_path>/metrics.json``).
+    """
+    from attribution.model import ModelSpec, save_artifact
+
+    t = conf.train
+    sessions_path = conf.output(conf.sessions.sessions_path)
+    shards_path = conf.output(t.shards_path)
+    from attribution.model import mark_latest, version_location, version_of
+
+    base_path = conf.output(t.model_path)
+    version = version_of(conf.run.date, conf.run.date_to) if conf.run.date else None
+    model_path = version_location(base_path, version) if version else base_path
+    started = time.time()
+    vocab, vocab_stats, counts = prepare_shards(spark, conf, sessions_path, shards_path, t.num_processes)
+    check_classes(counts, t.min_class_sessions, sessions_path)
+    spec = ModelSpec.of(conf.model, vocab, conf.session.max_length)
+    prepared = time.time()
+    print(
+        f"[train] {counts['train']:,} train / {counts['validation']:,} validation / {counts['test']:,} test sessions; "
+        f"vocabularies: " + ", ".join(f"{f} {vocab.size(f):,}" for f in vocab.fields),
+        flush=True,
+    )
+    result = distribute(conf, worker_params(conf, spec.to_dict(), vocab, shards_path, t.epochs))
+    trained = time.time()
+    metrics = {
+        "run_id": conf.run.run_id,
+        "test": result["test"],
+        "validation": result["validation"],
+        "sessions": {s: counts[s] for s in SPLITS},
+        "positives": {s: counts[f"{s}_positive"] for s in SPLITS},
+        "best_epoch": result["best_epoch"],
+        "epochs_run": len(result["history"]),
+        "history": result["history"],
+        "train_sessions_per_second": result["train_sessions_per_second"],
+        "training_seconds": round(trained - prepared, 2),
+        "prepare_seconds": round(prepared - started, 2),
+        "num_processes": t.num_processes,
+        "unknown_tokens": result["unknown"],
+        "vocabulary": vocab_stats,
+        "funnel_excluded": conf.funnel.exclude,
+    }
+    sha = save_artifact(
+        model_path,
+        result["weights"],
+        spec,
+        vocab,
+        extra={
+            "run_id": conf.run.run_id,
+            "seed": conf.run.seed,
+            "funnel_excluded": conf.funnel.exclude,
+            "test_roc_auc": result["test"]["roc_auc"],
+            # the training window and data (day mode), so a model says what it was trained on
+            "version": version,
+            "training_window": [conf.run.date, conf.run.date_to or conf.run.date] if version else None,
+            "sessions": {s: counts[s] for s in SPLITS},
+            "positives": {s: counts[f"{s}_positive"] for s in SPLITS},
+        },
+    )
+    metrics["model_sha256"] = sha
+    if t.leakage_check:
+        metrics["leakage_check"] = leakage_check(spark, conf)
+    write_text(join(model_path, "metrics.json"), json.dumps(metrics, indent=1))
+    if version:
+        metrics["version"] = version
+        metrics["latest"] = mark_latest(base_path, version)
+    metrics["model_path"] = model_path
+    return metrics
+
+
+def leakage_check(spark, conf: Config) -> dict:
+    """Sessionize again keeping the funnel events and train a model on that: the test AUC it reaches is
+    the leakage the seed warns about (the funnel gives the answer away). Nothing of it is published
+    except these numbers."""
+    from attribution.model import ModelSpec
+    from attribution.stages import sessionize
+
+    sub = "leakage_check"
+    leaky = dataclasses.replace(
+        conf,
+        funnel=dataclasses.replace(conf.funnel, exclude=False),
+        sessions=dataclasses.replace(
+            conf.sessions,
+            sessions_path=f"{sub}/sessions",
+            quarantine_path=f"{sub}/quarantine",
+            summary_path=f"{sub}/sessionize_summary.json",
+        ),
+        train=dataclasses.replace(conf.train, shards_path=f"{sub}/train_shards", leakage_check=False),
+    )
+    print(
+        "[train] leakage check: the same model trained with the funnel events kept (funnel.exclude=false)", flush=True
+    )
+    sessionize.run(spark, leaky)
+    vocab, _, counts = prepare_shards(
+        spark,
+        leaky,
+        leaky.output(leaky.sessions.sessions_path),
+        leaky.output(leaky.train.shards_path),
+        leaky.train.num_processes,
+    )
+    spec = ModelSpec.of(conf.model, vocab, conf.session.max_length)
+    params = worker_params(
+        leaky, spec.to_dict(), vocab, leaky.output(leaky.train.shards_path), conf.train.leakage_check_epochs
+    )
+    result = distribute(leaky, params)
+    return {
+        "funnel_excluded": False,
+        "epochs": conf.train.leakage_check_epochs,
+        "test": result["test"],
+        "sessions": {s: counts[s] for s in SPLITS},
+    }
