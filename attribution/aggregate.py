@@ -49,10 +49,12 @@ in a 25-event session, and converted sessions are longer or shorter than others 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from attribution import methods
@@ -157,14 +159,14 @@ LIFT_COLUMNS = (
 )
 
 
-def _tagged(long: DataFrame, kinds, max_position: int) -> DataFrame:
+def _tagged(long: DataFrame, kinds: Sequence[str], max_position: int) -> DataFrame:
     """One row per (event, method, table it counts in): ``kind`` and the key columns (null where unused).
     Stores count only events with a store; type x position only the first ``max_position`` positions."""
     if "store_name" not in long.columns:
         long = long.withColumn("store_name", F.lit(None).cast("string"))
     types = dict(long.dtypes)
 
-    def key(kind: str, **cols) -> F.Column:
+    def key(kind: str, **cols: Column) -> Column:
         fields = [F.lit(kind).alias("kind")]
         for c in KEY_COLUMNS:
             fields.append((cols[c] if c in cols else F.lit(None).cast(types.get(c, "int"))).alias(c))
@@ -218,7 +220,7 @@ def cell_sums(long: DataFrame) -> DataFrame:
     )
 
 
-def session_rows(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> DataFrame:
+def session_rows(long: DataFrame, kinds: Sequence[str] = tuple(KINDS), max_position: int = 20) -> DataFrame:
     """The first level of :func:`lift_stats`, additive across days: per (method, kind, key, label, session,
     session_date), and for store rows per (type, position bin) cell of the store's events, the events
     ``n`` and the sums of attribution ``s``, contribution ``c``, |contribution| ``abs_c`` and attribution x
@@ -270,7 +272,7 @@ def _verdict(low: F.Column, high: F.Column) -> F.Column:
     )
 
 
-def lift_stats(long: DataFrame, kinds=tuple(KINDS), max_position: int = 20) -> DataFrame:
+def lift_stats(long: DataFrame, kinds: Sequence[str] = tuple(KINDS), max_position: int = 20) -> DataFrame:
     """One row per (method, kind, key): both labels' statistics, the lift with its session-clustered CI,
     the effect (mean signed contribution) with its CI, the store effect net of type and position, and
     the key's overall mean attribution, events and sessions. Two group-bys after a broadcast join of
@@ -341,7 +343,7 @@ def _key_aggs() -> list:
     ]
     for value, suffix in LABELS:
 
-        def on(x, value=value):
+        def on(x: Column, value: int = value) -> Column:
             return F.when(F.col("label") == value, x)
 
         aggs += [
@@ -636,7 +638,7 @@ def tables(
     long: DataFrame | None,
     min_events: int = 10,
     max_position: int = 20,
-    kinds=tuple(KINDS),
+    kinds: Sequence[str] = tuple(KINDS),
     min_sessions: int = 1,
     removal: pa.Table | None = None,
     stats: pa.Table | None = None,

@@ -5,12 +5,17 @@ in the tables' position bins and heatmap."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 from pyspark.sql import functions as F
 
 from attribution import methods
 from attribution.config import Config
 from attribution.io import InputError, read_table
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def ranking_column(rows: pd.DataFrame, method: str) -> str:
@@ -28,11 +33,11 @@ def score_columns(rows: pd.DataFrame) -> list[str]:
     return [c for m in methods.present(rows.columns) for c in m.event_columns]
 
 
-def session_events(spark, conf: Config, session_id: str) -> pd.DataFrame:
+def session_events(spark: SparkSession, conf: Config, session_id: str) -> pd.DataFrame:
     """The session's rows of the event-level table (one session: small), ranked by the report method's
     signed contribution (highest first), with ``position`` 1-based."""
     events = read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution")
-    rows = events.where(F.col("session_id") == session_id).toPandas()
+    rows: pd.DataFrame = events.where(F.col("session_id") == session_id).toPandas()
     if rows.empty:
         raise InputError(
             f"session {session_id!r} is not in {conf.output(conf.attribution.output_path)} "

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -224,7 +225,17 @@ def evaluate_sessions(
     return results
 
 
-def _metrics(length, p_full, p_empty, kinds, orders, js, p, n_orders, options) -> SessionMetrics:
+def _metrics(
+    length: int,
+    p_full: float,
+    p_empty: float,
+    kinds: np.ndarray,
+    orders: np.ndarray,
+    js: np.ndarray,
+    p: np.ndarray,
+    n_orders: int,
+    options: FaithfulnessOptions,
+) -> SessionMetrics:
     # p after removing the top-j (j = 0..length) and keeping only the top-j, per order
     removed = np.full((n_orders, length + 1), np.nan)
     kept = np.full((n_orders, length + 1), np.nan)
@@ -250,7 +261,9 @@ def _metrics(length, p_full, p_empty, kinds, orders, js, p, n_orders, options) -
     )
 
 
-def long_rows(metrics: SessionMetrics, methods: list[str], options: FaithfulnessOptions):
+def long_rows(
+    metrics: SessionMetrics, methods: list[str], options: FaithfulnessOptions
+) -> Iterator[tuple[str, str, str, float, float]]:
     """(method, metric, k, value, random_value) rows of one session; random_value is the mean over the
     random draws of the same metric."""
     labels = options.k_labels()
@@ -266,7 +279,7 @@ def long_rows(metrics: SessionMetrics, methods: list[str], options: Faithfulness
                 yield method, name, "all" if name.startswith("aopc") else "curve", float(v[m]), float(rand)
 
 
-def agreement_rows(scores: dict[str, np.ndarray]):
+def agreement_rows(scores: dict[str, np.ndarray]) -> Iterator[tuple[str, str, float]]:
     """(method, other_method, spearman) for each pair of methods of one session, where defined."""
     names = list(scores)
     for i, a in enumerate(names):

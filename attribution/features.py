@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from attribution.config import MODEL_FIELDS
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, DataFrame
 
 PAD, UNK = 0, 1
 PAD_TOKEN, UNK_TOKEN = "<PAD>", "<UNK>"
@@ -99,7 +99,7 @@ def build_vocabularies(
     if missing:
         raise FeatureMismatch(f"sessions table lacks column(s) {', '.join(missing)}")
 
-    def tagged(name: str):
+    def tagged(name: str) -> Column:
         # (field, value) pairs; a one-argument lambda, since Spark passes the index to a second one
         return F.transform(F.col(name), lambda v: F.struct(F.lit(name).alias("field"), v.alias("value")))
 

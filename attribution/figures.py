@@ -4,11 +4,18 @@ bytes (matplotlib's object API, no global state, so figures can be drawn from th
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from attribution.report import DIRECTIONS, EFFECT_UNIT, NO_VERDICT, is_signed
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 # bar colours by verdict; grey for the rest (indistinguishable from noise, or no CI)
 VERDICT_COLORS = dict(zip(DIRECTIONS, ("#2e7d32", "#c62828"), strict=True))
@@ -84,7 +91,16 @@ def report_picture(tables: dict[str, pd.DataFrame], method: str, top: int = 15, 
     return buf.getvalue()
 
 
-def _bars(ax, labels, values, low, high, verdicts, horizontal: bool = True, center=None) -> None:
+def _bars(
+    ax: Axes,
+    labels: Sequence[str],
+    values: ArrayLike,
+    low: ArrayLike,
+    high: ArrayLike,
+    verdicts: Sequence[str | None],
+    horizontal: bool = True,
+    center: ArrayLike | None = None,
+) -> None:
     """Bars coloured by verdict (grey: indistinguishable from noise or no CI), with 95% CI whiskers around
     ``center`` (default: the bars' values; the stores' whiskers are their raw effect's, around it)."""
     import numpy as np
@@ -93,7 +109,7 @@ def _bars(ax, labels, values, low, high, verdicts, horizontal: bool = True, cent
     center = values if center is None else np.asarray(center, float)
     err = np.vstack([center - np.asarray(low, float), np.asarray(high, float) - center])
     err = np.clip(np.where(np.isfinite(err), err, 0.0), 0.0, None)
-    colors = [VERDICT_COLORS.get(v, NOISE_COLOR) for v in verdicts]
+    colors = [VERDICT_COLORS.get(v or "", NOISE_COLOR) for v in verdicts]
     at = np.arange(len(values))
     if horizontal:
         ax.barh(at, values, color=colors)
@@ -107,7 +123,7 @@ def _bars(ax, labels, values, low, high, verdicts, horizontal: bool = True, cent
         ax.axhline(0, color="black", linewidth=0.8)
 
 
-def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, status: dict | None = None):
+def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, status: dict | None = None) -> Figure:
     """Four panels, each in the effect's unit with 95% CIs: event types, positions, stores (net of type and
     position, shrunk), and the type x position heatmap. A method without a signed contribution
     (attention) shows the seed's lift and mean attribution instead, and says so."""

@@ -19,13 +19,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from attribution.config import DEFAULT_CONVERSION_EVENTS, DEFAULT_FUNNEL_EVENTS, Config
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +291,9 @@ def _choice_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     return (u >= cum).sum(axis=1)
 
 
-def _browse_sessions(rng: np.random.Generator, p: GenParams, n: int):
+def _browse_sessions(
+    rng: np.random.Generator, p: GenParams, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Browse part of ``n`` sessions as padded (n, L) arrays; -1 marks padding."""
     lengths = np.maximum(1, np.floor(rng.lognormal(2.2, 0.9, n))).astype(np.int64)
     lengths = np.minimum(lengths, 400)
@@ -337,7 +343,7 @@ def _browse_sessions(rng: np.random.Generator, p: GenParams, n: int):
     return lengths, ev, store, feat, rank, gap
 
 
-def _planted_logit(p: GenParams, lengths, ev, store) -> np.ndarray:
+def _planted_logit(p: GenParams, lengths: np.ndarray, ev: np.ndarray, store: np.ndarray) -> np.ndarray:
     n, L = ev.shape
     eff_by_event = np.asarray(p.event_effects, float)
     s_eff = np.asarray(p.store_effect_values, float)
@@ -375,7 +381,7 @@ def true_removal_effects(p: GenParams, n: int = 20000) -> dict[str, dict[str, fl
     }
 
 
-def _tail_segments(rng: np.random.Generator, converted: np.ndarray):
+def _tail_segments(rng: np.random.Generator, converted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Funnel events after the browse part (padded (n, 8) event codes) and a short after-order tail."""
     n = len(converted)
     K = 9
@@ -596,11 +602,11 @@ def ground_truth(conf: Config) -> dict:
     }
 
 
-def generate_events(spark, conf: Config):
+def generate_events(spark: SparkSession, conf: Config) -> DataFrame:
     """The raw events as a Spark DataFrame (lazy; nothing is generated until an action)."""
     p = params_from(conf)
 
-    def gen(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def gen(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             for block in batch["id"].tolist():
                 yield generate_block(p, int(block))

@@ -33,13 +33,14 @@ import math
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from numpy.typing import ArrayLike
 
 from attribution.events import POSITION_BINS
 
 ACCEPTANCE = 0.8  # the rank correlation the default method must reach on the embedded default
 
 
-def _spearman(a, b) -> float:
+def _spearman(a: ArrayLike, b: ArrayLike) -> float:
     from attribution.faithfulness import spearman
 
     return spearman(np.asarray(a, float), np.asarray(b, float))
@@ -124,7 +125,7 @@ def recovery(tables: dict[str, pd.DataFrame], truth: dict, run_id: str = "") -> 
     return pa.Table.from_pandas(out, preserve_index=False)
 
 
-def _row(method, check, value, expected, agrees, compared, detail="") -> dict:
+def _row(method: str, check: str, value: float, expected: str, agrees: bool, compared: int, detail: str = "") -> dict:
     value = float(value)
     return {
         "method": method,

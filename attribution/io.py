@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING
 from attribution.config import ConfigError
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from collections.abc import Iterator
+
+    from pyarrow.fs import FileSystem
+    from pyspark.sql import DataFrame, SparkSession
 
     from attribution.config import RunConf
 
@@ -50,7 +53,7 @@ def unreadable_input(exc: BaseException, what: str) -> InputError | None:
 
 
 @contextlib.contextmanager
-def naming_unreadable(what: str):
+def naming_unreadable(what: str) -> Iterator[None]:
     """Inside the block, Spark failing on a corrupt file becomes an :class:`InputError` naming the file
     and ``what`` (the config key); every other error passes through as it is."""
     try:
@@ -64,7 +67,7 @@ def naming_unreadable(what: str):
         raise error from exc
 
 
-def spark_has_delta(spark) -> bool:
+def spark_has_delta(spark: SparkSession) -> bool:
     """True when Delta Lake for Spark is configured on this session (clusters); else we use deltalake."""
     extensions = spark.conf.get("spark.sql.extensions", "") or ""
     return "DeltaSparkSessionExtension" in extensions
@@ -91,7 +94,7 @@ def _delta_files(path: str, storage_options: dict[str, str] | None = None) -> li
     return table.file_uris()
 
 
-def read_table(spark, path: str | None, fmt: str, options: dict[str, str], what: str):
+def read_table(spark: SparkSession, path: str | None, fmt: str, options: dict[str, str], what: str) -> DataFrame:
     """Read ``path`` as ``fmt`` ('parquet', 'csv', 'json', 'delta' or 'table' for a catalog table).
 
     A path or table that does not exist is an :class:`InputError` naming it, not a JVM stack trace.
@@ -118,7 +121,7 @@ def read_table(spark, path: str | None, fmt: str, options: dict[str, str], what:
         raise error from exc
 
 
-def _read(spark, path: str, fmt: str, options: dict[str, str]):
+def _read(spark: SparkSession, path: str, fmt: str, options: dict[str, str]) -> DataFrame:
     if fmt == "table":
         return spark.table(path)
     if fmt == "delta":
@@ -147,7 +150,7 @@ def _read(spark, path: str, fmt: str, options: dict[str, str]):
     return reader.parquet(path)
 
 
-def _filesystem(location: str):
+def _filesystem(location: str) -> tuple[FileSystem | None, str]:
     """(pyarrow filesystem, path) for URIs (s3://, gs://, hdfs://); (None, local path) otherwise."""
     if "://" in location and not location.startswith("file://"):
         from pyarrow import fs

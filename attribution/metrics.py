@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
-def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check(labels: ArrayLike, scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels, dtype=np.float64).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.shape != s.shape:
@@ -13,7 +14,7 @@ def _check(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return y, s
 
 
-def roc_auc(labels, scores) -> float:
+def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float:
     """Area under the ROC curve, ties counted as half (Mann-Whitney U). NaN when one class is absent."""
     y, s = _check(labels, scores)
     n_pos = y.sum()
@@ -30,7 +31,7 @@ def roc_auc(labels, scores) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def average_precision(labels, scores) -> float:
+def average_precision(labels: ArrayLike, scores: ArrayLike) -> float:
     """PR-AUC as average precision (the step-wise area, as scikit-learn computes it)."""
     y, s = _check(labels, scores)
     n_pos = y.sum()
@@ -47,13 +48,13 @@ def average_precision(labels, scores) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def log_loss(labels, probabilities, eps: float = 1e-7) -> float:
+def log_loss(labels: ArrayLike, probabilities: ArrayLike, eps: float = 1e-7) -> float:
     y, p = _check(labels, probabilities)
     p = np.clip(p, eps, 1 - eps)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def binary_metrics(labels, logits) -> dict[str, float]:
+def binary_metrics(labels: ArrayLike, logits: ArrayLike) -> dict[str, float]:
     """ROC-AUC, PR-AUC, log loss and rates from labels and logits."""
     y = np.asarray(labels, dtype=np.float64)
     p = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))

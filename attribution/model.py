@@ -19,8 +19,8 @@ the same logits (tested).
 The head reads the CLS position alone, so outside training the last layer is computed for that one
 query: every event still gives its key and value, but the queries, attention output, feed-forward and
 residual of the other positions, which nothing reads, are skipped. The logits and their gradients are
-the full computation's (tested). On the embedded default's two layers gradient x input costs 493k FLOPs an
-event instead of 764k (`bench/bench_attribute.py`).
+the full computation's (tested). What that saves is measured in ``bench/bench_attribute.py`` (figures in
+docs/benchmarks.md).
 
 Padding: ``mask`` is True for real events; padded keys are excluded from every softmax and the CLS
 position is always a valid key, so padding never changes a session's logit.
@@ -32,7 +32,7 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +40,9 @@ from torch import nn
 
 from attribution.features import CONTINUOUS, FeatureMismatch, Vocabularies
 from attribution.io import InputError, join, read_bytes, write_bytes
+
+if TYPE_CHECKING:
+    from attribution.config import ModelConf
 
 ARTIFACT_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -87,7 +90,7 @@ class ModelSpec:
         return ModelSpec(**{**earlier, **doc, **tuples})
 
     @staticmethod
-    def of(model_conf, vocab: Vocabularies, max_length: int) -> ModelSpec:
+    def of(model_conf: ModelConf, vocab: Vocabularies, max_length: int) -> ModelSpec:
         return ModelSpec(
             fields=vocab.fields,
             vocab_sizes=tuple(vocab.size(f) for f in vocab.fields),
@@ -109,7 +112,9 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, need_attention: bool, cls_only: bool = False):
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor, need_attention: bool, cls_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``cls_only``: queries from position 0 only (the output is (B, 1, d)); keys and values still come
         from every position, so that row is exactly the full computation's first row."""
         b, n, d = x.shape
@@ -143,7 +148,9 @@ class EncoderLayer(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d_model, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x, key_mask, need_attention: bool = False, cls_only: bool = False):
+    def forward(
+        self, x: torch.Tensor, key_mask: torch.Tensor, need_attention: bool = False, cls_only: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``cls_only``: the layer's output at position 0 only, (B, 1, d)."""
         a, probs = self.attn(self.norm1(x), key_mask, need_attention, cls_only)
         x = (x[:, :1] if cls_only else x) + self.drop(a)

@@ -30,13 +30,13 @@ def _pp_scale(status: dict) -> float | None:
     return 100.0 * p * (1 - p) if 0 < p < 1 else None
 
 
-def _fmt(value, digits: int = 3, signed: bool = True) -> str:
+def _fmt(value: float | None, digits: int = 3, signed: bool = True) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value):
         return "-"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
-def _effect_cells(row, scale: float | None, prefix: str = "effect") -> str:
+def _effect_cells(row: pd.Series, scale: float | None, prefix: str = "effect") -> str:
     value, low, high = row[f"{prefix}_log_odds"], row[f"{prefix}_ci_low"], row[f"{prefix}_ci_high"]
     ci = f"[{_fmt(low)}, {_fmt(high)}]"
     pp = "-"
@@ -47,7 +47,7 @@ def _effect_cells(row, scale: float | None, prefix: str = "effect") -> str:
     return f"<td class=num>{_fmt(value)}</td><td class=num>{ci}</td><td class=num>{pp}</td>"
 
 
-def _removal_cell(row) -> str:
+def _removal_cell(row: pd.Series) -> str:
     from attribution.report_text import removal_pp
 
     return f"<td class=num>{removal_pp(row) or '-'}</td>"
@@ -101,7 +101,7 @@ def render(
             "sessions",
         ]
 
-        def rows(df):
+        def rows(df: pd.DataFrame) -> list[str]:
             return [
                 f"<td class=event-type>{esc(str(r['event_type']))}</td>{_effect_cells(r, scale)}{_removal_cell(r)}"
                 f"<td class=num>{int(r['events']):,}</td><td class=num>{int(r['sessions']):,}</td>"

@@ -98,7 +98,7 @@ def masked_probabilities(
     return out
 
 
-def empty_probability(model: SessionTransformer, device) -> float:
+def empty_probability(model: SessionTransformer, device: torch.device | str) -> float:
     """P(convert) of a session with every event removed (the CLS token alone)."""
     x = torch.zeros(1, 0, model.spec.d_model, device=device)
     with torch.no_grad():
@@ -106,7 +106,9 @@ def empty_probability(model: SessionTransformer, device) -> float:
     return float(torch.sigmoid(logit)[0])
 
 
-def represent(model: SessionTransformer, encoded: EncodedSessions, rows: np.ndarray, device):
+def represent(
+    model: SessionTransformer, encoded: EncodedSessions, rows: np.ndarray, device: torch.device | str
+) -> tuple[torch.Tensor, np.ndarray]:
     """Sessions ``rows`` padded into one batch: their input representations (S, Lmax, d), from which
     masked variants are cut, and their full sessions' P(convert) (S,)."""
     tokens, cont, mask = to_tensors(encoded.batch(rows), model.spec.fields, device)

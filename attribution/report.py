@@ -18,6 +18,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
@@ -27,6 +28,9 @@ from pyspark.sql import DataFrame
 from attribution import aggregate, sinks
 from attribution.config import Config
 from attribution.io import InputError, join
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +173,7 @@ def data_status(status: dict, sessions: int, converted: int, minimum: int, day: 
 
 
 def stage_tables(
-    spark, tables: dict[str, pa.Table], conf: Config, extra: tuple[sinks.Step, ...] = ()
+    spark: SparkSession, tables: dict[str, pa.Table], conf: Config, extra: tuple[sinks.Step, ...] = ()
 ) -> tuple[list[sinks.Staged], dict[str, str]]:
     """Every output of ``tables`` staged, nothing visible yet: CSV (the default method under the seed's
     names, and every method in ``*_by_method.csv``), Delta, parquet, then each of ``extra``."""
@@ -193,7 +197,7 @@ def stage_tables(
 
 
 def stage_table(
-    spark, table: pa.Table, stem: str, conf: Config, csv_name: str | None = None
+    spark: SparkSession, table: pa.Table, stem: str, conf: Config, csv_name: str | None = None
 ) -> tuple[list[sinks.Staged], dict[str, str]]:
     """One table staged in each of ``report.formats`` under the report directory: ``csv_name`` (default
     ``{stem}.csv``), ``delta/{stem}`` and ``parquet/{stem}`` (both partitioned by run_id)."""
@@ -213,7 +217,7 @@ def stage_table(
     return sinks.stage_all(steps)
 
 
-def write_tables(spark, tables: dict[str, pa.Table], conf: Config) -> dict[str, str]:
+def write_tables(spark: SparkSession, tables: dict[str, pa.Table], conf: Config) -> dict[str, str]:
     """Stage every output, then publish them all (renames and Delta commits: milliseconds)."""
     staged, where = stage_tables(spark, tables, conf)
     for s in staged:

@@ -128,7 +128,7 @@ def status_text(status: dict) -> str:
     return f"The model predicts conversion better than chance ({auc})."
 
 
-def _lift_text(row) -> str:
+def _lift_text(row: pd.Series) -> str:
     if pd.isna(row["lift_se"]):
         return f"{row['attribution_lift']:+.4f} (no CI: one side has too few sessions)"
     ci = f"[{row['lift_ci_low']:+.4f}, {row['lift_ci_high']:+.4f}]"
@@ -136,7 +136,7 @@ def _lift_text(row) -> str:
     return f"{row['attribution_lift']:+.4f} 95% CI {ci}{noise}"
 
 
-def _effect_text(row, prefix: str = "effect") -> str:
+def _effect_text(row: pd.Series, prefix: str = "effect") -> str:
     value = row[f"{prefix}_log_odds"]
     low, high = row[f"{prefix}_ci_low"], row[f"{prefix}_ci_high"]
     if pd.isna(low) or pd.isna(high):
@@ -144,7 +144,7 @@ def _effect_text(row, prefix: str = "effect") -> str:
     return f"{value:+.4f} 95% CI [{low:+.4f}, {high:+.4f}]"
 
 
-def removal_pp(row) -> str | None:
+def removal_pp(row: pd.Series) -> str | None:
     """``+10.57 pp [+9.41, +11.73]``: a row's removal effect and its CI; None when it has none."""
     value = row.get("removal_effect_pp")
     if value is None or pd.isna(value):
@@ -154,7 +154,7 @@ def removal_pp(row) -> str | None:
     return f"{value:+.2f} pp{ci}"
 
 
-def removal_text(row) -> str:
+def removal_text(row: pd.Series) -> str:
     """``; removal effect +10.57 pp [+9.41, +11.73]`` (empty when the row has none)."""
     text = removal_pp(row)
     return f"; removal effect {text}" if text else ""
@@ -166,7 +166,7 @@ REMOVAL_MEANING = (
 )
 
 
-def _support(row, events: str = "events") -> str:
+def _support(row: pd.Series, events: str = "events") -> str:
     return f"{int(row[events]):,} events, {int(row['sessions']):,} sessions"
 
 

@@ -24,13 +24,16 @@ the largest device-day is held whole (about 100 bytes an event).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from attribution.config import Config
 
 KEY_COLUMNS = ("user_id", "device_id", "event_date")
 EVENT_FIELDS = ("event_name", "store_id", "discovery_feature", "event_rank")
@@ -98,7 +101,7 @@ class Rules:
     max_events_per_device_day: Optional[int]
 
 
-def rules_from(conf) -> Rules:
+def rules_from(conf: Config) -> Rules:
     """``Rules`` from a ``Config``."""
     ev, s = conf.events, conf.session
     return Rules(
@@ -118,11 +121,11 @@ def rules_from(conf) -> Rules:
 # --------------------------------------------------------------------------------------------------
 
 
-def _np(a) -> np.ndarray:
+def _np(a: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return a.to_numpy(zero_copy_only=False)
 
 
-def _ts_us(col) -> np.ndarray:
+def _ts_us(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return _np(pc.cast(col, pa.int64()))
 
 
@@ -139,7 +142,7 @@ def _same_key_mask(t: pa.Table) -> np.ndarray:
     return same
 
 
-def _equal_at(col, rows: np.ndarray, prev: np.ndarray) -> np.ndarray:
+def _equal_at(col: pa.Array | pa.ChunkedArray, rows: np.ndarray, prev: np.ndarray) -> np.ndarray:
     """Null-safe equality of ``col[rows]`` and ``col[prev]``."""
     a, b = col.take(pa.array(rows)), col.take(pa.array(prev))
     eq = _np(pc.fill_null(pc.equal(a, b), False))
@@ -166,7 +169,7 @@ def _marks(t: pa.Table, ts: np.ndarray, gap_us: int) -> tuple[np.ndarray, np.nda
     return key_change, dup, new_session
 
 
-def _in(col, values) -> np.ndarray:
+def _in(col: pa.Array | pa.ChunkedArray, values: Iterable[str]) -> np.ndarray:
     if not values:
         return np.zeros(len(col), dtype=bool)
     return _np(pc.fill_null(pc.is_in(col, value_set=pa.array(list(values), pa.string())), False))
@@ -388,7 +391,7 @@ class SessionStream:
         self.bot: Optional[_BotDay] = None
         self.out: list[pa.Table] = []
 
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def __call__(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             if batch.num_rows:
                 self._push(pa.Table.from_batches([batch]))

@@ -23,11 +23,11 @@ Such device-days are counted as ``bot_like_device_day``.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, DataFrameWriter, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -292,7 +292,7 @@ def build_sessions(ordered: DataFrame, stores: pa.Table | None, conf: Config) ->
             writer.write_table(stores)
         stores_ipc = sink.getvalue().to_pybytes()
 
-    def sessions(batches):
+    def sessions(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         stores_table = pa.ipc.open_stream(stores_ipc).read_all() if stores_ipc is not None else None
         stream = session_rules.SessionStream(rules, session_rules.StoresLookup(stores_table))
         yield from stream(batches)
@@ -437,7 +437,7 @@ NO_DICTIONARY = {
 
 
 @contextlib.contextmanager
-def arrow_batch_rows(spark, rows: int):
+def arrow_batch_rows(spark: SparkSession, rows: int) -> Iterator[None]:
     """Arrow batches of ``rows`` rows into Python UDFs while the block runs (the session setting is
     restored after): the sessionizer's per-batch cost is fixed, and its memory is a chunk of events
     whatever the batch size. The attribution UDF keeps the configured, smaller batches."""
@@ -453,7 +453,7 @@ def arrow_batch_rows(spark, rows: int):
             spark.conf.set(key, before)
 
 
-def concurrently(spark, background: Callable[[], None], foreground: Callable[[], None]) -> None:
+def concurrently(spark: SparkSession, background: Callable[[], None], foreground: Callable[[], None]) -> None:
     """Run ``background`` in a thread while ``foreground`` runs here (each submits its own Spark job),
     wait for both, and raise the first failure: the foreground's, else the background's."""
     from pyspark import InheritableThread  # carries the job group and local properties (Connect: tags)
@@ -476,7 +476,7 @@ def concurrently(spark, background: Callable[[], None], foreground: Callable[[],
         raise failed[0]
 
 
-def observed_metrics(observation) -> dict:
+def observed_metrics(observation: Observation) -> dict:
     """An ``Observation``'s metrics; {} when no task ran over the observed rows (an input without files, or
     a stage Spark skipped because its input was empty), where a classic session records an empty row.
     Sums over no rows are null: callers read ``get(name) or 0``."""
@@ -517,7 +517,7 @@ def summarize(rows_read: int, quarantine_counts: dict[str, int], session_counts:
 EMPTY_MARKER = "part-00000-empty.parquet"
 
 
-def readable_when_empty(schema, location: str) -> None:
+def readable_when_empty(schema: T.StructType, location: str) -> None:
     """A partitioned write of no rows leaves no data file, and neither Spark nor pyarrow can read a table
     without one (they infer the schema from the files). Then write one empty file with the whole schema
     at the table's root, so the empty table reads as empty. A day's run removes it before it writes a
@@ -555,7 +555,7 @@ def day_partition(table: str, day: str, column: str = "session_date") -> str:
     return f"{table.rstrip('/')}/{column}={day}"
 
 
-def partitioned_write(writer, day: str | None, column: str = "session_date"):
+def partitioned_write(writer: DataFrameWriter, day: str | None, column: str = "session_date") -> DataFrameWriter:
     """A writer partitioned by ``column``: in day mode replacing only the partitions it writes (dynamic
     partition overwrite), else the whole table."""
     writer = writer.mode("overwrite").partitionBy(column)

@@ -22,10 +22,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from attribution.io import spark_has_delta
+
+if TYPE_CHECKING:
+    from deltalake import DeltaTable
+    from pyarrow.fs import FileSystem
+    from pyspark.sql import DataFrame, SparkSession
 
 
 @dataclass
@@ -36,7 +42,7 @@ class Staged:
     abort: Callable[[], None] = lambda: None
 
 
-def _fs(location: str):
+def _fs(location: str) -> tuple[FileSystem, str]:
     from pyarrow import fs
 
     from attribution.io import _filesystem
@@ -58,7 +64,7 @@ def remove_tree(location: str) -> None:
         filesystem.delete_file(path)
 
 
-def _exists(filesystem, path: str) -> bool:
+def _exists(filesystem: FileSystem, path: str) -> bool:
     from pyarrow import fs
 
     return filesystem.get_file_info(path).type != fs.FileType.NotFound
@@ -102,7 +108,7 @@ def write_csv(table: pa.Table, location: str) -> None:
     stage_csv(table, location).publish()
 
 
-def _delta_table(location: str):
+def _delta_table(location: str) -> DeltaTable | None:
     from deltalake import DeltaTable
 
     try:
@@ -121,7 +127,7 @@ def _commit_run(location: str, files: list[tuple[str, int, int]], arrow_schema: 
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
     now = int(time.time() * 1000)
-    actions = [
+    actions: list = [  # deltalake types the list as of adds and removes
         AddAction(
             path=path,
             size=size,
@@ -144,17 +150,20 @@ def _commit_run(location: str, files: list[tuple[str, int, int]], arrow_schema: 
             partition_by=["run_id"],
             partition_filters=[("run_id", "=", run_id)],
         )
-    return _delta_table(location).version()
+    committed = _delta_table(location)
+    if committed is None:
+        raise RuntimeError(f"{location}: no Delta table after the commit")
+    return committed.version()
 
 
-def stage_delta(spark, table: pa.Table, location: str, run_id: str) -> Staged:
+def stage_delta(spark: SparkSession, table: pa.Table, location: str, run_id: str) -> Staged:
     """A small table as Delta, this run's rows replaced: Spark's Delta writer when installed (one step, at
     publish), else a parquet file written now into the run's partition and committed at publish."""
     import pyarrow.parquet as pq
 
     if spark is not None and spark_has_delta(spark):
 
-        def spark_write():
+        def spark_write() -> None:
             (
                 spark.createDataFrame(table)
                 .write.format("delta")
@@ -190,7 +199,7 @@ def stage_delta(spark, table: pa.Table, location: str, run_id: str) -> Staged:
     )
 
 
-def write_delta(spark, table: pa.Table, location: str, run_id: str) -> int | None:
+def write_delta(spark: SparkSession, table: pa.Table, location: str, run_id: str) -> int | None:
     """A small table as Delta in one go; returns the new version (None through Spark's writer)."""
     version = stage_delta(spark, table, location, run_id).publish()
     return version if isinstance(version, int) else None
@@ -237,7 +246,7 @@ def write_parquet(table: pa.Table, location: str, run_id: str) -> None:
     stage_parquet(table, location, run_id).publish()
 
 
-def write_csv_single_file(df, location: str) -> None:
+def write_csv_single_file(df: DataFrame, location: str) -> None:
     """A large Spark DataFrame as one CSV file, written by one executor task (never collected to the
     driver): Spark writes a temporary directory, its one part file is then renamed to ``location``."""
     import uuid
@@ -264,7 +273,7 @@ def write_csv_single_file(df, location: str) -> None:
     filesystem.delete_dir(tmp_path)
 
 
-def write_delta_events(spark, events, location: str, run_id: str) -> int | None:
+def write_delta_events(spark: SparkSession, events: DataFrame, location: str, run_id: str) -> int | None:
     """The (large) event-level table as Delta, partitioned by run_id, this run's rows replaced in one commit.
 
     With Delta Lake for Spark: Spark's writer with ``replaceWhere``. Without it (this machine): the

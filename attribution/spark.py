@@ -8,8 +8,14 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from attribution.config import SparkConf
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, Row, SparkSession
+
+    from attribution.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +53,7 @@ def wants_connect(conf: SparkConf) -> bool:
     return connect_url(conf) is not None or str(conf.conf.get("spark.api.mode", "")).lower() == "connect"
 
 
-def is_connect(spark) -> bool:
+def is_connect(spark: SparkSession) -> bool:
     """True for a Spark Connect session (no SparkContext, no JVM handle in this process), whoever built it."""
     return type(spark).__module__.startswith("pyspark.sql.connect")
 
@@ -105,7 +111,7 @@ def _check_connect_packages() -> None:
         raise EnvironmentProblem(f"Spark Connect needs the packages {CONNECT_PACKAGES}; missing: {', '.join(missing)}")
 
 
-def build_spark(conf: SparkConf):
+def build_spark(conf: SparkConf) -> SparkSession:
     """Get or create the SparkSession described by ``conf``: classic, or a Spark Connect client.
 
     Under spark-submit the master and resources come from the command line; ``conf.master`` is only
@@ -214,7 +220,7 @@ def code_archive(out_dir: str | None = None) -> str:
     return str(target)
 
 
-def ship_code(spark) -> None:
+def ship_code(spark: SparkSession) -> None:
     """Add the project's code to a Spark Connect session as a Python artifact (``addArtifacts(...,
     pyfile=True)``): the server's Python workers import it for this session's UDFs, so they run the same
     code as this client without the project installed on the cluster. Its dependencies (torch, pyarrow,
@@ -227,7 +233,7 @@ def ship_code(spark) -> None:
     log.info("shipped the project's code to the Spark Connect session: %s", os.path.basename(archive))
 
 
-def default_filesystem(spark) -> str | None:
+def default_filesystem(spark: SparkSession) -> str | None:
     """The cluster's default filesystem (Hadoop's ``fs.defaultFS``): where a path without a scheme lives.
     None when it can't be known here: a Spark Connect session to a server on another machine, which
     doesn't set it in its SQL conf."""
@@ -243,7 +249,7 @@ def default_filesystem(spark) -> str | None:
     return value or "file:///"
 
 
-def default_parallelism(spark) -> int:
+def default_parallelism(spark: SparkSession) -> int:
     """How many tasks the cluster runs at once by default (``SparkContext.defaultParallelism``). A Spark
     Connect session has no SparkContext: there it is ``spark.default.parallelism`` when set, else the
     number of partitions Spark gives a range without a partition count (one tiny job), which is the
@@ -255,20 +261,29 @@ def default_parallelism(spark) -> int:
         return int(value)
     from pyspark.sql import functions as F
 
-    return int(spark.range(1 << 16).select(F.spark_partition_id().alias("p")).agg(F.max("p")).first()[0]) + 1
+    return int(single_row(spark.range(1 << 16).select(F.spark_partition_id().alias("p")).agg(F.max("p")))[0]) + 1
 
 
-def _session_url(spark) -> str | None:
+def single_row(df: DataFrame) -> Row:
+    """The one row of an aggregate without grouping (``df.agg(...)``), which always has one."""
+    row = df.first()
+    if row is None:
+        raise ValueError("an aggregate without grouping returned no row")
+    return row
+
+
+def _session_url(spark: SparkSession) -> str | None:
     """The ``sc://`` URL a Connect session talks to; None for a local server the jobs started."""
     if os.environ.get("SPARK_LOCAL_REMOTE"):
         return None
+    client: Any = getattr(spark, "client", None)  # a Connect session's client
     try:
-        return f"sc://{spark.client._builder.host}"
+        return f"sc://{client._builder.host}"
     except AttributeError:  # a client without the builder's host: the URL it was given, if any
         return os.environ.get("SPARK_REMOTE")
 
 
-def qualify_output_dir(spark, conf):
+def qualify_output_dir(spark: SparkSession, conf: Config) -> Config:
     """``conf`` with ``run.output_dir`` made absolute on the driver, so that the driver, Spark's writers
     and the executors' own readers (training reads its shards with pyarrow) name the same place: an
     executor runs in a working directory of its own, where a relative path means something else.

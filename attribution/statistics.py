@@ -11,9 +11,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column
 
 # The standard normal quantile of a two-sided 95% interval: every CI in the tables uses it.
 Z95 = 1.959963984540054
@@ -24,7 +28,9 @@ def normal_ci(mean: Any, se: Any) -> tuple[Any, Any]:
     return mean - Z95 * se, mean + Z95 * se
 
 
-def clustered_ratio_mean(c, total: str, sq: str, cross: str, events: str, nn: str, sessions: str):
+def clustered_ratio_mean(
+    c: Callable[[str], Column], total: str, sq: str, cross: str, events: str, nn: str, sessions: str
+) -> tuple[Column, Column]:
     """The ratio mean m = sum(x) / sum(n) over sessions and its session-clustered SE, from the per-key
     sums of x, x^2, x*n, n and n^2 and the session count G, read with ``c`` (a column by name):
     Var(m) = G / (G - 1) * sum_i (x_i - m n_i)^2 / (sum_i n_i)^2, null for one session. (mean, se) Columns."""

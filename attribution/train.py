@@ -21,7 +21,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 
@@ -29,6 +30,14 @@ from attribution.config import Config
 from attribution.features import INPUT_COLUMNS, Vocabularies, build_vocabularies, encode_sessions, length_buckets
 from attribution.io import join
 from attribution.metrics import binary_metrics
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import torch
+    from pyspark.sql import SparkSession
+
+    from attribution.config import TrainConf
+    from attribution.model import SessionTransformer
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +53,9 @@ class TrainingError(RuntimeError):
 # --------------------------------------------------------------------------------------------------
 
 
-def prepare_shards(spark, conf: Config, sessions_path: str, shards_path: str, n_processes: int):
+def prepare_shards(
+    spark: SparkSession, conf: Config, sessions_path: str, shards_path: str, n_processes: int
+) -> tuple[Vocabularies, dict, dict[str, int]]:
     """Build the vocabularies and write the sharded model input. Returns (vocab, vocab stats, sessions per
     split as written)."""
     from pyspark.sql import Observation
@@ -155,7 +166,7 @@ def _code_paths() -> list[str]:
     return paths
 
 
-def _load_entry(module: str, name: str, local: bool, paths: list[str]):
+def _load_entry(module: str, name: str, local: bool, paths: list[str]) -> Any:
     # Pickled by value (see TrainEntry.__reduce__): it runs where the project may not be importable yet.
     import importlib
     import os as _os
@@ -183,12 +194,12 @@ class TrainEntry:
     def __init__(self, module: str, name: str, local: bool):
         self.module, self.name, self.local = module, name, local
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         import importlib
 
         return getattr(importlib.import_module(self.module), self.name)(*args, **kwargs)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable, tuple]:
         from pyspark import TaskContext
 
         paths = _code_paths() if self.local or TaskContext.get() is not None else []
@@ -196,7 +207,7 @@ class TrainEntry:
         return loader, (self.module, self.name, self.local, paths)
 
 
-def _by_value(fn):
+def _by_value(fn: Callable) -> Callable:
     """A copy of ``fn`` that cloudpickle serializes by value (its code travels, not its module's name)."""
     import types
 
@@ -232,7 +243,7 @@ def distribute(conf: Config, params: WorkerParams) -> dict:
     return result
 
 
-def _training_failure(exc: BaseException, t) -> str:
+def _training_failure(exc: BaseException, t: TrainConf) -> str:
     """One line for a failed TorchDistributor run: where it ran and the most telling reason found."""
     import re
 
@@ -282,7 +293,7 @@ def check_classes(counts: dict, minimum: int, where: str) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _read_shards(root: str, split: str, rank: int, world: int):
+def _read_shards(root: str, split: str, rank: int, world: int) -> pa.Table | None:
     """This rank's shards of ``split`` as one Arrow table (sorted by session_id: deterministic)."""
     import pyarrow as pa
     import pyarrow.dataset as ds
@@ -304,7 +315,7 @@ def _read_shards(root: str, split: str, rank: int, world: int):
 class _Split:
     """One rank's encoded sessions of a split plus their labels."""
 
-    def __init__(self, table, vocab: Vocabularies):
+    def __init__(self, table: pa.Table | None, vocab: Vocabularies):
         if table is None or table.num_rows == 0:
             self.encoded, self.labels = None, np.zeros(0, dtype=np.float32)
         else:
@@ -315,7 +326,7 @@ class _Split:
         return len(self.labels)
 
 
-def _lr_lambda(warmup: int, total: int):
+def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
@@ -325,7 +336,9 @@ def _lr_lambda(warmup: int, total: int):
     return f
 
 
-def _score(model, data: _Split, fields, device, batch_size: int) -> np.ndarray:
+def _score(
+    model: SessionTransformer, data: _Split, fields: tuple[str, ...], device: torch.device, batch_size: int
+) -> np.ndarray:
     import torch
 
     from attribution.model import to_tensors
@@ -381,7 +394,7 @@ def train_worker(given: WorkerParams | dict[str, Any]) -> Optional[dict]:
     return result
 
 
-def _train(params: WorkerParams, rank: int, world: int, device, distributed: bool) -> Optional[dict]:
+def _train(params: WorkerParams, rank: int, world: int, device: torch.device, distributed: bool) -> Optional[dict]:
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -394,14 +407,14 @@ def _train(params: WorkerParams, rank: int, world: int, device, distributed: boo
     fields = spec.fields
     data = {s: _Split(_read_shards(params.shards_path, s, rank, world), vocab) for s in SPLITS}
 
-    def all_gather(obj):
+    def all_gather(obj: Any) -> list:
         if not distributed:
             return [obj]
         out = [None] * world
         dist.all_gather_object(out, obj)
         return out
 
-    def gathered_metrics(split: str, net) -> tuple[dict, np.ndarray, np.ndarray]:
+    def gathered_metrics(split: str, net: SessionTransformer) -> tuple[dict, np.ndarray, np.ndarray]:
         scores = _score(net, data[split], fields, device, params.batch_size)
         parts = all_gather((scores, data[split].labels))
         s = np.concatenate([p[0] for p in parts])

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Optional, Protocol
+from typing import TYPE_CHECKING, Optional, Protocol
 
 from attribution.config import Config, ConfigError, load_config
 from attribution.features import FeatureMismatch
@@ -18,6 +18,9 @@ from attribution.sessionize import ReconciliationError
 from attribution.spark import EnvironmentProblem, build_spark, qualify_output_dir
 from attribution.stages.attribute import AttributionReconciliationError
 from attribution.train import TrainingError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("jobs")
 
@@ -126,7 +129,7 @@ class Main(Protocol):
 
 def main_of(
     description: str,
-    body: Callable[[object, Config, argparse.Namespace], int | None],
+    body: Callable[[SparkSession, Config, argparse.Namespace], int | None],
     extra: Optional[Callable[[argparse.ArgumentParser], None]] = None,
     window: bool = False,
 ) -> Main:

@@ -8,18 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from typing import TYPE_CHECKING
 
 from attribution.report_text import format_attribute_summary
 from attribution.stages import attribute
 from jobs._cli import main_of
 
+if TYPE_CHECKING:
+    import argparse
 
-def _args(p) -> None:
+    from pyspark.sql import SparkSession
+
+    from attribution.config import Config
+
+
+def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, help="train, validation, test (default: attribution.split) or all")
     p.add_argument("--model", default=None, help="model directory (default: <output_dir>/<train.model_path>)")
 
 
-def _body(spark, conf, args) -> int:
+def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     if args.split:
         conf = dataclasses.replace(conf, attribution=dataclasses.replace(conf.attribution, split=args.split))
         from attribution.config import validate

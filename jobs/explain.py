@@ -7,16 +7,24 @@ prediction, and writes a small PNG under <output_dir>/report/explain/.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from attribution.stages import explain
 from jobs._cli import main_of
 
+if TYPE_CHECKING:
+    import argparse
 
-def _args(p) -> None:
+    from pyspark.sql import SparkSession
+
+    from attribution.config import Config
+
+
+def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session-id", required=True, help="a session_id of the event-level table")
 
 
-def _body(spark, conf, args) -> int:
+def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     table, png = explain.run(spark, conf, args.session_id)
     print(table)
     print(f"picture: {png}")

@@ -8,17 +8,25 @@ Reads the event-level table written by jobs/attribute.py, the sessions table and
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from attribution.report_text import format_faithfulness_summary
 from attribution.stages import faithfulness
 from jobs._cli import main_of
 
+if TYPE_CHECKING:
+    import argparse
 
-def _args(p) -> None:
+    from pyspark.sql import SparkSession
+
+    from attribution.config import Config
+
+
+def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="model directory (default: <output_dir>/<train.model_path>)")
 
 
-def _body(spark, conf, args) -> int:
+def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     summary = faithfulness.run(spark, conf, model_path=args.model)
     print(format_faithfulness_summary(summary))
     return 0

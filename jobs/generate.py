@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from attribution.stages import generate
 from jobs._cli import main_of
 
+if TYPE_CHECKING:
+    import argparse
 
-def _body(spark, conf, args) -> int:
+    from pyspark.sql import SparkSession
+
+    from attribution.config import Config
+
+
+def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     counts = generate.run(spark, conf)
     print(
         f"generated {counts['rows']:,} raw events into {conf.generate.output_path} "

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from typing import TYPE_CHECKING, Any
 
 from attribution.io import write_text
 from attribution.report_text import (
@@ -21,12 +22,19 @@ from attribution.report_text import (
 from attribution.stages import attribute, faithfulness, generate, report, sessionize, train
 from jobs._cli import main_of
 
+if TYPE_CHECKING:
+    import argparse
+
+    from pyspark.sql import SparkSession
+
+    from attribution.config import Config
+
 log = logging.getLogger("jobs.pipeline")
 
 STAGES = ("generate", "sessionize", "train", "attribute", "faithfulness", "report")
 
 
-def _args(p) -> None:
+def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stages",
         default=",".join(STAGES),
@@ -34,7 +42,7 @@ def _args(p) -> None:
     )
 
 
-def _body(spark, conf, args) -> int:
+def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     wanted = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in STAGES]
     if unknown:
@@ -80,7 +88,7 @@ def _body(spark, conf, args) -> int:
     return 0
 
 
-def write_manifest(conf, timings: dict, results: dict) -> None:
+def write_manifest(conf: Config, timings: dict, results: dict) -> None:
     """``manifest.json``: the config (credentials redacted), each stage's timing and summary, the model's
     sha256 and metrics (with the leakage check), the report's output locations."""
     manifest = {
@@ -112,7 +120,7 @@ def write_manifest(conf, timings: dict, results: dict) -> None:
 SECRET_WORDS = ("secret", "password", "token", "credential", "access.key", "accesskey", "private")
 
 
-def redacted(tree):
+def redacted(tree: Any) -> Any:
     """A copy of a config tree with the values of credential-looking keys replaced."""
     if isinstance(tree, dict):
         return {k: ("***" if any(w in str(k).lower() for w in SECRET_WORDS) else redacted(v)) for k, v in tree.items()}

@@ -6,12 +6,20 @@ Reads the event-level table written by jobs/attribute.py.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from attribution.stages import report
 from jobs._cli import main_of
 
+if TYPE_CHECKING:
+    import argparse
 
-def _body(spark, conf, args) -> int:
+    from pyspark.sql import SparkSession
+
+    from attribution.config import Config
+
+
+def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     summary = report.run(spark, conf)
     print(summary["insights"])
     for name, where in summary["outputs"].items():

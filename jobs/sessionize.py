@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from attribution.report_text import format_sessionize_summary
 from attribution.stages import sessionize
 from jobs._cli import main_of
 
+if TYPE_CHECKING:
+    import argparse
 
-def _body(spark, conf, args) -> int:
+    from pyspark.sql import SparkSession
+
+    from attribution.config import Config
+
+
+def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     summary = sessionize.run(spark, conf)
     print(format_sessionize_summary(summary))
     return 0

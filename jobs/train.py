@@ -7,13 +7,21 @@ model directory (safetensors weights, JSON config and vocabularies, sha256) with
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from attribution.report_text import format_train_metrics
 from attribution.stages import train
 from jobs._cli import main_of
 
+if TYPE_CHECKING:
+    import argparse
 
-def _body(spark, conf, args) -> int:
+    from pyspark.sql import SparkSession
+
+    from attribution.config import Config
+
+
+def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     metrics = train.run(spark, conf)
     print(format_train_metrics(metrics, metrics["model_path"]))
     return 0

@@ -12,7 +12,8 @@ not accumulated. The model cache, the device choice and the counters are :mod:`u
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +35,15 @@ from udfs.worker import (
     with_stats,
 )
 
+if TYPE_CHECKING:
+    import torch
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+    from attribution.config import Config
+    from attribution.features import EncodedSessions
+    from attribution.model import SessionTransformer
+
 log = logging.getLogger(__name__)
 
 
@@ -52,7 +62,7 @@ def output_fields(
     return fields
 
 
-def _per_session_unknown(encoded, field_tokens: np.ndarray) -> np.ndarray:
+def _per_session_unknown(encoded: EncodedSessions, field_tokens: np.ndarray) -> np.ndarray:
     from attribution.features import UNK
 
     cumulative = np.r_[0, np.cumsum(field_tokens == UNK, dtype=np.int64)]
@@ -60,7 +70,7 @@ def _per_session_unknown(encoded, field_tokens: np.ndarray) -> np.ndarray:
 
 
 def attribute_batches(
-    batches: Iterator[pa.RecordBatch],
+    batches: Iterable[pa.RecordBatch],
     payload: ModelPayload,
     methods: Sequence[str | Method],
     batch_size: int,
@@ -141,7 +151,15 @@ def attribute_batches(
         yield pa.RecordBatch.from_arrays([*batch.columns, *columns], schema=with_fields(batch.schema, fields))
 
 
-def _removal_effects(batch: pa.RecordBatch, encoded, model, fraction: float, device, max_positions, stats: dict):
+def _removal_effects(
+    batch: pa.RecordBatch,
+    encoded: EncodedSessions,
+    model: SessionTransformer,
+    fraction: float,
+    device: torch.device,
+    max_positions: int | None,
+    stats: dict,
+) -> dict[str, np.ndarray]:
     """The removal effects of the batch's sampled sessions, per dimension (see attribution/removal.py)."""
     from attribution.removal import key_codes, position_codes, removal_effects, sampled
 
@@ -163,7 +181,7 @@ def _removal_effects(batch: pa.RecordBatch, encoded, model, fraction: float, dev
 # --------------------------------------------------------------------------------------------------
 
 
-def _fail_first_attempt(batches, partition: int):
+def _fail_first_attempt(batches: Iterable[pa.RecordBatch], partition: int) -> Iterator[pa.RecordBatch]:
     """Fault injection (``attribution.fail_first_attempt_of_partition``): the first attempt of the
     task of ``partition`` raises after yielding its first batch, i.e. midway through its output."""
     from pyspark import TaskContext
@@ -175,7 +193,9 @@ def _fail_first_attempt(batches, partition: int):
             raise RuntimeError(f"injected failure: partition {partition}, attempt 0 (fail_first_attempt_of_partition)")
 
 
-def score_sessions(sessions, payload: ModelPayload, conf, spark, removal_sample: float = 0.0):
+def score_sessions(
+    sessions: DataFrame, payload: ModelPayload, conf: Config, spark: SparkSession, removal_sample: float = 0.0
+) -> tuple[DataFrame, tuple[str, ...]]:
     """Append the score columns to ``sessions`` (a DataFrame of the sessions table) with the UDF; with
     ``removal_sample`` > 0 also the removal effects of that share of the sessions. The UDF's counters
     come in :data:`STATS_COLUMN` (see :func:`with_stats`)."""
@@ -190,7 +210,7 @@ def score_sessions(sessions, payload: ModelPayload, conf, spark, removal_sample:
     fail_partition = a.fail_first_attempt_of_partition
     shipped = ship(spark, payload)
 
-    def udf(batches):
+    def udf(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pending: list[dict] = []
         scored = attribute_batches(
             batches,
@@ -216,7 +236,9 @@ def score_sessions(sessions, payload: ModelPayload, conf, spark, removal_sample:
 PEAKS = ("rss_mb",)
 
 
-def scoring_input(sessions, methods: Sequence[str | Method], vocab_fields: tuple[str, ...], removal: bool = False):
+def scoring_input(
+    sessions: DataFrame, methods: Sequence[str | Method], vocab_fields: tuple[str, ...], removal: bool = False
+) -> tuple[DataFrame, StructType]:
     """The sessions' columns the UDF reads or passes through, and the schema of what it returns."""
     from pyspark.sql.types import StructType
 

@@ -9,12 +9,13 @@ sessions and summarizes the rows is :mod:`attribution.stages.faithfulness`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
 
-from attribution.faithfulness import FaithfulnessInputError
+from attribution.faithfulness import FaithfulnessInputError, FaithfulnessOptions
 from udfs.worker import ModelPayload, cached_model, choose_device, ship, spark_fields, stats_field, with_stats
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,13 @@ SESSION_SCHEMA = pa.schema(
 
 
 def evaluate_batches(
-    batches: Iterator[pa.RecordBatch],
+    batches: Iterable[pa.RecordBatch],
     payload: ModelPayload,
     methods: list[str],
     score_columns: list[str],
-    options,
+    options: FaithfulnessOptions,
     threads_per_task: int | None = None,
-    on_stats=None,
+    on_stats: Callable[[dict], None] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The body of the UDF: sessions (model inputs plus one score array per method) in, per-session
     metric rows out."""
@@ -76,7 +77,10 @@ def evaluate_batches(
         cols: dict[str, list] = {f.name: [] for f in SESSION_SCHEMA}
         for i, sid in enumerate(ids):
             lo, hi = int(encoded.offsets[i]), int(encoded.offsets[i + 1])
-            rows = [(m, None, name, k, v, r) for m, name, k, v, r in long_rows(metrics[i], methods, options)]
+            # (method, other method, metric, k, value, random value): metric rows, then agreement rows
+            rows: list[tuple[str, str | None, str, str, float, float | None]] = [
+                (m, None, name, k, v, r) for m, name, k, v, r in long_rows(metrics[i], methods, options)
+            ]
             rows += [
                 (a, b, "spearman", "all", rho, None)
                 for a, b, rho in agreement_rows({m: s[lo:hi] for m, s in zip(methods, scores, strict=True)})
@@ -99,14 +103,22 @@ def evaluate_batches(
 GAPS = ("prediction_gap",)
 
 
-def evaluate(spark, sampled, payload: ModelPayload, methods: list[str], score_columns: list[str], options, threads):
+def evaluate(
+    spark: SparkSession,
+    sampled: DataFrame,
+    payload: ModelPayload,
+    methods: list[str],
+    score_columns: list[str],
+    options: FaithfulnessOptions,
+    threads: int | None,
+) -> DataFrame:
     """The UDF over ``sampled`` (sessions with their model inputs and score arrays): a DataFrame of the
     per-session metric rows, with the UDF's counters in :data:`udfs.worker.STATS_COLUMN`."""
     from pyspark.sql.types import StructType
 
     shipped = ship(spark, payload)
 
-    def udf(batches):
+    def udf(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pending: list[dict] = []
         evaluated = evaluate_batches(batches, shipped.value, methods, score_columns, options, threads, pending.append)
         return with_stats(evaluated, pending, GAPS)

@@ -18,13 +18,20 @@ schema mapping of what they return.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-_CACHE: dict[str, object] = {}  # sha256 -> (LoadedModel on its device, device); one per Python worker
+if TYPE_CHECKING:
+    import torch
+    from pyspark.sql import Column, SparkSession
+    from pyspark.sql.types import StructField
+
+    from attribution.model import LoadedModel
+
+_CACHE: dict[str, LoadedModel] = {}  # "sha256@device" -> the model on that device; one per Python worker
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,7 @@ class Inline:
     value: object
 
 
-def ship(spark, value):
+def ship(spark: SparkSession, value: Any) -> Any:
     """``value`` for the executors, read as ``.value`` in the UDF: a broadcast from a classic session (sent
     once per executor, outside the task binary); the value itself under Spark Connect, which has no
     broadcast: the function carries it, in the plan, and the server ships it with the task binary (a Spark
@@ -89,7 +96,7 @@ def device_name(addresses: list[str], cuda_devices: int) -> str:
     return "cuda:0"
 
 
-def choose_device(threads_per_task: int | None = None):
+def choose_device(threads_per_task: int | None = None) -> torch.device:
     """The task's GPU, a local GPU, or the CPU with torch threads matched to the task's cores."""
     import torch
     from pyspark import TaskContext
@@ -105,7 +112,7 @@ def choose_device(threads_per_task: int | None = None):
     return torch.device("cpu")
 
 
-def cached_model(payload: ModelPayload, device):
+def cached_model(payload: ModelPayload, device: torch.device) -> LoadedModel:
     """Build the model once per Python worker and device; reuse it for every later task."""
     from hashlib import sha256
 
@@ -182,7 +189,9 @@ def merge_stats(parts: list[dict], maxima: tuple[str, ...] = ()) -> dict:
     return out
 
 
-def with_stats(batches: Iterator[pa.RecordBatch], pending: list[dict], maxima: tuple[str, ...] = ()):
+def with_stats(
+    batches: Iterable[pa.RecordBatch], pending: list[dict], maxima: tuple[str, ...] = ()
+) -> Iterator[pa.RecordBatch]:
     """``batches`` with :data:`STATS_COLUMN` appended: the counters the UDF reported into ``pending`` since
     the last batch, merged, on the batch's first row; null on every other row. Counters reported before
     an empty batch ride on the next batch that has a row."""
@@ -197,7 +206,7 @@ def with_stats(batches: Iterator[pa.RecordBatch], pending: list[dict], maxima: t
         )
 
 
-def stats_metric():
+def stats_metric() -> Column:
     """The Observation metric that gathers :data:`STATS_COLUMN`: one map per output batch, few enough to
     collect (a batch holds ``spark.sql.execution.arrow.maxRecordsPerBatch`` rows)."""
     from pyspark.sql import functions as F
@@ -205,7 +214,8 @@ def stats_metric():
     return F.collect_list(STATS_COLUMN).alias(STATS_COLUMN)
 
 
-def stats_field():
+def stats_field() -> StructField:
+    """The Spark field of :data:`STATS_COLUMN`."""
     from pyspark.sql.types import DoubleType, MapType, StringType, StructField
 
     return StructField(STATS_COLUMN, MapType(StringType(), DoubleType(), True), True)

@@ -4,7 +4,11 @@ drift against the model's test ROC-AUC."""
 
 from __future__ import annotations
 
+from pyspark.sql import DataFrame, SparkSession
+
+from attribution.config import Config
 from attribution.methods import resolve
+from attribution.spark import single_row
 from udfs.attribution_udf import PEAKS, score_sessions
 from udfs.worker import ModelPayload, observed_stats, stats_metric
 
@@ -13,7 +17,7 @@ class AttributionReconciliationError(RuntimeError):
     """Events out != events in: a bug, never a user error."""
 
 
-def publish_events(spark, conf, output: str) -> dict:
+def publish_events(spark: SparkSession, conf: Config, output: str) -> dict:
     """The event-level table just written at ``output`` (parquet), published as Delta and/or one CSV file
     as configured, read back from ``output`` so the model does not run again. Returns, per sink, its
     location and seconds."""
@@ -40,7 +44,7 @@ def publish_events(spark, conf, output: str) -> dict:
     return published
 
 
-def sessions_to_score(spark, conf):
+def sessions_to_score(spark: SparkSession, conf: Config) -> DataFrame:
     """The sessions table's configured split (``attribution.split``; ``all`` for every session), checked
     for the columns the stage needs."""
     from pyspark.sql import functions as F
@@ -62,7 +66,7 @@ def sessions_to_score(spark, conf):
     return sessions if split == "all" else sessions.where(F.col("split") == split)
 
 
-def drift_check(spark, conf, output: str, model_auc: float | None) -> dict:
+def drift_check(spark: SparkSession, conf: Config, output: str, model_auc: float | None) -> dict:
     """The attributed sessions' ROC-AUC (one prediction and label per session, read back from the event
     table just written) against the model's test ROC-AUC: ``flagged`` when it is lower by more than
     ``attribution.max_auc_drop``. The AUC is null when the sessions are of one class (a day without
@@ -89,7 +93,7 @@ def drift_check(spark, conf, output: str, model_auc: float | None) -> dict:
     }
 
 
-def run(spark, conf, model_path: str | None = None) -> dict:
+def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> dict:
     """Attribute the configured split of the sessions table; write the event-level table and a summary."""
     import json
     import time
@@ -111,7 +115,7 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     payload = ModelPayload.read(model_location)
     sessions = sessions_to_score(spark, conf)
     max_length = payload.config["model"]["max_length"]
-    longest, n_sessions = sessions.agg(F.max("session_length"), F.count(F.lit(1))).first()
+    longest, n_sessions = single_row(sessions.agg(F.max("session_length"), F.count(F.lit(1))))
     if longest is None:
         day = f" of {conf.run.date}" if conf.run.date else ""
         raise InputError(

@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+from pyspark.sql import SparkSession
+
 from attribution import figures
 from attribution.config import Config
 from attribution.explain import format_table, session_events
 from attribution.io import join, write_bytes
 
 
-def run(spark, conf: Config, session_id: str) -> tuple[str, str]:
+def run(spark: SparkSession, conf: Config, session_id: str) -> tuple[str, str]:
     rows = session_events(spark, conf, session_id)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in session_id)
     location = join(conf.output(conf.report.output_path), f"explain/{safe}.png")

@@ -16,10 +16,13 @@ import logging
 import time
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
+from pyspark.sql import DataFrame, Observation, SparkSession
 
 from attribution import figures, report, sinks
-from attribution.faithfulness import FaithfulnessInputError
+from attribution.config import Config
+from attribution.faithfulness import FaithfulnessInputError, FaithfulnessOptions
 from attribution.statistics import Z95
 from udfs.faithfulness_udf import GAPS, evaluate
 from udfs.worker import STATS_COLUMN, ModelPayload, observed_stats, stats_metric
@@ -38,9 +41,8 @@ PICTURE = "attribution_faithfulness.png"
 PREDICTION_TOLERANCE = 1e-4
 
 
-def options_of(conf):
-    from attribution.faithfulness import FaithfulnessOptions
-
+def options_of(conf: Config) -> FaithfulnessOptions:
+    """The faithfulness options the configuration gives."""
     f = conf.faithfulness
     return FaithfulnessOptions(
         k_events=tuple(f.k_events),
@@ -52,7 +54,15 @@ def options_of(conf):
     )
 
 
-def sample_sessions(spark, events, sessions, methods: list[str], max_sessions: int, seed: int, observed=None):
+def sample_sessions(
+    spark: SparkSession,
+    events: DataFrame,
+    sessions: DataFrame,
+    methods: list[str],
+    max_sessions: int,
+    seed: int,
+    observed: Observation | None = None,
+) -> tuple[DataFrame, list[str]]:
     """The sampled sessions: model inputs, label, the stored prediction and one score array per method.
     ``observed`` (an Observation) counts the sampled sessions of the event table, before the join with
     the sessions table."""
@@ -91,7 +101,7 @@ def sample_sessions(spark, events, sessions, methods: list[str], max_sessions: i
     return grouped.join(inputs, "session_id").repartition(tasks, "session_id"), score_cols
 
 
-def run(spark, conf, model_path: str | None = None) -> dict:
+def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> dict:
     """Evaluate the event table's methods on a sample of its sessions; write the per-session table, the
     two summary tables, the picture and ``faithfulness_summary.json``."""
     from pyspark.sql import Observation
@@ -143,10 +153,10 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     if tables["faithfulness"].num_rows == 0:
         raise FaithfulnessInputError(f"{conf.output(conf.attribution.output_path)}: no sessions to evaluate")
     sampled_n = int(observed.get["sampled"])
-    evaluated = int(max(tables["faithfulness"].column("sessions").to_pylist()))
-    if evaluated != sampled_n:
+    evaluated_n = int(max(tables["faithfulness"].column("sessions").to_pylist()))
+    if evaluated_n != sampled_n:
         raise FaithfulnessInputError(
-            f"{sampled_n - evaluated} of the {sampled_n} sampled sessions of the event table are not in the "
+            f"{sampled_n - evaluated_n} of the {sampled_n} sampled sessions of the event table are not in the "
             f"sessions table {conf.output(conf.sessions.sessions_path)}: it changed after the attribute stage; "
             "re-run the attribute stage"
         )
@@ -199,7 +209,9 @@ def run(spark, conf, model_path: str | None = None) -> dict:
     return summary
 
 
-def summarize(per_session, methods: list[str], options, run_id: str) -> dict[str, pa.Table]:
+def summarize(
+    per_session: DataFrame, methods: list[str], options: FaithfulnessOptions, run_id: str
+) -> dict[str, pa.Table]:
     """The two small tables, from the per-session rows with Spark SQL (one job each), CIs added on the
     driver. Faithfulness: per (method, metric, k) the mean over sessions, its 95% CI, the random baseline
     with its CI, and the paired difference from random with its CI; ``beats_random`` when that CI lies
@@ -287,7 +299,7 @@ def summarize(per_session, methods: list[str], options, run_id: str) -> dict[str
     }
 
 
-def most_faithful(faith) -> dict:
+def most_faithful(faith: pd.DataFrame) -> dict:
     """The method whose top-ranked events move the prediction most beyond a random order's (AOPC
     comprehensiveness minus random), and the one whose top events best reproduce it alone (AOPC
     sufficiency, lowest minus random)."""

@@ -7,13 +7,15 @@ import json
 import logging
 from pathlib import Path
 
+from pyspark.sql import SparkSession
+
 from attribution.config import Config
 from attribution.generate import DIRTY_KINDS, generate_events, ground_truth, store_table
 
 log = logging.getLogger(__name__)
 
 
-def run(spark, conf: Config) -> dict:
+def run(spark: SparkSession, conf: Config) -> dict:
     """Generate and write the raw events, the stores dimension and the ground truth. Returns counts."""
     g = conf.generate
     events = generate_events(spark, conf)

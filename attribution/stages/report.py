@@ -9,6 +9,8 @@ import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from pyspark.sql import DataFrame, SparkSession
+
 from attribution import aggregate, figures, ground_truth, sinks
 from attribution.config import Config
 from attribution.io import InputError, join, read_table, run_days
@@ -23,11 +25,12 @@ from attribution.report import (
     stage_tables,
 )
 from attribution.report_text import faithful_text, ground_truth_text, key_insights, planted_sentence
+from attribution.spark import single_row
 
 log = logging.getLogger(__name__)
 
 
-def run(spark, conf: Config) -> dict:
+def run(spark: SparkSession, conf: Config) -> dict:
     """Read the event-level table, build and write every table, the picture and index.html; return a
     summary."""
     from attribution import page
@@ -118,15 +121,15 @@ def run(spark, conf: Config) -> dict:
     return result
 
 
-def _sessions_of(events) -> tuple[int, int]:
+def _sessions_of(events: DataFrame) -> tuple[int, int]:
     """(sessions, converted sessions) of an event table: its rows at position 0, one per session."""
     from pyspark.sql import functions as F
 
-    n, converted = events.where(F.col("event_position") == 0).agg(F.count(F.lit(1)), F.sum("label")).first()
+    n, converted = single_row(events.where(F.col("event_position") == 0).agg(F.count(F.lit(1)), F.sum("label")))
     return int(n), int(converted or 0)
 
 
-def write_day_statistics(spark, conf: Config, events) -> None:
+def write_day_statistics(spark: SparkSession, conf: Config, events: DataFrame) -> None:
     """Store the day's additive statistics, replacing the day's partition of each, under report.stats_path:
     ``key_sums`` (per key, the sums over sessions: a few rows per key), ``store_rows`` (per store, session
     and type x position cell: a store's net effect is measured against the window's cell means, so it is
@@ -173,7 +176,7 @@ def window_of(conf: Config) -> list[str]:
     return [(last - dt.timedelta(days=n - 1 - i)).isoformat() for i in range(n)]
 
 
-def statistics_of_days(spark, conf: Config, days: list[str]) -> tuple[tuple, tuple[int, int]]:
+def statistics_of_days(spark: SparkSession, conf: Config, days: list[str]) -> tuple[tuple, tuple[int, int]]:
     """((lift statistics, removal statistics), (sessions, converted)) of ``days`` from the stored daily
     statistics; a day without them is a one-line error naming it."""
     from pyspark.errors import AnalysisException
@@ -182,7 +185,7 @@ def statistics_of_days(spark, conf: Config, days: list[str]) -> tuple[tuple, tup
     base = conf.output(conf.report.stats_path)
     first, last = F.lit(days[0]).cast("date"), F.lit(days[-1]).cast("date")
 
-    def read(name: str):
+    def read(name: str) -> DataFrame:
         df = spark.read.parquet(join(base, name))
         return df.where(F.col("session_date").between(first, last))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from attribution import session_rules
@@ -36,7 +36,7 @@ from attribution.sessionize import (
 log = logging.getLogger(__name__)
 
 
-def run(spark, conf: Config, raw: DataFrame | None = None, stores: DataFrame | None = None) -> dict:
+def run(spark: SparkSession, conf: Config, raw: DataFrame | None = None, stores: DataFrame | None = None) -> dict:
     """Sessionize the configured input (or ``raw``/``stores`` given directly, e.g. from a notebook).
 
     Writes the kept sessions (parquet, one row per session), the quarantine (parquet, with

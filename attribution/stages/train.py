@@ -8,6 +8,8 @@ import json
 import logging
 import time
 
+from pyspark.sql import SparkSession
+
 from attribution.config import Config
 from attribution.io import join, write_text
 from attribution.train import SPLITS, check_classes, distribute, prepare_shards, worker_params
@@ -15,7 +17,7 @@ from attribution.train import SPLITS, check_classes, distribute, prepare_shards,
 log = logging.getLogger(__name__)
 
 
-def run(spark, conf: Config) -> dict:
+def run(spark: SparkSession, conf: Config) -> dict:
     """Train on ``conf.sessions.sessions_path``; write the model directory and metrics.json.
 
     Returns the metrics (also written to ``<model_path>/metrics.json``).
@@ -87,7 +89,7 @@ def run(spark, conf: Config) -> dict:
     return metrics
 
 
-def leakage_check(spark, conf: Config) -> dict:
+def leakage_check(spark: SparkSession, conf: Config) -> dict:
     """Sessionize again keeping the funnel events and train a model on that: the test AUC it reaches is
     the leakage the seed warns about (the funnel gives the answer away). Nothing of it is published
     except these numbers."""
