@@ -35,3 +35,11 @@ def spark():
 def make_conf(*overrides: str, path: str | None = None) -> Config:
     """Defaults (the seed's rules) plus ``dotted.key=value`` overrides, validated like the CLI's."""
     return load_config(path, list(overrides))
+
+
+@pytest.fixture(scope="module")
+def events(spark):
+    """The hand-written event table of tests/helpers.py (EVENTS), for the report's and sinks' tests."""
+    from tests.helpers import report_events
+
+    return report_events(spark)

@@ -210,8 +210,15 @@ def run_small_pipeline_elsewhere(data, out, n_users: int, *sets: str) -> None:
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
 
 
-# A small transformer for the stage tests: cheap to score, every part of the model present.
+# The tests' one small transformer: cheap to score and to train, every part of the model present (6 heads,
+# two layers, so attention rollout has layers to multiply through).
 SMALL_MODEL = dict(d_model=24, n_heads=6, n_layers=2, ff_dim=32, field_dim=8, continuous_dim=4, dropout=0.1)
+
+
+def small_model_sets(**changes: object) -> list[str]:
+    """:data:`SMALL_MODEL` as ``model.*`` config overrides (``--set`` values), with ``changes`` (a
+    training test takes one layer, say, to train faster)."""
+    return [f"model.{k}={v}" for k, v in {**SMALL_MODEL, **changes}.items()]
 
 
 def save_random_model(path, vocab, max_length: int = 30, seed: int = 0):
@@ -221,3 +228,57 @@ def save_random_model(path, vocab, max_length: int = 30, seed: int = 0):
     model = random_model(vocab, max_length=max_length, seed=seed, std=0.2, **SMALL_MODEL)
     save_artifact(str(path), weights_bytes(model), model.spec, vocab)
     return load_artifact(str(path))
+
+
+# Four sessions, hand-written. Event type A appears in s1 (converted), s2 (converted, twice), s3 (not).
+EVENTS = [
+    # session, label, position, type, store, length, gradient_attribution, contribution
+    ("s1", 1, 0, "A", "x", 2, 0.6, 0.30),
+    ("s1", 1, 1, "B", None, 2, 0.4, -0.20),
+    ("s2", 1, 0, "A", "x", 3, 0.2, 0.10),
+    ("s2", 1, 1, "A", "y", 3, 0.3, 0.05),
+    ("s2", 1, 2, "B", None, 3, 0.5, 0.25),
+    ("s3", 0, 0, "A", "y", 2, 0.1, -0.01),
+    ("s3", 0, 1, "B", None, 2, 0.9, 0.40),
+    ("s4", 0, 0, "B", "x", 1, 1.0, 0.50),
+]
+
+
+def report_events(spark):
+    """:data:`EVENTS` as an event-level table, as the attribute stage writes it (the columns the report reads)."""
+    from pyspark.sql import functions as F
+
+    from attribution.events import position_bin
+
+    df = spark.createDataFrame(
+        EVENTS,
+        "session_id string, label int, event_position int, event_type string, store_id string, "
+        "session_length int, gradient_attribution double, contribution double",
+    )
+    return (
+        df.withColumn("position_bin", position_bin(F.col("event_position") + 1))
+        .withColumn("store_name", F.col("store_id"))
+        .withColumn("run_id", F.lit("r1"))
+    )
+
+
+def tables_of(events, **kw):
+    """The report's tables of an event-level DataFrame, as pandas."""
+    from attribution import aggregate
+
+    return {k: t.to_pandas() for k, t in aggregate.tables(aggregate.long_format(events), **kw).items()}
+
+
+def row_of(pdf, **keys):
+    """The one row of ``pdf`` with the given column values."""
+    for k, v in keys.items():
+        pdf = pdf[pdf[k] == v]
+    assert len(pdf) == 1, pdf
+    return pdf.iloc[0]
+
+
+def report_conf(tmp_path, run_id="r1", *extra):
+    """A config writing under ``tmp_path`` with one method, grad_x_input."""
+    from tests.conftest import make_conf
+
+    return make_conf(f"run.output_dir={tmp_path}", f"run.run_id={run_id}", "attribution.methods=[grad_x_input]", *extra)

@@ -15,9 +15,8 @@ from attribution.attribute import (
 )
 from attribution.features import Vocabularies, encode_sessions
 from attribution.model import to_tensors
-from tests.helpers import random_model, synthetic_sessions, vocab_of
+from tests.helpers import SMALL_MODEL, random_model, synthetic_sessions, vocab_of
 
-SMALL = dict(d_model=48, n_heads=6, n_layers=2, ff_dim=64, field_dim=8, continuous_dim=4, dropout=0.1)
 ALL = AttributionOptions(methods=METHODS, ig_steps=16)
 
 
@@ -25,7 +24,7 @@ ALL = AttributionOptions(methods=METHODS, ig_steps=16)
 def setup():
     table = synthetic_sessions(30, seed=8, max_len=25)
     vocab = vocab_of(table)
-    model = random_model(vocab, max_length=30, seed=1, std=0.2, **SMALL)
+    model = random_model(vocab, max_length=30, seed=1, std=0.2, **SMALL_MODEL)
     for p in model.parameters():
         p.requires_grad_(False)
     return model, encode_sessions(table, vocab), vocab

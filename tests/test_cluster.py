@@ -28,6 +28,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from attribution.stages import generate as generate_stage
+from tests.helpers import small_model_sets
 from tests.standalone import StandaloneCluster, python_without_project
 
 pytestmark = pytest.mark.slow
@@ -52,11 +53,7 @@ SETS = [
     "run.run_id=cluster",
     "spark.master=null",
     "spark.conf.spark.sql.shuffle.partitions=4",
-    "model.d_model=24",
-    "model.n_layers=1",
-    "model.ff_dim=32",
-    "model.field_dim=8",
-    "model.continuous_dim=4",
+    *small_model_sets(n_layers=1),
     "train.epochs=3",
     "train.patience=3",
     "train.learning_rate=0.003",

@@ -11,6 +11,7 @@ import pytest
 from attribution import sessionize
 from attribution.stages import generate as generate_stage
 from tests.conftest import make_conf
+from tests.helpers import small_model_sets
 
 DAYS = ("2025-01-15", "2025-01-16", "2025-01-17")
 
@@ -272,12 +273,7 @@ def test_reporting_a_day_without_events_is_one_line_and_exit_2(spark, day_sessio
 
 
 TRAIN_SMALL = [
-    "model.d_model=24",
-    "model.n_heads=6",
-    "model.n_layers=1",
-    "model.ff_dim=48",
-    "model.field_dim=8",
-    "model.continuous_dim=4",
+    *small_model_sets(n_layers=1, ff_dim=48),
     "train.epochs=2",
     "train.num_processes=1",
     "train.threads_per_process=1",

@@ -16,15 +16,11 @@ from attribution import train
 from attribution.features import build_vocabularies
 from attribution.model import ModelSpec, build_model, load_artifact
 from tests.conftest import make_conf
-from tests.helpers import run_small_pipeline, synthetic_sessions, vocab_of, write_shards
+from tests.helpers import run_small_pipeline, small_model_sets, synthetic_sessions, vocab_of, write_shards
 
+# the tests' small model with one layer (trains in seconds), and small training settings
 SMALL = [
-    "model.d_model=24",
-    "model.n_heads=6",
-    "model.n_layers=1",
-    "model.ff_dim=48",
-    "model.field_dim=8",
-    "model.continuous_dim=4",
+    *small_model_sets(n_layers=1, ff_dim=48),
     "train.batch_size=32",
     "train.epochs=6",
     "train.patience=6",

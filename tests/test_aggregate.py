@@ -1,0 +1,225 @@
+"""The report's tables in Spark SQL (attribution/aggregate.py) against hand-computed expectations on the
+hand-written event table of tests/helpers.py (``events``)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from attribution import aggregate, statistics
+from tests.helpers import EVENTS, row_of, tables_of
+
+
+def test_event_type_lift_with_session_clustered_ci(events):
+    table = tables_of(events)["event_type"]
+    a = row_of(table, event_type="A")
+    # converted: s1 contributes (n=1, s=0.6), s2 (n=2, s=0.5): mean 1.1/3
+    m = 1.1 / 3
+    assert a.converted == pytest.approx(m) and a.not_converted == pytest.approx(0.1)
+    assert a.attribution_lift == pytest.approx(m - 0.1)
+    assert a.events_converted == 3 and a.sessions_converted == 2 and a.sessions_not_converted == 1
+    # one non-converted session: no variance there, so no CI
+    assert math.isnan(a.lift_se) and pd.isna(a.significant)
+    assert a.contribution_converted == pytest.approx((0.30 + 0.10 + 0.05) / 3)
+    assert a.length_adjusted_converted == pytest.approx((0.6 * 2 + 0.2 * 3 + 0.3 * 3) / 3)
+    b = row_of(table, event_type="B")
+    # B: converted s1 (0.4), s2 (0.5); not converted s3 (0.9), s4 (1.0): one event per session
+    var_bc = 2 * ((0.4 - 0.45) ** 2 + (0.5 - 0.45) ** 2) / 4
+    var_bn = 2 * ((0.9 - 0.95) ** 2 + (1.0 - 0.95) ** 2) / 4
+    se = math.sqrt(var_bc + var_bn)
+    assert b.attribution_lift == pytest.approx(-0.5)
+    assert b.lift_se == pytest.approx(se)
+    assert b.lift_ci_low == pytest.approx(-0.5 - 1.959963984540054 * se)
+    assert bool(b.significant) is True  # -0.5 +/- 0.139 excludes 0
+    # ordered by the effect (B +0.2375 above A +0.11; by the seed's lift A would come first)
+    assert list(table.event_type) == ["B", "A"]
+
+
+def _clustered_mean_and_se(per_session: list[tuple[float, int]]) -> tuple[float, float]:
+    """sum(x)/sum(n) over sessions and its cluster-robust SE, written out session by session."""
+    x = np.array([v for v, _ in per_session])
+    n = np.array([k for _, k in per_session], float)
+    m = x.sum() / n.sum()
+    g = len(x)
+    return m, math.sqrt(g / (g - 1) * ((x - m * n) ** 2).sum() / n.sum() ** 2)
+
+
+def test_the_effect_is_the_mean_signed_contribution_with_a_session_clustered_ci(events):
+    table = tables_of(events)["event_type"]
+    a = row_of(table, event_type="A")
+    # A's contributions by session, both labels: s1 0.30 (1 event), s2 0.10 + 0.05 (2), s3 -0.01 (1)
+    m, se = _clustered_mean_and_se([(0.30, 1), (0.15, 2), (-0.01, 1)])
+    assert a.effect_log_odds == pytest.approx(0.44 / 4) == pytest.approx(m)
+    assert a.effect_se == pytest.approx(se)
+    assert a.effect_ci_low == pytest.approx(m - 1.959963984540054 * se)
+    assert a.effect_verdict == "indistinguishable from noise"  # 0.11 +/- 0.14
+    assert a.events == 4 and a.sessions == 3
+    assert a.mean_abs_effect_log_odds == pytest.approx((0.30 + 0.10 + 0.05 + 0.01) / 4)
+    b = row_of(table, event_type="B")
+    m, se = _clustered_mean_and_se([(-0.20, 1), (0.25, 1), (0.40, 1), (0.50, 1)])
+    assert b.effect_log_odds == pytest.approx(m) and b.effect_se == pytest.approx(se)
+    assert (b.effect_verdict == "drives conversion") == (m - 1.959963984540054 * se > 0)
+    # a method without a signed contribution has no effect, and keeps the seed's lift order
+    from pyspark.sql import functions as F
+
+    att = tables_of(events.withColumn("attention_attribution", F.when(F.col("event_type") == "A", 0.9).otherwise(0.1)))
+    rows = att["event_type"][att["event_type"].method == "attention"]
+    assert rows.effect_log_odds.isna().all() and list(rows.event_type) == ["A", "B"]
+
+
+def test_store_effect_is_beyond_its_events_type_and_position_and_ranked_by_the_shrunk_value(spark):
+    """Store A's events are all page loads (a high-contribution type), store B's all views: by the raw
+    mean A wins, but within each (type, position bin) cell B is above its cell's average and A below."""
+    rows = []
+    for i in range(4):
+        rows.append((f"a{i}", 1, 0, "page", "A", 1.0))  # page cell: A 1.0, C 1.4 -> mean 1.2
+        rows.append((f"c{i}", 0, 0, "page", "C", 1.4))
+        rows.append((f"b{i}", 1, 0, "view", "B", 0.2 + 0.01 * i))  # view cell: B 0.215, C 0.0 -> 0.1075
+        rows.append((f"d{i}", 0, 0, "view", "C", 0.0))
+    df = spark.createDataFrame(
+        rows,
+        "session_id string, label int, event_position int, event_type string, store_id string, contribution double",
+    )
+    from pyspark.sql import functions as F
+
+    events = (
+        df.withColumn("gradient_attribution", F.lit(0.5))
+        .withColumn("session_length", F.lit(1))
+        .withColumn("position_bin", F.lit("1-5"))
+        .withColumn("store_name", F.when(F.col("store_id") != "C", F.col("store_id")))  # C has no name
+    )
+    table = tables_of(events, min_events=4)["store"].set_index("store_id")
+    view_cell = (0.2 + 0.21 + 0.22 + 0.23) / 8
+    assert table.loc["A", "net_effect_log_odds"] == pytest.approx(-0.2)
+    assert table.loc["B", "net_effect_log_odds"] == pytest.approx(0.215 - view_cell)
+    assert table.loc["C", "net_effect_log_odds"] == pytest.approx((0.2 * 4 - view_cell * 4) / 8)
+    assert table.loc["C", "store_name"] == "C"  # no name in the stores dimension: its id
+    # A: four sessions of exactly -0.2 (no spread): SE 0; B's values spread by 0.01
+    assert table.loc["A", "net_effect_se"] == pytest.approx(0.0, abs=1e-12)
+    m, se = _clustered_mean_and_se([(0.2 + 0.01 * i - view_cell, 1) for i in range(4)])
+    assert table.loc["B", "net_effect_se"] == pytest.approx(se)
+    # the shrunk value: effect x tau2 / (tau2 + se^2 + b / sessions), with tau2 and b the intercept and
+    # slope of the line through (1 / sessions, effect^2 - se^2), both at least 0
+    e, se_, n = (table[c].to_numpy(float) for c in ("net_effect_log_odds", "net_effect_se", "sessions"))
+    slope, intercept = np.polyfit(1 / n, e * e - se_ * se_, 1)
+    b = max(slope, 0.0)
+    tau2 = max(float(np.mean(e * e - se_ * se_) - b * np.mean(1 / n)), 0.0) if slope < 0 else max(intercept, 0.0)
+    expected = e * tau2 / (tau2 + se_ * se_ + b / n) if tau2 > 0 else np.zeros(len(e))
+    assert table.shrunk_net_effect_log_odds.to_numpy(float) == pytest.approx(expected)
+    ordered = tables_of(events, min_events=4)["store"]
+    by_shrunk = sorted(table.index, key=lambda k: (-table.loc[k, "shrunk_net_effect_log_odds"], k))
+    assert list(ordered.store_id) == by_shrunk and list(ordered["rank"]) == [1, 2, 3]
+    # by the net effect alone (no shrinkage) B leads and A, all page loads, comes last
+    assert sorted(table.index, key=lambda k: -table.loc[k, "net_effect_log_odds"]) == ["B", "C", "A"]
+    # support: C has 8 sessions, A and B 4 each
+    assert list(tables_of(events, min_events=4, min_sessions=5)["store"].store_id) == ["C"]
+
+
+def test_position_table_keeps_the_bin_order_and_position_zero(events):
+    table = tables_of(events)["position"]
+    assert list(table.position_bin) == ["1-5"]  # positions 0..2 are all in 1-5
+    assert table.events_converted.iloc[0] + table.events_not_converted.iloc[0] == len(EVENTS)
+
+
+def test_store_table_support_and_rank(events):
+    table = tables_of(events, min_events=2)["store"]
+    # x: 0.6, 0.2, 1.0 (3 events, 3 sessions); y: 0.3, 0.1 (2 events)
+    assert list(table.store_id) == ["x", "y"] and list(table["rank"]) == [1, 2]
+    assert table.mean_attribution.tolist() == pytest.approx([1.8 / 3, 0.2])
+    assert table.event_count.tolist() == [3, 2] and table.sessions.tolist() == [3, 2]
+    assert list(tables_of(events, min_events=3)["store"].store_id) == ["x"]
+
+
+def test_type_position_heatmap_cells(events):
+    table = tables_of(events, max_position=2)["type_position"]
+    cells = {(r.event_type, r.position): (r.mean_attribution, r.events) for r in table.itertuples()}
+    # 1-based positions 1 and 2 only; position 1: A in s1 (0.6), s2 (0.2), s3 (0.1); B in s4 (1.0)
+    assert set(cells) == {("A", 1), ("A", 2), ("B", 1), ("B", 2)}
+    assert cells[("A", 1)] == (pytest.approx(0.3), 3) and cells[("B", 1)] == (pytest.approx(1.0), 1)
+    assert cells[("A", 2)] == (pytest.approx(0.3), 1) and cells[("B", 2)] == (pytest.approx(0.65), 2)
+
+
+def test_lift_stats_in_spark_holds_every_table_and_ranks_restart_per_method(spark, events):
+    from chispa import assert_df_equality
+    from pyspark.sql import functions as F
+
+    stats = aggregate.lift_stats(aggregate.long_format(events), max_position=2)
+    got = stats.where("kind = 'position'").select(
+        "method", "position_bin", "event_count", "sessions", "events_converted", "events_not_converted"
+    )
+    # s1 (2 events) and s2 (3) converted, s3 (2) and s4 (1) not: all in bin 1-5
+    expected = spark.createDataFrame([("grad_x_input", "1-5", 8, 4, 5, 3)], got.schema)
+    assert_df_equality(got, expected, ignore_nullable=True)
+    assert sorted(r.kind for r in stats.select("kind").distinct().collect()) == sorted(aggregate.KINDS)
+    # heatmap cells: means and events, no session counts (sessions are not kept for them)
+    cell = stats.where("kind = 'type_position' AND event_type = 'B' AND position = 2").first()
+    assert cell.mean_attribution == pytest.approx(0.65) and cell.event_count == 2 and cell.sessions is None
+    # with a second method reversing the store order, each method ranks its own stores from 1
+    both = events.withColumn("attention_attribution", F.when(F.col("store_id") == "y", 0.9).otherwise(0.1))
+    store = tables_of(both, min_events=2)["store"]
+    assert store[store.method == "grad_x_input"].store_id.tolist() == ["x", "y"]
+    assert store[store.method == "attention"].store_id.tolist() == ["y", "x"]
+    assert store["rank"].tolist() == [1, 2, 1, 2]
+
+
+def test_every_method_present_gets_its_rows(events):
+    from pyspark.sql import functions as F
+
+    both = events.withColumn("attention_attribution", F.lit(0.5))
+    table = tables_of(both)["event_type"]
+    assert sorted(set(table.method)) == ["attention", "grad_x_input"]
+    att = table[(table.method == "attention") & (table.event_type == "A")].iloc[0]
+    assert att.converted == pytest.approx(0.5) and math.isnan(att.contribution_converted)
+
+
+def test_removal_columns_by_hand(spark):
+    """One value per (session, key) whatever its event count; the mean, the independent-sessions CI, the
+    relative lift and the attributable conversions computed by hand; keys outside the sample are null."""
+    from pyspark.sql import functions as F
+
+    from attribution.events import position_bin
+
+    rows = [
+        # session, label, position, type, store, prediction, removal type / position / store
+        ("s1", 1, 0, "A", "x", 0.6, 0.10, 0.30, 0.05),
+        ("s1", 1, 1, "A", None, 0.6, 0.10, 0.30, None),  # A counted once for s1
+        ("s2", 0, 0, "A", "x", 0.4, 0.30, 0.20, 0.01),
+        ("s2", 0, 1, "B", None, 0.4, -0.10, 0.20, None),
+        ("s3", 0, 0, "A", "y", 0.2, None, None, None),  # not in the sample
+        ("s3", 0, 1, "C", None, 0.2, None, None, None),
+    ]
+    df = spark.createDataFrame(
+        rows,
+        "session_id string, label int, event_position int, event_type string, store_id string, prediction double, "
+        "removal_effect_type double, removal_effect_position double, removal_effect_store double",
+    )
+    events = (
+        df.withColumn("position_bin", position_bin(F.col("event_position") + 1))
+        .withColumn("store_name", F.col("store_id"))
+        .withColumn("session_length", F.lit(2))
+        .withColumn("gradient_attribution", F.lit(0.5))
+        .withColumn("contribution", F.lit(0.1))
+        .withColumn("run_id", F.lit("r1"))
+    )
+    removal = aggregate.removal_stats(events)
+    out = {k: t.to_pandas() for k, t in aggregate.tables(aggregate.long_format(events), 1, removal=removal).items()}
+    a = row_of(out["event_type"], event_type="A")
+    d = np.array([0.10, 0.30])
+    se = d.std(ddof=1) / math.sqrt(2)
+    assert a.removal_sessions == 2 and a.sessions == 3
+    assert a.removal_effect_pp == pytest.approx(100 * d.mean())
+    assert a.removal_ci_low_pp == pytest.approx(100 * (d.mean() - statistics.Z95 * se))
+    assert a.removal_ci_high_pp == pytest.approx(100 * (d.mean() + statistics.Z95 * se))
+    assert a.removal_relative_lift == pytest.approx(d.mean() / np.mean([0.6 - 0.10, 0.4 - 0.30]))
+    assert a.attributable_conversions == pytest.approx(d.mean() * 3)
+    b = row_of(out["event_type"], event_type="B")
+    assert b.removal_effect_pp == pytest.approx(-10.0) and b.removal_sessions == 1 and pd.isna(b.removal_ci_low_pp)
+    assert pd.isna(row_of(out["event_type"], event_type="C").removal_effect_pp)  # no sampled session has it
+    pos = row_of(out["position"], position_bin="1-5")
+    assert pos.removal_effect_pp == pytest.approx(25.0) and pos.removal_sessions == 2
+    x = row_of(out["store"], store_id="x")
+    assert x.removal_effect_pp == pytest.approx(3.0) and x.removal_sessions == 2
+    assert pd.isna(row_of(out["store"], store_id="y").removal_effect_pp)

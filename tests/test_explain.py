@@ -1,0 +1,42 @@
+"""One session explained by the report's method (attribution/explain.py, jobs/explain.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from attribution.stages import explain as explain_stage
+from tests.helpers import report_conf
+
+
+def test_explain_ranks_one_sessions_events_and_refuses_an_unknown_id(spark, events, tmp_path):
+    from pyspark.sql import functions as F
+
+    from attribution.io import InputError
+
+    conf = report_conf(tmp_path)
+    events.withColumn("prediction", events.label * 0.5 + 0.2).write.parquet(
+        str(tmp_path / "gradient_attribution_no_funnel")
+    )
+    text, png = explain_stage.run(spark, conf, "s2")
+    lines = text.splitlines()
+    assert lines[0].startswith("session s2: label 1 (converted), predicted P(convert) 0.700, 3 events")
+    assert "ranked by grad_x_input (contribution, log-odds" in lines[0]
+    # ranked by the signed contribution: position 3 (+0.25), 1 (+0.10), 2 (+0.05), 1-based
+    ranked = [line.split()[:2] for line in lines[2:]]
+    assert ranked == [["1", "3"], ["2", "1"], ["3", "2"]]
+    assert lines[2].split()[-1] == "+0.2500"  # signed
+    # integrated gradients as the report's method: its own contribution ranks the events
+    ig = events.withColumn("ig_attribution", F.lit(0.3)).withColumn("ig_contribution", -F.col("contribution"))
+    ig.withColumn("prediction", F.lit(0.5)).write.mode("overwrite").parquet(str(tmp_path / "ig_events"))
+    ig_conf = report_conf(
+        tmp_path,
+        "r1",
+        "attribution.methods=[integrated_gradients]",
+        "report.default_method=integrated_gradients",
+        "attribution.output_path=ig_events",
+    )
+    text, _ = explain_stage.run(spark, ig_conf, "s2")
+    assert [line.split()[:2] for line in text.splitlines()[2:]] == [["1", "2"], ["2", "1"], ["3", "3"]]
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(InputError, match="session 'nope' is not in"):
+        explain_stage.run(spark, conf, "nope")
