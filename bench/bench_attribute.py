@@ -15,7 +15,7 @@ Needs the embedded default's outputs (``make run``; run here first if they are m
               at 1x and each ``--scale``x the sessions, vs the in-process rate; the Python workers' peak memory;
               and the same stage with the model taken out (a UDF returning zero scores): Spark's share
 
-Goals (issue #4): batched >= 150x loop; flops >= 50% of the matmul; padding >= 90%; spark >= 80% of the
+Goals: batched >= 150x loop; flops >= 50% of the matmul; padding >= 90%; spark >= 80% of the
 in-process rate; ``scale``x the sessions <= 1.1 x scale the time; worker memory flat. The Spark stage has
 a fixed cost (jobs, file listing and commit) that larger inputs amortize, hence more than one scale.
 With ``--device cuda`` only the in-process part runs (the GPU machine has no Spark cluster); there
@@ -323,7 +323,7 @@ def spark_stage(scales: tuple[int, ...], repeats: int) -> dict:
                 f"attribution.output_path={RESULTS / 'attribution_out'}",
                 f"attribution.summary_path={RESULTS / 'attribution_summary.json'}",
                 f"train.model_path={(ROOT / base.output(base.train.model_path)).resolve()}",
-                # the stage as issue #4 defines it: read -> UDF -> write the event table (parquet); the
+                # the stage end to end: read -> UDF -> write the event table (parquet); the
                 # Delta publication is a second sink, measured in bench_report
                 "attribution.delta_path=null",
             ],

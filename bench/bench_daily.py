@@ -13,7 +13,7 @@ Then, with the embedded default's trained model (``make run`` first), every day 
 in day mode (every session, ``attribution.split=all``), and the report of the last day alone is timed beside the report of the whole window of
 ``--days`` days (``report.window_days``), which reads the days' stored statistics, not their events.
 
-Goals (issue #18): the day over the multi-day table reads only that day's rows and files, and costs
+Goals: the day over the multi-day table reads only that day's rows and files, and costs
 about what the single-day table costs (ratio near 1); the window's report costs about what a day's does.
 """
 

@@ -11,7 +11,7 @@ sessions, alternating, best of ``--repeats``:
 With ``--spark`` also the two Spark stages end to end on the same sessions (faithfulness.max_sessions
 set to all the test sessions): attribute (read -> UDF -> event table and its Delta) vs faithfulness
 (event table -> sample -> UDF -> per-session table -> the two summary tables, CSV/Delta/parquet, PNG).
-Goal (issue #6): the faithfulness pass at most 1.5x the attribution pass's cost.
+Goal: the faithfulness pass at most 1.5x the attribution pass's cost.
 """
 
 from __future__ import annotations

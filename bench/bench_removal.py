@@ -10,7 +10,7 @@ model (192 wide, 3 layers; untrained: the cost does not depend on the weights). 
 Then the report's tables (:func:`attribution.report.build_tables`, one Spark job for the lift and effect
 statistics plus one for the removal statistics) on the event table just written, beside the stage.
 
-Goals (issue #16): the removal effects add at most 25% to the stage's time; the report's tables stay
+Goals: the removal effects add at most 25% to the stage's time; the report's tables stay
 within 10% of the stage's time.
 """
 

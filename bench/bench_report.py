@@ -8,7 +8,7 @@ method and the cheapest, so the ratio is the strictest) and includes its sinks: 
 and its Delta publication. The report reads that table and writes every lift table (CSV, Delta,
 parquet) and the picture. Both warm, best of ``--repeats``. ``--seed-model``: an untrained model of the
 seed's sizes (the cluster's), whose cost per event is the production one.
-Goal (issue #5): report <= 10% of attribution.
+Goal: report <= 10% of attribution.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ For each size (millions of raw events, synthetic, generated once and cached unde
               label, funnel removal, arrays, split, summary with reconciliation
 
 Runs alternate (baseline, sessionize, baseline, ...) and the best of ``--repeats`` is kept, because the
-machine is shared and noisy. Goals (issue #2): sessionize <= 2.5x the read + sort by (user, device, timestamp)
+machine is shared and noisy. Goals: sessionize <= 2.5x the read + sort by (user, device, timestamp)
 + write, printed against both sorts; 4x events <= 4.5x time.
 """
 
