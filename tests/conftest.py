@@ -39,7 +39,7 @@ def make_conf(*overrides: str, path: str | None = None) -> Config:
 
 @pytest.fixture(scope="module")
 def events(spark):
-    """The hand-written event table of tests/helpers.py (EVENTS), for the report's and sinks' tests."""
+    """The hand-written event table of tests/helpers.py (EVENT_ROWS), for the report's and sinks' tests."""
     from tests.helpers import report_events
 
     return report_events(spark)

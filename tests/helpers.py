@@ -231,7 +231,7 @@ def save_random_model(path, vocab, max_length: int = 30, seed: int = 0):
 
 
 # Four sessions, hand-written. Event type A appears in s1 (converted), s2 (converted, twice), s3 (not).
-EVENTS = [
+EVENT_ROWS = [
     # session, label, position, type, store, length, gradient_attribution, contribution
     ("s1", 1, 0, "A", "x", 2, 0.6, 0.30),
     ("s1", 1, 1, "B", None, 2, 0.4, -0.20),
@@ -245,13 +245,13 @@ EVENTS = [
 
 
 def report_events(spark):
-    """:data:`EVENTS` as an event-level table, as the attribute stage writes it (the columns the report reads)."""
+    """:data:`EVENT_ROWS` as an event-level table, as the attribute stage writes it (the columns the report reads)."""
     from pyspark.sql import functions as F
 
     from attribution.events import position_bin
 
     df = spark.createDataFrame(
-        EVENTS,
+        EVENT_ROWS,
         "session_id string, label int, event_position int, event_type string, store_id string, "
         "session_length int, gradient_attribution double, contribution double",
     )

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from attribution import aggregate, statistics
-from tests.helpers import EVENTS, row_of, tables_of
+from tests.helpers import EVENT_ROWS, row_of, tables_of
 
 
 def test_event_type_lift_with_session_clustered_ci(events):
@@ -121,7 +121,7 @@ def test_store_effect_is_beyond_its_events_type_and_position_and_ranked_by_the_s
 def test_position_table_keeps_the_bin_order_and_position_zero(events):
     table = tables_of(events)["position"]
     assert list(table.position_bin) == ["1-5"]  # positions 0..2 are all in 1-5
-    assert table.events_converted.iloc[0] + table.events_not_converted.iloc[0] == len(EVENTS)
+    assert table.events_converted.iloc[0] + table.events_not_converted.iloc[0] == len(EVENT_ROWS)
 
 
 def test_store_table_support_and_rank(events):

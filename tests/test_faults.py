@@ -100,10 +100,10 @@ def test_a_task_failing_once_during_attribution_is_retried_into_an_identical_tab
 KILLER = """
 import os, signal, sys
 import pyarrow.parquet as pq
-from attribution import report
 from attribution.config import load_config
 from attribution.spark import build_spark
-from udfs import attribution_udf
+from attribution.stages import attribute as attribute_stage
+from attribution.stages import report as report_stage
 
 stage, marker = sys.argv[1], sys.argv[2]
 conf = load_config("conf/local.yaml", sys.argv[3:])
@@ -125,12 +125,13 @@ else:
 """
 
 
-def _killed(stage: str, marker: str, overrides: list[str]) -> int:
+def _killed(stage: str, marker: str, overrides: list[str]) -> None:
+    """Run ``stage`` in a process that kills itself at ``marker``; asserts that it died by SIGKILL."""
     sets = [overrides[i + 1] for i in range(0, len(overrides), 2)]
     proc = subprocess.run(
         [sys.executable, "-c", KILLER, stage, marker, *sets], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
-    return proc.returncode
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
 
 
 def _snapshot(out: Path) -> dict[str, pd.DataFrame]:
@@ -163,8 +164,7 @@ def test_a_driver_killed_while_writing_leaves_the_previous_outputs_readable_and_
     assert len(stores_before) == 3 * 12  # 12 stores, 3 methods
     # the report again with a store support no store reaches (an empty store table), killed while the
     # store table's new files are being staged: the report stages every output before it publishes any
-    code = _killed("report", "store_attribution", [*base, "--set", "report.store_min_events=1000000"])
-    assert code == -signal.SIGKILL
+    _killed("report", "store_attribution", [*base, "--set", "report.store_min_events=1000000"])
     after = _snapshot(out)  # everything still reads, and nothing changed: no table of the killed run
     assert set(after) == set(before)
     for name, table in before.items():
@@ -177,7 +177,7 @@ def test_a_driver_killed_while_writing_leaves_the_previous_outputs_readable_and_
     # the attribute stage killed after the executors wrote the event table's files, before the commit
     events = out / "report/delta/gradient_attribution_no_funnel"
     version, rows = DeltaTable(str(events)).version(), DeltaTable(str(events)).to_pandas()
-    assert _killed("attribute", "-", base) == -signal.SIGKILL
+    _killed("attribute", "-", base)
     table = DeltaTable(str(events))
     assert table.version() == version
     pd.testing.assert_frame_equal(

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from attribution import sinks
-from tests.helpers import EVENTS
+from tests.helpers import EVENT_ROWS
 
 
 def test_event_table_as_delta_one_commit_per_run_and_idempotent(spark, events, tmp_path):
@@ -22,11 +22,13 @@ def test_event_table_as_delta_one_commit_per_run_and_idempotent(spark, events, t
     table = DeltaTable(location)
     assert table.protocol().min_reader_version == 1 and table.protocol().min_writer_version == 2
     rows = table.to_pandas()
-    assert rows.groupby("run_id").size().to_dict() == {"r1": len(EVENTS), "r2": 3}
+    assert rows.groupby("run_id").size().to_dict() == {"r1": len(EVENT_ROWS), "r2": 3}
     r1 = rows[rows.run_id == "r1"].sort_values(["session_id", "event_position"])
-    assert r1.gradient_attribution.tolist() == pytest.approx([e[6] for e in sorted(EVENTS, key=lambda e: (e[0], e[2]))])
+    assert r1.gradient_attribution.tolist() == pytest.approx(
+        [e[6] for e in sorted(EVENT_ROWS, key=lambda e: (e[0], e[2]))]
+    )
     # time travel: version 0 is the first write, intact
-    assert len(DeltaTable(location, version=0).to_pandas()) == len(EVENTS)
+    assert len(DeltaTable(location, version=0).to_pandas()) == len(EVENT_ROWS)
 
 
 def test_a_failure_during_the_write_leaves_the_previous_table_unchanged(spark, events, tmp_path):
@@ -59,8 +61,8 @@ def test_event_level_csv_is_one_file_written_by_the_executors(spark, events, tmp
     target = tmp_path / "gradient_attribution_no_funnel.csv"
     sinks.write_csv_single_file(events, str(target))
     back = pd.read_csv(target)
-    assert len(back) == len(EVENTS) and "gradient_attribution" in back.columns
-    assert sorted(back.gradient_attribution) == pytest.approx(sorted(e[6] for e in EVENTS))
+    assert len(back) == len(EVENT_ROWS) and "gradient_attribution" in back.columns
+    assert sorted(back.gradient_attribution) == pytest.approx(sorted(e[6] for e in EVENT_ROWS))
     assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temporary directory left behind
 
 
