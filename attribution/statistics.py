@@ -3,7 +3,8 @@
 - :data:`Z95`, the two-sided 95% normal quantile every CI uses;
 - :func:`clustered_ratio_mean`: a ratio mean over sessions with its session-clustered standard error, as
   Spark columns (the tables' lift and effect; aggregate.py's docstring derives it);
-- :func:`normal_ci`: mean +/- Z95 x SE (the removal effect, the faithfulness metrics);
+- :func:`normal_ci`: mean +/- Z95 x SE (the removal effect); :func:`mean_ci`, the same from a standard
+  deviation and a count (the faithfulness metrics);
 - :func:`shrink`: empirical-Bayes shrinkage by support (the stores' ranking);
 - :func:`roc_auc_ci`: the Hanley & McNeil interval for a ROC-AUC (is the model better than chance?).
 """
@@ -26,6 +27,13 @@ Z95 = 1.959963984540054
 def normal_ci(mean: Any, se: Any) -> tuple[Any, Any]:
     """(low, high) = mean -/+ Z95 x se, for numbers or numpy arrays."""
     return mean - Z95 * se, mean + Z95 * se
+
+
+def mean_ci(mean: Any, sd: Any, count: Any) -> tuple[Any, Any]:
+    """The 95% CI of a mean of ``count`` independent values with standard deviation ``sd``:
+    mean -/+ Z95 x sd / sqrt(count) (a count below 1 counts as 1), for numbers, arrays or pandas Series."""
+    half = Z95 * sd / np.sqrt(np.maximum(count, 1))
+    return mean - half, mean + half
 
 
 def clustered_ratio_mean(

@@ -63,3 +63,11 @@ def test_a_normal_interval_is_the_mean_plus_minus_z95_standard_errors():
 
     z = NormalDist().inv_cdf(0.975)
     assert low == pytest.approx([-z, 1 - 0.5 * z]) and high == pytest.approx([z, 1 + 0.5 * z])
+
+
+def test_the_ci_of_a_mean_covers_the_true_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(12)
+    draws = rng.normal(0.3, 2.0, size=(500, 200))
+    low, high = statistics.mean_ci(draws.mean(axis=1), draws.std(axis=1, ddof=1), 200)
+    assert 0.92 <= np.mean((low <= 0.3) & (0.3 <= high)) <= 0.98
+    assert statistics.mean_ci(1.0, 2.0, 0) == statistics.normal_ci(1.0, 2.0)  # no count: counted as one

@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 from attribution import figures, report, sinks
 from attribution.config import Config
 from attribution.faithfulness import FaithfulnessInputError, FaithfulnessOptions
-from attribution.statistics import Z95
+from attribution.statistics import mean_ci
 from udfs.faithfulness_udf import GAPS, evaluate
 from udfs.worker import STATS_COLUMN, ModelPayload, observed_stats, stats_metric
 
@@ -236,14 +236,12 @@ def summarize(
         .toArrow()
         .to_pandas()
     )
-    n = np.sqrt(faith["sessions"].clip(lower=1))
     for col, sd, low, high in (
         ("value", "sd", "ci_low", "ci_high"),
         ("random_baseline", "random_sd", "random_ci_low", "random_ci_high"),
         ("vs_random", "diff_sd", "vs_random_ci_low", "vs_random_ci_high"),
     ):
-        half = Z95 * faith[sd].fillna(0.0) / n
-        faith[low], faith[high] = faith[col] - half, faith[col] + half
+        faith[low], faith[high] = mean_ci(faith[col], faith[sd].fillna(0.0), faith["sessions"])
     higher = faith["metric"].map(HIGHER_IS_BETTER).astype(bool)
     faith["better"] = np.where(higher, "higher", "lower")
     faith["beats_random"] = np.where(higher, faith["vs_random_ci_low"] > 0, faith["vs_random_ci_high"] < 0)
