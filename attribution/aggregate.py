@@ -61,6 +61,8 @@ from attribution import methods
 from attribution.events import POSITION_BINS
 from attribution.statistics import clustered_ratio_mean, normal_ci, shrink
 
+# the effect verdicts: the CI above 0, below 0, or across it
+DRIVES, HOLDS_BACK, NOISE = "drives conversion", "holds conversion back", "indistinguishable from noise"
 EFFECT_COLUMNS = ("effect_log_odds", "effect_ci_low", "effect_ci_high", "effect_se", "effect_verdict")
 STORE_EFFECT_COLUMNS = (
     "shrunk_net_effect_log_odds",
@@ -266,9 +268,9 @@ def _per_session(rows: DataFrame, cells: DataFrame) -> DataFrame:
 def _verdict(low: F.Column, high: F.Column) -> F.Column:
     return (
         F.when(low.isNull() | high.isNull(), F.lit(None).cast("string"))
-        .when(low > 0, F.lit("drives conversion"))
-        .when(high < 0, F.lit("holds conversion back"))
-        .otherwise(F.lit("indistinguishable from noise"))
+        .when(low > 0, F.lit(DRIVES))
+        .when(high < 0, F.lit(HOLDS_BACK))
+        .otherwise(F.lit(NOISE))
     )
 
 

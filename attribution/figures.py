@@ -161,7 +161,7 @@ def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, s
         ax.set_xlabel(EFFECT_UNIT + "; green drives, red holds back, grey: noise")
     else:
         top_et = et.head(top).iloc[::-1]
-        verdicts = ["drives conversion" if v > 0 else "holds conversion back" for v in top_et["attribution_lift"]]
+        verdicts = [DIRECTIONS[0] if v > 0 else DIRECTIONS[1] for v in top_et["attribution_lift"]]
         _bars(
             ax,
             top_et["event_type"],

@@ -227,7 +227,7 @@ def write_tables(spark: SparkSession, tables: dict[str, pa.Table], conf: Config)
 
 EFFECT_UNIT = "mean signed contribution per event (log-odds)"
 # the verdicts that give a direction (the others: indistinguishable from noise)
-DIRECTIONS = ("drives conversion", "holds conversion back")
+DIRECTIONS = (aggregate.DRIVES, aggregate.HOLDS_BACK)
 GROUND_TRUTH_TABLE = "ground_truth_recovery"
 
 

@@ -172,8 +172,9 @@ def _support(row: pd.Series, events: str = "events") -> str:
 
 def ranked_drivers(et: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(drivers strongest first, detractors strongest first, the rest) of one method's event types."""
-    drivers = et[et["effect_verdict"] == "drives conversion"].sort_values("effect_log_odds", ascending=False)
-    detractors = et[et["effect_verdict"] == "holds conversion back"].sort_values("effect_log_odds")
+    drives, holds_back = DIRECTIONS
+    drivers = et[et["effect_verdict"] == drives].sort_values("effect_log_odds", ascending=False)
+    detractors = et[et["effect_verdict"] == holds_back].sort_values("effect_log_odds")
     rest = et[~et.index.isin(drivers.index) & ~et.index.isin(detractors.index)]
     return drivers, detractors, rest
 
