@@ -231,6 +231,10 @@ class ModelConf:
     dropout: float = 0.1
     field_dim: int = 32  # embedding width of each categorical field before the projection to d_model
     continuous_dim: int = 16  # width of the projected continuous features
+    # Rank of the additive per-event path beside the CLS head (attribution/model.py): each event also adds
+    # sum_k (A x_i)_k * P[position_i]_k to the logit directly, so a step's main effect needn't be counted
+    # through attention. Not in the seed's model; 0 turns it off (the seed's CLS head alone).
+    additive_rank: int = 4
 
 
 @dataclass(frozen=True)
@@ -604,6 +608,8 @@ def validate(conf: Config) -> None:
             raise ConfigError(f"model.{name}: must be >= 1")
     if m.d_model % m.n_heads:
         raise ConfigError(f"model.d_model: {m.d_model} must be divisible by model.n_heads ({m.n_heads})")
+    if m.additive_rank < 0:
+        raise ConfigError(f"model.additive_rank: {m.additive_rank} must be >= 0 (0: no additive path)")
     if not 0 <= m.dropout < 1:
         raise ConfigError("model.dropout: must be in [0, 1)")
     for name in (

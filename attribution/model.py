@@ -22,6 +22,12 @@ residual of the other positions, which nothing reads, are skipped. The logits an
 the full computation's (tested). What that saves is measured in ``bench/bench_attribute.py`` (figures in
 docs/benchmarks.md).
 
+The additive path (``ModelSpec.additive_rank`` > 0): beside the CLS head, each event adds
+``sum_k (A x_i)_k * P[position_i]_k`` to the logit, ``x_i`` its input representation. The head reads an
+attention-weighted average, which can't count; the path carries each event's main effect as a term of a
+sum, and the encoder what the events do together. The term is linear in ``x_i`` with no offset, so the
+empty event adds 0 and gradient x input adds up to the path's share of the logit exactly.
+
 Padding: ``mask`` is True for real events; padded keys are excluded from every softmax and the CLS
 position is always a valid key, so padding never changes a session's logit.
 """
@@ -75,6 +81,8 @@ class ModelSpec:
     # zero vector and gradient x input measures each event against it. True: the layout of artifacts
     # saved before this field existed, kept loadable.
     input_bias: bool = False
+    # The additive per-event path's rank (0: none, as in artifacts saved before the field existed).
+    additive_rank: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,6 +110,7 @@ class ModelSpec:
             dropout=model_conf.dropout,
             field_dim=model_conf.field_dim,
             continuous_dim=model_conf.continuous_dim,
+            additive_rank=model_conf.additive_rank,
         )
 
 
@@ -188,6 +197,11 @@ class SessionTransformer(nn.Module):
             nn.Dropout(spec.dropout),
             nn.Linear(spec.d_model, 1),
         )
+        if spec.additive_rank:
+            # The additive path: an event's term is linear in its representation (no offset, so the empty
+            # event adds exactly 0) and scaled per position, one weight per rank and position.
+            self.event_value = nn.Linear(spec.d_model, spec.additive_rank, bias=False)
+            self.event_position = nn.Embedding(spec.max_length + 1, spec.additive_rank)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -198,6 +212,9 @@ class SessionTransformer(nn.Module):
                 emb.weight[0].zero_()
         nn.init.normal_(self.cls, std=0.02)
         nn.init.normal_(self.position.weight, std=0.02)
+        if self.spec.additive_rank:
+            nn.init.normal_(self.event_value.weight, std=0.02)
+            nn.init.constant_(self.event_position.weight, 1.0)
 
     def represent(self, tokens: dict[str, torch.Tensor], continuous: torch.Tensor) -> torch.Tensor:
         """The per-event input representation (B, L, d_model)."""
@@ -250,7 +267,12 @@ class SessionTransformer(nn.Module):
             h, probs = layer(h, key_mask, need_attention, cls_only=i == last and not all_positions)
             if attention is not None:
                 attention.append(probs)
-        return self.head(h[:, 0]).squeeze(-1), attention
+        logit = self.head(h[:, 0]).squeeze(-1)
+        if self.spec.additive_rank:
+            index = positions if positions is not None else torch.arange(1, n + 1, device=x.device).expand(b, n)
+            terms = (self.event_value(x) * self.event_position(index)).sum(-1)  # (B, L)
+            logit = logit + terms.masked_fill(~mask, 0.0).sum(-1)
+        return logit, attention
 
     def forward(self, tokens: dict[str, torch.Tensor], continuous: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.forward_from_representation(self.represent(tokens, continuous), mask)[0]

@@ -212,7 +212,9 @@ def run_small_pipeline_elsewhere(data, out, n_users: int, *sets: str) -> None:
 
 # The tests' one small transformer: cheap to score and to train, every part of the model present (6 heads,
 # two layers, so attention rollout has layers to multiply through).
-SMALL_MODEL = dict(d_model=24, n_heads=6, n_layers=2, ff_dim=32, field_dim=8, continuous_dim=4, dropout=0.1)
+SMALL_MODEL = dict(
+    d_model=24, n_heads=6, n_layers=2, ff_dim=32, field_dim=8, continuous_dim=4, dropout=0.1, additive_rank=2
+)
 
 
 def small_model_sets(**changes: object) -> list[str]:

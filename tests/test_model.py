@@ -159,6 +159,51 @@ def test_the_cls_only_last_layer_gives_the_full_computations_logits_gradients_an
     assert train_att[-1].shape[2] == x.shape[1] + 1
 
 
+def test_the_additive_path_adds_each_events_term_and_nothing_for_padding(table, vocab):
+    """With the CLS head silenced, the logit is the additive path alone: per event, sum_k (A x_i)_k *
+    P[position_i]_k, computed here by hand from the weights; padding adds nothing, and an event placed at
+    another position (``positions``, as removal compacts a session) is weighted by that position."""
+    model = random_model(vocab, max_length=40, seed=5, std=0.3, **SMALL_MODEL)
+    assert model.spec.additive_rank == 2
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.zero_()
+    enc = encode_sessions(table, vocab)
+    batch = enc.batch(np.arange(len(enc)), min_length=40)  # padded well past the longest session
+    tokens, cont, mask = to_tensors(batch, model.spec.fields)
+    with torch.no_grad():
+        x = model.represent(tokens, cont)
+        logits, _ = model.forward_from_representation(x, mask)
+    a = model.event_value.weight.detach().numpy()  # (rank, d)
+    p = model.event_position.weight.detach().numpy()  # (max_length + 1, rank)
+    xs = x.numpy()
+    expected = [sum(float((a @ xs[s, i]) @ p[i + 1]) for i in range(n)) for s, n in enumerate(enc.lengths)]
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-5, atol=1e-6)
+    # gradient x input adds up to the logit exactly: the path is linear in x with no offset
+    xi = x.clone().requires_grad_(True)
+    out, _ = model.forward_from_representation(xi, mask)
+    (grad,) = torch.autograd.grad(out.sum(), xi)
+    np.testing.assert_allclose((grad * x).sum(dim=(1, 2)).numpy(), expected, rtol=1e-5, atol=1e-6)
+    # one session's events placed in reverse: the first event at position n, the last at 1
+    n = int(enc.lengths[0])
+    assert n > 1
+    moved = torch.arange(n, 0, -1)[None, :]
+    with torch.no_grad():
+        placed, _ = model.forward_from_representation(x[:1, :n], mask[:1, :n], positions=moved)
+    want = sum(float((a @ xs[0, i]) @ p[n - i]) for i in range(n))
+    assert float(placed[0]) == pytest.approx(want, rel=1e-5, abs=1e-6)
+
+
+def test_artifacts_saved_before_the_additive_path_load_without_it(model, vocab, tmp_path):
+    from attribution.model import ModelSpec, SessionTransformer
+
+    doc = {**model.spec.to_dict()}
+    doc.pop("additive_rank")
+    spec = ModelSpec.from_dict(json.loads(json.dumps(doc)))
+    assert spec.additive_rank == 0
+    assert not hasattr(SessionTransformer(spec), "event_value")
+
+
 def test_sessions_longer_than_the_model_allows_are_refused(model, vocab):
     enc = encode_sessions(synthetic_sessions(2, seed=1, max_len=60), vocab)
     long_rows = [i for i, n in enumerate(enc.lengths) if n > 40] or [0]
