@@ -28,9 +28,9 @@ type and position already explain much of their contribution. ``net_effect_log_o
 (contribution - the mean contribution of store events of the same event type and position bin), with
 its session-clustered CI; ``shrunk_net_effect_log_odds`` pulls it towards 0 by its support (empirical
 Bayes: x tau^2 / (tau^2 + se^2 + b / sessions), where b / sessions is the noise of the model's estimate
-for a store it saw rarely, and tau^2 the spread of the true effects around 0; both come from a line
-through the stores' effects, see :func:`shrink`), so a store seen in a few sessions can't top the
-ranking by luck.
+for a store it saw rarely, fitted on the stores as if most had no effect of their own, and tau^2 the
+spread of the true effects around 0, see :func:`shrink`), so a store seen in a few sessions can't top
+the ranking by luck.
 Stores are ranked by the shrunk effect, among those with at least ``min_sessions`` sessions.
 
 **Removal effect** (``removal_effect_pp``, see attribution/removal.py): the mean, over the sampled sessions

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,6 +55,11 @@ def clustered_ratio_mean(
     return mean, F.sqrt(var)
 
 
+# The median of a chi-square with 1 degree of freedom, (the normal's 75% quantile)^2: what e^2 / var has as
+# its median when e ~ N(0, var).
+CHI2_1_MEDIAN = NormalDist().inv_cdf(0.75) ** 2
+
+
 def shrink(effect: np.ndarray, se: np.ndarray, support: np.ndarray | None = None) -> tuple[np.ndarray, float, float]:
     """Empirical-Bayes shrinkage towards 0 by support: ``effect * tau2 / (tau2 + noise)``.
 
@@ -61,11 +67,17 @@ def shrink(effect: np.ndarray, se: np.ndarray, support: np.ndarray | None = None
     sessions that measured it (``se^2``), and the noise of the model's own estimate for that store,
     which is larger the fewer sessions it was learned from (a rarely seen store id keeps an embedding
     that is mostly its random start, and gives large, consistent and meaningless contributions that
-    ``se`` can't see). So ``noise = se^2 + b / support``, and with ``tau2`` the variance of the true
-    effects around 0, E[effect^2 - se^2] = tau2 + b / support: a least-squares line through the stores'
-    (1 / support, effect^2 - se^2) gives ``tau2`` (its intercept) and ``b`` (its slope), both at least
-    0. Without ``support`` (or fewer than 3 stores), ``b`` = 0 and tau2 = mean(effect^2 - se^2).
-    A NaN effect or SE shrinks to 0. Returns (shrunk, tau2, b)."""
+    ``se`` can't see). So ``noise = se^2 + b / support``.
+
+    ``b`` comes from the stores that have no effect of their own, which are most of them: for such a
+    store effect / sqrt(noise) is a standard normal, so effect^2 / noise has the median of a chi-square
+    with 1 degree of freedom (:data:`CHI2_1_MEDIAN`). ``b`` is the value (at least 0) that gives the
+    stores' effect^2 / noise that median. A median is moved little by the few stores with real effects,
+    which would pull a least-squares fit of effect^2 against 1 / support towards themselves.
+
+    ``tau2``, the spread of the true effects, is the mean of what effect^2 has beyond its noise (its
+    positive part). Without ``support`` (or with fewer than 3 stores) ``b`` = 0. A NaN effect or SE
+    shrinks to 0. Returns (shrunk, tau2, b)."""
     ok = np.isfinite(effect) & np.isfinite(se)
     if support is not None:
         ok &= np.asarray(support, float) > 0
@@ -73,22 +85,37 @@ def shrink(effect: np.ndarray, se: np.ndarray, support: np.ndarray | None = None
     if ok.sum() < 2:
         return np.where(ok, effect, 0.0), float("nan"), float("nan")
     e, s2 = effect[ok], se[ok] ** 2
-    y = e * e - s2
-    b = 0.0
-    if support is not None and ok.sum() >= 3:
-        x = 1.0 / np.asarray(support, float)[ok]
-        if np.var(x) > 0:
-            b = max(0.0, float(np.cov(x, y, bias=True)[0, 1] / np.var(x)))
-        tau2 = float(np.mean(y) - b * np.mean(x))
-        if tau2 < 0:  # the line crosses below 0: no spread of true effects beyond the noise
-            tau2 = 0.0
-        noise = s2 + b * x
-    else:
-        tau2 = max(0.0, float(np.mean(y)))
-        noise = s2
+    x = 1.0 / np.asarray(support, float)[ok] if support is not None else np.zeros(len(e))
+    b = _model_noise(e, s2, x) if support is not None and ok.sum() >= 3 else 0.0
+    noise = s2 + b * x
+    tau2 = float(np.mean(np.maximum(e * e - noise, 0.0)))
     if tau2 > 0:
         out[ok] = e * tau2 / (tau2 + noise)
     return out, tau2, b
+
+
+def _model_noise(e: np.ndarray, s2: np.ndarray, x: np.ndarray) -> float:
+    """The ``b`` >= 0 at which median(e^2 / (s2 + b x)) is :data:`CHI2_1_MEDIAN` (0 when the sampling noise
+    alone already brings it there), by bisection: the median falls as ``b`` grows."""
+
+    def median_ratio(b: float) -> float:
+        var = s2 + b * x
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(e == 0, 0.0, np.where(var > 0, e * e / var, np.inf))
+        return float(np.median(ratio))
+
+    if median_ratio(0.0) <= CHI2_1_MEDIAN or not (x > 0).any():
+        return 0.0
+    # at this b every store with x > 0 has e^2 / (b x) <= the target, so the median is at most it
+    high = float(np.max(np.where(x > 0, e * e / np.where(x > 0, x, 1.0), 0.0))) / CHI2_1_MEDIAN
+    low = 0.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        if median_ratio(mid) > CHI2_1_MEDIAN:
+            low = mid
+        else:
+            high = mid
+    return high
 
 
 def roc_auc_ci(auc: float, positives: int, negatives: int, z: float = Z95) -> tuple[float, float]:

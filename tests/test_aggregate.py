@@ -101,14 +101,19 @@ def test_store_effect_is_beyond_its_events_type_and_position_and_ranked_by_the_s
     assert table.loc["A", "net_effect_se"] == pytest.approx(0.0, abs=1e-12)
     m, se = _clustered_mean_and_se([(0.2 + 0.01 * i - view_cell, 1) for i in range(4)])
     assert table.loc["B", "net_effect_se"] == pytest.approx(se)
-    # the shrunk value: effect x tau2 / (tau2 + se^2 + b / sessions), with tau2 and b the intercept and
-    # slope of the line through (1 / sessions, effect^2 - se^2), both at least 0
+    # the shrunk value: effect x tau2 / (tau2 + se^2 + b / sessions), with b where the stores' median
+    # effect^2 / (se^2 + b / sessions) is the chi-square(1) median (found here by scipy's root finder) and
+    # tau2 the mean positive part of effect^2 - that noise
+    from scipy.optimize import brentq
+    from scipy.stats import chi2
+
     e, se_, n = (table[c].to_numpy(float) for c in ("net_effect_log_odds", "net_effect_se", "sessions"))
-    slope, intercept = np.polyfit(1 / n, e * e - se_ * se_, 1)
-    b = max(slope, 0.0)
-    tau2 = max(float(np.mean(e * e - se_ * se_) - b * np.mean(1 / n)), 0.0) if slope < 0 else max(intercept, 0.0)
-    expected = e * tau2 / (tau2 + se_ * se_ + b / n) if tau2 > 0 else np.zeros(len(e))
-    assert table.shrunk_net_effect_log_odds.to_numpy(float) == pytest.approx(expected)
+    target = chi2.ppf(0.5, 1)
+    b = brentq(lambda b: float(np.median(e * e / (se_ * se_ + b / n))) - target, 1e-12, 100.0)
+    noise = se_ * se_ + b / n
+    tau2 = float(np.mean(np.maximum(e * e - noise, 0.0)))
+    assert tau2 > 0
+    assert table.shrunk_net_effect_log_odds.to_numpy(float) == pytest.approx(e * tau2 / (tau2 + noise))
     ordered = tables_of(events, min_events=4)["store"]
     by_shrunk = sorted(table.index, key=lambda k: (-table.loc[k, "shrunk_net_effect_log_odds"], k))
     assert list(ordered.store_id) == by_shrunk and list(ordered["rank"]) == [1, 2, 3]
