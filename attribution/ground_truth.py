@@ -7,6 +7,11 @@ and the insights), per method:
   effect (mean signed contribution per event), with each event type's planted effect per occurrence:
   the order in which the table lists the event types. Methods with a signed contribution only
   (grad_x_input, integrated_gradients).
+- ``event_type_effect_vs_removal_spearman``: the same order (the effect) against the other truth the
+  generator writes, the planted model's own removal effect per event type (``true_removal_effect_pp``,
+  below). The per-occurrence effect says what one event does; the removal effect also counts how often
+  and how early the event type occurs in a session, so the two truths order the event types a little
+  differently.
 - ``event_type_lift_spearman``: the same for ``attribution_lift``, the seed's measure, kept to show why
   it does not order the tables: lift compares normalized shares between converted and non-converted
   sessions, so a strongly negative event type gets a large share in both.
@@ -91,6 +96,19 @@ def recovery(tables: dict[str, pd.DataFrame], truth: dict, run_id: str = "") -> 
         rho = _spearman(by_name["l"] / by_name["n"], planted)
         rows.append(_row(method, "event_type_lift_spearman", rho, f">= {ACCEPTANCE}", rho >= ACCEPTANCE, len(by_name)))
         true_removal = truth.get("true_removal_effect_pp", {}).get("event_type", {})
+        removable = by_name[by_name.index.isin(list(true_removal))]
+        if signed and len(removable) >= 3:
+            rho = _spearman(removable["e"] / removable["n"], removable.index.map(true_removal).to_numpy(float))
+            rows.append(
+                _row(
+                    method,
+                    "event_type_effect_vs_removal_spearman",
+                    rho,
+                    f">= {ACCEPTANCE}",
+                    rho >= ACCEPTANCE,
+                    len(removable),
+                )
+            )
         if true_removal and "removal_effect_pp" in et.columns:
             whole = et[(et["event_type"] == et["event_name"]) & et["removal_effect_pp"].notna()]
             whole = whole[whole["event_name"].isin(list(true_removal))]

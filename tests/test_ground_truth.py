@@ -139,3 +139,22 @@ def test_removal_order_is_scored_against_the_true_removal_effect():
         c = _checks(ground_truth.recovery(t, truth))
         row = c[("m", "event_type_removal_spearman")]
         assert row.value == pytest.approx(expected) and row.compared == 5
+
+
+def test_the_effect_order_is_also_scored_against_the_true_removal_effect():
+    """The same effect column, against the other truth: the true removal effects ordered differently from
+    the per-occurrence effects (page and click swap, so do view and search) score the effect order by
+    the removal truth's ranks, computed here with scipy."""
+    from scipy.stats import spearmanr
+
+    true_removal = {"click": 13.0, "page": 9.0, "search": -3.0, "view": 4.0, "background": -8.0}
+    truth = {**TRUTH, "true_removal_effect_pp": {"event_type": true_removal}}
+    t = _tables(dict(EFFECTS), dict(EFFECTS), [1, 1, 1, 1, 1])
+    c = _checks(ground_truth.recovery(t, truth))
+    row = c[("m", "event_type_effect_vs_removal_spearman")]
+    names = list(true_removal)
+    want = spearmanr([EFFECTS[n] for n in names], [true_removal[n] for n in names]).statistic
+    assert row.value == pytest.approx(want) and row.compared == 5 and want < 1
+    assert c[("m", "event_type_effect_spearman")].value == pytest.approx(1.0)
+    # without the removal truth (an older ground truth file) there is no such row
+    assert ("m", "event_type_effect_vs_removal_spearman") not in _checks(ground_truth.recovery(t, TRUTH))
