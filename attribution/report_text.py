@@ -254,7 +254,7 @@ def ground_truth_text(recovered: pd.DataFrame, method: str) -> str:
     for _, r in recovered.iterrows():
         if r["check"] == "store_precision_at_5" or r["method"] == method or r["check"].startswith("event_type_e"):
             mark = "ok" if r["agrees"] else "MISSES"
-            lines.append(f"  {r['method']:<22} {r['check']:<34} {r['value']:+.3f}  ({r['expected']}: {mark})")
+            lines.append(f"  {r['method']:<22} {r['check']:<37} {r['value']:+.3f}  ({r['expected']}: {mark})")
     return "\n".join(lines)
 
 
