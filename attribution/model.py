@@ -199,7 +199,10 @@ class SessionTransformer(nn.Module):
         )
         if spec.additive_rank:
             # The additive path: an event's term is linear in its representation (no offset, so the empty
-            # event adds exactly 0) and scaled per position, one weight per rank and position.
+            # event adds exactly 0) and scaled per position, one weight per rank and position. The position
+            # weights start at 0: a position few sessions reach keeps a weight near 0 instead of the
+            # weight every position would start with, so its events don't count as much as early ones
+            # without evidence.
             self.event_value = nn.Linear(spec.d_model, spec.additive_rank, bias=False)
             self.event_position = nn.Embedding(spec.max_length + 1, spec.additive_rank)
         self.reset_parameters()
@@ -214,7 +217,7 @@ class SessionTransformer(nn.Module):
         nn.init.normal_(self.position.weight, std=0.02)
         if self.spec.additive_rank:
             nn.init.normal_(self.event_value.weight, std=0.02)
-            nn.init.constant_(self.event_position.weight, 1.0)
+            nn.init.zeros_(self.event_position.weight)
 
     def represent(self, tokens: dict[str, torch.Tensor], continuous: torch.Tensor) -> torch.Tensor:
         """The per-event input representation (B, L, d_model)."""
