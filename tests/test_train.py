@@ -164,9 +164,12 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     truth = manifest["ground_truth"]
     assert truth["default_method"] == "integrated_gradients" and set(truth["checks"]) == set(methods)
     recovered = pd.read_csv(out / "report" / "ground_truth_recovery.csv")
-    # three checks per method, the removal column's for every method, the signed ones one more
-    assert len(recovered) == 4 * 4 + 2
+    # three checks per method, the removal column's for every method, the signed ones two more (their
+    # effect order against the planted effects and against the true removal effects)
+    assert len(recovered) == 4 * 4 + 2 * 2
     assert set(recovered[recovered.check == "event_type_removal_spearman"].method) == set(methods)
+    signed = {"grad_x_input", "integrated_gradients"}
+    assert set(recovered[recovered.check == "event_type_effect_vs_removal_spearman"].method) == signed
     assert (out / "report" / "attribution_faithfulness.png").stat().st_size > 10_000
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["sha256"] == metrics["model_sha256"]
