@@ -96,7 +96,7 @@ def shrink(effect: np.ndarray, se: np.ndarray, support: np.ndarray | None = None
 
 def _model_noise(e: np.ndarray, s2: np.ndarray, x: np.ndarray) -> float:
     """The ``b`` >= 0 at which median(e^2 / (s2 + b x)) is :data:`CHI2_1_MEDIAN` (0 when the sampling noise
-    alone already brings it there), by bisection: the median falls as ``b`` grows."""
+    alone already brings it there), by bisection: the median falls as ``b`` grows. ``x`` = 1 / support > 0."""
 
     def median_ratio(b: float) -> float:
         var = s2 + b * x
@@ -104,10 +104,10 @@ def _model_noise(e: np.ndarray, s2: np.ndarray, x: np.ndarray) -> float:
             ratio = np.where(e == 0, 0.0, np.where(var > 0, e * e / var, np.inf))
         return float(np.median(ratio))
 
-    if median_ratio(0.0) <= CHI2_1_MEDIAN or not (x > 0).any():
+    if median_ratio(0.0) <= CHI2_1_MEDIAN:
         return 0.0
-    # at this b every store with x > 0 has e^2 / (b x) <= the target, so the median is at most it
-    high = float(np.max(np.where(x > 0, e * e / np.where(x > 0, x, 1.0), 0.0))) / CHI2_1_MEDIAN
+    # at this b every store has e^2 / (b x) <= the target, so the median is at most it
+    high = float(np.max(e * e / x)) / CHI2_1_MEDIAN
     low = 0.0
     for _ in range(100):
         mid = (low + high) / 2
