@@ -3,6 +3,7 @@ family (another app's event and column names, CSV with epoch-ms times, no stores
 config alone) with effects drawn from each seed, and on the null scenario (every effect 0).
 
     python -m bench.bench_scenarios [--seeds 1,2,3,4,5] [--null-seeds 1,2,3] [--users 12000]
+                                    [--train-seeds 100,200]
 
 For each run it reads the published tables and ``ground_truth_recovery.csv`` (which scores them) and
 prints one row; then the averages against the bars:
@@ -16,6 +17,11 @@ prints one row; then the averages against the bars:
 
 Results go to bench/results/scenarios.json. Stages: generate, sessionize, train (no leakage check),
 attribute (grad_x_input and integrated_gradients), report.
+
+``--train-seeds 100,200``: what training alone varies. Each random seed's generated data is also
+sessionized, trained, attributed and reported with ``run.seed`` = the seed + each offset (``run.seed``
+seeds training; the data and the sessions are the same), and the summary gives every data seed's
+event-type order and store precision@5 over its training seeds.
 """
 
 from __future__ import annotations
@@ -33,18 +39,32 @@ ROOT = Path(__file__).resolve().parent.parent
 STAGES = "generate,sessionize,train,attribute,report"
 
 
-def run_one(work: Path, effects: str, seed: int, users: int, days: int, extra: list[str], stages: str = STAGES) -> dict:
+def run_one(
+    work: Path,
+    effects: str,
+    seed: int,
+    users: int,
+    days: int,
+    extra: list[str],
+    stages: str = STAGES,
+    train_seed: int | None = None,
+) -> dict:
+    """One run on the data of ``seed``; with ``train_seed``, the data already generated for ``seed``
+    trained with ``run.seed`` = ``train_seed``, into its own output directory."""
     from jobs import pipeline
 
     name = f"renamed-{effects}-{seed}"
-    data, out = work / name / "data", work / name / "out"
+    data = work / name / "data"
+    if train_seed is not None:
+        name = f"{name}-t{train_seed}"
+    out = work / name / "out"
     sets = [
         *overrides("renamed", str(data)),
         f"generate.effects={effects}",
         f"generate.n_users={users}",
         f"generate.n_days={days}",
         "generate.n_bot_users=0",
-        f"run.seed={seed}",
+        f"run.seed={seed if train_seed is None else train_seed}",
         f"run.run_id={name}",
         f"run.output_dir={out}",
         "train.leakage_check=false",
@@ -66,6 +86,7 @@ def run_one(work: Path, effects: str, seed: int, users: int, days: int, extra: l
         "run": name,
         "effects": effects,
         "seed": seed,
+        "train_seed": seed if train_seed is None else train_seed,
         "seconds": round(time.time() - started, 1),
         "test_roc_auc": status.get("test_roc_auc"),
         "model_status": status["status"],
@@ -93,6 +114,11 @@ def main(argv=None) -> int:
     p.add_argument("--days", type=int, default=2)
     p.add_argument("--work", default=str(ROOT / "bench" / "results" / "scenarios"))
     p.add_argument(
+        "--train-seeds",
+        default="",
+        help="comma-separated offsets: also train each random seed's data with run.seed = seed + offset",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="rerun only the report stage on the runs already under --work (a change to the tables alone)",
@@ -105,6 +131,13 @@ def main(argv=None) -> int:
             stages = "report" if args.report_only else STAGES
             rows.append(run_one(work, effects, seed, args.users, args.days, [], stages))
             print(json.dumps(rows[-1]), flush=True)
+    offsets = [int(s) for s in args.train_seeds.split(",") if s]
+    retrained = []
+    for seed in [int(s) for s in args.seeds.split(",") if s]:
+        for offset in offsets:
+            stages = "report" if args.report_only else "sessionize,train,attribute,report"
+            retrained.append(run_one(work, "random", seed, args.users, args.days, [], stages, seed + offset))
+            print(json.dumps(retrained[-1]), flush=True)
     df = pd.DataFrame(rows)
     rnd, null = df[df.effects == "random"], df[df.effects == "none"]
     summary = {
@@ -132,6 +165,28 @@ def main(argv=None) -> int:
         },
         "runs": rows,
     }
+    if retrained:
+        every = pd.concat([rnd, pd.DataFrame(retrained)], ignore_index=True)
+        every = every[every.get("exit", pd.Series(0, index=every.index)).fillna(0) == 0]
+        summary["training_seeds"] = {
+            "offsets": offsets,
+            "runs": len(every),
+            "event_type_effect_spearman_mean": float(every.event_type_effect_spearman.mean()),
+            "store_precision_at_5_mean": float(every.store_precision_at_5.mean()),
+            # per data seed: the values over its training seeds, the data seed's own first
+            "by_seed": {
+                str(seed): {
+                    "train_seeds": [int(t) for t in g.train_seed],
+                    "event_type_effect_spearman": [round(float(v), 3) for v in g.event_type_effect_spearman],
+                    "event_type_effect_vs_removal_spearman": [
+                        round(float(v), 3) for v in g.event_type_effect_vs_removal_spearman
+                    ],
+                    "store_precision_at_5": [float(v) for v in g.store_precision_at_5],
+                }
+                for seed, g in every.groupby("seed", sort=True)
+            },
+            "runs_retrained": retrained,
+        }
     out = ROOT / "bench" / "results" / "scenarios.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=1, default=str))
