@@ -28,8 +28,14 @@ if TYPE_CHECKING:
 
 PAD, UNK = 0, 1
 PAD_TOKEN, UNK_TOKEN = "<PAD>", "<UNK>"
-# Continuous per-event features, in this order.
-CONTINUOUS = ("log_seconds_from_prev", "log_event_rank", "has_event_rank", "is_new_vertical")
+# Continuous per-event features of a new model, in this order. The time is the event's own dwell: the
+# seconds until the next model-input event (0 for the last; the funnel events are not model input, so
+# it never measures the wait for one). The seconds since the previous event would describe the previous
+# event's dwell, so it would hand that event's effect to its successor.
+CONTINUOUS = ("log_seconds_to_next", "log_event_rank", "has_event_rank", "is_new_vertical")
+# Every feature the encoding knows: a model saved with the seconds since the previous event (models
+# before the dwell existed) is encoded with that.
+KNOWN_CONTINUOUS = (*CONTINUOUS, "log_seconds_from_prev")
 GAP_CAP_SECONDS = 3600.0
 RANK_SCALE = math.log1p(50.0)
 # Columns of the sessions table the encoding reads.
@@ -184,12 +190,20 @@ def _flat(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
     return pc.list_flatten(arr), lengths
 
 
-def encode_sessions(table: pa.Table | pa.RecordBatch, vocab: Vocabularies) -> EncodedSessions:
-    """Encode the sessions in ``table`` (columns of the sessions table) with ``vocab``.
+def encode_sessions(
+    table: pa.Table | pa.RecordBatch, vocab: Vocabularies, continuous: tuple[str, ...] = CONTINUOUS
+) -> EncodedSessions:
+    """Encode the sessions in ``table`` (columns of the sessions table) with ``vocab``, and the
+    ``continuous`` features (a model's ``spec.continuous``; any of ``KNOWN_CONTINUOUS``) in that order.
 
     Every list column must have ``session_length`` entries per row; a row whose arrays disagree is a
     corrupt sessions table and raises rather than silently misaligning features and events.
     """
+    unknown_features = [c for c in continuous if c not in KNOWN_CONTINUOUS]
+    if unknown_features:
+        raise FeatureMismatch(
+            f"the model uses continuous feature(s) {', '.join(unknown_features)} that this code does not compute"
+        )
     names = set(table.schema.names)
     needed = [*vocab.fields, "seconds_from_prev", "event_ranks", "is_new_vertical"]
     missing = [c for c in needed if c not in names]
@@ -223,11 +237,22 @@ def encode_sessions(table: pa.Table | pa.RecordBatch, vocab: Vocabularies) -> En
     ranks = pc.fill_null(pc.cast(rank_values, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
     has_rank = ~np.isnan(ranks)
     new_vertical = pc.fill_null(pc.cast(nv_values, pa.float32()), 0.0).to_numpy(zero_copy_only=False)
-    cont = np.zeros((len(gaps), len(CONTINUOUS)), dtype=np.float32)
-    cont[:, 0] = np.log1p(np.clip(gaps, 0.0, GAP_CAP_SECONDS)) / math.log1p(GAP_CAP_SECONDS)
-    cont[:, 1] = np.where(has_rank, np.log1p(np.clip(np.nan_to_num(ranks), 0.0, None)) / RANK_SCALE, 0.0)
-    cont[:, 2] = has_rank
-    cont[:, 3] = new_vertical
+    since_prev = np.log1p(np.clip(gaps, 0.0, GAP_CAP_SECONDS)) / math.log1p(GAP_CAP_SECONDS)
+    # An event's wait until the next is the next event's wait since the previous; the last event of a
+    # session has none.
+    to_next = np.zeros_like(since_prev)
+    to_next[:-1] = since_prev[1:]
+    to_next[(offsets[1:] - 1)[lengths > 0]] = 0.0
+    values = {
+        "log_seconds_to_next": to_next,
+        "log_seconds_from_prev": since_prev,
+        "log_event_rank": np.where(has_rank, np.log1p(np.clip(np.nan_to_num(ranks), 0.0, None)) / RANK_SCALE, 0.0),
+        "has_event_rank": has_rank,
+        "is_new_vertical": new_vertical,
+    }
+    cont = np.zeros((len(gaps), len(continuous)), dtype=np.float32)
+    for i, name in enumerate(continuous):
+        cont[:, i] = values[name]
     return EncodedSessions(offsets=offsets, tokens=tokens, continuous=cont, unknown=unknown)
 
 

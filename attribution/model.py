@@ -94,7 +94,8 @@ class ModelSpec:
         if unknown:
             raise ArtifactError(f"{CONFIG_FILE}: unknown model keys {unknown}")
         tuples = {k: tuple(v) for k, v in doc.items() if isinstance(v, list)}
-        earlier = {"input_bias": True}  # artifacts saved before the field existed had the offset
+        # What artifacts saved before a field existed had: the offset, and the time since the previous event.
+        earlier = {"input_bias": True, "continuous": ("log_seconds_from_prev", *CONTINUOUS[1:])}
         return ModelSpec(**{**earlier, **doc, **tuples})
 
     @staticmethod

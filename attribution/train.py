@@ -315,11 +315,11 @@ def _read_shards(root: str, split: str, rank: int, world: int) -> pa.Table | Non
 class _Split:
     """One rank's encoded sessions of a split plus their labels."""
 
-    def __init__(self, table: pa.Table | None, vocab: Vocabularies):
+    def __init__(self, table: pa.Table | None, vocab: Vocabularies, continuous: tuple[str, ...]):
         if table is None or table.num_rows == 0:
             self.encoded, self.labels = None, np.zeros(0, dtype=np.float32)
         else:
-            self.encoded = encode_sessions(table, vocab)
+            self.encoded = encode_sessions(table, vocab, continuous)
             self.labels = table.column("label").to_numpy(zero_copy_only=False).astype(np.float32)
 
     def __len__(self) -> int:
@@ -405,7 +405,7 @@ def _train(params: WorkerParams, rank: int, world: int, device: torch.device, di
     vocab = Vocabularies.from_json(params.vocab_json)
     spec = ModelSpec.from_dict(params.spec)
     fields = spec.fields
-    data = {s: _Split(_read_shards(params.shards_path, s, rank, world), vocab) for s in SPLITS}
+    data = {s: _Split(_read_shards(params.shards_path, s, rank, world), vocab, spec.continuous) for s in SPLITS}
 
     def all_gather(obj: Any) -> list:
         if not distributed:

@@ -168,7 +168,7 @@ def in_process(
     loaded = load_artifact(model_dir)
     model = loaded.model.to(dev)
     table = ds.dataset(sessions_path, format="parquet").to_table(filter=pc.field("split") == "test")
-    base = encode_sessions(table, loaded.vocab)
+    base = encode_sessions(table, loaded.vocab, loaded.spec.continuous)
     enc = replicate(base, copies)
     events = int(enc.offsets[-1])
     opts = AttributionOptions(methods=("grad_x_input",))

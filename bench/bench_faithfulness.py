@@ -44,7 +44,7 @@ def in_process(n_sessions: int, repeats: int) -> dict:
     loaded = load_artifact(str(ROOT / "outputs" / "model"))
     table = ds.dataset(ROOT / "outputs" / "sessions", partitioning="hive").to_table()
     table = table.filter(pc.equal(table["split"], "test")).slice(0, n_sessions)
-    enc = encode_sessions(table, loaded.vocab)
+    enc = encode_sessions(table, loaded.vocab, loaded.spec.continuous)
     ids = table.column("session_id").to_pylist()
     model = loaded.model
     options = FaithfulnessOptions()

@@ -43,7 +43,7 @@ def main() -> int:
     torch.backends.cudnn.allow_tf32 = False
     loaded = load_artifact(args.model)
     table = ds.dataset(args.sessions, format="parquet").to_table(filter=pc.field("split") == "test")
-    enc = encode_sessions(table, loaded.vocab)
+    enc = encode_sessions(table, loaded.vocab, loaded.spec.continuous)
     opts = AttributionOptions(methods=METHODS)
     cpu = attribute_sessions(loaded.model.to("cpu"), enc, opts, batch_size=256, device="cpu", max_positions=8192)
     model = loaded.model.to("cuda")

@@ -63,12 +63,23 @@ def test_encoding_maps_values_nulls_and_unknowns(vocab):
     enc2 = encode_sessions(t, smaller)
     assert enc2.unknown["store_ids"] == flat_stores.count("s0")
     assert sum(int(i) == UNK for i in enc2.tokens["store_ids"]) == flat_stores.count("s0")
-    # continuous: log-scaled gap capped at 3600 s, rank, has-rank, new vertical
-    gaps = [g for row in t.column("seconds_from_prev").to_pylist() for g in row]
-    expected = [math.log1p(min(g, 3600.0)) / math.log1p(3600.0) for g in gaps]
-    np.testing.assert_allclose(enc.continuous[:, 0], expected, rtol=1e-6)
+
+    # continuous: the event's wait until the next event (log-scaled, capped at 3600 s; 0 for a session's
+    # last event), rank, has-rank, new vertical
+    def scaled(g):
+        return math.log1p(min(g, 3600.0)) / math.log1p(3600.0)
+
+    rows = t.column("seconds_from_prev").to_pylist()
+    to_next = [scaled(row[i + 1]) if i + 1 < len(row) else 0.0 for row in rows for i in range(len(row))]
+    np.testing.assert_allclose(enc.continuous[:, 0], to_next, rtol=1e-6)
     ranks = [r for row in t.column("event_ranks").to_pylist() for r in row]
     np.testing.assert_array_equal(enc.continuous[:, 2], [r is not None for r in ranks])
+    # a model saved with the time since the previous event gets that, in its own order of features
+    legacy = encode_sessions(t, vocab, ("is_new_vertical", "log_seconds_from_prev"))
+    np.testing.assert_allclose(legacy.continuous[:, 1], [scaled(g) for row in rows for g in row], rtol=1e-6)
+    np.testing.assert_array_equal(legacy.continuous[:, 0], enc.continuous[:, 3])
+    with pytest.raises(FeatureMismatch, match="log_seconds_between"):
+        encode_sessions(t, vocab, ("log_seconds_between",))
 
 
 def test_encoding_refuses_misaligned_arrays_and_missing_columns(table, vocab):
@@ -201,6 +212,9 @@ def test_artifacts_saved_before_the_additive_path_load_without_it(model, vocab, 
     doc.pop("additive_rank")
     spec = ModelSpec.from_dict(json.loads(json.dumps(doc)))
     assert spec.additive_rank == 0
+    assert spec.continuous == model.spec.continuous  # saved names are kept
+    doc.pop("continuous")
+    assert ModelSpec.from_dict(doc).continuous[0] == "log_seconds_from_prev"  # the feature before it was saved
     assert not hasattr(SessionTransformer(spec), "event_value")
 
 

@@ -109,7 +109,7 @@ def attribute_batches(
                 schema=with_fields(batch.schema, fields),
             )
             continue
-        encoded = encode_sessions(batch, loaded.vocab)
+        encoded = encode_sessions(batch, loaded.vocab, loaded.spec.continuous)
         stats: dict = {}
         scores = attribute_sessions(
             loaded.model,

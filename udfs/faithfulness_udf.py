@@ -55,7 +55,7 @@ def evaluate_batches(
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        encoded = encode_sessions(batch, loaded.vocab)
+        encoded = encode_sessions(batch, loaded.vocab, loaded.spec.continuous)
         scores = []
         for col in score_columns:
             values, lens = _flat(batch.column(col))
