@@ -33,9 +33,10 @@ PAD_TOKEN, UNK_TOKEN = "<PAD>", "<UNK>"
 # it never measures the wait for one). The seconds since the previous event would describe the previous
 # event's dwell, so it would hand that event's effect to its successor.
 CONTINUOUS = ("log_seconds_to_next", "log_event_rank", "has_event_rank", "is_new_vertical")
-# Every feature the encoding knows: a model saved with the seconds since the previous event (models
-# before the dwell existed) is encoded with that.
-KNOWN_CONTINUOUS = (*CONTINUOUS, "log_seconds_from_prev")
+# The features of models saved before the dwell existed: the seconds since the previous event instead.
+CONTINUOUS_BEFORE_DWELL = ("log_seconds_from_prev", *CONTINUOUS[1:])
+# Every feature the encoding knows, so a model of either kind is encoded with its own.
+KNOWN_CONTINUOUS = (*CONTINUOUS, *CONTINUOUS_BEFORE_DWELL[:1])
 GAP_CAP_SECONDS = 3600.0
 RANK_SCALE = math.log1p(50.0)
 # Columns of the sessions table the encoding reads.

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attribution.features import CONTINUOUS, FeatureMismatch, Vocabularies
+from attribution.features import CONTINUOUS, CONTINUOUS_BEFORE_DWELL, FeatureMismatch, Vocabularies
 from attribution.io import InputError, join, read_bytes, write_bytes
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class ModelSpec:
             raise ArtifactError(f"{CONFIG_FILE}: unknown model keys {unknown}")
         tuples = {k: tuple(v) for k, v in doc.items() if isinstance(v, list)}
         # What artifacts saved before a field existed had: the offset, and the time since the previous event.
-        earlier = {"input_bias": True, "continuous": ("log_seconds_from_prev", *CONTINUOUS[1:])}
+        earlier = {"input_bias": True, "continuous": CONTINUOUS_BEFORE_DWELL}
         return ModelSpec(**{**earlier, **doc, **tuples})
 
     @staticmethod
