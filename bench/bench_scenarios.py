@@ -126,14 +126,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     work = Path(args.work)
     rows = []
-    for effects, seeds in (("random", args.seeds), ("none", args.null_seeds)):
-        for seed in [int(s) for s in seeds.split(",") if s]:
+    random_seeds, null_seeds = ([int(s) for s in arg.split(",") if s] for arg in (args.seeds, args.null_seeds))
+    for effects, seeds in (("random", random_seeds), ("none", null_seeds)):
+        for seed in seeds:
             stages = "report" if args.report_only else STAGES
             rows.append(run_one(work, effects, seed, args.users, args.days, [], stages))
             print(json.dumps(rows[-1]), flush=True)
     offsets = [int(s) for s in args.train_seeds.split(",") if s]
     retrained = []
-    for seed in [int(s) for s in args.seeds.split(",") if s]:
+    for seed in random_seeds:
         for offset in offsets:
             stages = "report" if args.report_only else "sessionize,train,attribute,report"
             retrained.append(run_one(work, "random", seed, args.users, args.days, [], stages, seed + offset))
@@ -172,6 +173,7 @@ def main(argv=None) -> int:
             "offsets": offsets,
             "runs": len(every),
             "event_type_effect_spearman_mean": float(every.event_type_effect_spearman.mean()),
+            "event_type_effect_vs_removal_spearman_mean": float(every.event_type_effect_vs_removal_spearman.mean()),
             "store_precision_at_5_mean": float(every.store_precision_at_5.mean()),
             # per data seed: the values over its training seeds, the data seed's own first
             "by_seed": {
