@@ -251,6 +251,11 @@ class TrainConf:
     epochs: int = 10
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
+    # Ridge penalty per categorical value (attribution/model.py, SessionTransformer.embedding_penalty): the
+    # loss adds embedding_ridge / training sessions x the sum over values of |their projected embedding|^2,
+    # so a value needs evidence from on the order of this many sessions before it carries an effect of its
+    # own. 0 turns it off.
+    embedding_ridge: float = 100.0
     pos_weight: Optional[float] = None  # BCE positive-class weight (None: unweighted)
     grad_clip: float = 1.0
     patience: int = 3  # epochs without a better validation AUC before stopping
@@ -627,8 +632,10 @@ def validate(conf: Config) -> None:
         raise ConfigError("train.threads_per_process: must be >= 1 or null")
     if t.max_train_sessions is not None and t.max_train_sessions < 1:
         raise ConfigError("train.max_train_sessions: must be >= 1 or null")
-    if t.learning_rate <= 0 or t.weight_decay < 0 or t.grad_clip <= 0 or t.warmup_steps < 0:
-        raise ConfigError("train: learning_rate and grad_clip must be > 0, weight_decay and warmup_steps >= 0")
+    if t.learning_rate <= 0 or t.weight_decay < 0 or t.grad_clip <= 0 or t.warmup_steps < 0 or t.embedding_ridge < 0:
+        raise ConfigError(
+            "train: learning_rate and grad_clip must be > 0, weight_decay, embedding_ridge and warmup_steps >= 0"
+        )
     if t.pos_weight is not None and t.pos_weight <= 0:
         raise ConfigError("train.pos_weight: must be > 0 or null")
     a = conf.attribution

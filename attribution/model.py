@@ -220,6 +220,27 @@ class SessionTransformer(nn.Module):
             nn.init.normal_(self.event_value.weight, std=0.02)
             nn.init.zeros_(self.event_position.weight)
 
+    def embedding_penalty(self) -> torch.Tensor:
+        """The ridge penalty of ``train.embedding_ridge``: over every categorical field's values, the sum of
+        the squared norms of their projected embeddings (each value's own part of the input representation,
+        ``W_f e_v``). <PAD> (always 0) and <UNK> (every rare value pooled) are left out.
+
+        One penalty per value, whatever its frequency: relative to the data, it weighs most on the values
+        seen in fewest sessions. Under Adam, whose steps are about the same size for a rarely and a
+        frequently updated row, a store seen in a handful of sessions otherwise learns an effect as large
+        as a popular store's from a few chance outcomes. It is the ridge regression's prior, in the model.
+
+        Computed as ``sum((E G) * E)`` with ``G = W_f^T W_f`` (field_dim x field_dim), so its cost is the
+        vocabulary x field_dim^2, not x d_model."""
+        total = self.project.weight.new_zeros(())
+        for i, f in enumerate(self.spec.fields):
+            w = self.project.weight[:, i * self.spec.field_dim : (i + 1) * self.spec.field_dim]  # (d, field_dim)
+            emb = self.embeddings[f]
+            assert isinstance(emb, nn.Embedding)
+            rows = emb.weight[2:]  # (values, field_dim)
+            total = total + ((rows @ (w.T @ w)) * rows).sum()
+        return total
+
     def represent(self, tokens: dict[str, torch.Tensor], continuous: torch.Tensor) -> torch.Tensor:
         """The per-event input representation (B, L, d_model)."""
         parts = [self.embeddings[f](tokens[f]) for f in self.spec.fields]

@@ -128,6 +128,7 @@ class WorkerParams:
     epochs: int
     learning_rate: float
     weight_decay: float
+    embedding_ridge: float
     pos_weight: float | None
     grad_clip: float
     patience: int
@@ -147,6 +148,7 @@ def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_pat
         epochs=epochs,
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
+        embedding_ridge=t.embedding_ridge,
         pos_weight=t.pos_weight,
         grad_clip=t.grad_clip,
         patience=t.patience,
@@ -453,6 +455,9 @@ def _train(params: WorkerParams, rank: int, world: int, device: torch.device, di
     pos_weight = torch.tensor(params.pos_weight, device=device) if params.pos_weight else None
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
+    # The ridge is a penalty on the whole training set's loss; the batch loss is a mean over sessions, so
+    # its share per batch is the penalty over the number of training sessions (all ranks').
+    ridge = params.embedding_ridge / max(1, len(train.labels) * world)
     best_auc, best_epoch, best_state, bad = -1.0, 0, None, 0
     history = []
     started = time.time()
@@ -467,6 +472,8 @@ def _train(params: WorkerParams, rank: int, world: int, device: torch.device, di
             tokens, cont, mask = to_tensors(train.encoded.batch(rows), fields, device)
             y = torch.from_numpy(train.labels[rows]).to(device)
             loss = loss_fn(net(tokens, cont, mask), y)
+            if params.embedding_ridge:
+                loss = loss + ridge * model.embedding_penalty()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)

@@ -102,6 +102,8 @@ def test_cross_field_rules():
         load_config(None, ["session.min_events=5", "session.max_length=3"])
     with pytest.raises(ConfigError, match=r"event_feature' needs input\.columns\.discovery_feature"):
         load_config(None, ["events.event_type_label=event_feature", "input.columns.discovery_feature=null"])
+    with pytest.raises(ConfigError, match=r"train: .*embedding_ridge and warmup_steps >= 0"):
+        load_config(None, ["train.embedding_ridge=-1"])
 
 
 def test_faithfulness_settings_are_checked():

@@ -205,6 +205,24 @@ def test_the_additive_path_adds_each_events_term_and_nothing_for_padding(table, 
     assert float(placed[0]) == pytest.approx(want, rel=1e-5, abs=1e-6)
 
 
+def test_the_embedding_penalty_sums_each_values_projected_embedding_and_spares_pad_and_unk(model):
+    """The ridge penalty, computed here value by value: |W_f e_v|^2 over every field's values v >= 2, with
+    W_f the field's block of the projection. <PAD> and <UNK> get no gradient from it."""
+    d = model.spec.field_dim
+    w = model.project.weight.detach().numpy()
+    expected = 0.0
+    for i, f in enumerate(model.spec.fields):
+        block = w[:, i * d : (i + 1) * d]
+        for v in range(2, model.spec.vocab_sizes[i]):
+            expected += float(np.sum((block @ model.embeddings[f].weight.detach().numpy()[v]) ** 2))
+    assert expected > 0
+    penalty = model.embedding_penalty()
+    assert float(penalty.detach()) == pytest.approx(expected, rel=1e-5)
+    grads = torch.autograd.grad(penalty, [model.embeddings[f].weight for f in model.spec.fields])
+    for g in grads:
+        assert torch.all(g[:2] == 0) and torch.any(g[2:] != 0)
+
+
 def test_artifacts_saved_before_the_additive_path_load_without_it(model, vocab, tmp_path):
     from attribution.model import ModelSpec, SessionTransformer
 

@@ -95,6 +95,37 @@ def test_short_training_learns_the_planted_rule_and_reruns_identically(planted):
     assert loaded.spec == spec
 
 
+def _store_norms(result, spec, vocab):
+    """Each store value's projected embedding norm |W e_v| in a trained model."""
+    model = build_model(result["weights"], {"model": spec.to_dict(), "weights_sha256": "x"}, vocab).model
+    i, d = spec.fields.index("store_ids"), spec.field_dim
+    w = model.project.weight.detach()[:, i * d : (i + 1) * d]
+    rows = model.embeddings["store_ids"].weight.detach()[2:]
+    return dict(zip(vocab.tokens["store_ids"], (rows @ w.T).norm(dim=1).tolist(), strict=True))
+
+
+def test_the_embedding_ridge_keeps_the_planted_stores_and_shrinks_the_rest(planted):
+    """Only clicks on s0 and s1 convert. With the ridge (train.embedding_ridge), those two stores keep the
+    two largest representations; the other stores' shrink, together, to under half of what they are
+    without it, more than the planted stores' do; and the model still learns the rule."""
+    table, root = planted
+    runs = {}
+    for ridge in (0, 100):
+        params, spec, vocab = _params(make_conf(*SMALL, f"train.embedding_ridge={ridge}"), table, root)
+        result = train.train_worker(params)
+        runs[ridge] = result, _store_norms(result, spec, vocab)
+    (with_ridge, shrunk), (_, free) = runs[100], runs[0]
+    assert sorted(shrunk, key=shrunk.get)[-2:] in (["s0", "s1"], ["s1", "s0"]), shrunk
+
+    def kept(stores):
+        return sum(shrunk[s] for s in stores) / sum(free[s] for s in stores)
+
+    others = [s for s in shrunk if s not in ("s0", "s1")]
+    assert len(others) >= 5 and kept(others) < 0.5 and kept(others) < kept(["s0", "s1"]), (shrunk, free)
+    oracle = _oracle_auc(table)
+    assert with_ridge["test"]["roc_auc"] > 0.5 + 0.8 * (oracle - 0.5), (with_ridge["test"], oracle)
+
+
 def test_torch_distributor_local_mode_with_two_processes(spark, planted):
     table, root = planted
     conf = make_conf(*SMALL, "train.num_processes=2", "train.epochs=10", "train.patience=10")
