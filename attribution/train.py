@@ -456,7 +456,8 @@ def _train(params: WorkerParams, rank: int, world: int, device: torch.device, di
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
 
     # The ridge is a penalty on the whole training set's loss; the batch loss is a mean over sessions, so
-    # its share per batch is the penalty over the number of training sessions (all ranks').
+    # its share per batch is the penalty over the training sessions. The shards are dealt to the ranks
+    # evenly, so this rank's sessions times the ranks stands for them.
     ridge = params.embedding_ridge / max(1, len(train.labels) * world)
     best_auc, best_epoch, best_state, bad = -1.0, 0, None, 0
     history = []
