@@ -233,13 +233,18 @@ class SessionTransformer(nn.Module):
         Computed as ``sum((E G) * E)`` with ``G = W_f^T W_f`` (field_dim x field_dim), so its cost is the
         vocabulary x field_dim^2, not x d_model."""
         total = self.project.weight.new_zeros(())
-        for i, f in enumerate(self.spec.fields):
-            w = self.project.weight[:, i * self.spec.field_dim : (i + 1) * self.spec.field_dim]  # (d, field_dim)
+        for f in self.spec.fields:
             emb = self.embeddings[f]
             assert isinstance(emb, nn.Embedding)
-            rows = emb.weight[2:]  # (values, field_dim)
+            w, rows = self.field_projection(f), emb.weight[2:]  # (d, field_dim), (values, field_dim)
             total = total + ((rows @ (w.T @ w)) * rows).sum()
         return total
+
+    def field_projection(self, field: str) -> torch.Tensor:
+        """The block of the projection that a field's embedding goes through, (d_model, field_dim):
+        :meth:`represent` concatenates the fields' embeddings in ``spec.fields`` order."""
+        i, width = self.spec.fields.index(field), self.spec.field_dim
+        return self.project.weight[:, i * width : (i + 1) * width]
 
     def represent(self, tokens: dict[str, torch.Tensor], continuous: torch.Tensor) -> torch.Tensor:
         """The per-event input representation (B, L, d_model)."""

@@ -98,8 +98,7 @@ def test_short_training_learns_the_planted_rule_and_reruns_identically(planted):
 def _store_norms(result, spec, vocab):
     """Each store value's projected embedding norm |W e_v| in a trained model."""
     model = build_model(result["weights"], {"model": spec.to_dict(), "weights_sha256": "x"}, vocab).model
-    i, d = spec.fields.index("store_ids"), spec.field_dim
-    w = model.project.weight.detach()[:, i * d : (i + 1) * d]
+    w = model.field_projection("store_ids").detach()
     rows = model.embeddings["store_ids"].weight.detach()[2:]
     return dict(zip(vocab.tokens["store_ids"], (rows @ w.T).norm(dim=1).tolist(), strict=True))
 
