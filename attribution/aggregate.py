@@ -58,35 +58,26 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from attribution import methods
-from attribution.events import POSITION_BINS
+from attribution.schema import (
+    BIN_ORDER,
+    EFFECT_COLUMNS,
+    KEY_COLUMNS,
+    LIFT_COLUMNS,
+    POSITION_BINS,
+    REMOVAL_COLUMNS,
+    REMOVAL_DIMENSIONS,
+    STORE_EFFECT_COLUMNS,
+    TABLE_KINDS,
+    TableKind,
+    table,
+)
 from attribution.statistics import clustered_ratio_mean, normal_ci, shrink
 
 # the effect verdicts: the CI above 0, below 0, or across it
 DRIVES, HOLDS_BACK, NOISE = "drives conversion", "holds conversion back", "indistinguishable from noise"
-EFFECT_COLUMNS = ("effect_log_odds", "effect_ci_low", "effect_ci_high", "effect_se", "effect_verdict")
-STORE_EFFECT_COLUMNS = (
-    "shrunk_net_effect_log_odds",
-    "net_effect_log_odds",
-    "net_effect_ci_low",
-    "net_effect_ci_high",
-    "net_effect_se",
-    "effect_verdict",
-)
 SUPPORT_COLUMNS = ("events", "sessions", "mean_abs_effect_log_odds")
-REMOVAL_COLUMNS = (
-    "removal_effect_pp",
-    "removal_ci_low_pp",
-    "removal_ci_high_pp",
-    "removal_relative_lift",
-    "attributable_conversions",
-    "removal_sessions",
-)
 # table -> (its key column in the event table, the event table's removal column)
-REMOVAL_SOURCES = {
-    "event_type": ("event_type", "removal_effect_type"),
-    "position": ("position_bin", "removal_effect_position"),
-    "store": ("store_id", "removal_effect_store"),
-}
+REMOVAL_SOURCES = {k.name: (d.key, d.column) for k in TABLE_KINDS for d in REMOVAL_DIMENSIONS if d.name == k.removal}
 
 
 def long_format(events: DataFrame) -> DataFrame:
@@ -129,36 +120,9 @@ def long_format(events: DataFrame) -> DataFrame:
     return events.select(*keep, F.explode(per_method).alias("m")).select(*keep, "m.*")
 
 
-# table -> its key columns; a key column of another table is null in that table's rows of lift_stats
-KINDS = {
-    "event_type": ("event_type",),
-    "position": ("position_bin",),
-    "store": ("store_id",),
-    "type_position": ("event_type", "position"),
-}
-# store_name is a key beside store_id (sessionize refuses a stores dimension with duplicate ids, so it
-# adds no groups): an aggregate over a string (first(store_name)) would force Spark's sort-based
-# aggregation, which took 5 of the 7 seconds at 307k events.
-KEY_COLUMNS = ("event_type", "position_bin", "store_id", "store_name", "position")
+# table -> its key columns (attribution/schema.py)
+KINDS = {k.name: k.keys for k in TABLE_KINDS}
 LABELS = ((1, "converted"), (0, "not_converted"))
-LIFT_COLUMNS = (
-    "not_converted",
-    "converted",
-    "attribution_lift",
-    "lift_se",
-    "lift_ci_low",
-    "lift_ci_high",
-    "events_converted",
-    "events_not_converted",
-    "sessions_converted",
-    "sessions_not_converted",
-    "contribution_converted",
-    "contribution_not_converted",
-    "length_adjusted_converted",
-    "length_adjusted_not_converted",
-    "length_adjusted_lift",
-    "significant",
-)
 
 
 def _tagged(long: DataFrame, kinds: Sequence[str], max_position: int) -> DataFrame:
@@ -541,12 +505,23 @@ def with_removal(table: pa.Table, kind: str, key: str, removal: pa.Table | None,
     return table
 
 
-def _order(table: pa.Table, keys: list[tuple[str, str]]) -> pa.Table:
-    return table.take(pc.sort_indices(table, sort_keys=keys, null_placement="at_end"))
+def _order(table: pa.Table, order: tuple[tuple[str, str], ...]) -> pa.Table:
+    """``table`` sorted by ``order`` (a TableKind's): a column by :data:`BIN_ORDER` sorts by the position
+    bins' own order."""
+    keys, helpers = [], []
+    for column, direction in order:
+        if direction == BIN_ORDER:
+            helper = f"_{column}_order"
+            table = table.append_column(helper, _bin_index(table, column))
+            keys.append((helper, "ascending"))
+            helpers.append(helper)
+        else:
+            keys.append((column, direction))
+    return table.take(pc.sort_indices(table, sort_keys=keys, null_placement="at_end")).drop_columns(helpers)
 
 
-def _bin_index(table: pa.Table) -> pa.Array:
-    idx = pc.index_in(table["position_bin"], value_set=pa.array(POSITION_BINS, pa.string()))
+def _bin_index(table: pa.Table, column: str) -> pa.Array:
+    idx = pc.index_in(table[column], value_set=pa.array(POSITION_BINS, pa.string()))
     return pc.fill_null(idx, len(POSITION_BINS))
 
 
@@ -558,82 +533,81 @@ def _rank_within(method: np.ndarray) -> np.ndarray:
     return np.arange(len(method)) - np.maximum.accumulate(first) + 1
 
 
+def _effect_layout(
+    rows: pa.Table, kind: TableKind, min_events: int, min_sessions: int, removal: pa.Table | None
+) -> pa.Table:
+    """One key's effect, removal and lift columns (the event-type and position tables)."""
+    cols = ["method", kind.key, *EFFECT_COLUMNS, "event_count", "sessions", "mean_abs_effect_log_odds", *LIFT_COLUMNS]
+    out = rows.select(cols)
+    out = out.rename_columns([("events" if c == "event_count" else c) for c in out.column_names])
+    return with_removal(out, kind.name, kind.key, removal, after="effect_verdict")
+
+
+def _store_layout(
+    rows: pa.Table, kind: TableKind, min_events: int, min_sessions: int, removal: pa.Table | None
+) -> pa.Table:
+    """Stores with at least ``min_events`` events and ``min_sessions`` sessions: the net effect, shrunk by
+    support (:func:`attribution.statistics.shrink`), the removal and lift columns; ``rank`` is added after
+    the sort."""
+    rows = rows.filter(
+        pc.and_(pc.greater_equal(rows["event_count"], min_events), pc.greater_equal(rows["sessions"], min_sessions))
+    )
+    # a store without a name in the stores dimension (or no dimension at all) shows its id
+    name = pc.if_else(pc.is_null(rows["store_name"]), pc.cast(rows["store_id"], pa.string()), rows["store_name"])
+    rows = rows.set_column(rows.column_names.index("store_name"), "store_name", name)
+    shrunk = np.zeros(rows.num_rows)
+    method = rows["method"].to_numpy(zero_copy_only=False)
+    net = rows["net_effect_log_odds"].to_numpy(zero_copy_only=False).astype(float)
+    se = rows["net_effect_se"].to_numpy(zero_copy_only=False).astype(float)
+    support = rows["sessions"].to_numpy(zero_copy_only=False).astype(float)
+    signed = np.zeros(rows.num_rows, dtype=bool)
+    for m in np.unique(method):
+        at = method == m
+        signed[at] = np.isfinite(net[at]).any()
+        shrunk[at] = shrink(net[at], se[at], support[at])[0]
+    shrunk_col = pa.array(np.where(signed, shrunk, np.nan), pa.float64(), mask=~signed)
+    cols = [
+        "method",
+        "store_id",
+        "store_name",
+        *STORE_EFFECT_COLUMNS[1:],
+        "mean_attribution",
+        "event_count",
+        "sessions",
+        "mean_abs_effect_log_odds",
+        *LIFT_COLUMNS,
+    ]
+    out = rows.select(cols).add_column(3, "shrunk_net_effect_log_odds", shrunk_col)
+    return with_removal(out, kind.name, kind.key, removal, after="effect_verdict")
+
+
+def _cells_layout(
+    rows: pa.Table, kind: TableKind, min_events: int, min_sessions: int, removal: pa.Table | None
+) -> pa.Table:
+    """Means only, per cell of the keys (the type x position heatmap)."""
+    out = rows.select(["method", *kind.keys, "effect_log_odds", "mean_attribution", "event_count"])
+    return out.rename_columns(["method", *kind.keys, "effect_log_odds", "mean_attribution", "events"])
+
+
+# TableKind.layout -> how its rows are cut out of the statistics
+LAYOUTS = {"effect": _effect_layout, "store": _store_layout, "cells": _cells_layout}
+
+
 def finish(
     stats: pa.Table, kind: str, min_events: int = 10, min_sessions: int = 1, removal: pa.Table | None = None
 ) -> pa.Table:
-    """One table out of the collected :func:`lift_stats` rows: its columns, its order. Event types by
-    effect (descending; methods without a signed contribution by the seed's lift); position bins in
-    order; stores with at least ``min_events`` events and ``min_sessions`` sessions, ranked by the shrunk
-    net effect (methods without one by mean attribution, as the seed); type x position by type and
-    position."""
+    """One table out of the collected :func:`lift_stats` rows: its layout's columns, its order
+    (``attribution.schema.TABLE_KINDS``). Event types by effect (descending; methods without a signed
+    contribution by the original analysis's lift); position bins in order; stores with at least
+    ``min_events`` events and ``min_sessions`` sessions, ranked by the shrunk net effect (methods without
+    one by mean attribution, as the original analysis); type x position by type and position."""
+    spec = table(kind)
     rows = stats.filter(pc.equal(stats["kind"], kind))
-
-    def with_effect(key: str) -> pa.Table:  # the event-type and position tables' columns
-        cols = ["method", key, *EFFECT_COLUMNS, "event_count", "sessions", "mean_abs_effect_log_odds", *LIFT_COLUMNS]
-        out = rows.select(cols)
-        out = out.rename_columns([("events" if c == "event_count" else c) for c in out.column_names])
-        return with_removal(out, kind, key, removal, after="effect_verdict")
-
-    if kind == "event_type":
-        return _order(
-            with_effect("event_type"),
-            [
-                ("method", "ascending"),
-                ("effect_log_odds", "descending"),
-                ("attribution_lift", "descending"),
-                ("event_type", "ascending"),
-            ],
-        )
-    if kind == "position":
-        out = with_effect("position_bin").append_column("_bin", _bin_index(rows))
-        return _order(out, [("method", "ascending"), ("_bin", "ascending")]).drop_columns(["_bin"])
-    if kind == "store":
-        rows = rows.filter(
-            pc.and_(pc.greater_equal(rows["event_count"], min_events), pc.greater_equal(rows["sessions"], min_sessions))
-        )
-        # a store without a name in the stores dimension (or no dimension at all) shows its id
-        name = pc.if_else(pc.is_null(rows["store_name"]), pc.cast(rows["store_id"], pa.string()), rows["store_name"])
-        rows = rows.set_column(rows.column_names.index("store_name"), "store_name", name)
-        shrunk = np.zeros(rows.num_rows)
-        method = rows["method"].to_numpy(zero_copy_only=False)
-        net = rows["net_effect_log_odds"].to_numpy(zero_copy_only=False).astype(float)
-        se = rows["net_effect_se"].to_numpy(zero_copy_only=False).astype(float)
-        support = rows["sessions"].to_numpy(zero_copy_only=False).astype(float)
-        signed = np.zeros(rows.num_rows, dtype=bool)
-        for m in np.unique(method):
-            at = method == m
-            signed[at] = np.isfinite(net[at]).any()
-            shrunk[at] = shrink(net[at], se[at], support[at])[0]
-        shrunk_col = pa.array(np.where(signed, shrunk, np.nan), pa.float64(), mask=~signed)
-        cols = [
-            "method",
-            "store_id",
-            "store_name",
-            *STORE_EFFECT_COLUMNS[1:],
-            "mean_attribution",
-            "event_count",
-            "sessions",
-            "mean_abs_effect_log_odds",
-            *LIFT_COLUMNS,
-        ]
-        out = rows.select(cols).add_column(3, "shrunk_net_effect_log_odds", shrunk_col)
-        out = with_removal(out, kind, "store_id", removal, after="effect_verdict")
-        out = _order(
-            out,
-            [
-                ("method", "ascending"),
-                ("shrunk_net_effect_log_odds", "descending"),
-                ("mean_attribution", "descending"),
-                ("store_id", "ascending"),
-            ],
-        )
+    out = _order(LAYOUTS[spec.layout](rows, spec, min_events, min_sessions, removal), spec.order)
+    if spec.layout == "store":
         rank = _rank_within(out["method"].to_numpy(zero_copy_only=False))  # 1 = highest within each method
-        return out.append_column("rank", pa.array(rank, pa.int32()))
-    if kind == "type_position":
-        out = rows.select(["method", "event_type", "position", "effect_log_odds", "mean_attribution", "event_count"])
-        out = out.rename_columns(["method", "event_type", "position", "effect_log_odds", "mean_attribution", "events"])
-        return _order(out, [("method", "ascending"), ("event_type", "ascending"), ("position", "ascending")])
-    raise ValueError(f"unknown table {kind!r}; known: {', '.join(KINDS)}")
+        out = out.append_column("rank", pa.array(rank, pa.int32()))
+    return out
 
 
 def tables(

@@ -2,8 +2,9 @@
 
 Every method runs with the model in eval mode and its parameters frozen, so dropout is off and no weight
 gradient is computed: the same session always gets the same scores, whatever batch it is in. The methods
-themselves are declared in :mod:`attribution.methods`; this module runs the forward they share
-(:class:`Batch`) and the helpers they call:
+themselves are declared in :mod:`attribution.methods`, over the kernels of :mod:`attribution.kernels`
+(:class:`Batch`, the forward they share, and the helpers they call); this module runs them over batches
+of sessions:
 
 - ``grad_x_input``: sessions in a batch don't interact, so one forward and one backward of
   ``logits.sum()`` give every session's exact gradient.
@@ -15,96 +16,29 @@ themselves are declared in :mod:`attribution.methods`; this module runs the forw
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from attribution import methods as registry
 from attribution.features import EncodedSessions, length_buckets
-from attribution.methods import Method, normalize
+from attribution.kernels import AttributionOptions, Batch, integrated_gradients, rollout
+from attribution.methods import normalize
 from attribution.model import SessionTransformer, to_tensors
 
 # every method registered when this module is imported (attribution.methods.names() for the current set)
 METHODS = registry.names()
-__all__ = ["METHODS", "AttributionOptions", "Batch", "attribute_batch", "attribute_sessions", "normalize"]
-
-
-def pad_representation(model: SessionTransformer, like: torch.Tensor) -> torch.Tensor:
-    """The representation of an event whose fields are all <PAD> and continuous features 0."""
-    spec = model.spec
-    b, n = like.shape[:2]
-    tokens = {f: torch.zeros(b, n, dtype=torch.long, device=like.device) for f in spec.fields}
-    cont = torch.zeros(b, n, len(spec.continuous), device=like.device)
-    return model.represent(tokens, cont).detach()
-
-
-def gauss_legendre(steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes in [0, 1] and their weights (sum 1), as Captum's default 'gausslegendre' method."""
-    nodes, weights = np.polynomial.legendre.leggauss(steps)
-    return 0.5 * (nodes + 1.0), 0.5 * weights
-
-
-def rollout(attention: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-    """Attention rollout from per-layer (B, H, N, N) probabilities; returns CLS -> event scores (B, L).
-
-    Only the CLS row of A_last ... A_first is needed, so it is carried as a row vector from the last
-    layer down (O(N^2) per layer, not O(N^3)); the last layer may hold its CLS row alone, (B, H, 1, N),
-    as the model computes it by default."""
-    n = attention[0].shape[-1]
-    eye = torch.eye(n, device=mask.device)
-    row = None
-    for probs in reversed(attention):
-        a = 0.5 * probs.mean(dim=1) + 0.5 * eye[: probs.shape[2]]
-        a = a / a.sum(dim=-1, keepdim=True)
-        row = a[:, :1] if row is None else row @ a
-    assert row is not None, "rollout needs at least one layer's attention"
-    return row[:, 0, 1:] * mask
-
-
-@dataclass(frozen=True)
-class AttributionOptions:
-    # method names (looked up in attribution.methods) or Method objects
-    methods: tuple[str | Method, ...] = ("grad_x_input",)
-    attention_layer: int = -1
-    ig_steps: int = 32
-    ig_baseline: str = "pad"  # "pad": the PAD representation; "zero": the zero vector
-
-
-@dataclass
-class Batch:
-    """One padded batch after the forward every method shares: what a method's ``compute`` reads.
-
-    ``x`` is the events' representation (B, L, D), ``logits`` the model's (B,) from that forward. The
-    gradient of ``logits.sum()`` with respect to ``x`` and the attention probabilities are there only when
-    a method of the batch declares it needs them; the gradient is computed once, on first use."""
-
-    model: SessionTransformer
-    x: torch.Tensor
-    x_in: torch.Tensor
-    mask: torch.Tensor
-    logits: torch.Tensor
-    options: AttributionOptions
-    attention: list[torch.Tensor] | None = None
-    logits_graph: torch.Tensor | None = field(default=None, repr=False)  # ``logits`` before detach
-    _gradient: torch.Tensor | None = field(default=None, repr=False)
-
-    @property
-    def maskf(self) -> torch.Tensor:
-        return self.mask.to(self.x.dtype)
-
-    def input_gradient(self) -> torch.Tensor:
-        if self._gradient is None:
-            if not self.x_in.requires_grad or self.logits_graph is None:
-                raise ValueError("a method reads the input gradient but does not declare needs_gradient")
-            with torch.enable_grad():
-                (self._gradient,) = torch.autograd.grad(self.logits_graph.sum(), self.x_in)
-        return self._gradient
-
-    def attention_probabilities(self) -> list[torch.Tensor]:
-        if self.attention is None:
-            raise ValueError("a method reads the attention but does not declare needs_attention")
-        return self.attention
+DEFAULT_OPTIONS = AttributionOptions()  # frozen: one instance serves every call
+__all__ = [
+    "METHODS",
+    "AttributionOptions",
+    "Batch",
+    "attribute_batch",
+    "attribute_sessions",
+    "integrated_gradients",
+    "normalize",
+    "rollout",
+]
 
 
 def attribute_batch(
@@ -112,7 +46,7 @@ def attribute_batch(
     tokens: dict[str, torch.Tensor],
     continuous: torch.Tensor,
     mask: torch.Tensor,
-    options: AttributionOptions = AttributionOptions(),
+    options: AttributionOptions = DEFAULT_OPTIONS,
 ) -> dict[str, torch.Tensor]:
     """Scores for one padded batch, keyed by the event table's column names. Returns tensors on the batch's
     device: ``logit``/``prediction`` (B,); per method its columns (B, L) with zeros on padding (see
@@ -147,31 +81,6 @@ def attribute_batch(
             raise ValueError(f"method {m.name} did not compute its per-session column(s) {sorted(missing)}")
         out.update({c: scores.per_session[c].detach() for c, _ in m.session_columns})
     return out
-
-
-def integrated_gradients(
-    model: SessionTransformer,
-    x: torch.Tensor,
-    mask: torch.Tensor,
-    logits: torch.Tensor,
-    options: AttributionOptions,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """IG contributions (B, L) and the completeness gap (B,), one forward/backward per step."""
-    baseline = pad_representation(model, x) if options.ig_baseline == "pad" else torch.zeros_like(x)
-    alphas, weights = gauss_legendre(options.ig_steps)
-    total = torch.zeros_like(x)
-    delta = x - baseline
-    with torch.enable_grad():
-        for a, w in zip(alphas, weights, strict=True):
-            point = (baseline + float(a) * delta).requires_grad_(True)
-            lg, _ = model.forward_from_representation(point, mask)
-            (g,) = torch.autograd.grad(lg.sum(), point)
-            total += float(w) * g
-    with torch.no_grad():
-        base_logit, _ = model.forward_from_representation(baseline, mask)
-    contrib = (total * delta).sum(-1) * mask.to(x.dtype)
-    gap = contrib.sum(1) - (logits - base_logit)
-    return contrib.detach(), gap.detach()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""Typed, validated configuration for every stage.
+"""Typed configuration for every stage: one frozen dataclass per section, each with its own ``check()``.
 
-One YAML file (``conf/local.yaml``, ``conf/cluster.yaml``) plus repeatable ``--set dotted.key=value``
-overrides are loaded into frozen dataclasses. Unknown keys, wrong types and missing required values
-fail at start with a :class:`ConfigError` that names the dotted key, so a typo in a 2-hour cluster job
-is caught in the first second, not at the last stage.
+A leaf of the project: it imports only :mod:`attribution.errors` and :mod:`attribution.schema`, so every
+layer can read a :class:`Config`. Loading (YAML plus ``--set dotted.key=value``) is
+:mod:`attribution.config_loader`; the checks that span sections or read a registry (methods, scenarios,
+the output locations) are :mod:`attribution.config_checks`. A problem is a :class:`ConfigError` naming
+the dotted key, so a typo in a 2-hour cluster job is caught in the first second, not at the last stage.
 """
 
 from __future__ import annotations
@@ -11,24 +12,47 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import re
-import types
-import typing
+import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
+from attribution.errors import ConfigError
+from attribution.schema import DEFAULT_CONVERSION_EVENTS, DEFAULT_FUNNEL_EVENTS, MODEL_FIELDS
 
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the offending key."""
-
+__all__ = ["DEFAULT_CONVERSION_EVENTS", "DEFAULT_FUNNEL_EVENTS", "MODEL_FIELDS", "Config", "ConfigError"]
 
 # --------------------------------------------------------------------------------------------------
-# The schema. Defaults are the original analysis's (the notebook this project reproduces) where it states one.
+# The sections. Defaults are the original analysis's (the notebook this project reproduces) where it
+# states one.
 # --------------------------------------------------------------------------------------------------
 
 INPUT_FORMATS = ("parquet", "csv", "json", "delta", "table")
+REPORT_FORMATS = ("csv", "delta", "parquet")
+SPLITS = ("train", "validation", "test", "all")
+IG_BASELINES = ("pad", "zero")
+# A run id names partitions (run_id=...) and Delta predicates: letters, digits, '.', '_', '-'.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _date(key: str, value: Any) -> None:
+    try:
+        _dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {value!r} is not a YYYY-MM-DD date") from exc
+
+
+def _at_least_one(section: str, obj: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        if getattr(obj, name) < 1:
+            raise ConfigError(f"{section}.{name}: must be >= 1")
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
 EVENT_TYPE_LABELS = ("event", "event_feature")
 TIMESTAMP_EPOCH_FORMATS = ("epoch_s", "epoch_ms")
 
@@ -54,6 +78,20 @@ class RunConf:
         stem, dot, ext = path.rpartition(".")
         return f"{stem}_{self.date}.{ext}" if dot else f"{path}_{self.date}"
 
+    def check(self) -> None:
+        for name in ("date", "date_to"):
+            if getattr(self, name) is not None:
+                _date(f"run.{name}", getattr(self, name))
+        if self.date_to is not None and (self.date is None or str(self.date_to) < str(self.date)):
+            raise ConfigError(f"run.date_to: {self.date_to} needs run.date on or before it")
+        if self.run_id is not None and not RUN_ID.fullmatch(self.run_id):
+            raise ConfigError(
+                f"run.run_id: {self.run_id!r} must be 1-128 letters, digits, '.', '_' or '-' (starting with a "
+                "letter or digit): it names directories and partitions"
+            )
+        if not self.output_dir.strip():
+            raise ConfigError("run.output_dir: a directory is required")
+
 
 @dataclass(frozen=True)
 class SparkConf:
@@ -69,6 +107,13 @@ class SparkConf:
     # With ``remote``: upload the project's code to the session, for the server's Python workers.
     ship_code: bool = True
     conf: dict[str, str] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.remote is not None and not self.remote.startswith("sc://"):
+            raise ConfigError(f"spark.remote: {self.remote!r} is not a Spark Connect URL (sc://host:port)")
+        api_mode = str(self.conf.get("spark.api.mode", "classic")).lower()
+        if api_mode not in ("classic", "connect"):
+            raise ConfigError(f"spark.conf.spark.api.mode: {api_mode!r} is not 'classic' or 'connect'")
 
 
 @dataclass(frozen=True)
@@ -106,6 +151,15 @@ class InputConf:
     valid_from: str = "2000-01-01"
     valid_until: str = "2100-01-01"
 
+    def check(self) -> None:
+        _one_of("input.format", self.format, INPUT_FORMATS)
+        try:
+            zoneinfo.ZoneInfo(self.time_zone)
+        except Exception as exc:  # noqa: BLE001 - any failure means the zone can't be used
+            raise ConfigError(f"input.time_zone: {self.time_zone!r} is not a known time zone") from exc
+        for name in ("valid_from", "valid_until"):
+            _date(f"input.{name}", getattr(self, name))
+
 
 @dataclass(frozen=True)
 class StoreColumns:
@@ -125,16 +179,8 @@ class StoresConf:
     options: dict[str, str] = field(default_factory=dict)
     columns: StoreColumns = field(default_factory=StoreColumns)
 
-
-DEFAULT_CONVERSION_EVENTS = ("action_place_order", "system_checkout_success")
-DEFAULT_FUNNEL_EVENTS = (
-    "action_add_item",
-    "action_quick_add_item",
-    "cart_page_load",
-    "checkout_page_load",
-    "action_place_order",
-    "system_checkout_success",
-)
+    def check(self) -> None:
+        _one_of("stores.format", self.format, INPUT_FORMATS)
 
 
 @dataclass(frozen=True)
@@ -150,11 +196,19 @@ class EventsConf:
     # "event": event_type = event name; "event_feature": "m_card_click - Traditional Carousel".
     event_type_label: str = "event"
 
+    def check(self) -> None:
+        _one_of("events.event_type_label", self.event_type_label, EVENT_TYPE_LABELS)
+        if not self.conversion_events:
+            raise ConfigError("events.conversion_events: at least one conversion event is required")
+
 
 @dataclass(frozen=True)
 class FunnelConf:
-    # False keeps funnel events in the model input, to reproduce the seed's leakage comparison.
+    # False keeps funnel events in the model input, to reproduce the original analysis's leakage comparison.
     exclude: bool = True
+
+    def check(self) -> None:
+        """A boolean alone: nothing beyond its type."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +219,16 @@ class SessionConf:
     # Device-days with more raw events than this are excluded as bot-like (None: keep all).
     max_events_per_device_day: Optional[int] = None
 
+    def check(self) -> None:
+        if self.inactivity_gap_minutes <= 0:
+            raise ConfigError("session.inactivity_gap_minutes: must be > 0")
+        if self.min_events < 1:
+            raise ConfigError("session.min_events: must be >= 1")
+        if self.max_length < self.min_events:
+            raise ConfigError("session.max_length: must be >= session.min_events")
+        if self.max_events_per_device_day is not None and self.max_events_per_device_day < 1:
+            raise ConfigError("session.max_events_per_device_day: must be >= 1 or null")
+
 
 @dataclass(frozen=True)
 class SplitConf:
@@ -174,6 +238,14 @@ class SplitConf:
     validation: float = 0.1
     test: float = 0.2
     salt: str = "split-v1"
+
+    def check(self) -> None:
+        for name in ("train", "validation", "test"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"split.{name}: must be >= 0")
+        total = self.train + self.validation + self.test
+        if abs(total - 1.0) > 1e-9:
+            raise ConfigError(f"split: train + validation + test must be 1, found {total:g}")
 
 
 @dataclass(frozen=True)
@@ -200,6 +272,16 @@ class GenerateConf:
     # planted: the embedded default's fixed effects; random: drawn from run.seed; none: every effect 0
     effects: str = "planted"
 
+    def check(self) -> None:
+        """The scenario and effects names are checked against the generator's registry
+        (:mod:`attribution.config_checks`)."""
+        _at_least_one("generate", self, ("n_users", "n_days", "n_stores", "partitions"))
+        if self.n_stores < 20:
+            raise ConfigError("generate.n_stores: must be >= 20 (the named chains come first)")
+        if not 0 <= self.dirty_fraction < 0.2:
+            raise ConfigError("generate.dirty_fraction: must be in [0, 0.2)")
+        _date("generate.start_date", self.start_date)
+
 
 @dataclass(frozen=True)
 class SessionsOutputConf:
@@ -207,9 +289,8 @@ class SessionsOutputConf:
     quarantine_path: str = "quarantine"
     summary_path: str = "sessionize_summary.json"
 
-
-# Categorical per-event fields the model can embed, in the sessions table's column names.
-MODEL_FIELDS = ("event_names", "discovery_features", "store_ids", "store_names", "store_categories", "store_tags")
+    def check(self) -> None:
+        """Locations alone: :mod:`attribution.config_checks` checks them against the others."""
 
 
 @dataclass(frozen=True)
@@ -218,6 +299,10 @@ class VocabConf:
 
     min_frequency: int = 3
     max_size: int = 200_000  # per field, most frequent first: bounds the embedding tables on big catalogs
+
+    def check(self) -> None:
+        if self.min_frequency < 1 or self.max_size < 1:
+            raise ConfigError("vocab.min_frequency and vocab.max_size: must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -235,6 +320,15 @@ class ModelConf:
     # sum_k (A x_i)_k * P[position_i]_k to the logit directly, so a step's main effect needn't be counted
     # through attention. Not in the seed's model; 0 turns it off (the seed's CLS head alone).
     additive_rank: int = 4
+
+    def check(self) -> None:
+        _at_least_one("model", self, ("d_model", "n_heads", "n_layers", "ff_dim", "field_dim", "continuous_dim"))
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model.d_model: {self.d_model} must be divisible by model.n_heads ({self.n_heads})")
+        if self.additive_rank < 0:
+            raise ConfigError(f"model.additive_rank: {self.additive_rank} must be >= 0 (0: no additive path)")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError("model.dropout: must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -274,6 +368,37 @@ class TrainConf:
     leakage_check: bool = False
     leakage_check_epochs: int = 3
 
+    def check(self) -> None:
+        _at_least_one(
+            "train",
+            self,
+            (
+                "num_processes",
+                "shards_per_process",
+                "batch_size",
+                "epochs",
+                "patience",
+                "leakage_check_epochs",
+                "min_class_sessions",
+            ),
+        )
+        if self.threads_per_process is not None and self.threads_per_process < 1:
+            raise ConfigError("train.threads_per_process: must be >= 1 or null")
+        if self.max_train_sessions is not None and self.max_train_sessions < 1:
+            raise ConfigError("train.max_train_sessions: must be >= 1 or null")
+        if (
+            self.learning_rate <= 0
+            or self.weight_decay < 0
+            or self.grad_clip <= 0
+            or self.warmup_steps < 0
+            or self.embedding_ridge < 0
+        ):
+            raise ConfigError(
+                "train: learning_rate and grad_clip must be > 0, weight_decay, embedding_ridge and warmup_steps >= 0"
+            )
+        if self.pos_weight is not None and self.pos_weight <= 0:
+            raise ConfigError("train.pos_weight: must be > 0 or null")
+
 
 @dataclass(frozen=True)
 class AttributionConf:
@@ -310,6 +435,19 @@ class AttributionConf:
     # flagged in the summary (and printed).
     max_auc_drop: float = 0.05
 
+    def check(self) -> None:
+        """The method names are checked against the method registry (:mod:`attribution.config_checks`)."""
+        if not self.methods:
+            raise ConfigError("attribution.methods: empty; choose at least one method")
+        _one_of("attribution.split", self.split, SPLITS)
+        if self.batch_size < 1 or self.ig_steps < 1 or self.max_batch_positions < 1:
+            raise ConfigError("attribution.batch_size, max_batch_positions and ig_steps: must be >= 1")
+        if self.removal_sessions < 0:
+            raise ConfigError(f"attribution.removal_sessions: {self.removal_sessions} must be >= 0 (0 turns them off)")
+        _one_of("attribution.ig_baseline", self.ig_baseline, IG_BASELINES)
+        if self.threads_per_task is not None and self.threads_per_task < 1:
+            raise ConfigError("attribution.threads_per_task: must be >= 1 or null")
+
 
 @dataclass(frozen=True)
 class FaithfulnessConf:
@@ -326,6 +464,18 @@ class FaithfulnessConf:
     batch_positions: int = 65536  # padded positions per forward pass
     sessions_path: str = "attribution_faithfulness_sessions"  # per-session metrics, parquet
     summary_path: str = "faithfulness_summary.json"
+
+    def check(self) -> None:
+        if self.max_sessions < 1 or self.deletion_steps < 1 or self.random_draws < 1 or self.batch_positions < 100:
+            raise ConfigError(
+                "faithfulness.max_sessions, deletion_steps and random_draws: must be >= 1; batch_positions >= 100"
+            )
+        if not self.k_events and not self.k_fractions:
+            raise ConfigError("faithfulness.k_events and k_fractions: at least one k is required")
+        if any(k < 1 for k in self.k_events):
+            raise ConfigError(f"faithfulness.k_events: {self.k_events}: each must be >= 1")
+        if any(not 0 < x <= 1 for x in self.k_fractions):
+            raise ConfigError(f"faithfulness.k_fractions: {self.k_fractions}: each must be in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -352,6 +502,27 @@ class ReportConf:
     stats_path: str = "report_stats"
     window_days: Optional[int] = None
     top_event_types: int = 15  # bars in the picture's first panel
+
+    def check(self) -> None:
+        """``default_method`` is checked against ``attribution.methods`` (:mod:`attribution.config_checks`)."""
+        bad_formats = [f for f in self.formats if f not in REPORT_FORMATS]
+        if bad_formats:
+            raise ConfigError(f"report.formats: {bad_formats} not among {', '.join(REPORT_FORMATS)}")
+        if (
+            self.store_min_events < 1
+            or self.heatmap_positions < 1
+            or self.top_event_types < 1
+            or self.store_min_sessions < 1
+        ):
+            raise ConfigError(
+                "report.store_min_events, store_min_sessions, heatmap_positions and top_event_types: must be >= 1"
+            )
+        if self.window_days is not None and self.window_days < 1:
+            raise ConfigError(f"report.window_days: {self.window_days} must be >= 1 (or null: the day alone)")
+        if self.min_sessions < 1:
+            raise ConfigError(f"report.min_sessions: {self.min_sessions} must be >= 1")
+        if not 0.0 <= self.min_test_auc <= 1.0:
+            raise ConfigError(f"report.min_test_auc: {self.min_test_auc} must be between 0 and 1")
 
 
 @dataclass(frozen=True)
@@ -384,386 +555,8 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-
-# --------------------------------------------------------------------------------------------------
-# Loading and validation
-# --------------------------------------------------------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args) + " or null"
-    if origin is list:
-        return f"list of {_type_name(typing.get_args(tp)[0])}"
-    if origin is dict:
-        return "mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return the typed value or raise ConfigError."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, found {type(value).__name__} {value!r}")
-        return _build(tp, value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, found {type(value).__name__} {value!r}")
-        (item_tp,) = typing.get_args(tp)
-        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, found {type(value).__name__} {value!r}")
-        # Spark conf and reader options are strings; YAML numbers and booleans are written as Spark expects.
-        return {str(k): (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
-    if value is None:
-        raise ConfigError(f"{key}: a value is required ({_type_name(tp)}), found null")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # run_id: 20250115 is a fine id
-        if isinstance(value, _dt.date):  # YAML reads an unquoted 2025-01-15 as a date
-            return value.isoformat()
-    raise ConfigError(f"{key}: expected {_type_name(tp)}, found {type(value).__name__} {value!r}")
-
-
-def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown key {where}{unknown[0]} (known keys{' under ' + prefix if prefix else ''}: "
-            f"{', '.join(sorted(names))})"
-        )
-    kwargs = {}
-    for name, raw in data.items():
-        key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(raw, hints[name], key)
-    return cls(**kwargs)
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``dotted`` in the raw tree, following the schema: inside a mapping-typed field (spark.conf,
-    input.options) the rest of the key is one key, dots and all (``spark.conf.spark.driver.memory``)."""
-    parts = dotted.split(".")
-    if not all(parts):
-        raise ConfigError(f"--set {dotted}: empty key segment")
-    node: dict[str, Any] = tree
-    cls: Any = Config
-    i = 0
-    while i < len(parts) - 1:
-        part = parts[i]
-        hints = typing.get_type_hints(cls) if cls is not None and dataclasses.is_dataclass(cls) else {}
-        tp = hints.get(part)
-        if tp is not None and typing.get_origin(tp) is dict:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {dotted}: {part} is a value, not a section")
-            child[".".join(parts[i + 1 :])] = value
-            return
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {dotted}: {part} is a value, not a section")
-        node = child
-        cls = tp if tp is not None and dataclasses.is_dataclass(tp) else None
-        i += 1
-    node[parts[-1]] = value
-
-
-_SET_RE = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.]*)=(?P<value>.*)$", re.S)
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``dotted.key=value`` -> (key, YAML-typed value). Only the first '=' separates key from value."""
-    match = _SET_RE.match(text)
-    if not match:
-        raise ConfigError(f"--set {text!r}: expected dotted.key=value")
-    raw = match.group("value")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {match.group('key')}: value {raw!r} is not valid YAML: {exc}") from exc
-    return match.group("key"), value
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load YAML at ``path`` (None: all defaults), apply ``--set`` overrides, validate, return Config."""
-    tree: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections")
-        tree = loaded
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    conf = _build(Config, tree, "")
-    validate(conf)
-    return conf
-
-
-def validate(conf: Config) -> None:
-    """Cross-field checks that types alone can't express."""
-    from attribution.scenarios import EFFECTS, SCENARIOS
-
-    if conf.spark.remote is not None and not conf.spark.remote.startswith("sc://"):
-        raise ConfigError(f"spark.remote: {conf.spark.remote!r} is not a Spark Connect URL (sc://host:port)")
-    api_mode = str(conf.spark.conf.get("spark.api.mode", "classic")).lower()
-    if api_mode not in ("classic", "connect"):
-        raise ConfigError(f"spark.conf.spark.api.mode: {api_mode!r} is not 'classic' or 'connect'")
-    g = conf.generate
-    if g.scenario not in SCENARIOS:
-        raise ConfigError(f"generate.scenario: {g.scenario!r} is not one of {', '.join(SCENARIOS)}")
-    if g.effects not in EFFECTS:
-        raise ConfigError(f"generate.effects: {g.effects!r} is not one of {', '.join(EFFECTS)}")
-    if conf.input.format not in INPUT_FORMATS:
-        raise ConfigError(f"input.format: {conf.input.format!r} is not one of {', '.join(INPUT_FORMATS)}")
-    if conf.stores.format not in INPUT_FORMATS:
-        raise ConfigError(f"stores.format: {conf.stores.format!r} is not one of {', '.join(INPUT_FORMATS)}")
-    if conf.events.event_type_label not in EVENT_TYPE_LABELS:
-        raise ConfigError(
-            f"events.event_type_label: {conf.events.event_type_label!r} is not one of {', '.join(EVENT_TYPE_LABELS)}"
-        )
-    if conf.events.event_type_label == "event_feature" and conf.input.columns.discovery_feature is None:
-        raise ConfigError("events.event_type_label: 'event_feature' needs input.columns.discovery_feature")
-    if not conf.events.conversion_events:
-        raise ConfigError("events.conversion_events: at least one conversion event is required")
-    s = conf.session
-    if s.inactivity_gap_minutes <= 0:
-        raise ConfigError("session.inactivity_gap_minutes: must be > 0")
-    if s.min_events < 1:
-        raise ConfigError("session.min_events: must be >= 1")
-    if s.max_length < s.min_events:
-        raise ConfigError("session.max_length: must be >= session.min_events")
-    if s.max_events_per_device_day is not None and s.max_events_per_device_day < 1:
-        raise ConfigError("session.max_events_per_device_day: must be >= 1 or null")
-    sp = conf.split
-    for name in ("train", "validation", "test"):
-        if getattr(sp, name) < 0:
-            raise ConfigError(f"split.{name}: must be >= 0")
-    if abs(sp.train + sp.validation + sp.test - 1.0) > 1e-9:
-        raise ConfigError(f"split: train + validation + test must be 1, found {sp.train + sp.validation + sp.test:g}")
-    g = conf.generate
-    for name in ("n_users", "n_days", "n_stores", "partitions"):
-        if getattr(g, name) < 1:
-            raise ConfigError(f"generate.{name}: must be >= 1")
-    if g.n_stores < 20:
-        raise ConfigError("generate.n_stores: must be >= 20 (the named chains come first)")
-    if not 0 <= g.dirty_fraction < 0.2:
-        raise ConfigError("generate.dirty_fraction: must be in [0, 0.2)")
-    try:
-        import zoneinfo
-
-        zoneinfo.ZoneInfo(conf.input.time_zone)
-    except Exception as exc:  # noqa: BLE001 - any failure means the zone can't be used
-        raise ConfigError(f"input.time_zone: {conf.input.time_zone!r} is not a known time zone") from exc
-
-    for name, value in (("date", conf.run.date), ("date_to", conf.run.date_to)):
-        if value is None:
-            continue
-        try:
-            _dt.date.fromisoformat(str(value))
-        except ValueError as exc:
-            raise ConfigError(f"run.{name}: {value!r} is not a YYYY-MM-DD date") from exc
-    if conf.run.date_to is not None and (conf.run.date is None or str(conf.run.date_to) < str(conf.run.date)):
-        raise ConfigError(f"run.date_to: {conf.run.date_to} needs run.date on or before it")
-    for name in ("valid_from", "valid_until"):
-        try:
-            _dt.date.fromisoformat(getattr(conf.input, name))
-        except ValueError as exc:
-            raise ConfigError(f"input.{name}: {getattr(conf.input, name)!r} is not a YYYY-MM-DD date") from exc
-    try:
-        _dt.date.fromisoformat(g.start_date)
-    except ValueError as exc:
-        raise ConfigError(f"generate.start_date: {g.start_date!r} is not a YYYY-MM-DD date") from exc
-    v, m, t = conf.vocab, conf.model, conf.train
-    if v.min_frequency < 1 or v.max_size < 1:
-        raise ConfigError("vocab.min_frequency and vocab.max_size: must be >= 1")
-    for name in ("d_model", "n_heads", "n_layers", "ff_dim", "field_dim", "continuous_dim"):
-        if getattr(m, name) < 1:
-            raise ConfigError(f"model.{name}: must be >= 1")
-    if m.d_model % m.n_heads:
-        raise ConfigError(f"model.d_model: {m.d_model} must be divisible by model.n_heads ({m.n_heads})")
-    if m.additive_rank < 0:
-        raise ConfigError(f"model.additive_rank: {m.additive_rank} must be >= 0 (0: no additive path)")
-    if not 0 <= m.dropout < 1:
-        raise ConfigError("model.dropout: must be in [0, 1)")
-    for name in (
-        "num_processes",
-        "shards_per_process",
-        "batch_size",
-        "epochs",
-        "patience",
-        "leakage_check_epochs",
-        "min_class_sessions",
-    ):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"train.{name}: must be >= 1")
-    if t.threads_per_process is not None and t.threads_per_process < 1:
-        raise ConfigError("train.threads_per_process: must be >= 1 or null")
-    if t.max_train_sessions is not None and t.max_train_sessions < 1:
-        raise ConfigError("train.max_train_sessions: must be >= 1 or null")
-    if t.learning_rate <= 0 or t.weight_decay < 0 or t.grad_clip <= 0 or t.warmup_steps < 0 or t.embedding_ridge < 0:
-        raise ConfigError(
-            "train: learning_rate and grad_clip must be > 0, weight_decay, embedding_ridge and warmup_steps >= 0"
-        )
-    if t.pos_weight is not None and t.pos_weight <= 0:
-        raise ConfigError("train.pos_weight: must be > 0 or null")
-    a = conf.attribution
-    from attribution.methods import names
-
-    known = names()
-    bad = [x for x in a.methods if x not in known]
-    if bad or not a.methods:
-        raise ConfigError(f"attribution.methods: {bad or 'empty'}; choose from {', '.join(known)}")
-    if a.split not in ("train", "validation", "test", "all"):
-        raise ConfigError(f"attribution.split: {a.split!r} is not one of train, validation, test, all")
-    if a.batch_size < 1 or a.ig_steps < 1 or a.max_batch_positions < 1:
-        raise ConfigError("attribution.batch_size, max_batch_positions and ig_steps: must be >= 1")
-    if a.removal_sessions < 0:
-        raise ConfigError(f"attribution.removal_sessions: {a.removal_sessions} must be >= 0 (0 turns them off)")
-    if a.ig_baseline not in ("pad", "zero"):
-        raise ConfigError(f"attribution.ig_baseline: {a.ig_baseline!r} is not one of pad, zero")
-    if a.threads_per_task is not None and a.threads_per_task < 1:
-        raise ConfigError("attribution.threads_per_task: must be >= 1 or null")
-    fa = conf.faithfulness
-    if fa.max_sessions < 1 or fa.deletion_steps < 1 or fa.random_draws < 1 or fa.batch_positions < 100:
-        raise ConfigError(
-            "faithfulness.max_sessions, deletion_steps and random_draws: must be >= 1; batch_positions >= 100"
-        )
-    if not fa.k_events and not fa.k_fractions:
-        raise ConfigError("faithfulness.k_events and k_fractions: at least one k is required")
-    if any(k < 1 for k in fa.k_events):
-        raise ConfigError(f"faithfulness.k_events: {fa.k_events}: each must be >= 1")
-    if any(not 0 < x <= 1 for x in fa.k_fractions):
-        raise ConfigError(f"faithfulness.k_fractions: {fa.k_fractions}: each must be in (0, 1]")
-    r = conf.report
-    bad_formats = [f for f in r.formats if f not in ("csv", "delta", "parquet")]
-    if bad_formats:
-        raise ConfigError(f"report.formats: {bad_formats} not among csv, delta, parquet")
-    if r.default_method not in a.methods:
-        raise ConfigError(
-            f"report.default_method: {r.default_method!r} is not in attribution.methods ({', '.join(a.methods)}); "
-            "add it to the methods, or set report.default_method to one of them"
-        )
-    if r.store_min_events < 1 or r.heatmap_positions < 1 or r.top_event_types < 1 or r.store_min_sessions < 1:
-        raise ConfigError(
-            "report.store_min_events, store_min_sessions, heatmap_positions and top_event_types: must be >= 1"
-        )
-    if r.window_days is not None and r.window_days < 1:
-        raise ConfigError(f"report.window_days: {r.window_days} must be >= 1 (or null: the day alone)")
-    if r.min_sessions < 1:
-        raise ConfigError(f"report.min_sessions: {r.min_sessions} must be >= 1")
-    if not 0.0 <= r.min_test_auc <= 1.0:
-        raise ConfigError(f"report.min_test_auc: {r.min_test_auc} must be between 0 and 1")
-    _validate_run_id(conf.run.run_id)
-    _validate_paths(conf)
-
-
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-# Locations a stage replaces whole: Spark's overwrite deletes whatever is there first.
-REPLACED_PATHS = (
-    "generate.output_path",
-    "sessions.sessions_path",
-    "sessions.quarantine_path",
-    "train.shards_path",
-    "attribution.output_path",
-    "faithfulness.sessions_path",
-)
-# Every other location the config names (read, or written file by file).
-OTHER_PATHS = (
-    "input.path",
-    "stores.path",
-    "generate.stores_path",
-    "generate.ground_truth_path",
-    "sessions.summary_path",
-    "train.model_path",
-    "attribution.delta_path",
-    "attribution.csv_path",
-    "attribution.summary_path",
-    "faithfulness.summary_path",
-    "report.output_path",
-)
-
-
-def _validate_run_id(run_id: Optional[str]) -> None:
-    """A run id names partitions (run_id=...) and Delta predicates: letters, digits, '.', '_', '-'."""
-    if run_id is not None and not RUN_ID.fullmatch(run_id):
-        raise ConfigError(
-            f"run.run_id: {run_id!r} must be 1-128 letters, digits, '.', '_' or '-' (starting with a letter or "
-            "digit): it names directories and partitions"
-        )
-
-
-def _validate_paths(conf: Config) -> None:
-    """Output locations that a stage replaces whole must not be the output directory itself, escape it
-    with '..', or hold another configured location: an overwrite there would delete it."""
-    if not conf.run.output_dir.strip():
-        raise ConfigError("run.output_dir: a directory is required")
-
-    def value(key: str) -> Optional[str]:
-        section, name = key.split(".")
-        return getattr(getattr(conf, section), name)
-
-    def resolved(key: str) -> Optional[str]:
-        v = value(key)
-        if v is None:
-            return None
-        if key in ("input.path", "stores.path") or key.startswith("generate."):
-            loc = v  # read and generated locations are used as written (relative to the working dir)
-        else:
-            loc = conf.output(v)
-        if "://" in loc:
-            return loc.rstrip("/")
-        return str(Path(loc).resolve())
-
-    root = str(Path(conf.run.output_dir).resolve())
-    for key in REPLACED_PATHS:
-        v = value(key)
-        if v is not None and not v.strip():
-            raise ConfigError(f"{key}: a location is required")
-        if v is not None and "://" not in v and ".." in Path(v).parts:
-            raise ConfigError(f"{key}: {v!r} must not contain '..'")
-        loc = resolved(key)
-        if loc is None:
-            continue
-        if loc in (root, "/") or root.startswith(loc.rstrip("/") + "/"):
-            raise ConfigError(f"{key}: {v!r} is the output directory or holds it; the stage would delete it")
-        for other in (*REPLACED_PATHS, *OTHER_PATHS):
-            if other == key or (key == "generate.output_path" and other == "input.path"):
-                continue  # generate writes the input it is meant to produce
-            o = resolved(other)
-            if o is not None and (o == loc or o.startswith(loc + "/")):
-                raise ConfigError(
-                    f"{key}: {v!r} holds {other} ({value(other)!r}); the stage replaces it whole and would delete it"
-                )
+    def check(self) -> None:
+        """Every section's own checks, in the order of the sections. The checks across sections are
+        :func:`attribution.config_checks.check`."""
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).check()

@@ -1,8 +1,8 @@
 """The event-level attribution table: one row per (session, event), from the per-session score arrays.
 
-Pure DataFrame transforms (testable with chispa). ``event_position`` is 0-based as in the seed's examples;
+Pure DataFrame transforms (testable with chispa). ``event_position`` is 0-based as in the original analysis's examples;
 ``position_bin`` is on the 1-based position (``1-5``, ``6-10``, ``11-20``, ``21-50``, ``50+``) so the first
-event is in ``1-5`` (the seed's code lost position 0 from its bins).
+event is in ``1-5`` (the original analysis's code lost position 0 from its bins).
 """
 
 from __future__ import annotations
@@ -11,33 +11,33 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from attribution import methods
+from attribution.schema import (
+    EVENT_TABLE_FIELDS,
+    FIELDS,
+    ORIGINAL_EVENT_COLUMNS,
+    POSITION_BIN_UPPER,
+    POSITION_BINS,
+    REMOVAL_EVENT_COLUMNS,
+)
 
-POSITION_BINS = ("1-5", "6-10", "11-20", "21-50", "50+")
-# the seed analysis's columns, first and in its order
-SEED_COLUMNS = ("session_id", "label", "event_position", "gradient_attribution", "event_type", "store_id")
-# Per-event arrays of the sessions table carried into the event table.
-EVENT_COLUMNS = {
-    "event_type": "event_types",
-    "event_name": "event_names",
-    "store_id": "store_ids",
-    "store_name": "store_names",
-    "event_ts": "event_ts",
-}
+# Per-event arrays of the sessions table carried into the event table: column -> array.
+EVENT_COLUMNS = {name: FIELDS[name].array for name in EVENT_TABLE_FIELDS}
 
 
 def position_bin(position_1based: Column) -> Column:
-    p = position_1based
-    return F.when(p <= 5, "1-5").when(p <= 10, "6-10").when(p <= 20, "11-20").when(p <= 50, "21-50").otherwise("50+")
+    """The bin (``attribution.schema.POSITION_BINS``) of a 1-based position."""
+    out = F.when(position_1based <= POSITION_BIN_UPPER[0], POSITION_BINS[0])
+    for upper, label in zip(POSITION_BIN_UPPER[1:], POSITION_BINS[1:-1], strict=True):
+        out = out.when(position_1based <= upper, label)
+    return out.otherwise(POSITION_BINS[-1])
 
 
 def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
-    """Explode scored sessions into the event-level table (columns in the seed analysis's order first): per
+    """Explode scored sessions into the event-level table (columns in the original analysis's order first): per
     event, every registered method's score arrays present in ``scored`` and the removal effects of the
     event's type, position bin and store in its session (attribution/removal.py)."""
-    from attribution.removal import REMOVAL_COLUMNS  # imports torch, which the report stage doesn't need
-
     registered = methods.present(scored.columns)
-    per_event = [*(c for m in registered for c in m.event_columns), *REMOVAL_COLUMNS.values()]
+    per_event = [*(c for m in registered for c in m.event_columns), *REMOVAL_EVENT_COLUMNS.values()]
     per_session = [c for m in registered for c, _ in m.session_columns]
     scores = [c for c in per_event if c in scored.columns]
     arrays = {**EVENT_COLUMNS, **{c: c for c in scores}}
@@ -56,7 +56,7 @@ def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
         "event_name",
         "prediction",
         *methods.event_columns(),
-        *REMOVAL_COLUMNS.values(),
+        *REMOVAL_EVENT_COLUMNS.values(),
         "session_length",
         "position_bin",
         "event_ts",
@@ -71,5 +71,5 @@ def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
         .withColumn("run_id", F.lit(run_id))
         .withColumn("model_sha256", F.lit(model_sha256))
     )
-    ordered = [c for c in dict.fromkeys([*SEED_COLUMNS, *extra]) if c in flat.columns]
+    ordered = [c for c in dict.fromkeys([*ORIGINAL_EVENT_COLUMNS, *extra]) if c in flat.columns]
     return flat.select(*ordered)

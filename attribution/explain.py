@@ -12,7 +12,8 @@ from pyspark.sql import functions as F
 
 from attribution import methods
 from attribution.config import Config
-from attribution.io import InputError, read_table
+from attribution.errors import InputError
+from attribution.io import read_table
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -46,8 +46,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from attribution.errors import InputError
 from attribution.features import EncodedSessions, length_buckets
-from attribution.io import InputError
 from attribution.model import SessionTransformer
 from attribution.removal import empty_probability, masked_probabilities, represent
 

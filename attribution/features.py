@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from attribution.config import MODEL_FIELDS
+from attribution.schema import INPUT_COLUMNS, MODEL_FIELDS
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -39,8 +39,7 @@ CONTINUOUS_BEFORE_DWELL = ("log_seconds_from_prev", *CONTINUOUS[1:])
 KNOWN_CONTINUOUS = (*CONTINUOUS, *CONTINUOUS_BEFORE_DWELL[:1])
 GAP_CAP_SECONDS = 3600.0
 RANK_SCALE = math.log1p(50.0)
-# Columns of the sessions table the encoding reads.
-INPUT_COLUMNS = (*MODEL_FIELDS, "seconds_from_prev", "event_ranks", "is_new_vertical", "session_length")
+__all__ = ["INPUT_COLUMNS", "MODEL_FIELDS"]  # the sessions table's columns the encoding reads (schema)
 
 
 class FeatureMismatch(ValueError):
@@ -184,7 +183,7 @@ class EncodedSessions:
         return out
 
 
-def _flat(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
+def flatten_lists(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
     """A list column -> (its values, flattened, respecting slices) and per-row lengths (nulls as 0)."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -210,12 +209,12 @@ def encode_sessions(
     missing = [c for c in needed if c not in names]
     if missing:
         raise FeatureMismatch(f"the sessions lack column(s) {', '.join(missing)} that the model's features need")
-    ref_values, lengths = _flat(table.column("seconds_from_prev"))
+    ref_values, lengths = flatten_lists(table.column("seconds_from_prev"))
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     tokens, unknown = {}, {}
     for f in vocab.fields:
-        values, lens = _flat(table.column(f))
+        values, lens = flatten_lists(table.column(f))
         if not np.array_equal(lens, lengths):
             raise FeatureMismatch(f"column {f}: array lengths differ from seconds_from_prev in some sessions")
         value_set = pa.array(vocab.tokens[f], type=pa.string())
@@ -230,8 +229,8 @@ def encode_sessions(
         tokens[f] = ids
         unknown[f] = int((present & ~found).sum())
     gaps = np.nan_to_num(ref_values.to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0)
-    rank_values, rank_lens = _flat(table.column("event_ranks"))
-    nv_values, nv_lens = _flat(table.column("is_new_vertical"))
+    rank_values, rank_lens = flatten_lists(table.column("event_ranks"))
+    nv_values, nv_lens = flatten_lists(table.column("is_new_vertical"))
     for name, lens in (("event_ranks", rank_lens), ("is_new_vertical", nv_lens)):
         if not np.array_equal(lens, lengths):
             raise FeatureMismatch(f"column {name}: array lengths differ from seconds_from_prev in some sessions")

@@ -26,7 +26,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from attribution.config import DEFAULT_CONVERSION_EVENTS, DEFAULT_FUNNEL_EVENTS, Config
+from attribution import scenarios
+from attribution.config import Config
+from attribution.scenarios import random_effects
+from attribution.schema import (
+    DEFAULT_CONVERSION_EVENTS,
+    DEFAULT_FUNNEL_EVENTS,
+    POSITION_BIN_UPPER,
+    POSITION_BINS,
+    position_bin_bounds,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -49,7 +58,7 @@ BROWSE_EVENTS = (
     "m_promo_banner_view",  # 9
     "m_store_page_load_error",  # 10: contains "error", left out of the model input
 )
-FUNNEL_EVENTS = DEFAULT_FUNNEL_EVENTS  # the seed's funnel, in the order of the codes below
+FUNNEL_EVENTS = DEFAULT_FUNNEL_EVENTS  # the original analysis's funnel, in the order of the codes below
 ALL_EVENTS = BROWSE_EVENTS + FUNNEL_EVENTS
 UNKNOWN_EVENT = "m_legacy_widget_tap"  # a dirty row: not in the catalogue
 N_BROWSE = len(BROWSE_EVENTS)
@@ -71,7 +80,7 @@ EVENT_EFFECTS = {
     "m_store_page_load_error": 0.0,
 }
 # Early events matter more than late ones: weight by 1-based position bucket (the seed's buckets).
-POSITION_WEIGHTS = {"1-5": 1.0, "6-10": 0.6, "11-20": 0.35, "21-50": 0.15, "50+": 0.05}
+POSITION_WEIGHTS = dict(zip(POSITION_BINS, (1.0, 0.6, 0.35, 0.15, 0.05), strict=True))
 
 # First-order behaviour: P(next browse event | current). Rows sum to 1.
 _T = np.zeros((N_BROWSE, N_BROWSE))
@@ -186,13 +195,8 @@ def store_effects(n_stores: int) -> np.ndarray:
 
 
 def position_weight_for(positions_1based: np.ndarray) -> np.ndarray:
-    w = np.empty(positions_1based.shape)
-    w[:] = POSITION_WEIGHTS["50+"]
-    w[positions_1based <= 50] = POSITION_WEIGHTS["21-50"]
-    w[positions_1based <= 20] = POSITION_WEIGHTS["11-20"]
-    w[positions_1based <= 10] = POSITION_WEIGHTS["6-10"]
-    w[positions_1based <= 5] = POSITION_WEIGHTS["1-5"]
-    return w
+    weights = np.array([POSITION_WEIGHTS[b] for b in POSITION_BINS])
+    return weights[np.searchsorted(np.asarray(POSITION_BIN_UPPER), positions_1based, side="left")]
 
 
 # ---- block generation ----------------------------------------------------------------------------
@@ -270,7 +274,6 @@ def params_from(conf: Config) -> GenParams:
 
 def effects_of(kind: str, seed: int, n_stores: int) -> tuple[np.ndarray, np.ndarray]:
     """(planted effect per browse event code, per store index) for ``generate.effects``."""
-    from attribution.scenarios import random_effects
 
     if kind == "random":
         return random_effects(seed, N_BROWSE, n_stores, zero=(ERROR,))
@@ -374,7 +377,7 @@ def true_removal_effects(p: GenParams, n: int = 20000) -> dict[str, dict[str, fl
         return float(100 * np.mean(p_full[has] - 1.0 / (1.0 + np.exp(-logit[has]))))
 
     positions = np.arange(1, ev.shape[1] + 1)[None, :]
-    bins = {"1-5": (1, 5), "6-10": (6, 10), "11-20": (11, 20), "21-50": (21, 50), "50+": (51, 10**9)}
+    bins = {b: (lo, hi if hi is not None else 10**9) for b, (lo, hi) in position_bin_bounds().items()}
     return {
         "event_type": {str(code): effect(ev == code) for code in range(N_BROWSE) if code != ERROR},
         "position_bin": {b: effect((positions >= lo) & (positions <= hi)) for b, (lo, hi) in bins.items()},
@@ -496,17 +499,17 @@ def _bot_block(rng: np.random.Generator, p: GenParams, bot: int) -> dict[str, np
 
 def _finish(rng: np.random.Generator, p: GenParams, e: dict[str, np.ndarray]) -> pd.DataFrame:
     """Turn codes into the raw table's columns and plant the dirty rows (one kind per row, known)."""
-    from attribution.scenarios import event_names
 
     m = len(e["event"])
-    names = np.array(event_names(p.scenario, ALL_EVENTS + (UNKNOWN_EVENT,)), dtype=object)
+    scenario = scenarios.get(p.scenario)
+    names = np.array(scenario.event_names(ALL_EVENTS + (UNKNOWN_EVENT,)), dtype=object)
     features = np.array(CARD_FEATURES + (SEARCH_FEATURE,), dtype=object)
     f = p.dirty_fraction
     probs = np.array([f, f / 3, f / 3, f / 3, f, f, 1.0 - 4 * f])
     kind = rng.choice(len(probs), size=m, p=probs / probs.sum())
     user = pd.array(np.char.add("user", e["user"].astype(str)), dtype=object)
     device = pd.array(np.char.add("device", e["device"].astype(str)), dtype=object)
-    if p.scenario == "renamed":  # epoch milliseconds, as text in a CSV
+    if scenario.epoch_ms:  # epoch milliseconds, as text
         ts_text = np.asarray(e["ts_ms"].astype(str), dtype=object)
     else:
         ts = pd.to_datetime(e["ts_ms"], unit="ms", utc=True).tz_convert(p.time_zone)
@@ -537,32 +540,31 @@ def _finish(rng: np.random.Generator, p: GenParams, e: dict[str, np.ndarray]) ->
         rng.random(int((kind == 4).sum())) < 0.5, "not-a-timestamp", "2025-13-45 99:99:99"
     )
     out = pd.concat([df, dup], ignore_index=True)
-    if p.scenario == "renamed":
-        from attribution.scenarios import RENAMED_COLUMNS
-
-        out = out.drop(columns=["event_rank"]).rename(columns=RENAMED_COLUMNS)
-    return out
+    scenario = scenarios.get(p.scenario)
+    if not scenario.has_rank:
+        out = out.drop(columns=["event_rank"])
+    return out.rename(columns=dict(scenario.columns)) if scenario.columns else out
 
 
 def raw_schema(scenario: str) -> str:
     """The generated table's Spark schema for ``scenario``."""
-    if scenario != "renamed":
+    sc = scenarios.get(scenario)
+    if not sc.columns and sc.has_rank and sc.raw_format == "parquet":
         return RAW_SCHEMA
-    from attribution.scenarios import RENAMED_COLUMNS
-
+    # a text table (CSV) holds every column as text but the store id
     types = {"store_id": "long"}
-    return ", ".join(f"{RENAMED_COLUMNS.get(c, c)} {types.get(c, 'string')}" for c in RAW_COLUMNS if c != "event_rank")
+    kept = [c for c in RAW_COLUMNS if sc.has_rank or c != "event_rank"]
+    return ", ".join(f"{sc.columns.get(c, c)} {types.get(c, 'string')}" for c in kept)
 
 
 def ground_truth(conf: Config) -> dict:
     """The planted model, written beside the data so later stages can check what attribution recovers."""
-    from attribution.scenarios import event_names
 
     g = conf.generate
     stores = store_table(g.n_stores)
     events, eff = effects_of(g.effects, conf.run.seed, g.n_stores)
-    renamed = g.scenario == "renamed"
-    browse = event_names(g.scenario, BROWSE_EVENTS)
+    scenario = scenarios.get(g.scenario)
+    browse = scenario.event_names(BROWSE_EVENTS)
     removal = true_removal_effects(params_from(conf))
     return {
         "model": "logit = base_logit + sum_i (event_effect[type_i] + store_effect[store_i]*clicklike_i)"
@@ -583,17 +585,17 @@ def ground_truth(conf: Config) -> dict:
         "store_effect_applies_to": [browse[i] for i in CLICKLIKE],
         "store_effects": {
             str(int(stores.store_id[i])): {
-                "store_name": str(int(stores.store_id[i])) if renamed else stores.store_name[i],
+                "store_name": stores.store_name[i] if scenario.stores_dimension else str(int(stores.store_id[i])),
                 "effect": float(eff[i]),
             }
             for i in range(g.n_stores)
             if eff[i] != 0.0
         },
-        "funnel_events": list(event_names(g.scenario, FUNNEL_EVENTS)),
-        "conversion_events": list(event_names(g.scenario, DEFAULT_CONVERSION_EVENTS)),
-        "unknown_event_name": event_names(g.scenario, (UNKNOWN_EVENT,))[0],
-        "timestamps": "ts_ms is epoch milliseconds (CSV text)"
-        if renamed
+        "funnel_events": list(scenario.event_names(FUNNEL_EVENTS)),
+        "conversion_events": list(scenario.event_names(DEFAULT_CONVERSION_EVENTS)),
+        "unknown_event_name": scenario.event_names((UNKNOWN_EVENT,))[0],
+        "timestamps": f"{scenario.columns.get('event_timestamp', 'event_timestamp')} is epoch milliseconds (text)"
+        if scenario.epoch_ms
         else f"event_timestamp is local wall-clock time in {conf.input.time_zone}, no offset",
         "n_users": g.n_users,
         "n_bot_users": g.n_bot_users,

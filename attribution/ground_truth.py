@@ -40,14 +40,15 @@ import pandas as pd
 import pyarrow as pa
 from numpy.typing import ArrayLike
 
-from attribution.events import POSITION_BINS
+from attribution.errors import InputError
+from attribution.faithfulness import spearman
+from attribution.io import read_bytes
+from attribution.schema import POSITION_BINS
 
 ACCEPTANCE = 0.8  # the rank correlation the default method must reach on the embedded default
 
 
 def _spearman(a: ArrayLike, b: ArrayLike) -> float:
-    from attribution.faithfulness import spearman
-
     return spearman(np.asarray(a, float), np.asarray(b, float))
 
 
@@ -59,8 +60,6 @@ def _overall(df: pd.DataFrame, prefix: str) -> pd.Series:
 
 
 def load(path: str) -> dict | None:
-    from attribution.io import InputError, read_bytes
-
     try:
         return json.loads(read_bytes(path))
     except (InputError, FileNotFoundError):

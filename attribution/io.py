@@ -6,7 +6,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from attribution.config import ConfigError
+from attribution.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -17,10 +17,6 @@ if TYPE_CHECKING:
     from attribution.config import RunConf
 
 log = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """The input can't be used as configured; the message names the table, column or file."""
 
 
 # CSV and JSON inputs carry a row's raw line here when Spark can't parse it (PERMISSIVE mode), so the
@@ -150,7 +146,7 @@ def _read(spark: SparkSession, path: str, fmt: str, options: dict[str, str]) -> 
     return reader.parquet(path)
 
 
-def _filesystem(location: str) -> tuple[FileSystem | None, str]:
+def uri_filesystem(location: str) -> tuple[FileSystem | None, str]:
     """(pyarrow filesystem, path) for URIs (s3://, gs://, hdfs://); (None, local path) otherwise."""
     if "://" in location and not location.startswith("file://"):
         from pyarrow import fs
@@ -165,7 +161,7 @@ def write_bytes(location: str, data: bytes) -> None:
     Locally the bytes go to a temporary name first and are renamed into place, so readers never see
     half a file.
     """
-    filesystem, path = _filesystem(location)
+    filesystem, path = uri_filesystem(location)
     if filesystem is not None:
         filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
         with filesystem.open_output_stream(path) as out:
@@ -186,7 +182,7 @@ def write_text(location: str, text: str) -> None:
 
 def read_bytes(location: str) -> bytes:
     """Read a file from a local path or a URI; a missing file is an InputError naming it."""
-    filesystem, path = _filesystem(location)
+    filesystem, path = uri_filesystem(location)
     try:
         if filesystem is not None:
             with filesystem.open_input_stream(path) as f:

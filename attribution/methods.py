@@ -10,22 +10,22 @@ to 1: the seed analysis's normalization); a **signed** method also gives its raw
 log-odds (how far the event moves the model's logit towards conversion), and only signed methods have an
 effect in the report's tables.
 
-Adding a method: write its ``compute`` (a function of :class:`attribution.attribute.Batch`, returning
+Adding a method: write its ``compute`` (a function of :class:`attribution.kernels.Batch`, returning
 :class:`Scores`) and :func:`register` a :class:`Method` naming its columns. The UDF carries the resolved
 ``Method`` objects in its closure, so a method registered at run time (a notebook, a test) reaches the
 executors too.
 
-This module imports no torch: the configuration is validated without it.
+It sits above its kernels (:mod:`attribution.kernels`: the shared forward, rollout, integrated gradients)
+and below :mod:`attribution.attribute`, which runs the registered methods over batches of sessions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from attribution.attribute import Batch
+from attribution.kernels import Batch, integrated_gradients, rollout
 
 EPS = 1e-12
 
@@ -82,15 +82,11 @@ def _attention(b: Batch) -> Scores:
 
 
 def _attention_rollout(b: Batch) -> Scores:
-    from attribution.attribute import rollout
-
     r = rollout(b.attention_probabilities(), b.maskf)
     return Scores(attribution=r / (r.sum(dim=1, keepdim=True) + EPS))
 
 
 def _integrated_gradients(b: Batch) -> Scores:
-    from attribution.attribute import integrated_gradients
-
     ig, gap = integrated_gradients(b.model, b.x, b.mask, b.logits, b.options)
     return Scores(attribution=normalize(ig, b.maskf), contribution=ig, per_session={"ig_completeness_gap": gap})
 

@@ -44,8 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attribution.errors import InputError
 from attribution.features import CONTINUOUS, CONTINUOUS_BEFORE_DWELL, FeatureMismatch, Vocabularies
-from attribution.io import InputError, join, read_bytes, write_bytes
+from attribution.io import join, read_bytes, write_bytes
 
 if TYPE_CHECKING:
     from attribution.config import ModelConf

@@ -18,6 +18,8 @@ import math
 import pandas as pd
 
 from attribution.methods import REGISTRY
+from attribution.report import EFFECT_UNIT, is_signed
+from attribution.report_text import REMOVAL_MEANING, ranked_drivers, removal_pp, status_text
 
 PAGE = "index.html"
 
@@ -48,8 +50,6 @@ def _effect_cells(row: pd.Series, scale: float | None, prefix: str = "effect") -
 
 
 def _removal_cell(row: pd.Series) -> str:
-    from attribution.report_text import removal_pp
-
     return f"<td class=num>{removal_pp(row) or '-'}</td>"
 
 
@@ -70,8 +70,6 @@ def render(
     planted: str | None = None,
 ) -> bytes:
     """The page as UTF-8 bytes; ``planted``: a sentence on the planted-driver check, on synthetic data."""
-    from attribution.report import EFFECT_UNIT, is_signed
-    from attribution.report_text import REMOVAL_MEANING, ranked_drivers, status_text
 
     et = tables["event_type"][tables["event_type"]["method"] == method]
     pos = tables["position"][tables["position"]["method"] == method]

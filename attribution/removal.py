@@ -29,15 +29,7 @@ import torch
 
 from attribution.features import EncodedSessions, length_buckets
 from attribution.model import SessionTransformer, to_tensors
-
-# Dimension -> per-event column of the event table holding the removal effect of the event's key.
-REMOVAL_COLUMNS = {
-    "event_type": "removal_effect_type",
-    "position_bin": "removal_effect_position",
-    "store": "removal_effect_store",
-}
-# 1-based position -> bin, the event table's ``position_bin`` (upper bounds; above the last: 50+).
-POSITION_BIN_UPPER = (5, 10, 20, 50)
+from attribution.schema import POSITION_BIN_UPPER
 
 
 def sampled(session_ids: list[str], fraction: float) -> np.ndarray:

@@ -25,22 +25,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 
-from attribution import aggregate, sinks
+from attribution import aggregate, schema, sinks
 from attribution.config import Config
-from attribution.io import InputError, join
+from attribution.errors import InputError
+from attribution.io import join, read_bytes
+from attribution.model import model_location
+from attribution.schema import TABLE_KINDS
+from attribution.statistics import roc_auc_ci
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
-# table name -> the seed's file name (CSV) / Delta and parquet directory name
-TABLES = {
-    "event_type": "event_type_attribution_no_funnel",
-    "position": "position_attribution_no_funnel",
-    "store": "store_attribution_no_funnel",
-    "type_position": "event_type_position_attribution_no_funnel",
-}
+# table name -> the original analysis's file name (CSV) / Delta and parquet directory name
+TABLES = {k.name: k.stem for k in TABLE_KINDS}
 PICTURE = "attention_attribution_analysis.png"
 
 
@@ -97,24 +96,9 @@ def frames(tables: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
 
 
 def _seed_columns(name: str, table: pa.Table) -> pa.Table:
-    """The key and the effect columns first, then the seed's columns (its readers select them by name),
-    then the rest."""
-    effect = [*aggregate.EFFECT_COLUMNS, *aggregate.REMOVAL_COLUMNS]
-    first = {
-        "event_type": ["event_type", *effect, "events", "sessions", "not_converted", "converted", "attribution_lift"],
-        "position": ["position_bin", *effect, "events", "sessions", "not_converted", "converted", "attribution_lift"],
-        "store": [
-            "rank",
-            "store_id",
-            "store_name",
-            *aggregate.STORE_EFFECT_COLUMNS,
-            *aggregate.REMOVAL_COLUMNS,
-            "mean_attribution",
-            "event_count",
-            "sessions",
-        ],
-        "type_position": ["event_type", "position", "effect_log_odds", "mean_attribution", "events"],
-    }[name]
+    """The table's first columns (its key and effect columns, then the original analysis's, which its
+    readers select by name: ``attribution.schema.TableKind.first``), then the rest."""
+    first = list(schema.table(name).first)
     return table.select(first + [c for c in table.column_names if c not in first])
 
 
@@ -122,9 +106,6 @@ def model_status(conf: Config, shas: list[str]) -> dict:
     """Does the model that scored the event table predict better than chance? From its metrics.json: the
     test ROC-AUC with a 95% CI (Hanley-McNeil). ``at_chance`` when the CI includes 0.5 or the AUC is
     below ``report.min_test_auc``; ``unknown`` without metrics for the model that scored the table."""
-    from attribution.io import read_bytes
-    from attribution.model import model_location
-    from attribution.statistics import roc_auc_ci
 
     location = join(model_location(conf.output(conf.train.model_path), conf.train.model_version), "metrics.json")
     try:
@@ -228,7 +209,6 @@ def write_tables(spark: SparkSession, tables: dict[str, pa.Table], conf: Config)
 EFFECT_UNIT = "mean signed contribution per event (log-odds)"
 # the verdicts that give a direction (the others: indistinguishable from noise)
 DIRECTIONS = (aggregate.DRIVES, aggregate.HOLDS_BACK)
-GROUND_TRUTH_TABLE = "ground_truth_recovery"
 
 
 def is_signed(table: pd.DataFrame) -> bool:

@@ -1,7 +1,7 @@
 """Synthetic scenario families beyond the embedded default, to validate what a person reads against
 planted truth that the code was not tuned on.
 
-``generate.scenario``:
+``generate.scenario`` names a :class:`Scenario` of :data:`REGISTRY` (what the raw table looks like):
 
 - ``embedded``: the embedded default (the original analysis's event names, parquet, a stores dimension).
 - ``renamed``: another app's table, as a new user would bring it: other event names (browse, funnel and
@@ -9,7 +9,7 @@ planted truth that the code was not tuned on.
   stores dimension (stores are bare ids). The same behaviour model underneath, so only the names and
   the planted effects differ.
 
-``generate.effects``:
+``generate.effects`` names an entry of :data:`EFFECTS` (what drives conversion):
 
 - ``planted``: the embedded default's fixed effects (``generate.EVENT_EFFECTS``, the named stores);
 - ``random``: drawn from ``run.seed``: each browse event's effect uniform in [-0.9, 0.9]; five of the 20
@@ -23,12 +23,19 @@ user maps their own table by config alone.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
 import numpy as np
 
-from attribution.config import DEFAULT_CONVERSION_EVENTS, DEFAULT_FUNNEL_EVENTS
+from attribution.schema import DEFAULT_CONVERSION_EVENTS, DEFAULT_FUNNEL_EVENTS
 
-SCENARIOS = ("embedded", "renamed")
-EFFECTS = ("planted", "random", "none")
+# generate.effects -> what it plants
+EFFECTS = {
+    "planted": "the embedded default's fixed effects",
+    "random": "effects drawn from run.seed",
+    "none": "every effect 0 (the null scenario)",
+}
 
 # the embedded event name -> the renamed scenario's
 RENAMED_EVENTS = {
@@ -63,8 +70,55 @@ RENAMED_COLUMNS = {
 RENAMED_ERROR_SUBSTRING = "failed"
 
 
+@dataclass(frozen=True)
+class Scenario:
+    """One raw table the generator can write: its event and column names, its time format and file
+    format, and whether a stores dimension comes with it. The behaviour underneath is the same."""
+
+    name: str
+    description: str
+    events: Mapping[str, str] = field(default_factory=dict)  # embedded event name -> this table's
+    columns: Mapping[str, str] = field(default_factory=dict)  # embedded raw column -> this table's
+    epoch_ms: bool = False  # times as epoch milliseconds (text), else local wall-clock text
+    raw_format: str = "parquet"  # the raw table's file format: parquet, or csv with a header
+    stores_dimension: bool = True  # a stores dimension beside the events (else bare store ids)
+    has_rank: bool = True  # an event_rank column
+    error_substring: str = "error"
+
+    def event_names(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """The embedded event ``names`` as this table writes them."""
+        return tuple(self.events.get(n, n) for n in names)
+
+
+REGISTRY = {
+    s.name: s
+    for s in (
+        Scenario("embedded", "the original analysis's event names, parquet and a stores dimension"),
+        Scenario(
+            "renamed",
+            "another app's table: other event and column names, CSV with epoch-ms times, no stores dimension",
+            events=RENAMED_EVENTS,
+            columns=RENAMED_COLUMNS,
+            epoch_ms=True,
+            raw_format="csv",
+            stores_dimension=False,
+            has_rank=False,
+            error_substring=RENAMED_ERROR_SUBSTRING,
+        ),
+    )
+}
+SCENARIOS = tuple(REGISTRY)
+
+
+def get(name: str) -> Scenario:
+    """The registered scenario called ``name``; a ValueError naming the known ones otherwise."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
 def event_names(scenario: str, names: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(RENAMED_EVENTS.get(n, n) for n in names) if scenario == "renamed" else names
+    return get(scenario).event_names(names)
 
 
 def random_effects(
@@ -87,6 +141,7 @@ def random_effects(
 def overrides(scenario: str, data: str) -> list[str]:
     """``--set`` values that point the pipeline at a scenario generated under ``data``, mapping its
     table by config as a user would (the generator's own keys included, so it writes there)."""
+    sc = get(scenario)
     common = [
         f"generate.output_path={data}/raw",
         f"generate.stores_path={data}/stores",
@@ -94,22 +149,24 @@ def overrides(scenario: str, data: str) -> list[str]:
         f"input.path={data}/raw",
         f"generate.scenario={scenario}",
     ]
-    if scenario == "embedded":
-        return [*common, f"stores.path={data}/stores"]
-    renamed = [RENAMED_EVENTS[e] for e in DEFAULT_FUNNEL_EVENTS]
-    conversion = [RENAMED_EVENTS[e] for e in DEFAULT_CONVERSION_EVENTS]
-    browse = [v for k, v in RENAMED_EVENTS.items() if k not in DEFAULT_FUNNEL_EVENTS and k != "m_legacy_widget_tap"]
+    out = [*common, f"stores.path={data}/stores" if sc.stores_dimension else "stores.path=null"]
+    if sc.raw_format != "parquet":
+        out.append(f"input.format={sc.raw_format}")
     key = {"event_timestamp": "event_ts"}  # the raw column -> its key under input.columns
-    columns = [f"input.columns.{key.get(k, k)}={v}" for k, v in RENAMED_COLUMNS.items()]
+    out += [f"input.columns.{key.get(k, k)}={v}" for k, v in sc.columns.items()]
+    if not sc.has_rank:
+        out.append("input.columns.event_rank=null")
+    if sc.epoch_ms:
+        out.append("input.timestamp_format=epoch_ms")
+    if not sc.events:
+        return out
+    funnel = list(sc.event_names(DEFAULT_FUNNEL_EVENTS))
+    conversion = list(sc.event_names(DEFAULT_CONVERSION_EVENTS))
+    browse = [v for k, v in sc.events.items() if k not in DEFAULT_FUNNEL_EVENTS and k != "m_legacy_widget_tap"]
     return [
-        *common,
-        "input.format=csv",
-        *columns,
-        "input.columns.event_rank=null",
-        "input.timestamp_format=epoch_ms",
-        "stores.path=null",
+        *out,
         f"events.conversion_events=[{','.join(conversion)}]",
-        f"events.funnel_events=[{','.join(renamed)}]",
-        f"events.known_events=[{','.join(browse + renamed)}]",
-        f"events.error_substring={RENAMED_ERROR_SUBSTRING}",
+        f"events.funnel_events=[{','.join(funnel)}]",
+        f"events.known_events=[{','.join(browse + funnel)}]",
+        f"events.error_substring={sc.error_substring}",
     ]

@@ -27,13 +27,14 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, DataFrameWriter, Observation, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from attribution import session_rules
 from attribution.config import TIMESTAMP_EPOCH_FORMATS, Config, EventsConf, InputColumns, SplitConf, StoreColumns
-from attribution.io import CORRUPT_RECORD, InputError
+from attribution.errors import InputError
+from attribution.io import CORRUPT_RECORD
 from attribution.session_rules import EVENT_FIELDS, STORE_FIELDS
 
 # Canonical names used from here on (one name per concept across code, tables and docs).
@@ -512,51 +513,3 @@ def summarize(rows_read: int, quarantine_counts: dict[str, int], session_counts:
     if accounted != rows_read:
         raise ReconciliationError(f"row counts do not reconcile: read {rows_read}, accounted {accounted} ({rows})")
     return summary
-
-
-EMPTY_MARKER = "part-00000-empty.parquet"
-
-
-def readable_when_empty(schema: T.StructType, location: str) -> None:
-    """A partitioned write of no rows leaves no data file, and neither Spark nor pyarrow can read a table
-    without one (they infer the schema from the files). Then write one empty file with the whole schema
-    at the table's root, so the empty table reads as empty. A day's run removes it before it writes a
-    partition (:func:`drop_empty_marker`): a root file beside partition directories would not read."""
-    from pyarrow import fs
-    from pyspark.sql.pandas.types import to_arrow_schema
-
-    from attribution.sinks import _fs
-
-    filesystem, path = _fs(location)
-    infos = filesystem.get_file_info(fs.FileSelector(path, recursive=True, allow_not_found=True))
-    if any(i.base_name.endswith(".parquet") for i in infos):
-        return
-    import pyarrow.parquet as pq
-
-    filesystem.create_dir(path, recursive=True)
-    with filesystem.open_output_stream(f"{path}/{EMPTY_MARKER}") as out:
-        pq.write_table(to_arrow_schema(schema).empty_table(), out)
-
-
-def drop_empty_marker(location: str) -> None:
-    """Remove the file :func:`readable_when_empty` left in an empty table, if there is one."""
-    from pyarrow import fs
-
-    from attribution.sinks import _fs
-
-    filesystem, path = _fs(location)
-    marker = f"{path}/{EMPTY_MARKER}"
-    if filesystem.get_file_info(marker).type == fs.FileType.File:
-        filesystem.delete_file(marker)
-
-
-def day_partition(table: str, day: str, column: str = "session_date") -> str:
-    """The directory of one day's partition of a table partitioned by ``column``."""
-    return f"{table.rstrip('/')}/{column}={day}"
-
-
-def partitioned_write(writer: DataFrameWriter, day: str | None, column: str = "session_date") -> DataFrameWriter:
-    """A writer partitioned by ``column``: in day mode replacing only the partitions it writes (dynamic
-    partition overwrite), else the whole table."""
-    writer = writer.mode("overwrite").partitionBy(column)
-    return writer.option("partitionOverwriteMode", "dynamic") if day is not None else writer

@@ -20,18 +20,28 @@ inside the few milliseconds of the second step:
 
 from __future__ import annotations
 
+import json
+import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs
+from pyspark.sql import DataFrameWriter
+from pyspark.sql.pandas.types import to_arrow_schema
 
-from attribution.io import spark_has_delta
+from attribution.config import RUN_ID
+from attribution.errors import ConfigError
+from attribution.io import spark_has_delta, uri_filesystem
 
 if TYPE_CHECKING:
     from deltalake import DeltaTable
     from pyarrow.fs import FileSystem
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import types as T
 
 
 @dataclass
@@ -42,21 +52,16 @@ class Staged:
     abort: Callable[[], None] = lambda: None
 
 
-def _fs(location: str) -> tuple[FileSystem, str]:
-    from pyarrow import fs
-
-    from attribution.io import _filesystem
-
-    filesystem, path = _filesystem(location)
+def filesystem_for(location: str) -> tuple[FileSystem, str]:
+    """(pyarrow filesystem, path) of a local path or a URI: the local filesystem for a plain path."""
+    filesystem, path = uri_filesystem(location)
     return filesystem or fs.LocalFileSystem(), path.rstrip("/")
 
 
 def remove_tree(location: str) -> None:
     """Delete a directory Spark wrote (or a file), if it exists: through pyarrow's filesystems, so it works
     the same from a classic session and from a Spark Connect client."""
-    from pyarrow import fs
-
-    filesystem, path = _fs(location)
+    filesystem, path = filesystem_for(location)
     kind = filesystem.get_file_info(path).type
     if kind == fs.FileType.Directory:
         filesystem.delete_dir(path)
@@ -65,20 +70,14 @@ def remove_tree(location: str) -> None:
 
 
 def _exists(filesystem: FileSystem, path: str) -> bool:
-    from pyarrow import fs
-
     return filesystem.get_file_info(path).type != fs.FileType.NotFound
 
 
 def _token() -> str:
-    import uuid
-
     return uuid.uuid4().hex[:12]
 
 
 def _check_run_id(run_id: str) -> None:
-    from attribution.config import RUN_ID, ConfigError
-
     if not run_id:
         raise ConfigError(
             "run.run_id: the outputs are keyed by a run id and none is set; give one (--set run.run_id=..., or "
@@ -91,7 +90,7 @@ def _check_run_id(run_id: str) -> None:
 
 
 def stage_bytes(location: str, data: bytes) -> Staged:
-    filesystem, path = _fs(location)
+    filesystem, path = filesystem_for(location)
     parent = path.rsplit("/", 1)[0]
     filesystem.create_dir(parent, recursive=True)
     tmp = f"{parent}/.{path.rsplit('/', 1)[1]}.tmp-{_token()}"  # hidden: readers of the folder skip it
@@ -120,8 +119,6 @@ def _delta_table(location: str) -> DeltaTable | None:
 def _commit_run(location: str, files: list[tuple[str, int, int]], arrow_schema: pa.Schema, run_id: str) -> int:
     """One Delta commit: add ``files`` ((path relative to the table, bytes, rows), all in this run's
     partition) and remove this run's previous files. Creates the table (partitioned by run_id) if need be."""
-    import json
-    import time
 
     from deltalake import Schema
     from deltalake.transaction import AddAction, create_table_with_add_actions
@@ -159,8 +156,6 @@ def _commit_run(location: str, files: list[tuple[str, int, int]], arrow_schema: 
 def stage_delta(spark: SparkSession, table: pa.Table, location: str, run_id: str) -> Staged:
     """A small table as Delta, this run's rows replaced: Spark's Delta writer when installed (one step, at
     publish), else a parquet file written now into the run's partition and committed at publish."""
-    import pyarrow.parquet as pq
-
     if spark is not None and spark_has_delta(spark):
 
         def spark_write() -> None:
@@ -187,7 +182,7 @@ def stage_delta(spark: SparkSession, table: pa.Table, location: str, run_id: str
                 location, table, mode="overwrite", predicate=f"run_id = '{literal}'", schema_mode="merge"
             )
         )
-    filesystem, root = _fs(location)
+    filesystem, root = filesystem_for(location)
     relative = f"run_id={run_id}/part-{_token()}.parquet"
     data = table.drop_columns(["run_id"]) if "run_id" in table.column_names else table
     filesystem.create_dir(f"{root}/run_id={run_id}", recursive=True)
@@ -218,9 +213,7 @@ def stage_parquet(table: pa.Table, location: str, run_id: str) -> Staged:
     from the driver with pyarrow (no Spark job for a few hundred rows) into ``_staging-*`` (readers skip
     names starting with '_'). Publishing swaps it for this run's previous partition by two renames;
     other runs' partitions are never touched. An empty table gives an empty file with the schema."""
-    import pyarrow.parquet as pq
-
-    filesystem, root = _fs(location)
+    filesystem, root = filesystem_for(location)
     token = _token()
     staging, old = f"{root}/_staging-{token}", f"{root}/_replaced-{token}"
     target = f"{root}/{partition_dir('run_id', run_id)}"
@@ -249,14 +242,10 @@ def write_parquet(table: pa.Table, location: str, run_id: str) -> None:
 def write_csv_single_file(df: DataFrame, location: str) -> None:
     """A large Spark DataFrame as one CSV file, written by one executor task (never collected to the
     driver): Spark writes a temporary directory, its one part file is then renamed to ``location``."""
-    import uuid
-
-    from attribution.io import _filesystem
-
     tmp = f"{location}.tmp-{uuid.uuid4().hex[:8]}"
     df.coalesce(1).write.mode("overwrite").option("header", "true").csv(tmp)
-    filesystem, tmp_path = _filesystem(tmp)
-    _, target = _filesystem(location)
+    filesystem, tmp_path = uri_filesystem(tmp)
+    _, target = uri_filesystem(location)
     if filesystem is None:
         import glob
         import os
@@ -266,8 +255,6 @@ def write_csv_single_file(df: DataFrame, location: str) -> None:
         os.replace(part, target)
         shutil.rmtree(tmp_path, ignore_errors=True)
         return
-    from pyarrow import fs
-
     parts = [f.path for f in filesystem.get_file_info(fs.FileSelector(tmp_path)) if f.base_name.startswith("part-")]
     filesystem.move(parts[0], target)
     filesystem.delete_dir(tmp_path)
@@ -282,11 +269,6 @@ def write_delta_events(spark: SparkSession, events: DataFrame, location: str, ru
     this run's previous files. A failure before that commit leaves the table at its previous version
     (the new files are unreferenced). Returns the new version (None through Spark's writer).
     """
-    import uuid
-
-    import pyarrow.parquet as pq
-    from pyarrow import fs
-
     if spark_has_delta(spark):
         (
             events.write.format("delta")
@@ -300,7 +282,7 @@ def write_delta_events(spark: SparkSession, events: DataFrame, location: str, ru
     relative_dir = f"run_id={run_id}/{uuid.uuid4().hex}"
     staging = f"{location.rstrip('/')}/{relative_dir}"
     events.drop("run_id").write.mode("error").parquet(staging)
-    filesystem, path = _fs(staging)
+    filesystem, path = filesystem_for(staging)
     infos = [i for i in filesystem.get_file_info(fs.FileSelector(path)) if i.base_name.endswith(".parquet")]
     files, arrow_schema = [], None
     for info in sorted(infos, key=lambda i: i.path):
@@ -331,3 +313,42 @@ def stage_all(steps: Iterable[Step]) -> tuple[list[Staged], dict[str, str]]:
             s.abort()
         raise
     return staged, where
+
+
+# --- partitioned tables: day partitions, and an empty table that still reads ------------------------
+
+EMPTY_MARKER = "part-00000-empty.parquet"
+
+
+def readable_when_empty(schema: T.StructType, location: str) -> None:
+    """A partitioned write of no rows leaves no data file, and neither Spark nor pyarrow can read a table
+    without one (they infer the schema from the files). Then write one empty file with the whole schema
+    at the table's root, so the empty table reads as empty. A day's run removes it before it writes a
+    partition (:func:`drop_empty_marker`): a root file beside partition directories would not read."""
+    filesystem, path = filesystem_for(location)
+    infos = filesystem.get_file_info(fs.FileSelector(path, recursive=True, allow_not_found=True))
+    if any(i.base_name.endswith(".parquet") for i in infos):
+        return
+    filesystem.create_dir(path, recursive=True)
+    with filesystem.open_output_stream(f"{path}/{EMPTY_MARKER}") as out:
+        pq.write_table(to_arrow_schema(schema).empty_table(), out)
+
+
+def drop_empty_marker(location: str) -> None:
+    """Remove the file :func:`readable_when_empty` left in an empty table, if there is one."""
+    filesystem, path = filesystem_for(location)
+    marker = f"{path}/{EMPTY_MARKER}"
+    if filesystem.get_file_info(marker).type == fs.FileType.File:
+        filesystem.delete_file(marker)
+
+
+def day_partition(table: str, day: str, column: str = "session_date") -> str:
+    """The directory of one day's partition of a table partitioned by ``column``."""
+    return f"{table.rstrip('/')}/{column}={day}"
+
+
+def partitioned_write(writer: DataFrameWriter, day: str | None, column: str = "session_date") -> DataFrameWriter:
+    """A writer partitioned by ``column``: in day mode replacing only the partitions it writes (dynamic
+    partition overwrite), else the whole table."""
+    writer = writer.mode("overwrite").partitionBy(column)
+    return writer.option("partitionOverwriteMode", "dynamic") if day is not None else writer

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attribution.config import SparkConf
+from attribution.errors import ConfigError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, Row, SparkSession
@@ -293,8 +294,6 @@ def qualify_output_dir(spark: SparkSession, conf: Config) -> Config:
     Spark and another to the Python readers, so it is refused: give a URI (``hdfs://...``, ``s3://...``).
     """
     import dataclasses
-
-    from attribution.config import ConfigError
 
     out = conf.run.output_dir
     if "://" in out:

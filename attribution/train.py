@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from attribution.config import Config
-from attribution.features import INPUT_COLUMNS, Vocabularies, build_vocabularies, encode_sessions, length_buckets
-from attribution.io import join
+from attribution.features import Vocabularies, build_vocabularies, encode_sessions, length_buckets
+from attribution.io import join, read_table, run_days
 from attribution.metrics import binary_metrics
+from attribution.model import ModelSpec, SessionTransformer, to_tensors, weights_bytes
+from attribution.schema import INPUT_COLUMNS
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -60,8 +62,6 @@ def prepare_shards(
     split as written)."""
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
-
-    from attribution.io import read_table, run_days
 
     sessions = run_days(read_table(spark, sessions_path, "parquet", {}, "sessions"), conf.run)
     t = conf.train
@@ -343,8 +343,6 @@ def _score(
 ) -> np.ndarray:
     import torch
 
-    from attribution.model import to_tensors
-
     if data.encoded is None:
         return np.zeros(0, dtype=np.float64)
     out = np.zeros(len(data), dtype=np.float64)
@@ -400,8 +398,6 @@ def _train(params: WorkerParams, rank: int, world: int, device: torch.device, di
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
-
-    from attribution.model import ModelSpec, SessionTransformer, to_tensors, weights_bytes
 
     seed = params.seed
     vocab = Vocabularies.from_json(params.vocab_json)

@@ -305,7 +305,7 @@ def spark_floor(spark, conf) -> None:
 def spark_stage(scales: tuple[int, ...], repeats: int) -> dict:
     """The attribution stage through Spark, warm, at 1x and each of ``scales`` x the test sessions."""
 
-    from attribution.config import load_config
+    from attribution.config_loader import load_config
     from attribution.spark import build_spark
 
     base = load_config(ROOT / "conf" / "local.yaml", GRAD_X_INPUT_ONLY)

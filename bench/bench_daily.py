@@ -58,7 +58,7 @@ def window_report(spark, work, start: str, days: int, repeats: int) -> dict | No
     the report of the whole window from the stored statistics (alternating, best of ``repeats``)."""
     import datetime as dt
 
-    from attribution.config import load_config
+    from attribution.config_loader import load_config
 
     model = ROOT / "outputs" / "model"
     if not model.exists():
@@ -111,7 +111,7 @@ def main() -> None:
 
     from pyspark.sql import functions as F
 
-    from attribution.config import load_config
+    from attribution.config_loader import load_config
     from attribution.spark import build_spark
 
     work = RESULTS / "daily"

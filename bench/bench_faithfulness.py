@@ -83,7 +83,7 @@ def in_process(n_sessions: int, repeats: int) -> dict:
 
 
 def spark_stages() -> dict:
-    from attribution.config import load_config
+    from attribution.config_loader import load_config
     from attribution.spark import build_spark
 
     out = RESULTS / "faithfulness_bench"

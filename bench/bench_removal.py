@@ -35,7 +35,7 @@ def main() -> None:
     args = p.parse_args()
 
     from attribution import report
-    from attribution.config import load_config
+    from attribution.config_loader import load_config
     from attribution.io import read_table
     from attribution.spark import build_spark
 

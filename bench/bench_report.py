@@ -18,7 +18,7 @@ import json
 import time
 from pathlib import Path
 
-from attribution.config import load_config
+from attribution.config_loader import load_config
 from attribution.spark import build_spark
 from attribution.stages import attribute as attribute_stage
 from attribution.stages import report as report_stage

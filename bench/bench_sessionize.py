@@ -23,7 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
-from attribution.config import load_config
+from attribution.config_loader import load_config
 from attribution.spark import build_spark
 from attribution.stages import generate as generate_stage
 from attribution.stages import sessionize as sessionize_stage

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from attribution import train
-from attribution.config import load_config
+from attribution.config_loader import load_config
 from attribution.model import ModelSpec
 from attribution.spark import build_spark
 from bench.machine import machine

@@ -10,12 +10,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Optional, Protocol
 
-from attribution.config import Config, ConfigError, load_config
+import attribution
+from attribution.config import Config
+from attribution.config_loader import load_config
+from attribution.errors import ConfigError, InputError
 from attribution.features import FeatureMismatch
-from attribution.io import InputError
 from attribution.model import ArtifactError
 from attribution.sessionize import ReconciliationError
-from attribution.spark import EnvironmentProblem, build_spark, qualify_output_dir
+from attribution.spark import CODE_PACKAGES, EnvironmentProblem, build_spark, qualify_output_dir
 from attribution.stages.attribute import AttributionReconciliationError
 from attribution.train import TrainingError
 
@@ -34,8 +36,6 @@ def executor_environment_problem(exc: BaseException) -> str | None:
     """One line for a job that failed because the executors' Python lacks a module (the Python traceback
     Spark brings back from a task names it); None for any other failure."""
     import re
-
-    from attribution.spark import CODE_PACKAGES
 
     found = re.search(r"ModuleNotFoundError: No module named '([^']+)'", str(exc))
     if found is None:
@@ -145,7 +145,6 @@ def main_of(
             extra(p)
         args = p.parse_args(argv)
         setup_logging()
-        import attribution
 
         # Where the code came from: the checkout, an installed wheel, or the --py-files zip on a cluster.
         log.info("session-attribution code from %s", os.path.dirname(attribution.__file__))

@@ -10,6 +10,7 @@ import dataclasses
 import sys
 from typing import TYPE_CHECKING
 
+from attribution.config_loader import validate
 from attribution.report_text import format_attribute_summary
 from attribution.stages import attribute
 from jobs._cli import main_of
@@ -30,7 +31,6 @@ def _args(p: argparse.ArgumentParser) -> None:
 def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     if args.split:
         conf = dataclasses.replace(conf, attribution=dataclasses.replace(conf.attribution, split=args.split))
-        from attribution.config import validate
 
         validate(conf)
     summary = attribute.run(spark, conf, model_path=args.model)

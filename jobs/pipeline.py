@@ -10,6 +10,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from attribution.io import write_text
@@ -31,7 +33,66 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jobs.pipeline")
 
-STAGES = ("generate", "sessionize", "train", "attribute", "faithfulness", "report")
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the pipeline: ``run`` does it and returns what the manifest keeps of its summary and
+    the line the console prints, or None when the stage has nothing to do with this config."""
+
+    name: str
+    run: Callable[[SparkSession, Config], tuple[dict, str] | None]
+
+
+def _generate(spark: SparkSession, conf: Config) -> tuple[dict, str] | None:
+    if conf.input.path != conf.generate.output_path:
+        print(f"[generate] skipped: input.path ({conf.input.path}) is not the embedded dataset")
+        return None
+    counts = generate.run(spark, conf)
+    return {"rows": counts["rows"]}, f"{counts['rows']:,} raw events -> {conf.generate.output_path}"
+
+
+def _sessionize(spark: SparkSession, conf: Config) -> tuple[dict, str]:
+    summary = sessionize.run(spark, conf)
+    return summary, format_sessionize_summary(summary)
+
+
+def _train(spark: SparkSession, conf: Config) -> tuple[dict, str]:
+    metrics = train.run(spark, conf)
+    kept = {k: v for k, v in metrics.items() if k not in ("history", "vocabulary")}
+    return kept, format_train_metrics(metrics, metrics["model_path"])
+
+
+def _attribute(spark: SparkSession, conf: Config) -> tuple[dict, str]:
+    summary = attribute.run(spark, conf)
+    return summary, format_attribute_summary(summary)
+
+
+def _faithfulness(spark: SparkSession, conf: Config) -> tuple[dict, str]:
+    summary = faithfulness.run(spark, conf)
+    return summary, format_faithfulness_summary(summary)
+
+
+def _report(spark: SparkSession, conf: Config) -> tuple[dict, str]:
+    summary = report.run(spark, conf)
+    text = (
+        f"{summary['insights']}\nwrote {len(summary['outputs'])} outputs under {conf.output(conf.report.output_path)}/"
+    )
+    return {k: v for k, v in summary.items() if k != "insights"}, text
+
+
+# The stages in the order they run: each reads what the ones before it wrote.
+REGISTRY = {
+    s.name: s
+    for s in (
+        Stage("generate", _generate),
+        Stage("sessionize", _sessionize),
+        Stage("train", _train),
+        Stage("attribute", _attribute),
+        Stage("faithfulness", _faithfulness),
+        Stage("report", _report),
+    )
+}
+STAGES = tuple(REGISTRY)
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -44,45 +105,22 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     wanted = [s.strip() for s in args.stages.split(",") if s.strip()]
-    unknown = [s for s in wanted if s not in STAGES]
+    unknown = [s for s in wanted if s not in REGISTRY]
     if unknown:
         print(f"error: unknown stage(s) {', '.join(unknown)}; stages are {', '.join(STAGES)}", file=sys.stderr)
         return 2
     timings: dict[str, float] = {}
     results: dict[str, dict] = {}
-    for stage in STAGES:
-        if stage not in wanted:
+    for stage in REGISTRY.values():
+        if stage.name not in wanted:
             continue
         t0 = time.time()
-        if stage == "generate":
-            if conf.input.path != conf.generate.output_path:
-                print(f"[generate] skipped: input.path ({conf.input.path}) is not the embedded dataset")
-                continue
-            counts = generate.run(spark, conf)
-            results["generate"] = {"rows": counts["rows"]}
-            text = f"{counts['rows']:,} raw events -> {conf.generate.output_path}"
-        elif stage == "sessionize":
-            results["sessionize"] = summary = sessionize.run(spark, conf)
-            text = format_sessionize_summary(summary)
-        elif stage == "train":
-            metrics = train.run(spark, conf)
-            results["train"] = {k: v for k, v in metrics.items() if k not in ("history", "vocabulary")}
-            text = format_train_metrics(metrics, metrics["model_path"])
-        elif stage == "attribute":
-            results["attribute"] = summary = attribute.run(spark, conf)
-            text = format_attribute_summary(summary)
-        elif stage == "faithfulness":
-            results["faithfulness"] = summary = faithfulness.run(spark, conf)
-            text = format_faithfulness_summary(summary)
-        else:  # report
-            summary = report.run(spark, conf)
-            results["report"] = {k: v for k, v in summary.items() if k != "insights"}
-            text = (
-                f"{summary['insights']}\nwrote {len(summary['outputs'])} outputs under "
-                f"{conf.output(conf.report.output_path)}/"
-            )
-        print(f"[{stage}] " + text.replace("\n", "\n  "))
-        timings[stage] = round(time.time() - t0, 1)
+        done = stage.run(spark, conf)
+        if done is None:
+            continue
+        results[stage.name], text = done
+        print(f"[{stage.name}] " + text.replace("\n", "\n  "))
+        timings[stage.name] = round(time.time() - t0, 1)
     write_manifest(conf, timings, results)
     print(f"pipeline done in {sum(timings.values()):.0f}s {timings}; outputs under {conf.run.output_dir}/")
     return 0

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from attribution.config import Config, load_config
+from attribution.config import Config
+from attribution.config_loader import load_config
 
 
 @pytest.fixture(scope="session")

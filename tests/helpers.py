@@ -119,8 +119,8 @@ def vocab_of(table, min_frequency: int = 1):
     """Vocabularies counted in plain Python (the reference for the Spark builder)."""
     from collections import Counter
 
-    from attribution.config import MODEL_FIELDS
     from attribution.features import Vocabularies
+    from attribution.schema import MODEL_FIELDS
 
     tokens = {}
     for f in MODEL_FIELDS:

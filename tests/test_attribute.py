@@ -11,9 +11,9 @@ from attribution.attribute import (
     AttributionOptions,
     attribute_batch,
     attribute_sessions,
-    pad_representation,
 )
 from attribution.features import Vocabularies, encode_sessions
+from attribution.kernels import pad_representation
 from attribution.model import to_tensors
 from tests.helpers import SMALL_MODEL, random_model, synthetic_sessions, vocab_of
 

@@ -14,7 +14,8 @@ from chispa import assert_df_equality
 
 from attribution.attribute import METHODS, AttributionOptions, attribute_sessions
 from attribution.events import event_table
-from attribution.features import INPUT_COLUMNS, FeatureMismatch, Vocabularies, encode_sessions
+from attribution.features import FeatureMismatch, Vocabularies, encode_sessions
+from attribution.schema import INPUT_COLUMNS
 from attribution.stages import attribute as attribute_stage
 from tests.conftest import make_conf
 from tests.helpers import save_random_model, synthetic_sessions, vocab_of

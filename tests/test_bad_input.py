@@ -9,7 +9,7 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from attribution.io import InputError
+from attribution.errors import InputError
 from attribution.stages import sessionize as sessionize_stage
 from tests.conftest import make_conf
 from tests.helpers import raw_events

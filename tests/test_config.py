@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from attribution.config import DEFAULT_FUNNEL_EVENTS, ConfigError, load_config, parse_override
+from attribution.config_loader import load_config, parse_override
+from attribution.errors import ConfigError
+from attribution.schema import DEFAULT_FUNNEL_EVENTS
 from tests.conftest import make_conf
 
 ROOT = Path(__file__).resolve().parent.parent

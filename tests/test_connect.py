@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from attribution.config import ConfigError, SparkConf
+from attribution.config import SparkConf
+from attribution.errors import ConfigError
 from attribution.spark import EnvironmentProblem, build_spark, code_archive, host_port, is_local_server
 from tests.conftest import make_conf
 from tests.standalone import ConnectServer, free_port, python_without_project

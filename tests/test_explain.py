@@ -11,7 +11,7 @@ from tests.helpers import report_conf
 def test_explain_ranks_one_sessions_events_and_refuses_an_unknown_id(spark, events, tmp_path):
     from pyspark.sql import functions as F
 
-    from attribution.io import InputError
+    from attribution.errors import InputError
 
     conf = report_conf(tmp_path)
     events.withColumn("prediction", events.label * 0.5 + 0.2).write.parquet(

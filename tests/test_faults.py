@@ -100,7 +100,7 @@ def test_a_task_failing_once_during_attribution_is_retried_into_an_identical_tab
 KILLER = """
 import os, signal, sys
 import pyarrow.parquet as pq
-from attribution.config import load_config
+from attribution.config_loader import load_config
 from attribution.spark import build_spark
 from attribution.stages import attribute as attribute_stage
 from attribution.stages import report as report_stage

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from attribution import aggregate, explain, methods
-from attribution.config import ConfigError
+from attribution.errors import ConfigError
 from attribution.stages import attribute as attribute_stage
 from tests.conftest import make_conf
 from tests.helpers import save_random_model, synthetic_sessions, vocab_of

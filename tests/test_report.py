@@ -8,7 +8,7 @@ import json
 import pandas as pd
 import pytest
 
-from attribution import aggregate, figures, report, report_text
+from attribution import figures, report, report_text, schema
 from attribution.stages import report as report_stage
 from tests.helpers import report_conf
 
@@ -21,7 +21,7 @@ def test_sinks_round_trip_and_rerun_is_idempotent(spark, events, tmp_path):
     where = report.write_tables(spark, tables, conf)
     csv = pd.read_csv(where["event_type_attribution_no_funnel.csv"])
     # the key and the effect first, then the seed's columns (its readers select them by name)
-    assert list(csv.columns[:6]) == ["event_type", *aggregate.EFFECT_COLUMNS]
+    assert list(csv.columns[:6]) == ["event_type", *schema.EFFECT_COLUMNS]
     assert {"not_converted", "converted", "attribution_lift"} <= set(csv.columns)
     assert list(csv.event_type) == ["B", "A"]  # the effect's order
     expected = tables["event_type"].column("attribution_lift").to_pylist()

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from chispa import assert_df_equality
 
-from attribution.io import InputError
+from attribution.errors import InputError
 from attribution.sessionize import ReconciliationError, prepare_stores, summarize
 from tests.conftest import make_conf
 from tests.helpers import quarantine_df, sessionize_df

@@ -180,7 +180,8 @@ def test_make_check_java_without_java():
 
 
 def test_missing_input_path_is_named(spark, tmp_path):
-    from attribution.io import InputError, read_table
+    from attribution.errors import InputError
+    from attribution.io import read_table
 
     with pytest.raises(InputError, match=r"input\.path: .*/nowhere \(parquet\) not found"):
         read_table(spark, str(tmp_path / "nowhere"), "parquet", {}, "input")

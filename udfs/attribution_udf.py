@@ -18,8 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from attribution.attribute import AttributionOptions, attribute_sessions
+from attribution.features import UNK, Vocabularies, encode_sessions
 from attribution.methods import Method, resolve
-from attribution.removal import REMOVAL_COLUMNS
+from attribution.removal import key_codes, position_codes, removal_effects, sampled
+from attribution.schema import INPUT_COLUMNS
+from attribution.schema import REMOVAL_EVENT_COLUMNS as REMOVAL_COLUMNS
 from udfs.worker import (
     ModelPayload,
     cached_model,
@@ -63,8 +67,6 @@ def output_fields(
 
 
 def _per_session_unknown(encoded: EncodedSessions, field_tokens: np.ndarray) -> np.ndarray:
-    from attribution.features import UNK
-
     cumulative = np.r_[0, np.cumsum(field_tokens == UNK, dtype=np.int64)]
     return cumulative[encoded.offsets[1:]] - cumulative[encoded.offsets[:-1]]
 
@@ -89,8 +91,6 @@ def attribute_batches(
     ``on_stats`` gets, per Arrow batch, the model batches run, OOM splits, computed (padded) positions,
     real events and this worker's peak resident memory in MiB since the task began (where Linux lets the
     peak be reset; otherwise the resident memory after the batch)."""
-    from attribution.attribute import AttributionOptions, attribute_sessions
-    from attribution.features import encode_sessions
 
     peak_is_this_tasks = reset_peak_rss()
     device = choose_device(threads_per_task)
@@ -161,7 +161,6 @@ def _removal_effects(
     stats: dict,
 ) -> dict[str, np.ndarray]:
     """The removal effects of the batch's sampled sessions, per dimension (see attribution/removal.py)."""
-    from attribution.removal import key_codes, position_codes, removal_effects, sampled
 
     selected = sampled(batch.column("session_id").to_pylist(), fraction)
     if not selected.any():  # no sampled session in this batch: nothing to encode or run
@@ -199,7 +198,6 @@ def score_sessions(
     """Append the score columns to ``sessions`` (a DataFrame of the sessions table) with the UDF; with
     ``removal_sample`` > 0 also the removal effects of that share of the sessions. The UDF's counters
     come in :data:`STATS_COLUMN` (see :func:`with_stats`)."""
-    from attribution.features import Vocabularies
 
     a = conf.attribution
     vocab_fields = Vocabularies.from_json(payload.vocab_json).fields
@@ -241,8 +239,6 @@ def scoring_input(
 ) -> tuple[DataFrame, StructType]:
     """The sessions' columns the UDF reads or passes through, and the schema of what it returns."""
     from pyspark.sql.types import StructType
-
-    from attribution.features import INPUT_COLUMNS
 
     keep = ["session_id", "label", "session_date", "event_types", "event_ts"]
     selected = sessions.select(*dict.fromkeys([*keep, *INPUT_COLUMNS]))

@@ -15,11 +15,17 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
-from attribution.faithfulness import FaithfulnessInputError, FaithfulnessOptions
+from attribution.faithfulness import (
+    FaithfulnessInputError,
+    FaithfulnessOptions,
+    agreement_rows,
+    evaluate_sessions,
+    long_rows,
+)
+from attribution.features import encode_sessions, flatten_lists
 from udfs.worker import ModelPayload, cached_model, choose_device, ship, spark_fields, stats_field, with_stats
 
 log = logging.getLogger(__name__)
-
 
 SESSION_SCHEMA = pa.schema(
     [
@@ -47,8 +53,6 @@ def evaluate_batches(
 ) -> Iterator[pa.RecordBatch]:
     """The body of the UDF: sessions (model inputs plus one score array per method) in, per-session
     metric rows out."""
-    from attribution.faithfulness import agreement_rows, evaluate_sessions, long_rows
-    from attribution.features import _flat, encode_sessions
 
     device = choose_device(threads_per_task)
     loaded = cached_model(payload, device)
@@ -58,7 +62,7 @@ def evaluate_batches(
         encoded = encode_sessions(batch, loaded.vocab, loaded.spec.continuous)
         scores = []
         for col in score_columns:
-            values, lens = _flat(batch.column(col))
+            values, lens = flatten_lists(batch.column(col))
             if not np.array_equal(lens, encoded.lengths):
                 raise FaithfulnessInputError(
                     f"{col}: the event table's scores do not cover the sessions' events one to one; the "

@@ -24,6 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from attribution.features import Vocabularies
+from attribution.model import ArtifactError, build_model, read_artifact
+from attribution.spark import is_connect
+
 if TYPE_CHECKING:
     import torch
     from pyspark.sql import Column, SparkSession
@@ -48,8 +52,6 @@ class ModelPayload:
 
     @staticmethod
     def read(location: str) -> ModelPayload:
-        from attribution.model import read_artifact
-
         weights, config, vocab = read_artifact(location)
         return ModelPayload(weights=weights, config=config, vocab_json=vocab.to_json())
 
@@ -66,7 +68,6 @@ def ship(spark: SparkSession, value: Any) -> Any:
     once per executor, outside the task binary); the value itself under Spark Connect, which has no
     broadcast: the function carries it, in the plan, and the server ships it with the task binary (a Spark
     log line says so when that is over 1 MiB)."""
-    from attribution.spark import is_connect
 
     return Inline(value) if is_connect(spark) else spark.sparkContext.broadcast(value)
 
@@ -115,9 +116,6 @@ def choose_device(threads_per_task: int | None = None) -> torch.device:
 def cached_model(payload: ModelPayload, device: torch.device) -> LoadedModel:
     """Build the model once per Python worker and device; reuse it for every later task."""
     from hashlib import sha256
-
-    from attribution.features import Vocabularies
-    from attribution.model import ArtifactError, build_model
 
     key = f"{payload.sha256}@{device}"
     if key not in _CACHE:
@@ -174,7 +172,6 @@ def with_fields(schema: pa.Schema, fields: list[pa.Field]) -> pa.Schema:
 
 # The column that carries a UDF's counters out of the executors (see with_stats).
 STATS_COLUMN = "udf_stats"
-
 
 STATS_TYPE = pa.map_(pa.string(), pa.float64())
 

@@ -6,8 +6,17 @@ from __future__ import annotations
 
 from pyspark.sql import DataFrame, SparkSession
 
+from attribution import sinks
 from attribution.config import Config
+from attribution.errors import InputError
+from attribution.events import event_table
+from attribution.features import FeatureMismatch
+from attribution.io import read_table, run_days, write_text
 from attribution.methods import resolve
+from attribution.metrics import roc_auc
+from attribution.model import model_location as locate
+from attribution.schema import INPUT_COLUMNS
+from attribution.sinks import day_partition, drop_empty_marker, partitioned_write, remove_tree
 from attribution.spark import single_row
 from udfs.attribution_udf import PEAKS, score_sessions
 from udfs.worker import ModelPayload, observed_stats, stats_metric
@@ -22,9 +31,6 @@ def publish_events(spark: SparkSession, conf: Config, output: str) -> dict:
     as configured, read back from ``output`` so the model does not run again. Returns, per sink, its
     location and seconds."""
     import time
-
-    from attribution import sinks
-    from attribution.io import read_table, run_days
 
     a = conf.attribution
     published: dict = {}
@@ -49,9 +55,6 @@ def sessions_to_score(spark: SparkSession, conf: Config) -> DataFrame:
     for the columns the stage needs."""
     from pyspark.sql import functions as F
 
-    from attribution.features import INPUT_COLUMNS, FeatureMismatch
-    from attribution.io import read_table, run_days
-
     sessions_path = conf.output(conf.sessions.sessions_path)
     sessions = read_table(spark, sessions_path, "parquet", {}, "sessions")
     missing = [
@@ -72,9 +75,6 @@ def drift_check(spark: SparkSession, conf: Config, output: str, model_auc: float
     ``attribution.max_auc_drop``. The AUC is null when the sessions are of one class (a day without
     conversions): then nothing can be said, and ``flagged`` is null too."""
     from pyspark.sql import functions as F
-
-    from attribution.io import read_table, run_days
-    from attribution.metrics import roc_auc
 
     events = run_days(read_table(spark, output, "parquet", {}, "attribution"), conf.run)
     sessions = events.where(F.col("event_position") == 0).select("label", "prediction").toArrow()
@@ -101,15 +101,8 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> dic
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
-    from attribution.events import event_table
-    from attribution.features import FeatureMismatch
-    from attribution.io import InputError, write_text
-    from attribution.sessionize import day_partition, drop_empty_marker, partitioned_write
-    from attribution.sinks import remove_tree
-
     a = conf.attribution
     started = time.time()
-    from attribution.model import model_location as locate
 
     model_location = model_path or locate(conf.output(conf.train.model_path), conf.train.model_version)
     payload = ModelPayload.read(model_location)

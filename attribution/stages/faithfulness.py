@@ -22,19 +22,21 @@ from pyspark.sql import DataFrame, Observation, SparkSession
 
 from attribution import figures, report, sinks
 from attribution.config import Config
-from attribution.faithfulness import FaithfulnessInputError, FaithfulnessOptions
+from attribution.faithfulness import HIGHER_IS_BETTER, METRICS, FaithfulnessInputError, FaithfulnessOptions
+from attribution.io import join, read_table, run_days, write_text
+from attribution.methods import get, present
+from attribution.model import model_location as resolve
+from attribution.schema import INPUT_COLUMNS
+from attribution.spark import default_parallelism
 from attribution.statistics import mean_ci
 from udfs.faithfulness_udf import GAPS, evaluate
 from udfs.worker import STATS_COLUMN, ModelPayload, observed_stats, stats_metric
 
 log = logging.getLogger(__name__)
 
-
 TABLES = {"faithfulness": "attribution_faithfulness", "agreement": "attribution_agreement"}
 
-
 PICTURE = "attribution_faithfulness.png"
-
 
 # The event table's prediction vs the model's on the same session, recomputed here: CPU and GPU agree
 # within 1e-5; more means the sessions are not the ones that were attributed.
@@ -67,10 +69,6 @@ def sample_sessions(
     ``observed`` (an Observation) counts the sampled sessions of the event table, before the join with
     the sessions table."""
     from pyspark.sql import functions as F
-
-    from attribution.features import INPUT_COLUMNS
-    from attribution.methods import get
-    from attribution.spark import default_parallelism
 
     score_cols = [get(m).attribution for m in methods]
     picked = (
@@ -106,12 +104,8 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> dic
     two summary tables, the picture and ``faithfulness_summary.json``."""
     from pyspark.sql import Observation
 
-    from attribution.io import join, read_table, run_days, write_text
-    from attribution.methods import present
-
     f = conf.faithfulness
     started = time.time()
-    from attribution.model import model_location as resolve
 
     model_location = model_path or resolve(conf.output(conf.train.model_path), conf.train.model_version)
     payload = ModelPayload.read(model_location)
@@ -217,8 +211,6 @@ def summarize(
     with its CI, and the paired difference from random with its CI; ``beats_random`` when that CI lies
     on the better side of 0. Agreement: per method pair the mean Spearman and its quartiles."""
     from pyspark.sql import functions as F
-
-    from attribution.faithfulness import HIGHER_IS_BETTER, METRICS
 
     diff = F.col("value") - F.col("random_value")
     faith = (

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+from attribution import scenarios
 from attribution.config import Config
 from attribution.generate import DIRTY_KINDS, generate_events, ground_truth, store_table
 
@@ -19,14 +20,16 @@ def run(spark: SparkSession, conf: Config) -> dict:
     """Generate and write the raw events, the stores dimension and the ground truth. Returns counts."""
     g = conf.generate
     events = generate_events(spark, conf)
-    if g.scenario == "renamed":  # CSV with a header, and no stores dimension
+    scenario = scenarios.get(g.scenario)
+    if scenario.raw_format == "csv":  # with a header
         events.write.mode("overwrite").option("header", "true").csv(g.output_path)
         written = spark.read.option("header", "true").csv(g.output_path)
     else:
         events.write.mode("overwrite").parquet(g.output_path)
+        written = spark.read.parquet(g.output_path)
+    if scenario.stores_dimension:
         stores = spark.createDataFrame(store_table(g.n_stores))
         stores.coalesce(1).write.mode("overwrite").parquet(g.stores_path)
-        written = spark.read.parquet(g.output_path)
     counts = {
         (r["planted_dirty_kind"] or "clean"): int(r["n"])
         for r in written.groupBy("planted_dirty_kind").count().withColumnRenamed("count", "n").collect()

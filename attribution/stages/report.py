@@ -11,20 +11,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from pyspark.sql import DataFrame, SparkSession
 
-from attribution import aggregate, figures, ground_truth, sinks
+from attribution import aggregate, figures, ground_truth, page, sinks
 from attribution.config import Config
-from attribution.io import InputError, join, read_table, run_days
-from attribution.report import (
-    GROUND_TRUTH_TABLE,
-    PICTURE,
-    build_tables,
-    data_status,
-    frames,
-    model_status,
-    stage_table,
-    stage_tables,
-)
+from attribution.errors import InputError
+from attribution.io import join, read_bytes, read_table, run_days
+from attribution.report import PICTURE, build_tables, data_status, frames, model_status, stage_table, stage_tables
 from attribution.report_text import faithful_text, ground_truth_text, key_insights, planted_sentence
+from attribution.schema import GROUND_TRUTH_TABLE
+from attribution.sinks import day_partition, partitioned_write, remove_tree
 from attribution.spark import single_row
 
 log = logging.getLogger(__name__)
@@ -33,7 +27,6 @@ log = logging.getLogger(__name__)
 def run(spark: SparkSession, conf: Config) -> dict:
     """Read the event-level table, build and write every table, the picture and index.html; return a
     summary."""
-    from attribution import page
 
     started = time.time()
     events = run_days(
@@ -139,9 +132,6 @@ def write_day_statistics(spark: SparkSession, conf: Config, events: DataFrame) -
     assert day_text is not None, "day statistics are written in day mode"
     from pyspark.sql import functions as F
 
-    from attribution.sessionize import day_partition, partitioned_write
-    from attribution.sinks import remove_tree
-
     long = aggregate.long_format(events)
     r = conf.report
     rows = aggregate.session_rows(long, max_position=r.heatmap_positions)
@@ -224,8 +214,6 @@ def ground_truth_of(conf: Config) -> dict | None:
 
 def faithfulness_of(conf: Config, shas: list[str]) -> dict | None:
     """The faithfulness stage's verdict, when it evaluated this event table (same model) in this run."""
-
-    from attribution.io import InputError, read_bytes
 
     try:
         summary = json.loads(read_bytes(conf.output(conf.run.day_file(conf.faithfulness.summary_path))))

@@ -10,7 +10,8 @@ from pyspark.sql import functions as F
 
 from attribution import session_rules
 from attribution.config import Config
-from attribution.io import InputError, naming_unreadable
+from attribution.errors import InputError
+from attribution.io import naming_unreadable, read_table, write_text
 from attribution.sessionize import (
     NO_DICTIONARY,
     QUARANTINE_PARTITION,
@@ -20,18 +21,15 @@ from attribution.sessionize import (
     arrow_batch_rows,
     concurrently,
     count_if,
-    day_partition,
-    drop_empty_marker,
     observed_metrics,
-    partitioned_write,
     prepare_stores,
     quarantined_events,
-    readable_when_empty,
     sessions_all,
     summarize,
     valid_events,
     validated,
 )
+from attribution.sinks import day_partition, drop_empty_marker, partitioned_write, readable_when_empty, remove_tree
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +46,6 @@ def run(spark: SparkSession, conf: Config, raw: DataFrame | None = None, stores:
     import time
 
     from pyspark.sql import Observation
-
-    from attribution.io import read_table, write_text
-    from attribution.sinks import remove_tree
 
     if spark.conf.get("spark.sql.session.timeZone") != "UTC":
         raise InputError(

@@ -12,6 +12,8 @@ from pyspark.sql import SparkSession
 
 from attribution.config import Config
 from attribution.io import join, write_text
+from attribution.model import ModelSpec, mark_latest, save_artifact, version_location, version_of
+from attribution.stages import sessionize
 from attribution.train import SPLITS, check_classes, distribute, prepare_shards, worker_params
 
 log = logging.getLogger(__name__)
@@ -22,12 +24,10 @@ def run(spark: SparkSession, conf: Config) -> dict:
 
     Returns the metrics (also written to ``<model_path>/metrics.json``).
     """
-    from attribution.model import ModelSpec, save_artifact
 
     t = conf.train
     sessions_path = conf.output(conf.sessions.sessions_path)
     shards_path = conf.output(t.shards_path)
-    from attribution.model import mark_latest, version_location, version_of
 
     base_path = conf.output(t.model_path)
     version = version_of(conf.run.date, conf.run.date_to) if conf.run.date else None
@@ -93,8 +93,6 @@ def leakage_check(spark: SparkSession, conf: Config) -> dict:
     """Sessionize again keeping the funnel events and train a model on that: the test AUC it reaches is
     the leakage the seed warns about (the funnel gives the answer away). Nothing of it is published
     except these numbers."""
-    from attribution.model import ModelSpec
-    from attribution.stages import sessionize
 
     sub = "leakage_check"
     leaky = dataclasses.replace(
