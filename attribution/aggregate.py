@@ -54,18 +54,23 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from attribution import methods
 from attribution.schema import (
-    BIN_ORDER,
+    CONTEXT_KINDS,
     EFFECT_COLUMNS,
     KEY_COLUMNS,
     LIFT_COLUMNS,
-    POSITION_BINS,
+    OCCURRENCE,
+    OCCURRENCES,
+    PREVIOUS_EVENT_TYPE,
+    RECENCIES,
+    RECENCY,
     REMOVAL_COLUMNS,
     REMOVAL_DIMENSIONS,
+    START,
     STORE_EFFECT_COLUMNS,
     TABLE_KINDS,
     TableKind,
@@ -117,11 +122,34 @@ def long_format(events: DataFrame) -> DataFrame:
         )
         if c in events.columns
     ]
-    return events.select(*keep, F.explode(per_method).alias("m")).select(*keep, "m.*")
+    # The context columns are computed in a projection of their own, one row per event, and the methods
+    # exploded after it: in one projection with the explode, Spark ran the window over the exploded rows,
+    # so an event's other-method copies counted as its predecessors.
+    context = (OCCURRENCE, PREVIOUS_EVENT_TYPE, RECENCY)
+    with_context = events.select(*keep, *context_columns(events), per_method.alias("_methods"))
+    return with_context.select(*keep, *context, F.explode("_methods").alias("m")).select(*keep, *context, "m.*")
+
+
+def context_columns(events: DataFrame) -> list[Column]:
+    """Each event's context, for the context tables: its occurrence of its type in the session (``1st``,
+    ``2nd``, ``3rd+``), the model-input event just before it (``<start>`` for the first), and its distance
+    from the session's last event (``last``, ``2-3 from the end``, ``earlier``). One window over each
+    session's events in order (one shuffle of the event table by session)."""
+    in_order = Window.partitionBy("session_id").orderBy("event_position")
+    before = F.collect_list("event_type").over(in_order.rowsBetween(Window.unboundedPreceding, -1))
+    nth = F.size(F.filter(before, lambda t: t == F.col("event_type"))) + 1
+    from_end = F.col("session_length") - F.col("event_position") - 1
+    return [
+        F.when(nth == 1, OCCURRENCES[0]).when(nth == 2, OCCURRENCES[1]).otherwise(OCCURRENCES[2]).alias(OCCURRENCE),
+        F.coalesce(F.lag("event_type").over(in_order), F.lit(START)).alias(PREVIOUS_EVENT_TYPE),
+        F.when(from_end <= 0, RECENCIES[0]).when(from_end <= 2, RECENCIES[1]).otherwise(RECENCIES[2]).alias(RECENCY),
+    ]
 
 
 # table -> its key columns (attribution/schema.py)
 KINDS = {k.name: k.keys for k in TABLE_KINDS}
+# context table -> its context column (the key beside the event type)
+CONTEXT_KEYS = {name: KINDS[name][1] for name in CONTEXT_KINDS}
 LABELS = ((1, "converted"), (0, "not_converted"))
 
 
@@ -130,6 +158,9 @@ def _tagged(long: DataFrame, kinds: Sequence[str], max_position: int) -> DataFra
     Stores count only events with a store; type x position only the first ``max_position`` positions."""
     if "store_name" not in long.columns:
         long = long.withColumn("store_name", F.lit(None).cast("string"))
+    for column in CONTEXT_KEYS.values():  # a long format built without them (older callers) has no context
+        if column not in long.columns:
+            long = long.withColumn(column, F.lit(None).cast("string"))
     types = dict(long.dtypes)
 
     def key(kind: str, **cols: Column) -> Column:
@@ -149,6 +180,10 @@ def _tagged(long: DataFrame, kinds: Sequence[str], max_position: int) -> DataFra
             key("type_position", event_type=F.col("event_type"), position=(F.col("event_position") + 1).cast("int")),
             F.col("event_position") < max_position,
         ),
+        **{
+            kind: (key(kind, event_type=F.col("event_type"), **{column: F.col(column)}), None)
+            for kind, column in CONTEXT_KEYS.items()
+        },
     }
     unknown = set(kinds) - set(options)
     if unknown:
@@ -505,24 +540,20 @@ def with_removal(table: pa.Table, kind: str, key: str, removal: pa.Table | None,
     return table
 
 
-def _order(table: pa.Table, order: tuple[tuple[str, str], ...]) -> pa.Table:
-    """``table`` sorted by ``order`` (a TableKind's): a column by :data:`BIN_ORDER` sorts by the position
-    bins' own order."""
+def _order(table: pa.Table, order: tuple[tuple[str, str | tuple[str, ...]], ...]) -> pa.Table:
+    """``table`` sorted by ``order`` (a TableKind's): a direction that is a tuple of values sorts the column
+    by those values' order (the position bins, the occurrences); values outside it go last."""
     keys, helpers = [], []
     for column, direction in order:
-        if direction == BIN_ORDER:
+        if isinstance(direction, tuple):
             helper = f"_{column}_order"
-            table = table.append_column(helper, _bin_index(table, column))
+            index = pc.index_in(table[column], value_set=pa.array(direction, pa.string()))
+            table = table.append_column(helper, pc.fill_null(index, len(direction)))
             keys.append((helper, "ascending"))
             helpers.append(helper)
         else:
             keys.append((column, direction))
     return table.take(pc.sort_indices(table, sort_keys=keys, null_placement="at_end")).drop_columns(helpers)
-
-
-def _bin_index(table: pa.Table, column: str) -> pa.Array:
-    idx = pc.index_in(table[column], value_set=pa.array(POSITION_BINS, pa.string()))
-    return pc.fill_null(idx, len(POSITION_BINS))
 
 
 def _rank_within(method: np.ndarray) -> np.ndarray:
@@ -589,12 +620,40 @@ def _cells_layout(
     return out.rename_columns(["method", *kind.keys, "effect_log_odds", "mean_attribution", "events"])
 
 
+def _context_layout(
+    rows: pa.Table, kind: TableKind, min_events: int, min_sessions: int, removal: pa.Table | None
+) -> pa.Table:
+    """An event type's effect in one context (occurrence, previous step, recency), with its CI, beside the
+    type's effect overall (``type_effect_log_odds``, filled in by :func:`finish`). Contexts seen in fewer
+    than ``min_sessions`` sessions are left out."""
+    rows = rows.filter(pc.greater_equal(rows["sessions"], min_sessions))
+    cols = ["method", *kind.keys, *EFFECT_COLUMNS, "event_count", "sessions", "mean_abs_effect_log_odds"]
+    out = rows.select(cols)
+    return out.rename_columns([("events" if c == "event_count" else c) for c in out.column_names])
+
+
+def _with_type_effect(table: pa.Table, stats: pa.Table) -> pa.Table:
+    """``table`` with ``type_effect_log_odds``: the effect of the row's event type over all its events."""
+    types = stats.filter(pc.equal(stats["kind"], "event_type")).select(["method", "event_type", "effect_log_odds"])
+    lookup = {(m, t): e for m, t, e in zip(*(types[c].to_pylist() for c in types.column_names), strict=True)}
+    values = [
+        lookup.get((m, t)) for m, t in zip(table["method"].to_pylist(), table["event_type"].to_pylist(), strict=True)
+    ]
+    at = table.column_names.index("effect_verdict") + 1
+    return table.add_column(at, "type_effect_log_odds", pa.array(values, pa.float64()))
+
+
 # TableKind.layout -> how its rows are cut out of the statistics
-LAYOUTS = {"effect": _effect_layout, "store": _store_layout, "cells": _cells_layout}
+LAYOUTS = {"effect": _effect_layout, "store": _store_layout, "cells": _cells_layout, "context": _context_layout}
 
 
 def finish(
-    stats: pa.Table, kind: str, min_events: int = 10, min_sessions: int = 1, removal: pa.Table | None = None
+    stats: pa.Table,
+    kind: str,
+    min_events: int = 10,
+    min_sessions: int = 1,
+    removal: pa.Table | None = None,
+    context_min_sessions: int = 1,
 ) -> pa.Table:
     """One table out of the collected :func:`lift_stats` rows: its layout's columns, its order
     (``attribution.schema.TABLE_KINDS``). Event types by effect (descending; methods without a signed
@@ -603,7 +662,11 @@ def finish(
     one by mean attribution, as the original analysis); type x position by type and position."""
     spec = table(kind)
     rows = stats.filter(pc.equal(stats["kind"], kind))
-    out = _order(LAYOUTS[spec.layout](rows, spec, min_events, min_sessions, removal), spec.order)
+    least = context_min_sessions if spec.layout == "context" else min_sessions
+    cut = LAYOUTS[spec.layout](rows, spec, min_events, least, removal)
+    if spec.layout == "context":
+        cut = _with_type_effect(cut, stats)
+    out = _order(cut, spec.order)
     if spec.layout == "store":
         rank = _rank_within(out["method"].to_numpy(zero_copy_only=False))  # 1 = highest within each method
         out = out.append_column("rank", pa.array(rank, pa.int32()))
@@ -618,6 +681,7 @@ def tables(
     min_sessions: int = 1,
     removal: pa.Table | None = None,
     stats: pa.Table | None = None,
+    context_min_sessions: int = 1,
 ) -> dict[str, pa.Table]:
     """Every table in ``kinds`` from one Spark job, as Arrow (small; Arrow keeps Spark's types, also for an
     empty table); ``removal`` (:func:`removal_stats`) adds the removal columns. ``stats``: the collected
@@ -626,4 +690,4 @@ def tables(
     if stats is None:
         assert long is not None, "the tables come from the long format or from collected statistics"
         stats = lift_stats(long, kinds, max_position).toArrow()
-    return {kind: finish(stats, kind, min_events, min_sessions, removal) for kind in kinds}
+    return {kind: finish(stats, kind, min_events, min_sessions, removal, context_min_sessions) for kind in kinds}

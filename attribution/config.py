@@ -401,6 +401,31 @@ class TrainConf:
 
 
 @dataclass(frozen=True)
+class BaselineConf:
+    """The counts baseline fitted beside the transformer in the train stage (attribution/baseline.py): a
+    logistic regression on per-session counts of event types, stores and position bins."""
+
+    enabled: bool = True
+    # regParam values tried; the one with the best validation ROC-AUC is kept
+    reg_params: list[float] = field(default_factory=lambda: [0.0003, 0.003, 0.03])
+    elastic_net_param: float = 0.5  # 0: ridge, 1: lasso
+    max_iter: int = 30
+    # A value (event type, store, bin) seen in fewer training sessions has no feature of its own.
+    min_sessions: int = 5
+    max_features: int = 262_144
+    # The report's paired comparison (DeLong) runs on the driver over at most this many test sessions,
+    # chosen by a hash of session_id (all of them below it).
+    comparison_max_sessions: int = 200_000
+
+    def check(self) -> None:
+        if not self.reg_params or any(r < 0 for r in self.reg_params):
+            raise ConfigError(f"baseline.reg_params: {self.reg_params}: at least one, each >= 0")
+        if not 0.0 <= self.elastic_net_param <= 1.0:
+            raise ConfigError(f"baseline.elastic_net_param: {self.elastic_net_param} must be in [0, 1]")
+        _at_least_one("baseline", self, ("max_iter", "min_sessions", "max_features", "comparison_max_sessions"))
+
+
+@dataclass(frozen=True)
 class AttributionConf:
     """The attribution stage (jobs/attribute.py)."""
 
@@ -502,6 +527,8 @@ class ReportConf:
     stats_path: str = "report_stats"
     window_days: Optional[int] = None
     top_event_types: int = 15  # bars in the picture's first panel
+    # The context tables (occurrence, previous step, recency) leave out contexts seen in fewer sessions.
+    context_min_sessions: int = 20
 
     def check(self) -> None:
         """``default_method`` is checked against ``attribution.methods`` (:mod:`attribution.config_checks`)."""
@@ -513,9 +540,11 @@ class ReportConf:
             or self.heatmap_positions < 1
             or self.top_event_types < 1
             or self.store_min_sessions < 1
+            or self.context_min_sessions < 1
         ):
             raise ConfigError(
-                "report.store_min_events, store_min_sessions, heatmap_positions and top_event_types: must be >= 1"
+                "report.store_min_events, store_min_sessions, context_min_sessions, heatmap_positions and "
+                "top_event_types: must be >= 1"
             )
         if self.window_days is not None and self.window_days < 1:
             raise ConfigError(f"report.window_days: {self.window_days} must be >= 1 (or null: the day alone)")
@@ -540,6 +569,7 @@ class Config:
     vocab: VocabConf = field(default_factory=VocabConf)
     model: ModelConf = field(default_factory=ModelConf)
     train: TrainConf = field(default_factory=TrainConf)
+    baseline: BaselineConf = field(default_factory=BaselineConf)
     attribution: AttributionConf = field(default_factory=AttributionConf)
     faithfulness: FaithfulnessConf = field(default_factory=FaithfulnessConf)
     report: ReportConf = field(default_factory=ReportConf)

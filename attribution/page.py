@@ -17,9 +17,10 @@ import math
 
 import pandas as pd
 
+from attribution.baseline import BEATS
 from attribution.methods import REGISTRY
-from attribution.report import EFFECT_UNIT, is_signed
-from attribution.report_text import REMOVAL_MEANING, ranked_drivers, removal_pp, status_text
+from attribution.report import DIRECTIONS, EFFECT_UNIT, is_signed
+from attribution.report_text import REMOVAL_MEANING, baseline_sentence, ranked_drivers, removal_pp, status_text
 
 PAGE = "index.html"
 
@@ -59,6 +60,57 @@ def _table(head: list[str], rows: list[str]) -> str:
     return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
+JOURNEY_TABLES = {  # context table -> its column, and how a row's context reads in a sentence
+    "occurrence": ("occurrence", "as its {} occurrence in the session"),
+    "context": ("previous_event_type", "right after {}"),
+    "recency": ("recency", "as the session's {} event"),
+}
+
+
+def _journey_rows(tables: dict[str, pd.DataFrame], method: str, n: int) -> list[tuple[str, pd.Series]]:
+    """The context rows whose effect differs most from their type's overall effect, with a CI that
+    excludes 0 (a verdict), strongest difference first."""
+    found = []
+    for kind in JOURNEY_TABLES:
+        table = tables.get(kind)
+        if table is None or "effect_log_odds" not in table or not len(table):
+            continue
+        rows = table[(table["method"] == method) & table["effect_verdict"].isin(DIRECTIONS)]
+        for _, r in rows.iterrows():
+            found.append((kind, r))
+    found.sort(key=lambda kr: -abs(kr[1]["effect_log_odds"] - (kr[1]["type_effect_log_odds"] or 0.0)))
+    return found[:n]
+
+
+def _journeys(tables: dict[str, pd.DataFrame], method: str, n: int = 6) -> list[str]:
+    """The "Journeys" section: what order, repeats and the last step change, from the context tables."""
+    if not any(k in tables for k in JOURNEY_TABLES):
+        return []
+    esc = html.escape
+    out = [
+        "<h2>Journeys</h2>",
+        "<p>What a sequence model adds: an event type's effect in one context (its occurrence in the session, "
+        "the step just before it, its distance from the end), beside its effect over all its events. "
+        "The contexts that differ most, with a 95% CI that excludes 0 "
+        "(event_type_occurrence_, event_type_context_ and event_type_recency_attribution_no_funnel.csv):</p>",
+    ]
+    rows = _journey_rows(tables, method, n)
+    if not rows:
+        out.append("<p id=journeys>No context stands out: every context's effect is indistinguishable from noise.</p>")
+        return out
+    items = []
+    for kind, r in rows:
+        column, phrase = JOURNEY_TABLES[kind]
+        where = phrase.format(r[column])
+        items.append(
+            f"<li><b>{esc(str(r['event_type']))}</b> {esc(where)}: {_fmt(r['effect_log_odds'])} log-odds per event "
+            f"[{_fmt(r['effect_ci_low'])}, {_fmt(r['effect_ci_high'])}], against {_fmt(r['type_effect_log_odds'])} "
+            f"over all its events ({int(r['sessions']):,} sessions)</li>"
+        )
+    out.append("<ul id=journeys>" + "".join(items) + "</ul>")
+    return out
+
+
 def render(
     tables: dict[str, pd.DataFrame],
     method: str,
@@ -68,8 +120,10 @@ def render(
     run_id: str,
     n: int = 5,
     planted: str | None = None,
+    comparison: dict | None = None,
 ) -> bytes:
-    """The page as UTF-8 bytes; ``planted``: a sentence on the planted-driver check, on synthetic data."""
+    """The page as UTF-8 bytes; ``planted``: a sentence on the planted-driver check, on synthetic data;
+    ``comparison``: the transformer against the counts baseline (:func:`attribution.report.model_comparison`)."""
 
     et = tables["event_type"][tables["event_type"]["method"] == method]
     pos = tables["position"][tables["position"]["method"] == method]
@@ -86,6 +140,10 @@ def render(
         f"<h1>Which steps drive conversion?</h1><p>run <code>{esc(run_id)}</code>, method <b>{esc(method)}</b></p>",
         f"<p id=model-status class={'warn' if status['status'] != 'ok' else 'ok'}>{esc(status_text(status))}</p>",
     ]
+    against_baseline = baseline_sentence(comparison)
+    if against_baseline:
+        beats = comparison is not None and comparison.get("verdict") == BEATS
+        parts.append(f"<p id=baseline class={'ok' if beats else 'warn'}>{esc(against_baseline)}</p>")
     if is_signed(et):
         drivers, detractors, rest = ranked_drivers(et)
         removal = "removal effect, pp [95% CI]"
@@ -150,6 +208,7 @@ def render(
             f"Choose {esc(' or '.join(m.name for m in REGISTRY.values() if m.signed))} as report.default_method "
             "for effects.</p>"
         )
+    parts += _journeys(tables, method)
     parts.append("<h2>Which method, and why</h2>")
     if is_signed(et):
         parts.append(

@@ -20,15 +20,18 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
-from attribution import aggregate, schema, sinks
+from attribution import aggregate, baseline, schema, sinks
 from attribution.config import Config
 from attribution.errors import InputError
-from attribution.io import join, read_bytes
+from attribution.io import join, read_bytes, read_table
+from attribution.metrics import average_precision, log_loss
 from attribution.model import model_location
 from attribution.schema import TABLE_KINDS
 from attribution.statistics import roc_auc_ci
@@ -44,11 +47,17 @@ PICTURE = "attention_attribution_analysis.png"
 
 
 def build_tables(
-    events: DataFrame | None, conf: Config, status: str = "unknown", statistics: tuple | None = None
+    events: DataFrame | None,
+    conf: Config,
+    status: str = "unknown",
+    statistics: tuple | None = None,
+    coefficients: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, pa.Table]:
     """Every table, for every method in the event table, from one Spark job, as Arrow (they are small),
     each with the run_id and the status (``ok``, ``at_chance``, ``insufficient_data``, ``unknown``) first.
-    ``statistics``: (lift statistics, removal statistics) already collected, from stored days."""
+    ``statistics``: (lift statistics, removal statistics) already collected, from stored days;
+    ``coefficients``: the counts baseline's (:mod:`attribution.baseline`), added as ``baseline_log_odds``
+    to the tables whose kind names a baseline prefix (null without a baseline)."""
     r = conf.report
     if statistics is None:
         assert events is not None, "the tables come from the events or from stored statistics"
@@ -63,7 +72,12 @@ def build_tables(
         min_sessions=r.store_min_sessions,
         removal=removal,
         stats=stats,
+        context_min_sessions=r.context_min_sessions,
     )
+    out = {
+        name: baseline.with_coefficients(t, kind.baseline, coefficients) if (kind := schema.table(name)).baseline else t
+        for name, t in out.items()
+    }
     run_id = conf.run.run_id or ""
     if status in NO_VERDICT:  # a model at chance, or too little data, supports no verdict
         out = {name: _no_verdict(t, NO_VERDICT[status]) for name, t in out.items()}
@@ -107,7 +121,7 @@ def model_status(conf: Config, shas: list[str]) -> dict:
     test ROC-AUC with a 95% CI (Hanley-McNeil). ``at_chance`` when the CI includes 0.5 or the AUC is
     below ``report.min_test_auc``; ``unknown`` without metrics for the model that scored the table."""
 
-    location = join(model_location(conf.output(conf.train.model_path), conf.train.model_version), "metrics.json")
+    location = join(model_dir(conf), "metrics.json")
     try:
         metrics = json.loads(read_bytes(location))
     except (InputError, FileNotFoundError, ValueError):
@@ -214,3 +228,120 @@ DIRECTIONS = (aggregate.DRIVES, aggregate.HOLDS_BACK)
 def is_signed(table: pd.DataFrame) -> bool:
     """Whether a table's rows have an effect (their method has a signed contribution)."""
     return "effect_log_odds" in table and table["effect_log_odds"].notna().any()
+
+
+def model_dir(conf: Config) -> str:
+    """The directory of the model the model stages use (its version in day mode)."""
+    return model_location(conf.output(conf.train.model_path), conf.train.model_version)
+
+
+COMPARISON_COLUMNS = (
+    "run_id",
+    "model",
+    "test_sessions",
+    "positive_rate",
+    "roc_auc",
+    "roc_auc_ci_low",
+    "roc_auc_ci_high",
+    "pr_auc",
+    "log_loss",
+    "mean_prediction",
+    "auc_difference",
+    "auc_difference_ci_low",
+    "auc_difference_ci_high",
+    "comparison_verdict",
+    "event_type_order_spearman",
+    "position_order_spearman",
+    "store_order_spearman",
+)
+TRANSFORMER, COUNTS_BASELINE = "transformer", "counts_baseline"
+
+
+def _effects_by_key(table: pd.DataFrame, method: str, key: str, value: str) -> dict[str, float]:
+    rows = table[table["method"] == method] if "method" in table else table
+    if value not in rows or rows[value].isna().all():
+        return {}
+    return {str(k): float(v) for k, v in zip(rows[key], rows[value], strict=True) if pd.notna(v)}
+
+
+def model_comparison(
+    spark: SparkSession, events: DataFrame, conf: Config, views: dict[str, pd.DataFrame], summary: dict
+) -> tuple[pa.Table, dict]:
+    """The transformer against the counts baseline on the same test sessions (those of the event table
+    with a baseline prediction; a hash sample of ``baseline.comparison_max_sessions`` when there are more):
+    each model's ROC-AUC (95% CI), PR-AUC and log loss, the paired AUC difference (DeLong) with its CI and
+    verdict, and how the baseline's coefficients order event types, positions and stores against the
+    report method's effects (Spearman). Returns the table and a summary for the page and the insights."""
+    location = model_dir(conf)
+    predictions = read_table(spark, baseline.predictions_location(location), "parquet", {}, "baseline predictions")
+    sessions = events.where(F.col("event_position") == 0).select("session_id", "label", "prediction")
+    paired = sessions.join(predictions.select("session_id", "baseline_prediction"), "session_id")
+    n = int(paired.count())
+    cap = conf.baseline.comparison_max_sessions
+    if n > cap:
+        bucket = F.pmod(F.xxhash64("session_id"), F.lit(1_000_000))
+        paired = paired.where(bucket < int(1_000_000 * cap / n))
+    arrow = paired.select("label", "prediction", "baseline_prediction").toArrow()
+    y = np.asarray(arrow["label"].to_numpy(zero_copy_only=False), dtype=int)
+    scores = {
+        TRANSFORMER: np.asarray(arrow["prediction"].to_numpy(zero_copy_only=False), dtype=float),
+        COUNTS_BASELINE: np.asarray(arrow["baseline_prediction"].to_numpy(zero_copy_only=False), dtype=float),
+    }
+    paired_auc = baseline.delong(y, scores[TRANSFORMER], scores[COUNTS_BASELINE])
+    verdict = baseline.verdict(paired_auc["ci_low"], paired_auc["ci_high"])
+    method = conf.report.default_method
+    coefficients = summary.get("coefficients", {})
+    orders = {
+        "event_type_order_spearman": ("event_type", "event_type", "effect_log_odds", "event_type"),
+        "position_order_spearman": ("position", "position_bin", "effect_log_odds", "position_bin"),
+        "store_order_spearman": ("store", "store_id", "shrunk_net_effect_log_odds", "store"),
+    }
+    agreement = {}
+    for column, (table, key, value, prefix) in orders.items():
+        model = _effects_by_key(views[table], method, key, value) if table in views else {}
+        rho, _ = baseline.rank_agreement(model, coefficients.get(prefix, {}))
+        agreement[column] = rho
+    positives = int(y.sum())
+    rows = []
+    for name, s in scores.items():
+        both = len(y) > 0 and 0 < positives < len(y)
+        auc = paired_auc["auc_a" if name == TRANSFORMER else "auc_b"] if both else float("nan")
+        low, high = roc_auc_ci(auc, positives, len(y) - positives)
+        mine = name == TRANSFORMER
+        rows.append(
+            {
+                "run_id": conf.run.run_id or "",
+                "model": name,
+                "test_sessions": len(y),
+                "positive_rate": positives / len(y) if len(y) else float("nan"),
+                "roc_auc": auc,
+                "roc_auc_ci_low": low,
+                "roc_auc_ci_high": high,
+                "pr_auc": average_precision(y, s) if both else float("nan"),
+                "log_loss": log_loss(y, s) if len(y) else float("nan"),
+                "mean_prediction": float(s.mean()) if len(y) else float("nan"),
+                "auc_difference": paired_auc["difference"] if mine else None,
+                "auc_difference_ci_low": paired_auc["ci_low"] if mine else None,
+                "auc_difference_ci_high": paired_auc["ci_high"] if mine else None,
+                "comparison_verdict": verdict if mine else None,
+                **{c: (None if mine else v) for c, v in agreement.items()},
+            }
+        )
+    types = {
+        "run_id": pa.string(),
+        "model": pa.string(),
+        "comparison_verdict": pa.string(),
+        "test_sessions": pa.int64(),
+    }
+    table = pa.Table.from_pylist(rows, schema=pa.schema([(c, types.get(c, pa.float64())) for c in COMPARISON_COLUMNS]))
+    result = {
+        "verdict": verdict,
+        "sessions": len(y),
+        "transformer_roc_auc": rows[0]["roc_auc"],
+        "baseline_roc_auc": rows[1]["roc_auc"],
+        "difference": paired_auc["difference"],
+        "difference_ci": [paired_auc["ci_low"], paired_auc["ci_high"]],
+        "agreement": agreement,
+        "sampled_of": n if n > cap else None,
+    }
+    return table, result

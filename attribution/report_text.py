@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
+from attribution.baseline import BEATS, NO_BETTER
 from attribution.methods import REGISTRY
 from attribution.report import DIRECTIONS, EFFECT_UNIT, is_signed
 
@@ -42,6 +45,16 @@ def format_train_metrics(metrics: dict, model_path: str) -> str:
         f"test ({t['sessions']:,} sessions, {100 * t['positive_rate']:.1f}% converted): ROC-AUC {t['roc_auc']:.4f}, "
         f"PR-AUC {t['pr_auc']:.4f}, log loss {t['log_loss']:.4f}",
     ]
+    if metrics.get("still_improving"):
+        lines.append("validation AUC still rising at the last epoch: raise train.epochs")
+    base = metrics.get("baseline")
+    if base:
+        bt = base["test"]
+        lines.append(
+            f"counts baseline (logistic regression, regParam {base['reg_param']:g}, {base['features']:,} features): "
+            f"test ROC-AUC {bt['roc_auc']:.4f}, PR-AUC {bt['pr_auc']:.4f}, log loss {bt['log_loss']:.4f}, "
+            f"{base['seconds']:.0f}s"
+        )
     leak = metrics.get("leakage_check")
     if leak:
         lt = leak["test"]
@@ -179,13 +192,22 @@ def ranked_drivers(et: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.Dat
     return drivers, detractors, rest
 
 
-def key_insights(tables: dict[str, pd.DataFrame], method: str, n: int = 5, status: dict | None = None) -> str:
+def key_insights(
+    tables: dict[str, pd.DataFrame],
+    method: str,
+    n: int = 5,
+    status: dict | None = None,
+    comparison: dict | None = None,
+) -> str:
     et = tables["event_type"][tables["event_type"]["method"] == method]
     pos = tables["position"][tables["position"]["method"] == method]
     st = tables["store"][tables["store"]["method"] == method]
     lines = [f"KEY INSIGHTS ({method})"]
     if status:
         lines.append(status_text(status))
+    against_baseline = baseline_sentence(comparison)
+    if against_baseline:
+        lines.append(against_baseline)
     if not is_signed(et):
         lines.append(
             f"{method} has no signed contribution, so no effect: event types by the seed's attribution lift "
@@ -278,4 +300,39 @@ def faithful_text(verdict: dict) -> str:
     return (
         f"Most faithful method on this data: {verdict['by_comprehensiveness']} by comprehensiveness{noise}, "
         f"{verdict['by_sufficiency']} by sufficiency (see attribution_faithfulness.csv)."
+    )
+
+
+def baseline_sentence(comparison: dict | None) -> str | None:
+    """One sentence: does the sequence model beat the counts baseline on this data, and by how much; when
+    it does not, which tables a counts regression gives as well (rank correlation 0.8 or more)."""
+    if not comparison or comparison.get("verdict") is None:
+        return None
+    low, high = comparison["difference_ci"]
+    numbers = (
+        f"test ROC-AUC {comparison['transformer_roc_auc']:.3f} against {comparison['baseline_roc_auc']:.3f} "
+        f"({comparison['difference']:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}], paired on "
+        f"{comparison['sessions']:,} test sessions)"
+    )
+    if comparison["verdict"] == BEATS:
+        return f"The sequence model beats the counts baseline (logistic regression on per-session counts) on this data: {numbers}."
+    names = {
+        "event_type_order_spearman": "event types",
+        "position_order_spearman": "positions",
+        "store_order_spearman": "stores",
+    }
+    agree = [
+        f"{names[c]} ({rho:.2f})"
+        for c, rho in comparison.get("agreement", {}).items()
+        if rho is not None and math.isfinite(rho) and rho >= 0.8
+    ]
+    also = (
+        f" The counts baseline orders these as the model does (rank correlation): {', '.join(agree)}."
+        if agree
+        else " Its orderings differ from the model's on every table (rank correlation below 0.8)."
+    )
+    word = "is no better than" if comparison["verdict"] == NO_BETTER else "is worse than"
+    return (
+        f"The sequence model {word} the counts baseline (logistic regression on per-session counts) on this "
+        f"data: {numbers}; a simpler model answers as well here.{also}"
     )

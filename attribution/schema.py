@@ -163,8 +163,16 @@ LIFT_COLUMNS = (
     "length_adjusted_lift",
     "significant",
 )
-# The table-level sort that puts the bins in their order, not the alphabet's.
-BIN_ORDER = "bin_order"
+# The context tables' keys: an event's occurrence of its type in the session, the model-input event just
+# before it (START for the first), and its distance from the session's last model-input event.
+OCCURRENCE = "occurrence"
+OCCURRENCES = ("1st", "2nd", "3rd+")
+PREVIOUS_EVENT_TYPE = "previous_event_type"
+START = "<start>"
+RECENCY = "recency"
+RECENCIES = ("last", "2-3 from the end", "earlier")
+# A sort direction that is a tuple of values orders a column by those values, not the alphabet's.
+BIN_ORDER = POSITION_BINS
 
 
 @dataclass(frozen=True)
@@ -175,17 +183,20 @@ class TableKind:
     and the Delta and parquet directory; ``keys``: its key columns in the statistics; ``layout``: how
     :mod:`attribution.aggregate` cuts it out of the statistics (``effect``: the effect, removal and lift
     columns of one key; ``store``: net and shrunk effects, support filter and rank; ``cells``: means only);
-    ``order``: its rows' sort, (column, ``ascending``/``descending``/:data:`BIN_ORDER`); ``first``: the
+    ``order``: its rows' sort, (column, ``ascending``, ``descending`` or a tuple of the column's values in
+    their order, e.g. :data:`POSITION_BINS`); ``first``: the
     columns it publishes first (the rest follow in the order computed); ``removal``: the dimension whose
-    removal effects it carries (None: none)."""
+    removal effects it carries (None: none); ``baseline``: the counts baseline's feature prefix whose
+    coefficient it carries as ``baseline_log_odds`` (None: none)."""
 
     name: str
     stem: str
     keys: tuple[str, ...]
     layout: str
-    order: tuple[tuple[str, str], ...]
+    order: tuple[tuple[str, str | tuple[str, ...]], ...]
     first: tuple[str, ...]
     removal: str | None = None
+    baseline: str | None = None
 
     @property
     def key(self) -> str:
@@ -203,6 +214,10 @@ _EFFECT_FIRST = (
     "attribution_lift",
 )
 
+# the context tables: an event type's effect in one context, beside its effect overall
+_CONTEXT_FIRST = (*EFFECT_COLUMNS, "type_effect_log_odds", "events", "sessions")
+CONTEXT_KINDS = ("occurrence", "context", "recency")
+
 TABLE_KINDS = (
     TableKind(
         name="event_type",
@@ -217,6 +232,7 @@ TABLE_KINDS = (
         ),
         first=(EVENT_TYPE, *_EFFECT_FIRST),
         removal="event_type",
+        baseline=EVENT_TYPE,
     ),
     TableKind(
         name="position",
@@ -226,6 +242,7 @@ TABLE_KINDS = (
         order=((METHOD, "ascending"), (POSITION_BIN, BIN_ORDER)),
         first=(POSITION_BIN, *_EFFECT_FIRST),
         removal="position_bin",
+        baseline=POSITION_BIN,
     ),
     TableKind(
         name="store",
@@ -252,6 +269,7 @@ TABLE_KINDS = (
             "sessions",
         ),
         removal="store",
+        baseline="store",
     ),
     TableKind(
         name="type_position",
@@ -261,11 +279,41 @@ TABLE_KINDS = (
         order=((METHOD, "ascending"), (EVENT_TYPE, "ascending"), ("position", "ascending")),
         first=(EVENT_TYPE, "position", "effect_log_odds", "mean_attribution", "events"),
     ),
+    TableKind(
+        name="occurrence",
+        stem="event_type_occurrence_attribution_no_funnel",
+        keys=(EVENT_TYPE, OCCURRENCE),
+        layout="context",
+        order=((METHOD, "ascending"), (EVENT_TYPE, "ascending"), (OCCURRENCE, OCCURRENCES)),
+        first=(EVENT_TYPE, OCCURRENCE, *_CONTEXT_FIRST),
+    ),
+    TableKind(
+        name="context",
+        stem="event_type_context_attribution_no_funnel",
+        keys=(EVENT_TYPE, PREVIOUS_EVENT_TYPE),
+        layout="context",
+        order=(
+            (METHOD, "ascending"),
+            (EVENT_TYPE, "ascending"),
+            ("sessions", "descending"),
+            (PREVIOUS_EVENT_TYPE, "ascending"),
+        ),
+        first=(EVENT_TYPE, PREVIOUS_EVENT_TYPE, *_CONTEXT_FIRST),
+    ),
+    TableKind(
+        name="recency",
+        stem="event_type_recency_attribution_no_funnel",
+        keys=(EVENT_TYPE, RECENCY),
+        layout="context",
+        order=((METHOD, "ascending"), (EVENT_TYPE, "ascending"), (RECENCY, RECENCIES)),
+        first=(EVENT_TYPE, RECENCY, *_CONTEXT_FIRST),
+    ),
 )
 TABLES = {k.name: k for k in TABLE_KINDS}
 # every table's key columns, once each: a key column of another table is null in a table's statistics
 KEY_COLUMNS = tuple(dict.fromkeys(c for k in TABLE_KINDS for c in k.keys))
 GROUND_TRUTH_TABLE = "ground_truth_recovery"
+MODEL_COMPARISON_TABLE = "model_comparison"
 
 
 def table(name: str) -> TableKind:

@@ -61,7 +61,9 @@ def test_the_effect_is_the_mean_signed_contribution_with_a_session_clustered_ci(
     b = row_of(table, event_type="B")
     m, se = _clustered_mean_and_se([(-0.20, 1), (0.25, 1), (0.40, 1), (0.50, 1)])
     assert b.effect_log_odds == pytest.approx(m) and b.effect_se == pytest.approx(se)
-    assert (b.effect_verdict == "drives conversion") == (m - 1.959963984540054 * se > 0)
+    # m 0.2375, se 0.155: the CI [-0.066, +0.541] crosses 0
+    assert m - 1.959963984540054 * se < 0 < m + 1.959963984540054 * se
+    assert b.effect_verdict == "indistinguishable from noise"
     # a method without a signed contribution has no effect, and keeps the seed's lift order
     from pyspark.sql import functions as F
 
@@ -228,3 +230,100 @@ def test_removal_columns_by_hand(spark):
     x = row_of(out["store"], store_id="x")
     assert x.removal_effect_pp == pytest.approx(3.0) and x.removal_sessions == 2
     assert pd.isna(row_of(out["store"], store_id="y").removal_effect_pp)
+
+
+def test_the_three_verdicts_through_the_tables_the_insights_and_the_page(spark):
+    """One type whose every event pushes up (+0.4 or +0.6), one whose every event pushes down, one that
+    alternates +0.5 / -0.5: their CIs lie above 0, below 0, and across it, so the verdicts are known
+    without the code: drives, holds back, noise. They must reach the insights and the page the same way."""
+    from pyspark.sql import functions as F
+
+    from attribution import page, report_text
+    from attribution.events import position_bin
+
+    rows = []
+    for i in range(12):
+        label = i % 2
+        for pos, (kind, c) in enumerate(
+            [("up", 0.4 + 0.2 * (i % 2)), ("down", -0.4 - 0.2 * (i % 2)), ("noise", 0.5 if i % 2 else -0.5)]
+        ):
+            rows.append((f"s{i}", label, pos, kind, None, 3, 1 / 3, c))
+    df = spark.createDataFrame(
+        rows,
+        "session_id string, label int, event_position int, event_type string, store_id string, "
+        "session_length int, gradient_attribution double, contribution double",
+    )
+    events = df.withColumn("position_bin", position_bin(F.col("event_position") + 1)).withColumn(
+        "store_name", F.col("store_id")
+    )
+    table = tables_of(events)["event_type"]
+    verdicts = dict(zip(table.event_type, table.effect_verdict, strict=True))
+    assert verdicts == {"up": aggregate.DRIVES, "down": aggregate.HOLDS_BACK, "noise": aggregate.NOISE}
+    assert list(table.event_type) == ["up", "noise", "down"]  # by effect: +0.5, 0, -0.5
+    tables = tables_of(events)
+    insights = report_text.key_insights(tables, "grad_x_input")
+    drivers = insights.split("Drivers (CI above 0)", 1)[1].split("Detractors", 1)[0]
+    detractors = insights.split("Detractors (CI below 0)", 1)[1]
+    assert "up" in drivers and "down" not in drivers and "noise" not in drivers
+    assert "down" in detractors.splitlines()[1] and "Indistinguishable from noise: noise" in insights
+    status = {"status": "ok", "test_roc_auc": 0.8, "test_roc_auc_ci": [0.78, 0.82], "test_sessions": 12}
+    html = page.render(tables, "grad_x_input", status, None, b"", "r").decode()
+    first = lambda div: html.split(f"<div id={div}>", 1)[1].split("<td class=event-type>", 1)[1].split("</td>")[0]  # noqa: E731
+    assert first("drivers") == "up" and first("detractors") == "down"
+
+
+def test_the_context_tables_against_a_pandas_reference(spark):
+    """Occurrence, previous step and recency, computed by pandas from the same events: each (type, context)
+    row's effect, CI, events and sessions, the type's overall effect beside it, and the contexts' order."""
+    from pyspark.sql import functions as F
+
+    from attribution.events import position_bin
+
+    rng = np.random.default_rng(4)
+    rows = []
+    for i in range(80):
+        length = int(rng.integers(1, 8))
+        for pos, t in enumerate(rng.choice(["a", "b", "c"], size=length)):
+            c = float(np.round(rng.normal(0.2 if t == "a" else -0.1, 0.3), 3))
+            rows.append((f"s{i:02d}", i % 2, pos, str(t), None, length, 1 / length, c))
+    columns = "session_id string, label int, event_position int, event_type string, store_id string, session_length int, gradient_attribution double, contribution double"
+    df = spark.createDataFrame(rows, columns)
+    # two methods: each event is in the long format twice, which must not count as its own predecessor
+    events = (
+        df.withColumn("position_bin", position_bin(F.col("event_position") + 1))
+        .withColumn("store_name", F.col("store_id"))
+        .withColumn("attention_attribution", F.col("gradient_attribution"))
+    )
+    tables = {k: t[t.method == "grad_x_input"] for k, t in tables_of(events).items()}
+    pdf = pd.DataFrame(rows, columns=[c.split()[0] for c in columns.split(", ")])
+    pdf = pdf.sort_values(["session_id", "event_position"])
+    nth = pdf.groupby(["session_id", "event_type"]).cumcount() + 1
+    pdf["occurrence"] = np.select([nth == 1, nth == 2], ["1st", "2nd"], "3rd+")
+    pdf["previous_event_type"] = pdf.groupby("session_id").event_type.shift(1).fillna("<start>")
+    from_end = pdf.session_length - pdf.event_position - 1
+    pdf["recency"] = np.select([from_end == 0, from_end <= 2], ["last", "2-3 from the end"], "earlier")
+    overall = pdf.groupby("event_type").contribution.mean()
+    for kind, column in (("occurrence", "occurrence"), ("context", "previous_event_type"), ("recency", "recency")):
+        table = tables[kind]
+        groups = pdf.groupby(["event_type", column])
+        assert len(table) == groups.ngroups
+        for (t, key), g in groups:
+            row = row_of(table, event_type=t, **{column: key})
+            per_session = [(x.contribution.sum(), len(x)) for _, x in g.groupby("session_id")]
+            assert row.events == len(g) and row.sessions == len(per_session)
+            assert row.effect_log_odds == pytest.approx(g.contribution.mean())
+            assert row.type_effect_log_odds == pytest.approx(overall[t])
+            if len(per_session) > 1:
+                _, se = _clustered_mean_and_se(per_session)
+                assert row.effect_se == pytest.approx(se)
+    occurrence = tables["occurrence"]
+    assert list(occurrence[occurrence.event_type == "a"].occurrence) == ["1st", "2nd", "3rd+"]
+    recency = tables["recency"]
+    assert list(recency[recency.event_type == "b"].recency) == ["last", "2-3 from the end", "earlier"]
+    context = tables["context"]
+    sessions = list(context[context.event_type == "c"].sessions)
+    assert sessions == sorted(sessions, reverse=True)  # contexts by support
+    # the support filter: a context seen in fewer sessions than asked is left out
+    few = tables_of(events, context_min_sessions=20)["context"]
+    few = few[few.method == "grad_x_input"]
+    assert len(few) == (context.sessions >= 20).sum() < len(context) and (few.sessions >= 20).all()

@@ -40,6 +40,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "attribution.scenarios",
         "attribution.generate",
         "attribution.train",
+        "attribution.baseline",
     ),
     # loading the configuration and the checks that read the library's registries
     "config loading": ("attribution.config_checks", "attribution.config_loader"),

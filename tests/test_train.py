@@ -11,8 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
-from attribution import train
+from attribution import baseline, train
 from attribution.features import build_vocabularies
 from attribution.model import ModelSpec, build_model, load_artifact
 from tests.conftest import make_conf
@@ -219,6 +220,24 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     if len(drivers):
         top = page.split("<div id=drivers>", 1)[1].split("<td class=event-type>", 1)[1].split("</td>", 1)[0]
         assert top == drivers.event_type.iloc[0]
+    # the counts baseline: fitted in the train stage, compared on the same test sessions in the report
+    comparison = pd.read_csv(out / "report" / "model_comparison.csv")
+    assert list(comparison.model) == ["transformer", "counts_baseline"]
+    per_session = events.where("event_position = 0").select("session_id", "label", "prediction").toPandas()
+    counts = pd.read_parquet(out / "model" / "baseline" / "test_predictions")
+    paired = per_session.merge(counts[["session_id", "baseline_prediction"]], on="session_id")
+    assert len(paired) == by_split["test"] == comparison.test_sessions.iloc[0]
+    auc_model = roc_auc_score(paired.label, paired.prediction)
+    auc_counts = roc_auc_score(paired.label, paired.baseline_prediction)
+    assert comparison.roc_auc.tolist() == pytest.approx([auc_model, auc_counts], abs=1e-9)
+    assert comparison.auc_difference.iloc[0] == pytest.approx(auc_model - auc_counts, abs=1e-9)
+    first = comparison.iloc[0]
+    assert first.comparison_verdict == baseline.verdict(first.auc_difference_ci_low, first.auc_difference_ci_high)
+    fitted = json.loads((out / "model" / "baseline" / "baseline.json").read_text())
+    assert metrics["baseline"]["reg_param"] == fitted["reg_param"] and fitted["reg_param"] in fitted["reg_params_tried"]
+    expected = csv.event_type.map(fitted["coefficients"]["event_type"]).astype(float)
+    assert np.allclose(csv.baseline_log_odds, expected, equal_nan=True) and expected.notna().all()
+    assert "the counts baseline (logistic regression on per-session counts)" in page.split("<p id=baseline", 1)[1]
 
 
 def test_prepare_shards_samples_the_train_split_deterministically_and_shards_every_session(spark, tmp_path):

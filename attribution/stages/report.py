@@ -11,13 +11,23 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from pyspark.sql import DataFrame, SparkSession
 
-from attribution import aggregate, figures, ground_truth, page, sinks
+from attribution import aggregate, baseline, figures, ground_truth, page, sinks
 from attribution.config import Config
 from attribution.errors import InputError
 from attribution.io import join, read_bytes, read_table, run_days
-from attribution.report import PICTURE, build_tables, data_status, frames, model_status, stage_table, stage_tables
+from attribution.report import (
+    PICTURE,
+    build_tables,
+    data_status,
+    frames,
+    model_comparison,
+    model_dir,
+    model_status,
+    stage_table,
+    stage_tables,
+)
 from attribution.report_text import faithful_text, ground_truth_text, key_insights, planted_sentence
-from attribution.schema import GROUND_TRUTH_TABLE
+from attribution.schema import GROUND_TRUTH_TABLE, MODEL_COMPARISON_TABLE
 from attribution.sinks import day_partition, partitioned_write, remove_tree
 from attribution.spark import single_row
 
@@ -57,15 +67,20 @@ def run(spark: SparkSession, conf: Config) -> dict:
         else (f"the {conf.report.window_days} days to {conf.run.date}")
     )
     status = data_status(model_status(conf, shas), sessions, converted, conf.report.min_sessions, span)
-    tables = build_tables(events, conf, status["status"], statistics)
+    counts_model = baseline_of(conf, status)
+    coefficients = counts_model.get("coefficients") if counts_model else None
+    tables = build_tables(events, conf, status["status"], statistics, coefficients)
     base = conf.output(conf.report.output_path)
     method = conf.report.default_method
     views = frames(tables)
+    comparison_table, comparison = None, None
+    if counts_model is not None:
+        comparison_table, comparison = model_comparison(spark, events, conf, views, counts_model)
     truth, recovered = ground_truth_of(conf), None
     if truth is not None:
         recovered = ground_truth.recovery(views, truth, conf.run.run_id or "")
     faithful = faithfulness_of(conf, shas)
-    insights = key_insights(views, method, status=status)
+    insights = key_insights(views, method, status=status, comparison=comparison)
     if recovered is not None and recovered.num_rows:
         insights += "\n" + ground_truth_text(recovered.to_pandas(), method)
     elif recovered is not None:
@@ -84,7 +99,16 @@ def run(spark: SparkSession, conf: Config) -> dict:
     drawn: Future[bytes]  # the picture, drawn on a thread while the tables are staged (below)
 
     def html() -> bytes:
-        return page.render(views, method, status, faithful, drawn.result(), conf.run.run_id or "", planted=planted)
+        return page.render(
+            views,
+            method,
+            status,
+            faithful,
+            drawn.result(),
+            conf.run.run_id or "",
+            planted=planted,
+            comparison=comparison,
+        )
 
     extra = [
         lambda: ([sinks.stage_bytes(join(base, PICTURE), drawn.result())], {PICTURE: join(base, PICTURE)}),
@@ -92,6 +116,8 @@ def run(spark: SparkSession, conf: Config) -> dict:
     ]
     if recovered is not None and recovered.num_rows:
         extra.append(lambda: stage_table(spark, recovered, GROUND_TRUTH_TABLE, conf))
+    if comparison_table is not None:
+        extra.append(lambda: stage_table(spark, comparison_table, MODEL_COMPARISON_TABLE, conf))
     # Everything is staged first (the picture drawn on a thread meanwhile), then published at once, so
     # a run that fails or is killed before the end leaves the previous run's outputs as they were.
     with ThreadPoolExecutor(max_workers=1) as pool:
@@ -111,7 +137,21 @@ def run(spark: SparkSession, conf: Config) -> dict:
         result["ground_truth"] = checks
     if faithful:
         result["most_faithful"] = faithful
+    if comparison is not None:
+        result["model_comparison"] = comparison
     return result
+
+
+def baseline_of(conf: Config, status: dict) -> dict | None:
+    """The counts baseline trained beside the model that scored the event table, or None (none was
+    trained, or the event table was scored by another model: the status says ``unknown`` then)."""
+    if status.get("status") == "unknown" and "test_roc_auc" not in status:
+        return None
+    try:
+        return baseline.read_summary(model_dir(conf))
+    except (InputError, FileNotFoundError, ValueError):
+        log.info("no counts baseline beside the model in %s: no model comparison", model_dir(conf))
+        return None
 
 
 def _sessions_of(events: DataFrame) -> tuple[int, int]:

@@ -10,8 +10,9 @@ import time
 
 from pyspark.sql import SparkSession
 
+from attribution import baseline
 from attribution.config import Config
-from attribution.io import join, write_text
+from attribution.io import join, read_table, run_days, write_text
 from attribution.model import ModelSpec, mark_latest, save_artifact, version_location, version_of
 from attribution.stages import sessionize
 from attribution.train import SPLITS, check_classes, distribute, prepare_shards, worker_params
@@ -79,6 +80,16 @@ def run(spark: SparkSession, conf: Config) -> dict:
         },
     )
     metrics["model_sha256"] = sha
+    if result["best_epoch"] == len(result["history"]) and len(result["history"]) == t.epochs:
+        metrics["still_improving"] = True
+        print(f"[train] validation AUC still rising at the last epoch ({t.epochs}): raise train.epochs", flush=True)
+    else:
+        metrics["still_improving"] = False
+    if conf.baseline.enabled:
+        started_baseline = time.time()
+        sessions = run_days(read_table(spark, sessions_path, "parquet", {}, "sessions"), conf.run)
+        metrics["baseline"] = baseline.train_and_write(spark, sessions, conf.baseline, model_path)
+        metrics["baseline"]["seconds"] = round(time.time() - started_baseline, 2)
     if t.leakage_check:
         metrics["leakage_check"] = leakage_check(spark, conf)
     write_text(join(model_path, "metrics.json"), json.dumps(metrics, indent=1))

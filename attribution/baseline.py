@@ -1,0 +1,325 @@
+"""The counts baseline: what a one-second regression on per-session counts answers, fitted in every run
+so the sequence model has to earn its place on the user's data.
+
+**Features.** Per session, the count of each event type, each store and each position bin among the
+model-input events (a sparse vector, Spark ML's ``CountVectorizer`` fitted on the training split; a value
+seen in fewer than ``baseline.min_sessions`` training sessions has no feature of its own). Order, repeats
+in context and the last step are not in it: that is what the transformer may add.
+
+**Model.** Spark ML's ``LogisticRegression`` with an elastic-net penalty, ``regParam`` chosen by the
+validation split's ROC-AUC from ``baseline.reg_params``. Everything runs in Spark: the features, the fits,
+and the validation and test metrics (:func:`curve_metrics`: a histogram of the predictions per label in
+``BINS`` bins, one group-by, so only the histogram reaches the driver; and a Spark mean for the log loss).
+Only the fitted coefficients (one per event type, store and bin) and the histograms reach the driver.
+
+**Coefficients** are log-odds per event: one more event of a type moves the baseline's logit by its
+coefficient, the same unit as the transformer's effect per event (``effect_log_odds``), so the report
+puts them side by side (``baseline_log_odds``).
+
+**Outputs**, in ``<model>/baseline/``: ``baseline.json`` (the settings, the chosen ``regParam``, the
+validation and test metrics, the coefficients per key) and ``test_predictions/`` (parquet: session_id,
+label, baseline_prediction), which the report pairs with the transformer's predictions on the same
+sessions (:func:`paired_comparison`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+from pyspark import SparkContext
+from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
+from pyspark.ml.feature import CountVectorizer
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from scipy.stats import rankdata
+
+from attribution.config import BaselineConf
+from attribution.events import position_bin
+from attribution.io import join, read_bytes, write_text
+from attribution.schema import EVENT_TYPE, POSITION_BIN, STORE_ID
+from attribution.spark import default_parallelism
+from attribution.statistics import Z95, roc_auc_ci
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+# feature prefix -> the report table's key column whose rows it matches
+PREFIXES = {EVENT_TYPE: EVENT_TYPE, POSITION_BIN: POSITION_BIN, "store": STORE_ID}
+SEPARATOR = "="
+DIRECTORY = "baseline"
+SUMMARY = "baseline.json"
+PREDICTIONS = "test_predictions"
+MODELS = "spark_ml"  # the fitted CountVectorizerModel and the chosen LogisticRegressionModel, Spark ML's format
+
+
+def tokens(sessions: DataFrame) -> Column:
+    """Per session, one token per model-input event for its type, its store (events with one) and its
+    position bin: ``event_type=m_card_view``, ``store=17``, ``position_bin=1-5``."""
+
+    def tag(prefix: str, values: Column) -> Column:
+        return F.transform(values, lambda v: F.concat(F.lit(prefix + SEPARATOR), v.cast("string")))
+
+    stores = F.filter(F.col("store_ids"), lambda s: s.isNotNull())
+    positions = F.sequence(F.lit(1), F.greatest(F.col("session_length"), F.lit(1)))
+    bins = F.transform(positions, lambda p: position_bin(p))
+    return F.concat(tag(EVENT_TYPE, F.col("event_types")), tag("store", stores), tag(POSITION_BIN, bins))
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    """What the train stage keeps of the baseline: the chosen ``regParam``, the validation ROC-AUC of each
+    one tried, the test metrics and the coefficients per key (prefix -> key -> log-odds per event)."""
+
+    reg_param: float
+    validation_roc_auc: dict[str, float]
+    test: dict[str, float]
+    coefficients: dict[str, dict[str, float]]
+    intercept: float
+    features: int
+
+    def to_dict(self, conf: BaselineConf) -> dict:
+        return {
+            "model": "logistic regression on per-session counts of event types, stores and position bins",
+            "elastic_net_param": conf.elastic_net_param,
+            "reg_params_tried": list(conf.reg_params),
+            "reg_param": self.reg_param,
+            "validation_roc_auc": self.validation_roc_auc,
+            "test": self.test,
+            "features": self.features,
+            "intercept": self.intercept,
+            "coefficients": self.coefficients,
+        }
+
+
+# Predictions are histogrammed into this many equal bins of [0, 1] for the ROC and PR curves: two
+# predictions in one bin count as tied, which moves an AUC by at most the share of positive-negative pairs
+# that fall in one bin (below 1e-4 on the embedded default).
+BINS = 100_000
+ROWS_PER_PARTITION = 250_000
+
+
+def curve_metrics(predictions: DataFrame, label: str = "label", score: str = "baseline_prediction") -> dict:
+    """ROC-AUC and PR-AUC (average precision) of ``score`` for ``label`` (0/1), from a histogram per label
+    computed in Spark; NaN without both classes."""
+    binned = F.least(F.floor(F.col(score) * BINS), F.lit(BINS - 1)).cast("long")
+    hist = (
+        predictions.groupBy(binned.alias("bin"))
+        .agg(F.sum(F.col(label).cast("long")).alias("pos"), F.sum((1 - F.col(label)).cast("long")).alias("neg"))
+        .toArrow()
+        .to_pandas()
+        .sort_values("bin", ascending=False)  # from the highest predictions down
+    )
+    pos, neg = hist["pos"].to_numpy(float), hist["neg"].to_numpy(float)
+    p, n = pos.sum(), neg.sum()
+    if p == 0 or n == 0:
+        return {"roc_auc": float("nan"), "pr_auc": float("nan")}
+    neg_below = n - np.cumsum(neg)  # negatives in lower bins
+    auc = float((pos * (neg_below + 0.5 * neg)).sum() / (p * n))
+    true_pos = np.cumsum(pos)
+    precision = true_pos / (true_pos + np.cumsum(neg))
+    average_precision = float((pos / p * precision).sum())
+    return {"roc_auc": auc, "pr_auc": average_precision}
+
+
+def _without_summary(model: LogisticRegressionModel) -> LogisticRegressionModel:
+    """``model`` without its training summary. A fitted model keeps the summary, which holds the
+    SparkSession; once the session has used an ``Observation`` (sessionization and training do), the
+    model can't be serialized into its prediction UDF (Spark 4.1: ObservationManager is not
+    serializable). The summary's setter is package-private in Scala, so public in the JVM. A Spark
+    Connect model has no JVM object here and no such closure: it is returned as it is."""
+    java = getattr(model, "_java_obj", None)
+    context = SparkContext._active_spark_context
+    if java is not None and context is not None and context._jvm is not None:
+        java.setSummary(context._jvm.scala.Option.empty())
+    return model
+
+
+def fit(sessions: DataFrame, conf: BaselineConf, predictions_path: str, model_dir: str) -> BaselineResult:
+    """Fit the baseline on ``sessions`` (the sessions table, with ``split``): features from the training
+    split, ``regParam`` by the validation split's ROC-AUC, test metrics, the test split's predictions
+    written to ``predictions_path``, the fitted Spark ML models saved under ``model_dir``."""
+    data = sessions.select(
+        "session_id", "split", F.col("label").cast("double").alias("label"), tokens(sessions).alias("tokens")
+    )
+    train = data.where(F.col("split") == "train")
+    vectorizer = CountVectorizer(
+        inputCol="tokens", outputCol="features", minDF=float(conf.min_sessions), vocabSize=conf.max_features
+    ).fit(train)
+    vectorizer.write().overwrite().save(join(model_dir, "count_vectorizer"))
+    # Each optimizer iteration is a Spark job over every partition, so scheduling, not arithmetic, sets its
+    # time on small data: about ROWS_PER_PARTITION sessions a partition, at most the default parallelism.
+    # (On the embedded default's 29k sessions, 3 fits took 3.2 s in one partition, 5-9 s in two.)
+    partitions = max(1, min(default_parallelism(sessions.sparkSession), math.ceil(data.count() / ROWS_PER_PARTITION)))
+    featured = (
+        vectorizer.transform(data).select("session_id", "split", "label", "features").coalesce(partitions).cache()
+    )
+    try:
+        train_rows = featured.where(F.col("split") == "train")
+        validation = featured.where(F.col("split") == "validation")
+        scores, models = {}, {}
+        for reg in conf.reg_params:
+            lr = LogisticRegression(
+                featuresCol="features",
+                labelCol="label",
+                regParam=reg,
+                elasticNetParam=conf.elastic_net_param,
+                maxIter=conf.max_iter,
+            )
+            models[reg] = _without_summary(lr.fit(train_rows))
+            scores[reg] = curve_metrics(_scored(models[reg], validation))["roc_auc"]
+        best = max(conf.reg_params, key=lambda r: (scores[r], r))  # ties: the stronger penalty
+        model = models[best]
+        model.write().overwrite().save(join(model_dir, "logistic_regression"))
+        test = _scored(model, featured.where(F.col("split") == "test"))
+        test.write.mode("overwrite").parquet(predictions_path)
+        metrics = _test_metrics(sessions.sparkSession.read.parquet(predictions_path))
+    finally:
+        featured.unpersist()
+    coefficients: dict[str, dict[str, float]] = {p: {} for p in PREFIXES}
+    for token, weight in zip(vectorizer.vocabulary, model.coefficients.toArray(), strict=True):
+        prefix, _, key = token.partition(SEPARATOR)
+        coefficients[prefix][key] = float(weight)
+    return BaselineResult(
+        reg_param=best,
+        validation_roc_auc={str(r): float(s) for r, s in scores.items()},
+        test=metrics,
+        coefficients=coefficients,
+        intercept=float(model.intercept),
+        features=len(vectorizer.vocabulary),
+    )
+
+
+def _scored(model: LogisticRegressionModel, rows: DataFrame) -> DataFrame:
+    """session_id, label (int) and the baseline's P(convert) of ``rows``."""
+    return model.transform(rows).select(
+        "session_id",
+        F.col("label").cast("int").alias("label"),
+        vector_to_array(F.col("probability"))[1].alias("baseline_prediction"),
+    )
+
+
+def _test_metrics(predictions: DataFrame) -> dict:
+    """ROC-AUC (with its 95% CI), PR-AUC and log loss of the test split, computed in Spark."""
+    eps = 1e-7
+    p = F.least(F.greatest(F.col("baseline_prediction"), F.lit(eps)), F.lit(1 - eps))
+    row = predictions.agg(
+        F.count(F.lit(1)).alias("n"),
+        F.sum("label").alias("positives"),
+        F.avg(-(F.col("label") * F.log(p) + (1 - F.col("label")) * F.log(1 - p))).alias("log_loss"),
+        F.avg("baseline_prediction").alias("mean_prediction"),
+    ).first()
+    assert row is not None
+    n, positives = int(row["n"]), int(row["positives"] or 0)
+    curves = curve_metrics(predictions)
+    auc, pr = curves["roc_auc"], curves["pr_auc"]
+    low, high = roc_auc_ci(auc, positives, n - positives)
+    return {
+        "roc_auc": auc,
+        "roc_auc_ci": [low, high],
+        "pr_auc": pr,
+        "log_loss": float(row["log_loss"]) if row["log_loss"] is not None else float("nan"),
+        "sessions": n,
+        "positive_rate": positives / n if n else float("nan"),
+        "mean_prediction": float(row["mean_prediction"]) if row["mean_prediction"] is not None else float("nan"),
+    }
+
+
+def train_and_write(spark: SparkSession, sessions: DataFrame, conf: BaselineConf, model_path: str) -> dict:
+    """Fit the baseline and write it beside the model (``<model>/baseline/``); returns its summary."""
+    where = join(model_path, DIRECTORY)
+    result = fit(sessions, conf, join(where, PREDICTIONS), join(where, MODELS))
+    summary = result.to_dict(conf)
+    write_text(join(where, SUMMARY), json.dumps(summary, indent=1))
+    return summary
+
+
+def read_summary(model_path: str) -> dict:
+    """The baseline's summary written beside the model; an InputError or FileNotFoundError when none is."""
+    return json.loads(read_bytes(join(join(model_path, DIRECTORY), SUMMARY)))
+
+
+def predictions_location(model_path: str) -> str:
+    return join(join(model_path, DIRECTORY), PREDICTIONS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Paired comparison on the same test sessions (DeLong), and the coefficients beside the tables
+# --------------------------------------------------------------------------------------------------
+
+
+def _structural(labels: np.ndarray, scores: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The ROC-AUC and DeLong's structural components (V10 per positive, V01 per negative), midranks."""
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    m, n = len(pos), len(neg)
+    ranks = rankdata(np.concatenate([pos, neg]))
+    auc = (ranks[:m].sum() - m * (m + 1) / 2) / (m * n)
+    v10 = (ranks[:m] - rankdata(pos)) / n
+    v01 = 1.0 - (ranks[m:] - rankdata(neg)) / m
+    return float(auc), v10, v01
+
+
+def delong(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """ROC-AUC of ``a`` and of ``b`` on the same sessions and their paired difference a - b with its 95%
+    CI (DeLong, DeLong & Clarke-Pearson 1988). NaN when a class is missing."""
+    labels = np.asarray(labels).astype(int)
+    m, n = int((labels == 1).sum()), int((labels == 0).sum())
+    if m < 2 or n < 2:
+        nan = float("nan")
+        return {"auc_a": nan, "auc_b": nan, "difference": nan, "se": nan, "ci_low": nan, "ci_high": nan}
+    auc_a, v10a, v01a = _structural(labels, np.asarray(a, float))
+    auc_b, v10b, v01b = _structural(labels, np.asarray(b, float))
+    s10 = np.cov(np.vstack([v10a, v10b]))
+    s01 = np.cov(np.vstack([v01a, v01b]))
+    cov = s10 / m + s01 / n
+    var = max(float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]), 0.0)
+    diff, se = auc_a - auc_b, math.sqrt(var)
+    return {
+        "auc_a": auc_a,
+        "auc_b": auc_b,
+        "difference": diff,
+        "se": se,
+        "ci_low": diff - Z95 * se,
+        "ci_high": diff + Z95 * se,
+    }
+
+
+# what the paired difference's CI says
+BEATS, NO_BETTER, WORSE = (
+    "beats the counts baseline",
+    "no better than the counts baseline",
+    "worse than the counts baseline",
+)
+
+
+def verdict(ci_low: float, ci_high: float) -> str | None:
+    if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return None
+    return BEATS if ci_low > 0 else WORSE if ci_high < 0 else NO_BETTER
+
+
+def with_coefficients(table: pa.Table, prefix: str, coefficients: dict[str, dict[str, float]] | None) -> pa.Table:
+    """``table`` with ``baseline_log_odds``: the baseline's coefficient of the row's key (null for a key
+    without a feature of its own), appended last."""
+    key = PREFIXES[prefix]
+    values = (coefficients or {}).get(prefix, {})
+    keys = table[key].cast(pa.string()).to_pylist() if table.num_rows else []
+    column = pa.array([values.get(k) if k is not None else None for k in keys], pa.float64())
+    return table.append_column("baseline_log_odds", column)
+
+
+def rank_agreement(model: dict[str, float], baseline: dict[str, float]) -> tuple[float, int]:
+    """Spearman's rank correlation of two effects per key over the keys both have, and that count."""
+    keys = sorted(k for k in model if k in baseline and math.isfinite(model[k]) and math.isfinite(baseline[k]))
+    if len(keys) < 3:
+        return float("nan"), len(keys)
+    a = rankdata([model[k] for k in keys])
+    b = rankdata([baseline[k] for k in keys])
+    if a.std() == 0 or b.std() == 0:
+        return float("nan"), len(keys)
+    return float(np.corrcoef(a, b)[0, 1]), len(keys)

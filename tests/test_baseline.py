@@ -1,0 +1,179 @@
+"""The counts baseline: its features and fit in Spark, the paired comparison against a brute-force
+DeLong, and the sentence a person reads in both directions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from attribution import baseline, page
+from attribution.config import BaselineConf
+from attribution.report_text import baseline_sentence, key_insights
+
+
+def _brute_delong(y, a, b):
+    """DeLong's paired variance from its definition: psi(x, y) over every (positive, negative) pair."""
+    y = np.asarray(y)
+
+    def components(s):
+        pos, neg = s[y == 1], s[y == 0]
+        psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+        return psi.mean(), psi.mean(axis=1), psi.mean(axis=0)
+
+    auc_a, v10a, v01a = components(np.asarray(a, float))
+    auc_b, v10b, v01b = components(np.asarray(b, float))
+    m, n = len(v10a), len(v01a)
+    var = (
+        np.var(v10a, ddof=1) / m
+        + np.var(v01a, ddof=1) / n
+        + np.var(v10b, ddof=1) / m
+        + np.var(v01b, ddof=1) / n
+        - 2 * (np.cov(v10a, v10b)[0, 1] / m + np.cov(v01a, v01b)[0, 1] / n)
+    )
+    return auc_a, auc_b, auc_a - auc_b, math.sqrt(var)
+
+
+def test_delong_matches_its_definition_and_sklearn_with_ties():
+    rng = np.random.default_rng(3)
+    y = rng.random(300) < 0.3
+    a = np.round(y * 0.8 + rng.normal(0, 1, 300), 1)  # rounded: ties, which the midranks must count as 1/2
+    b = np.round(y * 0.3 + rng.normal(0, 1, 300), 1)
+    got = baseline.delong(y.astype(int), a, b)
+    auc_a, auc_b, diff, se = _brute_delong(y.astype(int), a, b)
+    assert got["auc_a"] == pytest.approx(roc_auc_score(y, a), abs=1e-12)
+    assert got["auc_b"] == pytest.approx(roc_auc_score(y, b), abs=1e-12)
+    assert got["difference"] == pytest.approx(diff, abs=1e-12)
+    assert got["se"] == pytest.approx(se, rel=1e-9)
+    assert got["ci_low"] == pytest.approx(diff - 1.959963984540054 * se)
+    # the same scores twice: no difference and no variance of it
+    same = baseline.delong(y.astype(int), a, a)
+    assert same["difference"] == 0 and same["se"] == 0
+
+
+def test_delong_without_both_classes_is_nan_not_an_error():
+    out = baseline.delong(np.zeros(10, int), np.arange(10.0), np.arange(10.0))
+    assert math.isnan(out["difference"]) and baseline.verdict(out["ci_low"], out["ci_high"]) is None
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "expected"),
+    [(0.01, 0.05, baseline.BEATS), (-0.01, 0.05, baseline.NO_BETTER), (-0.05, -0.01, baseline.WORSE)],
+)
+def test_the_comparison_verdict_reads_the_ci(low, high, expected):
+    assert baseline.verdict(low, high) == expected
+
+
+def test_rank_agreement_is_spearman_over_the_common_keys():
+    model = {"a": 0.3, "b": 0.1, "c": -0.2, "d": 0.0}
+    counts = {"a": 1.0, "b": 0.5, "c": -1.0, "e": 2.0}  # d and e are in one only
+    rho, n = baseline.rank_agreement(model, counts)
+    assert n == 3 and rho == pytest.approx(1.0)
+    rho, _ = baseline.rank_agreement(model, {"a": -1.0, "b": 0.0, "c": 1.0})
+    assert rho == pytest.approx(-1.0)
+
+
+def test_with_coefficients_matches_keys_and_leaves_unknown_ones_null():
+    table = pa.table({"store_id": pa.array(["7", "8", None]), "x": [1, 2, 3]})
+    out = baseline.with_coefficients(table, "store", {"store": {"7": 0.25}})
+    assert out.column_names == ["store_id", "x", "baseline_log_odds"]
+    assert out["baseline_log_odds"].to_pylist() == [0.25, None, None]
+
+
+def test_curve_metrics_from_the_histogram_equal_sklearn_when_no_bin_mixes_scores(spark):
+    rng = np.random.default_rng(11)
+    y = (rng.random(2000) < 0.25).astype(int)
+    scores = np.round(np.clip(0.2 + 0.2 * y + rng.normal(0, 0.15, 2000), 0, 1), 3)  # ties, none across bins
+    df = spark.createDataFrame(pd.DataFrame({"label": y, "baseline_prediction": scores}))
+    got = baseline.curve_metrics(df)
+    assert got["roc_auc"] == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert got["pr_auc"] == pytest.approx(average_precision_score(y, scores), abs=1e-12)
+
+
+def _sessions(spark, n=3000, seed=5):
+    """Sessions whose conversion follows a logistic model of the counts: +1.2 per 'good' event, -1.2 per
+    'bad' one, 0 for 'plain'. The split is fixed by position so every split holds both classes."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        length = int(rng.integers(2, 9))
+        types = list(rng.choice(["good", "bad", "plain", "plain"], size=length))
+        logit = -1.0 + 1.2 * types.count("good") - 1.2 * types.count("bad")
+        label = int(rng.random() < 1 / (1 + math.exp(-logit)))
+        split = ("train", "train", "train", "validation", "test")[i % 5]
+        rows.append((f"s{i}", label, split, types, [None] * length, length))
+    schema = "session_id string, label int, split string, event_types array<string>, store_ids array<string>, session_length int"
+    return spark.createDataFrame(rows, schema)
+
+
+def test_the_fit_recovers_the_planted_counts_and_writes_the_test_predictions(spark, tmp_path):
+    sessions = _sessions(spark)
+    conf = BaselineConf(reg_params=[0.001, 0.5], min_sessions=5)
+    result = baseline.fit(sessions, conf, str(tmp_path / "pred"), str(tmp_path / "models"))
+    coef = result.coefficients["event_type"]
+    assert coef["good"] > 0.5 and coef["bad"] < -0.5 and abs(coef["plain"]) < 0.3
+    # regParam: the one with the best validation AUC (0.5 shrinks the planted effects away)
+    assert result.reg_param == max(conf.reg_params, key=lambda r: result.validation_roc_auc[str(r)])
+    assert result.reg_param == 0.001
+    predictions = pd.read_parquet(tmp_path / "pred")
+    test = sessions.where("split = 'test'").toPandas()
+    assert sorted(predictions.session_id) == sorted(test.session_id)
+    merged = predictions.merge(test[["session_id", "label"]], on="session_id", suffixes=("", "_true"))
+    assert (merged.label == merged.label_true).all()
+    # the test metrics computed in Spark agree with sklearn on the written predictions
+    # (binned into 1e5 bins: two predictions closer than 1e-5 count as tied)
+    assert result.test["roc_auc"] == pytest.approx(roc_auc_score(merged.label, merged.baseline_prediction), abs=2e-4)
+    assert result.test["sessions"] == len(test)
+
+
+def _comparison(verdict, agreement):
+    return {
+        "verdict": verdict,
+        "sessions": 5710,
+        "transformer_roc_auc": 0.802,
+        "baseline_roc_auc": 0.772,
+        "difference": 0.030 if verdict == baseline.BEATS else 0.004,
+        "difference_ci": [0.02, 0.04] if verdict == baseline.BEATS else [-0.006, 0.014],
+        "agreement": agreement,
+    }
+
+
+def test_the_baseline_sentence_says_which_way_and_which_tables_agree():
+    beats = baseline_sentence(_comparison(baseline.BEATS, {}))
+    assert beats.startswith("The sequence model beats the counts baseline")
+    assert "0.802 against 0.772 (+0.030, 95% CI [+0.020, +0.040]" in beats and "5,710 test sessions" in beats
+    agreement = {"event_type_order_spearman": 0.95, "position_order_spearman": 0.2, "store_order_spearman": 0.85}
+    same = baseline_sentence(_comparison(baseline.NO_BETTER, agreement))
+    assert same.startswith("The sequence model is no better than the counts baseline")
+    assert "event types (0.95), stores (0.85)" in same and "positions" not in same
+    assert baseline_sentence(None) is None
+
+
+def test_the_page_and_the_insights_carry_the_baseline_sentence():
+    et = pd.DataFrame(
+        {
+            "method": ["m"],
+            "event_type": ["a"],
+            "effect_log_odds": [0.2],
+            "effect_ci_low": [0.1],
+            "effect_ci_high": [0.3],
+            "effect_verdict": ["drives conversion"],
+            "events": [10],
+            "sessions": [5],
+        }
+    )
+    tables = {
+        "event_type": et,
+        "position": et.rename(columns={"event_type": "position_bin"}).assign(mean_abs_effect_log_odds=0.2),
+        "store": pd.DataFrame(columns=["method", "rank", "store_name"]),
+    }
+    status = {"status": "ok", "test_roc_auc": 0.8, "test_roc_auc_ci": [0.78, 0.82], "test_sessions": 100}
+    comparison = _comparison(baseline.NO_BETTER, {})
+    html = page.render(tables, "m", status, None, b"", "r", comparison=comparison).decode()
+    assert "<p id=baseline class=warn>The sequence model is no better than the counts baseline" in html
+    text = key_insights(tables, "m", status=status, comparison=comparison)
+    assert "is no better than the counts baseline" in text.splitlines()[2]
