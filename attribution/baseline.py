@@ -55,6 +55,13 @@ SEPARATOR = "="
 DIRECTORY = "baseline"
 SUMMARY = "baseline.json"
 PREDICTIONS = "test_predictions"
+# Spark ML through a Spark Connect client hangs here: a Spark ML object's finalizer sends a gRPC call to
+# release the server's copy, and pyspark 4.1's client deadlocks when one runs during another Connect call
+# (SPARK-55020, SPARK-57655). Turning the garbage collector off during the fit did not avoid it.
+CONNECT_SKIP = (
+    "not fitted under Spark Connect: pyspark 4.1's Spark ML client can deadlock releasing a model "
+    "(SPARK-55020); run the train stage from a classic session for the comparison"
+)
 MODELS = "spark_ml"  # the fitted CountVectorizerModel and the chosen LogisticRegressionModel, Spark ML's format
 
 

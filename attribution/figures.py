@@ -24,6 +24,7 @@ VERDICT_COLORS = dict(zip(DIRECTIONS, ("#2e7d32", "#c62828"), strict=True))
 def faithfulness_picture(views: dict, methods: list[str]) -> bytes:
     """Three panels: AOPC per method beside random (95% CI), comprehensiveness by k, method agreement."""
 
+    from matplotlib.colors import to_hex
     from matplotlib.figure import Figure
 
     faith, agree = views["faithfulness"], views["agreement"]
@@ -49,15 +50,36 @@ def faithfulness_picture(views: dict, methods: list[str]) -> bytes:
     ax = axes[1]
     comp = faith[faith["metric"] == "comprehensiveness"]
     ks = list(dict.fromkeys(comp["k"]))
+    # k counts events (1, 3, 5) or a share of the session (10%, 20%, 50%): two units, so two lines per
+    # method, never one line joining a count to a share
+    units = [[k for k in ks if not str(k).endswith("%")], [k for k in ks if str(k).endswith("%")]]
+    x_of = {k: i for i, k in enumerate(ks)}
+    rand = comp.groupby("k", sort=False)["random_baseline"].mean()
     for m in methods:
-        rows = comp[comp["method"] == m].set_index("k").reindex(ks)
-        ax.plot(ks, rows["value"], marker="o", label=m)
-    rand = comp.groupby("k", sort=False)["random_baseline"].mean().reindex(ks)
-    ax.plot(ks, rand, linestyle="--", color="black", label="random order")
-    ax.set_xlabel("k (events, or share of the session)")
+        rows = comp[comp["method"] == m].set_index("k")
+        shade: str | None = None  # the method's color, the same on both of its lines
+        for unit in (u for u in units if u):
+            (line,) = ax.plot(
+                [x_of[k] for k in unit],
+                rows["value"].reindex(unit),
+                marker="o",
+                color=shade,
+                label=None if shade else m,
+            )
+            shade = to_hex(line.get_color())
+    for i, unit in enumerate(u for u in units if u):
+        ax.plot(
+            [x_of[k] for k in unit],
+            rand.reindex(unit),
+            linestyle="--",
+            color="black",
+            label="random order" if i == 0 else None,
+        )
+    ax.set_xticks(range(len(ks)), [str(k) for k in ks])
+    ax.set_xlabel("k: events removed (1, 3, 5), or a share of the session (%)")
     ax.set_ylabel("comprehensiveness: |P(x) - P(x without top k)|")
     ax.set_title("Removing each method's top-k events")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
 
     ax = axes[2]
     grid = np.eye(len(methods))

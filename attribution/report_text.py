@@ -48,7 +48,9 @@ def format_train_metrics(metrics: dict, model_path: str) -> str:
     if metrics.get("still_improving"):
         lines.append("validation AUC still rising at the last epoch: raise train.epochs")
     base = metrics.get("baseline")
-    if base:
+    if base and "skipped" in base:
+        lines.append(f"counts baseline {base['skipped']}")
+    elif base:
         bt = base["test"]
         lines.append(
             f"counts baseline (logistic regression, regParam {base['reg_param']:g}, {base['features']:,} features): "

@@ -15,6 +15,7 @@ from chispa import assert_df_equality
 from attribution.attribute import METHODS, AttributionOptions, attribute_sessions
 from attribution.events import event_table
 from attribution.features import FeatureMismatch, Vocabularies, encode_sessions
+from attribution.model import to_tensors
 from attribution.schema import INPUT_COLUMNS
 from attribution.stages import attribute as attribute_stage
 from tests.conftest import make_conf
@@ -83,6 +84,48 @@ def test_udf_path_equals_the_in_process_path(spark, stage):
     assert summary["unknown_tokens"]["store_ids"] == s1 > 0
     assert set(events.run_id) == {"r1"} and set(events.model_sha256) == {loaded.sha256}
     assert (events.event_type.to_numpy() == np.concatenate(table.column("event_types").to_pylist())[rows]).all()
+    _check_removal_against_brute_force(events, table, enc, loaded.model, index)
+
+
+def _check_removal_against_brute_force(events, table, enc, model, index, every: int = 7) -> None:
+    """Every ``every``-th session (all are sampled: attribution.removal_sessions 2000 > sessions): for each
+    key of each dimension, P(convert) of the session minus P(convert) with that key's events removed, one
+    model call per variant, the other events at their own positions (attribution/removal.py's meaning).
+    Each event of the key carries that value in its column; an event without a store has none."""
+    types, stores = table.column("event_types").to_pylist(), table.column("store_ids").to_pylist()
+    by_session = {sid: g.sort_values("event_position") for sid, g in events.groupby("session_id")}
+    uppers = np.array([5, 10, 20, 50])
+    checked = 0
+    for sid, i in sorted(index.items())[::every]:
+        tokens, cont, mask = to_tensors(enc.batch(np.array([i])), model.spec.fields, "cpu")
+        with torch.no_grad():
+            x = model.represent(tokens, cont)
+            full = torch.sigmoid(model.forward_from_representation(x, mask)[0])[0].item()
+        n = int(enc.lengths[i])
+        keys = {
+            "removal_effect_type": types[i],
+            "removal_effect_position": list(np.searchsorted(uppers, np.arange(1, n + 1), side="left")),
+            "removal_effect_store": stores[i],
+        }
+        got = by_session[sid]
+        for column, values in keys.items():
+            for value in {v for v in values if v is not None}:
+                keep = [j for j in range(n) if values[j] != value]
+                with torch.no_grad():
+                    if keep:
+                        at = torch.tensor([keep])
+                        logit = model.forward_from_representation(
+                            x[:, keep], torch.ones(1, len(keep), dtype=torch.bool), positions=at + 1
+                        )[0]
+                    else:
+                        logit = model.forward_from_representation(x[:, :0], torch.zeros(1, 0, dtype=torch.bool))[0]
+                expected = full - torch.sigmoid(logit)[0].item()
+                where = [j for j in range(n) if values[j] == value]
+                np.testing.assert_allclose(got[column].to_numpy()[where], expected, atol=1e-6, err_msg=column)
+                checked += 1
+        no_store = [j for j in range(n) if stores[i][j] is None]
+        assert got["removal_effect_store"].isna().to_numpy()[no_store].all()
+    assert checked > 30
 
 
 def test_default_split_is_test_and_empty_partitions_are_fine(spark, stage, tmp_path):

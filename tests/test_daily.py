@@ -279,6 +279,7 @@ TRAIN_SMALL = [
     "train.threads_per_process=1",
     "train.leakage_check=false",
     "train.min_class_sessions=2",
+    "baseline.enabled=false",  # the baseline is tested end to end in test_train, test_cluster, test_determinism
 ]
 
 

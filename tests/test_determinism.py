@@ -52,6 +52,7 @@ def _run(tmp_path, name: str, connect: bool = False) -> dict:
         "events": _sorted(pd.read_parquet(out / "gradient_attribution_no_funnel")),
         "tables": {p.name: pd.read_csv(p) for p in sorted((out / "report").glob("*.csv"))},
         "counts": _counts(out),
+        "baseline": json.loads((out / "model" / "metrics.json").read_text())["baseline"],
     }
 
 
@@ -80,7 +81,13 @@ def test_a_classic_and_a_connect_run_give_the_same_sessions_model_and_tables(tmp
     assert a["model_sha256"] == b["model_sha256"]
     assert a["counts"] == b["counts"]
     assert a["counts"]["attribute"]["events"] == len(a["events"]) and a["counts"]["attribute"]["model_batches"] > 0
-    # 4 lift tables x 2 CSVs, the ground-truth comparison, faithfulness and agreement
-    assert set(a["tables"]) == set(b["tables"]) and len(a["tables"]) == 11
-    for name, table in a["tables"].items():
-        pd.testing.assert_frame_equal(table, b["tables"][name], check_exact=False, rtol=1e-12, atol=0, obj=name)
+    # 7 tables x 2 CSVs, the ground-truth comparison, faithfulness and agreement; the classic run also
+    # compares the model with the counts baseline, which a Connect run skips (docs/connect.md)
+    assert set(a["tables"]) - set(b["tables"]) == {"model_comparison.csv"} and len(b["tables"]) == 17
+    assert list(a["tables"]["model_comparison.csv"].model) == ["transformer", "counts_baseline"]
+    assert "Spark Connect" in b["baseline"]["skipped"] and "skipped" not in a["baseline"]
+    for name, table in b["tables"].items():
+        if "baseline_log_odds" in table:
+            assert table.baseline_log_odds.isna().all() and a["tables"][name].baseline_log_odds.notna().any(), name
+        left, right = (t.drop(columns=["baseline_log_odds"], errors="ignore") for t in (a["tables"][name], table))
+        pd.testing.assert_frame_equal(left, right, check_exact=False, rtol=1e-12, atol=0, obj=name)

@@ -237,8 +237,10 @@ def test_artifacts_saved_before_the_additive_path_load_without_it(model, vocab, 
 
 
 def test_sessions_longer_than_the_model_allows_are_refused(model, vocab):
-    enc = encode_sessions(synthetic_sessions(2, seed=1, max_len=60), vocab)
-    long_rows = [i for i, n in enumerate(enc.lengths) if n > 40] or [0]
+    sessions = [synthetic_sessions(1, seed=s, max_len=60) for s in range(40)]
+    enc = encode_sessions(next(t for t in sessions if t.column("session_length")[0].as_py() > 40), vocab)
+    long_rows = [i for i, n in enumerate(enc.lengths) if n > 40]
+    assert long_rows == [0]  # a session of more than 40 events, the model's max_length
     with pytest.raises(FeatureMismatch, match="max_length"):
         _logits(model, enc, long_rows, width=41)
 

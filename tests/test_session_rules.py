@@ -86,7 +86,8 @@ row = st.tuples(
 )
 
 
-@settings(max_examples=150, deadline=None)
+# derandomize: the same examples on every run, so a counterexample found once comes back every time
+@settings(max_examples=150, deadline=None, derandomize=True)
 @given(
     rows=st.lists(row, min_size=1, max_size=60),
     cuts=st.lists(st.integers(0, 60), max_size=12),

@@ -67,7 +67,8 @@ def reference(rows):
 
 
 @pytest.mark.slow
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same examples on every run, so a counterexample found once comes back every time
+@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(event, min_size=1, max_size=40))
 def test_matches_reference(spark, rows):
     raw = [(u, d, (BASE + dt.timedelta(seconds=o)).isoformat(sep=" "), n, s) for u, d, o, n, s in rows]

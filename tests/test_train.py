@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from attribution import baseline, train
 from attribution.features import build_vocabularies
-from attribution.model import ModelSpec, build_model, load_artifact
+from attribution.model import ModelSpec, SessionTransformer, build_model, load_artifact
 from tests.conftest import make_conf
 from tests.helpers import run_small_pipeline, small_model_sets, synthetic_sessions, vocab_of, write_shards
 
@@ -135,7 +135,12 @@ def test_torch_distributor_local_mode_with_two_processes(spark, planted):
     assert result["test"]["sessions"] == table.column("split").to_pylist().count("test")
     assert result["test"]["roc_auc"] > 0.5 + 0.6 * (_oracle_auc(table) - 0.5)
     assert len(result["history"]) == 10
-    build_model(result["weights"], {"model": spec.to_dict(), "weights_sha256": "x"}, vocab)
+    # the gathered weights build the model whose validation AUC was the best of the history
+    built = build_model(result["weights"], {"model": spec.to_dict(), "weights_sha256": "x"}, vocab)
+    assert sum(p.numel() for p in built.parameters()) == sum(p.numel() for p in SessionTransformer(spec).parameters())
+    assert result["validation"]["roc_auc"] == pytest.approx(max(h["validation_roc_auc"] for h in result["history"]))
+    best = result["history"][result["best_epoch"] - 1]
+    assert best["validation_roc_auc"] == max(h["validation_roc_auc"] for h in result["history"])
 
 
 def test_a_rank_without_sessions_is_a_clear_error(tmp_path):

@@ -14,6 +14,7 @@ from attribution import baseline
 from attribution.config import Config
 from attribution.io import join, read_table, run_days, write_text
 from attribution.model import ModelSpec, mark_latest, save_artifact, version_location, version_of
+from attribution.spark import is_connect
 from attribution.stages import sessionize
 from attribution.train import SPLITS, check_classes, distribute, prepare_shards, worker_params
 
@@ -85,7 +86,10 @@ def run(spark: SparkSession, conf: Config) -> dict:
         print(f"[train] validation AUC still rising at the last epoch ({t.epochs}): raise train.epochs", flush=True)
     else:
         metrics["still_improving"] = False
-    if conf.baseline.enabled:
+    if conf.baseline.enabled and is_connect(spark):
+        metrics["baseline"] = {"skipped": baseline.CONNECT_SKIP}
+        print(f"[train] counts baseline {baseline.CONNECT_SKIP}", flush=True)
+    elif conf.baseline.enabled:
         started_baseline = time.time()
         sessions = run_days(read_table(spark, sessions_path, "parquet", {}, "sessions"), conf.run)
         metrics["baseline"] = baseline.train_and_write(spark, sessions, conf.baseline, model_path)
