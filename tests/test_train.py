@@ -137,7 +137,10 @@ def test_torch_distributor_local_mode_with_two_processes(spark, planted):
     assert len(result["history"]) == 10
     # the gathered weights build the model whose validation AUC was the best of the history
     built = build_model(result["weights"], {"model": spec.to_dict(), "weights_sha256": "x"}, vocab)
-    assert sum(p.numel() for p in built.parameters()) == sum(p.numel() for p in SessionTransformer(spec).parameters())
+    assert built.spec == spec
+    assert sum(p.numel() for p in built.model.parameters()) == sum(
+        p.numel() for p in SessionTransformer(spec).parameters()
+    )
     assert result["validation"]["roc_auc"] == pytest.approx(max(h["validation_roc_auc"] for h in result["history"]))
     best = result["history"][result["best_epoch"] - 1]
     assert best["validation_roc_auc"] == max(h["validation_roc_auc"] for h in result["history"])
