@@ -231,7 +231,8 @@ def test_distributed_training_on_executors_returns_one_sane_model(submitted, clu
         metrics["sessions"]["train"] + metrics["sessions"]["validation"] + metrics["sessions"]["test"]
         == (sessionized["sessions"]["kept"])
     )
-    assert 0.0 <= metrics["test"]["roc_auc"] <= 1.0 and metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
+    # planted drivers: better than chance (the embedded generator's own probabilities score about 0.82)
+    assert metrics["test"]["roc_auc"] > 0.6 and metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
     # the model the driver wrote loads, and the executors' scores of its test sessions (the attribution
     # stage, another computation) give the test AUC the training processes gathered
     from attribution.metrics import roc_auc

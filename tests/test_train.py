@@ -225,9 +225,10 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     drivers = csv[csv.effect_verdict == "drives conversion"]
     page = (out / "report" / "index.html").read_text()
     assert "predicts conversion better than chance" in page
-    if len(drivers):
-        top = page.split("<div id=drivers>", 1)[1].split("<td class=event-type>", 1)[1].split("</td>", 1)[0]
-        assert top == drivers.event_type.iloc[0]
+    # planted drivers at 1,500 users: the CSV has drivers, and the page's first one is the CSV's first
+    assert len(drivers)
+    top = page.split("<div id=drivers>", 1)[1].split("<td class=event-type>", 1)[1].split("</td>", 1)[0]
+    assert top == drivers.event_type.iloc[0]
     # the counts baseline: fitted in the train stage, compared on the same test sessions in the report
     comparison = pd.read_csv(out / "report" / "model_comparison.csv")
     assert list(comparison.model) == ["transformer", "counts_baseline"]
