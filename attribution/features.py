@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from attribution.schema import INPUT_COLUMNS, MODEL_FIELDS
+from attribution.schema import MODEL_FIELDS
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -39,7 +39,6 @@ CONTINUOUS_BEFORE_DWELL = ("log_seconds_from_prev", *CONTINUOUS[1:])
 KNOWN_CONTINUOUS = (*CONTINUOUS, *CONTINUOUS_BEFORE_DWELL[:1])
 GAP_CAP_SECONDS = 3600.0
 RANK_SCALE = math.log1p(50.0)
-__all__ = ["INPUT_COLUMNS", "MODEL_FIELDS"]  # the sessions table's columns the encoding reads (schema)
 
 
 class FeatureMismatch(ValueError):

@@ -218,6 +218,20 @@ _EFFECT_FIRST = (
 _CONTEXT_FIRST = (*EFFECT_COLUMNS, "type_effect_log_odds", "events", "sessions")
 CONTEXT_KINDS = ("occurrence", "context", "recency")
 
+
+def _context_table(name: str, column: str, *order: tuple[str, str | tuple[str, ...]]) -> TableKind:
+    """The context table ``name``: an event type's effect in one context (``column``), beside its effect
+    overall; rows by method, event type, then ``order``."""
+    return TableKind(
+        name=name,
+        stem=f"event_type_{name}_attribution_no_funnel",
+        keys=(EVENT_TYPE, column),
+        layout="context",
+        order=((METHOD, "ascending"), (EVENT_TYPE, "ascending"), *order),
+        first=(EVENT_TYPE, column, *_CONTEXT_FIRST),
+    )
+
+
 TABLE_KINDS = (
     TableKind(
         name="event_type",
@@ -279,35 +293,9 @@ TABLE_KINDS = (
         order=((METHOD, "ascending"), (EVENT_TYPE, "ascending"), ("position", "ascending")),
         first=(EVENT_TYPE, "position", "effect_log_odds", "mean_attribution", "events"),
     ),
-    TableKind(
-        name="occurrence",
-        stem="event_type_occurrence_attribution_no_funnel",
-        keys=(EVENT_TYPE, OCCURRENCE),
-        layout="context",
-        order=((METHOD, "ascending"), (EVENT_TYPE, "ascending"), (OCCURRENCE, OCCURRENCES)),
-        first=(EVENT_TYPE, OCCURRENCE, *_CONTEXT_FIRST),
-    ),
-    TableKind(
-        name="context",
-        stem="event_type_context_attribution_no_funnel",
-        keys=(EVENT_TYPE, PREVIOUS_EVENT_TYPE),
-        layout="context",
-        order=(
-            (METHOD, "ascending"),
-            (EVENT_TYPE, "ascending"),
-            ("sessions", "descending"),
-            (PREVIOUS_EVENT_TYPE, "ascending"),
-        ),
-        first=(EVENT_TYPE, PREVIOUS_EVENT_TYPE, *_CONTEXT_FIRST),
-    ),
-    TableKind(
-        name="recency",
-        stem="event_type_recency_attribution_no_funnel",
-        keys=(EVENT_TYPE, RECENCY),
-        layout="context",
-        order=((METHOD, "ascending"), (EVENT_TYPE, "ascending"), (RECENCY, RECENCIES)),
-        first=(EVENT_TYPE, RECENCY, *_CONTEXT_FIRST),
-    ),
+    _context_table("occurrence", OCCURRENCE, (OCCURRENCE, OCCURRENCES)),
+    _context_table("context", PREVIOUS_EVENT_TYPE, ("sessions", "descending"), (PREVIOUS_EVENT_TYPE, "ascending")),
+    _context_table("recency", RECENCY, (RECENCY, RECENCIES)),
 )
 TABLES = {k.name: k for k in TABLE_KINDS}
 # every table's key columns, once each: a key column of another table is null in a table's statistics
