@@ -35,8 +35,11 @@ Stores are ranked by the shrunk effect, among those with at least ``min_sessions
 
 **Removal effect** (``removal_effect_pp``, see attribution/removal.py): the mean, over the sampled sessions
 that have the key, of the model's P(convert) minus its P(convert) with every event of the key removed, in
-percentage points; its 95% CI treats the sessions as independent draws (one value per session). Beside
-it: ``removal_relative_lift`` = that mean / the mean P(convert) without the key (how much higher the
+percentage points, averaged over the ensemble's members (``removal_models`` of them). Its 95% CI has two
+parts (:func:`attribution.statistics.two_part_ci`): session sampling (``removal_sampling_se_pp``: the
+sessions as independent draws, one value per session) and the model's own variance
+(``removal_model_se_pp``: the spread of the members' means / sqrt(members); null with one member, when
+the CI is session sampling alone). Beside it: ``removal_relative_lift`` = that mean / the mean P(convert) without the key (how much higher the
 predicted conversion is with the key's events than without), and ``attributable_conversions`` = the
 effect x the key's sessions in the table (predicted conversions owed to the key). It needs no attribution
 method, so every method's row of a key has the same removal columns. Null when the attribute stage ran
@@ -76,7 +79,7 @@ from attribution.schema import (
     TableKind,
     table,
 )
-from attribution.statistics import clustered_ratio_mean, normal_ci, shrink
+from attribution.statistics import clustered_ratio_mean, normal_ci, shrink, two_part_ci
 
 # the effect verdicts: the CI above 0, below 0, or across it
 DRIVES, HOLDS_BACK, NOISE = "drives conversion", "holds conversion back", "indistinguishable from noise"
@@ -472,16 +475,28 @@ def removal_stats(events: DataFrame) -> pa.Table | None:
 
 
 def removal_rows(events: DataFrame) -> DataFrame | None:
-    """One row per (table, key, sampled session): its removal effect ``d`` and P(convert) ``p`` (every event
-    of a key carries the same removal effect), with the session_date: additive across days."""
+    """One row per (table, key, sampled session): its removal effect ``d`` (the ensemble's mean), each
+    ensemble member's ``dm`` (an array) and P(convert) ``p`` (every event of a key carries the same
+    removal effects), with the session_date: additive across days."""
     present = [(kind, key, col) for kind, (key, col) in REMOVAL_SOURCES.items() if col in events.columns]
     if not present:
         return None
+    no_members = F.lit(None).cast("array<double>")
+
+    def members(col: str) -> Column:
+        name = f"{col}_members"
+        return F.col(name) if name in events.columns else no_members
+
     tags = F.array(
         *[
             F.when(
                 F.col(col).isNotNull(),
-                F.struct(F.lit(kind).alias("kind"), F.col(key).cast("string").alias("key"), F.col(col).alias("d")),
+                F.struct(
+                    F.lit(kind).alias("kind"),
+                    F.col(key).cast("string").alias("key"),
+                    F.col(col).alias("d"),
+                    members(col).alias("dm"),
+                ),
             )
             for kind, key, col in present
         ]
@@ -493,22 +508,32 @@ def removal_rows(events: DataFrame) -> DataFrame | None:
         .select("session_id", day.alias("session_date"), "prediction", F.explode(tags).alias("t"))
         .where(F.col("t").isNotNull())
         .groupBy("t.kind", "t.key", "session_id", "session_date")
-        .agg(F.max("t.d").alias("d"), F.max("prediction").alias("p"))
+        .agg(F.max("t.d").alias("d"), F.max("t.dm").alias("dm"), F.max("prediction").alias("p"))
     )
 
 
 def removal_from(rows: DataFrame) -> pa.Table:
-    """:func:`removal_stats` from :func:`removal_rows` of one day or of many."""
-    return (
-        rows.groupBy("kind", "key")
-        .agg(
-            F.count(F.lit(1)).alias("n"),
-            F.avg("d").alias("mean"),
-            F.var_samp("d").alias("var"),
-            F.avg(F.col("p") - F.col("d")).alias("p_without"),
-        )
-        .toArrow()
+    """:func:`removal_stats` from :func:`removal_rows` of one day or of many: per (table, key) ``n``,
+    ``mean`` and ``var`` of the sessions' removal effects, ``p_without``, and over the ensemble's members
+    the count ``models`` and ``model_var``, the sample variance of the members' means (null with one
+    member)."""
+    stats = rows.groupBy("kind", "key").agg(
+        F.count(F.lit(1)).alias("n"),
+        F.avg("d").alias("mean"),
+        F.var_samp("d").alias("var"),
+        F.avg(F.col("p") - F.col("d")).alias("p_without"),
     )
+    if "dm" in rows.columns:  # rows stored before the ensemble have no members
+        per_member = (
+            rows.where(F.col("dm").isNotNull())
+            .select("kind", "key", F.posexplode("dm").alias("member", "dv"))
+            .groupBy("kind", "key", "member")
+            .agg(F.avg("dv").alias("member_mean"))
+            .groupBy("kind", "key")
+            .agg(F.count(F.lit(1)).alias("models"), F.var_samp("member_mean").alias("model_var"))
+        )
+        stats = stats.join(per_member, ["kind", "key"], "left")
+    return stats.toArrow()
 
 
 def with_removal(table: pa.Table, kind: str, key: str, removal: pa.Table | None, after: str) -> pa.Table:
@@ -521,9 +546,15 @@ def with_removal(table: pa.Table, kind: str, key: str, removal: pa.Table | None,
         found = rows.reindex(keys)
         mean = found["mean"].to_numpy(float)
         se = np.sqrt(found["var"].to_numpy(float) / found["n"].to_numpy(float))
+        models = found["models"].to_numpy(float) if "models" in found else np.ones(len(found))
+        models = np.where(np.isfinite(models), models, 1.0)
+        model_var = found["model_var"].to_numpy(float) if "model_var" in found else np.full(len(found), np.nan)
+        model_se = np.where(models > 1, np.sqrt(model_var / models), np.nan)
         values["removal_effect_pp"] = 100 * mean
-        low, high = normal_ci(mean, se)
+        low, high = two_part_ci(mean, se, model_se, models)
         values["removal_ci_low_pp"], values["removal_ci_high_pp"] = 100 * low, 100 * high
+        values["removal_sampling_se_pp"], values["removal_model_se_pp"] = 100 * se, 100 * model_se
+        values["removal_models"] = np.where(np.isfinite(mean), models, np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
             values["removal_relative_lift"] = mean / found["p_without"].to_numpy(float)
         values["attributable_conversions"] = mean * table["sessions"].to_numpy(zero_copy_only=False).astype(float)
@@ -532,7 +563,7 @@ def with_removal(table: pa.Table, kind: str, key: str, removal: pa.Table | None,
     for offset, c in enumerate(REMOVAL_COLUMNS):
         v = values[c]
         missing = ~np.isfinite(v)
-        if c == "removal_sessions":
+        if c in ("removal_sessions", "removal_models"):
             arr = pa.array(np.where(missing, 0, v).astype(np.int64), pa.int64(), mask=missing)
         else:
             arr = pa.array(np.where(missing, 0.0, v), pa.float64(), mask=missing)

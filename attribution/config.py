@@ -367,6 +367,12 @@ class TrainConf:
     # AUC beside the real model's: the leakage the seed warns about, measured on every run.
     leakage_check: bool = False
     leakage_check_epochs: int = 3
+    # Models trained in the same TorchDistributor job for the removal effects' model uncertainty: the model
+    # every table reads, then ensemble_members - 1 members, each from another seed on a bootstrap resample
+    # of the training sessions. The removal columns average the members' removal effects, and their CI
+    # counts the members' spread as well as session sampling (attribution/removal.py). 1: the model alone,
+    # a CI of session sampling only. Each member costs one more training and one more removal pass.
+    ensemble_members: int = 3
 
     def check(self) -> None:
         _at_least_one(
@@ -380,6 +386,7 @@ class TrainConf:
                 "patience",
                 "leakage_check_epochs",
                 "min_class_sessions",
+                "ensemble_members",
             ),
         )
         if self.threads_per_process is not None and self.threads_per_process < 1:

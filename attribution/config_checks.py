@@ -22,6 +22,11 @@ def check(conf: Config) -> None:
         raise ConfigError(f"generate.scenario: {g.scenario!r} is not one of {', '.join(scenarios.SCENARIOS)}")
     if g.effects not in scenarios.EFFECTS:
         raise ConfigError(f"generate.effects: {g.effects!r} is not one of {', '.join(scenarios.EFFECTS)}")
+    if g.effects == "spread" and g.n_stores < scenarios.SPREAD_MIN_STORES:
+        raise ConfigError(
+            f"generate.effects=spread plants stores up to popularity rank {scenarios.SPREAD_MIN_STORES - 1}; "
+            f"generate.n_stores must be >= {scenarios.SPREAD_MIN_STORES}, not {g.n_stores}"
+        )
     if conf.events.event_type_label == "event_feature" and conf.input.columns.discovery_feature is None:
         raise ConfigError("events.event_type_label: 'event_feature' needs input.columns.discovery_feature")
     known = methods.names()

@@ -18,6 +18,7 @@ from attribution.schema import (
     POSITION_BIN_UPPER,
     POSITION_BINS,
     REMOVAL_EVENT_COLUMNS,
+    REMOVAL_MEMBER_COLUMNS,
 )
 
 # Per-event arrays of the sessions table carried into the event table: column -> array.
@@ -35,9 +36,14 @@ def position_bin(position_1based: Column) -> Column:
 def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
     """Explode scored sessions into the event-level table (columns in the original analysis's order first): per
     event, every registered method's score arrays present in ``scored`` and the removal effects of the
-    event's type, position bin and store in its session (attribution/removal.py)."""
+    event's type, position bin and store in its session (attribution/removal.py): the ensemble's mean and
+    each member's value."""
     registered = methods.present(scored.columns)
-    per_event = [*(c for m in registered for c in m.event_columns), *REMOVAL_EVENT_COLUMNS.values()]
+    per_event = [
+        *(c for m in registered for c in m.event_columns),
+        *REMOVAL_EVENT_COLUMNS.values(),
+        *REMOVAL_MEMBER_COLUMNS.values(),
+    ]
     per_session = [c for m in registered for c, _ in m.session_columns]
     scores = [c for c in per_event if c in scored.columns]
     arrays = {**EVENT_COLUMNS, **{c: c for c in scores}}
@@ -57,6 +63,7 @@ def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
         "prediction",
         *methods.event_columns(),
         *REMOVAL_EVENT_COLUMNS.values(),
+        *REMOVAL_MEMBER_COLUMNS.values(),
         "session_length",
         "position_bin",
         "event_ts",

@@ -28,7 +28,7 @@ import pandas as pd
 
 from attribution import scenarios
 from attribution.config import Config
-from attribution.scenarios import random_effects
+from attribution.scenarios import random_effects, spread_effects
 from attribution.schema import (
     DEFAULT_CONVERSION_EVENTS,
     DEFAULT_FUNNEL_EVENTS,
@@ -277,6 +277,8 @@ def effects_of(kind: str, seed: int, n_stores: int) -> tuple[np.ndarray, np.ndar
 
     if kind == "random":
         return random_effects(seed, N_BROWSE, n_stores, zero=(ERROR,))
+    if kind == "spread":
+        return spread_effects(seed, N_BROWSE, n_stores, zero=(ERROR,))
     if kind == "none":
         return np.zeros(N_BROWSE), np.zeros(n_stores)
     return np.array([EVENT_EFFECTS[e] for e in BROWSE_EVENTS]), store_effects(n_stores)
@@ -361,9 +363,10 @@ def _planted_logit(p: GenParams, lengths: np.ndarray, ev: np.ndarray, store: np.
 def true_removal_effects(p: GenParams, n: int = 20000) -> dict[str, dict[str, float]]:
     """The planted model's own removal effects, in percentage points: over ``n`` browse sessions drawn as
     the generator draws them, the mean of P(convert) minus P(convert) with every event of the key removed
-    (the other events keep their positions, as the attribution's removal does), over the sessions that
-    have the key; the same noise draw on both sides. Per event type (by browse event code) and per position
-    bin. Error events are left out: the pipeline's rules drop them, so no model sees them."""
+    and the gap closed (the remaining events in order at positions 1, 2, ..., as the attribution's
+    removal does, attribution/removal.py), over the sessions that have the key; the same noise draw on
+    both sides. Per event type (by browse event code) and per position bin. Error events are left out:
+    the pipeline's rules drop them, so no model sees them."""
     rng = np.random.default_rng([p.seed, 20_251_202])
     lengths, ev, store, *_ = _browse_sessions(rng, p, n)
     noise = rng.normal(0.0, p.noise_sd, n)
@@ -373,7 +376,11 @@ def true_removal_effects(p: GenParams, n: int = 20000) -> dict[str, dict[str, fl
         has = (removed & (ev >= 0)).any(axis=1)
         if not has.any():
             return float("nan")
-        logit = _planted_logit(p, lengths, np.where(removed, -1, ev), store) + noise
+        kept = ~removed & (ev >= 0)
+        order = np.argsort(~kept, axis=1, kind="stable")  # the kept events first, in order: the gap closed
+        closed_ev = np.take_along_axis(np.where(kept, ev, -1), order, axis=1)
+        closed_store = np.take_along_axis(np.where(kept, store, -1), order, axis=1)
+        logit = _planted_logit(p, kept.sum(axis=1), closed_ev, closed_store) + noise
         return float(100 * np.mean(p_full[has] - 1.0 / (1.0 + np.exp(-logit[has]))))
 
     positions = np.arange(1, ev.shape[1] + 1)[None, :]

@@ -19,6 +19,16 @@ and the insights), per method:
   ``removal_effect_pp`` with the planted model's own removal effect per event type (``generate`` computes
   it: ``true_removal_effect_pp``). Event types split by discovery feature are left out (removing one
   feature's clicks is not removing every click). The same for every method: it needs none.
+- ``removal_ci_coverage_event_type`` / ``removal_ci_coverage_position_bin``: the share of event types
+  (whole, not split by discovery feature) and of position bins whose published 95% removal CI
+  (``removal_ci_low_pp`` .. ``removal_ci_high_pp``) holds the planted model's removal effect: does the
+  interval a person quotes hold the truth? The bar is 0.8; a CI of session sampling alone held 3 of 10
+  event types on the embedded default.
+- ``removal_mae_pp``: the mean absolute error, in percentage points, of the published removal effects of
+  those event types and position bins against the planted ones. The bar, 0.75 pp, is half of what a single
+  model gave on the embedded default (1.52 pp; docs/scenarios.md).
+- ``removal_sign_errors``: how many of those keys whose planted removal effect is at least 1 pp from 0 are
+  published with the opposite sign. The bar is none.
 - ``store_precision_at_5``: of the 5 stores with the largest planted positive effects, how many are the
   store table's top 5 rows (ranked by the shrunk effect net of event type and position).
 - ``position_direction_spearman``: planted effects shrink with position; the Spearman correlation of
@@ -46,6 +56,9 @@ from attribution.io import read_bytes
 from attribution.schema import POSITION_BINS
 
 ACCEPTANCE = 0.8  # the rank correlation the default method must reach on the embedded default
+COVERAGE = 0.8  # the share of keys whose removal CI must hold the planted removal effect
+MAE_PP = 0.75  # the removal effects' mean absolute error (pp) must be at most this
+SIGN_PP = 1.0  # a planted removal effect this far from 0 (pp) must be published with its sign
 
 
 def _spearman(a: ArrayLike, b: ArrayLike) -> float:
@@ -117,6 +130,10 @@ def recovery(tables: dict[str, pd.DataFrame], truth: dict, run_id: str = "") -> 
                     _row(method, "event_type_removal_spearman", rho, f">= {ACCEPTANCE}", rho >= ACCEPTANCE, len(whole))
                 )
 
+        if true_removal:
+            positions = tables["position"][tables["position"]["method"] == method]
+            rows += _removal_checks(method, et, positions, truth["true_removal_effect_pp"])
+
         st = tables["store"][tables["store"]["method"] == method].sort_values("rank")
         top = st.head(5)
         hits = len(set(top["store_id"].astype(str)) & top_planted)
@@ -140,6 +157,51 @@ def recovery(tables: dict[str, pd.DataFrame], truth: dict, run_id: str = "") -> 
     out = pd.DataFrame(rows, columns=["method", "check", "value", "expected", "agrees", "compared", "detail"])
     out.insert(0, "run_id", run_id)
     return pa.Table.from_pandas(out, preserve_index=False)
+
+
+def _removal_checks(method: str, et: pd.DataFrame, positions: pd.DataFrame, truth: dict) -> list[dict]:
+    """Coverage, MAE and sign rows of the published removal effects against the planted ones."""
+    needed = ["removal_effect_pp", "removal_ci_low_pp", "removal_ci_high_pp"]
+    parts = [
+        ("event_type", et[et["event_type"] == et["event_name"]].set_index("event_name"), truth.get("event_type", {})),
+        ("position_bin", positions.set_index("position_bin"), truth.get("position_bin", {})),
+    ]
+    rows, errors, signs, compared = [], [], 0, 0
+    for dim, table, planted in parts:
+        if not set(needed) <= set(table.columns):
+            continue
+        table = table[table.index.isin(list(planted)) & table["removal_effect_pp"].notna()]
+        if not len(table):
+            continue
+        true = table.index.map(planted).to_numpy(float)
+        est = table["removal_effect_pp"].to_numpy(float)
+        low, high = table["removal_ci_low_pp"].to_numpy(float), table["removal_ci_high_pp"].to_numpy(float)
+        covered = (low <= true) & (true <= high)
+        missed = [
+            f"{k} {e:+.2f} [{lo:+.2f}, {hi:+.2f}] vs {t:+.2f}"
+            for k, e, lo, hi, t, c in zip(table.index, est, low, high, true, covered, strict=True)
+            if not c
+        ]
+        share = float(covered.mean())
+        rows.append(
+            _row(
+                method,
+                f"removal_ci_coverage_{dim}",
+                share,
+                f">= {COVERAGE}",
+                share >= COVERAGE,
+                len(table),
+                "missed: " + "; ".join(missed) if missed else "every CI holds the planted effect",
+            )
+        )
+        errors += list(np.abs(est - true))
+        signs += int(((np.abs(true) >= SIGN_PP) & (np.sign(est) != np.sign(true))).sum())
+        compared += len(table)
+    if compared:
+        mae = float(np.mean(errors))
+        rows.append(_row(method, "removal_mae_pp", mae, f"<= {MAE_PP}", mae <= MAE_PP, compared))
+        rows.append(_row(method, "removal_sign_errors", signs, "0", signs == 0, compared))
+    return rows
 
 
 def _row(method: str, check: str, value: float, expected: str, agrees: bool, compared: int, detail: str = "") -> dict:

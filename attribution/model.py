@@ -37,7 +37,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Optional
 
 import torch
@@ -56,6 +57,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
 VOCAB_FILE = "vocab.json"
 SHA_FILE = "model.sha256"
+MEMBERS_DIR = "members"  # the ensemble's other members (train.ensemble_members), one safetensors file each
 
 
 class ArtifactError(ValueError):
@@ -337,16 +339,28 @@ def sha256_hex(data: bytes) -> str:
 
 
 def save_artifact(
-    location: str, weights: bytes, spec: ModelSpec, vocab: Vocabularies, extra: dict | None = None
+    location: str,
+    weights: bytes,
+    spec: ModelSpec,
+    vocab: Vocabularies,
+    extra: dict | None = None,
+    members: Sequence[bytes] = (),
 ) -> str:
-    """Write the model directory; returns the weights' sha256. The config goes last, so a directory
+    """Write the model directory; returns the weights' sha256. ``members``: the ensemble's other members'
+    weights (same spec and vocabularies), under ``members/``. The config goes last, so a directory
     without it (a crash midway) is refused at load rather than half-used."""
     sha = sha256_hex(weights)
+    listed = []
+    for i, member in enumerate(members, start=1):
+        name = f"{MEMBERS_DIR}/member_{i}.safetensors"
+        write_bytes(join(location, name), member)
+        listed.append({"file": name, "weights_sha256": sha256_hex(member)})
     config = {
         "format": ARTIFACT_FORMAT,
         "model": spec.to_dict(),
         "weights_sha256": sha,
         "vocab_sha256": vocab.sha256(),
+        "members": listed,
         **(extra or {}),
     }
     write_bytes(join(location, WEIGHTS_FILE), weights)
@@ -363,6 +377,12 @@ class LoadedModel:
     vocab: Vocabularies
     sha256: str
     config: dict
+    members: list[SessionTransformer] = field(default_factory=list)  # the ensemble's others (may be none)
+
+    @property
+    def ensemble(self) -> list[SessionTransformer]:
+        """The model, then the other members: what the removal effects average over."""
+        return [self.model, *self.members]
 
 
 def read_artifact(location: str) -> tuple[bytes, dict, Vocabularies]:
@@ -389,15 +409,44 @@ def read_artifact(location: str) -> tuple[bytes, dict, Vocabularies]:
     return weights, config, vocab
 
 
-def build_model(weights: bytes, config: dict, vocab: Vocabularies) -> LoadedModel:
-    """Rebuild the network from verified bytes (no pickle: safetensors parses a JSON header and copies
-    raw tensor data)."""
-    from safetensors.torch import load
+def read_members(location: str, config: dict) -> tuple[bytes, ...]:
+    """The ensemble members' weights a model directory's config lists, each verified by its sha256."""
+    out = []
+    for member in config.get("members") or []:
+        path = join(location, member["file"])
+        try:
+            weights = read_bytes(path)
+        except InputError as exc:
+            raise ArtifactError(f"model directory {location} lacks ensemble member {member['file']}: {exc}") from exc
+        if sha256_hex(weights) != member["weights_sha256"]:
+            raise ArtifactError(
+                f"{path}: sha256 does not match the recorded {member['weights_sha256']} - refusing to load"
+            )
+        out.append(weights)
+    return tuple(out)
 
+
+def build_model(weights: bytes, config: dict, vocab: Vocabularies, members: Sequence[bytes] = ()) -> LoadedModel:
+    """Rebuild the network (and the ensemble's other members) from verified bytes (no pickle:
+    safetensors parses a JSON header and copies raw tensor data)."""
     spec = ModelSpec.from_dict(config["model"])
     sizes = tuple(vocab.size(f) for f in spec.fields) if set(spec.fields) <= set(vocab.fields) else None
     if sizes != spec.vocab_sizes:
         raise ArtifactError("the model's vocabulary sizes do not match vocab.json")
+    return LoadedModel(
+        model=_network(spec, weights),
+        spec=spec,
+        vocab=vocab,
+        sha256=config["weights_sha256"],
+        config=config,
+        members=[_network(spec, w) for w in members],
+    )
+
+
+def _network(spec: ModelSpec, weights: bytes) -> SessionTransformer:
+    """One network of ``spec`` with ``weights``, in eval mode with frozen parameters."""
+    from safetensors.torch import load
+
     model = SessionTransformer(spec)
     try:
         state = load(weights)
@@ -415,12 +464,14 @@ def build_model(weights: bytes, config: dict, vocab: Vocabularies) -> LoadedMode
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return LoadedModel(model=model, spec=spec, vocab=vocab, sha256=config["weights_sha256"], config=config)
+    return model
 
 
 def load_artifact(location: str) -> LoadedModel:
-    """Load and verify a model directory. The model comes back in eval mode with frozen parameters."""
-    return build_model(*read_artifact(location))
+    """Load and verify a model directory, with its ensemble members. The models come back in eval mode
+    with frozen parameters."""
+    weights, config, vocab = read_artifact(location)
+    return build_model(weights, config, vocab, read_members(location, config))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,21 +6,32 @@ conversion (a driver), negative when they lower it (a detractor). It is the remo
 multi-touch attribution (the Markov-chain removal effect), applied to the model. It needs no attribution
 method, so it is the same for every method's row of a table.
 
-"Without" masks the events out as padding is masked, exactly as faithfulness removes events: the session
-is compacted to its remaining events at their original positions (see
-:func:`attribution.faithfulness.masked_probabilities`), so no unseen token is introduced and the other
-events keep their positions. A session whose every event has the key becomes the empty session (the CLS
-token alone).
+**"Without" closes the gap**: the session as if the key's events had never happened, its remaining events
+in their order at positions 1, 2, ... (each keeps its own features: event type, store, seconds since the
+previous event as logged). That is a session like the ones the model was trained on. Keeping the removed
+events' positions empty instead makes sessions no training session looks like (one that starts at
+position 6 when the first five events go), and on the embedded default it moved the published effects
+further from the planted model's (docs/scenarios.md, Removal effects against the truth). A session whose
+every event has the key becomes the empty session (the CLS token alone).
+
+**Ensemble.** With ``train.ensemble_members`` K > 1 the model directory holds K models: the one every
+table reads and K - 1 trained from other seeds on bootstrap resamples of the training sessions. Each
+member's removal effect is computed on the same sessions and variants; the published value is their
+mean, and the members' spread is the removal effect's model uncertainty (attribution/aggregate.py turns
+it into the model SE). The members agree where the data pins an effect down and spread where it does
+not (two event types that nearly always occur together), which session sampling alone never shows.
 
 Each event carries the removal effect of its own key in its session, so the event table holds it with no
 extra table; the report reads one value per (session, key). Only a deterministic sample of sessions is
 evaluated (about ``attribution.removal_sessions`` of them, by a hash of the session id), which bounds the
-cost: one forward pass per distinct key of a sampled session, on that session's remaining events.
+cost: per member, one forward pass per distinct key of a sampled session, on that session's remaining
+events.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -64,11 +75,17 @@ def key_codes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def masked_probabilities(
-    model: SessionTransformer, x: torch.Tensor, sessions: np.ndarray, keep: np.ndarray, max_positions: int
+    model: SessionTransformer,
+    x: torch.Tensor,
+    sessions: np.ndarray,
+    keep: np.ndarray,
+    max_positions: int,
+    keep_positions: bool = True,
 ) -> np.ndarray:
     """P(convert) of each variant v: session ``sessions[v]`` of ``x`` (S, Lmax, d) with only the events of
-    ``keep[v]`` (V, Lmax), compacted to them at their original positions. Every variant keeps at least
-    one event (the empty session is :func:`empty_probability`)."""
+    ``keep[v]`` (V, Lmax), compacted to them, in order: at their original positions (``keep_positions``,
+    as faithfulness deletes events) or at positions 1..k (the gap closed, as removal effects remove
+    them). Every variant keeps at least one event (the empty session is :func:`empty_probability`)."""
     kept = keep.sum(axis=1)
     out = np.empty(len(keep))
     if not len(keep):
@@ -84,7 +101,7 @@ def masked_probabilities(
         i = torch.from_numpy(idx).to(device)
         with torch.no_grad():
             logits, _ = model.forward_from_representation(
-                x[s[:, None], i], torch.from_numpy(valid).to(device), positions=(i + 1)
+                x[s[:, None], i], torch.from_numpy(valid).to(device), positions=(i + 1) if keep_positions else None
             )
         out[rows] = torch.sigmoid(logits).double().cpu().numpy()
     return out
@@ -111,7 +128,7 @@ def represent(
 
 
 def removal_effects(
-    model: SessionTransformer,
+    models: SessionTransformer | Sequence[SessionTransformer],
     encoded: EncodedSessions,
     keys: dict[str, np.ndarray],
     selected: np.ndarray,
@@ -120,26 +137,27 @@ def removal_effects(
     stats_out: dict | None = None,
 ) -> dict[str, np.ndarray]:
     """Per dimension of ``keys`` (flat per-event codes, -1 = no key), the removal effect of each event's
-    key in its session, flat and aligned with ``encoded.offsets``; NaN for events of sessions not
-    ``selected`` and events without a key."""
-    if model.training:
+    key in its session under each of ``models`` (the ensemble; one model alone is an ensemble of one):
+    (members, events), aligned with ``encoded.offsets``; NaN for events of sessions not ``selected`` and
+    events without a key. :func:`ensemble_mean` gives the published value."""
+    ensemble = [models] if isinstance(models, SessionTransformer) else list(models)
+    if any(m.training for m in ensemble):
         raise ValueError("removal effects need the model in eval mode (dropout off); call model.eval()")
     total = int(encoded.offsets[-1])
-    out = {dim: np.full(total, np.nan) for dim in keys}
+    out = {dim: np.full((len(ensemble), total), np.nan) for dim in keys}
     rows_all = np.flatnonzero(selected)
     stats = {"removal_sessions": int(len(rows_all)), "removal_variants": 0, "removal_positions": 0}
     if not len(rows_all) or not keys:
         if stats_out is not None:
             stats_out.update(stats)
         return out
-    p_empty = empty_probability(model, device)
+    p_empty = [empty_probability(m, device) for m in ensemble]
     lengths = encoded.lengths
     for chunk in length_buckets(lengths[rows_all], max(1, max_positions // 100), max_positions=max_positions):
         if not len(chunk):
             continue
         rows = rows_all[chunk]
-        x, p_full = represent(model, encoded, rows, device)
-        width = x.shape[1]
+        width = int(lengths[rows].max())
         keep_rows, owners, targets = [], [], []  # a variant: its keep-mask, its session, its events
         empty_targets = []  # (dimension, events, local session) whose variant is the empty session
         for local, row in enumerate(rows):
@@ -157,15 +175,30 @@ def removal_effects(
                     keep_rows.append(keep)
                     owners.append(local)
                     targets.append((dim, events, local))
-        if keep_rows:
-            keep = np.stack(keep_rows)
-            probs = masked_probabilities(model, x, np.asarray(owners, dtype=np.int64), keep, max_positions)
-            stats["removal_variants"] += len(keep)
-            stats["removal_positions"] += int(keep.sum())
-            for (dim, events, local), p in zip(targets, probs, strict=True):
-                out[dim][events] = p_full[local] - p
-        for dim, events, local in empty_targets:
-            out[dim][events] = p_full[local] - p_empty
+        for m, model in enumerate(ensemble):
+            x, p_full = represent(model, encoded, rows, device)
+            if keep_rows:
+                keep = np.stack(keep_rows)
+                probs = masked_probabilities(
+                    model, x, np.asarray(owners, dtype=np.int64), keep, max_positions, keep_positions=False
+                )
+                stats["removal_variants"] += len(keep)
+                stats["removal_positions"] += int(keep.sum())
+                for (dim, events, local), p in zip(targets, probs, strict=True):
+                    out[dim][m, events] = p_full[local] - p
+            for dim, events, local in empty_targets:
+                out[dim][m, events] = p_full[local] - p_empty[m]
     if stats_out is not None:
         stats_out.update(stats)
+    return out
+
+
+def ensemble_mean(effects: np.ndarray) -> np.ndarray:
+    """The published removal effect per event: the members' mean of :func:`removal_effects`' (members,
+    events) array (NaN where every member is NaN: they are NaN at the same events)."""
+    if effects.shape[0] == 1:
+        return effects[0]
+    out = np.full(effects.shape[1], np.nan)
+    present = ~np.isnan(effects[0])
+    out[present] = effects[:, present].mean(axis=0)
     return out

@@ -47,6 +47,12 @@ def format_train_metrics(metrics: dict, model_path: str) -> str:
     ]
     if metrics.get("still_improving"):
         lines.append("validation AUC still rising at the last epoch: raise train.epochs")
+    members = metrics.get("members") or []
+    if members:
+        lines.append(
+            f"{len(members)} more ensemble member(s) for the removal effects' model uncertainty "
+            "(train.ensemble_members): test ROC-AUC " + ", ".join(f"{m['test']['roc_auc']:.4f}" for m in members)
+        )
     base = metrics.get("baseline")
     if base and "skipped" in base:
         lines.append(f"counts baseline {base['skipped']}")

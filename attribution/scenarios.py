@@ -15,6 +15,10 @@ planted truth that the code was not tuned on.
 - ``random``: drawn from ``run.seed``: each browse event's effect uniform in [-0.9, 0.9]; five of the 20
   most visited stores get a positive effect and two a negative one, between 0.2 and the largest
   event-type effect (the embedded default's planted stores are among its 20 most visited too);
+- ``spread``: as ``random`` for the event types; the stores' effects are planted across the popularity
+  range: two of the five positive ones among the 20 most visited stores, three among the stores ranked
+  60-220 by visits (about 30-100 test sessions each at 12,000 users over 2 days), and the two negative
+  ones anywhere in the 220 most visited; each effect between 0.3 and the largest event-type effect;
 - ``none``: every effect 0 (the null scenario: conversion does not depend on the events).
 
 :func:`overrides` gives the ``--set`` values that map a generated scenario into the pipeline, the way a
@@ -34,8 +38,11 @@ from attribution.schema import DEFAULT_CONVERSION_EVENTS, DEFAULT_FUNNEL_EVENTS
 EFFECTS = {
     "planted": "the embedded default's fixed effects",
     "random": "effects drawn from run.seed",
+    "spread": "effects drawn from run.seed, planted stores across the popularity range",
     "none": "every effect 0 (the null scenario)",
 }
+
+SPREAD_MIN_STORES = 221  # generate.effects=spread plants stores up to popularity rank 220
 
 # the embedded event name -> the renamed scenario's
 RENAMED_EVENTS = {
@@ -135,6 +142,27 @@ def random_effects(
     low = min(0.2, largest)
     stores[picks[:5]] = np.round(rng.uniform(low, largest, len(picks[:5])), 2)
     stores[picks[5:]] = -np.round(rng.uniform(low, largest, len(picks[5:])), 2)
+    return events, stores
+
+
+def spread_effects(
+    seed: int, n_browse: int, n_stores: int, zero: tuple[int, ...] = ()
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`random_effects`' event effects, with the planted stores spread over the popularity range
+    (store index = popularity rank): two positive among the 20 most visited, three positive among ranks
+    60-220, two negative among the 220 most visited. Needs at least 221 stores."""
+    if n_stores < SPREAD_MIN_STORES:  # config_checks refuses such a config first
+        raise ValueError(f"generate.effects=spread needs >= {SPREAD_MIN_STORES} stores, not {n_stores}")
+    events, _ = random_effects(seed, n_browse, n_stores, zero)
+    rng = np.random.default_rng([seed, 17])
+    popular = rng.choice(20, size=2, replace=False)
+    modest = 60 + rng.choice(161, size=3, replace=False)
+    negative = rng.choice(np.setdiff1d(np.arange(221), np.r_[popular, modest]), size=2, replace=False)
+    largest = float(np.abs(events).max())
+    low = min(0.3, largest)
+    stores = np.zeros(n_stores)
+    stores[np.r_[popular, modest]] = np.round(rng.uniform(low, largest, 5), 2)
+    stores[negative] = -np.round(rng.uniform(low, largest, 2), 2)
     return events, stores
 
 

@@ -120,16 +120,21 @@ REMOVAL_DIMENSIONS = (
     RemovalDimension("position_bin", POSITION_BIN, "removal_effect_position"),
     RemovalDimension("store", STORE_ID, "removal_effect_store"),
 )
-# dimension -> the event table's per-event removal column
+# dimension -> the event table's per-event removal column (the ensemble's mean)
 REMOVAL_EVENT_COLUMNS = {d.name: d.column for d in REMOVAL_DIMENSIONS}
+# dimension -> the event table's per-event removal effect under each ensemble member (an array)
+REMOVAL_MEMBER_COLUMNS = {d.name: f"{d.column}_members" for d in REMOVAL_DIMENSIONS}
 # the report tables' removal columns, per key
 REMOVAL_COLUMNS = (
     "removal_effect_pp",
     "removal_ci_low_pp",
     "removal_ci_high_pp",
+    "removal_sampling_se_pp",
+    "removal_model_se_pp",
     "removal_relative_lift",
     "attributable_conversions",
     "removal_sessions",
+    "removal_models",
 )
 
 # --------------------------------------------------------------------------------------------------

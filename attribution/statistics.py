@@ -3,8 +3,9 @@
 - :data:`Z95`, the two-sided 95% normal quantile every CI uses;
 - :func:`clustered_ratio_mean`: a ratio mean over sessions with its session-clustered standard error, as
   Spark columns (the tables' lift and effect; aggregate.py's docstring derives it);
-- :func:`normal_ci`: mean +/- Z95 x SE (the removal effect); :func:`mean_ci`, the same from a standard
-  deviation and a count (the faithfulness metrics);
+- :func:`normal_ci`: mean +/- Z95 x SE; :func:`mean_ci`, the same from a standard deviation and a count
+  (the faithfulness metrics);
+- :func:`two_part_ci`: an interval with a sampling part and a model part (the removal effect);
 - :func:`shrink`: empirical-Bayes shrinkage by support (the stores' ranking);
 - :func:`roc_auc_ci`: the Hanley & McNeil interval for a ROC-AUC (is the model better than chance?).
 """
@@ -17,6 +18,7 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from scipy.stats import t as student_t
 
 if TYPE_CHECKING:
     from pyspark.sql import Column
@@ -28,6 +30,19 @@ Z95 = 1.959963984540054
 def normal_ci(mean: Any, se: Any) -> tuple[Any, Any]:
     """(low, high) = mean -/+ Z95 x se, for numbers or numpy arrays."""
     return mean - Z95 * se, mean + Z95 * se
+
+
+def two_part_ci(mean: Any, se_sampling: Any, se_model: Any, models: Any) -> tuple[Any, Any]:
+    """(low, high) of a 95% interval with two independent parts: session sampling (``se_sampling``, a
+    normal quantile: many sessions) and the model's own variance (``se_model``: the SE of a mean over
+    ``models`` ensemble members, from their spread; Student's t with ``models`` - 1 degrees of freedom,
+    since a few members estimate that spread roughly). The half-width is the root of the sum of the two
+    parts' squared half-widths; a model part that is NaN (one member: no spread to measure) counts as 0.
+    Numpy arrays or numbers."""
+    se_model = np.nan_to_num(np.asarray(se_model, float), nan=0.0)
+    dof = np.maximum(np.asarray(models, float) - 1, 1)
+    half = np.hypot(Z95 * np.asarray(se_sampling, float), student_t.ppf(0.975, dof) * se_model)
+    return mean - half, mean + half
 
 
 def mean_ci(mean: Any, sd: Any, count: Any) -> tuple[Any, Any]:

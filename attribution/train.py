@@ -135,6 +135,7 @@ class WorkerParams:
     warmup_steps: int
     use_gpu: bool
     threads: int | None  # torch threads per process; None: torch's default
+    members: int = 1  # models trained one after another: the model, then members-1 bootstrap members
 
 
 def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_path: str, epochs: int) -> WorkerParams:
@@ -155,6 +156,7 @@ def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_pat
         warmup_steps=t.warmup_steps,
         use_gpu=t.use_gpu,
         threads=_threads(conf),
+        members=t.ensemble_members,
     )
 
 
@@ -440,85 +442,115 @@ def _train(params: WorkerParams, rank: int, world: int, device: torch.device, di
             f"rank {rank} of {world} has no training sessions; use fewer processes (train.num_processes) or more data"
         )
     assert train.encoded is not None  # a rank with training steps has training sessions
-
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    model = SessionTransformer(spec).to(device)
-    net = DistributedDataParallel(model) if distributed else model
-    torch.manual_seed(seed * 1000 + rank)  # dropout differs per rank; the initial weights do not
-    optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(params.warmup_steps, steps * params.epochs))
-    pos_weight = torch.tensor(params.pos_weight, device=device) if params.pos_weight else None
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
+    encoded = train.encoded
 
     # The ridge is a penalty on the whole training set's loss; the batch loss is a mean over sessions, so
     # its share per batch is the penalty over the training sessions. The shards are dealt to the ranks
     # evenly, so this rank's sessions times the ranks stands for them.
     ridge = params.embedding_ridge / max(1, len(train.labels) * world)
-    best_auc, best_epoch, best_state, bad = -1.0, 0, None, 0
-    history = []
     started = time.time()
     seen = 0
-    for epoch in range(1, params.epochs + 1):
-        t0 = time.time()
-        rng = np.random.default_rng([seed, epoch, rank])
-        batches = length_buckets(train.encoded.lengths, params.batch_size, rng)[:steps]
-        net.train()
-        loss_sum = torch.zeros(2, dtype=torch.float64)
-        for rows in batches:
-            tokens, cont, mask = to_tensors(train.encoded.batch(rows), fields, device)
-            y = torch.from_numpy(train.labels[rows]).to(device)
-            loss = loss_fn(net(tokens, cont, mask), y)
-            if params.embedding_ridge:
-                loss = loss + ridge * model.embedding_penalty()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
-            optimizer.step()
-            schedule.step()
-            loss_sum += torch.tensor([loss.item() * len(rows), len(rows)], dtype=torch.float64)
-        if distributed:
-            dist.all_reduce(loss_sum)
-        train_seconds = time.time() - t0
-        seen_epoch = int(loss_sum[1])
-        seen += seen_epoch
-        val, _, _ = gathered_metrics("validation", model)
-        elapsed = time.time() - t0
-        improved = val["roc_auc"] > best_auc
-        if improved:
-            best_auc, best_epoch, bad = val["roc_auc"], epoch, 0
-            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-        entry = {
-            "epoch": epoch,
-            "loss": float(loss_sum[0]) / max(1.0, float(loss_sum[1])),
-            "validation_roc_auc": val["roc_auc"],
-            "validation_log_loss": val["log_loss"],
-            "sessions_per_second": seen_epoch / train_seconds,
-            "train_seconds": round(train_seconds, 3),
-            "seconds": round(elapsed, 2),
-        }
-        history.append(entry)
-        if rank == 0:
-            left = (params.epochs - epoch) * (time.time() - started) / epoch
-            print(
-                f"[train] epoch {epoch}/{params.epochs} loss {entry['loss']:.4f} "
-                f"val_auc {val['roc_auc']:.4f}{' (best)' if improved else ''} "
-                f"{entry['sessions_per_second']:,.0f} sessions/s, at most {left:.0f}s left",
-                flush=True,
-            )
-        if bad >= params.patience:
+
+    def fit(member: int) -> tuple[SessionTransformer, int, list[dict]]:
+        """One model: member 0 is the model every table reads; member m > 0 starts from seed + m and
+        weighs each training session by a Poisson(1) draw (a bootstrap resample of the training sessions,
+        drawn per rank without communication), so the members differ as models trained on another sample
+        of sessions would (the removal effects' model SE, attribution/removal.py)."""
+        nonlocal seen
+        member_seed = seed + member
+        torch.manual_seed(member_seed)
+        np.random.seed(member_seed)
+        model = SessionTransformer(spec).to(device)
+        net = DistributedDataParallel(model) if distributed else model
+        torch.manual_seed(member_seed * 1000 + rank)  # dropout differs per rank; the initial weights do not
+        optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(params.warmup_steps, steps * params.epochs))
+        pos_weight = torch.tensor(params.pos_weight, device=device) if params.pos_weight else None
+        loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="mean" if member == 0 else "none")
+        weights = (
+            None
+            if member == 0
+            else np.random.default_rng([seed, member, rank, 20_261_203]).poisson(1.0, len(train)).astype(np.float32)
+        )
+        best_auc, best_epoch, best_state, bad = -1.0, 0, None, 0
+        history: list[dict] = []
+        member_started = time.time()
+        for epoch in range(1, params.epochs + 1):
+            t0 = time.time()
+            rng = np.random.default_rng([member_seed, epoch, rank])
+            batches = length_buckets(encoded.lengths, params.batch_size, rng)[:steps]
+            net.train()
+            loss_sum = torch.zeros(2, dtype=torch.float64)
+            for rows in batches:
+                tokens, cont, mask = to_tensors(encoded.batch(rows), fields, device)
+                y = torch.from_numpy(train.labels[rows]).to(device)
+                loss = loss_fn(net(tokens, cont, mask), y)
+                if weights is not None:  # the bootstrap's weights, over the batch's sessions
+                    loss = (loss * torch.from_numpy(weights[rows]).to(device)).mean()
+                if params.embedding_ridge:
+                    loss = loss + ridge * model.embedding_penalty()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
+                optimizer.step()
+                schedule.step()
+                loss_sum += torch.tensor([loss.item() * len(rows), len(rows)], dtype=torch.float64)
+            if distributed:
+                dist.all_reduce(loss_sum)
+            train_seconds = time.time() - t0
+            seen_epoch = int(loss_sum[1])
+            if member == 0:  # the rate reported is the model's own (the members' epochs cost the same)
+                seen += seen_epoch
+            val, _, _ = gathered_metrics("validation", model)
+            elapsed = time.time() - t0
+            improved = val["roc_auc"] > best_auc
+            if improved:
+                best_auc, best_epoch, bad = val["roc_auc"], epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+            entry = {
+                "epoch": epoch,
+                "loss": float(loss_sum[0]) / max(1.0, float(loss_sum[1])),
+                "validation_roc_auc": val["roc_auc"],
+                "validation_log_loss": val["log_loss"],
+                "sessions_per_second": seen_epoch / train_seconds,
+                "train_seconds": round(train_seconds, 3),
+                "seconds": round(elapsed, 2),
+            }
+            history.append(entry)
             if rank == 0:
+                left = (params.epochs - epoch) * (time.time() - member_started) / epoch
                 print(
-                    f"[train] early stop: no better validation AUC for {bad} epochs; best epoch {best_epoch}",
+                    f"[train] {f'member {member + 1}/{params.members} ' if params.members > 1 else ''}"
+                    f"epoch {epoch}/{params.epochs} loss {entry['loss']:.4f} "
+                    f"val_auc {val['roc_auc']:.4f}{' (best)' if improved else ''} "
+                    f"{entry['sessions_per_second']:,.0f} sessions/s, at most {left:.0f}s left",
                     flush=True,
                 )
-            break
+            if bad >= params.patience:
+                if rank == 0:
+                    print(
+                        f"[train] early stop: no better validation AUC for {bad} epochs; best epoch {best_epoch}",
+                        flush=True,
+                    )
+                break
 
-    if best_state is None:  # every validation AUC was undefined (NaN): check_classes keeps this from happening
-        raise TrainingError("the validation ROC-AUC was undefined in every epoch: the validation split has one class")
-    model.load_state_dict(best_state)
+        if best_state is None:  # every validation AUC was undefined (NaN): check_classes keeps this from happening
+            raise TrainingError(
+                "the validation ROC-AUC was undefined in every epoch: the validation split has one class"
+            )
+        model.load_state_dict(best_state)
+        return model, best_epoch, history
+
+    model, best_epoch, history = fit(0)
+    members = []
+    for member in range(1, params.members):
+        other, other_epoch, _ = fit(member)
+        other_test, _, _ = gathered_metrics("test", other)
+        members.append(
+            {"weights": weights_bytes(other) if rank == 0 else b"", "best_epoch": other_epoch, "test": other_test}
+        )
     validation, _, _ = gathered_metrics("validation", model)
     test, _, _ = gathered_metrics("test", model)
     unknown_all = all_gather(unknown)
@@ -533,5 +565,6 @@ def _train(params: WorkerParams, rank: int, world: int, device: torch.device, di
         "train_sessions_per_second": seen / max(1e-9, sum(h["train_seconds"] for h in history)),
         "seconds": time.time() - started,
         "n_train": n_train_total,
+        "members": members,
         "unknown": {split: {f: sum(u[split][f] for u in unknown_all) for f in fields} for split in SPLITS},
     }

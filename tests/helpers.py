@@ -183,6 +183,7 @@ def small_pipeline_argv(data, out, n_users: int, *sets: str) -> list[str]:
         f"stores.path={data}/stores",
         f"run.output_dir={out}",
         "faithfulness.max_sessions=300",
+        "train.ensemble_members=1",  # one model unless a test asks for the ensemble
     ]
     argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train,attribute,faithfulness,report"]
     for s in (*base, *sets):

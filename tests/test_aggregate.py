@@ -232,6 +232,59 @@ def test_removal_columns_by_hand(spark):
     assert pd.isna(row_of(out["store"], store_id="y").removal_effect_pp)
 
 
+def test_removal_ci_counts_the_ensemble_members_spread_by_hand(spark):
+    """Three members' removal effects for key A in three sessions: the published value is the mean of the
+    per-session ensemble means; the sampling SE is theirs over sessions, the model SE the spread of the
+    members' means / sqrt(3), and the CI's half-width the root of the sum of 1.96 x the first squared and
+    Student's t (2 degrees of freedom: 4.302653) x the second squared. One member (key B) has no model SE
+    and a CI of sampling alone."""
+    from pyspark.sql import functions as F
+
+    from attribution.events import position_bin
+
+    members = {"s1": [0.10, 0.20, 0.60], "s2": [0.00, 0.10, 0.20], "s3": [0.30, 0.10, 0.50]}
+    rows = []
+    for s, m in members.items():
+        rows.append((s, 1, 0, "A", 0.5, float(np.mean(m)), m, float(np.mean(m)), m))
+        rows.append((s, 1, 1, "A", 0.5, float(np.mean(m)), m, float(np.mean(m)), m))  # one value per session
+    rows += [("s4", 0, 0, "B", 0.4, 0.05, [0.05], 0.05, [0.05]), ("s5", 0, 0, "B", 0.4, 0.15, [0.15], 0.15, [0.15])]
+    df = spark.createDataFrame(
+        rows,
+        "session_id string, label int, event_position int, event_type string, prediction double, "
+        "removal_effect_type double, removal_effect_type_members array<double>, "
+        "removal_effect_position double, removal_effect_position_members array<double>",
+    )
+    events = (
+        df.withColumn("position_bin", position_bin(F.col("event_position") + 1))
+        .withColumn("store_id", F.lit(None).cast("string"))
+        .withColumn("store_name", F.col("store_id"))
+        .withColumn("session_length", F.lit(2))
+        .withColumn("gradient_attribution", F.lit(0.5))
+        .withColumn("contribution", F.lit(0.1))
+        .withColumn("run_id", F.lit("r1"))
+    )
+    removal = aggregate.removal_stats(events)
+    out = aggregate.tables(aggregate.long_format(events), 1, removal=removal)["event_type"].to_pandas()
+    a = row_of(out, event_type="A")
+    m = np.array(list(members.values()))  # sessions x members
+    per_session, per_member = m.mean(axis=1), m.mean(axis=0)
+    se_sampling = per_session.std(ddof=1) / math.sqrt(3)
+    se_model = per_member.std(ddof=1) / math.sqrt(3)
+    half = math.hypot(1.959964 * se_sampling, 4.302653 * se_model)
+    assert a.removal_models == 3 and a.removal_sessions == 3
+    assert a.removal_effect_pp == pytest.approx(100 * per_session.mean())
+    assert a.removal_sampling_se_pp == pytest.approx(100 * se_sampling)
+    assert a.removal_model_se_pp == pytest.approx(100 * se_model)
+    assert a.removal_ci_low_pp == pytest.approx(100 * (per_session.mean() - half), abs=1e-4)
+    assert a.removal_ci_high_pp == pytest.approx(100 * (per_session.mean() + half), abs=1e-4)
+    # the combined interval is wider than either part's alone
+    assert half > 1.959964 * se_sampling and half > 4.302653 * se_model
+    b = row_of(out, event_type="B")
+    assert b.removal_models == 1 and pd.isna(b.removal_model_se_pp)
+    se_b = np.std([0.05, 0.15], ddof=1) / math.sqrt(2)
+    assert b.removal_ci_high_pp == pytest.approx(100 * (0.10 + statistics.Z95 * se_b))
+
+
 def test_the_three_verdicts_through_the_tables_the_insights_and_the_page(spark):
     """One type whose every event pushes up (+0.4 or +0.6), one whose every event pushes down, one that
     alternates +0.5 / -0.5: their CIs lie above 0, below 0, and across it, so the verdicts are known

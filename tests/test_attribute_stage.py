@@ -90,8 +90,9 @@ def test_udf_path_equals_the_in_process_path(spark, stage):
 def _check_removal_against_brute_force(events, table, enc, model, index, every: int = 7) -> None:
     """Every ``every``-th session (all are sampled: attribution.removal_sessions 2000 > sessions): for each
     key of each dimension, P(convert) of the session minus P(convert) with that key's events removed, one
-    model call per variant, the other events at their own positions (attribution/removal.py's meaning).
-    Each event of the key carries that value in its column; an event without a store has none."""
+    model call per variant, the other events in order at positions 1..k (the gap closed:
+    attribution/removal.py's meaning). Each event of the key carries that value in its column, and in its
+    members column as the one model's value; an event without a store has none."""
     types, stores = table.column("event_types").to_pylist(), table.column("store_ids").to_pylist()
     by_session = {sid: g.sort_values("event_position") for sid, g in events.groupby("session_id")}
     uppers = np.array([5, 10, 20, 50])
@@ -113,15 +114,17 @@ def _check_removal_against_brute_force(events, table, enc, model, index, every: 
                 keep = [j for j in range(n) if values[j] != value]
                 with torch.no_grad():
                     if keep:
-                        at = torch.tensor([keep])
                         logit = model.forward_from_representation(
-                            x[:, keep], torch.ones(1, len(keep), dtype=torch.bool), positions=at + 1
+                            x[:, keep], torch.ones(1, len(keep), dtype=torch.bool)
                         )[0]
                     else:
                         logit = model.forward_from_representation(x[:, :0], torch.zeros(1, 0, dtype=torch.bool))[0]
                 expected = full - torch.sigmoid(logit)[0].item()
                 where = [j for j in range(n) if values[j] == value]
                 np.testing.assert_allclose(got[column].to_numpy()[where], expected, atol=1e-6, err_msg=column)
+                members = np.stack(got[f"{column}_members"].to_numpy()[where])
+                np.testing.assert_allclose(members, expected, atol=1e-6, err_msg=column)
+                assert members.shape == (len(where), 1)
                 checked += 1
         no_store = [j for j in range(n) if stores[i][j] is None]
         assert got["removal_effect_store"].isna().to_numpy()[no_store].all()

@@ -58,6 +58,7 @@ SETS = [
     "train.patience=3",
     "train.learning_rate=0.003",
     "train.leakage_check=false",
+    "train.ensemble_members=2",  # the members train in the same barrier job and score on the executors
     "train.local_mode=false",  # barrier tasks on the executors
     "train.num_processes=2",
     "train.threads_per_process=1",

@@ -278,6 +278,7 @@ TRAIN_SMALL = [
     "train.num_processes=1",
     "train.threads_per_process=1",
     "train.leakage_check=false",
+    "train.ensemble_members=1",
     "train.min_class_sessions=2",
     "baseline.enabled=false",  # the baseline is tested end to end in test_train, test_cluster, test_determinism
 ]

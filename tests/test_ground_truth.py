@@ -158,3 +158,33 @@ def test_the_effect_order_is_also_scored_against_the_true_removal_effect():
     assert c[("m", "event_type_effect_spearman")].value == pytest.approx(1.0)
     # without the removal truth (an older ground truth file) there is no such row
     assert ("m", "event_type_effect_vs_removal_spearman") not in _checks(ground_truth.recovery(t, TRUTH))
+
+
+def test_removal_coverage_mae_and_sign_errors_by_hand():
+    """Five event types and five position bins with published removal effects and CIs against planted
+    ones: which CIs hold the truth, the mean absolute error and the sign errors are counted by hand."""
+    true_types = {"click": 9.0, "page": 13.0, "search": 4.0, "view": -3.0, "background": -0.5}
+    true_bins = {"1-5": 2.0, "6-10": 2.0, "11-20": 2.5, "21-50": 2.5, "50+": 1.7}
+    truth = {**TRUTH, "true_removal_effect_pp": {"event_type": true_types, "position_bin": true_bins}}
+    t = _tables(EFFECTS, EFFECTS, [0.5, 0.4, 0.3, 0.2, 0.1])
+    # click: covered; page: 12 [11, 12.5] misses 13; search: covered; view: +1.0 [0.5, 1.5], a sign error
+    # (|-3| >= 1); background: +0.2 [0.1, 0.3] misses -0.5 but is no sign error (|-0.5| < 1)
+    t["event_type"]["removal_effect_pp"] = [8.5, 12.0, 4.2, 1.0, 0.2]
+    t["event_type"]["removal_ci_low_pp"] = [8.0, 11.0, 3.5, 0.5, 0.1]
+    t["event_type"]["removal_ci_high_pp"] = [9.5, 12.5, 5.0, 1.5, 0.3]
+    # bins: all covered but 50+ (1.0 [0.8, 1.2] vs 1.7)
+    t["position"]["removal_effect_pp"] = [2.1, 1.9, 2.5, 2.6, 1.0]
+    t["position"]["removal_ci_low_pp"] = [1.5, 1.5, 2.0, 2.0, 0.8]
+    t["position"]["removal_ci_high_pp"] = [2.5, 2.5, 3.0, 3.0, 1.2]
+    c = _checks(ground_truth.recovery(t, truth))
+    types = c[("m", "removal_ci_coverage_event_type")]
+    assert types.value == pytest.approx(2 / 5) and types.compared == 5 and not types.agrees
+    assert "page +12.00 [+11.00, +12.50] vs +13.00" in types.detail and "click" not in types.detail
+    bins = c[("m", "removal_ci_coverage_position_bin")]
+    assert bins.value == pytest.approx(4 / 5) and bins.agrees and "50+" in bins.detail
+    errors = [0.5, 1.0, 0.2, 4.0, 0.7, 0.1, 0.1, 0.0, 0.1, 0.7]
+    mae = c[("m", "removal_mae_pp")]
+    assert mae.value == pytest.approx(np.mean(errors)) and mae.compared == 10
+    assert mae.agrees == (np.mean(errors) <= 0.75)
+    signs = c[("m", "removal_sign_errors")]
+    assert signs.value == 1 and not signs.agrees

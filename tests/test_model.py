@@ -284,6 +284,29 @@ def test_tampered_weights_are_refused(model, vocab, tmp_path):
         load_artifact(str(tmp_path))
 
 
+def test_ensemble_members_round_trip_and_a_tampered_or_missing_member_is_refused(model, vocab, table, tmp_path):
+    """Two members saved beside the model load back as the same networks, in order; a member whose bytes
+    changed, or that is gone, stops the load: the removal CI would otherwise mix in an unknown model."""
+    others = [random_model(vocab, max_length=model.spec.max_length, seed=s, std=0.2, **SMALL_MODEL) for s in (5, 6)]
+    save_artifact(str(tmp_path), weights_bytes(model), model.spec, vocab, members=[weights_bytes(m) for m in others])
+    loaded = load_artifact(str(tmp_path))
+    assert len(loaded.ensemble) == 3 and loaded.ensemble[0] is loaded.model
+    enc = encode_sessions(table, vocab)
+    for original, back in zip(others, loaded.members, strict=True):
+        a, _ = _logits(copy.deepcopy(original).requires_grad_(False), enc, np.arange(len(enc)))
+        b, _ = _logits(back, enc, np.arange(len(enc)))
+        assert torch.equal(a, b)
+    member = tmp_path / "members" / "member_2.safetensors"
+    w = bytearray(member.read_bytes())
+    w[-1] ^= 0x01
+    member.write_bytes(bytes(w))
+    with pytest.raises(ArtifactError, match="member_2.safetensors: sha256"):
+        load_artifact(str(tmp_path))
+    member.unlink()
+    with pytest.raises(ArtifactError, match="lacks ensemble member members/member_2"):
+        load_artifact(str(tmp_path))
+
+
 def test_a_changed_vocabulary_or_config_is_refused(model, vocab, tmp_path):
     save_artifact(str(tmp_path), weights_bytes(model), model.spec, vocab)
     doc = json.loads((tmp_path / "vocab.json").read_text())

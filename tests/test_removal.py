@@ -1,5 +1,6 @@
-"""Removal effects against a brute-force reference: each session run alone with the key's events masked as
-padding, the way the model sees a shorter session."""
+"""Removal effects against a brute-force reference: each session run alone as a new, shorter session of its
+remaining events (the gap closed: positions 1..k), the way the model sees a session in which those events
+never happened; and the ensemble's members, each against its own single-model run."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ import torch
 
 from attribution.features import encode_sessions
 from attribution.model import to_tensors
-from attribution.removal import empty_probability, key_codes, position_codes, removal_effects, sampled
+from attribution.removal import (
+    empty_probability,
+    ensemble_mean,
+    key_codes,
+    position_codes,
+    removal_effects,
+    sampled,
+)
 from tests.helpers import SMALL_MODEL, random_model, synthetic_sessions, vocab_of
 
 
@@ -25,13 +33,15 @@ def setup():
 
 
 def _p(model, enc, row: int, keep: np.ndarray) -> float:
-    """P(convert) of session ``row`` alone, with only the events of ``keep``; the empty session when none."""
+    """P(convert) of session ``row`` alone, rebuilt from only the events of ``keep`` (their tokens and
+    features, in order, as a session of that many events); the empty session when none."""
     if not keep.any():
         return empty_probability(model, "cpu")
-    tokens, cont, mask = to_tensors(enc.batch([row]), model.spec.fields)
-    mask = mask & torch.from_numpy(keep)[None, :]
+    tokens, cont, _ = to_tensors(enc.batch([row]), model.spec.fields)
+    kept = torch.from_numpy(np.flatnonzero(keep))
+    tokens = {f: t[:, kept] for f, t in tokens.items()}
     with torch.no_grad():
-        logit, _ = model.forward_from_representation(model.represent(tokens, cont), mask)
+        logit = model(tokens, cont[:, kept], torch.ones(1, len(kept), dtype=torch.bool))
     return float(torch.sigmoid(logit)[0])
 
 
@@ -66,7 +76,9 @@ def test_removal_effects_equal_the_brute_force_reference(setup):
         "store": key_codes(table.column("store_ids")),
     }
     selected = np.arange(len(enc)) % 3 != 1
-    out = removal_effects(model, enc, keys, selected, max_positions=300)  # small: many forward batches
+    members = removal_effects(model, enc, keys, selected, max_positions=300)  # small: many forward batches
+    assert all(v.shape == (1, int(enc.offsets[-1])) for v in members.values())
+    out = {dim: v[0] for dim, v in members.items()}
     checked = 0
     for row in range(len(enc)):
         lo, length = int(enc.offsets[row]), int(enc.lengths[row])
@@ -83,3 +95,26 @@ def test_removal_effects_equal_the_brute_force_reference(setup):
                 assert np.allclose(got[c == key], expected, atol=1e-6), (row, dim, key)
                 checked += 1
     assert checked > 100
+
+
+def test_each_member_of_an_ensemble_gets_its_own_removal_effects_and_the_mean_is_published(setup):
+    """Two different networks: the ensemble's rows are each network's removal effects alone, they differ,
+    and the published value is their mean, null (NaN) exactly where both are."""
+    model, table, enc = setup
+    other = random_model(vocab_of(table), max_length=64, seed=9, std=0.2, **SMALL_MODEL)
+    for p in other.parameters():
+        p.requires_grad_(False)
+    keys = {"event_type": key_codes(table.column("event_types")), "position_bin": position_codes(enc.offsets)}
+    selected = np.arange(len(enc)) % 2 == 0
+    both = removal_effects([model, other], enc, keys, selected)
+    for i, network in enumerate((model, other)):
+        alone = removal_effects(network, enc, keys, selected)
+        for dim in keys:
+            np.testing.assert_allclose(both[dim][i], alone[dim][0], atol=1e-9, equal_nan=True)
+    d = both["event_type"]
+    present = ~np.isnan(d[0])
+    assert present.any() and (~present).any() and np.array_equal(present, ~np.isnan(d[1]))
+    assert np.abs(d[0, present] - d[1, present]).max() > 1e-3  # the members differ
+    mean = ensemble_mean(d)
+    np.testing.assert_allclose(mean[present], (d[0, present] + d[1, present]) / 2)
+    assert np.isnan(mean[~present]).all()

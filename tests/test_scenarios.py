@@ -24,6 +24,23 @@ def test_random_effects_are_drawn_from_the_seed_within_the_stated_bounds():
     assert np.abs(stores).max() <= np.abs(events).max()
 
 
+def test_spread_effects_plant_stores_across_the_popularity_range():
+    """generate.effects=spread: the event effects are random's; two positive stores among the 20 most
+    visited, three among ranks 60-220 (30-100 test sessions at the embedded size), two negative ones
+    within the 220 most visited; and a config with fewer stores is refused in one line."""
+    from attribution.errors import ConfigError
+
+    for seed in (1, 2, 3):
+        events, stores = scenarios.spread_effects(seed, generate.N_BROWSE, 400, zero=(generate.ERROR,))
+        assert np.array_equal(events, scenarios.random_effects(seed, generate.N_BROWSE, 400, zero=(generate.ERROR,))[0])
+        positive, negative = np.flatnonzero(stores > 0), np.flatnonzero(stores < 0)
+        assert (positive < 20).sum() == 2 and ((positive >= 60) & (positive <= 220)).sum() == 3
+        assert len(positive) == 5 and len(negative) == 2 and negative.max() <= 220
+        assert np.abs(stores[stores != 0]).min() >= 0.3 and np.abs(stores).max() <= np.abs(events).max()
+    with pytest.raises(ConfigError, match="generate.n_stores must be >= 221, not 100"):
+        make_conf("generate.effects=spread", "generate.n_stores=100")
+
+
 def test_the_renamed_scenario_maps_by_config_alone(tmp_path):
     conf = make_conf(*scenarios.overrides("renamed", str(tmp_path)), "generate.effects=none")
     assert conf.input.format == "csv" and conf.stores.path is None
@@ -56,6 +73,7 @@ def test_the_null_scenario_on_another_apps_table_says_no_driver_can_be_read(spar
         f"run.output_dir={out}",
         "run.run_id=null-scenario",
         "train.leakage_check=false",
+        "train.ensemble_members=1",
         "baseline.enabled=false",
         "train.epochs=3",
         "attribution.methods=[integrated_gradients]",

@@ -89,3 +89,22 @@ def test_the_ci_of_a_mean_covers_the_true_mean_about_95_percent_of_the_time():
     low, high = statistics.mean_ci(draws.mean(axis=1), draws.std(axis=1, ddof=1), 200)
     assert 0.92 <= np.mean((low <= 0.3) & (0.3 <= high)) <= 0.98
     assert statistics.mean_ci(1.0, 2.0, 0) == statistics.normal_ci(1.0, 2.0)  # no count: counted as one
+
+
+def test_two_part_ci_covers_at_95_percent_when_a_few_members_estimate_the_model_part():
+    """Three members drawn around the true value (model SE from their spread) plus an independent sampling
+    error of known SE: the interval holds the true value about 95% of the time. With the normal quantile
+    for the model part (three members estimate the spread roughly) it would hold it far less often."""
+    rng = np.random.default_rng(11)
+    n, k, sd_model, se_sampling = 20000, 3, 1.0, 0.5
+    members = rng.normal(0.0, sd_model, (n, k))
+    estimate = members.mean(axis=1) + rng.normal(0.0, se_sampling, n)
+    se_model = members.std(axis=1, ddof=1) / np.sqrt(k)
+    low, high = statistics.two_part_ci(estimate, np.full(n, se_sampling), se_model, np.full(n, k))
+    coverage = ((low <= 0) & (0 <= high)).mean()
+    assert 0.94 <= coverage <= 0.99, coverage
+    z_half = np.hypot(statistics.Z95 * se_sampling, statistics.Z95 * se_model)
+    assert (np.abs(estimate) <= z_half).mean() < 0.92
+    # one member: no model part, the sampling interval alone
+    low1, high1 = statistics.two_part_ci(1.0, 0.5, float("nan"), 1)
+    assert (low1, high1) == pytest.approx(statistics.normal_ci(1.0, 0.5))

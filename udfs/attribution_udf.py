@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from attribution.attribute import AttributionOptions, attribute_sessions
 from attribution.features import UNK, Vocabularies, encode_sessions
 from attribution.methods import Method, resolve
-from attribution.removal import key_codes, position_codes, removal_effects, sampled
-from attribution.schema import INPUT_COLUMNS
-from attribution.schema import REMOVAL_EVENT_COLUMNS as REMOVAL_COLUMNS
+from attribution.removal import ensemble_mean, key_codes, position_codes, removal_effects, sampled
+from attribution.schema import INPUT_COLUMNS, REMOVAL_EVENT_COLUMNS, REMOVAL_MEMBER_COLUMNS
 from udfs.worker import (
     ModelPayload,
     cached_model,
@@ -61,7 +61,8 @@ def output_fields(
     fields += [pa.field(col, pa.list_(pa.float64())) for m in chosen for col in m.event_columns]
     fields += [pa.field(col, pa.float64()) for m in chosen for col, _ in m.session_columns]
     if removal:
-        fields += [pa.field(col, pa.list_(pa.float64())) for col in REMOVAL_COLUMNS.values()]
+        fields += [pa.field(col, pa.list_(pa.float64())) for col in REMOVAL_EVENT_COLUMNS.values()]
+        fields += [pa.field(col, pa.list_(pa.list_(pa.float64()))) for col in REMOVAL_MEMBER_COLUMNS.values()]
     fields += [pa.field(f"unknown_{f}", pa.int64()) for f in vocab_fields]
     return fields
 
@@ -121,7 +122,7 @@ def attribute_batches(
             max_positions=max_positions,
         )
         if removal:
-            removed = _removal_effects(batch, encoded, loaded.model, removal_sample, device, max_positions, stats)
+            removed = _removal_effects(batch, encoded, loaded.ensemble, removal_sample, device, max_positions, stats)
         if on_stats is not None:
             peak = peak_rss_mb() if peak_is_this_tasks else rss_mb()
             events = int(encoded.offsets[-1])
@@ -143,36 +144,49 @@ def attribute_batches(
             for col, _ in m.session_columns:
                 columns.append(pa.array(scores[col], pa.float64()))
         if removal:
-            for dim in REMOVAL_COLUMNS:
-                values = pa.array(removed[dim], pa.float64(), from_pandas=True)  # NaN -> null
+            for dim in REMOVAL_EVENT_COLUMNS:
+                values = pa.array(ensemble_mean(removed[dim]), pa.float64(), from_pandas=True)  # NaN -> null
                 columns.append(pa.ListArray.from_arrays(offsets, values))
+            for dim in REMOVAL_MEMBER_COLUMNS:
+                columns.append(pa.ListArray.from_arrays(offsets, _members_per_event(removed[dim])))
         for f in loaded.spec.fields:
             columns.append(pa.array(_per_session_unknown(encoded, encoded.tokens[f]), pa.int64()))
         yield pa.RecordBatch.from_arrays([*batch.columns, *columns], schema=with_fields(batch.schema, fields))
 
 
+def _members_per_event(effects: np.ndarray) -> pa.Array:
+    """(members, events) removal effects -> one list of the members' values per event; null for an event
+    with no removal effect (its session not sampled, or no key)."""
+    k, n = effects.shape
+    flat = pa.array(effects.T.ravel(), pa.float64())
+    lists = pa.FixedSizeListArray.from_arrays(flat, k).cast(pa.list_(pa.float64()))
+    missing = pa.array(np.isnan(effects[0]))
+    return pc.if_else(missing, pa.scalar(None, pa.list_(pa.float64())), lists)
+
+
 def _removal_effects(
     batch: pa.RecordBatch,
     encoded: EncodedSessions,
-    model: SessionTransformer,
+    models: list[SessionTransformer],
     fraction: float,
     device: torch.device,
     max_positions: int | None,
     stats: dict,
 ) -> dict[str, np.ndarray]:
-    """The removal effects of the batch's sampled sessions, per dimension (see attribution/removal.py)."""
+    """The removal effects of the batch's sampled sessions under each of ``models``, per dimension:
+    (members, events) arrays (see attribution/removal.py)."""
 
     selected = sampled(batch.column("session_id").to_pylist(), fraction)
     if not selected.any():  # no sampled session in this batch: nothing to encode or run
         total = int(encoded.offsets[-1])
         stats.update({"removal_sessions": 0, "removal_variants": 0, "removal_positions": 0})
-        return {dim: np.full(total, np.nan) for dim in REMOVAL_COLUMNS}
+        return {dim: np.full((len(models), total), np.nan) for dim in REMOVAL_EVENT_COLUMNS}
     keys = {
         "event_type": key_codes(batch.column("event_types")),
         "position_bin": position_codes(encoded.offsets),
         "store": key_codes(batch.column("store_ids")),
     }
-    return removal_effects(model, encoded, keys, selected, device, max_positions or 65536, stats_out=stats)
+    return removal_effects(models, encoded, keys, selected, device, max_positions or 65536, stats_out=stats)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from attribution.features import Vocabularies
-from attribution.model import ArtifactError, build_model, read_artifact
+from attribution.model import ArtifactError, build_model, read_artifact, read_members
 from attribution.spark import is_connect
 
 if TYPE_CHECKING:
@@ -45,15 +45,25 @@ class ModelPayload:
     weights: bytes
     config: dict
     vocab_json: str
+    members: tuple[bytes, ...] = ()  # the ensemble's other members (model config "members"), same order
 
     @property
     def sha256(self) -> str:
         return self.config["weights_sha256"]
 
     @staticmethod
-    def read(location: str) -> ModelPayload:
+    def read(location: str, members: bool = True) -> ModelPayload:
+        """The model directory's verified bytes; with ``members`` False, the model alone (a stage that
+        needs no removal effects ships one model, not the ensemble)."""
         weights, config, vocab = read_artifact(location)
-        return ModelPayload(weights=weights, config=config, vocab_json=vocab.to_json())
+        if not members:
+            config = {**config, "members": []}
+        return ModelPayload(
+            weights=weights,
+            config=config,
+            vocab_json=vocab.to_json(),
+            members=read_members(location, config),
+        )
 
 
 @dataclass(frozen=True)
@@ -117,12 +127,19 @@ def cached_model(payload: ModelPayload, device: torch.device) -> LoadedModel:
     """Build the model once per Python worker and device; reuse it for every later task."""
     from hashlib import sha256
 
-    key = f"{payload.sha256}@{device}"
+    key = f"{payload.sha256}+{len(payload.members)}@{device}"
     if key not in _CACHE:
-        if sha256(payload.weights).hexdigest() != payload.sha256:
+        recorded = [m["weights_sha256"] for m in payload.config.get("members") or []]
+        if (
+            sha256(payload.weights).hexdigest() != payload.sha256
+            or [sha256(m).hexdigest() for m in payload.members] != recorded
+        ):
             raise ArtifactError("the model weights shipped to the executor do not match their recorded sha256")
-        loaded = build_model(payload.weights, payload.config, Vocabularies.from_json(payload.vocab_json))
-        loaded.model.to(device)
+        loaded = build_model(
+            payload.weights, payload.config, Vocabularies.from_json(payload.vocab_json), payload.members
+        )
+        for network in loaded.ensemble:
+            network.to(device)
         _CACHE.clear()  # a new model replaces the old one: one model's memory per worker
         _CACHE[key] = loaded
     return _CACHE[key]

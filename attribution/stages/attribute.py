@@ -105,7 +105,8 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> dic
     started = time.time()
 
     model_location = model_path or locate(conf.output(conf.train.model_path), conf.train.model_version)
-    payload = ModelPayload.read(model_location)
+    # the ensemble's members only where they are used: the removal effects
+    payload = ModelPayload.read(model_location, members=a.removal_sessions > 0)
     sessions = sessions_to_score(spark, conf)
     max_length = payload.config["model"]["max_length"]
     longest, n_sessions = single_row(sessions.agg(F.max("session_length"), F.count(F.lit(1))))

@@ -108,7 +108,7 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> dic
     started = time.time()
 
     model_location = model_path or resolve(conf.output(conf.train.model_path), conf.train.model_version)
-    payload = ModelPayload.read(model_location)
+    payload = ModelPayload.read(model_location, members=False)  # faithfulness reads the model alone
     events = run_days(
         read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution"), conf.run
     )

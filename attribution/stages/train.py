@@ -62,6 +62,8 @@ def run(spark: SparkSession, conf: Config) -> dict:
         "unknown_tokens": result["unknown"],
         "vocabulary": vocab_stats,
         "funnel_excluded": conf.funnel.exclude,
+        # the ensemble's other members (train.ensemble_members): their best epoch and test metrics
+        "members": [{"best_epoch": m["best_epoch"], "test": m["test"]} for m in result["members"]],
     }
     sha = save_artifact(
         model_path,
@@ -79,6 +81,7 @@ def run(spark: SparkSession, conf: Config) -> dict:
             "sessions": {s: counts[s] for s in SPLITS},
             "positives": {s: counts[f"{s}_positive"] for s in SPLITS},
         },
+        members=[m["weights"] for m in result["members"]],
     )
     metrics["model_sha256"] = sha
     if result["best_epoch"] == len(result["history"]) and len(result["history"]) == t.epochs:
@@ -119,7 +122,9 @@ def leakage_check(spark: SparkSession, conf: Config) -> dict:
             quarantine_path=f"{sub}/quarantine",
             summary_path=f"{sub}/sessionize_summary.json",
         ),
-        train=dataclasses.replace(conf.train, shards_path=f"{sub}/train_shards", leakage_check=False),
+        train=dataclasses.replace(
+            conf.train, shards_path=f"{sub}/train_shards", leakage_check=False, ensemble_members=1
+        ),
     )
     print(
         "[train] leakage check: the same model trained with the funnel events kept (funnel.exclude=false)", flush=True
