@@ -41,6 +41,7 @@ bench: check-java $(STAMP) ## run the benchmarks (prints ratios; results in benc
 	$(PY) -m bench.bench_daily
 	$(PY) -m bench.bench_train
 	$(PY) -m bench.bench_baseline
+	$(PY) -m bench.bench_ensemble
 	$(PY) -m bench.bench_attribute
 	$(PY) -m bench.bench_removal
 	$(PY) -m bench.bench_report

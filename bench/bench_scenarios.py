@@ -12,6 +12,11 @@ prints one row; then the averages against the bars:
   >= 0.8 on every seed, against both truths the generator writes (the per-occurrence effects, and the
   planted model's own removal effects); the store table's top 5 holds >= 4 of the planted top 5 (precision@5 >= 0.8);
   the position table shows the planted decay (Spearman < 0);
+- random effects, removal: the published 95% CIs of the event types' and position bins' removal effects
+  hold the planted model's removal effect for >= 80% of keys on average, no sign error where the planted
+  effect is >= 1 pp from 0, and the mean absolute error;
+- spread (``--spread-seeds``): the planted stores across the popularity range, three of five with 30-100
+  test sessions: the store table's precision@5 (bar 0.6) and the removal scores above;
 - null: at most 10% of the published keys (event types, position bins, stores) flagged as
   distinguishable from noise on average, and the insights say first that no driver can be read.
 
@@ -106,11 +111,22 @@ def run_one(
     return row
 
 
+def _mean(df: pd.DataFrame, column: str) -> float | None:
+    """The mean of a check's values over runs (None when no run scored it)."""
+    return float(df[column].mean()) if column in df else None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="1,2,3,4,5")
     p.add_argument("--null-seeds", default="1,2,3")
+    p.add_argument(
+        "--spread-seeds",
+        default="",
+        help="comma-separated seeds of generate.effects=spread: planted stores across the popularity range",
+    )
     p.add_argument("--users", type=int, default=12000)
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "scenarios.json"), help="the summary's file")
     p.add_argument("--days", type=int, default=2)
     p.add_argument("--work", default=str(ROOT / "bench" / "results" / "scenarios"))
     p.add_argument(
@@ -126,8 +142,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     work = Path(args.work)
     rows = []
-    random_seeds, null_seeds = ([int(s) for s in arg.split(",") if s] for arg in (args.seeds, args.null_seeds))
-    for effects, seeds in (("random", random_seeds), ("none", null_seeds)):
+    random_seeds, null_seeds, spread_seeds = (
+        [int(s) for s in arg.split(",") if s] for arg in (args.seeds, args.null_seeds, args.spread_seeds)
+    )
+    for effects, seeds in (("random", random_seeds), ("none", null_seeds), ("spread", spread_seeds)):
         for seed in seeds:
             stages = "report" if args.report_only else STAGES
             rows.append(run_one(work, effects, seed, args.users, args.days, [], stages))
@@ -140,12 +158,14 @@ def main(argv=None) -> int:
             retrained.append(run_one(work, "random", seed, args.users, args.days, [], stages, seed + offset))
             print(json.dumps(retrained[-1]), flush=True)
     df = pd.DataFrame(rows)
-    rnd, null = df[df.effects == "random"], df[df.effects == "none"]
+    rnd, null, spread = df[df.effects == "random"], df[df.effects == "none"], df[df.effects == "spread"]
     summary = {
         "machine": "2 shared cores, Spark local[2] (docs/scenarios.md)",
         "users": args.users,
         "days": args.days,
-        "random": {
+        "random": None
+        if rnd.empty
+        else {
             "seeds": len(rnd),
             "event_type_effect_spearman_mean": float(rnd.event_type_effect_spearman.mean()),
             "event_type_effect_spearman_min": float(rnd.event_type_effect_spearman.min()),
@@ -158,6 +178,13 @@ def main(argv=None) -> int:
             "event_type_removal_spearman_min": float(rnd.event_type_removal_spearman.min()),
             "store_precision_at_5_mean": float(rnd.store_precision_at_5.mean()),
             "position_direction_right": int((rnd.position_direction_spearman < 0).sum()),
+            # the published removal CIs against the planted removal effects (ground_truth.py)
+            "removal_ci_coverage_event_type_mean": _mean(rnd, "removal_ci_coverage_event_type"),
+            "removal_ci_coverage_position_bin_mean": _mean(rnd, "removal_ci_coverage_position_bin"),
+            "removal_mae_pp_mean": _mean(rnd, "removal_mae_pp"),
+            "removal_sign_errors_total": int(rnd["removal_sign_errors"].sum())
+            if "removal_sign_errors" in rnd
+            else None,
         },
         "null": {
             "seeds": len(null),
@@ -166,6 +193,15 @@ def main(argv=None) -> int:
         },
         "runs": rows,
     }
+    if len(spread):
+        summary["spread"] = {
+            "seeds": len(spread),
+            "store_precision_at_5_mean": _mean(spread, "store_precision_at_5"),
+            "event_type_effect_spearman_mean": _mean(spread, "event_type_effect_spearman"),
+            "removal_ci_coverage_event_type_mean": _mean(spread, "removal_ci_coverage_event_type"),
+            "removal_ci_coverage_position_bin_mean": _mean(spread, "removal_ci_coverage_position_bin"),
+            "removal_mae_pp_mean": _mean(spread, "removal_mae_pp"),
+        }
     if retrained:
         every = pd.concat([rnd, pd.DataFrame(retrained)], ignore_index=True)
         every = every[every.get("exit", pd.Series(0, index=every.index)).fillna(0) == 0]
@@ -189,7 +225,7 @@ def main(argv=None) -> int:
             },
             "runs_retrained": retrained,
         }
-    out = ROOT / "bench" / "results" / "scenarios.json"
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=1, default=str))
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
