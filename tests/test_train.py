@@ -229,9 +229,10 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     truth = manifest["ground_truth"]
     assert truth["default_method"] == "integrated_gradients" and set(truth["checks"]) == set(methods)
     recovered = pd.read_csv(out / "report" / "ground_truth_recovery.csv")
-    # three checks per method, the removal column's for every method, the signed ones two more (their
-    # effect order against the planted effects and against the true removal effects)
-    assert len(recovered) == 4 * 4 + 2 * 2
+    # three checks per method, the removal column's and its four scores (coverage of event types and of
+    # position bins, error, signs) for every method, the signed ones two more (their effect order against
+    # the planted effects and against the true removal effects)
+    assert len(recovered) == 4 * 8 + 2 * 2
     assert set(recovered[recovered.check == "event_type_removal_spearman"].method) == set(methods)
     signed = {"grad_x_input", "integrated_gradients"}
     assert set(recovered[recovered.check == "event_type_effect_vs_removal_spearman"].method) == signed
@@ -246,6 +247,27 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     n_types = events.select("event_type").distinct().count()
     assert len(csv) == n_types and set(csv.method) == {"integrated_gradients"}
     assert (out / "report" / "attention_attribution_analysis.png").stat().st_size > 50_000
+    # the removal columns: the mean of the two members, each member's value in the event table, a CI with
+    # both parts; the coverage row recomputed here from the published CSV and the generator's truth
+    sampled = events.where("removal_effect_type is not null").select(
+        "removal_effect_type", "removal_effect_type_members"
+    )
+    pairs = sampled.toPandas()
+    assert len(pairs) > 100 and {len(m) for m in pairs.removal_effect_type_members} == {2}
+    np.testing.assert_allclose(pairs.removal_effect_type, [np.mean(m) for m in pairs.removal_effect_type_members])
+    removal = csv.dropna(subset=["removal_effect_pp"])
+    assert set(removal.removal_models) == {2} and removal.removal_model_se_pp.notna().all()
+    half = (removal.removal_ci_high_pp - removal.removal_ci_low_pp) / 2
+    assert (half > 1.959 * removal.removal_sampling_se_pp).all() and (half > 12.7 * removal.removal_model_se_pp).all()
+    planted = json.loads((tmp_path / "truth.json").read_text())["true_removal_effect_pp"]["event_type"]
+    whole = removal[removal.event_type.isin(list(planted))]
+    held = (whole.removal_ci_low_pp <= whole.event_type.map(planted)) & (
+        whole.event_type.map(planted) <= whole.removal_ci_high_pp
+    )
+    row = recovered[
+        (recovered.method == "integrated_gradients") & (recovered.check == "removal_ci_coverage_event_type")
+    ]
+    assert len(whole) >= 5 and row.value.item() == pytest.approx(held.mean()) and row.compared.item() == len(whole)
     # what a person reads: the CSV in the effect's order, and the page naming the same top driver
     assert csv.effect_log_odds.dropna().is_monotonic_decreasing and set(csv.model_status) == {"ok"}
     drivers = csv[csv.effect_verdict == "drives conversion"]
