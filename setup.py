@@ -20,6 +20,7 @@ setup(
         "safetensors>=0.4",
         "deltalake>=0.25",
         "scikit-learn>=1.4",
+        "scipy>=1.11",  # the CI quantiles (attribution/statistics.py) and rank statistics
     ],
     extras_require={
         # a Spark Connect client (spark.remote: sc://..., or spark.api.mode: connect); see docs/connect.md
