@@ -183,7 +183,9 @@ def removal_text(row: pd.Series) -> str:
 
 REMOVAL_MEANING = (
     "Removal effect = how much higher the model's P(convert) is with the key's events than with them removed, "
-    "in percentage points (95% CI), over the sessions of the removal sample that have the key."
+    "in percentage points, over the sessions of the removal sample that have the key and the ensemble's models; "
+    "its 95% CI counts another sample of sessions and, with more than one model (train.ensemble_members), "
+    "another training run."
 )
 
 
