@@ -18,6 +18,7 @@ from pathlib import Path
 from attribution.config_loader import load_config
 from attribution.spark import build_spark
 from attribution.stages import train as train_stage
+from bench.embedded import SESSIONS, ensure_sessions
 from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,15 +32,12 @@ def main() -> None:
     work = RESULTS / "baseline_run"
     common = [
         f"run.output_dir={work}",
-        f"sessions.sessions_path={ROOT / 'outputs' / 'sessions'}",
+        f"sessions.sessions_path={SESSIONS}",
         "train.leakage_check=false",
     ]
     conf = load_config(ROOT / "conf" / "local.yaml", common)
     spark = build_spark(conf.spark)
-    if not Path(conf.output(conf.sessions.sessions_path)).exists():
-        from jobs import pipeline
-
-        pipeline.main(["--conf", str(ROOT / "conf" / "local.yaml"), "--stages", "generate,sessionize"])
+    ensure_sessions(conf.output(conf.sessions.sessions_path))
     seconds: dict[str, list[float]] = {"off": [], "on": []}
     baseline_seconds: list[float] = []
     for _ in range(args.repeats):

@@ -21,6 +21,7 @@ from attribution.config_loader import load_config
 from attribution.spark import build_spark
 from attribution.stages import attribute as attribute_stage
 from attribution.stages import train as train_stage
+from bench.embedded import SESSIONS, ensure_sessions
 from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,17 +34,14 @@ def main() -> None:
     args = p.parse_args()
     work = RESULTS / "ensemble_run"
     common = [
-        f"sessions.sessions_path={ROOT / 'outputs' / 'sessions'}",
+        f"sessions.sessions_path={SESSIONS}",
         "train.leakage_check=false",
         "baseline.enabled=false",
         "attribution.delta_path=null",
     ]
     conf = load_config(ROOT / "conf" / "local.yaml", [f"run.output_dir={work}", *common])
     spark = build_spark(conf.spark)
-    if not Path(conf.output(conf.sessions.sessions_path)).exists():
-        from jobs import pipeline
-
-        pipeline.main(["--conf", str(ROOT / "conf" / "local.yaml"), "--stages", "generate,sessionize"])
+    ensure_sessions(conf.output(conf.sessions.sessions_path))
     seconds: dict[str, dict[str, float]] = {}
     for k in (1, args.members):
         c = load_config(

@@ -19,6 +19,7 @@ from attribution import train
 from attribution.config_loader import load_config
 from attribution.model import ModelSpec
 from attribution.spark import build_spark
+from bench.embedded import ensure_sessions
 from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,10 +39,7 @@ def main() -> None:
         conf = dataclasses.replace(conf, model=ModelConf())
     spark = build_spark(conf.spark)
     sessions_path = conf.output(conf.sessions.sessions_path)
-    if not Path(sessions_path).exists():
-        from jobs import pipeline
-
-        pipeline.main(["--conf", str(ROOT / "conf" / "local.yaml"), "--stages", "generate,sessionize"])
+    ensure_sessions(sessions_path)
     shards = str(RESULTS / "train_shards")
     vocab, _, counts = train.prepare_shards(spark, conf, sessions_path, shards, 2)
     spec = ModelSpec.of(conf.model, vocab, conf.session.max_length)

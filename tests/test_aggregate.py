@@ -182,13 +182,26 @@ def test_every_method_present_gets_its_rows(events):
     assert att.converted == pytest.approx(0.5) and math.isnan(att.contribution_converted)
 
 
-def test_removal_columns_by_hand(spark):
-    """One value per (session, key) whatever its event count; the mean, the independent-sessions CI, the
-    relative lift and the attributable conversions computed by hand; keys outside the sample are null."""
+def _with_event_columns(df):
+    """The event table's other columns around hand-written removal rows: the position bin, the store's
+    name (its id), two-event sessions with a fixed attribution, one run."""
     from pyspark.sql import functions as F
 
     from attribution.events import position_bin
 
+    return (
+        df.withColumn("position_bin", position_bin(F.col("event_position") + 1))
+        .withColumn("store_name", F.col("store_id"))
+        .withColumn("session_length", F.lit(2))
+        .withColumn("gradient_attribution", F.lit(0.5))
+        .withColumn("contribution", F.lit(0.1))
+        .withColumn("run_id", F.lit("r1"))
+    )
+
+
+def test_removal_columns_by_hand(spark):
+    """One value per (session, key) whatever its event count; the mean, the independent-sessions CI, the
+    relative lift and the attributable conversions computed by hand; keys outside the sample are null."""
     rows = [
         # session, label, position, type, store, prediction, removal type / position / store
         ("s1", 1, 0, "A", "x", 0.6, 0.10, 0.30, 0.05),
@@ -203,14 +216,7 @@ def test_removal_columns_by_hand(spark):
         "session_id string, label int, event_position int, event_type string, store_id string, prediction double, "
         "removal_effect_type double, removal_effect_position double, removal_effect_store double",
     )
-    events = (
-        df.withColumn("position_bin", position_bin(F.col("event_position") + 1))
-        .withColumn("store_name", F.col("store_id"))
-        .withColumn("session_length", F.lit(2))
-        .withColumn("gradient_attribution", F.lit(0.5))
-        .withColumn("contribution", F.lit(0.1))
-        .withColumn("run_id", F.lit("r1"))
-    )
+    events = _with_event_columns(df)
     removal = aggregate.removal_stats(events)
     out = {k: t.to_pandas() for k, t in aggregate.tables(aggregate.long_format(events), 1, removal=removal).items()}
     a = row_of(out["event_type"], event_type="A")
@@ -240,8 +246,6 @@ def test_removal_ci_counts_the_ensemble_members_spread_by_hand(spark):
     and a CI of sampling alone."""
     from pyspark.sql import functions as F
 
-    from attribution.events import position_bin
-
     members = {"s1": [0.10, 0.20, 0.60], "s2": [0.00, 0.10, 0.20], "s3": [0.30, 0.10, 0.50]}
     rows = []
     for s, m in members.items():
@@ -254,15 +258,7 @@ def test_removal_ci_counts_the_ensemble_members_spread_by_hand(spark):
         "removal_effect_type double, removal_effect_type_members array<double>, "
         "removal_effect_position double, removal_effect_position_members array<double>",
     )
-    events = (
-        df.withColumn("position_bin", position_bin(F.col("event_position") + 1))
-        .withColumn("store_id", F.lit(None).cast("string"))
-        .withColumn("store_name", F.col("store_id"))
-        .withColumn("session_length", F.lit(2))
-        .withColumn("gradient_attribution", F.lit(0.5))
-        .withColumn("contribution", F.lit(0.1))
-        .withColumn("run_id", F.lit("r1"))
-    )
+    events = _with_event_columns(df.withColumn("store_id", F.lit(None).cast("string")))
     removal = aggregate.removal_stats(events)
     out = aggregate.tables(aggregate.long_format(events), 1, removal=removal)["event_type"].to_pandas()
     a = row_of(out, event_type="A")
