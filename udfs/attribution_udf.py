@@ -157,7 +157,7 @@ def attribute_batches(
 def _members_per_event(effects: np.ndarray) -> pa.Array:
     """(members, events) removal effects -> one list of the members' values per event; null for an event
     with no removal effect (its session not sampled, or no key)."""
-    k, n = effects.shape
+    k = effects.shape[0]
     flat = pa.array(effects.T.ravel(), pa.float64())
     lists = pa.FixedSizeListArray.from_arrays(flat, k).cast(pa.list_(pa.float64()))
     missing = pa.array(np.isnan(effects[0]))
