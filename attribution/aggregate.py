@@ -64,15 +64,20 @@ from attribution import methods
 from attribution.schema import (
     CONTEXT_KINDS,
     EFFECT_COLUMNS,
+    FIRST_EVENT_TYPE,
     KEY_COLUMNS,
     LIFT_COLUMNS,
     OCCURRENCE,
     OCCURRENCES,
+    PAIR_COLUMN,
+    PAIR_INTERACTION_COLUMNS,
+    PAIR_TABLE,
     PREVIOUS_EVENT_TYPE,
     RECENCIES,
     RECENCY,
     REMOVAL_COLUMNS,
     REMOVAL_DIMENSIONS,
+    SECOND_EVENT_TYPE,
     START,
     STORE_EFFECT_COLUMNS,
     TABLE_KINDS,
@@ -503,13 +508,103 @@ def removal_rows(events: DataFrame) -> DataFrame | None:
     )
     any_sampled = F.col(present[0][2]).isNotNull()  # every dimension samples the same sessions
     day = F.col("session_date") if "session_date" in events.columns else F.lit(None).cast("date")
-    return (
+    rows = (
         events.where(any_sampled)
         .select("session_id", day.alias("session_date"), "prediction", F.explode(tags).alias("t"))
         .where(F.col("t").isNotNull())
         .groupBy("t.kind", "t.key", "session_id", "session_date")
         .agg(F.max("t.d").alias("d"), F.max("t.dm").alias("dm"), F.max("prediction").alias("p"))
     )
+    if PAIR_COLUMN not in events.columns:
+        return rows
+    # the pair interactions, on each sampled session's first event: one row per (scale, pair, session)
+    key = F.concat_ws(PAIR_KEY_SEPARATOR, "x.first_event_type", "x.second_event_type")
+    scales = F.array(
+        *[
+            F.struct(F.lit(kind).alias("kind"), F.col(f"x.{value}").alias("d"), F.col(f"x.{value}_members").alias("dm"))
+            for kind, value in PAIR_SCALES.items()
+        ]
+    )
+    pairs = (
+        events.where(F.col(PAIR_COLUMN).isNotNull())
+        .select("session_id", day.alias("session_date"), "prediction", F.explode(PAIR_COLUMN).alias("x"))
+        .select("session_id", "session_date", "prediction", key.alias("key"), F.explode(scales).alias("t"))
+        .select("t.kind", "key", "session_id", "session_date", "t.d", "t.dm", F.col("prediction").alias("p"))
+    )
+    return rows.unionByName(pairs)
+
+
+# the pair table's two scales: the kind of their rows in the removal statistics -> the struct's value
+PAIR_SCALES = {"pair": "interaction", "pair_log_odds": "interaction_log_odds"}
+PAIR_KEY_SEPARATOR = "\t"  # between the two event types of a pair's key in the removal statistics
+# the pair verdicts: the log-odds interaction's CI below 0, above 0, or across it
+WORK_TOGETHER, STAND_IN, PAIR_NOISE = (
+    "work together",
+    "stand in for each other",
+    "indistinguishable from noise",
+)
+
+
+def pair_table(removal: pa.Table | None, min_sessions: int = 1) -> pa.Table:
+    """The pair table (``attribution.schema.PAIR_TABLE``) from :func:`removal_stats`' pair rows: per
+    ordered pair (a, b) seen in at least ``min_sessions`` sampled sessions, the mean over those sessions
+    of the interaction R(a and b) - R(a) - R(b), on the logit and in percentage points, each with the
+    two-part CI of the removal effects (session sampling and the ensemble's spread). The verdict reads
+    the logit: ``work together`` (CI below 0: removing both costs less than the two removals apart, so
+    each one's effect depends on the other), ``stand in for each other`` (CI above 0: either one alone
+    keeps most of the effect), or indistinguishable from noise. Ranked by |interaction_log_odds|."""
+    columns: dict[str, list] = {c: [] for c in ("rank", *PAIR_TABLE.keys, *PAIR_INTERACTION_COLUMNS)}
+    if removal is not None and removal.num_rows:
+        by_kind = {
+            kind: removal.filter(pc.equal(removal["kind"], kind)).to_pandas().set_index("key") for kind in PAIR_SCALES
+        }
+        lo, pp = by_kind["pair_log_odds"], by_kind["pair"].reindex(by_kind["pair_log_odds"].index)
+        lo = lo[lo["n"] >= min_sessions]
+        pp = pp.reindex(lo.index)
+        scaled = {}
+        for name, frame in (("lo", lo), ("pp", pp)):
+            n = frame["n"].to_numpy(float)
+            mean = frame["mean"].to_numpy(float)
+            se = np.sqrt(frame["var"].to_numpy(float) / n)
+            models = frame["models"].to_numpy(float) if "models" in frame else np.ones(len(frame))
+            models = np.where(np.isfinite(models), models, 1.0)
+            model_var = frame["model_var"].to_numpy(float) if "model_var" in frame else np.full(len(frame), np.nan)
+            model_se = np.where(models > 1, np.sqrt(model_var / models), np.nan)
+            low, high = two_part_ci(mean, se, model_se, models)
+            scaled[name] = (mean, low, high, se, model_se, models, n)
+        mean, low, high, se, model_se, models, n = scaled["lo"]
+        verdict = np.where(high < 0, WORK_TOGETHER, np.where(low > 0, STAND_IN, PAIR_NOISE))
+        firsts, seconds = zip(*(k.split(PAIR_KEY_SEPARATOR, 1) for k in lo.index), strict=True) if len(lo) else ((), ())
+        order = sorted(range(len(lo)), key=lambda i: (-abs(mean[i]), firsts[i], seconds[i]))
+        pmean, plow, phigh = (100 * v for v in scaled["pp"][:3])
+        for rank, i in enumerate(order, start=1):
+            values = {
+                "rank": rank,
+                FIRST_EVENT_TYPE: firsts[i],
+                SECOND_EVENT_TYPE: seconds[i],
+                "interaction_log_odds": mean[i],
+                "interaction_ci_low": low[i],
+                "interaction_ci_high": high[i],
+                "interaction_sampling_se": se[i],
+                "interaction_model_se": model_se[i],
+                "interaction_verdict": str(verdict[i]),
+                "interaction_pp": pmean[i],
+                "interaction_ci_low_pp": plow[i],
+                "interaction_ci_high_pp": phigh[i],
+                "sessions": int(n[i]),
+                "interaction_models": int(models[i]),
+            }
+            for c, v in values.items():
+                columns[c].append(None if isinstance(v, float) and not np.isfinite(v) else v)
+    types = {
+        "rank": pa.int32(),
+        FIRST_EVENT_TYPE: pa.string(),
+        SECOND_EVENT_TYPE: pa.string(),
+        "interaction_verdict": pa.string(),
+        "sessions": pa.int64(),
+        "interaction_models": pa.int64(),
+    }
+    return pa.table({c: pa.array(v, types.get(c, pa.float64())) for c, v in columns.items()})
 
 
 def removal_from(rows: DataFrame) -> pa.Table:
@@ -721,4 +816,6 @@ def tables(
     if stats is None:
         assert long is not None, "the tables come from the long format or from collected statistics"
         stats = lift_stats(long, kinds, max_position).toArrow()
-    return {kind: finish(stats, kind, min_events, min_sessions, removal, context_min_sessions) for kind in kinds}
+    out = {kind: finish(stats, kind, min_events, min_sessions, removal, context_min_sessions) for kind in kinds}
+    out[PAIR_TABLE.name] = pair_table(removal, context_min_sessions)
+    return out

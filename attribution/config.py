@@ -452,6 +452,10 @@ class AttributionConf:
     # pass without that key's events (attribution/removal.py). A count, not a share, so the cost is bounded
     # whatever the day's volume. 0 turns them off; the report's removal columns are then null.
     removal_sessions: int = 2000
+    # The pair table (event_pair_attribution_no_funnel): in the same sessions, the interaction of this many
+    # ordered pairs of event types (an a before a b), those seen in most attributed sessions; one forward
+    # pass more per session and pair of types present. 0 turns the pair table off.
+    removal_pairs: int = 10
     threads_per_task: Optional[int] = None  # CPU executors: torch threads per task (None: spark.task.cpus)
     output_path: str = "gradient_attribution_no_funnel"  # the event-level table, parquet by session_date
     # The same table published as Delta (partitioned by run_id, one commit per run; null: not published)
@@ -476,6 +480,8 @@ class AttributionConf:
             raise ConfigError("attribution.batch_size, max_batch_positions and ig_steps: must be >= 1")
         if self.removal_sessions < 0:
             raise ConfigError(f"attribution.removal_sessions: {self.removal_sessions} must be >= 0 (0 turns them off)")
+        if self.removal_pairs < 0:
+            raise ConfigError(f"attribution.removal_pairs: {self.removal_pairs} must be >= 0 (0 turns the pairs off)")
         _one_of("attribution.ig_baseline", self.ig_baseline, IG_BASELINES)
         if self.threads_per_task is not None and self.threads_per_task < 1:
             raise ConfigError("attribution.threads_per_task: must be >= 1 or null")

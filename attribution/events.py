@@ -15,6 +15,7 @@ from attribution.schema import (
     EVENT_TABLE_FIELDS,
     FIELDS,
     ORIGINAL_EVENT_COLUMNS,
+    PAIR_COLUMN,
     POSITION_BIN_UPPER,
     POSITION_BINS,
     REMOVAL_EVENT_COLUMNS,
@@ -37,7 +38,7 @@ def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
     """Explode scored sessions into the event-level table (columns in the original analysis's order first): per
     event, every registered method's score arrays present in ``scored`` and the removal effects of the
     event's type, position bin and store in its session (attribution/removal.py): the ensemble's mean and
-    each member's value."""
+    each member's value; on a session's first event (``event_position`` 0), its pair interactions."""
     registered = methods.present(scored.columns)
     per_event = [
         *(c for m in registered for c in m.event_columns),
@@ -48,6 +49,8 @@ def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
     scores = [c for c in per_event if c in scored.columns]
     arrays = {**EVENT_COLUMNS, **{c: c for c in scores}}
     zipped = F.arrays_zip(*[F.col(src).alias(dst) for dst, src in arrays.items()])
+    # the pair interactions are per session: on its first event only
+    pairs = [PAIR_COLUMN] if PAIR_COLUMN in scored.columns else []
     exploded = scored.select(
         "session_id",
         "label",
@@ -55,6 +58,7 @@ def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
         "session_date",
         "prediction",
         *[c for c in per_session if c in scored.columns],
+        *pairs,
         F.posexplode(zipped).alias("event_position", "e"),
     )
     extra = [
@@ -64,6 +68,7 @@ def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
         *methods.event_columns(),
         *REMOVAL_EVENT_COLUMNS.values(),
         *REMOVAL_MEMBER_COLUMNS.values(),
+        PAIR_COLUMN,
         "session_length",
         "position_bin",
         "event_ts",
@@ -75,6 +80,7 @@ def event_table(scored: DataFrame, run_id: str, model_sha256: str) -> DataFrame:
         exploded.select("*", *[F.col(f"e.{name}").alias(name) for name in arrays])
         .drop("e")
         .withColumn("position_bin", position_bin(F.col("event_position") + 1))
+        .withColumns({c: F.when(F.col("event_position") == 0, F.col(c)) for c in pairs})
         .withColumn("run_id", F.lit(run_id))
         .withColumn("model_sha256", F.lit(model_sha256))
     )

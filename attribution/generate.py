@@ -28,12 +28,16 @@ import pandas as pd
 
 from attribution import scenarios
 from attribution.config import Config
-from attribution.scenarios import random_effects, spread_effects
+from attribution.scenarios import OrderEffects, ordered_effects, random_effects, spread_effects
 from attribution.schema import (
     DEFAULT_CONVERSION_EVENTS,
     DEFAULT_FUNNEL_EVENTS,
+    OCCURRENCE,
+    OCCURRENCES,
     POSITION_BIN_UPPER,
     POSITION_BINS,
+    RECENCIES,
+    RECENCY,
     position_bin_bounds,
 )
 
@@ -236,6 +240,7 @@ class GenParams:
     scenario: str = "embedded"  # attribution.scenarios.SCENARIOS
     event_effects: tuple[float, ...] = ()  # per browse event code
     store_effect_values: tuple[float, ...] = ()  # per store index
+    order: OrderEffects | None = None  # generate.effects=ordered: the effects that are not additive
 
     @property
     def n_user_blocks(self) -> int:
@@ -253,7 +258,7 @@ def params_from(conf: Config) -> GenParams:
     start = dt.datetime.combine(
         dt.date.fromisoformat(g.start_date), dt.time(0), zoneinfo.ZoneInfo(conf.input.time_zone)
     )
-    events, stores = effects_of(g.effects, conf.run.seed, g.n_stores)
+    events, stores, order = effects_of(g.effects, conf.run.seed, g.n_stores)
     return GenParams(
         seed=conf.run.seed,
         n_users=g.n_users,
@@ -269,19 +274,55 @@ def params_from(conf: Config) -> GenParams:
         scenario=g.scenario,
         event_effects=tuple(float(v) for v in events),
         store_effect_values=tuple(float(v) for v in stores),
+        order=order,
     )
 
 
-def effects_of(kind: str, seed: int, n_stores: int) -> tuple[np.ndarray, np.ndarray]:
-    """(planted effect per browse event code, per store index) for ``generate.effects``."""
+# generate.effects=ordered: the occurrence effect goes on a step people repeat now and then, the last-step
+# effect on one sessions often end on (attribution/scenarios.py, ordered_effects)
+OCCURRENCE_CANDIDATES = (HOME, SEARCH, TAB, PROMO)
+LAST_CANDIDATES = (HOME, VIEW, PAGE, FOREGROUND)
+
+
+def effects_of(kind: str, seed: int, n_stores: int) -> tuple[np.ndarray, np.ndarray, OrderEffects | None]:
+    """(planted effect per browse event code, per store index, the order effects or None) for
+    ``generate.effects``."""
 
     if kind == "random":
-        return random_effects(seed, N_BROWSE, n_stores, zero=(ERROR,))
+        return (*random_effects(seed, N_BROWSE, n_stores, zero=(ERROR,)), None)
     if kind == "spread":
-        return spread_effects(seed, N_BROWSE, n_stores, zero=(ERROR,))
+        return (*spread_effects(seed, N_BROWSE, n_stores, zero=(ERROR,)), None)
+    if kind == "ordered":
+        shares = pair_session_shares(n_stores)
+        return ordered_effects(seed, N_BROWSE, n_stores, shares, OCCURRENCE_CANDIDATES, LAST_CANDIDATES, zero=(ERROR,))
     if kind == "none":
-        return np.zeros(N_BROWSE), np.zeros(n_stores)
-    return np.array([EVENT_EFFECTS[e] for e in BROWSE_EVENTS]), store_effects(n_stores)
+        return np.zeros(N_BROWSE), np.zeros(n_stores), None
+    return np.array([EVENT_EFFECTS[e] for e in BROWSE_EVENTS]), store_effects(n_stores), None
+
+
+def ordered_pairs(ev: np.ndarray) -> np.ndarray:
+    """(n, types, types) booleans: whether session i of ``ev`` (n, L) browse codes, -1 padded, has an event
+    of type a before one of type b (a != b); error events are not model input and count for neither."""
+    n, length = ev.shape
+    positions = np.arange(length)[None, :]
+    first = np.full((n, N_BROWSE), length, dtype=np.int64)
+    last = np.full((n, N_BROWSE), -1, dtype=np.int64)
+    for code in range(N_BROWSE):
+        if code == ERROR:
+            continue
+        at = ev == code
+        first[:, code] = np.where(at, positions, length).min(axis=1)
+        last[:, code] = np.where(at, positions, -1).max(axis=1)
+    out = first[:, :, None] < last[:, None, :]
+    out[:, np.arange(N_BROWSE), np.arange(N_BROWSE)] = False
+    return out
+
+
+def pair_session_shares(n_stores: int, n: int = 4000) -> np.ndarray:
+    """(types, types): the share of browse sessions with an event of type a before one of type b, over
+    ``n`` sessions drawn by the behaviour model (the same whatever the seed: the behaviour is fixed)."""
+    _, ev, *_ = _browse_sessions(np.random.default_rng(20_261_203), n_stores, n)
+    return ordered_pairs(ev).mean(axis=0)
 
 
 def _store_popularity(n_stores: int) -> np.ndarray:
@@ -297,7 +338,7 @@ def _choice_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
 
 
 def _browse_sessions(
-    rng: np.random.Generator, p: GenParams, n: int
+    rng: np.random.Generator, n_stores: int, n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Browse part of ``n`` sessions as padded (n, L) arrays; -1 marks padding."""
     lengths = np.maximum(1, np.floor(rng.lognormal(2.2, 0.9, n))).astype(np.int64)
@@ -308,7 +349,7 @@ def _browse_sessions(
     feat = np.full((n, L), -1, dtype=np.int64)  # index into CARD_FEATURES, len() = Core Search
     rank = np.full((n, L), -1, dtype=np.int64)
     gap = np.zeros((n, L))
-    popularity = _store_popularity(p.n_stores)
+    popularity = _store_popularity(n_stores)
     cur = _choice_rows(rng, np.broadcast_to(INITIAL, (n, N_BROWSE)))
     cur_store = np.full(n, -1, dtype=np.int64)
     cur_feat = np.full(n, -1, dtype=np.int64)
@@ -318,7 +359,7 @@ def _browse_sessions(
         if t > 0:
             nxt = _choice_rows(rng, TRANSITIONS[prev])
             cur = np.where(alive, nxt, -1)
-        new_store = rng.choice(p.n_stores, size=n, p=popularity)
+        new_store = rng.choice(n_stores, size=n, p=popularity)
         new_feat = rng.integers(0, len(CARD_FEATURES), size=n)
         # Which store an event is about: clicks mostly on the card just seen, page loads on what was clicked.
         inherit = np.zeros(n, dtype=bool)
@@ -349,46 +390,151 @@ def _browse_sessions(
 
 
 def _planted_logit(p: GenParams, lengths: np.ndarray, ev: np.ndarray, store: np.ndarray) -> np.ndarray:
-    n, L = ev.shape
+    return p.base_logit + event_contributions(p, ev, store).sum(axis=1)
+
+
+def event_contributions(p: GenParams, ev: np.ndarray, store: np.ndarray) -> np.ndarray:
+    """(n, L): what each event adds to its session's planted logit: its type's effect and its store's
+    (click-like events) times its position weight, plus the order effects
+    (:class:`attribution.scenarios.OrderEffects`) at the event that carries them: the occurrence effect at
+    each event of the occurrence type, the last-step effect at the session's last model-input event, and
+    the pair effect at the first event of the pair's second type after an event of its first type. The
+    session's logit is ``base_logit`` plus their sum. ``ev`` (n, L) browse codes, -1 padded (padding may
+    sit anywhere: a session with events removed)."""
+    n, length = ev.shape
     eff_by_event = np.asarray(p.event_effects, float)
     s_eff = np.asarray(p.store_effect_values, float)
-    pos_w = position_weight_for(np.arange(1, L + 1))[None, :]
+    pos_w = position_weight_for(np.arange(1, length + 1))[None, :]
     valid = ev >= 0
     contrib = np.where(valid, eff_by_event[np.maximum(ev, 0)], 0.0) * pos_w
     clicklike = np.isin(ev, CLICKLIKE) & (store >= 0)
     contrib += np.where(clicklike, s_eff[np.maximum(store, 0)], 0.0) * pos_w
-    return p.base_logit + contrib.sum(axis=1)
+    if p.order is None:
+        return contrib
+    o = p.order
+    positions = np.arange(length)[None, :]
+    rows = np.arange(n)
+    first_a = np.where(ev == o.pair_first, positions, length).min(axis=1)
+    after_a = (ev == o.pair_second) & (positions > first_a[:, None])
+    completes = np.where(after_a, positions, length).min(axis=1)  # the first b after the first a
+    paired = completes < length
+    contrib[rows[paired], completes[paired]] += o.pair_effect
+    is_c = ev == o.occurrence_type
+    nth = np.cumsum(is_c, axis=1)
+    contrib += np.where(is_c, np.where(nth == 1, o.first_effect, o.repeat_effect), 0.0)
+    model_input = valid & (ev != ERROR)
+    last = np.where(model_input, positions, -1).max(axis=1)
+    ends_on = (last >= 0) & (ev[rows, np.maximum(last, 0)] == o.last_type)
+    contrib[rows[ends_on], last[ends_on]] += o.last_effect
+    return contrib
 
 
-def true_removal_effects(p: GenParams, n: int = 20000) -> dict[str, dict[str, float]]:
+def true_context_effects(p: GenParams, n: int = 20000) -> dict[str, dict[str, dict[str, float]]]:
+    """The planted per-event contributions (:func:`event_contributions`, log-odds) averaged per event type
+    and context, over ``n`` browse sessions drawn as the generator draws them: ``occurrence`` (the event's
+    occurrence of its type: 1st, 2nd, 3rd+) and ``recency`` (last, 2-3 from the end, earlier, counted
+    over the model-input events), as the context tables of attribution/aggregate.py cut them. By browse
+    event code; error events are left out."""
+    rng = np.random.default_rng([p.seed, 20_261_204])
+    _, ev, store, *_ = _browse_sessions(rng, p.n_stores, n)
+    contrib = event_contributions(p, ev, store)
+    model_input = (ev >= 0) & (ev != ERROR)
+    after = np.cumsum(model_input[:, ::-1], axis=1)[:, ::-1] - model_input  # model-input events after each
+    nth = np.zeros_like(ev)
+    for code in range(N_BROWSE):
+        nth += np.where(ev == code, np.cumsum(ev == code, axis=1), 0)
+    contexts = {
+        OCCURRENCE: (np.minimum(nth, 3) - 1, OCCURRENCES),
+        RECENCY: (np.where(after == 0, 0, np.where(after <= 2, 1, 2)), RECENCIES),
+    }
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for name, (index, labels) in contexts.items():
+        out[name] = {}
+        for code in range(N_BROWSE):
+            if code == ERROR:
+                continue
+            at = model_input & (ev == code)
+            cells = {label: at & (index == i) for i, label in enumerate(labels)}
+            out[name][str(code)] = {label: float(contrib[c].mean()) for label, c in cells.items() if c.any()}
+    return out
+
+
+def true_removal_effects(p: GenParams, n: int = 20000, pairs: int = 20, chunk: int = 2000) -> dict:
     """The planted model's own removal effects, in percentage points: over ``n`` browse sessions drawn as
     the generator draws them, the mean of P(convert) minus P(convert) with every event of the key removed
     and the gap closed (the remaining events in order at positions 1, 2, ..., as the attribution's
     removal does, attribution/removal.py), over the sessions that have the key; the same noise draw on
     both sides. Per event type (by browse event code) and per position bin. Error events are left out:
-    the pipeline's rules drop them, so no model sees them."""
+    the pipeline's rules drop them, so no model sees them.
+
+    ``pair``: for the ``pairs`` ordered pairs of event types (a, b) with an a before a b in most sessions,
+    the interaction removal effect over those sessions, R(a and b) - R(a) - R(b), in percentage points
+    and on the logit: ``[first code, second code, share of sessions, interaction pp, interaction
+    log-odds]``. On the logit an additive model has none but what closing the gap does to the position
+    weights; in percentage points the S-curve of P(convert) adds its own.
+
+    Sessions are evaluated ``chunk`` at a time, shortest first, each chunk as wide as its longest."""
     rng = np.random.default_rng([p.seed, 20_251_202])
-    lengths, ev, store, *_ = _browse_sessions(rng, p, n)
-    noise = rng.normal(0.0, p.noise_sd, n)
-    p_full = 1.0 / (1.0 + np.exp(-(_planted_logit(p, lengths, ev, store) + noise)))
-
-    def effect(removed: np.ndarray) -> float:
-        has = (removed & (ev >= 0)).any(axis=1)
-        if not has.any():
-            return float("nan")
-        kept = ~removed & (ev >= 0)
-        order = np.argsort(~kept, axis=1, kind="stable")  # the kept events first, in order: the gap closed
-        closed_ev = np.take_along_axis(np.where(kept, ev, -1), order, axis=1)
-        closed_store = np.take_along_axis(np.where(kept, store, -1), order, axis=1)
-        logit = _planted_logit(p, kept.sum(axis=1), closed_ev, closed_store) + noise
-        return float(100 * np.mean(p_full[has] - 1.0 / (1.0 + np.exp(-logit[has]))))
-
-    positions = np.arange(1, ev.shape[1] + 1)[None, :]
+    lengths, ev_all, store_all, *_ = _browse_sessions(rng, p.n_stores, n)
+    noise_all = rng.normal(0.0, p.noise_sd, n)
+    types = [code for code in range(N_BROWSE) if code != ERROR]
     bins = {b: (lo, hi if hi is not None else 10**9) for b, (lo, hi) in position_bin_bounds().items()}
+    shares = ordered_pairs(ev_all).mean(axis=0)
+    ranked = np.argsort(-shares, axis=None, kind="stable")
+    firsts, seconds = np.unravel_index(ranked, shares.shape)
+    chosen = [(int(a), int(b)) for a, b in zip(firsts, seconds, strict=True) if a != b and ERROR not in (a, b)][:pairs]
+    # per key: the sessions' P(convert) drop and whether they have the key, filled chunk by chunk
+    keys: list[tuple[str, int | str]] = [*(("t", c) for c in types), *(("b", b) for b in bins)]
+    drop = {k: np.full(n, np.nan) for k in keys}
+    inter_pp = {pair: np.full(n, np.nan) for pair in chosen}
+    inter_lo = {pair: np.full(n, np.nan) for pair in chosen}
+    by_length = np.argsort(lengths, kind="stable")
+    for start in range(0, n, chunk):
+        rows = by_length[start : start + chunk]
+        width = int(lengths[rows].max())
+        ev, store, noise = ev_all[rows, :width], store_all[rows, :width], noise_all[rows]
+        full = _planted_logit(p, lengths[rows], ev, store)
+
+        def without(removed: np.ndarray, ev: np.ndarray = ev, store: np.ndarray = store) -> np.ndarray:
+            """Each session's planted logit (no noise) with the ``removed`` events gone, the gap closed."""
+            kept = ~removed & (ev >= 0)
+            order = np.argsort(~kept, axis=1, kind="stable")  # the kept events first, in order
+            closed_ev = np.take_along_axis(np.where(kept, ev, -1), order, axis=1)
+            closed_store = np.take_along_axis(np.where(kept, store, -1), order, axis=1)
+            return _planted_logit(p, kept.sum(axis=1), closed_ev, closed_store)
+
+        positions = np.arange(1, width + 1)[None, :]
+        masks: dict[tuple[str, int | str], np.ndarray] = {("t", c): ev == c for c in types}
+        masks.update({("b", b): (positions >= lo) & (positions <= hi) & (ev >= 0) for b, (lo, hi) in bins.items()})
+        alone = {}
+        for key, removed in masks.items():
+            alone[key] = without(removed)
+            has = removed.any(axis=1)
+            drop[key][rows[has]] = _sigmoid(full[has] + noise[has]) - _sigmoid(alone[key][has] + noise[has])
+        has_pair = ordered_pairs(ev)
+        for a, b in chosen:
+            at = has_pair[:, a, b]
+            if not at.any():
+                continue
+            la, lb, lf = alone[("t", a)][at], alone[("t", b)][at], full[at]
+            lab = without((ev == a) | (ev == b))[at]
+            z = noise[at]
+            pp = _sigmoid(la + z) + _sigmoid(lb + z) - _sigmoid(lf + z) - _sigmoid(lab + z)
+            inter_pp[(a, b)][rows[at]] = pp
+            inter_lo[(a, b)][rows[at]] = la + lb - lf - lab
+
+    def mean(values: np.ndarray) -> float:
+        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
     return {
-        "event_type": {str(code): effect(ev == code) for code in range(N_BROWSE) if code != ERROR},
-        "position_bin": {b: effect((positions >= lo) & (positions <= hi)) for b, (lo, hi) in bins.items()},
+        "event_type": {str(c): 100 * mean(drop[("t", c)]) for c in types},
+        "position_bin": {b: 100 * mean(drop[("b", b)]) for b in bins},
+        "pair": [[a, b, float(shares[a, b]), 100 * mean(inter_pp[(a, b)]), mean(inter_lo[(a, b)])] for a, b in chosen],
     }
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _tail_segments(rng: np.random.Generator, converted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -440,7 +586,7 @@ def _user_block(rng: np.random.Generator, p: GenParams, block: int) -> dict[str,
     dev_probs = np.array([[0.7, 0.2, 0.1]]) * (np.arange(3)[None, :] < n_devices[s_user][:, None])
     s_dev = _choice_rows(rng, dev_probs)
 
-    lengths, ev, store, feat, rank, gap = _browse_sessions(rng, p, n)
+    lengths, ev, store, feat, rank, gap = _browse_sessions(rng, p.n_stores, n)
     logit = _planted_logit(p, lengths, ev, store) + rng.normal(0.0, p.noise_sd, n)
     converted = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
     t_ev, t_gap = _tail_segments(rng, converted)
@@ -569,13 +715,14 @@ def ground_truth(conf: Config) -> dict:
 
     g = conf.generate
     stores = store_table(g.n_stores)
-    events, eff = effects_of(g.effects, conf.run.seed, g.n_stores)
+    events, eff, order = effects_of(g.effects, conf.run.seed, g.n_stores)
     scenario = scenarios.get(g.scenario)
     browse = scenario.event_names(BROWSE_EVENTS)
-    removal = true_removal_effects(params_from(conf))
-    return {
+    params = params_from(conf)
+    removal = true_removal_effects(params)
+    truth = {
         "model": "logit = base_logit + sum_i (event_effect[type_i] + store_effect[store_i]*clicklike_i)"
-        " * position_weight[bin_i] + Normal(0, noise_sd); browse events only",
+        " * position_weight[bin_i] + order_effects + Normal(0, noise_sd); browse events only",
         "scenario": g.scenario,
         "effects": g.effects,
         "base_logit": g.base_logit,
@@ -589,6 +736,18 @@ def ground_truth(conf: Config) -> dict:
             "event_type": {browse[int(k)]: v for k, v in removal["event_type"].items()},
             "position_bin": removal["position_bin"],
         },
+        # per ordered pair (first, second) in >= 1% of the sessions: the planted model's interaction
+        # removal effect R(both) - R(first) - R(second) over the sessions with first before second
+        "true_pair_interaction": [
+            {
+                "first_event_type": browse[a],
+                "second_event_type": browse[b],
+                "session_share": share,
+                "interaction_pp": pp,
+                "interaction_log_odds": lo,
+            }
+            for a, b, share, pp, lo in removal["pair"]
+        ],
         "store_effect_applies_to": [browse[i] for i in CLICKLIKE],
         "store_effects": {
             str(int(stores.store_id[i])): {
@@ -609,6 +768,28 @@ def ground_truth(conf: Config) -> dict:
         "bot_user_ids": [f"user{g.n_users + b}" for b in range(g.n_bot_users)],
         "seed": conf.run.seed,
     }
+    if order is not None:
+        # the effects that are not additive (attribution/scenarios.py OrderEffects), by event name, and
+        # the planted per-event contributions per context (true_context_effects), which the context
+        # tables estimate
+        truth["order_effects"] = {
+            "pair": {
+                "first_event_type": browse[order.pair_first],
+                "second_event_type": browse[order.pair_second],
+                "effect": order.pair_effect,
+            },
+            "occurrence": {
+                "event_type": browse[order.occurrence_type],
+                "first_effect": order.first_effect,
+                "repeat_effect": order.repeat_effect,
+            },
+            "recency": {"event_type": browse[order.last_type], "last_effect": order.last_effect},
+        }
+        contexts = true_context_effects(params)
+        truth["true_context_effect_log_odds"] = {
+            name: {browse[int(code)]: cells for code, cells in by_code.items()} for name, by_code in contexts.items()
+        }
+    return truth
 
 
 def generate_events(spark: SparkSession, conf: Config) -> DataFrame:

@@ -35,6 +35,26 @@ and the insights), per method:
   position bin order with the position table's mean |effect| per event (signed methods; the
   length-adjusted attribution for the others) should be negative.
 
+The pair and context tables, against the planted model's own pair interactions
+(``true_pair_interaction``, every scenario) and the order effects of ``generate.effects=ordered``
+(``order_effects``):
+
+- ``pairs_flagged_without_interaction``: of the pair table's pairs whose planted interaction on the logit
+  is under :data:`PAIR_NULL` in size, the share flagged (``work together`` or ``stand in for each
+  other``): journeys the table invents. The bar is 0.1.
+- ``pair_sign_errors``: flagged pairs whose planted interaction is at least :data:`PAIR_NULL` the other
+  way. The bar is none.
+- ``pair_planted_rank`` (ordered effects): the planted pair's rank in the pair table (by
+  |interaction_log_odds|), which must be at most 3 with the verdict ``work together``.
+- ``occurrence_planted_direction`` (ordered effects, signed methods): the occurrence type's first
+  occurrence counts more than its repeats: in the occurrence table its ``1st`` row's CI must lie above
+  its ``2nd`` row's; the value is the difference of their effects (the planted one: first_effect -
+  repeat_effect). A context table's level depends on the method's baseline (an integrated-gradients
+  contribution is measured from the PAD event), so the check reads the difference, not the sign.
+- ``recency_planted_direction`` (ordered effects, signed methods): the last-step type hurts as the last
+  step only: its ``last`` row's CI in the recency table must lie below its ``earlier`` row's; the value
+  is the difference of their effects (planted: last_effect).
+
 Event types labelled ``event - discovery feature`` are compared by their event name (weighted by events).
 A method with fewer than 3 event types in common with the ground truth (the ground truth of another
 dataset) gets no rows, and the report says the ground truth does not match the data.
@@ -59,6 +79,9 @@ ACCEPTANCE = 0.8  # the rank correlation the default method must reach on the em
 COVERAGE = 0.8  # the share of keys whose removal CI must hold the planted removal effect
 MAE_PP = 0.75  # the removal effects' mean absolute error (pp) must be at most this
 SIGN_PP = 1.0  # a planted removal effect this far from 0 (pp) must be published with its sign
+PAIR_NULL = 0.1  # a planted pair interaction smaller than this on the logit counts as none
+PAIR_FLAGGED = 0.1  # the share of such pairs the pair table may flag
+PAIR_RANK = 3  # the planted pair must rank this high
 
 
 def _spearman(a: ArrayLike, b: ArrayLike) -> float:
@@ -146,6 +169,10 @@ def recovery(tables: dict[str, pd.DataFrame], truth: dict, run_id: str = "") -> 
         chance = f"chance {5 / max(len(st), 1):.2f}"
         rows.append(_row(method, "store_precision_at_5", hits / 5, f">= 0.6 ({chance})", hits >= 3, len(st), detail))
 
+        rows += _pair_checks(method, tables.get("pair"), truth)
+        if signed and "order_effects" in truth:
+            rows += _context_checks(method, tables, truth["order_effects"])
+
         pos = tables["position"][tables["position"]["method"] == method].copy()
         pos["order"] = pos["position_bin"].map({b: i for i, b in enumerate(POSITION_BINS)})
         pos["magnitude"] = pos["mean_abs_effect_log_odds"] if signed else _overall(pos, "length_adjusted")
@@ -201,6 +228,94 @@ def _removal_checks(method: str, et: pd.DataFrame, positions: pd.DataFrame, trut
         mae = float(np.mean(errors))
         rows.append(_row(method, "removal_mae_pp", mae, f"<= {MAE_PP}", mae <= MAE_PP, compared))
         rows.append(_row(method, "removal_sign_errors", signs, "0", signs == 0, compared))
+    return rows
+
+
+def _pair_checks(method: str, pairs: pd.DataFrame | None, truth: dict) -> list[dict]:
+    """The pair table against the planted pair interactions (module docstring)."""
+    planted = {(p["first_event_type"], p["second_event_type"]): p for p in truth.get("true_pair_interaction", [])}
+    if pairs is None or not len(pairs) or not planted:
+        return []
+    keys = list(zip(pairs["first_event_type"], pairs["second_event_type"], strict=True))
+    true = np.array([planted[k]["interaction_log_odds"] if k in planted else np.nan for k in keys])
+    flagged = pairs["interaction_verdict"].isin(["work together", "stand in for each other"]).to_numpy()
+    estimate = pairs["interaction_log_odds"].to_numpy(float)
+    known = np.isfinite(true)
+    rows = []
+    null = known & (np.abs(true) < PAIR_NULL)
+    if null.any():
+        share = float(flagged[null].mean())
+        invented = [f"{a} → {b}" for (a, b), f, n in zip(keys, flagged, null, strict=True) if f and n]
+        rows.append(
+            _row(
+                method,
+                "pairs_flagged_without_interaction",
+                share,
+                f"<= {PAIR_FLAGGED}",
+                share <= PAIR_FLAGGED,
+                int(null.sum()),
+                "flagged: " + ", ".join(invented) if invented else "none flagged",
+            )
+        )
+    real = known & (np.abs(true) >= PAIR_NULL) & flagged
+    wrong = real & (np.sign(estimate) != np.sign(true))
+    rows.append(_row(method, "pair_sign_errors", int(wrong.sum()), "0", not wrong.any(), int(real.sum())))
+    order = truth.get("order_effects", {}).get("pair")
+    if order:
+        key = (order["first_event_type"], order["second_event_type"])
+        at = [i for i, k in enumerate(keys) if k == key]
+        rank = float(pairs["rank"].iloc[at[0]]) if at else float("nan")
+        verdict = pairs["interaction_verdict"].iloc[at[0]] if at else "not in the table"
+        rows.append(
+            _row(
+                method,
+                "pair_planted_rank",
+                rank,
+                f"<= {PAIR_RANK}, work together",
+                bool(at) and rank <= PAIR_RANK and verdict == "work together",
+                len(pairs),
+                f"{key[0]} → {key[1]}: {verdict}",
+            )
+        )
+    return rows
+
+
+def _context_checks(method: str, tables: dict[str, pd.DataFrame], order: dict) -> list[dict]:
+    """The occurrence and recency tables' rows of the planted order effects (module docstring)."""
+    rows = []
+
+    def cell(kind: str, column: str, event_type: str, context: str) -> pd.Series | None:
+        table = tables.get(kind)
+        if table is None:
+            return None
+        at = table[(table["method"] == method) & (table["event_type"] == event_type) & (table[column] == context)]
+        return at.iloc[0] if len(at) else None
+
+    for check, kind, column, (high, low), planted in (
+        ("occurrence_planted_direction", "occurrence", "occurrence", ("1st", "2nd"), order["occurrence"]),
+        ("recency_planted_direction", "recency", "recency", ("earlier", "last"), order["recency"]),
+    ):
+        event_type = planted["event_type"]
+        above, below = cell(kind, column, event_type, high), cell(kind, column, event_type, low)
+        if above is None or below is None:
+            rows.append(_row(method, check, float("nan"), "", False, 0, f"{event_type}: no {high} or {low} row"))
+            continue
+        difference = float(above["effect_log_odds"] - below["effect_log_odds"])
+        shown = "; ".join(
+            f"{name} {r['effect_log_odds']:+.3f} [{r['effect_ci_low']:+.3f}, {r['effect_ci_high']:+.3f}]"
+            for name, r in ((high, above), (low, below))
+        )
+        rows.append(
+            _row(
+                method,
+                check,
+                difference,
+                f"> 0, {high}'s CI above {low}'s",
+                bool(above["effect_ci_low"] > below["effect_ci_high"]),
+                2,
+                f"{event_type}: {shown}",
+            )
+        )
     return rows
 
 

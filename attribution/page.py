@@ -20,7 +20,15 @@ import pandas as pd
 from attribution.baseline import BEATS
 from attribution.methods import REGISTRY
 from attribution.report import DIRECTIONS, EFFECT_UNIT, is_signed
-from attribution.report_text import REMOVAL_MEANING, baseline_sentence, ranked_drivers, removal_pp, status_text
+from attribution.report_text import (
+    PAIR_MEANING,
+    REMOVAL_MEANING,
+    baseline_sentence,
+    flagged_pairs,
+    ranked_drivers,
+    removal_pp,
+    status_text,
+)
 
 PAGE = "index.html"
 
@@ -94,6 +102,7 @@ def _journeys(tables: dict[str, pd.DataFrame], method: str, n: int = 6) -> list[
         "The contexts that differ most, with a 95% CI that excludes 0 "
         "(event_type_occurrence_, event_type_context_ and event_type_recency_attribution_no_funnel.csv):</p>",
     ]
+    out += _pairs(tables.get("pair"))
     rows = _journey_rows(tables, method, n)
     if not rows:
         out.append("<p id=journeys>No context stands out: every context's effect is indistinguishable from noise.</p>")
@@ -108,6 +117,32 @@ def _journeys(tables: dict[str, pd.DataFrame], method: str, n: int = 6) -> list[
             f"over all its events ({int(r['sessions']):,} sessions)</li>"
         )
     out.append("<ul id=journeys>" + "".join(items) + "</ul>")
+    return out
+
+
+def _pairs(pairs: pd.DataFrame | None, n: int = 3) -> list[str]:
+    """The Journeys section's pairs: the strongest flagged pairs of the pair table, one sentence each."""
+    if pairs is None or not len(pairs):
+        return []
+    esc = html.escape
+    out = [
+        f"<p>Pairs of steps: for the {len(pairs)} ordered pairs seen in most sessions (A before B), the "
+        "interaction = the removal effect of removing both minus the two removal effects apart, on the "
+        "model's logit (event_pair_attribution_no_funnel.csv). Below 0, the two work together; above 0, "
+        "they stand in for each other.</p>"
+    ]
+    flagged = flagged_pairs(pairs)
+    if flagged.empty:
+        out.append("<p id=pairs>No pair interacts: every pair's interaction is indistinguishable from noise.</p>")
+        return out
+    items = [
+        f"<li><b>{esc(str(r['first_event_type']))}</b> then <b>{esc(str(r['second_event_type']))}</b> "
+        f"{esc(r['interaction_verdict'])}: {esc(PAIR_MEANING[r['interaction_verdict']])} "
+        f"({_fmt(r['interaction_log_odds'])} log-odds [{_fmt(r['interaction_ci_low'])}, "
+        f"{_fmt(r['interaction_ci_high'])}], {r['interaction_pp']:+.2f} pp; {int(r['sessions']):,} sessions)</li>"
+        for _, r in flagged.head(n).iterrows()
+    ]
+    out.append("<ul id=pairs>" + "".join(items) + "</ul>")
     return out
 
 

@@ -33,7 +33,7 @@ from attribution.errors import InputError
 from attribution.io import join, read_bytes, read_table
 from attribution.metrics import average_precision, log_loss
 from attribution.model import model_location
-from attribution.schema import TABLE_KINDS
+from attribution.schema import TABLES as TABLE_SPECS
 from attribution.statistics import roc_auc_ci
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # table name -> the original analysis's file name (CSV) / Delta and parquet directory name
-TABLES = {k.name: k.stem for k in TABLE_KINDS}
+TABLES = {name: k.stem for name, k in TABLE_SPECS.items()}
 PICTURE = "attention_attribution_analysis.png"
 
 
@@ -95,13 +95,17 @@ INSUFFICIENT_VERDICT = "indistinguishable from noise (insufficient data)"
 NO_VERDICT = {"at_chance": AT_CHANCE_VERDICT, "insufficient_data": INSUFFICIENT_VERDICT}
 
 
+VERDICT_COLUMNS = ("effect_verdict", "interaction_verdict")
+
+
 def _no_verdict(table: pa.Table, verdict: str = AT_CHANCE_VERDICT) -> pa.Table:
-    """``table`` with every effect verdict replaced by ``verdict`` (where there is one)."""
-    if "effect_verdict" not in table.column_names:
-        return table
-    column = table["effect_verdict"]
-    replaced = pc.if_else(pc.is_null(column), column, pa.scalar(verdict, pa.string()))
-    return table.set_column(table.column_names.index("effect_verdict"), "effect_verdict", replaced)
+    """``table`` with every effect or interaction verdict replaced by ``verdict`` (where there is one)."""
+    for name in VERDICT_COLUMNS:
+        if name in table.column_names:
+            column = table[name]
+            replaced = pc.if_else(pc.is_null(column), column, pa.scalar(verdict, pa.string()))
+            table = table.set_column(table.column_names.index(name), name, replaced)
+    return table
 
 
 def frames(tables: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
@@ -177,6 +181,8 @@ def stage_tables(
     def lift_table(name: str, table: pa.Table) -> tuple[list[sinks.Staged], dict[str, str]]:
         stem = TABLES[name]
         ordered = _seed_columns(name, table)
+        if "method" not in ordered.column_names:  # one row per key whatever the method (the pair table)
+            return stage_table(spark, ordered, stem, conf)
         steps: list[sinks.Step] = []
         if "csv" in conf.report.formats:
             default = ordered.filter(pc.equal(ordered["method"], conf.report.default_method))

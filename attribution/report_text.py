@@ -233,6 +233,7 @@ def key_insights(
             lines.append(
                 f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['mean_attribution']:.4f} ({_support(r, 'event_count')})"
             )
+        lines += pair_lines(tables.get("pair"), n=3)
         return "\n".join(lines)
     lines.append(f"Effect = {EFFECT_UNIT}; + pushes towards conversion, - away; 95% CIs are session-clustered.")
     if "removal_effect_pp" in et.columns and et["removal_effect_pp"].notna().any():
@@ -274,11 +275,48 @@ def key_insights(
             f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['shrunk_net_effect_log_odds']:+.4f} "
             f"(raw {_effect_text(r, 'net_effect')}; {_support(r, 'event_count')}{noise}{removal_text(r)})"
         )
+    lines += pair_lines(tables.get("pair"), n=3)
     lines.append(
         "The tables keep the seed's attribution_lift for compatibility; it compares normalized shares between "
         "converted and non-converted sessions, is confounded by session length, and does not rank them."
     )
     return "\n".join(lines)
+
+
+# what a pair verdict means, in the words the insights and the page use
+PAIR_MEANING = {
+    "work together": "each one's effect depends on the other being in the session",
+    "stand in for each other": "either one alone keeps much of what the two do",
+}
+
+
+def flagged_pairs(pairs: pd.DataFrame | None) -> pd.DataFrame:
+    """The pair table's rows with a verdict (CI on the logit excluding 0), in the table's order."""
+    if pairs is None or not len(pairs):
+        return pd.DataFrame()
+    return pairs[pairs["interaction_verdict"].isin(list(PAIR_MEANING))].sort_values("rank")
+
+
+def pair_lines(pairs: pd.DataFrame | None, n: int = 3) -> list[str]:
+    """The insights' lines on the pair table: its strongest flagged pairs, or that none is flagged."""
+    if pairs is None or not len(pairs):
+        return []
+    flagged = flagged_pairs(pairs)
+    head = (
+        f"Pairs of steps (A before B; interaction = removal effect of both - each one's, on the logit; "
+        f"{len(pairs)} most frequent pairs, event_pair_attribution_no_funnel.csv):"
+    )
+    if flagged.empty:
+        return [head, "  No pair interacts: every pair's interaction is indistinguishable from noise."]
+    lines = [head]
+    for _, r in flagged.head(n).iterrows():
+        lines.append(
+            f"  {r['first_event_type']} -> {r['second_event_type']}: {r['interaction_verdict']} "
+            f"({PAIR_MEANING[r['interaction_verdict']]}); {r['interaction_log_odds']:+.3f} log-odds "
+            f"[{r['interaction_ci_low']:+.3f}, {r['interaction_ci_high']:+.3f}], {r['interaction_pp']:+.2f} pp; "
+            f"{int(r['sessions']):,} sessions"
+        )
+    return lines
 
 
 def ground_truth_text(recovered: pd.DataFrame, method: str) -> str:

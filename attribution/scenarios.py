@@ -19,6 +19,10 @@ planted truth that the code was not tuned on.
   range: two of the five positive ones among the 20 most visited stores, three among the stores ranked
   60-220 by visits (about 30-100 test sessions each at 12,000 users over 2 days), and the two negative
   ones anywhere in the 220 most visited; each effect between 0.3 and the largest event-type effect;
+- ``ordered``: as ``random``, plus three effects that are not additive (:class:`OrderEffects`, drawn
+  from ``run.seed``): an event type that helps only after another one, an event type whose first
+  occurrence helps and whose repeats hurt, and an event type that hurts only as the session's last
+  step. What a counts model can't see, and what the context and pair tables are there to show;
 - ``none``: every effect 0 (the null scenario: conversion does not depend on the events).
 
 :func:`overrides` gives the ``--set`` values that map a generated scenario into the pipeline, the way a
@@ -39,6 +43,7 @@ EFFECTS = {
     "planted": "the embedded default's fixed effects",
     "random": "effects drawn from run.seed",
     "spread": "effects drawn from run.seed, planted stores across the popularity range",
+    "ordered": "effects drawn from run.seed, plus a pair, an occurrence and a last-step effect",
     "none": "every effect 0 (the null scenario)",
 }
 
@@ -164,6 +169,76 @@ def spread_effects(
     stores[np.r_[popular, modest]] = np.round(rng.uniform(low, largest, 5), 2)
     stores[negative] = -np.round(rng.uniform(low, largest, 2), 2)
     return events, stores
+
+
+@dataclass(frozen=True)
+class OrderEffects:
+    """The planted effects that depend on order (``generate.effects=ordered``), on browse event codes, each
+    added to the session's conversion logit without a position weight:
+
+    - **pair**: ``pair_effect`` once per session in which an event of ``pair_first`` comes before one of
+      ``pair_second`` (``pair_second`` helps only after ``pair_first``; it has no effect of its own);
+    - **occurrence**: ``first_effect`` for the first event of ``occurrence_type`` in the session and
+      ``repeat_effect`` for each later one (the first search helps, searching again is a bad sign);
+    - **recency**: ``last_effect`` when the session's last model-input event is of ``last_type`` (a
+      step that hurts only when the session ends on it)."""
+
+    pair_first: int
+    pair_second: int
+    pair_effect: float
+    occurrence_type: int
+    first_effect: float
+    repeat_effect: float
+    last_type: int
+    last_effect: float
+
+    @property
+    def types(self) -> tuple[int, ...]:
+        """The event codes the order effects are planted on."""
+        return (self.pair_first, self.pair_second, self.occurrence_type, self.last_type)
+
+
+def ordered_effects(
+    seed: int,
+    n_browse: int,
+    n_stores: int,
+    pair_sessions: np.ndarray,
+    occurrence_candidates: tuple[int, ...],
+    last_candidates: tuple[int, ...],
+    zero: tuple[int, ...] = (),
+    frequent_pairs: int = 6,
+) -> tuple[np.ndarray, np.ndarray, OrderEffects]:
+    """:func:`random_effects` plus :class:`OrderEffects` drawn from ``seed``: the occurrence type among
+    ``occurrence_candidates``, the last-step type among ``last_candidates``, and the pair among the
+    ``frequent_pairs`` ordered pairs seen in most sessions (``pair_sessions[a, b]``: the share of sessions
+    with an ``a`` before a ``b``) that involve neither, so the pair table, which evaluates the most
+    frequent pairs, has it. The three types that carry an order effect have no additive effect of their
+    own; the pair's first type keeps its drawn one."""
+    events, stores = random_effects(seed, n_browse, n_stores, zero)
+    rng = np.random.default_rng([seed, 18])
+    occurrence = int(rng.choice(occurrence_candidates))
+    last = int(rng.choice([c for c in last_candidates if c != occurrence]))
+    share = np.array(pair_sessions, dtype=float)
+    np.fill_diagonal(share, -1.0)
+    share[list(zero), :] = share[:, list(zero)] = -1.0
+    ranked = np.argsort(-share, axis=None, kind="stable")[:frequent_pairs]
+    frequent = [tuple(int(v) for v in np.unravel_index(i, share.shape)) for i in ranked]
+    allowed = [pair for pair in frequent if occurrence not in pair and last not in pair]
+    if not allowed:
+        raise ValueError("no frequent pair of event types is free of the occurrence and last-step types")
+    first, second = allowed[int(rng.integers(len(allowed)))]
+    order = OrderEffects(
+        pair_first=first,
+        pair_second=second,
+        pair_effect=float(np.round(rng.uniform(0.8, 1.2), 2)),
+        occurrence_type=occurrence,
+        first_effect=float(np.round(rng.uniform(0.6, 0.9), 2)),
+        repeat_effect=-float(np.round(rng.uniform(0.3, 0.5), 2)),
+        last_type=last,
+        last_effect=-float(np.round(rng.uniform(0.8, 1.2), 2)),
+    )
+    events[[second, occurrence, last]] = 0.0
+    return events, stores, order
 
 
 def overrides(scenario: str, data: str) -> list[str]:

@@ -8,9 +8,10 @@ the report all read the same definitions. What is here:
   and its role (a categorical the model embeds, a continuous input, the report's key, the time);
 - the position bins of the event table and the report;
 - the removal-effect columns, per dimension (event table) and per key (report tables);
-- the report's table kinds (:data:`TABLE_KINDS`): each table's keys, order, layout, file name and the
-  columns it puts first. A new table is one :class:`TableKind` here plus its computation in
-  :mod:`attribution.aggregate` (``_tagged``'s key and ``FINISH``'s layout).
+- the report's table kinds (:data:`TABLE_KINDS`, from the lift statistics, and
+  :data:`REMOVAL_TABLE_KINDS`, from the removal sample alone): each table's keys, order, layout, file name
+  and the columns it puts first. A new table is one :class:`TableKind` here plus its computation in
+  :mod:`attribution.aggregate` (``_tagged``'s key and ``LAYOUTS``' layout).
 """
 
 from __future__ import annotations
@@ -124,6 +125,19 @@ REMOVAL_DIMENSIONS = (
 REMOVAL_EVENT_COLUMNS = {d.name: d.column for d in REMOVAL_DIMENSIONS}
 # dimension -> the event table's per-event removal effect under each ensemble member (an array)
 REMOVAL_MEMBER_COLUMNS = {d.name: f"{d.column}_members" for d in REMOVAL_DIMENSIONS}
+# the event table's per-session pair interactions (on each session's first event; attribution/removal.py):
+# a list of structs, one per evaluated ordered pair present in the session
+PAIR_COLUMN = "removal_pair_interactions"
+FIRST_EVENT_TYPE = "first_event_type"
+SECOND_EVENT_TYPE = "second_event_type"
+PAIR_FIELDS = (
+    (FIRST_EVENT_TYPE, "string"),
+    (SECOND_EVENT_TYPE, "string"),
+    ("interaction", "double"),  # R(a and b) - R(a) - R(b) in P(convert), the ensemble's mean
+    ("interaction_log_odds", "double"),  # the same on the model's logit
+    ("interaction_members", "array<double>"),  # per ensemble member
+    ("interaction_log_odds_members", "array<double>"),
+)
 # the report tables' removal columns, per key
 REMOVAL_COLUMNS = (
     "removal_effect_pp",
@@ -302,8 +316,33 @@ TABLE_KINDS = (
     _context_table("context", PREVIOUS_EVENT_TYPE, ("sessions", "descending"), (PREVIOUS_EVENT_TYPE, "ascending")),
     _context_table("recency", RECENCY, (RECENCY, RECENCIES)),
 )
-TABLES = {k.name: k for k in TABLE_KINDS}
-# every table's key columns, once each: a key column of another table is null in a table's statistics
+# The pair table: the interaction of two event types' removal effects (attribution/removal.py), per ordered
+# pair, from the removal sample alone: no method, no lift statistics. Rows by |interaction_log_odds|.
+PAIR_INTERACTION_COLUMNS = (
+    "interaction_log_odds",
+    "interaction_ci_low",
+    "interaction_ci_high",
+    "interaction_sampling_se",
+    "interaction_model_se",
+    "interaction_verdict",
+    "interaction_pp",
+    "interaction_ci_low_pp",
+    "interaction_ci_high_pp",
+    "sessions",
+    "interaction_models",
+)
+PAIR_TABLE = TableKind(
+    name="pair",
+    stem="event_pair_attribution_no_funnel",
+    keys=(FIRST_EVENT_TYPE, SECOND_EVENT_TYPE),
+    layout="pair",
+    order=(("rank", "ascending"),),
+    first=("rank", FIRST_EVENT_TYPE, SECOND_EVENT_TYPE, *PAIR_INTERACTION_COLUMNS),
+)
+# the tables computed from the removal sample alone, after the lift statistics' tables
+REMOVAL_TABLE_KINDS = (PAIR_TABLE,)
+TABLES = {k.name: k for k in (*TABLE_KINDS, *REMOVAL_TABLE_KINDS)}
+# every lift table's key columns, once each: a key column of another table is null in a table's statistics
 KEY_COLUMNS = tuple(dict.fromkeys(c for k in TABLE_KINDS for c in k.keys))
 GROUND_TRUTH_TABLE = "ground_truth_recovery"
 MODEL_COMPARISON_TABLE = "model_comparison"

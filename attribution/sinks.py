@@ -243,7 +243,9 @@ def write_csv_single_file(df: DataFrame, location: str) -> None:
     """A large Spark DataFrame as one CSV file, written by one executor task (never collected to the
     driver): Spark writes a temporary directory, its one part file is then renamed to ``location``."""
     tmp = f"{location}.tmp-{uuid.uuid4().hex[:8]}"
-    df.coalesce(1).write.mode("overwrite").option("header", "true").csv(tmp)
+    # a quote inside a value is doubled (RFC 4180), as pandas, spreadsheets and warehouses read it, not
+    # backslash-escaped (Spark's default)
+    df.coalesce(1).write.mode("overwrite").option("header", "true").option("escape", '"').csv(tmp)
     filesystem, tmp_path = uri_filesystem(tmp)
     _, target = uri_filesystem(location)
     if filesystem is None:

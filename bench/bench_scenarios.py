@@ -3,6 +3,7 @@ family (another app's event and column names, CSV with epoch-ms times, no stores
 config alone) with effects drawn from each seed, and on the null scenario (every effect 0).
 
     python -m bench.bench_scenarios [--seeds 1,2,3,4,5] [--null-seeds 1,2,3] [--users 12000]
+                                    [--spread-seeds 1,2,3,4,5] [--ordered-seeds 1,2,3,4,5]
                                     [--train-seeds 100,200]
 
 For each run it reads the published tables and ``ground_truth_recovery.csv`` (which scores them) and
@@ -17,6 +18,12 @@ prints one row; then the averages against the bars:
   effect is >= 1 pp from 0, and the mean absolute error;
 - spread (``--spread-seeds``): the planted stores across the popularity range, three of five with 30-100
   test sessions: the store table's precision@5 (bar 0.6) and the removal scores above;
+- ordered (``--ordered-seeds``): effects that depend on order (a pair, a first occurrence, a last step):
+  the planted pair in the pair table's top 3 with the verdict "work together", the occurrence and
+  last-step rows of the context tables in the planted direction with CIs excluding 0, each on >= 4 of 5
+  seeds; the transformer's test AUC above the counts baseline's (paired difference's CI above 0) on >= 4;
+- every family: at most 10% of the pairs whose planted interaction is under 0.1 log-odds flagged by the
+  pair table (no invented journeys);
 - null: at most 10% of the published keys (event types, position bins, stores) flagged as
   distinguishable from noise on average, and the insights say first that no driver can be read.
 
@@ -100,14 +107,27 @@ def run_one(
         pd.read_csv(report / "ground_truth_recovery.csv") if (report / "ground_truth_recovery.csv").exists() else None
     )
     if recovered is not None:
-        mine = recovered[recovered.method == "integrated_gradients"].set_index("check")["value"]
-        row.update({k: float(v) for k, v in mine.items()})
+        mine = recovered[recovered.method == "integrated_gradients"].set_index("check")
+        row.update({k: float(v) for k, v in mine["value"].items()})
+        # whether each planted order effect passed (its bar is more than its value)
+        row.update({f"{k}_agrees": bool(v) for k, v in mine["agrees"].items() if "planted" in k})
     flagged = total = 0
     for stem in ("event_type", "position", "store"):
         table = pd.read_csv(report / f"{stem}_attribution_no_funnel.csv")
         total += len(table)
         flagged += int(table.effect_verdict.isin(["drives conversion", "holds conversion back"]).sum())
     row["keys"], row["keys_flagged"] = total, flagged
+    pairs_csv = report / "event_pair_attribution_no_funnel.csv"
+    if pairs_csv.exists():
+        pairs = pd.read_csv(pairs_csv)
+        row["pairs"] = len(pairs)
+        row["pairs_flagged"] = int(pairs.interaction_verdict.isin(["work together", "stand in for each other"]).sum())
+    comparison_csv = report / "model_comparison.csv"
+    if comparison_csv.exists():
+        model = pd.read_csv(comparison_csv).set_index("model").loc["transformer"]
+        row["auc_difference"] = float(model.auc_difference)
+        row["auc_difference_ci_low"] = float(model.auc_difference_ci_low)
+        row["auc_difference_ci_high"] = float(model.auc_difference_ci_high)
     return row
 
 
@@ -125,6 +145,11 @@ def main(argv=None) -> int:
         default="",
         help="comma-separated seeds of generate.effects=spread: planted stores across the popularity range",
     )
+    p.add_argument(
+        "--ordered-seeds",
+        default="",
+        help="comma-separated seeds of generate.effects=ordered: a pair, an occurrence and a last-step effect",
+    )
     p.add_argument("--users", type=int, default=12000)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "scenarios.json"), help="the summary's file")
     p.add_argument("--days", type=int, default=2)
@@ -135,6 +160,11 @@ def main(argv=None) -> int:
         help="comma-separated offsets: also train each random seed's data with run.seed = seed + offset",
     )
     p.add_argument(
+        "--stages",
+        default=STAGES,
+        help="the stages each run runs (e.g. generate,attribute,report on runs already trained under --work)",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="rerun only the report stage on the runs already under --work (a change to the tables alone)",
@@ -142,12 +172,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     work = Path(args.work)
     rows = []
-    random_seeds, null_seeds, spread_seeds = (
-        [int(s) for s in arg.split(",") if s] for arg in (args.seeds, args.null_seeds, args.spread_seeds)
+    random_seeds, null_seeds, spread_seeds, ordered_seeds = (
+        [int(s) for s in arg.split(",") if s]
+        for arg in (args.seeds, args.null_seeds, args.spread_seeds, args.ordered_seeds)
     )
-    for effects, seeds in (("random", random_seeds), ("none", null_seeds), ("spread", spread_seeds)):
+    runs = (("random", random_seeds), ("none", null_seeds), ("spread", spread_seeds), ("ordered", ordered_seeds))
+    for effects, seeds in runs:
         for seed in seeds:
-            stages = "report" if args.report_only else STAGES
+            stages = "report" if args.report_only else args.stages
             rows.append(run_one(work, effects, seed, args.users, args.days, [], stages))
             print(json.dumps(rows[-1]), flush=True)
     offsets = [int(s) for s in args.train_seeds.split(",") if s]
@@ -159,6 +191,7 @@ def main(argv=None) -> int:
             print(json.dumps(retrained[-1]), flush=True)
     df = pd.DataFrame(rows)
     rnd, null, spread = df[df.effects == "random"], df[df.effects == "none"], df[df.effects == "spread"]
+    ordered = df[df.effects == "ordered"]
     summary = {
         "machine": "2 shared cores, Spark local[2] (docs/scenarios.md)",
         "users": args.users,
@@ -185,10 +218,16 @@ def main(argv=None) -> int:
             "removal_sign_errors_total": int(rnd["removal_sign_errors"].sum())
             if "removal_sign_errors" in rnd
             else None,
+            # the pair table on additive effects: pairs flagged where the planted interaction is under 0.1
+            "pairs_flagged_without_interaction_mean": _mean(rnd, "pairs_flagged_without_interaction"),
+            "pair_sign_errors_total": int(rnd["pair_sign_errors"].sum()) if "pair_sign_errors" in rnd else None,
         },
         "null": {
             "seeds": len(null),
             "keys_flagged_share_mean": float((null["keys_flagged"] / null["keys"]).mean()) if len(null) else None,
+            "pairs_flagged_share_mean": float((null["pairs_flagged"] / null["pairs"]).mean())
+            if len(null) and "pairs" in null
+            else None,
             "at_chance": int((null.model_status == "at_chance").sum()),
         },
         "runs": rows,
@@ -201,6 +240,30 @@ def main(argv=None) -> int:
             "removal_ci_coverage_event_type_mean": _mean(spread, "removal_ci_coverage_event_type"),
             "removal_ci_coverage_position_bin_mean": _mean(spread, "removal_ci_coverage_position_bin"),
             "removal_mae_pp_mean": _mean(spread, "removal_mae_pp"),
+        }
+    if len(ordered):
+        summary["ordered"] = {
+            "seeds": len(ordered),
+            # the planted pair in the pair table's top 3 with the verdict "work together"
+            "pair_planted_top3": int(
+                ordered.get("pair_planted_rank_agrees", pd.Series(dtype=bool)).fillna(False).sum()
+            ),
+            "pair_planted_ranks": [None if pd.isna(v) else int(v) for v in ordered.get("pair_planted_rank", [])],
+            # the first occurrence's CI above the second's; the last step's below the earlier ones'
+            "occurrence_direction_right": int(
+                ordered.get("occurrence_planted_direction_agrees", pd.Series(dtype=bool)).fillna(False).sum()
+            ),
+            "occurrence_differences": [float(v) for v in ordered.get("occurrence_planted_direction", [])],
+            "recency_direction_right": int(
+                ordered.get("recency_planted_direction_agrees", pd.Series(dtype=bool)).fillna(False).sum()
+            ),
+            "recency_differences": [float(v) for v in ordered.get("recency_planted_direction", [])],
+            "pairs_flagged_without_interaction_mean": _mean(ordered, "pairs_flagged_without_interaction"),
+            "pair_sign_errors_total": int(ordered["pair_sign_errors"].sum()) if "pair_sign_errors" in ordered else None,
+            # the transformer against the counts baseline: the paired AUC difference's CI above 0
+            "auc_beats_baseline": int((ordered.get("auc_difference_ci_low", pd.Series(dtype=float)) > 0).sum()),
+            "auc_difference": [float(v) for v in ordered.get("auc_difference", [])],
+            "event_type_effect_spearman_mean": _mean(ordered, "event_type_effect_spearman"),
         }
     if retrained:
         every = pd.concat([rnd, pd.DataFrame(retrained)], ignore_index=True)

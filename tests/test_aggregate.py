@@ -343,7 +343,7 @@ def test_the_context_tables_against_a_pandas_reference(spark):
         .withColumn("store_name", F.col("store_id"))
         .withColumn("attention_attribution", F.col("gradient_attribution"))
     )
-    tables = {k: t[t.method == "grad_x_input"] for k, t in tables_of(events).items()}
+    tables = {k: t[t.method == "grad_x_input"] for k, t in tables_of(events).items() if "method" in t}
     pdf = pd.DataFrame(rows, columns=[c.split()[0] for c in columns.split(", ")])
     pdf = pdf.sort_values(["session_id", "event_position"])
     nth = pdf.groupby(["session_id", "event_type"]).cumcount() + 1
@@ -376,3 +376,86 @@ def test_the_context_tables_against_a_pandas_reference(spark):
     few = tables_of(events, context_min_sessions=20)["context"]
     few = few[few.method == "grad_x_input"]
     assert len(few) == (context.sessions >= 20).sum() < len(context) and (few.sessions >= 20).all()
+
+
+def test_pair_table_by_hand(spark):
+    """Pair interactions on each session's first event, two members each: the table's mean, both SEs and
+    the two-part CI on each scale by hand, the verdict from the logit's CI (three pairs whose CIs lie
+    below 0, above 0 and across it), the rank by |interaction_log_odds|, the support floor, and nothing
+    read from a later event's copy."""
+    from pyspark.sql import functions as F
+
+    pair = "struct<first_event_type:string,second_event_type:string,interaction:double,interaction_log_odds:double,interaction_members:array<double>,interaction_log_odds_members:array<double>>"
+    # (first, second) -> per session: the two members' (probability, log-odds) interactions
+    values = {
+        ("A", "B"): [
+            [(-0.02, -0.30), (-0.04, -0.32)],
+            [(-0.03, -0.35), (-0.03, -0.37)],
+            [(-0.01, -0.40), (-0.02, -0.41)],
+        ],
+        ("B", "A"): [[(0.01, 0.20), (0.02, 0.21)], [(0.02, 0.22), (0.01, 0.21)], [(0.01, 0.21), (0.02, 0.22)]],
+        ("A", "C"): [[(0.01, 0.30), (0.00, -0.20)], [(-0.01, -0.25), (0.01, 0.20)], [(0.00, 0.05), (0.00, -0.10)]],
+        ("C", "B"): [[(0.05, 0.90), (0.05, 0.90)]],  # one session: below the floor of 2
+    }
+    sessions: dict[str, list] = {}
+    for (a, b), per_session in values.items():
+        for i, members in enumerate(per_session):
+            prob, lo = [m[0] for m in members], [m[1] for m in members]
+            entry = (a, b, float(np.mean(prob)), float(np.mean(lo)), prob, lo)
+            sessions.setdefault(f"s{i}", []).append(entry)
+    rows = []
+    for s, entries in sessions.items():
+        rows.append((s, 1, 0, "A", 0.5, 0.1, [0.1, 0.1], entries))
+        rows.append((s, 1, 1, "B", 0.5, 0.1, [0.1, 0.1], entries))  # a later event: must not count again
+    df = spark.createDataFrame(
+        rows,
+        "session_id string, label int, event_position int, event_type string, prediction double, "
+        f"removal_effect_type double, removal_effect_type_members array<double>, removal_pair_interactions array<{pair}>",
+    )
+    events = _with_event_columns(df.withColumn("store_id", F.lit(None).cast("string"))).withColumn(
+        "removal_pair_interactions",
+        F.when(F.col("event_position") == 0, F.col("removal_pair_interactions")),
+    )
+    removal = aggregate.removal_stats(events)
+    table = aggregate.pair_table(removal, min_sessions=2).to_pandas()
+    assert list(zip(table.first_event_type, table.second_event_type, strict=True)) == [
+        ("A", "B"),
+        ("B", "A"),
+        ("A", "C"),
+    ]
+    assert table["rank"].tolist() == [1, 2, 3]
+    t2 = 12.706205  # Student's t, 1 degree of freedom (two members)
+    for (a, b), verdict in (
+        (("A", "B"), aggregate.WORK_TOGETHER),
+        (("B", "A"), aggregate.STAND_IN),
+        (("A", "C"), aggregate.PAIR_NOISE),
+    ):
+        got = table[(table.first_event_type == a) & (table.second_event_type == b)].iloc[0]
+        m = np.array(values[(a, b)])  # sessions x members x (probability, log-odds)
+        for scale, column, unit in ((1, "interaction_log_odds", 1.0), (0, "interaction_pp", 100.0)):
+            per_session, per_member = m[:, :, scale].mean(axis=1), m[:, :, scale].mean(axis=0)
+            se_s = per_session.std(ddof=1) / math.sqrt(3)
+            se_m = per_member.std(ddof=1) / math.sqrt(2)
+            half = math.hypot(1.959964 * se_s, t2 * se_m)
+            suffix = "" if unit == 1.0 else "_pp"
+            assert got[column] == pytest.approx(unit * per_session.mean()), (a, b, column)
+            assert got[f"interaction_ci_low{suffix}"] == pytest.approx(unit * (per_session.mean() - half), abs=1e-5)
+            assert got[f"interaction_ci_high{suffix}"] == pytest.approx(unit * (per_session.mean() + half), abs=1e-5)
+            if unit == 1.0:
+                assert got.interaction_sampling_se == pytest.approx(se_s)
+                assert got.interaction_model_se == pytest.approx(se_m)
+        assert got.interaction_verdict == verdict, (a, b)
+        assert got.sessions == 3 and got.interaction_models == 2
+    # what a person reads: the two flagged pairs, with their verdicts, in the insights and on the page
+    from attribution import page, report_text
+
+    lines = "\n".join(report_text.pair_lines(table))
+    html = "".join(page._pairs(table))
+    for a, b, verdict in (("A", "B", aggregate.WORK_TOGETHER), ("B", "A", aggregate.STAND_IN)):
+        assert f"{a} -> {b}: {verdict}" in lines
+        assert f"<b>{a}</b> then <b>{b}</b> {verdict}" in html
+    assert "A -> C" not in lines and "<b>C</b>" not in html
+    quiet = table[table.interaction_verdict == aggregate.PAIR_NOISE]
+    assert "No pair interacts" in "\n".join(report_text.pair_lines(quiet)) and "No pair interacts" in "".join(
+        page._pairs(quiet)
+    )

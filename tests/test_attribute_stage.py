@@ -151,6 +151,32 @@ def test_default_split_is_test_and_empty_partitions_are_fine(spark, stage, tmp_p
     assert ev.select("session_id").distinct().count() == n_test
 
 
+def test_the_event_table_as_one_csv_keeps_the_members_and_pairs_as_json(spark, stage, tmp_path):
+    """attribution.csv_path: CSV holds no arrays or structs, so the ensemble members' values and the pair
+    interactions are JSON text there; every event row is in the file, its pairs on the first event."""
+    import pandas as pd
+
+    root, table, vocab, loaded = stage
+    conf = _conf(
+        root,
+        "attribution.methods=[grad_x_input]",
+        f"attribution.output_path={tmp_path}/ev",
+        f"attribution.summary_path={tmp_path}/s.json",
+        f"attribution.csv_path={tmp_path}/events.csv",
+        "attribution.delta_path=null",
+        "attribution.removal_pairs=3",
+    )
+    summary = attribute_stage.run(spark, conf)
+    csv = pd.read_csv(tmp_path / "events.csv")
+    assert len(csv) == summary["events"] and len(summary["removal_pairs"]) == 3
+    members = csv.removal_effect_type_members.dropna().map(json.loads)
+    assert len(members) and {len(m) for m in members} == {1}
+    firsts = csv[csv.event_position == 0].removal_pair_interactions.dropna().map(json.loads)
+    assert csv[csv.event_position > 0].removal_pair_interactions.isna().all()
+    found = [(e["first_event_type"], e["second_event_type"]) for entries in firsts for e in entries]
+    assert found and set(found) <= {tuple(p) for p in summary["removal_pairs"]}
+
+
 def test_event_table_positions_and_bins(spark):
     from pyspark.sql import Row
 

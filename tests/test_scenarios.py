@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -52,8 +53,92 @@ def test_the_renamed_scenario_maps_by_config_alone(tmp_path):
     # no effect at all: every session's planted logit is the base logit
     p = generate.params_from(conf)
     rng = np.random.default_rng(0)
-    lengths, ev, store, *_ = generate._browse_sessions(rng, p, 200)
+    lengths, ev, store, *_ = generate._browse_sessions(rng, p.n_stores, 200)
     assert np.all(generate._planted_logit(p, lengths, ev, store) == p.base_logit)
+
+
+def _ordered_params(**order) -> generate.GenParams:
+    """The embedded params with every additive effect 0 and the given order effects (the rest 0)."""
+    base = dict(
+        pair_first=generate.VIEW,
+        pair_second=generate.CLICK,
+        pair_effect=0.0,
+        occurrence_type=generate.SEARCH,
+        first_effect=0.0,
+        repeat_effect=0.0,
+        last_type=generate.HOME,
+        last_effect=0.0,
+    )
+    p = generate.params_from(make_conf("generate.effects=none"))
+    return dataclasses.replace(p, order=scenarios.OrderEffects(**{**base, **order}))
+
+
+def test_order_effects_in_the_planted_logit_by_hand():
+    """Each order effect on hand-written sessions: the pair only with a view before a click, the first
+    search's effect and each repeat's, the last model-input event (an error event after it is not model
+    input), padding anywhere (a session with events removed); the per-event contributions add up."""
+    p = _ordered_params(pair_effect=0.9, first_effect=0.7, repeat_effect=-0.4, last_effect=-1.1)
+    V, C, S, H, E, X = generate.VIEW, generate.CLICK, generate.SEARCH, generate.HOME, generate.ERROR, -1
+    sessions = {
+        (V, C, X, X): 0.9,  # a view before a click
+        (C, V, X, X): 0.0,  # only a click before a view
+        (C, V, X, C): 0.9,  # padding inside: still a view before a click
+        (S, V, S, S): 0.7 - 0.4 - 0.4,  # the first search, two repeats
+        (V, V, H, X): -1.1,  # ends on home
+        (V, H, E, X): -1.1,  # ends on home: the error event after it is not model input
+        (H, V, X, X): 0.0,  # home, but not last
+        (S, V, C, H): 0.7 + 0.9 - 1.1,
+    }
+    ev = np.array(list(sessions), dtype=np.int64)
+    store = np.full(ev.shape, -1)
+    expected = p.base_logit + np.array(list(sessions.values()))
+    np.testing.assert_allclose(generate._planted_logit(p, None, ev, store), expected)
+    contributions = generate.event_contributions(p, ev, store)
+    np.testing.assert_allclose(p.base_logit + contributions.sum(axis=1), expected)
+    assert contributions[0].tolist() == [0.0, 0.9, 0.0, 0.0]  # the pair's effect sits on the click
+
+
+def test_true_pair_interaction_is_minus_the_pair_effect_on_the_logit_and_zero_elsewhere():
+    """With the pair effect the only effect, removing the view or the click or both each takes the pair
+    away: R(both) - R(view) - R(click) = -0.9 on the logit in every session with a view before a click;
+    (click, view) gets it in the share of its sessions that also have a view before a click; every pair
+    with another type is exactly 0 (no other effect, no position weight to move)."""
+    p = _ordered_params(pair_effect=0.9)
+    truth = generate.true_removal_effects(p, n=3000)
+    by_pair = {(a, b): lo for a, b, _, _, lo in truth["pair"]}
+    view_click, click_view = (generate.VIEW, generate.CLICK), (generate.CLICK, generate.VIEW)
+    assert by_pair[view_click] == pytest.approx(-0.9)
+    assert -0.9 < by_pair[click_view] < -0.1
+    assert all(lo == pytest.approx(0.0, abs=1e-12) for k, lo in by_pair.items() if k not in (view_click, click_view))
+    assert len(by_pair) == 20
+    pp = {(a, b): v for a, b, _, v, _ in truth["pair"]}
+    assert pp[(generate.VIEW, generate.CLICK)] < 0  # in P(convert) too, smaller
+
+
+def test_ordered_effects_plant_three_order_effects_on_frequent_distinct_types():
+    shares = generate.pair_session_shares(300)
+    ranked = np.argsort(-np.where(np.eye(len(shares), dtype=bool), -1, shares), axis=None)[:6]
+    frequent = {tuple(int(v) for v in np.unravel_index(i, shares.shape)) for i in ranked}
+    for seed in range(1, 8):
+        events, stores, order = generate.effects_of("ordered", seed, 300)
+        assert (order.pair_first, order.pair_second) in frequent
+        assert len(set(order.types)) == 4
+        assert order.occurrence_type in generate.OCCURRENCE_CANDIDATES and order.last_type in generate.LAST_CANDIDATES
+        assert events[[order.pair_second, order.occurrence_type, order.last_type]].tolist() == [0.0, 0.0, 0.0]
+        assert 0.8 <= order.pair_effect <= 1.2 and 0.6 <= order.first_effect <= 0.9
+        assert -0.5 <= order.repeat_effect <= -0.3 and -1.2 <= order.last_effect <= -0.8
+        assert (stores != 0).sum() == 7
+    assert generate.effects_of("ordered", 3, 300)[2] == generate.effects_of("ordered", 3, 300)[2]
+    truth = generate.ground_truth(make_conf("generate.effects=ordered", "run.seed=3"))
+    o = truth["order_effects"]
+    assert (
+        o["pair"]["effect"]
+        == generate.effects_of("ordered", 3, generate.params_from(make_conf()).n_stores)[2].pair_effect
+    )
+    occurrence = truth["true_context_effect_log_odds"]["occurrence"][o["occurrence"]["event_type"]]
+    assert occurrence["1st"] > 0 > occurrence["2nd"]
+    recency = truth["true_context_effect_log_odds"]["recency"][o["recency"]["event_type"]]
+    assert recency["last"] < 0 and recency["earlier"] == pytest.approx(0.0)
 
 
 @pytest.mark.slow

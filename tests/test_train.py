@@ -230,9 +230,10 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     assert truth["default_method"] == "integrated_gradients" and set(truth["checks"]) == set(methods)
     recovered = pd.read_csv(out / "report" / "ground_truth_recovery.csv")
     # three checks per method, the removal column's and its four scores (coverage of event types and of
-    # position bins, error, signs) for every method, the signed ones two more (their effect order against
-    # the planted effects and against the true removal effects)
-    assert len(recovered) == 4 * 8 + 2 * 2
+    # position bins, error, signs) and the pair table's two (invented pairs, sign errors) for every method,
+    # the signed ones two more (their effect order against the planted effects and against the true
+    # removal effects)
+    assert len(recovered) == 4 * 10 + 2 * 2
     assert set(recovered[recovered.check == "event_type_removal_spearman"].method) == set(methods)
     signed = {"grad_x_input", "integrated_gradients"}
     assert set(recovered[recovered.check == "event_type_effect_vs_removal_spearman"].method) == signed
@@ -268,6 +269,31 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
         (recovered.method == "integrated_gradients") & (recovered.check == "removal_ci_coverage_event_type")
     ]
     assert len(whole) >= 5 and row.value.item() == pytest.approx(held.mean()) and row.compared.item() == len(whole)
+    # the pair table: the 10 ordered pairs of event types in most test sessions (counted here in pandas),
+    # each interaction the mean of the sessions' values in the event table, ranked by its size
+    pair_table = pd.read_csv(out / "report" / "event_pair_attribution_no_funnel.csv")
+    test_types = sessions.where("split = 'test'").select("event_types").toPandas().event_types
+    counted: dict = {}
+    for types in test_types:
+        first = {t: i for i, t in reversed(list(enumerate(types)))}
+        last = {t: i for i, t in enumerate(types)}
+        for a in first:
+            for b in last:
+                if a != b and first[a] < last[b]:
+                    counted[(a, b)] = counted.get((a, b), 0) + 1
+    frequent = sorted(counted, key=lambda k: (-counted[k], k))[:10]
+    assert [tuple(p) for p in summary["removal_pairs"]] == frequent
+    assert set(zip(pair_table.first_event_type, pair_table.second_event_type, strict=True)) <= set(frequent)
+    assert len(pair_table) >= 8 and pair_table["rank"].tolist() == list(range(1, len(pair_table) + 1))
+    assert pair_table.interaction_log_odds.abs().is_monotonic_decreasing and set(pair_table.interaction_models) == {2}
+    per_session = events.where("removal_pair_interactions is not null").select("removal_pair_interactions").toPandas()
+    values: dict = {}
+    for entries in per_session.removal_pair_interactions:
+        for e in entries:
+            values.setdefault((e["first_event_type"], e["second_event_type"]), []).append(e["interaction_log_odds"])
+    for r in pair_table.itertuples():
+        mine = values[(r.first_event_type, r.second_event_type)]
+        assert r.sessions == len(mine) and r.interaction_log_odds == pytest.approx(np.mean(mine))
     # what a person reads: the CSV in the effect's order, and the page naming the same top driver
     assert csv.effect_log_odds.dropna().is_monotonic_decreasing and set(csv.model_status) == {"ok"}
     drivers = csv[csv.effect_verdict == "drives conversion"]

@@ -22,8 +22,16 @@ import pyarrow.compute as pc
 from attribution.attribute import AttributionOptions, attribute_sessions
 from attribution.features import UNK, Vocabularies, encode_sessions
 from attribution.methods import Method, resolve
-from attribution.removal import ensemble_mean, key_codes, position_codes, removal_effects, sampled
-from attribution.schema import INPUT_COLUMNS, REMOVAL_EVENT_COLUMNS, REMOVAL_MEMBER_COLUMNS
+from attribution.removal import (
+    PairInteraction,
+    ensemble_mean,
+    key_codes,
+    key_values,
+    position_codes,
+    removal_effects,
+    sampled,
+)
+from attribution.schema import INPUT_COLUMNS, PAIR_COLUMN, PAIR_FIELDS, REMOVAL_EVENT_COLUMNS, REMOVAL_MEMBER_COLUMNS
 from udfs.worker import (
     ModelPayload,
     cached_model,
@@ -51,11 +59,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+ARROW_TYPES = {"string": pa.string(), "double": pa.float64(), "array<double>": pa.list_(pa.float64())}
+PAIR_TYPE = pa.list_(pa.struct([pa.field(name, ARROW_TYPES[kind]) for name, kind in PAIR_FIELDS]))
+
+
 def output_fields(
-    methods: Sequence[str | Method], vocab_fields: tuple[str, ...], removal: bool = False
+    methods: Sequence[str | Method], vocab_fields: tuple[str, ...], removal: bool = False, pairs: bool = False
 ) -> list[pa.Field]:
     """The columns the UDF appends to each input batch: per method, its per-event score arrays, then every
-    method's per-session values."""
+    method's per-session values; the removal effects, and the pair interactions per session."""
     chosen = resolve(methods)
     fields = [pa.field("prediction", pa.float64()), pa.field("logit", pa.float64())]
     fields += [pa.field(col, pa.list_(pa.float64())) for m in chosen for col in m.event_columns]
@@ -63,6 +75,8 @@ def output_fields(
     if removal:
         fields += [pa.field(col, pa.list_(pa.float64())) for col in REMOVAL_EVENT_COLUMNS.values()]
         fields += [pa.field(col, pa.list_(pa.list_(pa.float64()))) for col in REMOVAL_MEMBER_COLUMNS.values()]
+    if removal and pairs:
+        fields.append(pa.field(PAIR_COLUMN, PAIR_TYPE))
     fields += [pa.field(f"unknown_{f}", pa.int64()) for f in vocab_fields]
     return fields
 
@@ -84,10 +98,12 @@ def attribute_batches(
     on_stats: Callable[[dict], None] | None = None,
     max_positions: int | None = None,
     removal_sample: float = 0.0,
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> Iterator[pa.RecordBatch]:
     """The body of the UDF: each input batch comes back with the score columns appended, and, with
     ``removal_sample`` > 0, the removal effects of each event's type, position bin and store for that
-    share of the sessions (null elsewhere).
+    share of the sessions (null elsewhere), and the interactions of the ordered ``pairs`` of event types
+    present in those sessions (a list per sampled session, null elsewhere).
 
     ``on_stats`` gets, per Arrow batch, the model batches run, OOM splits, computed (padded) positions,
     real events and this worker's peak resident memory in MiB since the task began (where Linux lets the
@@ -102,7 +118,7 @@ def attribute_batches(
         methods=chosen, attention_layer=attention_layer, ig_steps=ig_steps, ig_baseline=ig_baseline
     )
     removal = removal_sample > 0
-    fields = output_fields(chosen, loaded.spec.fields, removal)
+    fields = output_fields(chosen, loaded.spec.fields, removal, bool(pairs))
     for batch in batches:
         if batch.num_rows == 0:
             yield pa.RecordBatch.from_arrays(
@@ -122,7 +138,10 @@ def attribute_batches(
             max_positions=max_positions,
         )
         if removal:
-            removed = _removal_effects(batch, encoded, loaded.ensemble, removal_sample, device, max_positions, stats)
+            found: list[PairInteraction] = []
+            removed, selected = _removal_effects(
+                batch, encoded, loaded.ensemble, removal_sample, device, max_positions, stats, pairs, found
+            )
         if on_stats is not None:
             peak = peak_rss_mb() if peak_is_this_tasks else rss_mb()
             events = int(encoded.offsets[-1])
@@ -149,6 +168,8 @@ def attribute_batches(
                 columns.append(pa.ListArray.from_arrays(offsets, values))
             for dim in REMOVAL_MEMBER_COLUMNS:
                 columns.append(pa.ListArray.from_arrays(offsets, _members_per_event(removed[dim])))
+            if pairs:
+                columns.append(_pairs_per_session(found, pairs, selected))
         for f in loaded.spec.fields:
             columns.append(pa.array(_per_session_unknown(encoded, encoded.tokens[f]), pa.int64()))
         yield pa.RecordBatch.from_arrays([*batch.columns, *columns], schema=with_fields(batch.schema, fields))
@@ -164,6 +185,29 @@ def _members_per_event(effects: np.ndarray) -> pa.Array:
     return pc.if_else(missing, pa.scalar(None, pa.list_(pa.float64())), lists)
 
 
+def _pairs_per_session(
+    found: list[PairInteraction], pairs: Sequence[tuple[str, str]], selected: np.ndarray
+) -> pa.Array:
+    """One list of pair interactions per session of the batch: the pairs present in a sampled session
+    (an empty list when it has none), null for a session not sampled."""
+    per_session: list[list[dict] | None] = [[] if s else None for s in selected]
+    for f in found:
+        first, second = pairs[f.pair]
+        entry = per_session[f.row]
+        assert entry is not None, "pair interactions come from sampled sessions only"
+        entry.append(
+            {
+                "first_event_type": first,
+                "second_event_type": second,
+                "interaction": float(f.probability.mean()),
+                "interaction_log_odds": float(f.log_odds.mean()),
+                "interaction_members": f.probability.tolist(),
+                "interaction_log_odds_members": f.log_odds.tolist(),
+            }
+        )
+    return pa.array(per_session, PAIR_TYPE)
+
+
 def _removal_effects(
     batch: pa.RecordBatch,
     encoded: EncodedSessions,
@@ -172,21 +216,29 @@ def _removal_effects(
     device: torch.device,
     max_positions: int | None,
     stats: dict,
-) -> dict[str, np.ndarray]:
+    pairs: Sequence[tuple[str, str]] = (),
+    pairs_out: list[PairInteraction] | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """The removal effects of the batch's sampled sessions under each of ``models``, per dimension:
-    (members, events) arrays (see attribution/removal.py)."""
+    (members, events) arrays (see attribution/removal.py), and which sessions are sampled. The
+    interactions of ``pairs`` (event type names) go to ``pairs_out``."""
 
     selected = sampled(batch.column("session_id").to_pylist(), fraction)
     if not selected.any():  # no sampled session in this batch: nothing to encode or run
         total = int(encoded.offsets[-1])
         stats.update({"removal_sessions": 0, "removal_variants": 0, "removal_positions": 0})
-        return {dim: np.full((len(models), total), np.nan) for dim in REMOVAL_EVENT_COLUMNS}
+        return {dim: np.full((len(models), total), np.nan) for dim in REMOVAL_EVENT_COLUMNS}, selected
+    types, type_names = key_values(batch.column("event_types"))
     keys = {
-        "event_type": key_codes(batch.column("event_types")),
+        "event_type": types,
         "position_bin": position_codes(encoded.offsets),
         "store": key_codes(batch.column("store_ids")),
     }
-    return removal_effects(models, encoded, keys, selected, device, max_positions or 65536, stats_out=stats)
+    code = {name: i for i, name in enumerate(type_names)}
+    # a pair whose types are not in this batch has no session here; -2 matches no event
+    coded = [(code.get(a, -2), code.get(b, -2)) for a, b in pairs]
+    effects = removal_effects(models, encoded, keys, selected, device, max_positions or 65536, stats, coded, pairs_out)
+    return effects, selected
 
 
 # --------------------------------------------------------------------------------------------------
@@ -207,11 +259,17 @@ def _fail_first_attempt(batches: Iterable[pa.RecordBatch], partition: int) -> It
 
 
 def score_sessions(
-    sessions: DataFrame, payload: ModelPayload, conf: Config, spark: SparkSession, removal_sample: float = 0.0
+    sessions: DataFrame,
+    payload: ModelPayload,
+    conf: Config,
+    spark: SparkSession,
+    removal_sample: float = 0.0,
+    pairs: Sequence[tuple[str, str]] = (),
 ) -> tuple[DataFrame, tuple[str, ...]]:
     """Append the score columns to ``sessions`` (a DataFrame of the sessions table) with the UDF; with
-    ``removal_sample`` > 0 also the removal effects of that share of the sessions. The UDF's counters
-    come in :data:`STATS_COLUMN` (see :func:`with_stats`)."""
+    ``removal_sample`` > 0 also the removal effects of that share of the sessions, and the interactions
+    of the ordered ``pairs`` of event types in them. The UDF's counters come in :data:`STATS_COLUMN` (see
+    :func:`with_stats`)."""
 
     a = conf.attribution
     vocab_fields = Vocabularies.from_json(payload.vocab_json).fields
@@ -221,6 +279,7 @@ def score_sessions(
     layer, steps, baseline, threads = a.attention_layer, a.ig_steps, a.ig_baseline, a.threads_per_task
     fail_partition = a.fail_first_attempt_of_partition
     shipped = ship(spark, payload)
+    pairs = tuple(pairs) if removal_sample > 0 else ()
 
     def udf(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pending: list[dict] = []
@@ -236,11 +295,12 @@ def score_sessions(
             on_stats=pending.append,
             max_positions=max_positions,
             removal_sample=removal_sample,
+            pairs=pairs,
         )
         scored = with_stats(scored, pending, PEAKS)
         return scored if fail_partition is None else _fail_first_attempt(scored, fail_partition)
 
-    selected, schema = scoring_input(sessions, methods, vocab_fields, removal_sample > 0)
+    selected, schema = scoring_input(sessions, methods, vocab_fields, removal_sample > 0, bool(pairs))
     return selected.mapInArrow(udf, schema.add(stats_field())), vocab_fields
 
 
@@ -249,12 +309,16 @@ PEAKS = ("rss_mb",)
 
 
 def scoring_input(
-    sessions: DataFrame, methods: Sequence[str | Method], vocab_fields: tuple[str, ...], removal: bool = False
+    sessions: DataFrame,
+    methods: Sequence[str | Method],
+    vocab_fields: tuple[str, ...],
+    removal: bool = False,
+    pairs: bool = False,
 ) -> tuple[DataFrame, StructType]:
     """The sessions' columns the UDF reads or passes through, and the schema of what it returns."""
     from pyspark.sql.types import StructType
 
     keep = ["session_id", "label", "session_date", "event_types", "event_ts"]
     selected = sessions.select(*dict.fromkeys([*keep, *INPUT_COLUMNS]))
-    returned = spark_fields(output_fields(methods, vocab_fields, removal))
+    returned = spark_fields(output_fields(methods, vocab_fields, removal, pairs))
     return selected, StructType([*selected.schema.fields, *returned])

@@ -4,7 +4,7 @@ drift against the model's test ROC-AUC."""
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 
 from attribution import sinks
 from attribution.config import Config
@@ -43,9 +43,20 @@ def publish_events(spark: SparkSession, conf: Config, output: str) -> dict:
         version = sinks.write_delta_events(spark, events, location, conf.run.run_id or "")
         published["delta"] = {"location": location, "version": version, "seconds": round(time.time() - t0, 2)}
     if a.csv_path:
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import ArrayType, MapType, StructType
+
         t0 = time.time()
         location = conf.output(a.csv_path)
-        sinks.write_csv_single_file(events, location)
+        # CSV has no arrays or structs: the ensemble members' values and the pair interactions as JSON text
+        nested = (ArrayType, MapType, StructType)
+        flat = events.select(
+            *[
+                F.to_json(f.name).alias(f.name) if isinstance(f.dataType, nested) else F.col(f.name)
+                for f in events.schema
+            ]
+        )
+        sinks.write_csv_single_file(flat, location)
         published["csv"] = {"location": location, "seconds": round(time.time() - t0, 2)}
     return published
 
@@ -67,6 +78,42 @@ def sessions_to_score(spark: SparkSession, conf: Config) -> DataFrame:
     split = conf.attribution.split
     sessions = run_days(sessions, conf.run)
     return sessions if split == "all" else sessions.where(F.col("split") == split)
+
+
+def frequent_pairs(sessions: DataFrame, n: int) -> list[tuple[str, str]]:
+    """The ``n`` ordered pairs of event types (a, b), a != b, with an a before a b in most of ``sessions``
+    (ties by name): the pairs whose interaction the removal sample evaluates. One pass over the sessions'
+    event types (higher-order functions per session, no join), a small aggregation to the driver."""
+    from pyspark.sql import functions as F
+
+    if n <= 0:
+        return []
+    types = F.col("event_types")
+    distinct = F.array_distinct(types)
+
+    def first(t: Column) -> Column:  # 1-based position of t's first event
+        return F.array_position(types, t)
+
+    def last(t: Column) -> Column:  # 1-based position of t's last event
+        return F.size(types) - F.array_position(F.reverse(types), t) + 1
+
+    pairs = F.flatten(
+        F.transform(
+            distinct,
+            lambda a: F.transform(
+                F.filter(distinct, lambda b: (b != a) & (first(a) < last(b))),
+                lambda b: F.struct(a.alias("first"), b.alias("second")),
+            ),
+        )
+    )
+    counted = (
+        sessions.select(F.explode(pairs).alias("p"))
+        .groupBy(F.col("p.first").alias("first"), F.col("p.second").alias("second"))
+        .count()
+        .orderBy(F.desc("count"), "first", "second")
+        .limit(n)
+    )
+    return [(r["first"], r["second"]) for r in counted.collect()]
 
 
 def drift_check(spark: SparkSession, conf: Config, output: str, model_auc: float | None) -> dict:
@@ -123,7 +170,8 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> dic
         )
     # the share of sessions that makes about attribution.removal_sessions of them
     removal_sample = min(1.0, a.removal_sessions / n_sessions)
-    scored, vocab_fields = score_sessions(sessions, payload, conf, spark, removal_sample)
+    pairs = frequent_pairs(sessions, a.removal_pairs) if removal_sample > 0 else []
+    scored, vocab_fields = score_sessions(sessions, payload, conf, spark, removal_sample, pairs)
     # the methods' per-session values (a completeness gap): their mean and largest |value| in the summary
     session_checks = [c for m in resolve(a.methods) for c, _ in m.session_columns]
     seen = Observation("attribute_sessions")
@@ -180,6 +228,8 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> dic
         # sessions in the removal sample and the forward passes their removal effects took
         "removal_sessions": int(counters.get("removal_sessions", 0)),
         "removal_forward_passes": int(counters.get("removal_variants", 0)),
+        # the ordered pairs of event types whose interaction the removal sample evaluated
+        "removal_pairs": [list(p) for p in pairs],
         "published": published,
         "drift": drift,
     }
