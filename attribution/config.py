@@ -62,8 +62,8 @@ class RunConf:
     """Identity and reproducibility of one run."""
 
     run_id: Optional[str] = None  # None: a timestamped id is made at start (day-YYYY-MM-DD in day mode)
-    seed: int = 7
-    output_dir: str = "outputs"
+    seed: int = 7  # seeds the generator and training (the ensemble's members use seed + 1, ...)
+    output_dir: str = "outputs"  # where every output goes; the relative paths of the other sections are under it
     # Day mode (the jobs' --date, or --from/--to, one day at a time): the stages read only this local day
     # (in input.time_zone) and replace only its partitions. None: the whole input, as one run.
     date: Optional[str] = None
@@ -101,11 +101,12 @@ class SparkConf:
     Connect client of that server; ``conf`` ``spark.api.mode: connect`` with a ``master`` starts a local
     Connect server and connects to it (see docs/connect.md)."""
 
-    app_name: str = "session-attribution"
-    master: Optional[str] = None
-    remote: Optional[str] = None
+    app_name: str = "session-attribution"  # the Spark application's name
+    master: Optional[str] = None  # e.g. local[2]; None under spark-submit, which sets it
+    remote: Optional[str] = None  # sc://host:port: run as a Spark Connect client of that server
     # With ``remote``: upload the project's code to the session, for the server's Python workers.
     ship_code: bool = True
+    # Spark properties set on the session (spark.sql.shuffle.partitions, ...).
     conf: dict[str, str] = field(default_factory=dict)
 
     def check(self) -> None:
@@ -120,13 +121,13 @@ class SparkConf:
 class InputColumns:
     """Names of the columns in the warehouse's own event table."""
 
-    user_id: str = "user_id"
-    device_id: str = "device_id"
-    event_ts: str = "event_timestamp"
-    event_name: str = "event_name"
-    store_id: Optional[str] = "store_id"
-    discovery_feature: Optional[str] = "discovery_feature"
-    event_rank: Optional[str] = "event_rank"
+    user_id: str = "user_id"  # the user's id column
+    device_id: str = "device_id"  # the device's id column
+    event_ts: str = "event_timestamp"  # the event time column (see input.timestamp_format)
+    event_name: str = "event_name"  # the event name column
+    store_id: Optional[str] = "store_id"  # the store an event is about (null: no store column)
+    discovery_feature: Optional[str] = "discovery_feature"  # the surface an event came from, a model input (null: none)
+    event_rank: Optional[str] = "event_rank"  # the card's rank on screen, a model input (null: none)
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ class InputConf:
     """Where the raw events are and how to read them."""
 
     path: Optional[str] = None  # a path, or the table name when format is 'table'
-    format: str = "parquet"
+    format: str = "parquet"  # parquet, csv, json, delta or table (a catalog table named by input.path)
     options: dict[str, str] = field(default_factory=dict)  # passed to the Spark reader (csv header, ...)
     columns: InputColumns = field(default_factory=InputColumns)
     # None: the column is a timestamp, or an ISO-8601 string. Else a Spark datetime pattern
@@ -149,7 +150,7 @@ class InputConf:
     date_column: Optional[str] = None
     # Events outside [valid_from, valid_until) are quarantined (epoch-zero and far-future clocks).
     valid_from: str = "2000-01-01"
-    valid_until: str = "2100-01-01"
+    valid_until: str = "2100-01-01"  # the end (exclusive) of the valid event times; see valid_from
 
     def check(self) -> None:
         _one_of("input.format", self.format, INPUT_FORMATS)
@@ -163,10 +164,11 @@ class InputConf:
 
 @dataclass(frozen=True)
 class StoreColumns:
-    store_id: str = "store_id"
-    store_name: Optional[str] = "store_name"
-    store_category: Optional[str] = "store_category"
-    store_tag: Optional[str] = "store_tag"
+    store_id: str = "store_id"  # the stores dimension's id column, joined to input.columns.store_id
+    store_name: Optional[str] = "store_name"  # the store's name (null: none)
+    store_category: Optional[str] = "store_category"  # the store's category, a model input (null: none)
+    store_tag: Optional[str] = "store_tag"  # the store's tag, a model input (null: none)
+    # Whether the store is of a new vertical, a model input (null: none).
     is_new_vertical: Optional[str] = "is_new_vertical"
 
 
@@ -174,9 +176,9 @@ class StoreColumns:
 class StoresConf:
     """Optional stores dimension, joined to events by broadcast."""
 
-    path: Optional[str] = None
-    format: str = "parquet"
-    options: dict[str, str] = field(default_factory=dict)
+    path: Optional[str] = None  # the stores dimension (null: stores are bare ids)
+    format: str = "parquet"  # the stores dimension's file format: parquet, csv, json or delta
+    options: dict[str, str] = field(default_factory=dict)  # passed to the Spark reader of the stores dimension
     columns: StoreColumns = field(default_factory=StoreColumns)
 
     def check(self) -> None:
@@ -187,7 +189,9 @@ class StoresConf:
 class EventsConf:
     """Business rules on event names."""
 
+    # A session with one of these converted (its label).
     conversion_events: list[str] = field(default_factory=lambda: list(DEFAULT_CONVERSION_EVENTS))
+    # The checkout funnel: left out of the model input, so the model can't read the answer.
     funnel_events: list[str] = field(default_factory=lambda: list(DEFAULT_FUNNEL_EVENTS))
     # Events whose name contains this (case-insensitive) are left out of the model input; "" disables.
     error_substring: str = "error"
@@ -213,9 +217,9 @@ class FunnelConf:
 
 @dataclass(frozen=True)
 class SessionConf:
-    inactivity_gap_minutes: float = 30.0
-    max_length: int = 100
-    min_events: int = 2
+    inactivity_gap_minutes: float = 30.0  # a longer silence on a (user, device, local day) starts a new session
+    max_length: int = 100  # model-input events kept per session: the first ones (the rest are counted, not kept)
+    min_events: int = 2  # shorter sessions are left out (counted as too short)
     # Device-days with more raw events than this are excluded as bot-like (None: keep all).
     max_events_per_device_day: Optional[int] = None
 
@@ -234,10 +238,10 @@ class SessionConf:
 class SplitConf:
     """Deterministic train/validation/test split by a hash of session_id."""
 
-    train: float = 0.7
-    validation: float = 0.1
-    test: float = 0.2
-    salt: str = "split-v1"
+    train: float = 0.7  # share of the sessions for training
+    validation: float = 0.1  # share for early stopping and the baseline's regularization
+    test: float = 0.2  # share the metrics and the tables are computed on
+    salt: str = "split-v1"  # hashed with session_id: a new salt is a new split
 
     def check(self) -> None:
         for name in ("train", "validation", "test"):
@@ -252,19 +256,19 @@ class SplitConf:
 class GenerateConf:
     """The embedded synthetic clickstream (jobs/generate.py)."""
 
-    output_path: str = "data/raw_events"
-    stores_path: str = "data/stores"
-    ground_truth_path: str = "data/ground_truth.json"
-    n_users: int = 12000
-    n_days: int = 2
-    start_date: str = "2025-01-15"
-    n_stores: int = 400
-    n_bot_users: int = 3
-    bot_events_per_day: int = 20000
-    partitions: int = 8
+    output_path: str = "data/raw_events"  # where the generated raw events go (parquet; CSV for the renamed scenario)
+    stores_path: str = "data/stores"  # where the generated stores dimension goes
+    ground_truth_path: str = "data/ground_truth.json"  # the planted truth, which the report scores the tables against
+    n_users: int = 12000  # users simulated
+    n_days: int = 2  # days simulated from start_date
+    start_date: str = "2025-01-15"  # the first simulated day
+    n_stores: int = 400  # stores, the first 20 named chains, by popularity
+    n_bot_users: int = 3  # scraper-like users with tens of thousands of events a day
+    bot_events_per_day: int = 20000  # each bot user's events per day
+    partitions: int = 8  # Spark partitions the generation runs in
     dirty_fraction: float = 0.002  # share of rows for each dirty kind
     noise_sd: float = 0.5  # unobserved per-session noise on the conversion logit
-    base_logit: float = -2.9
+    base_logit: float = -2.9  # the conversion logit of a session without effects
     # embedded: the original analysis's event names, parquet and a stores dimension; renamed: another
     # app's table (other event and column names, CSV with epoch-ms times, no stores dimension).
     # attribution/scenarios.py maps it into the pipeline.
@@ -286,8 +290,8 @@ class GenerateConf:
 @dataclass(frozen=True)
 class SessionsOutputConf:
     sessions_path: str = "sessions"  # relative paths are under run.output_dir
-    quarantine_path: str = "quarantine"
-    summary_path: str = "sessionize_summary.json"
+    quarantine_path: str = "quarantine"  # rejected rows, with a reason each
+    summary_path: str = "sessionize_summary.json"  # the counts that reconcile every row read
 
     def check(self) -> None:
         """Locations alone: :mod:`attribution.config_checks` checks them against the others."""
@@ -297,7 +301,7 @@ class SessionsOutputConf:
 class VocabConf:
     """Vocabularies built in Spark from the training split; rarer values map to <UNK>."""
 
-    min_frequency: int = 3
+    min_frequency: int = 3  # values seen in fewer training sessions map to <UNK>
     max_size: int = 200_000  # per field, most frequent first: bounds the embedding tables on big catalogs
 
     def check(self) -> None:
@@ -309,11 +313,11 @@ class VocabConf:
 class ModelConf:
     """The session transformer (attribution/model.py). Defaults are the seed's."""
 
-    d_model: int = 192
-    n_heads: int = 6
-    n_layers: int = 3
-    ff_dim: int = 512
-    dropout: float = 0.1
+    d_model: int = 192  # the transformer's width
+    n_heads: int = 6  # attention heads per layer
+    n_layers: int = 3  # transformer layers
+    ff_dim: int = 512  # the feed-forward width
+    dropout: float = 0.1  # dropout in training
     field_dim: int = 32  # embedding width of each categorical field before the projection to d_model
     continuous_dim: int = 16  # width of the projected continuous features
     # Rank of the additive per-event path beside the CLS head (attribution/model.py): each event also adds
@@ -335,38 +339,38 @@ class ModelConf:
 class TrainConf:
     """Training through TorchDistributor (attribution/train.py)."""
 
-    num_processes: int = 2
+    num_processes: int = 2  # TorchDistributor processes
     local_mode: bool = True  # False on a cluster: one process per executor task (GPU when use_gpu)
-    use_gpu: bool = False
+    use_gpu: bool = False  # train on GPUs (one per process, on a cluster)
     threads_per_process: Optional[int] = None  # None: the driver's cores / num_processes (local mode)
-    shards_per_process: int = 4
+    shards_per_process: int = 4  # parquet shards written per process
     max_train_sessions: Optional[int] = None  # sample the train split down to this many (None: all)
-    batch_size: int = 64
-    epochs: int = 10
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
+    batch_size: int = 64  # sessions per step, per process
+    epochs: int = 10  # at most this many passes over the training sessions (see patience)
+    learning_rate: float = 1e-3  # AdamW's peak learning rate
+    weight_decay: float = 0.01  # AdamW's weight decay
     # Ridge penalty per categorical value (attribution/model.py, SessionTransformer.embedding_penalty): the
     # loss adds embedding_ridge / training sessions x the sum over values of |their projected embedding|^2,
     # so a value needs evidence from on the order of this many sessions before it carries an effect of its
     # own. 0 turns it off.
     embedding_ridge: float = 100.0
     pos_weight: Optional[float] = None  # BCE positive-class weight (None: unweighted)
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # the gradients' largest norm
     patience: int = 3  # epochs without a better validation AUC before stopping
     # Training refuses (exit 2, one line) when the train or validation split has fewer converted or
     # non-converted sessions than this: a day without conversions has nothing to learn from.
     min_class_sessions: int = 5
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # steps of linear warm-up to the learning rate
     model_path: str = "model"  # relative paths are under run.output_dir
     # In day mode (--date, --from/--to) training writes a version per window, model_path/versions/<window>,
     # and LATEST names the one whose window ends last. The model stages use this version (None: the latest;
     # outside day mode, with no versions, model_path itself).
     model_version: Optional[str] = None
-    shards_path: str = "train_shards"
+    shards_path: str = "train_shards"  # where the training shards go (under run.output_dir)
     # Also train on sessions that keep the funnel events (funnel.exclude=false) and report its test
     # AUC beside the real model's: the leakage the seed warns about, measured on every run.
     leakage_check: bool = False
-    leakage_check_epochs: int = 3
+    leakage_check_epochs: int = 3  # epochs of the leakage check's model
     # Models trained in the same TorchDistributor job for the removal effects' model uncertainty: the model
     # every table reads, then ensemble_members - 1 members, each from another seed on a bootstrap resample
     # of the training sessions. The removal columns average the members' removal effects, and their CI
@@ -412,14 +416,14 @@ class BaselineConf:
     """The counts baseline fitted beside the transformer in the train stage (attribution/baseline.py): a
     logistic regression on per-session counts of event types, stores and position bins."""
 
-    enabled: bool = True
+    enabled: bool = True  # fit the counts baseline in the train stage (skipped under Spark Connect)
     # regParam values tried; the one with the best validation ROC-AUC is kept
     reg_params: list[float] = field(default_factory=lambda: [0.0003, 0.003, 0.03])
     elastic_net_param: float = 0.5  # 0: ridge, 1: lasso
-    max_iter: int = 30
+    max_iter: int = 30  # the logistic regression's iterations
     # A value (event type, store, bin) seen in fewer training sessions has no feature of its own.
     min_sessions: int = 5
-    max_features: int = 262_144
+    max_features: int = 262_144  # at most this many count features (the most frequent)
     # The report's paired comparison (DeLong) runs on the driver over at most this many test sessions,
     # chosen by a hash of session_id (all of them below it).
     comparison_max_sessions: int = 200_000
@@ -445,7 +449,7 @@ class AttributionConf:
     # smaller batches, so memory is bounded by this, not by the data.
     max_batch_positions: int = 8192
     attention_layer: int = -1  # the layer whose CLS attention is `attention` (-1: the last)
-    ig_steps: int = 32
+    ig_steps: int = 32  # integrated gradients' steps from the baseline to the input
     ig_baseline: str = "pad"  # pad: the <PAD> event's representation; zero: the zero vector
     # About this many of the attributed sessions (chosen by a hash of session_id, so the same ones on every
     # run) get removal effects: per distinct event type, position bin and store of the session, one forward
@@ -462,8 +466,8 @@ class AttributionConf:
     # and as one CSV file (large: null by default). The attribute stage writes them, so re-running the
     # report never rewrites the event-level table.
     delta_path: Optional[str] = "report/delta/gradient_attribution_no_funnel"
-    csv_path: Optional[str] = None
-    summary_path: str = "attribute_summary.json"
+    csv_path: Optional[str] = None  # the event table as one CSV file (null: not written)
+    summary_path: str = "attribute_summary.json"  # the stage's counts, checks and timings
     # Fault injection, for tests: the first attempt of this partition's task fails after its first Arrow
     # batch, so a run with task retries (spark.master local[N,3]) shows that a retried task leaves no trace.
     fail_first_attempt_of_partition: Optional[int] = None
@@ -501,6 +505,7 @@ class FaithfulnessConf:
     random_draws: int = 5  # random orders per session for the baseline
     batch_positions: int = 65536  # padded positions per forward pass
     sessions_path: str = "attribution_faithfulness_sessions"  # per-session metrics, parquet
+    # The verdict: which method is most faithful, and whether it beats random.
     summary_path: str = "faithfulness_summary.json"
 
     def check(self) -> None:
@@ -522,6 +527,7 @@ class ReportConf:
 
     output_path: str = "report"  # relative paths are under run.output_dir
     default_method: str = "grad_x_input"  # the method of the seed-named CSVs and the picture
+    # The published tables' formats: csv, delta, parquet.
     formats: list[str] = field(default_factory=lambda: ["csv", "delta", "parquet"])
     store_min_events: int = 10  # the seed's minimum support for the store ranking
     # Stores seen in fewer sessions are left out of the store ranking: their effect is mostly noise
@@ -533,12 +539,12 @@ class ReportConf:
     # Fewer sessions than this in the event table (the day's, in day mode), or none converted, or all:
     # the report still publishes, with status insufficient_data first and no verdicts.
     min_sessions: int = 30
-    heatmap_positions: int = 20
+    heatmap_positions: int = 20  # positions in the type x position table and heatmap
     # Day mode: each day's additive statistics (per-session sums, store cell sums, removal rows) are kept
     # here, partitioned by session_date; with window_days N the report's tables cover the N days up to
     # --date, computed from them without reading or scoring those days' events again.
     stats_path: str = "report_stats"
-    window_days: Optional[int] = None
+    window_days: Optional[int] = None  # day mode: the tables cover this many days to run.date (null: the day alone)
     top_event_types: int = 15  # bars in the picture's first panel
     # The context tables (occurrence, previous step, recency) leave out contexts seen in fewer sessions.
     context_min_sessions: int = 20

@@ -21,6 +21,12 @@ mean, and the members' spread is the removal effect's model uncertainty (attribu
 it into the model SE). The members agree where the data pins an effect down and spread where it does
 not (two event types that nearly always occur together), which session sampling alone never shows.
 
+**Pairs.** For ordered pairs of event types (a, b), each sampled session with an a before a b also gets
+the pair's **interaction** R(a and b) - R(a) - R(b), R being the removal effect: below 0 the two work
+together (each one's effect depends on the other), above 0 they stand in for each other. It is given on
+the logit as well as in P(convert): a model whose logit adds one term per event has no interaction on the
+logit (but what closing the gap does to the positions), while in P(convert) the S-curve makes one.
+
 Each event carries the removal effect of its own key in its session, so the event table holds it with no
 extra table; the report reads one value per (session, key). Only a deterministic sample of sessions is
 evaluated (about ``attribution.removal_sessions`` of them, by a hash of the session id), which bounds the

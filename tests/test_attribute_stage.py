@@ -272,3 +272,22 @@ def test_worker_memory_follows_the_arrow_batch_not_the_partition(stage):
     peak(2)  # warm: the model is built and cached once per worker
     small, large = peak(5), peak(20)
     assert large < 1.3 * small, (small, large)
+
+
+def test_frequent_pairs_are_the_ordered_pairs_in_most_sessions(spark, stage):
+    """The pairs the pair table evaluates, against a count in plain Python: for each session, every
+    (a, b) of distinct types with a's first event before b's last; most sessions first, ties by name."""
+    root, table, vocab, loaded = stage
+    counted: dict = {}
+    for types in table.column("event_types").to_pylist():
+        first = {t: i for i, t in reversed(list(enumerate(types)))}
+        last = {t: i for i, t in enumerate(types)}
+        for a in first:
+            for b in last:
+                if a != b and first[a] < last[b]:
+                    counted[(a, b)] = counted.get((a, b), 0) + 1
+    expected = sorted(counted, key=lambda k: (-counted[k], k))
+    sessions = spark.createDataFrame(table.select(["session_id", "event_types"]).to_pandas())
+    assert attribute_stage.frequent_pairs(sessions, 7) == expected[:7]
+    assert attribute_stage.frequent_pairs(sessions, 0) == []
+    assert len(attribute_stage.frequent_pairs(sessions, 10_000)) == len(expected)

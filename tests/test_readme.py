@@ -73,3 +73,18 @@ def test_the_readme_notebook_example_runs_and_gives_the_tables(spark, tmp_path):
     for _, row in published.iterrows():
         assert row.effect_log_odds == pytest.approx(expected[row.event_type], rel=1e-9, abs=1e-12)
     assert list(published.effect_log_odds) == sorted(published.effect_log_odds, reverse=True)
+
+
+def test_the_config_reference_is_current_and_gives_every_key_a_meaning():
+    """docs/config.md is what scripts/config_doc.py writes from attribution/config.py: a key added,
+    renamed or left without a comment, or a job's option changed, fails here until the page is rewritten
+    (python -m scripts.config_doc). Every key has a meaning and a row."""
+    from scripts import config_doc
+
+    rows = config_doc.keys()
+    assert len(rows) > 100
+    assert [key for _, key, meaning, _ in rows if not meaning] == []
+    page = (ROOT / "docs" / "config.md").read_text()
+    assert all(f"| `{key}` |" in page for _, key, _, _ in rows)
+    assert all(f"| `{option.split(', ')[-1]}" in page or option in page for _, option, _ in config_doc.cli_options())
+    assert page == config_doc.render(), "docs/config.md is stale: run python -m scripts.config_doc"
