@@ -188,7 +188,8 @@ def evaluate_sessions(
     for chunk in length_buckets(lengths, max(1, options.batch_positions // 100), max_positions=options.batch_positions):
         if not len(chunk):
             continue
-        x, p_full = represent(model, encoded, chunk, device)
+        x, l_full = represent(model, encoded, chunk, device)
+        p_full = 1.0 / (1.0 + np.exp(-l_full))
         width = x.shape[1]
         all_masks, owners, meta = [], [], []
         for local, row in enumerate(chunk):
