@@ -21,6 +21,7 @@ from attribution.baseline import BEATS
 from attribution.methods import REGISTRY
 from attribution.report import DIRECTIONS, EFFECT_UNIT, is_signed
 from attribution.report_text import (
+    PAIR_CAVEAT,
     PAIR_MEANING,
     REMOVAL_MEANING,
     baseline_sentence,
@@ -135,6 +136,7 @@ def _pairs(pairs: pd.DataFrame | None, n: int = 3) -> list[str]:
     if flagged.empty:
         out.append("<p id=pairs>No pair interacts: every pair's interaction is indistinguishable from noise.</p>")
         return out
+    out.append(f"<p class=warn id=pair-caveat>{esc(PAIR_CAVEAT)}</p>")
     items = [
         f"<li><b>{esc(str(r['first_event_type']))}</b> then <b>{esc(str(r['second_event_type']))}</b> "
         f"{esc(r['interaction_verdict'])}: {esc(PAIR_MEANING[r['interaction_verdict']])} "

@@ -283,6 +283,11 @@ def key_insights(
     return "\n".join(lines)
 
 
+# the pair table's standing: checked against planted truth, it flags pairs that do not interact
+PAIR_CAVEAT = (
+    "On planted data whose effects add up, the model's logit does not, and this table flags pairs that do not "
+    "interact (docs/scenarios.md): read a flagged pair as a lead to test, not a finding."
+)
 # what a pair verdict means, in the words the insights and the page use
 PAIR_MEANING = {
     "work together": "each one's effect depends on the other being in the session",
@@ -308,7 +313,7 @@ def pair_lines(pairs: pd.DataFrame | None, n: int = 3) -> list[str]:
     )
     if flagged.empty:
         return [head, "  No pair interacts: every pair's interaction is indistinguishable from noise."]
-    lines = [head]
+    lines = [head, f"  ({PAIR_CAVEAT})"]
     for _, r in flagged.head(n).iterrows():
         lines.append(
             f"  {r['first_event_type']} -> {r['second_event_type']}: {r['interaction_verdict']} "

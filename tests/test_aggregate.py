@@ -455,6 +455,7 @@ def test_pair_table_by_hand(spark):
         assert f"{a} -> {b}: {verdict}" in lines
         assert f"<b>{a}</b> then <b>{b}</b> {verdict}" in html
     assert "A -> C" not in lines and "<b>C</b>" not in html
+    assert report_text.PAIR_CAVEAT in lines and "id=pair-caveat" in html  # flagged pairs come with the caveat
     quiet = table[table.interaction_verdict == aggregate.PAIR_NOISE]
     assert "No pair interacts" in "\n".join(report_text.pair_lines(quiet)) and "No pair interacts" in "".join(
         page._pairs(quiet)
