@@ -238,13 +238,27 @@ def distribute(conf: Config, params: WorkerParams) -> dict:
         params = dataclasses.replace(params, threads=int(spark.conf.get("spark.task.cpus", "1") or 1) if spark else 1)
     distributor = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode, use_gpu=t.use_gpu)
     entry = TrainEntry(__name__, "train_worker", t.local_mode)
-    try:
-        result = distributor.run(entry, dataclasses.asdict(params))
-    except Exception as exc:  # noqa: BLE001 - TorchDistributor raises RuntimeError or a Py4J/Spark error
-        raise TrainingError(_training_failure(exc, t)) from exc
+    for attempt in (1, 2):
+        try:
+            result = distributor.run(entry, dataclasses.asdict(params))
+            break
+        except Exception as exc:  # noqa: BLE001 - TorchDistributor raises RuntimeError or a Py4J/Spark error
+            # The rendezvous port is chosen free, then bound by the processes: another program can take it
+            # in between. Training is deterministic, so the one retry trains the same model.
+            if attempt == 1 and port_taken(str(exc)):
+                log.warning("training: the rendezvous port was taken before it was bound (EADDRINUSE); retrying once")
+                continue
+            raise TrainingError(_training_failure(exc, t)) from exc
     if not isinstance(result, dict) or "weights" not in result:
         raise TrainingError("the training processes returned no model; see their output above")
     return result
+
+
+def port_taken(text: str) -> bool:
+    """Whether a failed run's text says the rendezvous port was in use (a race, worth one retry)."""
+    import re
+
+    return bool(re.search(r"EADDRINUSE|[Aa]ddress already in use", text))
 
 
 def _training_failure(exc: BaseException, t: TrainConf) -> str:

@@ -370,6 +370,20 @@ def test_a_failed_distributed_training_is_one_line_naming_where_and_why():
     assert "\n" not in text
 
 
+def test_a_taken_rendezvous_port_is_recognized_for_the_one_retry():
+    """The barrier task's error carries the torchrun output's tail: a port bound by someone else between
+    its choice and the rendezvous is retried once; any other failure is not."""
+    taken = RuntimeError(
+        "Command ['torchrun', '--nnodes=2', '--rdzv_endpoint=10.0.0.5:41231'] failed with return code 1. The task "
+        "output is included below: [W socket.cpp:464] [c10d] The server socket has failed to bind to "
+        "10.0.0.5:41231 (errno: 98 - Address already in use). EADDRINUSE"
+    )
+    assert train.port_taken(str(taken)) and train.port_taken(
+        "The server socket has failed to listen: Address already in use"
+    )
+    assert not train.port_taken("ExecutorLostFailure (executor 0 exited) Reason: Command exited with code 137")
+
+
 @pytest.mark.parametrize(
     ("labels", "expected"),
     [
