@@ -268,7 +268,23 @@ def test_stage_tables_match_the_in_process_metrics(spark, attributed):
     assert len(agree) == 6
     assert ((agree.q25 <= agree["median"]) & (agree["median"] <= agree.q75)).all()
     assert agree.sessions.max() <= (per.drop_duplicates("session_id").session_length >= 3).sum()
-    assert summary["most_faithful"]["by_comprehensiveness"] in methods
+    # the verdict, recomputed here from the per-session rows: the method whose AOPC comprehensiveness
+    # most exceeds the same sessions' random orders (paired, per session), and whether the 95% CI of that
+    # paired difference (mean +/- 1.959964 x sd / sqrt(n)) lies above 0; sufficiency the lowest
+    paired = per.assign(diff=per.value - per.random_value).groupby(["metric", "method"])["diff"]
+    comp, suff = paired.mean()["aopc_comprehensiveness"], paired.mean()["aopc_sufficiency"]
+    best = comp.idxmax()
+    sd, n = paired.std(ddof=1)["aopc_comprehensiveness"][best], paired.count()["aopc_comprehensiveness"][best]
+    verdict = summary["most_faithful"]
+    assert verdict["by_comprehensiveness"] == best and verdict["by_sufficiency"] == suff.idxmin()
+    assert verdict["comprehensiveness_vs_random"] == pytest.approx(comp[best])
+    assert verdict["beats_random"] == bool(comp[best] - 1.959964 * sd / np.sqrt(n) > 0)
+    aopc = faith[faith.metric == "aopc_comprehensiveness"].set_index("method")
+    low = comp - 1.959964 * paired.std(ddof=1)["aopc_comprehensiveness"] / np.sqrt(
+        paired.count()["aopc_comprehensiveness"]
+    )
+    np.testing.assert_allclose(aopc.vs_random_ci_low[methods].to_numpy(), low[methods].to_numpy(), atol=1e-9)
+    assert aopc.beats_random[methods].tolist() == (low[methods] > 0).tolist()
     for out in ("attribution_faithfulness.png", "delta/attribution_faithfulness", "parquet/attribution_agreement"):
         assert (report / out).exists()
 
