@@ -324,9 +324,18 @@ class ModelConf:
     # sum_k (A x_i)_k * P[position_i]_k to the logit directly, so a step's main effect needn't be counted
     # through attention. Not in the seed's model; 0 turns it off (the seed's CLS head alone).
     additive_rank: int = 4
+    # Order made explicit (attribution/model.py), both off in the seed's model: causal_events lets an event
+    # attend only to itself and the events before it (the CLS token still reads them all), so "b after an
+    # a" and "the first c" are in b's and c's own representations; end_distance N adds a learned embedding
+    # of each event's distance from the session's last event (0, 1, ..., N and more), so "the last step"
+    # is too. 0 turns it off.
+    causal_events: bool = False
+    end_distance: int = 0
 
     def check(self) -> None:
         _at_least_one("model", self, ("d_model", "n_heads", "n_layers", "ff_dim", "field_dim", "continuous_dim"))
+        if self.end_distance < 0:
+            raise ConfigError(f"model.end_distance: {self.end_distance} must be >= 0 (0: none)")
         if self.d_model % self.n_heads:
             raise ConfigError(f"model.d_model: {self.d_model} must be divisible by model.n_heads ({self.n_heads})")
         if self.additive_rank < 0:

@@ -86,6 +86,10 @@ class ModelSpec:
     input_bias: bool = False
     # The additive per-event path's rank (0: none, as in artifacts saved before the field existed).
     additive_rank: int = 0
+    # Events attend to themselves and earlier events only (the CLS token to all); False before it existed.
+    causal_events: bool = False
+    # A learned embedding of each event's distance from the session's last event, capped here (0: none).
+    end_distance: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,6 +119,8 @@ class ModelSpec:
             field_dim=model_conf.field_dim,
             continuous_dim=model_conf.continuous_dim,
             additive_rank=model_conf.additive_rank,
+            causal_events=model_conf.causal_events,
+            end_distance=model_conf.end_distance,
         )
 
 
@@ -126,10 +132,17 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(d_model, d_model)
 
     def forward(
-        self, x: torch.Tensor, key_mask: torch.Tensor, need_attention: bool, cls_only: bool = False
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor,
+        need_attention: bool,
+        cls_only: bool = False,
+        causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``cls_only``: queries from position 0 only (the output is (B, 1, d)); keys and values still come
-        from every position, so that row is exactly the full computation's first row."""
+        from every position, so that row is exactly the full computation's first row. ``causal``: a query
+        at an event's position attends to the earlier events and itself only, so an event's representation
+        never depends on a later one (position 0, the CLS token, attends to every position)."""
         b, n, d = x.shape
         if cls_only:
             w, bias = self.qkv.weight, self.qkv.bias
@@ -139,6 +152,11 @@ class SelfAttention(nn.Module):
             q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         rows = q.shape[2]
         allowed = key_mask[:, None, None, :]  # (B, 1, 1, N): True = may attend to this key
+        if causal and not cls_only:
+            earlier = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
+            earlier[1:, 0] = False  # nor the CLS token: it has read the later events
+            earlier[0] = True  # the CLS token reads every event
+            allowed = allowed & earlier[None, None]
         p_drop = self.dropout if self.training else 0.0
         if need_attention:
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
@@ -162,10 +180,15 @@ class EncoderLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, key_mask: torch.Tensor, need_attention: bool = False, cls_only: bool = False
+        self,
+        x: torch.Tensor,
+        key_mask: torch.Tensor,
+        need_attention: bool = False,
+        cls_only: bool = False,
+        causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``cls_only``: the layer's output at position 0 only, (B, 1, d)."""
-        a, probs = self.attn(self.norm1(x), key_mask, need_attention, cls_only)
+        """``cls_only``: the layer's output at position 0 only, (B, 1, d); ``causal``: see SelfAttention."""
+        a, probs = self.attn(self.norm1(x), key_mask, need_attention, cls_only, causal)
         x = (x[:, :1] if cls_only else x) + self.drop(a)
         x = x + self.drop(self.ff(self.norm2(x)))
         return x, probs
@@ -209,6 +232,8 @@ class SessionTransformer(nn.Module):
             # without evidence.
             self.event_value = nn.Linear(spec.d_model, spec.additive_rank, bias=False)
             self.event_position = nn.Embedding(spec.max_length + 1, spec.additive_rank)
+        if spec.end_distance:
+            self.end_embedding = nn.Embedding(spec.end_distance + 1, spec.d_model)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -222,6 +247,8 @@ class SessionTransformer(nn.Module):
         if self.spec.additive_rank:
             nn.init.normal_(self.event_value.weight, std=0.02)
             nn.init.zeros_(self.event_position.weight)
+        if self.spec.end_distance:
+            nn.init.normal_(self.end_embedding.weight, std=0.02)
 
     def embedding_penalty(self) -> torch.Tensor:
         """The ridge penalty of ``train.embedding_ridge``: over every categorical field's values, the sum of
@@ -293,11 +320,18 @@ class SessionTransformer(nn.Module):
             cls_position = torch.zeros(b, 1, dtype=positions.dtype, device=positions.device)
             placed = self.position(torch.cat([cls_position, positions], dim=1))
         h = torch.cat([self.cls.expand(b, 1, -1), x], dim=1) + placed
+        if self.spec.end_distance:
+            # each event's distance from the last one of its session (valid events come first, in order)
+            after = (mask.sum(1, keepdim=True) - mask.long().cumsum(1)).clamp(0, self.spec.end_distance)
+            ends = self.end_embedding(after) * mask[..., None]
+            h = h + torch.cat([torch.zeros_like(ends[:, :1]), ends], dim=1)
         key_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
         attention: list[torch.Tensor] | None = [] if need_attention else None
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            h, probs = layer(h, key_mask, need_attention, cls_only=i == last and not all_positions)
+            h, probs = layer(
+                h, key_mask, need_attention, cls_only=i == last and not all_positions, causal=self.spec.causal_events
+            )
             if attention is not None:
                 attention.append(probs)
         logit = self.head(h[:, 0]).squeeze(-1)

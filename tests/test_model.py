@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -353,3 +354,64 @@ def test_loading_never_unpickles(model, vocab, tmp_path):
     with pytest.raises(ArtifactError, match="not a safetensors file"):
         load_artifact(str(tmp_path))
     assert not marker.exists()
+
+
+def test_causal_events_see_only_earlier_events_and_the_cls_token_sees_all(table, vocab):
+    """model.causal_events: every layer's attention from an event's position is 0 on the events after it
+    and on the CLS token, while the CLS row reads every event; so changing the last event leaves every
+    earlier event's attention rows as they were. The fused path gives the same logits as the explicit one, and padding
+    still changes nothing."""
+    model = random_model(vocab, max_length=64, seed=4, std=0.2, causal_events=True, **SMALL_MODEL)
+    enc = encode_sessions(table, vocab)
+    rows = np.arange(len(enc))
+    width = int(enc.lengths.max())
+    batch = enc.batch(rows, min_length=width + 2)
+    tokens, cont, mask = to_tensors(batch, model.spec.fields)
+    with torch.no_grad():
+        x = model.represent(tokens, cont)
+        logits, attention = model.forward_from_representation(x, mask, need_attention=True, all_positions=True)
+        fused, _ = model.forward_from_representation(x, mask)
+    torch.testing.assert_close(fused, logits, atol=1e-5, rtol=0)
+    for probs in attention:
+        later = torch.ones(width + 3, width + 3, dtype=torch.bool).triu(1)
+        later[1:, 0] = True  # nor the CLS token, which has read the later events
+        later[0] = False
+        assert float(probs[:, :, later].abs().sum()) == 0.0
+        long = int(np.argmax(enc.lengths))
+        assert float(probs[long, :, 0, 1 : 1 + int(enc.lengths[long])].min()) > 0  # the CLS row reads them all
+    # the session's last event replaced by another: no earlier event's attention row moves
+    i = int(np.argmax(enc.lengths))
+    n = int(enc.lengths[i])
+    changed = x.clone()
+    changed[i, n - 1] = x[(i + 1) % len(rows), 0]
+    with torch.no_grad():
+        _, again = model.forward_from_representation(changed, mask, need_attention=True, all_positions=True)
+    for a, b in zip(attention, again, strict=True):
+        torch.testing.assert_close(a[i, :, 1:n, :], b[i, :, 1:n, :], atol=1e-6, rtol=0)
+    tight, _ = _logits(model, enc, rows)
+    padded, _ = _logits(model, enc, rows, width=width + 7)
+    torch.testing.assert_close(tight, padded, atol=1e-5, rtol=0)
+
+
+def test_end_distance_embeds_each_events_distance_from_the_sessions_last_event(table, vocab):
+    """model.end_distance 2: the embedding added at an event is that of min(events after it, 2), so a
+    session's logit equals one computed by hand with those embeddings added to the events' inputs and
+    the model's end embedding switched off; padding changes nothing."""
+    sizes = {**SMALL_MODEL, "additive_rank": 0}  # the additive path reads x alone, not the end embedding
+    model = random_model(vocab, max_length=64, seed=6, std=0.2, end_distance=2, **sizes)
+    plain = copy.deepcopy(model)
+    plain.spec = dataclasses.replace(model.spec, end_distance=0)
+    enc = encode_sessions(table, vocab)
+    rows = np.arange(len(enc))
+    tokens, cont, mask = to_tensors(enc.batch(rows), model.spec.fields)
+    with torch.no_grad():
+        x = model.represent(tokens, cont)
+        got, _ = model.forward_from_representation(x, mask)
+        by_hand = x.clone()
+        for s, n in enumerate(enc.lengths):
+            for j in range(int(n)):
+                by_hand[s, j] += model.end_embedding.weight[min(int(n) - 1 - j, 2)]
+        expected, _ = plain.forward_from_representation(by_hand, mask)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    padded, _ = _logits(model, enc, rows, width=int(enc.lengths.max()) + 5)
+    torch.testing.assert_close(got, padded, atol=1e-5, rtol=0)
