@@ -330,7 +330,7 @@ class ModelConf:
     # of each event's distance from the session's last event (0, 1, ..., N and more), so "the last step"
     # is too. 0 turns it off.
     causal_events: bool = False
-    end_distance: int = 0
+    end_distance: int = 0  # the distance embedding's cap (0: no embedding; see above)
 
     def check(self) -> None:
         _at_least_one("model", self, ("d_model", "n_heads", "n_layers", "ff_dim", "field_dim", "continuous_dim"))
