@@ -53,7 +53,7 @@ The pair and context tables, against the planted model's own pair interactions
   contribution is measured from the PAD event), so the check reads the difference, not the sign.
 - ``recency_planted_direction`` (ordered effects, signed methods): the last-step type hurts as the last
   step only: its ``last`` row's CI in the recency table must lie below its ``earlier`` row's; the value
-  is the difference of their effects (planted: last_effect).
+  is the earlier row's effect minus the last row's (planted: -last_effect, above 0).
 
 Event types labelled ``event - discovery feature`` are compared by their event name (weighted by events).
 A method with fewer than 3 event types in common with the ground truth (the ground truth of another

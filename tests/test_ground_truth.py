@@ -188,3 +188,83 @@ def test_removal_coverage_mae_and_sign_errors_by_hand():
     assert mae.agrees == (np.mean(errors) <= 0.75)
     signs = c[("m", "removal_sign_errors")]
     assert signs.value == 1 and not signs.agrees
+
+
+def _pairs(rows):
+    """A pair table: (first, second, interaction_log_odds, verdict), ranked in the order given."""
+    return pd.DataFrame(
+        {
+            "rank": range(1, len(rows) + 1),
+            "first_event_type": [r[0] for r in rows],
+            "second_event_type": [r[1] for r in rows],
+            "interaction_log_odds": [r[2] for r in rows],
+            "interaction_verdict": [r[3] for r in rows],
+        }
+    )
+
+
+def _context(kind, column, rows):
+    """A context table of method m: (event type, context, effect, CI low, CI high)."""
+    return pd.DataFrame(
+        {
+            "method": "m",
+            "event_type": [r[0] for r in rows],
+            column: [r[1] for r in rows],
+            "effect_log_odds": [r[2] for r in rows],
+            "effect_ci_low": [r[3] for r in rows],
+            "effect_ci_high": [r[4] for r in rows],
+        }
+    )
+
+
+def test_pair_and_order_checks_by_hand():
+    """The planted pair ranked 2nd with "work together"; of the three pairs whose planted interaction is
+    under 0.1 one is flagged (1/3 invented); one flagged pair has the other sign than a real interaction;
+    the occurrence type's 1st row lies above its 2nd, the last-step type's last row does not lie below its
+    earlier one (overlapping CIs)."""
+    truth = {
+        **TRUTH,
+        "true_pair_interaction": [
+            {"first_event_type": "view", "second_event_type": "page", "interaction_log_odds": -0.9},
+            {"first_event_type": "page", "second_event_type": "view", "interaction_log_odds": -0.4},
+            {"first_event_type": "click", "second_event_type": "page", "interaction_log_odds": 0.05},
+            {"first_event_type": "view", "second_event_type": "click", "interaction_log_odds": -0.02},
+            {"first_event_type": "search", "second_event_type": "view", "interaction_log_odds": 0.0},
+        ],
+        "order_effects": {
+            "pair": {"first_event_type": "view", "second_event_type": "page", "effect": 0.9},
+            "occurrence": {"event_type": "search", "first_effect": 0.7, "repeat_effect": -0.4},
+            "recency": {"event_type": "view", "last_effect": -1.0},
+        },
+    }
+    tables = _tables(EFFECTS, EFFECTS, [0.5, 0.4, 0.3, 0.2, 0.1])
+    tables["pair"] = _pairs(
+        [
+            ("page", "view", +0.5, "stand in for each other"),  # real (-0.4), flagged the other way
+            ("view", "page", -0.6, "work together"),  # the planted pair
+            ("click", "page", 0.3, "stand in for each other"),  # invented
+            ("view", "click", 0.01, "indistinguishable from noise"),
+            ("search", "view", -0.01, "indistinguishable from noise"),
+        ]
+    )
+    tables["occurrence"] = _context(
+        "occurrence", "occurrence", [("search", "1st", 0.2, 0.15, 0.25), ("search", "2nd", -0.1, -0.2, 0.0)]
+    )
+    tables["recency"] = _context(
+        "recency", "recency", [("view", "last", -0.2, -0.3, -0.1), ("view", "earlier", -0.15, -0.2, -0.1)]
+    )
+    checks = _checks(ground_truth.recovery(tables, truth))
+    invented = checks[("m", "pairs_flagged_without_interaction")]
+    assert invented.value == pytest.approx(1 / 3) and not invented.agrees and invented.compared == 3
+    assert "click → page" in invented.detail
+    signs = checks[("m", "pair_sign_errors")]
+    assert signs.value == 1 and not signs.agrees and signs.compared == 2
+    rank = checks[("m", "pair_planted_rank")]
+    assert rank.value == 2 and rank.agrees
+    occurrence = checks[("m", "occurrence_planted_direction")]
+    assert occurrence.value == pytest.approx(0.3) and occurrence.agrees
+    recency = checks[("m", "recency_planted_direction")]
+    assert recency.value == pytest.approx(0.05) and not recency.agrees  # -0.1 is not below -0.2
+    # the planted pair flagged the wrong way is not found, whatever its rank
+    tables["pair"].loc[1, "interaction_verdict"] = "stand in for each other"
+    assert not _checks(ground_truth.recovery(tables, truth))[("m", "pair_planted_rank")].agrees
