@@ -148,6 +148,29 @@ def _pairs(pairs: pd.DataFrame | None, n: int = 3) -> list[str]:
     return out
 
 
+CAUSATION_CAVEAT = (
+    "These numbers are associations through the model, not causal effects: they say how the model's "
+    "prediction moves with a step in sessions like these, not what would happen if the app added or removed "
+    "the step. Test a change (an experiment) before acting on it."
+)
+
+
+def scope_sentence(
+    split: str, sessions: int, converted: int, first_day: str | None, last_day: str | None, model: str
+) -> str:
+    """The tables' scope in one sentence: which split, how many sessions, which days, which model."""
+    which = "every session" if split == "all" else f"the {split} split"
+    days = (
+        ""
+        if first_day is None
+        else (f" of {first_day}" if first_day == last_day else f" from {first_day} to {last_day}")
+    )
+    return (
+        f"Scope: {which}, {sessions:,} sessions ({converted:,} converted){days}; model {model[:12]}. Counts such as "
+        "attributable_conversions are of these sessions, not of a day's full traffic."
+    )
+
+
 def render(
     tables: dict[str, pd.DataFrame],
     method: str,
@@ -158,9 +181,11 @@ def render(
     n: int = 5,
     planted: str | None = None,
     comparison: dict | None = None,
+    scope: str | None = None,
 ) -> bytes:
     """The page as UTF-8 bytes; ``planted``: a sentence on the planted-driver check, on synthetic data;
-    ``comparison``: the transformer against the counts baseline (:func:`attribution.report.model_comparison`)."""
+    ``comparison``: the transformer against the counts baseline (:func:`attribution.report.model_comparison`);
+    ``scope``: which sessions, days and model the tables cover (:func:`scope_sentence`)."""
 
     et = tables["event_type"][tables["event_type"]["method"] == method]
     pos = tables["position"][tables["position"]["method"] == method]
@@ -177,6 +202,9 @@ def render(
         f"<h1>Which steps drive conversion?</h1><p>run <code>{esc(run_id)}</code>, method <b>{esc(method)}</b></p>",
         f"<p id=model-status class={'warn' if status['status'] != 'ok' else 'ok'}>{esc(status_text(status))}</p>",
     ]
+    if scope:
+        parts.append(f"<p id=scope>{esc(scope)}</p>")
+    parts.append(f"<p id=caveat>{esc(CAUSATION_CAVEAT)}</p>")
     against_baseline = baseline_sentence(comparison)
     if against_baseline:
         beats = comparison is not None and comparison.get("verdict") == BEATS
@@ -206,10 +234,11 @@ def render(
                 "<p id=no-driver><b>No driver stands out</b>: every event type's effect is "
                 "indistinguishable from noise.</p>"
             )
+        types = len(et)
         parts += [
-            "<h2>Top drivers</h2>",
+            f"<h2 id=drivers-count>Top drivers: {len(drivers)} of {types} event types drive conversion</h2>",
             f"<div id=drivers>{_table(head, rows(drivers))}</div>",
-            "<h2>Top detractors</h2>",
+            f"<h2 id=detractors-count>Top detractors: {len(detractors)} of {types} event types hold it back</h2>",
             f"<div id=detractors>{_table(head, rows(detractors))}</div>",
         ]
         parts.append(f"<p>{esc(REMOVAL_MEANING)}</p>")

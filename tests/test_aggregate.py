@@ -4,6 +4,7 @@ hand-written event table of tests/helpers.py (``events``)."""
 from __future__ import annotations
 
 import math
+from html import escape
 
 import numpy as np
 import pandas as pd
@@ -319,6 +320,11 @@ def test_the_three_verdicts_through_the_tables_the_insights_and_the_page(spark):
     html = page.render(tables, "grad_x_input", status, None, b"", "r").decode()
     first = lambda div: html.split(f"<div id={div}>", 1)[1].split("<td class=event-type>", 1)[1].split("</td>")[0]  # noqa: E731
     assert first("drivers") == "up" and first("detractors") == "down"
+    # counted as N of M: one of the three types drives conversion, one holds it back
+    heading = lambda key: html.split(f"<h2 id={key}-count>", 1)[1].split("</h2>", 1)[0]  # noqa: E731
+    assert heading("drivers") == "Top drivers: 1 of 3 event types drive conversion"
+    assert heading("detractors") == "Top detractors: 1 of 3 event types hold it back"
+    assert escape(page.CAUSATION_CAVEAT) in html and "id=scope" not in html  # no scope given, none shown
 
 
 def test_the_context_tables_against_a_pandas_reference(spark):

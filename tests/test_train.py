@@ -302,6 +302,14 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     # planted drivers at 1,500 users: the CSV has drivers, and the page's first one is the CSV's first
     assert len(drivers)
     top = page.split("<div id=drivers>", 1)[1].split("<td class=event-type>", 1)[1].split("</td>", 1)[0]
+    # the scope line: the test split's sessions, their days from the sessions table, this model
+    dates = sessions.where("split = 'test'").selectExpr("min(session_date)", "max(session_date)").first()
+    scope = page.split("<p id=scope>", 1)[1].split("</p>", 1)[0]
+    converted = int(sessions.where("split = 'test' and label = 1").count())
+    assert scope.startswith(
+        f"Scope: the test split, {by_split['test']:,} sessions ({converted:,} converted) from {dates[0]} to "
+        f"{dates[1]}; model {metrics['model_sha256'][:12]}."
+    ), scope
     assert top == drivers.event_type.iloc[0]
     # the counts baseline: fitted in the train stage, compared on the same test sessions in the report
     comparison = pd.read_csv(out / "report" / "model_comparison.csv")

@@ -98,6 +98,14 @@ def run(spark: SparkSession, conf: Config) -> dict:
 
     drawn: Future[bytes]  # the picture, drawn on a thread while the tables are staged (below)
 
+    scope = page.scope_sentence(
+        conf.attribution.split,
+        int(status["data_sessions"]),
+        int(status["data_converted"]),
+        *days_of(events, conf),
+        shas[0],
+    )
+
     def html() -> bytes:
         return page.render(
             views,
@@ -108,6 +116,7 @@ def run(spark: SparkSession, conf: Config) -> dict:
             conf.run.run_id or "",
             planted=planted,
             comparison=comparison,
+            scope=scope,
         )
 
     extra = [
@@ -140,6 +149,17 @@ def run(spark: SparkSession, conf: Config) -> dict:
     if comparison is not None:
         result["model_comparison"] = comparison
     return result
+
+
+def days_of(events: DataFrame, conf: Config) -> tuple[str | None, str | None]:
+    """The first and last day the tables cover: the day-mode window's, or the event table's session dates."""
+    from pyspark.sql import functions as F
+
+    if conf.run.date is not None:
+        days = window_of(conf)
+        return days[0], days[-1]
+    first, last = single_row(events.agg(F.min("session_date"), F.max("session_date")))
+    return (None if first is None else str(first)), (None if last is None else str(last))
 
 
 def baseline_of(conf: Config, status: dict) -> dict | None:
