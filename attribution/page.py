@@ -171,6 +171,18 @@ def scope_sentence(
     )
 
 
+def calibration_sentence(status: dict) -> str:
+    """Calibration in the large: the model's mean predicted P(convert) on the test split against the rate."""
+    mean, rate = status["test_mean_prediction"], status["test_positive_rate"]
+    gap = 100 * (mean - rate)
+    way = "high" if gap > 0 else "low"
+    return (
+        f"calibration: the mean predicted P(convert) on the test split is {mean:.3f} against a conversion rate of "
+        f"{rate:.3f}: the predictions run {abs(gap):.1f} percentage points {way} on average, and the removal "
+        "effects are differences of such predictions"
+    )
+
+
 def render(
     tables: dict[str, pd.DataFrame],
     method: str,
@@ -300,6 +312,8 @@ def render(
     if "test_roc_auc" in status:
         low, high = status["test_roc_auc_ci"]
         parts.append(f"<li>test ROC-AUC {status['test_roc_auc']:.3f} (95% CI {low:.3f}-{high:.3f}; 0.5 is chance)</li>")
+    if "test_mean_prediction" in status:
+        parts.append(f"<li id=calibration>{esc(calibration_sentence(status))}</li>")
     if "leakage_check_roc_auc" in status:
         parts.append(
             f"<li>leakage check: the same model with the funnel events kept scores {status['leakage_check_roc_auc']:.3f}; "

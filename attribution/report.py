@@ -146,7 +146,11 @@ def model_status(conf: Config, shas: list[str]) -> dict:
         "test_positives": positives,
         "min_test_auc": floor,
         "sessions": metrics.get("sessions", {}),
+        # calibration in the large: the mean predicted P(convert) against the rate, on the test split
+        "test_positive_rate": float(test["positive_rate"]),
     }
+    if test.get("mean_prediction") is not None:
+        out["test_mean_prediction"] = float(test["mean_prediction"])
     leak = metrics.get("leakage_check")
     if leak:
         out["leakage_check_roc_auc"] = leak["test"]["roc_auc"]

@@ -325,6 +325,11 @@ def test_the_three_verdicts_through_the_tables_the_insights_and_the_page(spark):
     assert heading("drivers") == "Top drivers: 1 of 3 event types drive conversion"
     assert heading("detractors") == "Top detractors: 1 of 3 event types hold it back"
     assert escape(page.CAUSATION_CAVEAT) in html and "id=scope" not in html  # no scope given, none shown
+    assert "id=calibration" not in html  # no mean prediction in the status, no calibration line
+    calibrated = {**status, "test_mean_prediction": 0.182, "test_positive_rate": 0.157}
+    html = page.render(tables, "grad_x_input", calibrated, None, b"", "r").decode()
+    line = html.split("<li id=calibration>", 1)[1].split("</li>", 1)[0]
+    assert "is 0.182 against a conversion rate of 0.157: the predictions run 2.5 percentage points high" in line
 
 
 def test_the_context_tables_against_a_pandas_reference(spark):

@@ -310,6 +310,9 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
         f"Scope: the test split, {by_split['test']:,} sessions ({converted:,} converted) from {dates[0]} to "
         f"{dates[1]}; model {metrics['model_sha256'][:12]}."
     ), scope
+    calibration = page.split("<li id=calibration>", 1)[1].split("</li>", 1)[0]
+    test = metrics["test"]
+    assert f"is {test['mean_prediction']:.3f} against a conversion rate of {test['positive_rate']:.3f}" in calibration
     assert top == drivers.event_type.iloc[0]
     # the counts baseline: fitted in the train stage, compared on the same test sessions in the report
     comparison = pd.read_csv(out / "report" / "model_comparison.csv")
