@@ -324,7 +324,7 @@ class SessionTransformer(nn.Module):
             # each event's distance from the last one of its session (valid events come first, in order)
             after = (mask.sum(1, keepdim=True) - mask.long().cumsum(1)).clamp(0, self.spec.end_distance)
             ends = self.end_embedding(after) * mask[..., None]
-            h = h + torch.cat([torch.zeros_like(ends[:, :1]), ends], dim=1)
+            h = h + torch.cat([h.new_zeros(b, 1, h.shape[-1]), ends], dim=1)  # nothing at the CLS position
         key_mask = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=mask.device), mask], dim=1)
         attention: list[torch.Tensor] | None = [] if need_attention else None
         last = len(self.layers) - 1

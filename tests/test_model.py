@@ -415,3 +415,9 @@ def test_end_distance_embeds_each_events_distance_from_the_sessions_last_event(t
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     padded, _ = _logits(model, enc, rows, width=int(enc.lengths.max()) + 5)
     torch.testing.assert_close(got, padded, atol=1e-5, rtol=0)
+    # the empty session (every event removed) has no distance to embed: the CLS token alone, as without it
+    from attribution.removal import empty_logit
+
+    both = copy.deepcopy(model)
+    both.spec = dataclasses.replace(model.spec, causal_events=True)
+    assert empty_logit(both, "cpu") == pytest.approx(empty_logit(plain, "cpu"), abs=1e-6)
