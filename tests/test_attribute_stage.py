@@ -287,7 +287,8 @@ def test_frequent_pairs_are_the_ordered_pairs_in_most_sessions(spark, stage):
                 if a != b and first[a] < last[b]:
                     counted[(a, b)] = counted.get((a, b), 0) + 1
     expected = sorted(counted, key=lambda k: (-counted[k], k))
-    sessions = spark.createDataFrame(table.select(["session_id", "event_types"]).to_pandas())
+    rows = zip(table.column("session_id").to_pylist(), table.column("event_types").to_pylist(), strict=True)
+    sessions = spark.createDataFrame(list(rows), "session_id string, event_types array<string>")
     assert attribute_stage.frequent_pairs(sessions, 7) == expected[:7]
     assert attribute_stage.frequent_pairs(sessions, 0) == []
     assert len(attribute_stage.frequent_pairs(sessions, 10_000)) == len(expected)
