@@ -152,12 +152,15 @@ def run(spark: SparkSession, conf: Config) -> dict:
 
 
 def days_of(events: DataFrame, conf: Config) -> tuple[str | None, str | None]:
-    """The first and last day the tables cover: the day-mode window's, or the event table's session dates."""
+    """The first and last day the tables cover: the day-mode window's, or the event table's session dates
+    (None when it has none)."""
     from pyspark.sql import functions as F
 
     if conf.run.date is not None:
         days = window_of(conf)
         return days[0], days[-1]
+    if "session_date" not in events.columns:  # an event table written without it: no days to state
+        return None, None
     first, last = single_row(events.agg(F.min("session_date"), F.max("session_date")))
     return (None if first is None else str(first)), (None if last is None else str(last))
 
