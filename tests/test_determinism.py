@@ -81,9 +81,11 @@ def test_a_classic_and_a_connect_run_give_the_same_sessions_model_and_tables(tmp
     assert a["model_sha256"] == b["model_sha256"]
     assert a["counts"] == b["counts"]
     assert a["counts"]["attribute"]["events"] == len(a["events"]) and a["counts"]["attribute"]["model_batches"] > 0
-    # 7 tables x 2 CSVs, the ground-truth comparison, faithfulness and agreement; the classic run also
-    # compares the model with the counts baseline, which a Connect run skips (docs/connect.md)
-    assert set(a["tables"]) - set(b["tables"]) == {"model_comparison.csv"} and len(b["tables"]) == 17
+    # 7 tables x 2 CSVs, the pair table (one CSV: it has no method), the ground-truth comparison,
+    # faithfulness and agreement; the classic run also compares the model with the counts baseline, which a
+    # Connect run skips (docs/connect.md)
+    assert set(a["tables"]) - set(b["tables"]) == {"model_comparison.csv"} and len(b["tables"]) == 18
+    assert len(b["tables"]["event_pair_attribution_no_funnel.csv"]) > 0
     assert list(a["tables"]["model_comparison.csv"].model) == ["transformer", "counts_baseline"]
     assert "Spark Connect" in b["baseline"]["skipped"] and "skipped" not in a["baseline"]
     for name, table in b["tables"].items():
