@@ -53,8 +53,10 @@ in a 25-event session, and converted sessions are longer or shorter than others 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, Window
@@ -545,6 +547,33 @@ WORK_TOGETHER, STAND_IN, PAIR_NOISE = (
 )
 
 
+class Estimates(NamedTuple):
+    """Per key of :func:`removal_from`'s rows: the mean, its two-part 95% CI, the session-sampling and the
+    model SEs (the model SE null with one member), the members and the sessions."""
+
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    se: np.ndarray
+    model_se: np.ndarray
+    models: np.ndarray
+    n: np.ndarray
+
+
+def estimates(rows: pd.DataFrame) -> Estimates:
+    """:class:`Estimates` of :func:`removal_from`'s rows (``n``, ``mean``, ``var``, and ``models`` and
+    ``model_var`` where there is an ensemble): the CI of :func:`attribution.statistics.two_part_ci`."""
+    n = rows["n"].to_numpy(float)
+    mean = rows["mean"].to_numpy(float)
+    se = np.sqrt(rows["var"].to_numpy(float) / n)
+    models = rows["models"].to_numpy(float) if "models" in rows else np.ones(len(rows))
+    models = np.where(np.isfinite(models), models, 1.0)
+    model_var = rows["model_var"].to_numpy(float) if "model_var" in rows else np.full(len(rows), np.nan)
+    model_se = np.where(models > 1, np.sqrt(model_var / models), np.nan)
+    low, high = two_part_ci(mean, se, model_se, models)
+    return Estimates(mean, low, high, se, model_se, models, n)
+
+
 def pair_table(removal: pa.Table | None, min_sessions: int = 1) -> pa.Table:
     """The pair table (``attribution.schema.PAIR_TABLE``) from :func:`removal_stats`' pair rows: per
     ordered pair (a, b) seen in at least ``min_sessions`` sampled sessions, the mean over those sessions
@@ -561,22 +590,11 @@ def pair_table(removal: pa.Table | None, min_sessions: int = 1) -> pa.Table:
         lo, pp = by_kind["pair_log_odds"], by_kind["pair"].reindex(by_kind["pair_log_odds"].index)
         lo = lo[lo["n"] >= min_sessions]
         pp = pp.reindex(lo.index)
-        scaled = {}
-        for name, frame in (("lo", lo), ("pp", pp)):
-            n = frame["n"].to_numpy(float)
-            mean = frame["mean"].to_numpy(float)
-            se = np.sqrt(frame["var"].to_numpy(float) / n)
-            models = frame["models"].to_numpy(float) if "models" in frame else np.ones(len(frame))
-            models = np.where(np.isfinite(models), models, 1.0)
-            model_var = frame["model_var"].to_numpy(float) if "model_var" in frame else np.full(len(frame), np.nan)
-            model_se = np.where(models > 1, np.sqrt(model_var / models), np.nan)
-            low, high = two_part_ci(mean, se, model_se, models)
-            scaled[name] = (mean, low, high, se, model_se, models, n)
-        mean, low, high, se, model_se, models, n = scaled["lo"]
+        mean, low, high, se, model_se, models, n = estimates(lo)
         verdict = np.where(high < 0, WORK_TOGETHER, np.where(low > 0, STAND_IN, PAIR_NOISE))
         firsts, seconds = zip(*(k.split(PAIR_KEY_SEPARATOR, 1) for k in lo.index), strict=True) if len(lo) else ((), ())
         order = sorted(range(len(lo)), key=lambda i: (-abs(mean[i]), firsts[i], seconds[i]))
-        pmean, plow, phigh = (100 * v for v in scaled["pp"][:3])
+        pmean, plow, phigh = (100 * v for v in estimates(pp)[:3])
         for rank, i in enumerate(order, start=1):
             values = {
                 "rank": rank,
@@ -639,21 +657,15 @@ def with_removal(table: pa.Table, kind: str, key: str, removal: pa.Table | None,
         rows = removal.filter(pc.equal(removal["kind"], kind)).to_pandas().set_index("key")
         keys = pc.cast(table[key], pa.string()).to_pylist()
         found = rows.reindex(keys)
-        mean = found["mean"].to_numpy(float)
-        se = np.sqrt(found["var"].to_numpy(float) / found["n"].to_numpy(float))
-        models = found["models"].to_numpy(float) if "models" in found else np.ones(len(found))
-        models = np.where(np.isfinite(models), models, 1.0)
-        model_var = found["model_var"].to_numpy(float) if "model_var" in found else np.full(len(found), np.nan)
-        model_se = np.where(models > 1, np.sqrt(model_var / models), np.nan)
-        values["removal_effect_pp"] = 100 * mean
-        low, high = two_part_ci(mean, se, model_se, models)
-        values["removal_ci_low_pp"], values["removal_ci_high_pp"] = 100 * low, 100 * high
-        values["removal_sampling_se_pp"], values["removal_model_se_pp"] = 100 * se, 100 * model_se
-        values["removal_models"] = np.where(np.isfinite(mean), models, np.nan)
+        e = estimates(found)
+        values["removal_effect_pp"] = 100 * e.mean
+        values["removal_ci_low_pp"], values["removal_ci_high_pp"] = 100 * e.low, 100 * e.high
+        values["removal_sampling_se_pp"], values["removal_model_se_pp"] = 100 * e.se, 100 * e.model_se
+        values["removal_models"] = np.where(np.isfinite(e.mean), e.models, np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
-            values["removal_relative_lift"] = mean / found["p_without"].to_numpy(float)
-        values["attributable_conversions"] = mean * table["sessions"].to_numpy(zero_copy_only=False).astype(float)
-        values["removal_sessions"] = found["n"].to_numpy(float)
+            values["removal_relative_lift"] = e.mean / found["p_without"].to_numpy(float)
+        values["attributable_conversions"] = e.mean * table["sessions"].to_numpy(zero_copy_only=False).astype(float)
+        values["removal_sessions"] = e.n
     at = table.column_names.index(after) + 1
     for offset, c in enumerate(REMOVAL_COLUMNS):
         v = values[c]

@@ -285,3 +285,18 @@ def report_conf(tmp_path, run_id="r1", *extra):
     from tests.conftest import make_conf
 
     return make_conf(f"run.output_dir={tmp_path}", f"run.run_id={run_id}", "attribution.methods=[grad_x_input]", *extra)
+
+
+def ordered_pairs_by_sessions(sessions_types) -> list[tuple[str, str]]:
+    """The ordered pairs of event types (a, b), a != b, with a's first event before b's last, in most of
+    the sessions (each a list of event types) first, ties by name: the pair table's selection, counted in
+    plain Python."""
+    counted: dict = {}
+    for types in sessions_types:
+        first = {t: i for i, t in reversed(list(enumerate(types)))}
+        last = {t: i for i, t in enumerate(types)}
+        for a in first:
+            for b in last:
+                if a != b and first[a] < last[b]:
+                    counted[(a, b)] = counted.get((a, b), 0) + 1
+    return sorted(counted, key=lambda k: (-counted[k], k))

@@ -19,7 +19,7 @@ from attribution.model import to_tensors
 from attribution.schema import INPUT_COLUMNS
 from attribution.stages import attribute as attribute_stage
 from tests.conftest import make_conf
-from tests.helpers import save_random_model, synthetic_sessions, vocab_of
+from tests.helpers import ordered_pairs_by_sessions, save_random_model, synthetic_sessions, vocab_of
 from udfs import attribution_udf, worker
 
 
@@ -278,15 +278,7 @@ def test_frequent_pairs_are_the_ordered_pairs_in_most_sessions(spark, stage):
     """The pairs the pair table evaluates, against a count in plain Python: for each session, every
     (a, b) of distinct types with a's first event before b's last; most sessions first, ties by name."""
     root, table, vocab, loaded = stage
-    counted: dict = {}
-    for types in table.column("event_types").to_pylist():
-        first = {t: i for i, t in reversed(list(enumerate(types)))}
-        last = {t: i for i, t in enumerate(types)}
-        for a in first:
-            for b in last:
-                if a != b and first[a] < last[b]:
-                    counted[(a, b)] = counted.get((a, b), 0) + 1
-    expected = sorted(counted, key=lambda k: (-counted[k], k))
+    expected = ordered_pairs_by_sessions(table.column("event_types").to_pylist())
     rows = zip(table.column("session_id").to_pylist(), table.column("event_types").to_pylist(), strict=True)
     sessions = spark.createDataFrame(list(rows), "session_id string, event_types array<string>")
     assert attribute_stage.frequent_pairs(sessions, 7) == expected[:7]

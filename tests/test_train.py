@@ -17,7 +17,14 @@ from attribution import baseline, train
 from attribution.features import build_vocabularies
 from attribution.model import ModelSpec, SessionTransformer, build_model, load_artifact
 from tests.conftest import make_conf
-from tests.helpers import run_small_pipeline, small_model_sets, synthetic_sessions, vocab_of, write_shards
+from tests.helpers import (
+    ordered_pairs_by_sessions,
+    run_small_pipeline,
+    small_model_sets,
+    synthetic_sessions,
+    vocab_of,
+    write_shards,
+)
 
 # the tests' small model with one layer (trains in seconds), and small training settings
 SMALL = [
@@ -273,15 +280,7 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     # each interaction the mean of the sessions' values in the event table, ranked by its size
     pair_table = pd.read_csv(out / "report" / "event_pair_attribution_no_funnel.csv")
     test_types = sessions.where("split = 'test'").select("event_types").toPandas().event_types
-    counted: dict = {}
-    for types in test_types:
-        first = {t: i for i, t in reversed(list(enumerate(types)))}
-        last = {t: i for i, t in enumerate(types)}
-        for a in first:
-            for b in last:
-                if a != b and first[a] < last[b]:
-                    counted[(a, b)] = counted.get((a, b), 0) + 1
-    frequent = sorted(counted, key=lambda k: (-counted[k], k))[:10]
+    frequent = ordered_pairs_by_sessions(test_types)[:10]
     assert [tuple(p) for p in summary["removal_pairs"]] == frequent
     assert set(zip(pair_table.first_event_type, pair_table.second_event_type, strict=True)) <= set(frequent)
     assert len(pair_table) >= 8 and pair_table["rank"].tolist() == list(range(1, len(pair_table) + 1))
