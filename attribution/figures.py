@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from attribution.report import DIRECTIONS, EFFECT_UNIT, NO_VERDICT, is_signed
+from attribution.report import DIRECTIONS, EFFECT_UNIT, NO_VERDICT, PP_UNIT, is_signed, pp_scale
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -113,6 +113,20 @@ def report_picture(tables: dict[str, pd.DataFrame], method: str, top: int = 15, 
     return buf.getvalue()
 
 
+STORE_UNIT = "net effect per event beyond its type and position (log-odds)"
+
+
+def _pp_axis(ax: Axes, scale: float | None, which: str) -> None:
+    """A second axis in percentage points (log-odds x ``scale``) on top (``x``) or right (``y``)."""
+    if scale is None:
+        return
+    functions = (lambda v: v * scale, lambda v: v / scale)
+    if which == "x":
+        ax.secondary_xaxis("top", functions=functions).set_xlabel(PP_UNIT)
+    else:
+        ax.secondary_yaxis("right", functions=functions).set_ylabel(PP_UNIT)
+
+
 def _bars(
     ax: Axes,
     labels: Sequence[str],
@@ -146,9 +160,11 @@ def _bars(
 
 
 def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, status: dict | None = None) -> Figure:
-    """Four panels, each in the effect's unit with 95% CIs: event types, positions, stores (net of type and
-    position, shrunk), and the type x position heatmap. A method without a signed contribution
-    (attention) shows the seed's lift and mean attribution instead, and says so."""
+    """Four panels in the effect's unit: event types, positions and stores (net of type and position,
+    shrunk), each with 95% CIs, and the type x position heatmap of the mean effect (a cell has too few
+    sessions for a CI). With the test split's conversion rate in ``status``, the event-type and position
+    panels also read in percentage points (a second axis: the effect x 100 p (1 - p)). A method without a
+    signed contribution (attention) shows the seed's lift and mean attribution instead, and says so."""
     from matplotlib.figure import Figure  # no pyplot: no global state, safe off the main thread
 
     et = tables["event_type"][tables["event_type"]["method"] == method].copy()
@@ -156,6 +172,7 @@ def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, s
     st = tables["store"][tables["store"]["method"] == method].copy()
     tp = tables["type_position"][tables["type_position"]["method"] == method]
     signed = is_signed(et)
+    scale = pp_scale(status) if status else None
 
     fig = Figure(figsize=(18, 13))
     axes = fig.subplots(2, 2)
@@ -181,6 +198,7 @@ def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, s
         )
         ax.set_title(f"Top {len(top_et)} event types by effect on conversion (95% CI)")
         ax.set_xlabel(EFFECT_UNIT + "; green drives, red holds back, grey: noise")
+        _pp_axis(ax, scale, "x")
     else:
         top_et = et.head(top).iloc[::-1]
         verdicts = [DIRECTIONS[0] if v > 0 else DIRECTIONS[1] for v in top_et["attribution_lift"]]
@@ -211,6 +229,7 @@ def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, s
         ax.legend()
         ax.set_ylabel(EFFECT_UNIT)
         ax.set_title("Effect by position in session (95% CI)")
+        _pp_axis(ax, scale, "y")
     else:
         _bars(
             ax,
@@ -239,7 +258,7 @@ def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, s
             center=top_st["net_effect_log_odds"],
         )
         ax.set_title("Top stores by effect beyond their type and position (bars: shrunk; dots: raw with 95% CI)")
-        ax.set_xlabel(EFFECT_UNIT)
+        ax.set_xlabel(STORE_UNIT)
     else:
         ax.barh(top_st["store_name"].astype(str), top_st["mean_attribution"], color=NOISE_COLOR)
         ax.set_title(f"Top stores by mean attribution (the seed's ranking; {method} has no sign)")
@@ -259,7 +278,7 @@ def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, s
     )
     ax.set_yticks(range(len(grid.index)), grid.index)
     ax.set_xticks(range(len(grid.columns)), [str(c) for c in grid.columns])
-    ax.set_title(f"{'Effect' if signed else 'Mean attribution'}: event type x position")
+    ax.set_title(f"{'Effect' if signed else 'Mean attribution'}: event type x position (means, no CI)")
     ax.set_xlabel("position (1-based)")
     fig.colorbar(image, ax=ax, label=EFFECT_UNIT if signed else "mean attribution")
 
@@ -299,6 +318,6 @@ def session_picture(rows: pd.DataFrame) -> bytes:
     ax.set_title(f"{first['session_id']}  P(convert) = {first['prediction']:.3f}, label {int(first['label'])}")
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")  # the long axis label whole
     plt.close(fig)
     return buf.getvalue()

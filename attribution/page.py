@@ -19,27 +19,24 @@ import pandas as pd
 
 from attribution.baseline import BEATS
 from attribution.methods import REGISTRY
-from attribution.report import DIRECTIONS, EFFECT_UNIT, is_signed
+from attribution.report import DIRECTIONS, EFFECT_UNIT, is_signed, pp_scale
 from attribution.report_text import (
+    NO_REMOVAL_QUOTABLE,
     PAIR_CAVEAT,
     PAIR_MEANING,
+    QUOTABLE,
     REMOVAL_MEANING,
+    SIGN_MARK,
+    SIGN_NOTE,
     baseline_sentence,
     flagged_pairs,
     ranked_drivers,
     removal_pp,
+    signs_disagree,
     status_text,
 )
 
 PAGE = "index.html"
-
-
-def _pp_scale(status: dict) -> float | None:
-    n, pos = status.get("test_sessions"), status.get("test_positives")
-    if not n or pos is None:
-        return None
-    p = pos / n
-    return 100.0 * p * (1 - p) if 0 < p < 1 else None
 
 
 def _fmt(value: float | None, digits: int = 3, signed: bool = True) -> str:
@@ -60,7 +57,16 @@ def _effect_cells(row: pd.Series, scale: float | None, prefix: str = "effect") -
 
 
 def _removal_cell(row: pd.Series) -> str:
-    return f"<td class=num>{removal_pp(row) or '-'}</td>"
+    return f"<td class='num removal'>{removal_pp(row) or '-'}</td>"
+
+
+def _mark_cell(row: pd.Series, prefix: str = "effect") -> str:
+    """The note column: the sign mark when the row's effect and removal effect point opposite ways."""
+    return f"<td class=mark>{SIGN_MARK if signs_disagree(row, prefix) else ''}</td>"
+
+
+def _marked(rows: pd.DataFrame, prefix: str = "effect") -> bool:
+    return any(signs_disagree(r, prefix) for _, r in rows.iterrows())
 
 
 def _table(head: list[str], rows: list[str]) -> str:
@@ -202,7 +208,7 @@ def render(
     et = tables["event_type"][tables["event_type"]["method"] == method]
     pos = tables["position"][tables["position"]["method"] == method]
     st = tables["store"][tables["store"]["method"] == method].sort_values("rank")
-    scale = _pp_scale(status)
+    scale = pp_scale(status)
     esc = html.escape
     parts = [
         "<!doctype html><html><head><meta charset=utf-8>",
@@ -223,21 +229,25 @@ def render(
         parts.append(f"<p id=baseline class={'ok' if beats else 'warn'}>{esc(against_baseline)}</p>")
     if is_signed(et):
         drivers, detractors, rest = ranked_drivers(et)
-        removal = "removal effect, pp [95% CI]"
+        has_removal = "removal_effect_pp" in et.columns and bool(et["removal_effect_pp"].notna().any())
+        parts.append(f"<p id=quotable><b>{esc(QUOTABLE if has_removal else NO_REMOVAL_QUOTABLE)}</b></p>")
+        removal = "removal effect, pp [95% CI]: quote this"
+        per_event = "≈ pp per event [95% CI]"
         head = [
             "event type",
-            f"effect ({EFFECT_UNIT})",
-            "95% CI",
-            "≈ percentage points [95% CI]",
             removal,
+            f"effect per event ({EFFECT_UNIT})",
+            "95% CI",
+            per_event,
             "events",
             "sessions",
+            "note",
         ]
 
         def rows(df: pd.DataFrame) -> list[str]:
             return [
-                f"<td class=event-type>{esc(str(r['event_type']))}</td>{_effect_cells(r, scale)}{_removal_cell(r)}"
-                f"<td class=num>{int(r['events']):,}</td><td class=num>{int(r['sessions']):,}</td>"
+                f"<td class=event-type>{esc(str(r['event_type']))}</td>{_removal_cell(r)}{_effect_cells(r, scale)}"
+                f"<td class=num>{int(r['events']):,}</td><td class=num>{int(r['sessions']):,}</td>{_mark_cell(r)}"
                 for _, r in df.head(n).iterrows()
             ]
 
@@ -254,32 +264,51 @@ def render(
             f"<div id=detractors>{_table(head, rows(detractors))}</div>",
         ]
         parts.append(f"<p>{esc(REMOVAL_MEANING)}</p>")
+        if _marked(pd.concat([drivers.head(n), detractors.head(n)])):
+            parts.append(f"<p class=sign-note>{esc(SIGN_NOTE)}</p>")
         if not rest.empty:
             parts.append("<p>Indistinguishable from noise: " + esc(", ".join(map(str, rest["event_type"]))) + "</p>")
         parts.append("<h2>By position in the session</h2>")
         parts.append(
-            _table(
-                ["position (1-based)", "effect", "95% CI", "≈ pp [95% CI]", removal, "mean |effect|", "events"],
+            "<div id=positions>"
+            + _table(
                 [
-                    f"<td>{esc(str(r['position_bin']))}</td>{_effect_cells(r, scale)}{_removal_cell(r)}"
+                    "position (1-based)",
+                    removal,
+                    "effect per event",
+                    "95% CI",
+                    per_event,
+                    "mean |effect|",
+                    "events",
+                    "note",
+                ],
+                [
+                    f"<td>{esc(str(r['position_bin']))}</td>{_removal_cell(r)}{_effect_cells(r, scale)}"
                     f"<td class=num>{_fmt(r['mean_abs_effect_log_odds'], signed=False)}</td>"
-                    f"<td class=num>{int(r['events']):,}</td>"
+                    f"<td class=num>{int(r['events']):,}</td>{_mark_cell(r)}"
                     for _, r in pos.iterrows()
                 ],
             )
+            + "</div>"
         )
+        if _marked(pos):
+            parts.append(f"<p class=sign-note>{esc(SIGN_NOTE)}</p>")
         parts.append(
-            "<h2>Top stores</h2><p>Effect beyond what their events' type and position explain, shrunk "
-            "towards 0 by support; ranked by the shrunk effect.</p>"
+            "<h2>Top stores</h2><p>Effect per event beyond what the events' type and position explain, shrunk "
+            "towards 0 by support; ranked by the shrunk effect. The removal effect takes all of the store's "
+            "events out, type and position included.</p>"
         )
+        top = st.head(n)
         store_rows = [
-            f"<td class=num>{int(r['rank'])}</td><td class=store>{esc(str(r['store_name']))}</td>"
+            f"<td class=num>{int(r['rank'])}</td><td class=store>{esc(str(r['store_name']))}</td>{_removal_cell(r)}"
             f"<td class=num>{_fmt(r['shrunk_net_effect_log_odds'])}</td>{_effect_cells(r, scale, 'net_effect')}"
-            f"{_removal_cell(r)}<td class=num>{int(r['sessions']):,}</td>"
-            for _, r in st.head(n).iterrows()
+            f"<td class=num>{int(r['sessions']):,}</td>{_mark_cell(r, 'net_effect')}"
+            for _, r in top.iterrows()
         ]
-        head = ["rank", "store", "shrunk effect", "raw effect", "95% CI", "≈ pp [95% CI]", removal, "sessions"]
+        head = ["rank", "store", removal, "shrunk effect", "raw effect", "95% CI", per_event, "sessions", "note"]
         parts.append(f"<div id=stores>{_table(head, store_rows)}</div>")
+        if _marked(top, "net_effect"):
+            parts.append(f"<p class=sign-note>{esc(SIGN_NOTE)}</p>")
     else:
         parts.append(
             f"<p>{esc(method)} has no signed contribution: the tables are ordered by the seed's lift. "
@@ -299,9 +328,10 @@ def render(
     if faithful:
         noise = "" if faithful.get("beats_random") else " (but not distinguishable from a random order)"
         parts.append(
-            f"<p>Most faithful on this data: <b>{esc(str(faithful['by_comprehensiveness']))}</b> by comprehensiveness"
-            f"{esc(noise)}, <b>{esc(str(faithful['by_sufficiency']))}</b> by sufficiency: removing the events it ranks "
-            "first moves the model's prediction the most (attribution_faithfulness.csv).</p>"
+            f"<p id=faithful>Most faithful on this data: <b>{esc(str(faithful['by_comprehensiveness']))}</b> by "
+            f"comprehensiveness{esc(noise)} (removing the events it ranks first moves the model's prediction the "
+            f"most), <b>{esc(str(faithful['by_sufficiency']))}</b> by sufficiency (the events it ranks first, kept "
+            "alone, keep the prediction closest to the whole session's); attribution_faithfulness.csv.</p>"
         )
     else:
         parts.append("<p>No faithfulness evaluation for this model in this run (jobs/faithfulness.py).</p>")

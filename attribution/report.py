@@ -231,6 +231,19 @@ def write_tables(spark: SparkSession, tables: dict[str, pa.Table], conf: Config)
 
 
 EFFECT_UNIT = "mean signed contribution per event (log-odds)"
+PP_UNIT = "≈ pp of P(convert) per event, for an average session"
+
+
+def pp_scale(status: dict) -> float | None:
+    """Percentage points per log-odds at the test sessions' conversion rate p: 100 p (1 - p), the slope of
+    the logistic curve there (None without a rate strictly between 0 and 1)."""
+    n, pos = status.get("test_sessions"), status.get("test_positives")
+    if not n or pos is None:
+        return None
+    p = pos / n
+    return 100.0 * p * (1 - p) if 0 < p < 1 else None
+
+
 # the verdicts that give a direction (the others: indistinguishable from noise)
 DIRECTIONS = (aggregate.DRIVES, aggregate.HOLDS_BACK)
 

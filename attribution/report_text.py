@@ -189,6 +189,44 @@ REMOVAL_MEANING = (
 )
 
 
+# which figure answers which question, in the words the page and the insights use
+QUOTABLE = (
+    "The figure to quote is the removal effect: how many percentage points higher the model's P(convert) is "
+    "for a session with the step's events than without them. The effect, in log-odds, says how strongly one "
+    "such event pushes; its ≈ pp is that one push for an average session."
+)
+NO_REMOVAL_QUOTABLE = (
+    "Removal effects are off (attribution.removal_sessions is 0): the effect's ≈ pp, one event's push for an "
+    "average session, is the closest figure to quote."
+)
+SIGN_MARK = "†"
+SIGN_NOTE = (
+    f"{SIGN_MARK} The effect and the removal effect point opposite ways. They measure different things: the "
+    "effect is one event's push, averaged over the key's events; the removal effect takes every event of the "
+    "key out of a session at once, and the events after them move up into the freed positions. A frequent step "
+    "with a small push per event, or one whose weight comes from the events around it, can differ."
+)
+
+
+def _direction(value: float, low: float, high: float) -> int:
+    """+1 or -1 when the CI lies wholly on one side of 0, else 0."""
+    if pd.isna(value) or pd.isna(low) or pd.isna(high):
+        return 0
+    return 1 if low > 0 else -1 if high < 0 else 0
+
+
+def signs_disagree(row: pd.Series, prefix: str = "effect") -> bool:
+    """Whether the row's effect (``prefix``: ``effect`` or ``net_effect``) and its removal effect point
+    opposite ways, with at least one of the two CIs excluding 0 (two values near 0 of opposite signs are
+    noise, not a disagreement)."""
+    value, removal = row.get(f"{prefix}_log_odds"), row.get("removal_effect_pp")
+    if value is None or removal is None or pd.isna(value) or pd.isna(removal) or value * removal >= 0:
+        return False
+    effect = _direction(value, row.get(f"{prefix}_ci_low"), row.get(f"{prefix}_ci_high"))
+    removed = _direction(removal, row.get("removal_ci_low_pp"), row.get("removal_ci_high_pp"))
+    return effect != 0 or removed != 0
+
+
 def _support(row: pd.Series, events: str = "events") -> str:
     return f"{int(row[events]):,} events, {int(row['sessions']):,} sessions"
 
@@ -231,13 +269,22 @@ def key_insights(
         lines.append(f"Top {n} stores by mean attribution (the seed's ranking):")
         for _, r in st.sort_values("rank").head(n).iterrows():
             lines.append(
-                f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['mean_attribution']:.4f} ({_support(r, 'event_count')})"
+                f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['mean_attribution']:.4f} ({_support(r)})"
             )
         lines += pair_lines(tables.get("pair"), n=3)
         return "\n".join(lines)
     lines.append(f"Effect = {EFFECT_UNIT}; + pushes towards conversion, - away; 95% CIs are session-clustered.")
     if "removal_effect_pp" in et.columns and et["removal_effect_pp"].notna().any():
-        lines.append(REMOVAL_MEANING)
+        lines += [REMOVAL_MEANING, QUOTABLE]
+    marked = False
+
+    def mark(row: pd.Series, prefix: str = "effect") -> str:
+        nonlocal marked
+        if not signs_disagree(row, prefix):
+            return ""
+        marked = True
+        return f" {SIGN_MARK}"
+
     drivers, detractors, rest = ranked_drivers(et)
     if drivers.empty and detractors.empty:
         lines.append("No driver stands out: every event type's effect is indistinguishable from noise.")
@@ -248,18 +295,18 @@ def key_insights(
     if not drivers.empty:
         lines.append(f"Drivers (CI above 0), strongest first ({min(n, len(drivers))} of {len(drivers)}):")
         for _, r in drivers.head(n).iterrows():
-            lines.append(f"  {r['event_type']:<40} {_effect_text(r)} ({_support(r)}{removal_text(r)})")
+            lines.append(f"  {r['event_type']:<40} {_effect_text(r)} ({_support(r)}{removal_text(r)}){mark(r)}")
     if not detractors.empty:
         lines.append(f"Detractors (CI below 0), strongest first ({min(n, len(detractors))} of {len(detractors)}):")
         for _, r in detractors.head(n).iterrows():
-            lines.append(f"  {r['event_type']:<40} {_effect_text(r)} ({_support(r)}{removal_text(r)})")
+            lines.append(f"  {r['event_type']:<40} {_effect_text(r)} ({_support(r)}{removal_text(r)}){mark(r)}")
     if not rest.empty:
         lines.append("Indistinguishable from noise: " + ", ".join(map(str, rest["event_type"])))
     lines.append("Effect by position in session (mean |effect|: how much the events there move the prediction):")
     for _, r in pos.iterrows():
         lines.append(
             f"  {r['position_bin']:<8} {_effect_text(r)}; mean |effect| {r['mean_abs_effect_log_odds']:.4f}"
-            f"{removal_text(r)}"
+            f"{removal_text(r)}{mark(r)}"
         )
     ranked = st.sort_values("rank")
     lines.append(
@@ -273,8 +320,11 @@ def key_insights(
         noise = "" if pd.isna(verdict) or verdict in DIRECTIONS else f"; {verdict}"
         lines.append(
             f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['shrunk_net_effect_log_odds']:+.4f} "
-            f"(raw {_effect_text(r, 'net_effect')}; {_support(r, 'event_count')}{noise}{removal_text(r)})"
+            f"(raw {_effect_text(r, 'net_effect')}; {_support(r)}{noise}{removal_text(r)})"
+            f"{mark(r, 'net_effect')}"
         )
+    if marked:
+        lines.append(SIGN_NOTE)
     lines += pair_lines(tables.get("pair"), n=3)
     lines.append(
         "The tables keep the seed's attribution_lift for compatibility; it compares normalized shares between "

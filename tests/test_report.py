@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -55,6 +56,22 @@ def test_picture_has_the_four_panels_and_insights_mark_noise(events, tmp_path):
     assert titles[0].startswith("Top") and "position" in titles[1] and "heatmap" not in titles[3]
     png = figures.report_picture(tables, "grad_x_input")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    # the axes say what they plot: the stores' net effect; the heatmap's means without a CI; without a
+    # conversion rate, no percentage points
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert panels[2].get_xlabel() == figures.STORE_UNIT and "no CI" in panels[3].get_title()
+    assert not any(a.child_axes for a in panels)
+    # with the test split's rate (20 of 100: 16 pp per log-odds), the event-type and position panels read
+    # in pp too, on a second axis whose scale is the effect's x 16
+    status = {"status": "ok", "test_sessions": 100, "test_positives": 20}
+    fig = figures.report_figure(tables, "grad_x_input", status=status)
+    fig.canvas.draw()  # a second axis takes its limits from its parent's when drawn
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    (types,), (positions,) = panels[0].child_axes, panels[1].child_axes
+    assert types.get_xlabel() == positions.get_ylabel() == report.PP_UNIT
+    assert np.allclose(types.get_xlim(), 16 * np.array(panels[0].get_xlim()))
+    assert np.allclose(positions.get_ylim(), 16 * np.array(panels[1].get_ylim()))
+    assert not panels[2].child_axes and not panels[3].child_axes
     text = report_text.key_insights(tables, "grad_x_input")
     # both CIs cross 0 (A +0.11 [-0.03, +0.25], B +0.24 [-0.07, +0.54]): no driver, said first
     assert "No driver stands out" in text and "Indistinguishable from noise: B, A" in text
