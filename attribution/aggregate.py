@@ -747,6 +747,7 @@ def _store_layout(
         *LIFT_COLUMNS,
     ]
     out = rows.select(cols).add_column(3, "shrunk_net_effect_log_odds", shrunk_col)
+    out = out.rename_columns([("events" if c == "event_count" else c) for c in out.column_names])
     return with_removal(out, kind.name, kind.key, removal, after="effect_verdict")
 
 

@@ -298,7 +298,7 @@ TABLE_KINDS = (
             *STORE_EFFECT_COLUMNS,
             *REMOVAL_COLUMNS,
             "mean_attribution",
-            "event_count",
+            "events",
             "sessions",
         ),
         removal="store",
@@ -353,3 +353,274 @@ def table(name: str) -> TableKind:
     if name not in TABLES:
         raise ValueError(f"unknown table {name!r}; known: {', '.join(TABLES)}")
     return TABLES[name]
+
+
+# --------------------------------------------------------------------------------------------------
+# What every published column means: defined once here; docs/columns.md is written from it
+# (``python -m scripts.columns_doc``) and a test holds every column of a real run's outputs to it
+# --------------------------------------------------------------------------------------------------
+
+EVENT_TABLE = "gradient_attribution_no_funnel"
+FAITHFULNESS_TABLE = "attribution_faithfulness"
+AGREEMENT_TABLE = "attribution_agreement"
+
+# group -> (what the group is, {column: meaning}); a column is defined in one group only
+COLUMN_GROUPS: dict[str, tuple[str, dict[str, str]]] = {
+    "run": (
+        "Every table",
+        {
+            RUN_ID: "the run that wrote the row (`run.run_id`; `day-YYYY-MM-DD` in day mode); a rerun replaces "
+            "its own run id's rows",
+            "model_status": "the model's standing when the table was written: `ok`, `at_chance` (test ROC-AUC "
+            "CI includes 0.5, or below `report.min_test_auc`), `unknown`, or `insufficient_data` (fewer than "
+            "`report.min_sessions` sessions, or one label)",
+            METHOD: "the attribution method whose scores the row reads (`grad_x_input`, `integrated_gradients`, "
+            "`attention`, `attention_rollout`)",
+        },
+    ),
+    "keys": (
+        "The keys a row is about",
+        {
+            EVENT_TYPE: "the event's type: its name, or name and discovery feature (`events.event_type_label`)",
+            POSITION_BIN: "where in the session: `1-5`, `6-10`, `11-20`, `21-50`, `50+` on the 1-based position",
+            "position": "the 1-based position in the session (the heatmap's column; up to "
+            "`report.heatmap_max_position`)",
+            STORE_ID: "the store's id as the events carry it",
+            STORE_NAME: "the store's name from the stores dimension (its id when the dimension has none)",
+            OCCURRENCE: "which occurrence of its type in the session the event is: `1st`, `2nd`, `3rd+`",
+            PREVIOUS_EVENT_TYPE: f"the type of the model-input event just before it (`{START}` for the first)",
+            RECENCY: "the event's distance from the session's last model-input event: `last`, "
+            "`2-3 from the end`, `earlier`",
+        },
+    ),
+    "effect": (
+        "Effects: how strongly one event pushes (signed methods)",
+        {
+            "effect_log_odds": "the effect: the mean signed contribution of one event of the key to the model's "
+            "logit, in log-odds, over the key's events of both labels (null for attention methods)",
+            "effect_ci_low": "the effect's 95% CI, low end, with each session as one cluster",
+            "effect_ci_high": "the effect's 95% CI, high end",
+            "effect_se": "the effect's standard error, session-clustered",
+            "effect_verdict": "`drives conversion` (CI above 0), `holds conversion back` (CI below 0), "
+            "`indistinguishable from noise` (CI across 0); in the store table, read on the net effect",
+            "mean_abs_effect_log_odds": "the mean |contribution| of the key's events: how far they move the logit "
+            "either way",
+            "type_effect_log_odds": "the row's event type's effect over all its events, beside its effect in "
+            "this context",
+            "mean_attribution": "the mean normalized attribution (the method's share of the session) of the key's "
+            "events",
+            "events": "the key's events among the scored sessions",
+            "sessions": "the scored sessions with at least one event of the key",
+        },
+    ),
+    "store": (
+        "Stores: the effect beyond type and position",
+        {
+            "rank": "the store's rank by `shrunk_net_effect_log_odds`, 1 first, per method, among stores with "
+            "at least `report.store_min_sessions` sessions and `report.store_min_events` events",
+            "shrunk_net_effect_log_odds": "the net effect pulled towards 0 by its support (empirical Bayes), so a "
+            "store seen in few sessions can't top the ranking by luck",
+            "net_effect_log_odds": "the mean of (contribution minus the mean contribution of store events of the "
+            "same type and position bin): the store's effect beyond its events' type and position",
+            "net_effect_ci_low": "the net effect's 95% CI, low end, session-clustered",
+            "net_effect_ci_high": "the net effect's 95% CI, high end",
+            "net_effect_se": "the net effect's standard error, session-clustered",
+        },
+    ),
+    "removal": (
+        "Removal effects: how much a step moves conversion (the figure to quote)",
+        {
+            "removal_effect_pp": "how much higher the model's P(convert) is for a session with the key's events "
+            "than with all of them removed (the gap closed), in percentage points, over the removal sample's "
+            "sessions that have the key, averaged over the ensemble's members",
+            "removal_ci_low_pp": "the removal effect's 95% CI, low end: session sampling and, with more than one "
+            "member, the model's own variance",
+            "removal_ci_high_pp": "the removal effect's 95% CI, high end",
+            "removal_sampling_se_pp": "the removal effect's standard error from session sampling",
+            "removal_model_se_pp": "the removal effect's standard error from the model (the members' spread / "
+            "sqrt(members)); null with one member",
+            "removal_relative_lift": "the removal effect as a share of the mean P(convert) without the key",
+            "attributable_conversions": "the removal effect (a fraction) x the key's scored sessions: predicted "
+            "conversions owed to the key among the scored sessions (the test split by default), not a day's "
+            "whole traffic",
+            "removal_sessions": "the removal sample's sessions that have the key",
+            "removal_models": "the ensemble members averaged (`train.ensemble_members`)",
+        },
+    ),
+    "lift": (
+        "The original analysis's lift (kept for compatibility; it does not order the tables)",
+        {
+            "not_converted": "the mean normalized attribution of the key's events in sessions that did not "
+            "convert (0 when it has none)",
+            "converted": "the same in converted sessions",
+            "attribution_lift": "`converted` minus `not_converted`",
+            "lift_se": "the lift's standard error, session-clustered on each side",
+            "lift_ci_low": "the lift's 95% CI, low end",
+            "lift_ci_high": "the lift's 95% CI, high end",
+            "significant": "whether the lift's CI excludes 0 (null without a CI)",
+            "events_converted": "the key's events in converted sessions",
+            "events_not_converted": "the key's events in the other sessions",
+            "sessions_converted": "converted sessions with the key",
+            "sessions_not_converted": "the other sessions with the key",
+            "contribution_converted": "the mean signed contribution of the key's events in converted sessions",
+            "contribution_not_converted": "the same in the other sessions",
+            "length_adjusted_converted": "the mean attribution x session length (1.0 is an average share) in "
+            "converted sessions",
+            "length_adjusted_not_converted": "the same in the other sessions",
+            "length_adjusted_lift": "`length_adjusted_converted` minus `length_adjusted_not_converted`",
+        },
+    ),
+    "baseline": (
+        "The counts baseline",
+        {
+            "baseline_log_odds": "the counts baseline's coefficient of the row's key, in log-odds per event (null "
+            "for a key without a feature of its own)",
+        },
+    ),
+    "pair": (
+        "The pair table",
+        {
+            "rank": "the pair's rank by |interaction_log_odds|, 1 first",
+            FIRST_EVENT_TYPE: "A, the event type whose first event comes before B's last in the session",
+            SECOND_EVENT_TYPE: "B",
+            "interaction_log_odds": "R(A and B) - R(A) - R(B) on the model's logit, R a removal effect, over the "
+            "removal sample's sessions with the pair, averaged over the members",
+            "interaction_ci_low": "its 95% CI, low end (session sampling and the members)",
+            "interaction_ci_high": "its 95% CI, high end",
+            "interaction_sampling_se": "its standard error from session sampling",
+            "interaction_model_se": "its standard error from the members; null with one member",
+            "interaction_verdict": "`work together` (CI below 0), `stand in for each other` (CI above 0), or "
+            "noise (CI across 0)",
+            "interaction_pp": "the same interaction in P(convert), percentage points",
+            "interaction_ci_low_pp": "its 95% CI in percentage points, low end",
+            "interaction_ci_high_pp": "its 95% CI in percentage points, high end",
+            "sessions": "the removal sample's sessions with the pair",
+            "interaction_models": "the ensemble members averaged",
+        },
+    ),
+    MODEL_COMPARISON_TABLE: (
+        "model_comparison: the transformer against the counts baseline",
+        {
+            "model": "`transformer` or `counts_baseline`",
+            "test_sessions": "the paired test sessions (a hash sample of `baseline.comparison_max_sessions` when "
+            "there are more)",
+            "positive_rate": "their conversion rate",
+            "roc_auc": "the model's ROC-AUC on them",
+            "roc_auc_ci_low": "its 95% CI, low end (Hanley-McNeil)",
+            "roc_auc_ci_high": "its 95% CI, high end",
+            "pr_auc": "average precision",
+            "log_loss": "log loss",
+            "mean_prediction": "the mean predicted P(convert)",
+            "auc_difference": "transformer row: its ROC-AUC minus the baseline's on the same sessions",
+            "auc_difference_ci_low": "its paired 95% CI, low end (DeLong)",
+            "auc_difference_ci_high": "its paired 95% CI, high end",
+            "comparison_verdict": "transformer row: `beats the counts baseline` (CI above 0), `no better than the "
+            "counts baseline` (CI across 0), `worse than the counts baseline` (CI below 0)",
+            "event_type_order_spearman": "baseline row: Spearman correlation of its event-type coefficients with "
+            "the report method's effects",
+            "position_order_spearman": "baseline row: the same for position bins",
+            "store_order_spearman": "baseline row: the same for the published stores' shrunk net effects",
+        },
+    ),
+    GROUND_TRUTH_TABLE: (
+        "ground_truth_recovery: the tables against the planted truth (synthetic data only)",
+        {
+            "check": "what is scored (docs/scenarios.md lists every check)",
+            "value": "the check's score",
+            "expected": "the bar it must meet, in words",
+            "agrees": "whether the value meets the bar",
+            "compared": "how many keys or pairs the check compared",
+            "detail": "the misses, or the ranking it read",
+        },
+    ),
+    FAITHFULNESS_TABLE: (
+        "attribution_faithfulness: how well each method explains the model",
+        {
+            "metric": "`comprehensiveness`, `sufficiency`, `aopc_comprehensiveness`, `aopc_sufficiency`, "
+            "`deletion_area`",
+            "k": "how many top events (`1`, `3`, `5`, `10%`, `20%`, `50%`), `all` for AOPC, `curve` for the "
+            "deletion area",
+            "value": "the metric's mean over the evaluated sessions",
+            "ci_low": "its 95% CI, low end",
+            "ci_high": "its 95% CI, high end",
+            "random_baseline": "the same metric for random orders of the same sessions' events",
+            "random_ci_low": "its 95% CI, low end",
+            "random_ci_high": "its 95% CI, high end",
+            "vs_random": "the mean paired difference, method minus random",
+            "vs_random_ci_low": "its 95% CI, low end",
+            "vs_random_ci_high": "its 95% CI, high end",
+            "better": "`higher` or `lower`: which way the metric is better",
+            "beats_random": "whether the paired difference's CI lies on the better side of 0",
+            "sessions": "the sessions evaluated",
+        },
+    ),
+    AGREEMENT_TABLE: (
+        "attribution_agreement: how much two methods agree",
+        {
+            "other_method": "the method compared with `method`",
+            "sessions": "sessions of 3 or more events compared",
+            "mean": "the mean per-session Spearman correlation of the two methods' scores",
+            "q25": "its first quartile",
+            "median": "its median",
+            "q75": "its third quartile",
+            "share_positive": "the share of sessions where the correlation is above 0",
+        },
+    ),
+    EVENT_TABLE: (
+        "gradient_attribution_no_funnel: one row per scored event",
+        {
+            SESSION_ID: "the session: user, device, local day and its number that day",
+            LABEL: "1 when the session converted",
+            EVENT_POSITION: "the event's 0-based position in the session, as in the original analysis",
+            "event_name": "the event's name as logged",
+            "event_ts": "the event's time",
+            SESSION_LENGTH: "the session's model-input events",
+            SESSION_DATE: "the session's local day (the table's partition)",
+            "prediction": "the model's P(convert) for the session",
+            "gradient_attribution": "gradient x input: |contribution| / its sum over the session; sums to 1",
+            "contribution": "signed gradient x input, in log-odds: above 0 pushes towards conversion",
+            "attention_attribution": "CLS-to-event attention, head-averaged, of `attribution.attention_layer`; "
+            "sums to 1",
+            "rollout_attribution": "attention rollout (Abnar & Zuidema 2020); sums to 1",
+            "ig_attribution": "integrated gradients, normalized like gradient_attribution",
+            "ig_contribution": "integrated gradients, signed, in log-odds, from the PAD representation",
+            "ig_completeness_gap": "the session's integrated gradients' sum minus (f(x) - f(baseline))",
+            "removal_effect_type": "the session's P(convert) minus its P(convert) without every event of this "
+            "event's type, the members' mean; null outside the removal sample",
+            "removal_effect_position": "the same for the event's position bin",
+            "removal_effect_store": "the same for the event's store; null for an event without one",
+            "removal_effect_type_members": "`removal_effect_type` under each ensemble member, the model first",
+            "removal_effect_position_members": "`removal_effect_position` under each member",
+            "removal_effect_store_members": "`removal_effect_store` under each member",
+            PAIR_COLUMN: "on a sampled session's first event only: one struct per evaluated pair present "
+            "(first_event_type, second_event_type, interaction, interaction_log_odds, and each member's)",
+            "model_sha256": "the sha256 of the model that scored the row",
+        },
+    ),
+}
+
+# each published table (its file stem) -> the groups its columns come from
+_LIFT = ("run", "keys", "effect", "removal", "lift", "baseline")
+TABLE_COLUMN_GROUPS: dict[str, tuple[str, ...]] = {
+    **{k.stem: _LIFT for k in TABLE_KINDS if k.layout == "effect"},
+    **{k.stem: (*_LIFT, "store") for k in TABLE_KINDS if k.layout == "store"},
+    **{k.stem: ("run", "keys", "effect") for k in TABLE_KINDS if k.layout in ("cells", "context")},
+    PAIR_TABLE.stem: ("run", "pair"),
+    MODEL_COMPARISON_TABLE: ("run", MODEL_COMPARISON_TABLE),
+    GROUND_TRUTH_TABLE: ("run", GROUND_TRUTH_TABLE),
+    FAITHFULNESS_TABLE: ("run", FAITHFULNESS_TABLE),
+    AGREEMENT_TABLE: ("run", AGREEMENT_TABLE),
+    EVENT_TABLE: ("run", "keys", EVENT_TABLE),
+}
+
+
+def column_meaning(stem: str, column: str) -> str:
+    """What ``column`` of the published table ``stem`` (or its ``_by_method`` file) means; a KeyError
+    naming the table and the column when it is not defined, or defined in two of the table's groups."""
+    stem = stem.removesuffix("_by_method")
+    if stem not in TABLE_COLUMN_GROUPS:
+        raise KeyError(f"{stem}: not a published table")
+    found = [COLUMN_GROUPS[g][1][column] for g in TABLE_COLUMN_GROUPS[stem] if column in COLUMN_GROUPS[g][1]]
+    if len(found) != 1:
+        raise KeyError(f"{stem}.{column}: defined in {len(found)} of its column groups")
+    return found[0]

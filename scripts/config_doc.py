@@ -12,11 +12,11 @@ import ast
 import dataclasses
 import io
 import json
-import sys
 import tokenize
 from pathlib import Path
 
 from attribution import config
+from scripts._docgen import write_or_check
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "docs" / "config.md"
@@ -132,16 +132,7 @@ def cli_options() -> list[tuple[str, str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    text = render()
-    if "--check" in args:
-        current = TARGET.read_text() if TARGET.exists() else ""
-        if current != text:
-            print(f"{TARGET} is out of date: run python -m scripts.config_doc", file=sys.stderr)
-            return 1
-        return 0
-    TARGET.write_text(text)
-    return 0
+    return write_or_check(TARGET, render(), "python -m scripts.config_doc", argv)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ def test_store_table_support_and_rank(events):
     # x: 0.6, 0.2, 1.0 (3 events, 3 sessions); y: 0.3, 0.1 (2 events)
     assert list(table.store_id) == ["x", "y"] and list(table["rank"]) == [1, 2]
     assert table.mean_attribution.tolist() == pytest.approx([1.8 / 3, 0.2])
-    assert table.event_count.tolist() == [3, 2] and table.sessions.tolist() == [3, 2]
+    assert table.events.tolist() == [3, 2] and table.sessions.tolist() == [3, 2]
     assert list(tables_of(events, min_events=3)["store"].store_id) == ["x"]
 
 

@@ -88,3 +88,27 @@ def test_the_config_reference_is_current_and_gives_every_key_a_meaning():
     assert all(f"| `{key}` |" in page for _, key, _, _ in rows)
     assert all(f"| `{option.split(', ')[-1]}" in page or option in page for _, option, _ in config_doc.cli_options())
     assert page == config_doc.render(), "docs/config.md is stale: run python -m scripts.config_doc"
+
+
+def test_the_columns_reference_is_current_and_defines_each_column_once_per_table():
+    """docs/columns.md is what scripts/columns_doc.py writes from attribution/schema.py; every registered
+    table has its columns' groups, and no column is defined in two groups of one table (one meaning)."""
+    from attribution import schema
+    from scripts import columns_doc
+
+    assert (ROOT / "docs" / "columns.md").read_text() == columns_doc.render(), (
+        "docs/columns.md is stale: run python -m scripts.columns_doc"
+    )
+    assert {k.stem for k in schema.TABLES.values()} <= set(schema.TABLE_COLUMN_GROUPS)
+    for stem, groups in schema.TABLE_COLUMN_GROUPS.items():
+        seen: dict[str, str] = {}
+        for group in groups:
+            for column in schema.COLUMN_GROUPS[group][1]:
+                assert column not in seen, f"{stem}.{column} in {seen.get(column)} and {group}"
+                seen[column] = group
+        # each registered table's leading columns are defined
+        kind = next((k for k in schema.TABLES.values() if k.stem == stem), None)
+        for column in kind.first if kind else ():
+            assert schema.column_meaning(stem, column)
+    with pytest.raises(KeyError, match="store_attribution_no_funnel.event_count: defined in 0"):
+        schema.column_meaning("store_attribution_no_funnel_by_method", "event_count")
