@@ -40,3 +40,24 @@ def test_explain_ranks_one_sessions_events_and_refuses_an_unknown_id(spark, even
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(InputError, match="session 'nope' is not in"):
         explain_stage.run(spark, conf, "nope")
+
+
+def test_the_explain_job_prints_the_ranking_and_an_unknown_id_is_one_line_and_exit_2(spark, events, tmp_path, capsys):
+    """``python -m jobs.explain`` as an entry point: the stage's text and the picture's path on stdout; an id
+    not in the event table is one line on stderr and exit 2."""
+    from jobs import explain as job
+
+    events.withColumn("prediction", events.label * 0.5 + 0.2).write.parquet(
+        str(tmp_path / "gradient_attribution_no_funnel")
+    )
+    sets = [f"run.output_dir={tmp_path}", "run.run_id=r1", "attribution.methods=[grad_x_input]"]
+    args = [a for s in sets for a in ("--set", s)]
+    assert job.main([*args, "--session-id", "s2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    text, _ = explain_stage.run(spark, report_conf(tmp_path), "s2")
+    assert out[: len(text.splitlines())] == text.splitlines()
+    picture = out[-1].removeprefix("picture: ")
+    assert out[-1].startswith("picture: ") and open(picture, "rb").read(4) == b"\x89PNG"
+    assert job.main([*args, "--session-id", "nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "session 'nope' is not in" in err[0]

@@ -307,3 +307,40 @@ def test_sessions_missing_from_the_sessions_table_are_an_error_not_a_smaller_sam
     conf = _conf(root, f"sessions.sessions_path={tmp_path / 'fewer'}", "faithfulness.max_sessions=1000")
     with pytest.raises(FaithfulnessInputError, match=r"10 of the 90 sampled sessions .* are not in the sessions table"):
         faithfulness_stage.run(spark, conf)
+
+
+def test_the_faithfulness_job_prints_the_verdict_and_another_model_is_one_line_and_exit_2(
+    spark, attributed, tmp_path, capsys
+):
+    """``python -m jobs.faithfulness`` as an entry point: exit 0 and the summary whose AOPC lines are the
+    published table's values; ``--model`` pointing at another model is one line on stderr and exit 2."""
+    import pandas as pd
+
+    from jobs import faithfulness as job
+
+    root, table, _ = attributed
+    methods = ["grad_x_input", "attention", "attention_rollout", "integrated_gradients"]
+    sets = [
+        f"run.output_dir={root}/out",
+        "run.run_id=f1",
+        f"attribution.methods={json.dumps(methods)}",
+        "attribution.ig_steps=8",
+        "attribution.split=all",
+        "faithfulness.max_sessions=50",
+        "faithfulness.random_draws=3",
+    ]
+    args = [a for s in sets for a in ("--set", s)]
+    assert job.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("faithfulness: 50 sessions"))
+    assert lines[head + 1].startswith("AOPC comprehensiveness")
+    faith = pd.read_csv(root / "out" / "report" / "attribution_faithfulness.csv")
+    aopc = faith[faith.metric == "aopc_comprehensiveness"].set_index("method")
+    for line in lines[head + 2 : head + 6]:
+        method, value, _, random = line.split()
+        assert float(value) == pytest.approx(aopc.value[method], abs=5e-5)
+        assert float(random.rstrip(")")) == pytest.approx(aopc.random_baseline[method], abs=5e-5)
+    save_random_model(tmp_path / "other", vocab_of(table), seed=5)
+    assert job.main([*args, "--model", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "re-run the attribute stage" in err[0]

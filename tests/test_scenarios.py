@@ -152,7 +152,7 @@ def test_the_null_scenario_on_another_apps_table_says_no_driver_can_be_read(spar
     sets = [
         *scenarios.overrides("renamed", str(data)),
         "generate.effects=none",
-        "generate.n_users=3000",
+        "generate.n_users=1500",
         "generate.n_days=1",
         "generate.n_bot_users=0",
         f"run.output_dir={out}",

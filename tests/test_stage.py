@@ -68,6 +68,71 @@ def test_run_on_hand_written_input_reconciles_exactly(spark, tmp_path):
     assert sorted(r.reject_reason for r in quarantine.collect()) == ["null_user_id", "unparseable_event_ts"]
 
 
+def test_json_delta_and_catalog_table_inputs_give_the_parquet_runs_sessions_and_counts(spark, tmp_path):
+    """The same raw rows (clean, duplicate, funnel, quarantined) as parquet, JSON lines, a Delta table
+    written by delta-rs, and a catalog table over the parquet files: every format gives the same sessions
+    and the same reconciled counts as parquet, which test_run_on_hand_written_input_reconciles_exactly
+    checks by hand."""
+    import pyarrow.parquet as pq
+    from deltalake import write_deltalake
+
+    rows = [
+        ("u1", "d1", "2025-01-15 10:00:00", "m_card_view", 7, "carousel", 1),
+        ("u1", "d1", "2025-01-15 10:00:00", "m_card_view", 7, "carousel", 1),  # duplicate
+        ("u1", "d1", "2025-01-15 10:00:10", "m_card_click", 7, "carousel", 1),
+        ("u1", "d1", "2025-01-15 10:00:20", "action_add_item", 7, None, None),  # funnel
+        ("u1", "d1", "2025-01-15 10:00:30", "action_place_order", None, None, None),
+        ("u2", "d2", "2025-01-15 11:00:00", "home_page_load", None, None, None),
+        ("u2", "d2", "2025-01-15 11:00:05", "m_search_query", 9, "search", 2),
+        ("u2", "d2", "2025-01-15 11:00:09", "store_page_load", 9, None, None),
+        (None, "d3", "2025-01-15 10:00:05", "m_card_view", None, None, None),  # quarantined
+        ("u4", "d4", "bad", "m_card_view", None, None, None),  # quarantined
+    ]
+
+    def run(fmt: str, path: str) -> tuple[dict, list]:
+        out = tmp_path / f"out_{fmt}"
+        conf = make_conf(f"input.path={path}", f"input.format={fmt}", f"run.output_dir={out}", "run.run_id=f")
+        summary = sessionize_stage.run(spark, conf)
+        got = spark.read.parquet(str(out / "sessions")).select("session_id", "event_names", "store_ids", "label")
+        return summary["rows"], sorted(tuple(r) for r in got.collect())
+
+    raw = raw_events(spark, rows)
+    raw.write.parquet(str(tmp_path / "raw_parquet"))
+    raw.write.json(str(tmp_path / "raw_json"))  # JSON lines; nulls are left out of a line, as writers do
+    write_deltalake(str(tmp_path / "raw_delta"), pq.read_table(tmp_path / "raw_parquet"))
+    spark.sql(f"CREATE TABLE raw_events_t USING parquet LOCATION '{tmp_path / 'raw_parquet'}'")
+    try:
+        expected = run("parquet", str(tmp_path / "raw_parquet"))
+        counts, sessions = expected
+        assert counts["model_input"] == 5 and counts["duplicate"] == 1 and counts["funnel"] == 1
+        assert counts["quarantined_null_user_id"] == counts["quarantined_unparseable_event_ts"] == 1
+        assert [s[0] for s in sessions] == ["u1_d1_2025-01-15_1", "u2_d2_2025-01-15_1"]
+        assert [s[3] for s in sessions] == [1, 0]
+        assert run("json", str(tmp_path / "raw_json")) == expected
+        assert run("delta", str(tmp_path / "raw_delta")) == expected
+        assert run("table", "raw_events_t") == expected
+    finally:
+        spark.sql("DROP TABLE IF EXISTS raw_events_t")
+
+
+def test_the_generate_job_prints_what_it_wrote(spark, tmp_path, capsys):
+    """``python -m jobs.generate`` as an entry point: exit 0 and one line whose count is the rows on disk."""
+    from jobs import generate as job
+
+    sets = [
+        "generate.n_users=40",
+        f"generate.output_path={tmp_path}/raw",
+        f"generate.stores_path={tmp_path}/stores",
+        f"generate.ground_truth_path={tmp_path}/truth.json",
+        f"run.output_dir={tmp_path}/out",
+    ]
+    assert job.main([a for s in sets for a in ("--set", s)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    written = spark.read.parquet(f"{tmp_path}/raw").count()
+    assert line.startswith(f"generated {written:,} raw events into {tmp_path}/raw (planted dirty rows: {{")
+    assert json.loads((tmp_path / "truth.json").read_text())  # the truth beside it
+
+
 @pytest.mark.slow
 def test_generated_data_quarantine_matches_what_was_planted(spark, tmp_path):
     """Independent expectation: the generator records which rows it dirtied; the sessionizer must find each."""

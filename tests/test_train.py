@@ -13,7 +13,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from attribution import baseline, train
+from attribution import baseline, ground_truth, schema, train
 from attribution.features import build_vocabularies
 from attribution.model import ModelSpec, SessionTransformer, build_model, load_artifact
 from tests.conftest import make_conf
@@ -71,6 +71,15 @@ def planted(tmp_path_factory):
     return table, root
 
 
+@pytest.fixture(scope="module")
+def small_run(planted):
+    """One training of SMALL on the planted shards (the embedding ridge at its default, 100), which the
+    determinism, ensemble and ridge tests each compare with a run of their own."""
+    table, root = planted
+    params, spec, vocab = _params(make_conf(*SMALL), table, root)
+    return train.train_worker(params), spec, vocab
+
+
 def _oracle_auc(table, split="test"):
     """The best any model can do: the planted rule's own probabilities (0.8 / 0.1)."""
     from attribution.metrics import roc_auc
@@ -86,11 +95,10 @@ def _oracle_auc(table, split="test"):
     return roc_auc(y, p)
 
 
-def test_short_training_learns_the_planted_rule_and_reruns_identically(planted):
+def test_short_training_learns_the_planted_rule_and_reruns_identically(planted, small_run):
     table, root = planted
-    conf = make_conf(*SMALL)
-    params, spec, vocab = _params(conf, table, root)
-    first = train.train_worker(params)
+    first, spec, vocab = small_run
+    params, _, _ = _params(make_conf(*SMALL), table, root)
     oracle = _oracle_auc(table)
     assert first["test"]["sessions"] == table.column("split").to_pylist().count("test")
     assert first["test"]["roc_auc"] > 0.5 + 0.8 * (oracle - 0.5), (first["test"], oracle)
@@ -104,7 +112,7 @@ def test_short_training_learns_the_planted_rule_and_reruns_identically(planted):
     assert loaded.spec == spec
 
 
-def test_ensemble_members_are_other_models_and_the_first_is_the_model_alone(planted):
+def test_ensemble_members_are_other_models_and_the_first_is_the_model_alone(planted, small_run):
     """train.ensemble_members=2: the first model is the one a single-model run trains (same weights), the
     second differs (another seed, a bootstrap resample) yet also learns the rule (better than chance), and
     its test metrics cover every test session."""
@@ -112,7 +120,7 @@ def test_ensemble_members_are_other_models_and_the_first_is_the_model_alone(plan
     alone, _, _ = _params(make_conf(*SMALL), table, root)
     params, spec, vocab = _params(make_conf(*SMALL, "train.ensemble_members=2"), table, root)
     assert params.members == 2 and alone.members == 1
-    single = train.train_worker(alone)
+    single = small_run[0]
     both = train.train_worker(params)
     assert single["members"] == [] and len(both["members"]) == 1
     assert hashlib.sha256(both["weights"]).hexdigest() == hashlib.sha256(single["weights"]).hexdigest()
@@ -136,16 +144,15 @@ def _store_norms(result, spec, vocab):
     return dict(zip(vocab.tokens["store_ids"], (rows @ w.T).norm(dim=1).tolist(), strict=True))
 
 
-def test_the_embedding_ridge_keeps_the_planted_stores_and_shrinks_the_rest(planted):
+def test_the_embedding_ridge_keeps_the_planted_stores_and_shrinks_the_rest(planted, small_run):
     """Only clicks on s0 and s1 convert. With the ridge (train.embedding_ridge), those two stores keep the
     two largest representations; the other stores' shrink, together, to under half of what they are
     without it, more than the planted stores' do; and the model still learns the rule."""
     table, root = planted
-    runs = {}
-    for ridge in (0, 100):
-        params, spec, vocab = _params(make_conf(*SMALL, f"train.embedding_ridge={ridge}"), table, root)
-        result = train.train_worker(params)
-        runs[ridge] = result, _store_norms(result, spec, vocab)
+    params, spec, vocab = _params(make_conf(*SMALL, "train.embedding_ridge=0"), table, root)
+    free_run = train.train_worker(params)
+    assert make_conf(*SMALL).train.embedding_ridge == 100  # small_run's
+    runs = {0: (free_run, _store_norms(free_run, spec, vocab)), 100: (small_run[0], _store_norms(*small_run))}
     (with_ridge, shrunk), (_, free) = runs[100], runs[0]
     assert sorted(shrunk, key=shrunk.get)[-2:] in (["s0", "s1"], ["s1", "s0"]), shrunk
 
@@ -244,6 +251,14 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     assert set(recovered[recovered.check == "event_type_removal_spearman"].method) == set(methods)
     signed = {"grad_x_input", "integrated_gradients"}
     assert set(recovered[recovered.check == "event_type_effect_vs_removal_spearman"].method) == signed
+    # the acceptance bars, for the default method, on this run. At this size (1,500 users, 3 epochs, the
+    # settings above) two other seeds (run.seed 1 and 2; this test runs conf/local.yaml's 7) gave an
+    # event-type order of 0.91 and 0.85 against the bar of 0.8, and a position direction of -0.9 and -1.0
+    # (bar: below 0). Their store top 5 held 1 and 4 of the planted stores: not stable at this size, so the
+    # store bar is left to the embedded default
+    ig = recovered[recovered.method == "integrated_gradients"].set_index("check")
+    assert ig.loc["event_type_effect_spearman", "agrees"] and ig.loc["position_direction_spearman", "agrees"], ig
+    assert ig.loc["event_type_effect_spearman", "value"] >= ground_truth.ACCEPTANCE
     assert (out / "report" / "attribution_faithfulness.png").stat().st_size > 10_000
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["sha256"] == metrics["model_sha256"]
@@ -331,6 +346,16 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     expected = csv.event_type.map(fitted["coefficients"]["event_type"]).astype(float)
     assert np.allclose(csv.baseline_log_odds, expected, equal_nan=True) and expected.notna().all()
     assert "the counts baseline (logistic regression on per-session counts)" in page.split("<p id=baseline", 1)[1]
+    # every column this run publishes has one meaning in attribution/schema.py (docs/columns.md), and every
+    # meaning there is of a column some output of this run has: a renamed, added or dropped column fails
+    published = {p.stem: list(pd.read_csv(p, nrows=0).columns) for p in (out / "report").glob("*.csv")}
+    published[schema.EVENT_TABLE] = events.columns
+    assert set(published) == {*schema.TABLE_COLUMN_GROUPS, *(f"{k.stem}_by_method" for k in schema.TABLE_KINDS)}
+    for stem, columns in published.items():
+        for column in columns:
+            assert schema.column_meaning(stem, column)  # a KeyError names the table and the column
+    defined = {c for _, columns in schema.COLUMN_GROUPS.values() for c in columns}
+    assert defined - {c for columns in published.values() for c in columns} == set()
 
 
 def test_prepare_shards_samples_the_train_split_deterministically_and_shards_every_session(spark, tmp_path):
