@@ -477,9 +477,6 @@ class AttributionConf:
     delta_path: Optional[str] = "report/delta/gradient_attribution_no_funnel"
     csv_path: Optional[str] = None  # the event table as one CSV file (null: not written)
     summary_path: str = "attribute_summary.json"  # the stage's counts, checks and timings
-    # Fault injection, for tests: the first attempt of this partition's task fails after its first Arrow
-    # batch, so a run with task retries (spark.master local[N,3]) shows that a retried task leaves no trace.
-    fail_first_attempt_of_partition: Optional[int] = None
     # Drift: the attributed sessions' ROC-AUC against the model's test ROC-AUC; a drop larger than this is
     # flagged in the summary (and printed).
     max_auc_drop: float = 0.05

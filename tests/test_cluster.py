@@ -65,6 +65,7 @@ SETS = [
     "attribution.split=all",
     "attribution.methods=[grad_x_input,attention,attention_rollout,integrated_gradients]",
     "attribution.ig_steps=8",
+    "attribution.removal_sessions=100",  # a sample, as on a day of traffic: the point is where it runs
     "faithfulness.max_sessions=150",
     "faithfulness.random_draws=2",
 ]
@@ -250,29 +251,6 @@ def test_distributed_training_on_executors_returns_one_sane_model(submitted, clu
     assert auc == pytest.approx(metrics["test"]["roc_auc"], abs=1e-9)
 
 
-def test_cluster_training_equals_local_mode_training_on_the_same_shards(submitted, cluster, spark):
-    """Determinism across modes: the same shards, seed, process count and threads give the same bytes
-    whether the processes run on the driver (local mode) or as barrier tasks on executors."""
-    from attribution import train
-    from attribution.model import read_artifact
-    from tests.conftest import make_conf
-
-    sub, results = submitted
-    assert results.get("train", (None,))[0] == 0, _failed(results, "train", cluster)
-    out = sub.work / "out"
-    weights, config, vocab = read_artifact(str(out / "model"))
-    conf = make_conf(
-        *[s for s in SETS if not s.startswith(("train.local_mode", "spark.master", "run.output_dir"))],
-        "train.local_mode=true",
-        f"run.output_dir={out}",
-    )
-    params = train.worker_params(conf, config["model"], vocab, str(out / "train_shards"), conf.train.epochs)
-    local = train.distribute(conf, params)
-    import hashlib
-
-    assert hashlib.sha256(local["weights"]).hexdigest() == config["weights_sha256"]
-
-
 def _kill_executor_when(cluster: StandaloneCluster, marker: str, proc, killed: list, settle: float = 1.0):
     """Wait until a process whose command line holds ``marker`` runs under an executor, then SIGKILL that
     executor's JVM (its Python workers go with it). Records the killed pid in ``killed``."""
@@ -357,3 +335,103 @@ def test_tasks_given_a_gpu_address_read_it_and_score_on_the_cpu_without_cuda(sub
     assert summary["events"] > 0
     assert summary["events_in_gpu_tasks"] == summary["events"]  # every task was given the address
     assert summary["events_by_device"] == {"cpu": summary["events"]}
+
+
+def _yaml_with(conf: dict, sets: list[str]) -> dict:
+    """``conf`` (a loaded YAML) with ``dotted.key=value`` overrides, their values read as YAML, as ``--set``
+    reads them."""
+    import yaml
+
+    for item in sets:
+        key, value = item.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = conf
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return conf
+
+
+def test_the_cold_start_runbook_through_scripts_daily_sh(cluster, spark, tmp_path):
+    """docs/running.md's first days as scripts/daily.sh runs them on the standalone cluster, each stage a
+    spark-submit with the config read from the file CONF names and the README's GPU settings for
+    attribution: ``init`` sessionizes two days and trains the first model on them; ``day`` on the third
+    sessionizes it, attributes it with that model, measures faithfulness and reports it, that day only."""
+    import pandas as pd
+    import yaml
+
+    from tests.conftest import make_conf
+    from tests.helpers import small_model_sets
+
+    days = ("2025-01-15", "2025-01-16", "2025-01-17")
+    data, out = tmp_path / "data", tmp_path / "out"
+    generate_stage.run(
+        spark,
+        make_conf(
+            "generate.n_users=200",
+            "generate.n_days=3",
+            "generate.n_bot_users=0",
+            "generate.n_stores=60",
+            f"generate.start_date={days[0]}",
+            f"generate.output_path={data / 'raw'}",
+            f"generate.stores_path={data / 'stores'}",
+            f"generate.ground_truth_path={data / 'truth.json'}",
+        ),
+    )
+    conf = _yaml_with(
+        yaml.safe_load((ROOT / "conf" / "local.yaml").read_text()),
+        [
+            f"run.output_dir={out}",
+            f"input.path={data / 'raw'}",
+            f"stores.path={data / 'stores'}",
+            "spark.master=null",  # the master comes from spark-submit, as on a cluster
+            *small_model_sets(n_layers=1),
+            "train.epochs=2",
+            "train.num_processes=1",
+            "train.threads_per_process=1",
+            "train.leakage_check=false",
+            "train.ensemble_members=1",
+            "train.min_class_sessions=2",
+            "baseline.enabled=false",  # the baseline on the cluster: test_every_stage_runs_...
+            "attribution.methods=[grad_x_input]",
+            "attribution.removal_sessions=50",
+            "report.default_method=grad_x_input",
+            "faithfulness.max_sessions=40",
+            "faithfulness.random_draws=2",
+        ],
+    )
+    (tmp_path / "daily.yaml").write_text(yaml.safe_dump(conf))
+    env = {
+        **os.environ,
+        "SUBMIT": f"{SPARK_SUBMIT} --master {cluster.url} --driver-memory 1g --executor-memory 1g "
+        "--conf spark.ui.enabled=false --conf spark.ui.showConsoleProgress=false",
+        "CONF": str(tmp_path / "daily.yaml"),
+        "GPU": " ".join(f"--conf {c}" for c in GPU_CONF),
+        "PYTHONPATH": str(ROOT),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+    }
+
+    def daily(*args: str) -> subprocess.CompletedProcess:
+        script = str(ROOT / "scripts" / "daily.sh")
+        return subprocess.run([script, *args], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    init = daily("init", days[0], days[1])
+    assert init.returncode == 0, init.stderr[-4000:] + cluster.log_tail()
+    version = f"{days[0]}_to_{days[1]}"
+    assert (out / "model" / "LATEST").read_text().strip() == version
+    trained = json.loads((out / "model" / "versions" / version / "model_config.json").read_text())
+    assert trained["training_window"] == list(days[:2])
+    done = daily("day", days[2])
+    assert done.returncode == 0, done.stderr[-4000:] + cluster.log_tail()
+    assert sorted(p.name for p in (out / "sessions").iterdir() if p.is_dir()) == [f"session_date={d}" for d in days]
+    assert [p.name for p in (out / "gradient_attribution_no_funnel").iterdir() if p.is_dir()] == [
+        f"session_date={days[2]}"
+    ]
+    summary = json.loads((out / f"attribute_summary_{days[2]}.json").read_text())
+    assert summary["model_sha256"] == trained["weights_sha256"]
+    assert summary["events_in_gpu_tasks"] == summary["events"] > 0  # GPU's settings reached the tasks
+    faith = json.loads((out / f"faithfulness_summary_{days[2]}.json").read_text())
+    assert faith["sessions"] == 40 and faith["methods"] == ["grad_x_input"]
+    table = pd.read_csv(out / "report" / "event_type_attribution_no_funnel.csv")
+    assert set(table["run_id"]) == {f"day-{days[2]}"} and len(table) >= 5

@@ -230,6 +230,9 @@ def test_attributing_days_equals_the_whole_and_a_rerun_replaces_only_its_day(spa
     assert [(*r[:2], r[4]) for r in days] == [(*r[:2], r[4]) for r in whole]
     assert max(abs(a[2] - b[2]) for a, b in zip(days, whole, strict=True)) < 1e-6
     assert {(str(r[4]), r[5]) for r in days} == {(d, f"day-{d}") for d in DAYS}
+    # each day's removal sample against the in-process brute force: the removal columns through Spark,
+    # one day at a time
+    _removal_against_brute_force(out)
 
     files = _files(out / "gradient_attribution_no_funnel")
     assert _attribute(out, DAYS[1]) == 0
@@ -244,6 +247,22 @@ def test_attributing_days_equals_the_whole_and_a_rerun_replaces_only_its_day(spa
     per_day = {r["run_id"]: r["session_id_count"] for r in runs}
     for d in DAYS:  # one copy of each day, after the rerun too
         assert per_day[f"day-{d}"] == sum(1 for r in days if str(r[4]) == d)
+
+
+def _removal_against_brute_force(out) -> None:
+    from attribution.features import encode_sessions
+    from attribution.model import load_artifact
+    from tests.test_attribute_stage import check_removal_against_brute_force
+
+    events = ds.dataset(str(out / "gradient_attribution_no_funnel"), format="parquet", partitioning="hive")
+    events = events.to_table().to_pandas()
+    sessions = ds.dataset(str(out / "sessions"), format="parquet", partitioning="hive").to_table()
+    loaded = load_artifact(str(out / "model"))
+    index = {s: i for i, s in enumerate(sessions.column("session_id").to_pylist())}
+    # about attribution.removal_sessions (50) sessions a day
+    per_day = events[events.removal_effect_type.notna()].groupby("session_date").session_id.nunique()
+    assert len(per_day) == len(DAYS) and per_day.min() >= 25, per_day
+    check_removal_against_brute_force(events, sessions, encode_sessions(sessions, loaded.vocab), loaded.model, index, 5)
 
 
 def test_attributing_a_day_without_sessions_is_one_line_and_exit_2(spark, day_sessions, tmp_path, capsys):
@@ -337,6 +356,19 @@ def test_versioned_models_the_latest_by_default_and_the_drift_check(spark, day_s
     assert summary["drift"]["model_test_roc_auc"] == config["test_roc_auc"]
 
 
+def test_attributing_a_day_before_any_model_is_one_line_and_exit_2(spark, day_sessions, tmp_path, capsys):
+    """The runbook's first mistake: a day run before `scripts/daily.sh init` trained a model."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(day_sessions, out, ignore=shutil.ignore_patterns("model"))
+    capsys.readouterr()
+    assert _attribute(out, DAYS[2]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "model" in err[0], err
+    assert not (out / "gradient_attribution_no_funnel").exists()
+
+
 def test_a_day_with_too_few_sessions_is_published_as_insufficient_data(spark, day_sessions, tmp_path, capsys):
     """Fewer sessions than report.min_sessions: the tables are published with status insufficient_data and
     no verdicts, and the insights and the page say so first."""
@@ -417,47 +449,3 @@ def test_a_rolling_window_from_stored_days_equals_the_direct_computation(spark, 
     assert job.main([*base, "--set", "report.window_days=4", "--date", DAYS[2]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no statistics for 2025-01-14 under" in err[0], err
-
-
-@pytest.mark.slow
-def test_the_daily_schedule_script_runs_a_day_through_spark_submit(raw, day_sessions, tmp_path):
-    """scripts/daily.sh as a scheduler calls it, each stage a real spark-submit: the day's sessions, event
-    table and report, with the day's run id, and exit 0."""
-    import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    import pandas as pd
-    import yaml
-
-    root = Path(__file__).resolve().parent.parent
-    out = tmp_path / "out"
-    out.mkdir()
-    shutil.copytree(day_sessions / "model", out / "model")
-    conf = yaml.safe_load((root / "conf" / "local.yaml").read_text())
-    conf["run"]["output_dir"] = str(out)
-    conf["input"].update({"path": str(raw / "by_date"), "date_column": "event_date"})
-    conf["stores"]["path"] = str(raw / "stores")
-    conf.setdefault("attribution", {}).update({"methods": ["grad_x_input"], "removal_sessions": 50})
-    conf.setdefault("report", {})["default_method"] = "grad_x_input"
-    (tmp_path / "daily.yaml").write_text(yaml.safe_dump(conf))
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "SUBMIT": f"{bin_dir / 'spark-submit'} --master local[2]",
-        "CONF": str(tmp_path / "daily.yaml"),
-        "PYTHONPATH": str(root),
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-    }
-    done = subprocess.run(
-        [str(root / "scripts" / "daily.sh"), "day", DAYS[1]], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert (out / "sessions" / f"session_date={DAYS[1]}").is_dir()
-    assert [p.name for p in (out / "gradient_attribution_no_funnel").iterdir() if p.is_dir()] == [
-        f"session_date={DAYS[1]}"
-    ]
-    table = pd.read_csv(out / "report" / "event_type_attribution_no_funnel.csv")
-    assert set(table["run_id"]) == {f"day-{DAYS[1]}"} and len(table) >= 5

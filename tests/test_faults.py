@@ -1,9 +1,9 @@
-"""Faults injected into real runs: a task that fails once and is retried, and a driver killed (SIGKILL)
-while it writes the outputs. Each stage runs as its own process, as spark-submit would run it."""
+"""Faults injected into real runs: a driver killed (SIGKILL) while it writes the outputs. Each killed stage
+runs as its own process, as spark-submit would run it. (A task retried after its executor is lost, with
+the same event table: tests/test_cluster.py, on a real cluster.)"""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -47,54 +47,12 @@ def _settings(root: Path, out: Path, *extra: str) -> list[str]:
     return [a for p in pairs for a in ("--set", p)]
 
 
-def _job(module: str, *args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", module, "--conf", "conf/local.yaml", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-    )
-
-
 def _in_process(module: str, *args: str) -> int:
     """A job's exit code, run in this process with the suite's Spark session (no JVM to start): for the
     runs a test only needs done, not killed or run with Spark settings of their own."""
     import importlib
 
     return importlib.import_module(module).main(["--conf", "conf/local.yaml", *args])
-
-
-def _events(path: Path) -> pd.DataFrame:
-    return pd.read_parquet(path).sort_values(["session_id", "event_position"]).reset_index(drop=True)
-
-
-def test_a_task_failing_once_during_attribution_is_retried_into_an_identical_table(inputs, tmp_path, spark):
-    assert _in_process("jobs.attribute", *_settings(inputs, tmp_path / "clean")) == 0
-    retried = _job(
-        "jobs.attribute",
-        *_settings(
-            inputs, tmp_path / "retried", "spark.master=local[2,3]", "attribution.fail_first_attempt_of_partition=1"
-        ),
-    )
-    assert retried.returncode == 0, retried.stderr[-3000:]
-    assert "injected failure: partition 1, attempt 0" in retried.stderr  # it did fail once
-    a = _events(tmp_path / "clean" / "gradient_attribution_no_funnel")
-    b = _events(tmp_path / "retried" / "gradient_attribution_no_funnel")
-    pd.testing.assert_frame_equal(a, b)  # exactly: no row lost, none twice, the same numbers
-    # the Delta publication too
-    from deltalake import DeltaTable
-
-    da = DeltaTable(str(tmp_path / "clean" / "report/delta/gradient_attribution_no_funnel")).to_pandas()
-    db = DeltaTable(str(tmp_path / "retried" / "report/delta/gradient_attribution_no_funnel")).to_pandas()
-    assert len(da) == len(db) == len(a)
-    # without retries the same fault fails the run with the injected error, and says so
-    failed = _job(
-        "jobs.attribute",
-        *_settings(inputs, tmp_path / "failed", "attribution.fail_first_attempt_of_partition=1"),
-    )
-    assert failed.returncode != 0 and "injected failure" in failed.stderr
 
 
 KILLER = """

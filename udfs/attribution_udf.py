@@ -246,18 +246,6 @@ def _removal_effects(
 # --------------------------------------------------------------------------------------------------
 
 
-def _fail_first_attempt(batches: Iterable[pa.RecordBatch], partition: int) -> Iterator[pa.RecordBatch]:
-    """Fault injection (``attribution.fail_first_attempt_of_partition``): the first attempt of the
-    task of ``partition`` raises after yielding its first batch, i.e. midway through its output."""
-    from pyspark import TaskContext
-
-    ctx = TaskContext.get()
-    for batch in batches:
-        yield batch
-        if ctx is not None and ctx.partitionId() == partition and ctx.attemptNumber() == 0:
-            raise RuntimeError(f"injected failure: partition {partition}, attempt 0 (fail_first_attempt_of_partition)")
-
-
 def score_sessions(
     sessions: DataFrame,
     payload: ModelPayload,
@@ -277,7 +265,6 @@ def score_sessions(
     methods = resolve(a.methods)
     batch_size, max_positions = a.batch_size, a.max_batch_positions
     layer, steps, baseline, threads = a.attention_layer, a.ig_steps, a.ig_baseline, a.threads_per_task
-    fail_partition = a.fail_first_attempt_of_partition
     shipped = ship(spark, payload)
     pairs = tuple(pairs) if removal_sample > 0 else ()
 
@@ -298,7 +285,7 @@ def score_sessions(
             pairs=pairs,
         )
         scored = with_stats(scored, pending, PEAKS)
-        return scored if fail_partition is None else _fail_first_attempt(scored, fail_partition)
+        return scored
 
     selected, schema = scoring_input(sessions, methods, vocab_fields, removal_sample > 0, bool(pairs))
     return selected.mapInArrow(udf, schema.add(stats_field())), vocab_fields
