@@ -1,10 +1,13 @@
 """The cluster path on a real Spark standalone cluster (a master and two 1-core workers on loopback).
 
-Every stage from sessionize to report is submitted as the README's cluster section says: ``spark-submit --master spark://...
---py-files session_attribution.zip jobs/<stage>.py``, from a directory outside the checkout, with a
-Python environment that has the dependencies but not the project (standing in for the ``--archives``
-environment), so the driver, the executors and the training processes import the project from the zip
-alone. ``run.output_dir`` is relative: it must mean the driver's directory on the executors too.
+The cold start of docs/running.md, as ``scripts/daily.sh`` runs it: ``init`` on two days (sessionize, then
+train the first model as barrier tasks on the executors), then ``day`` on the third (sessionize,
+attribute and faithfulness with the README's GPU settings, report). Each stage is its own ``spark-submit
+--master spark://... --py-files session_attribution.zip jobs/<stage>.py --conf <file>``, the config read
+from the file ``CONF`` names, from a directory outside the checkout, with a Python environment that has
+the dependencies but not the project (standing in for the ``--archives`` environment), so the driver,
+the executors and the training processes import the project from the zip alone. ``run.output_dir`` is
+relative: it must mean the driver's directory on the executors too.
 
 Then the faults: an executor JVM killed while the attribution stage runs (the job completes with the
 same event table), and while training runs (a clear one-line error, no model written).
@@ -37,10 +40,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 STAGES = ("sessionize", "train", "attribute", "faithfulness", "report")
 
+# The days of the cold start: the first model on the first two, the third attributed with it.
+DAYS = ("2025-01-15", "2025-01-16", "2025-01-17")
+VERSION = f"{DAYS[0]}_to_{DAYS[1]}"
+
 # A small dataset and model: the point is where things run, not how well.
 SETS = [
-    "generate.n_users=400",
-    "generate.n_days=1",
+    "generate.n_users=250",
+    f"generate.n_days={len(DAYS)}",
+    f"generate.start_date={DAYS[0]}",
     "generate.n_bot_users=0",
     "generate.n_stores=60",
     "generate.partitions=2",
@@ -50,8 +58,7 @@ SETS = [
     "input.path=data/raw",
     "stores.path=data/stores",
     "run.output_dir=out",  # relative: qualified on the driver, never an executor's working directory
-    "run.run_id=cluster",
-    "spark.master=null",
+    "spark.master=null",  # the master comes from spark-submit
     "spark.conf.spark.sql.shuffle.partitions=4",
     *small_model_sets(n_layers=1),
     "train.epochs=3",
@@ -101,21 +108,46 @@ def _env(python: Path) -> dict:
     return env
 
 
+def _yaml_with(conf: dict, sets: list[str]) -> dict:
+    """``conf`` (a loaded YAML) with ``dotted.key=value`` overrides, their values read as YAML, as ``--set``
+    reads them."""
+    import yaml
+
+    for item in sets:
+        key, value = item.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = conf
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return conf
+
+
 class Submitter:
-    """spark-submit of the zipped jobs from a working directory outside the checkout."""
+    """spark-submit of the zipped jobs from a working directory outside the checkout, with the config
+    file ``cluster.yaml`` there (conf/local.yaml with :data:`SETS`)."""
 
     def __init__(self, cluster: StandaloneCluster, python: Path, work: Path):
+        import yaml
+
         from scripts.package import build_zip
 
         self.cluster, self.python, self.work = cluster, python, work
         self.zip = build_zip(work / "dist" / "session_attribution.zip")
-        for stage in (*STAGES, "pipeline"):  # the entry points, away from the checkout: imports come from the zip
-            shutil.copy(ROOT / "jobs" / f"{stage}.py", work / f"{stage}.py")
+        # the entry points and the schedule, away from the checkout: imports come from the zip
+        (work / "jobs").mkdir()
+        (work / "scripts").mkdir()
+        for stage in STAGES:
+            shutil.copy(ROOT / "jobs" / f"{stage}.py", work / "jobs" / f"{stage}.py")
+        shutil.copy(ROOT / "scripts" / "daily.sh", work / "scripts" / "daily.sh")
+        self.conf = work / "cluster.yaml"
+        self.conf.write_text(
+            yaml.safe_dump(_yaml_with(yaml.safe_load((ROOT / "conf" / "local.yaml").read_text()), SETS))
+        )
 
-    def command(
-        self, stage: str, *extra: str, spark_conf: tuple[str, ...] = (), args: tuple[str, ...] = ()
-    ) -> list[str]:
-        cmd = [
+    def submit(self) -> list[str]:
+        """The spark-submit command up to the application: master, code zip, memory."""
+        return [
             str(SPARK_SUBMIT),
             "--master",
             self.cluster.url,
@@ -130,33 +162,14 @@ class Submitter:
             "--conf",
             "spark.ui.showConsoleProgress=false",
         ]
-        for c in spark_conf:
-            cmd += ["--conf", c]
-        cmd += [str(self.work / f"{stage}.py"), *args, "--conf", str(ROOT / "conf" / "local.yaml")]
-        for s in (*SETS, *extra):
-            cmd += ["--set", s]
-        return cmd
 
-    def run(
-        self,
-        stage: str,
-        *extra: str,
-        spark_conf: tuple[str, ...] = (),
-        args: tuple[str, ...] = (),
-        during=None,
-        timeout: float = 420,
-    ):
-        """Run a stage's job (or ``pipeline`` with ``args``) to its end; ``during(proc)`` runs beside it (a
-        fault). Returns (exit code, log)."""
-        log_path = self.work / f"{stage}-{time.monotonic_ns()}.log"
+    def _logged(self, name: str, cmd: list[str], env: dict, during=None, timeout: float = 420) -> tuple[int, str]:
+        """Run ``cmd`` to its end in the working directory, its output to a log; ``during(proc)`` runs beside
+        it (a fault). Returns (exit code, log)."""
+        log_path = self.work / f"{name}-{time.monotonic_ns()}.log"
         with open(log_path, "w") as log:
             proc = subprocess.Popen(
-                self.command(stage, *extra, spark_conf=spark_conf, args=args),
-                cwd=self.work,
-                env=_env(self.python),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
+                cmd, cwd=self.work, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
             helper = threading.Thread(target=during, args=(proc,), daemon=True) if during else None
             if helper:
@@ -170,32 +183,45 @@ class Submitter:
                 helper.join(timeout=60)
         return proc.returncode, log_path.read_text(errors="replace")
 
+    def daily(self, *args: str, timeout: float = 900) -> tuple[int, str]:
+        """``scripts/daily.sh`` as a scheduler calls it, SUBMIT this cluster's spark-submit, CONF the file."""
+        env = {
+            **_env(self.python),
+            "SUBMIT": " ".join(self.submit()),
+            "CONF": str(self.conf),
+            "GPU": " ".join(f"--conf {c}" for c in GPU_CONF),
+        }
+        return self._logged(
+            "daily-" + args[0], ["bash", str(self.work / "scripts" / "daily.sh"), *args], env, timeout=timeout
+        )
+
+    def run(self, stage: str, *extra: str, args: tuple[str, ...] = (), during=None, timeout: float = 420):
+        """One stage's job with the config file, ``extra`` as ``--set``, to its end. Returns (exit code, log)."""
+        cmd = [*self.submit(), str(self.work / "jobs" / f"{stage}.py"), *args, "--conf", str(self.conf)]
+        for s in extra:
+            cmd += ["--set", s]
+        return self._logged(stage, cmd, _env(self.python), during, timeout)
+
 
 @pytest.fixture(scope="module")
 def submitted(cluster, deps_python, tmp_path_factory, spark):
-    """The embedded dataset generated here, then every stage, in order, on the cluster; each stage's exit
-    code and log."""
+    """The embedded dataset's three days generated here, then the cold start on the cluster: ``init`` on
+    the first two days, ``day`` on the third; each command's exit code and log."""
     from tests.conftest import make_conf
 
     work = tmp_path_factory.mktemp("cluster_work")
     data = [s.replace("=data/", f"={work}/data/") for s in SETS if s.startswith("generate.")]
     generate_stage.run(spark, make_conf(*data))
     sub = Submitter(cluster, deps_python, work)
-    results = {}
-    # two applications of the pipeline job: training, then the stages that run with the README's GPU
-    # settings (one spark-submit per stage would start five drivers; the daily schedule's script, which
-    # submits each stage, is tested in local mode in test_daily.py)
-    for stages, spark_conf in ((("sessionize", "train"), ()), (("attribute", "faithfulness", "report"), GPU_CONF)):
-        code, log = sub.run("pipeline", spark_conf=spark_conf, args=("--stages", ",".join(stages)), timeout=600)
-        results.update({stage: (code, log) for stage in stages})
-        if code != 0:
-            break
+    results = {"init": sub.daily("init", DAYS[0], DAYS[1])}
+    if results["init"][0] == 0:
+        results["day"] = sub.daily("day", DAYS[2])
     return sub, results
 
 
-def _failed(results, stage, cluster) -> str:
-    code, log = results.get(stage, (None, "(not run: an earlier stage failed)"))
-    return f"{stage} exited {code}:\n{log[-6000:]}\n{cluster.log_tail()}"
+def _failed(results, step, cluster) -> str:
+    code, log = results.get(step, (None, "(not run: an earlier step failed)"))
+    return f"daily.sh {step} exited {code}:\n{log[-6000:]}\n{cluster.log_tail()}"
 
 
 def _events(path: Path):
@@ -204,51 +230,70 @@ def _events(path: Path):
     return table.sort_by([("session_id", "ascending"), ("event_position", "ascending")])
 
 
-def test_every_stage_runs_on_the_cluster_with_the_code_from_the_zip_only(submitted, cluster):
+def test_the_cold_start_runs_every_stage_on_the_cluster_with_the_code_from_the_zip_only(submitted, cluster):
     sub, results = submitted
-    for stage in STAGES:
-        code, log = results.get(stage, (None, ""))
-        assert code == 0, _failed(results, stage, cluster)
-        # the driver's code came from the zip spark-submit shipped (the environment has no project)
-        assert f"session-attribution code from {sub.zip}/attribution" in log, stage
+    for step, stages in (
+        ("init", ("sessionize", "train")),
+        ("day", ("sessionize", "attribute", "faithfulness", "report")),
+    ):
+        code, log = results.get(step, (None, ""))
+        assert code == 0, _failed(results, step, cluster)
+        # each stage's driver took its code from the zip spark-submit shipped (the environment has no project)
+        assert log.count(f"session-attribution code from {sub.zip}/attribution") == len(stages), step
     out = sub.work / "out"
+    # init: the two days sessionized, the first model trained on them and named the latest
+    assert (out / "model" / "LATEST").read_text().strip() == VERSION
+    trained = json.loads((out / "model" / "versions" / VERSION / "model_config.json").read_text())
+    assert trained["training_window"] == list(DAYS[:2])
+    # day: the third day sessionized, attributed with that model, measured and reported, alone
+    assert sorted(p.name for p in (out / "sessions").iterdir() if p.is_dir()) == [f"session_date={d}" for d in DAYS]
+    assert [p.name for p in (out / "gradient_attribution_no_funnel").iterdir() if p.is_dir()] == [
+        f"session_date={DAYS[2]}"
+    ]
+    summary = json.loads((out / f"attribute_summary_{DAYS[2]}.json").read_text())
+    assert summary["model_sha256"] == trained["weights_sha256"] and summary["sessions"] > 0
+    faith = json.loads((out / f"faithfulness_summary_{DAYS[2]}.json").read_text())
+    assert faith["sessions"] > 0 and len(faith["methods"]) == 4
     # the relative output directory is the driver's: nothing landed in an executor's working directory
-    assert (out / "model" / "metrics.json").is_file() and (out / "report").is_dir()
-    for summary in ("sessionize_summary.json", "attribute_summary.json", "faithfulness_summary.json"):
-        assert (out / summary).is_file(), summary  # each stage of the two applications wrote its summary
     assert not [p for p in cluster.work.rglob("out") if p.is_dir()], "outputs written under an executor's cwd"
-    assert (out / "report" / "event_type_attribution_no_funnel.csv").is_file()
+    import pandas as pd
+
+    table = pd.read_csv(out / "report" / "event_type_attribution_no_funnel.csv")
+    assert set(table.run_id) == {f"day-{DAYS[2]}"} and len(table) >= 5
 
 
 def test_distributed_training_on_executors_returns_one_sane_model(submitted, cluster):
     sub, results = submitted
-    assert results.get("attribute", (None,))[0] == 0, _failed(results, "attribute", cluster)
+    assert results.get("init", (None,))[0] == 0, _failed(results, "init", cluster)
     out = sub.work / "out"
-    metrics = json.loads((out / "model" / "metrics.json").read_text())
-    sessionized = json.loads((out / "sessionize_summary.json").read_text())
-    assert metrics["num_processes"] == 2 and metrics["epochs_run"] == 3
-    # both ranks' test shards scored and gathered once: every test session of the sessions table
+    metrics = json.loads((out / "model" / "versions" / VERSION / "metrics.json").read_text())
+    kept = sum(json.loads((out / f"sessionize_summary_{d}.json").read_text())["sessions"]["kept"] for d in DAYS[:2])
+    assert metrics["num_processes"] == 2 and metrics["epochs_run"] == 3 and len(metrics["members"]) == 1
+    # both ranks' test shards scored and gathered once: every test session of the window
     assert metrics["test"]["sessions"] == metrics["sessions"]["test"] > 0
-    assert (
-        metrics["sessions"]["train"] + metrics["sessions"]["validation"] + metrics["sessions"]["test"]
-        == (sessionized["sessions"]["kept"])
-    )
+    assert sum(metrics["sessions"][s] for s in ("train", "validation", "test")) == kept
     # planted drivers: better than chance (the embedded generator's own probabilities score about 0.82)
     assert metrics["test"]["roc_auc"] > 0.6 and metrics["history"][-1]["loss"] < metrics["history"][0]["loss"]
-    # the model the driver wrote loads, and the executors' scores of its test sessions (the attribution
-    # stage, another computation) give the test AUC the training processes gathered
+    # the model the driver wrote loads, and its scores of the window's test sessions, computed here, give
+    # the test AUC the training processes gathered
+    from attribution.attribute import AttributionOptions, attribute_sessions
+    from attribution.features import encode_sessions
     from attribution.metrics import roc_auc
     from attribution.model import load_artifact
 
-    loaded = load_artifact(str(out / "model"))
+    loaded = load_artifact(str(out / "model" / "versions" / VERSION))
     assert loaded.sha256 == metrics["model_sha256"]
-    events = _events(out / "gradient_attribution_no_funnel")
-    sessions = ds.dataset(out / "sessions", format="parquet").to_table(columns=["session_id", "split", "label"])
-    test_ids = pc.filter(sessions["session_id"], pc.equal(sessions["split"], "test"))
-    first = events.filter(pc.and_(pc.is_in(events["session_id"], test_ids), pc.equal(events["event_position"], 0)))
-    assert first.num_rows == metrics["test"]["sessions"]
-    auc = roc_auc(first["label"].to_numpy(), first["prediction"].to_numpy())
-    assert auc == pytest.approx(metrics["test"]["roc_auc"], abs=1e-9)
+    sessions = ds.dataset(out / "sessions", format="parquet", partitioning="hive").to_table()
+    window = pc.and_(
+        pc.equal(sessions["split"], "test"), pc.less_equal(pc.cast(sessions["session_date"], "string"), DAYS[1])
+    )
+    test = sessions.filter(window)
+    assert test.num_rows == metrics["test"]["sessions"]
+    scores = attribute_sessions(
+        loaded.model, encode_sessions(test, loaded.vocab), AttributionOptions(methods=("grad_x_input",))
+    )
+    auc = roc_auc(test["label"].to_numpy(), scores["prediction"])
+    assert auc == pytest.approx(metrics["test"]["roc_auc"], abs=1e-6)
 
 
 def _kill_executor_when(cluster: StandaloneCluster, marker: str, proc, killed: list, settle: float = 1.0):
@@ -273,13 +318,14 @@ def _kill_executor_when(cluster: StandaloneCluster, marker: str, proc, killed: l
 
 def test_an_executor_lost_during_attribution_leaves_the_same_event_table(submitted, cluster):
     sub, results = submitted
-    assert results.get("attribute", (None,))[0] == 0, _failed(results, "attribute", cluster)
+    assert results.get("day", (None,))[0] == 0, _failed(results, "day", cluster)
     killed: list[int] = []
     code, log = sub.run(
         "attribute",
         "attribution.output_path=faulted/events",
         "attribution.delta_path=null",
         "attribution.summary_path=faulted/summary.json",
+        args=("--date", DAYS[2]),
         # the Python worker that runs the UDF: it starts with the scoring stage
         during=lambda proc: _kill_executor_when(cluster, "pyspark.daemon", proc, killed),
     )
@@ -287,7 +333,7 @@ def test_an_executor_lost_during_attribution_leaves_the_same_event_table(submitt
     assert killed, "no executor was running the attribution UDF to be killed"
     assert "Lost executor" in log or "ExecutorLostFailure" in log, log[-4000:]
     # this run asks for no GPU (no GPU_CONF, unlike the submission above): no task got one
-    plain = json.loads((sub.work / "out" / "faulted" / "summary.json").read_text())
+    plain = json.loads((sub.work / "out" / "faulted" / f"summary_{DAYS[2]}.json").read_text())
     assert plain["events_in_gpu_tasks"] == 0 and plain["events_by_device"] == {"cpu": plain["events"]}
     clean = _events(sub.work / "out" / "gradient_attribution_no_funnel")
     faulted = _events(sub.work / "out" / "faulted" / "events")
@@ -306,7 +352,7 @@ def test_an_executor_lost_during_attribution_leaves_the_same_event_table(submitt
 
 def test_an_executor_lost_during_training_fails_clearly_and_writes_no_model(submitted, cluster):
     sub, results = submitted
-    assert results.get("train", (None,))[0] == 0, _failed(results, "train", cluster)
+    assert results.get("init", (None,))[0] == 0, _failed(results, "init", cluster)
     killed: list[int] = []
     code, log = sub.run(
         "train",
@@ -314,6 +360,7 @@ def test_an_executor_lost_during_training_fails_clearly_and_writes_no_model(subm
         "train.shards_path=faulted/train_shards",
         "train.epochs=30",
         "train.patience=30",
+        args=("--from", DAYS[0], "--to", DAYS[1]),
         during=lambda proc: _kill_executor_when(cluster, "torch.distributed.run", proc, killed, settle=3.0),
     )
     assert killed, "no training process was seen on an executor"
@@ -330,108 +377,8 @@ def test_tasks_given_a_gpu_address_read_it_and_score_on_the_cpu_without_cuda(sub
     task (the code path a GPU executor takes) and, with no CUDA device in the process, scored on the CPU.
     (The executor-lost run asks for no GPU: its own test checks that its tasks got none.)"""
     sub, results = submitted
-    assert results.get("attribute", (None,))[0] == 0, _failed(results, "attribute", cluster)
-    summary = json.loads((sub.work / "out" / "attribute_summary.json").read_text())
+    assert results.get("day", (None,))[0] == 0, _failed(results, "day", cluster)
+    summary = json.loads((sub.work / "out" / f"attribute_summary_{DAYS[2]}.json").read_text())
     assert summary["events"] > 0
     assert summary["events_in_gpu_tasks"] == summary["events"]  # every task was given the address
     assert summary["events_by_device"] == {"cpu": summary["events"]}
-
-
-def _yaml_with(conf: dict, sets: list[str]) -> dict:
-    """``conf`` (a loaded YAML) with ``dotted.key=value`` overrides, their values read as YAML, as ``--set``
-    reads them."""
-    import yaml
-
-    for item in sets:
-        key, value = item.split("=", 1)
-        *parents, leaf = key.split(".")
-        node = conf
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = yaml.safe_load(value)
-    return conf
-
-
-def test_the_cold_start_runbook_through_scripts_daily_sh(cluster, spark, tmp_path):
-    """docs/running.md's first days as scripts/daily.sh runs them on the standalone cluster, each stage a
-    spark-submit with the config read from the file CONF names and the README's GPU settings for
-    attribution: ``init`` sessionizes two days and trains the first model on them; ``day`` on the third
-    sessionizes it, attributes it with that model, measures faithfulness and reports it, that day only."""
-    import pandas as pd
-    import yaml
-
-    from tests.conftest import make_conf
-    from tests.helpers import small_model_sets
-
-    days = ("2025-01-15", "2025-01-16", "2025-01-17")
-    data, out = tmp_path / "data", tmp_path / "out"
-    generate_stage.run(
-        spark,
-        make_conf(
-            "generate.n_users=200",
-            "generate.n_days=3",
-            "generate.n_bot_users=0",
-            "generate.n_stores=60",
-            f"generate.start_date={days[0]}",
-            f"generate.output_path={data / 'raw'}",
-            f"generate.stores_path={data / 'stores'}",
-            f"generate.ground_truth_path={data / 'truth.json'}",
-        ),
-    )
-    conf = _yaml_with(
-        yaml.safe_load((ROOT / "conf" / "local.yaml").read_text()),
-        [
-            f"run.output_dir={out}",
-            f"input.path={data / 'raw'}",
-            f"stores.path={data / 'stores'}",
-            "spark.master=null",  # the master comes from spark-submit, as on a cluster
-            *small_model_sets(n_layers=1),
-            "train.epochs=2",
-            "train.num_processes=1",
-            "train.threads_per_process=1",
-            "train.leakage_check=false",
-            "train.ensemble_members=1",
-            "train.min_class_sessions=2",
-            "baseline.enabled=false",  # the baseline on the cluster: test_every_stage_runs_...
-            "attribution.methods=[grad_x_input]",
-            "attribution.removal_sessions=50",
-            "report.default_method=grad_x_input",
-            "faithfulness.max_sessions=40",
-            "faithfulness.random_draws=2",
-        ],
-    )
-    (tmp_path / "daily.yaml").write_text(yaml.safe_dump(conf))
-    env = {
-        **os.environ,
-        "SUBMIT": f"{SPARK_SUBMIT} --master {cluster.url} --driver-memory 1g --executor-memory 1g "
-        "--conf spark.ui.enabled=false --conf spark.ui.showConsoleProgress=false",
-        "CONF": str(tmp_path / "daily.yaml"),
-        "GPU": " ".join(f"--conf {c}" for c in GPU_CONF),
-        "PYTHONPATH": str(ROOT),
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
-    }
-
-    def daily(*args: str) -> subprocess.CompletedProcess:
-        script = str(ROOT / "scripts" / "daily.sh")
-        return subprocess.run([script, *args], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-
-    init = daily("init", days[0], days[1])
-    assert init.returncode == 0, init.stderr[-4000:] + cluster.log_tail()
-    version = f"{days[0]}_to_{days[1]}"
-    assert (out / "model" / "LATEST").read_text().strip() == version
-    trained = json.loads((out / "model" / "versions" / version / "model_config.json").read_text())
-    assert trained["training_window"] == list(days[:2])
-    done = daily("day", days[2])
-    assert done.returncode == 0, done.stderr[-4000:] + cluster.log_tail()
-    assert sorted(p.name for p in (out / "sessions").iterdir() if p.is_dir()) == [f"session_date={d}" for d in days]
-    assert [p.name for p in (out / "gradient_attribution_no_funnel").iterdir() if p.is_dir()] == [
-        f"session_date={days[2]}"
-    ]
-    summary = json.loads((out / f"attribute_summary_{days[2]}.json").read_text())
-    assert summary["model_sha256"] == trained["weights_sha256"]
-    assert summary["events_in_gpu_tasks"] == summary["events"] > 0  # GPU's settings reached the tasks
-    faith = json.loads((out / f"faithfulness_summary_{days[2]}.json").read_text())
-    assert faith["sessions"] == 40 and faith["methods"] == ["grad_x_input"]
-    table = pd.read_csv(out / "report" / "event_type_attribution_no_funnel.csv")
-    assert set(table["run_id"]) == {f"day-{days[2]}"} and len(table) >= 5

@@ -88,12 +88,11 @@ def test_a_day_reads_only_its_partition(spark, raw):
     assert days == {DAYS[1]}
 
 
-def test_backfill_equals_single_days_and_the_whole_input(spark, raw, tmp_path):
-    """--from/--to over three days = three --date runs = the run without --date; each day's summary is its
-    own, and every row read is accounted for."""
-    whole, backfill, single = tmp_path / "whole", tmp_path / "backfill", tmp_path / "single"
+def test_backfill_equals_single_days_and_the_whole_input(spark, raw, day_sessions, tmp_path):
+    """--from/--to over three days (the day_sessions fixture's backfill) = three --date runs = the run
+    without --date; each day's summary is its own, and every row read is accounted for."""
+    whole, backfill, single = tmp_path / "whole", day_sessions, tmp_path / "single"
     assert _sessionize(_sets(raw, whole, date_column=False)) == 0
-    assert _sessionize(_sets(raw, backfill), *DAYS) == 0
     for day in DAYS:
         assert _sessionize(_sets(raw, single), day) == 0
     # (sessions that run past midnight of the last day start a fourth: not in the backfill)
@@ -114,9 +113,11 @@ def test_backfill_equals_single_days_and_the_whole_input(spark, raw, tmp_path):
     assert json.loads((whole / "sessionize_summary.json").read_text())["rows_read"] == sum(rows_of.values())
 
 
-def test_rerunning_a_day_replaces_it_and_leaves_other_days_untouched(spark, raw, tmp_path):
+def test_rerunning_a_day_replaces_it_and_leaves_other_days_untouched(spark, raw, day_sessions, tmp_path):
+    import shutil
+
     out = tmp_path / "out"
-    assert _sessionize(_sets(raw, out), *DAYS) == 0
+    shutil.copytree(day_sessions / "sessions", out / "sessions")  # the fixture's backfill of the three days
     before_rows = _rows(out / "sessions")
     before_files = _files(out / "sessions")
     others = {p: m for p, m in before_files.items() if f"session_date={DAYS[1]}" not in p}
