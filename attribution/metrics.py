@@ -54,8 +54,30 @@ def log_loss(labels: ArrayLike, probabilities: ArrayLike, eps: float = 1e-7) -> 
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def binary_metrics(labels: ArrayLike, logits: ArrayLike) -> dict[str, float]:
-    """ROC-AUC, PR-AUC, log loss and rates from labels and logits."""
+def reliability(labels: ArrayLike, probabilities: ArrayLike, bins: int = 10) -> list[dict]:
+    """The reliability curve: the predictions in ``bins`` equal-width bins of [0, 1] (a prediction of
+    exactly 1 in the last), and per non-empty bin its bounds, sessions, mean prediction and conversion
+    rate. A calibrated model's rate is near its mean prediction in every bin."""
+    y, p = _check(labels, probabilities)
+    at = np.minimum((p * bins).astype(np.int64), bins - 1)
+    out = []
+    for b in range(bins):
+        mask = at == b
+        if mask.any():
+            out.append(
+                {
+                    "low": b / bins,
+                    "high": (b + 1) / bins,
+                    "sessions": int(mask.sum()),
+                    "mean_prediction": float(p[mask].mean()),
+                    "positive_rate": float(y[mask].mean()),
+                }
+            )
+    return out
+
+
+def binary_metrics(labels: ArrayLike, logits: ArrayLike) -> dict:
+    """ROC-AUC, PR-AUC, log loss, rates and the reliability curve from labels and logits."""
     y = np.asarray(labels, dtype=np.float64)
     p = 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
     return {
@@ -65,4 +87,5 @@ def binary_metrics(labels: ArrayLike, logits: ArrayLike) -> dict[str, float]:
         "positive_rate": float(y.mean()) if len(y) else float("nan"),
         "mean_prediction": float(p.mean()) if len(p) else float("nan"),
         "sessions": int(len(y)),
+        "reliability": reliability(y, p) if len(y) else [],
     }

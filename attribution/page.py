@@ -189,6 +189,35 @@ def calibration_sentence(status: dict) -> str:
     )
 
 
+def attributable_sentence(drivers: pd.DataFrame) -> str | None:
+    """How many conversions the top driver's removal effect comes to, and over which sessions; None when
+    there is no driver or no removal effect."""
+    if drivers.empty or "attributable_conversions" not in drivers:
+        return None
+    top = drivers.iloc[0]
+    owed = top["attributable_conversions"]
+    if pd.isna(owed):
+        return None
+    return (
+        f"{top['event_type']}: the model predicts about {owed:,.0f} more conversions among the "
+        f"{int(top['sessions']):,} scored sessions with it than without it (attributable_conversions, the "
+        "removal effect x those sessions). That counts the scored sessions (the test split by default), not "
+        "a day's traffic: for the day's volume, scale it by the day's sessions with the step over these."
+    )
+
+
+def _reliability(bins: list[dict]) -> str:
+    """The reliability curve as a table: per bin of predicted P(convert), the test sessions in it, their
+    mean prediction and their conversion rate (equal for a calibrated model)."""
+    rows = [
+        f"<td>{b['low']:.1f}-{b['high']:.1f}</td><td class=num>{int(b['sessions']):,}</td>"
+        f"<td class=num>{b['mean_prediction']:.3f}</td><td class=num>{b['positive_rate']:.3f}</td>"
+        for b in bins
+    ]
+    head = ["predicted P(convert)", "test sessions", "mean prediction", "conversion rate"]
+    return "reliability, on the test split: <div id=reliability>" + _table(head, rows) + "</div>"
+
+
 def render(
     tables: dict[str, pd.DataFrame],
     method: str,
@@ -264,6 +293,9 @@ def render(
             f"<div id=detractors>{_table(head, rows(detractors))}</div>",
         ]
         parts.append(f"<p>{esc(REMOVAL_MEANING)}</p>")
+        owed = attributable_sentence(drivers)
+        if owed:
+            parts.append(f"<p id=attributable>{esc(owed)}</p>")
         if _marked(pd.concat([drivers.head(n), detractors.head(n)])):
             parts.append(f"<p class=sign-note>{esc(SIGN_NOTE)}</p>")
         if not rest.empty:
@@ -344,6 +376,8 @@ def render(
         parts.append(f"<li>test ROC-AUC {status['test_roc_auc']:.3f} (95% CI {low:.3f}-{high:.3f}; 0.5 is chance)</li>")
     if "test_mean_prediction" in status:
         parts.append(f"<li id=calibration>{esc(calibration_sentence(status))}</li>")
+    if status.get("test_reliability"):
+        parts.append("<li>" + _reliability(status["test_reliability"]) + "</li>")
     if "leakage_check_roc_auc" in status:
         parts.append(
             f"<li>leakage check: the same model with the funnel events kept scores {status['leakage_check_roc_auc']:.3f}; "

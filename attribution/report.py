@@ -151,6 +151,8 @@ def model_status(conf: Config, shas: list[str]) -> dict:
     }
     if test.get("mean_prediction") is not None:
         out["test_mean_prediction"] = float(test["mean_prediction"])
+    if test.get("reliability"):  # the reliability curve (attribution.metrics.reliability)
+        out["test_reliability"] = test["reliability"]
     leak = metrics.get("leakage_check")
     if leak:
         out["leakage_check_roc_auc"] = leak["test"]["roc_auc"]

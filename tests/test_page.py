@@ -280,3 +280,33 @@ def test_the_stage_summaries_as_text():
         "order; attention by sufficiency"
     )
     assert lines[5] == "median per-session Spearman: grad_x_input vs attention +0.25"
+
+
+def test_the_reliability_curve_on_the_page():
+    """The test split's reliability bins from the model's metrics (attribution/report.model_status) as a
+    table: bounds, sessions, mean prediction and rate, in the bins' order; none without them."""
+    bins = [
+        {"low": 0.0, "high": 0.1, "sessions": 1200, "mean_prediction": 0.0512, "positive_rate": 0.0433},
+        {"low": 0.3, "high": 0.4, "sessions": 45, "mean_prediction": 0.3471, "positive_rate": 0.4},
+    ]
+    html = page.render(_tables(), METHOD, {**STATUS, "test_reliability": bins}, None, b"", "r").decode()
+    cells = Cells()
+    cells.feed(html)
+    assert cells.tables["reliability"] == [
+        ["predicted P(convert)", "test sessions", "mean prediction", "conversion rate"],
+        ["0.0-0.1", "1,200", "0.051", "0.043"],
+        ["0.3-0.4", "45", "0.347", "0.400"],
+    ]
+    assert "reliability" not in _parse(_tables())[1].tables
+
+
+def test_the_top_drivers_attributable_conversions_and_what_they_count():
+    """The strongest driver (the card row, effect 0.50) with 12.6 attributable conversions over its 40
+    sessions: the sentence names it, rounds the count and says it counts the scored sessions only."""
+    tables = _tables()
+    tables["event_type"]["attributable_conversions"] = [1.4, 12.6, 0.2, -0.8, 0.0]
+    _, cells = _parse(tables)
+    text = cells.paragraphs["attributable"]
+    assert text.startswith("<b>card</b> & co: the model predicts about 13 more conversions among the 40 scored")
+    assert "not a day's traffic" in text
+    assert "attributable" not in _parse(_tables())[1].paragraphs  # no column, no sentence

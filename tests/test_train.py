@@ -327,6 +327,14 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     calibration = page.split("<li id=calibration>", 1)[1].split("</li>", 1)[0]
     test = metrics["test"]
     assert f"is {test['mean_prediction']:.3f} against a conversion rate of {test['positive_rate']:.3f}" in calibration
+    # the reliability curve: the test sessions in their bins, the sessions-weighted mean prediction the
+    # calibration line's, and each bin a row of the page's table
+    curve = test["reliability"]
+    assert sum(b["sessions"] for b in curve) == test["sessions"]
+    weighted = sum(b["sessions"] * b["mean_prediction"] for b in curve) / test["sessions"]
+    assert weighted == pytest.approx(test["mean_prediction"], abs=1e-9)
+    table = page.split("<div id=reliability>", 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr>") == len(curve) + 1 and f"<td class=num>{curve[0]['sessions']:,}</td>" in table
     assert top == drivers.event_type.iloc[0]
     # the counts baseline: fitted in the train stage, compared on the same test sessions in the report
     comparison = pd.read_csv(out / "report" / "model_comparison.csv")
