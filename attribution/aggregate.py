@@ -574,14 +574,15 @@ def estimates(rows: pd.DataFrame) -> Estimates:
     return Estimates(mean, low, high, se, model_se, models, n)
 
 
-def pair_table(removal: pa.Table | None, min_sessions: int = 1) -> pa.Table:
+def pair_table(removal: pa.Table | None, min_sessions: int = 1, min_interaction: float = 0.0) -> pa.Table:
     """The pair table (``attribution.schema.PAIR_TABLE``) from :func:`removal_stats`' pair rows: per
     ordered pair (a, b) seen in at least ``min_sessions`` sampled sessions, the mean over those sessions
     of the interaction R(a and b) - R(a) - R(b), on the logit and in percentage points, each with the
     two-part CI of the removal effects (session sampling and the ensemble's spread). The verdict reads
-    the logit: ``work together`` (CI below 0: removing both costs less than the two removals apart, so
-    each one's effect depends on the other), ``stand in for each other`` (CI above 0: either one alone
-    keeps most of the effect), or indistinguishable from noise. Ranked by |interaction_log_odds|."""
+    the logit: ``work together`` (CI below -``min_interaction``: removing both costs less than the two
+    removals apart, so each one's effect depends on the other), ``stand in for each other`` (CI above
+    ``min_interaction``: either one alone keeps most of the effect), or indistinguishable from noise (no
+    interaction of that size). Ranked by |interaction_log_odds|."""
     columns: dict[str, list] = {c: [] for c in ("rank", *PAIR_TABLE.keys, *PAIR_INTERACTION_COLUMNS)}
     if removal is not None and removal.num_rows:
         by_kind = {
@@ -591,7 +592,9 @@ def pair_table(removal: pa.Table | None, min_sessions: int = 1) -> pa.Table:
         lo = lo[lo["n"] >= min_sessions]
         pp = pp.reindex(lo.index)
         mean, low, high, se, model_se, models, n = estimates(lo)
-        verdict = np.where(high < 0, WORK_TOGETHER, np.where(low > 0, STAND_IN, PAIR_NOISE))
+        verdict = np.where(
+            high < -min_interaction, WORK_TOGETHER, np.where(low > min_interaction, STAND_IN, PAIR_NOISE)
+        )
         firsts, seconds = zip(*(k.split(PAIR_KEY_SEPARATOR, 1) for k in lo.index), strict=True) if len(lo) else ((), ())
         order = sorted(range(len(lo)), key=lambda i: (-abs(mean[i]), firsts[i], seconds[i]))
         pmean, plow, phigh = (100 * v for v in estimates(pp)[:3])
@@ -821,6 +824,7 @@ def tables(
     removal: pa.Table | None = None,
     stats: pa.Table | None = None,
     context_min_sessions: int = 1,
+    pair_min_interaction: float = 0.0,
 ) -> dict[str, pa.Table]:
     """Every table in ``kinds`` from one Spark job, as Arrow (small; Arrow keeps Spark's types, also for an
     empty table); ``removal`` (:func:`removal_stats`) adds the removal columns. ``stats``: the collected
@@ -830,5 +834,5 @@ def tables(
         assert long is not None, "the tables come from the long format or from collected statistics"
         stats = lift_stats(long, kinds, max_position).toArrow()
     out = {kind: finish(stats, kind, min_events, min_sessions, removal, context_min_sessions) for kind in kinds}
-    out[PAIR_TABLE.name] = pair_table(removal, context_min_sessions)
+    out[PAIR_TABLE.name] = pair_table(removal, context_min_sessions, pair_min_interaction)
     return out

@@ -554,6 +554,10 @@ class ReportConf:
     top_event_types: int = 15  # bars in the picture's first panel
     # The context tables (occurrence, previous step, recency) leave out contexts seen in fewer sessions.
     context_min_sessions: int = 20
+    # The pair table's verdict names a pair only when the interaction's 95% CI lies beyond this size on
+    # the logit (log-odds), not merely beyond 0: smaller interactions are read as none. It is the line the
+    # planted-truth checks draw between no interaction and one (attribution.ground_truth.PAIR_NULL).
+    pair_min_interaction: float = 0.1
 
     def check(self) -> None:
         """``default_method`` is checked against ``attribution.methods`` (:mod:`attribution.config_checks`)."""
@@ -571,6 +575,8 @@ class ReportConf:
                 "report.store_min_events, store_min_sessions, context_min_sessions, heatmap_positions and "
                 "top_event_types: must be >= 1"
             )
+        if not self.pair_min_interaction >= 0:
+            raise ConfigError(f"report.pair_min_interaction: {self.pair_min_interaction} must be >= 0 (log-odds)")
         if self.window_days is not None and self.window_days < 1:
             raise ConfigError(f"report.window_days: {self.window_days} must be >= 1 (or null: the day alone)")
         if self.min_sessions < 1:

@@ -73,6 +73,7 @@ def build_tables(
         removal=removal,
         stats=stats,
         context_min_sessions=r.context_min_sessions,
+        pair_min_interaction=r.pair_min_interaction,
     )
     out = {
         name: baseline.with_coefficients(t, kind.baseline, coefficients) if (kind := schema.table(name)).baseline else t

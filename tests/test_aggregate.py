@@ -471,3 +471,24 @@ def test_pair_table_by_hand(spark):
     assert "No pair interacts" in "\n".join(report_text.pair_lines(quiet)) and "No pair interacts" in "".join(
         page._pairs(quiet)
     )
+    # report.pair_min_interaction: a verdict needs the CI beyond that size. At 0.2, A -> B's CI (about
+    # [-0.48, -0.24]) still lies below -0.2; B -> A's (about [+0.19, +0.23]) lies above 0 but not above
+    # 0.2, so it is read as no interaction
+    margin = aggregate.pair_table(removal, min_sessions=2, min_interaction=0.2).to_pandas()
+    pairs = zip(margin.first_event_type, margin.second_event_type, strict=True)
+    verdicts = dict(zip(pairs, margin.interaction_verdict, strict=True))
+    by_hand = {
+        (r.first_event_type, r.second_event_type): aggregate.WORK_TOGETHER
+        if r.interaction_ci_high < -0.2
+        else aggregate.STAND_IN
+        if r.interaction_ci_low > 0.2
+        else aggregate.PAIR_NOISE
+        for r in table.itertuples()
+    }
+    assert verdicts == by_hand
+    assert verdicts == {
+        ("A", "B"): aggregate.WORK_TOGETHER,
+        ("B", "A"): aggregate.PAIR_NOISE,
+        ("A", "C"): aggregate.PAIR_NOISE,
+    }
+    assert margin.drop(columns="interaction_verdict").equals(table.drop(columns="interaction_verdict"))
