@@ -6,7 +6,7 @@ type x position), then a two-level group-by (per session, then per key, both lab
 conditional aggregation, so no join) gives one small row per (method, table, key). :func:`tables`
 collects those rows as Arrow and cuts the four tables out of them on the driver (order, store rank).
 
-**Lift** (the seed's ``attribution_lift``) = mean attribution of the key's events in converted sessions
+**Lift** (the original analysis's ``attribution_lift``) = mean attribution of the key's events in converted sessions
 minus the same in non-converted sessions. Events of one session are not independent (the normalized
 scores of a session sum to 1), so the standard error treats **sessions as clusters**: for the ratio
 mean m = sum_i s_i / sum_i n_i over sessions i (s_i = the session's attribution on the key, n_i its events
@@ -396,7 +396,7 @@ def _formulas(agg: DataFrame) -> DataFrame:
     )
     effect, effect_se = clustered_ratio_mean(c, "C_all", "CC_all", "CN_all", "N_all", "NN_all", "sessions")
     net, net_se = clustered_ratio_mean(c, "R_all", "RR_all", "RN_all", "NR_all", "NNR_all", "GR_all")
-    # a key seen under one label only: 0 for the other side's mean (the seed's pivot with fill 0), null CI
+    # a key seen under one label only: 0 for the other side's mean (the original analysis's pivot with fill 0), null CI
     lifts = variances.select(
         *group,
         effect.alias("effect_log_odds"),

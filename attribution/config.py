@@ -311,7 +311,7 @@ class VocabConf:
 
 @dataclass(frozen=True)
 class ModelConf:
-    """The session transformer (attribution/model.py). Defaults are the seed's."""
+    """The session transformer (attribution/model.py). Defaults are the original analysis's."""
 
     d_model: int = 192  # the transformer's width
     n_heads: int = 6  # attention heads per layer
@@ -322,9 +322,9 @@ class ModelConf:
     continuous_dim: int = 16  # width of the projected continuous features
     # Rank of the additive per-event path beside the CLS head (attribution/model.py): each event also adds
     # sum_k (A x_i)_k * P[position_i]_k to the logit directly, so a step's main effect needn't be counted
-    # through attention. Not in the seed's model; 0 turns it off (the seed's CLS head alone).
+    # through attention. Not in the original analysis's model; 0 turns it off (the original analysis's CLS head alone).
     additive_rank: int = 4
-    # Order made explicit (attribution/model.py), both off in the seed's model: causal_events lets an event
+    # Order made explicit (attribution/model.py), both off in the original analysis's model: causal_events lets an event
     # attend only to itself and the events before it (the CLS token still reads them all), so "b after an
     # a" and "the first c" are in b's and c's own representations; end_distance N adds a learned embedding
     # of each event's distance from the session's last event (0, 1, ..., N and more), so "the last step"
@@ -377,7 +377,7 @@ class TrainConf:
     model_version: Optional[str] = None
     shards_path: str = "train_shards"  # where the training shards go (under run.output_dir)
     # Also train on sessions that keep the funnel events (funnel.exclude=false) and report its test
-    # AUC beside the real model's: the leakage the seed warns about, measured on every run.
+    # AUC beside the real model's: the leakage the original analysis warns about, measured on every run.
     leakage_check: bool = False
     leakage_check_epochs: int = 3  # epochs of the leakage check's model
     # Models trained in the same TorchDistributor job for the removal effects' model uncertainty: the model
@@ -449,7 +449,7 @@ class BaselineConf:
 class AttributionConf:
     """The attribution stage (jobs/attribute.py)."""
 
-    # Any of the registered methods (attribution/methods.py): grad_x_input (the seed analysis's method),
+    # Any of the registered methods (attribution/methods.py): grad_x_input (the original analysis's method),
     # attention, attention_rollout, integrated_gradients.
     methods: list[str] = field(default_factory=lambda: ["grad_x_input", "attention", "attention_rollout"])
     split: str = "test"  # which sessions to attribute: train, validation, test or all
@@ -532,10 +532,10 @@ class ReportConf:
     """The report stage (jobs/report.py): lift tables, sinks, the picture, key insights."""
 
     output_path: str = "report"  # relative paths are under run.output_dir
-    default_method: str = "grad_x_input"  # the method of the seed-named CSVs and the picture
+    default_method: str = "grad_x_input"  # the method of the original analysis's CSVs and the picture
     # The published tables' formats: csv, delta, parquet.
     formats: list[str] = field(default_factory=lambda: ["csv", "delta", "parquet"])
-    store_min_events: int = 10  # the seed's minimum support for the store ranking
+    store_min_events: int = 10  # the original analysis's minimum support for the store ranking
     # Stores seen in fewer sessions are left out of the store ranking: their effect is mostly noise
     # (the shrinkage pulls it towards 0 as well).
     store_min_sessions: int = 20

@@ -164,7 +164,7 @@ def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, s
     shrunk), each with 95% CIs, and the type x position heatmap of the mean effect (a cell has too few
     sessions for a CI). With the test split's conversion rate in ``status``, the event-type and position
     panels also read in percentage points (a second axis: the effect x 100 p (1 - p)). A method without a
-    signed contribution (attention) shows the seed's lift and mean attribution instead, and says so."""
+    signed contribution (attention) shows the original analysis's lift and mean attribution instead, and says so."""
     from matplotlib.figure import Figure  # no pyplot: no global state, safe off the main thread
 
     et = tables["event_type"][tables["event_type"]["method"] == method].copy()
@@ -210,7 +210,9 @@ def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, s
             top_et["lift_ci_high"],
             verdicts,
         )
-        ax.set_title(f"Top {len(top_et)} event types by the seed's attribution lift (95% CI; {method} has no sign)")
+        ax.set_title(
+            f"Top {len(top_et)} event types by the original analysis's attribution lift (95% CI; {method} has no sign)"
+        )
         ax.set_xlabel("lift = mean attribution (converted) - (not converted)")
 
     # 2. positions: the effect by bin (1-based), and how much the events move the logit either way
@@ -241,7 +243,7 @@ def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, s
             horizontal=False,
         )
         ax.set_ylabel("attribution lift")
-        ax.set_title("The seed's attribution lift by position in session (95% CI)")
+        ax.set_title("The original analysis's attribution lift by position in session (95% CI)")
     ax.set_xlabel("position (1-based)")
 
     # 3. stores: ranked by the shrunk effect beyond their events' type and position
@@ -261,7 +263,7 @@ def report_figure(tables: dict[str, pd.DataFrame], method: str, top: int = 15, s
         ax.set_xlabel(STORE_UNIT)
     else:
         ax.barh(top_st["store_name"].astype(str), top_st["mean_attribution"], color=NOISE_COLOR)
-        ax.set_title(f"Top stores by mean attribution (the seed's ranking; {method} has no sign)")
+        ax.set_title(f"Top stores by mean attribution (the original analysis's ranking; {method} has no sign)")
         ax.set_xlabel("mean attribution per event")
 
     # 4. heatmap event type x position

@@ -12,7 +12,7 @@ Conversion is drawn from a known logistic model (the *ground truth*, written bes
                      + Normal(0, noise_sd)                                        (what no model can see)
 
 over the session's browse events (funnel events come after the decision). ``noise_sd`` keeps a good
-model in the seed's realistic AUC band (0.65-0.85) instead of 0.99.
+model in the original analysis's realistic AUC band (0.65-0.85) instead of 0.99.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ EVENT_EFFECTS = {
     "m_promo_banner_view": 0.08,
     "m_store_page_load_error": 0.0,
 }
-# Early events matter more than late ones: weight by 1-based position bucket (the seed's buckets).
+# Early events matter more than late ones: weight by 1-based position bucket (the original analysis's buckets).
 POSITION_WEIGHTS = dict(zip(POSITION_BINS, (1.0, 0.6, 0.35, 0.15, 0.05), strict=True))
 
 # First-order behaviour: P(next browse event | current). Rows sum to 1.

@@ -12,7 +12,7 @@ and the insights), per method:
   below). The per-occurrence effect says what one event does; the removal effect also counts how often
   and how early the event type occurs in a session, so the two truths order the event types a little
   differently.
-- ``event_type_lift_spearman``: the same for ``attribution_lift``, the seed's measure, kept to show why
+- ``event_type_lift_spearman``: the same for ``attribution_lift``, the original analysis's measure, kept to show why
   it does not order the tables: lift compares normalized shares between converted and non-converted
   sessions, so a strongly negative event type gets a large share in both.
 - ``event_type_removal_spearman``: Spearman rank correlation of the event-type table's

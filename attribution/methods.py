@@ -6,7 +6,7 @@ derived from :data:`REGISTRY`: the configuration's validation (``attribution.met
 long format the report aggregates, the faithfulness sample, and ``jobs/explain.py``.
 
 Every method gives each event a **normalized attribution** (|score| over the session's events, summing
-to 1: the seed analysis's normalization); a **signed** method also gives its raw **contribution** in
+to 1: the original analysis's normalization); a **signed** method also gives its raw **contribution** in
 log-odds (how far the event moves the model's logit towards conversion), and only signed methods have an
 effect in the report's tables.
 
@@ -65,7 +65,7 @@ class Method:
 
 
 def normalize(scores: Any, mask: Any) -> Any:
-    """|scores| over each session's real events, scaled to sum to 1 (the seed analysis's normalization)."""
+    """|scores| over each session's real events, scaled to sum to 1 (the original analysis's normalization)."""
     a = scores.abs() * mask
     return a / (a.sum(dim=1, keepdim=True) + EPS)
 
@@ -111,7 +111,7 @@ register(
         needs_gradient=True,
         cost="1 backward",
         description="the gradient of the logit with respect to each event's representation, times the "
-        "representation, summed over the embedding (the seed analysis's method)",
+        "representation, summed over the embedding (the original analysis's method)",
     )
 )
 register(

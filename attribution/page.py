@@ -343,7 +343,7 @@ def render(
             parts.append(f"<p class=sign-note>{esc(SIGN_NOTE)}</p>")
     else:
         parts.append(
-            f"<p>{esc(method)} has no signed contribution: the tables are ordered by the seed's lift. "
+            f"<p>{esc(method)} has no signed contribution: the tables are ordered by the original analysis's lift. "
             f"Choose {esc(' or '.join(m.name for m in REGISTRY.values() if m.signed))} as report.default_method "
             "for effects.</p>"
         )

@@ -1,10 +1,10 @@
 """The report's tables: effect tables from the event-level table, their model and data status, and how
-they are staged as CSV (the seed analysis's file names), Delta and parquet. The stage itself is
+they are staged as CSV (the original analysis's file names), Delta and parquet. The stage itself is
 :mod:`attribution.stages.report`; the picture is :mod:`attribution.figures`, the insights
 :mod:`attribution.report_text`, the page :mod:`attribution.page`.
 
 The headline everywhere is the **effect**: the mean signed contribution per event, in log-odds, with a
-session-clustered 95% CI (``attribution.aggregate``). The seed's lift columns stay in the tables for
+session-clustered 95% CI (``attribution.aggregate``). The original analysis's lift columns stay in the tables for
 compatibility, after the effect columns. Before anything else the report states whether the model
 predicts better than chance: if it doesn't, no driver can be read from the tables, and every table
 carries ``model_status = at_chance``.
@@ -181,7 +181,7 @@ def data_status(status: dict, sessions: int, converted: int, minimum: int, day: 
 def stage_tables(
     spark: SparkSession, tables: dict[str, pa.Table], conf: Config, extra: tuple[sinks.Step, ...] = ()
 ) -> tuple[list[sinks.Staged], dict[str, str]]:
-    """Every output of ``tables`` staged, nothing visible yet: CSV (the default method under the seed's
+    """Every output of ``tables`` staged, nothing visible yet: CSV (the default method under the original analysis's
     names, and every method in ``*_by_method.csv``), Delta, parquet, then each of ``extra``."""
     base = conf.output(conf.report.output_path)
 

@@ -258,7 +258,7 @@ def key_insights(
         lines.append(against_baseline)
     if not is_signed(et):
         lines.append(
-            f"{method} has no signed contribution, so no effect: event types by the seed's attribution lift "
+            f"{method} has no signed contribution, so no effect: event types by the original analysis's attribution lift "
             "(it compares normalized shares and is confounded by session length; prefer a signed method):"
         )
         for _, r in et.head(n).iterrows():
@@ -266,7 +266,7 @@ def key_insights(
         lines.append("Lift by position in session:")
         for _, r in pos.iterrows():
             lines.append(f"  {r['position_bin']:<8} {_lift_text(r)}")
-        lines.append(f"Top {n} stores by mean attribution (the seed's ranking):")
+        lines.append(f"Top {n} stores by mean attribution (the original analysis's ranking):")
         for _, r in st.sort_values("rank").head(n).iterrows():
             lines.append(
                 f"  {int(r['rank']):>2}. {str(r['store_name']):<28} {r['mean_attribution']:.4f} ({_support(r)})"
@@ -327,7 +327,7 @@ def key_insights(
         lines.append(SIGN_NOTE)
     lines += pair_lines(tables.get("pair"), n=3)
     lines.append(
-        "The tables keep the seed's attribution_lift for compatibility; it compares normalized shares between "
+        "The tables keep the original analysis's attribution_lift for compatibility; it compares normalized shares between "
         "converted and non-converted sessions, is confounded by session length, and does not rank them."
     )
     return "\n".join(lines)

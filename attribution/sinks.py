@@ -1,4 +1,4 @@
-"""Writing the report's tables: CSV (the seed's file names), Delta and parquet, idempotent per run_id.
+"""Writing the report's tables: CSV (the original analysis's file names), Delta and parquet, idempotent per run_id.
 
 Every sink works in two steps, so a run publishes all its tables or none of them, short of a crash
 inside the few milliseconds of the second step:

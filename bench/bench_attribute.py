@@ -4,7 +4,7 @@
 
 Needs the embedded default's outputs (``make run``; run here first if they are missing). Measures:
   batched     in-process grad_x_input over all test sessions (length-bucketed batches) - events/s
-  loop        the seed's way: one forward + backward per session - events/s, on the first N sessions
+  loop        the original analysis's way: one forward + backward per session - events/s, on the first N sessions
   flops       achieved FLOP/s on real (unpadded) events (FLOPs counted per session length with torch's
               FlopCounterMode) vs a large fp32 matmul on the same device, the better of one before and
               one after the rest: the machine's ceiling
@@ -99,7 +99,7 @@ def every_position(model):
 
 
 def seed_loop(model, encoded, n_sessions: int, device, as_written: bool = False) -> None:
-    """One session, one forward, one backward at a time. ``as_written``: as the seed's script does it,
+    """One session, one forward, one backward at a time. ``as_written``: as the original analysis's script does it,
     with the model in train mode (dropout on) and weight gradients computed; otherwise eval mode with
     frozen weights, the kinder baseline."""
     if as_written:
@@ -353,7 +353,7 @@ def spark_stage(scales: tuple[int, ...], repeats: int) -> dict:
 
 
 def seed_sized_model(trained_dir: str) -> str:
-    """An untrained model with the seed's sizes and the trained model's vocabularies."""
+    """An untrained model with the original analysis's sizes and the trained model's vocabularies."""
     from attribution.config import ModelConf
     from attribution.model import ModelSpec, SessionTransformer, read_artifact, save_artifact, weights_bytes
 
@@ -378,7 +378,7 @@ def main() -> None:
     p.add_argument(
         "--seed-model",
         action="store_true",
-        help="in-process only, with an untrained model of the seed's size (192 wide, 3 layers, ff 512): "
+        help="in-process only, with an untrained model of the original analysis's size (192 wide, 3 layers, ff 512): "
         "throughput does not depend on the weights",
     )
     args = p.parse_args()
@@ -406,7 +406,7 @@ def main() -> None:
     print(
         f"in-process grad_x_input: {ip['batched_events_per_s']:,.0f} events/s batched vs "
         f"{ip['loop_events_per_s']:,.0f} events/s one session at a time = {ip['batched_over_loop']:.1f}x (goal >= 150x); "
-        f"vs the seed's loop as written (train mode, weight gradients) {ip['seed_as_written_events_per_s']:,.0f} "
+        f"vs the original analysis's loop as written (train mode, weight gradients) {ip['seed_as_written_events_per_s']:,.0f} "
         f"events/s = {ip['batched_over_seed_as_written']:.1f}x"
     )
     print(

@@ -4,7 +4,7 @@
 
 Needs the embedded default's outputs (``make run``). The stage (read the sessions, the UDF, write the
 event table) runs on the embedded default's test sessions ``--scale`` times over (16x: about 1.2M
-events), with gradient x input only (the cheapest method, so the strictest ratio) and the seed-sized
+events), with gradient x input only (the cheapest method, so the strictest ratio) and the full-sized
 model (192 wide, 3 layers; untrained: the cost does not depend on the weights). Runs alternate
 (without, with, without, with, ...) and the best of each is kept, so the machine's noise falls on both.
 Then the report's tables (:func:`attribution.report.build_tables`, one Spark job for the lift and effect

@@ -7,7 +7,7 @@ sessions (the same sessions copied under new ids). Attribution runs grad_x_input
 method and the cheapest, so the ratio is the strictest) and includes its sinks: the event-level parquet
 and its Delta publication. The report reads that table and writes every lift table (CSV, Delta,
 parquet) and the picture. Both warm, best of ``--repeats``. ``--seed-model``: an untrained model of the
-seed's sizes (the cluster's), whose cost per event is the production one.
+original analysis's sizes (the cluster's), whose cost per event is the production one.
 Goal: report <= 10% of attribution.
 """
 
@@ -66,7 +66,7 @@ def main() -> None:
     ]
     base = load_config(ROOT / "conf" / "local.yaml", overrides)
     spark = build_spark(base.spark)
-    result = {"machine": machine(), "model": "seed-sized" if args.seed_model else "local", "runs": {}}
+    result = {"machine": machine(), "model": "full-sized" if args.seed_model else "local", "runs": {}}
     print(f"machine: {result['machine']}; {result['model']} model")
     for scale in (int(x) for x in args.scales.split(",")):
         sessions = (ROOT / "outputs" / "sessions").resolve() if scale == 1 else scaled_sessions(spark, base, scale)

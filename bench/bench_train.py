@@ -30,7 +30,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1)
-    p.add_argument("--seed-model", action="store_true", help="the seed's model sizes (192 wide, 3 layers, ff 512)")
+    p.add_argument(
+        "--seed-model", action="store_true", help="the original analysis's model sizes (192 wide, 3 layers, ff 512)"
+    )
     args = p.parse_args()
     conf = load_config(ROOT / "conf" / "local.yaml", [f"run.output_dir={ROOT / 'outputs'}"])
     if args.seed_model:

@@ -34,7 +34,7 @@ def spark():
 
 
 def make_conf(*overrides: str, path: str | None = None) -> Config:
-    """Defaults (the seed's rules) plus ``dotted.key=value`` overrides, validated like the CLI's."""
+    """Defaults (the original analysis's rules) plus ``dotted.key=value`` overrides, validated like the CLI's."""
     return load_config(path, list(overrides))
 
 

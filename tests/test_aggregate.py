@@ -35,7 +35,7 @@ def test_event_type_lift_with_session_clustered_ci(events):
     assert b.lift_se == pytest.approx(se)
     assert b.lift_ci_low == pytest.approx(-0.5 - 1.959963984540054 * se)
     assert bool(b.significant) is True  # -0.5 +/- 0.139 excludes 0
-    # ordered by the effect (B +0.2375 above A +0.11; by the seed's lift A would come first)
+    # ordered by the effect (B +0.2375 above A +0.11; by the original analysis's lift A would come first)
     assert list(table.event_type) == ["B", "A"]
 
 
@@ -65,7 +65,7 @@ def test_the_effect_is_the_mean_signed_contribution_with_a_session_clustered_ci(
     # m 0.2375, se 0.155: the CI [-0.066, +0.541] crosses 0
     assert m - 1.959963984540054 * se < 0 < m + 1.959963984540054 * se
     assert b.effect_verdict == "indistinguishable from noise"
-    # a method without a signed contribution has no effect, and keeps the seed's lift order
+    # a method without a signed contribution has no effect, and keeps the original analysis's lift order
     from pyspark.sql import functions as F
 
     att = tables_of(events.withColumn("attention_attribution", F.when(F.col("event_type") == "A", 0.9).otherwise(0.1)))

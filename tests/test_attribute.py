@@ -54,7 +54,7 @@ def test_grad_x_input_equals_a_per_session_loop_and_captum(setup):
     rows = np.arange(len(enc))
     tokens, cont, mask, m = _batch(model, enc, rows)
     out = attribute_batch(model, tokens, cont, mask, AttributionOptions(methods=("grad_x_input",)))
-    # reference: the seed's loop, one session and one backward at a time, unpadded
+    # reference: the original analysis's loop, one session and one backward at a time, unpadded
     for i in rows:
         t1, c1, k1, _ = _batch(model, enc, [i])
         x = model.represent(t1, c1).detach().requires_grad_(True)

@@ -21,7 +21,7 @@ def test_sinks_round_trip_and_rerun_is_idempotent(spark, events, tmp_path):
     tables = report.build_tables(events, conf)
     where = report.write_tables(spark, tables, conf)
     csv = pd.read_csv(where["event_type_attribution_no_funnel.csv"])
-    # the key and the effect first, then the seed's columns (its readers select them by name)
+    # the key and the effect first, then the original analysis's columns (its readers select them by name)
     assert list(csv.columns[:6]) == ["event_type", *schema.EFFECT_COLUMNS]
     assert {"not_converted", "converted", "attribution_lift"} <= set(csv.columns)
     assert list(csv.event_type) == ["B", "A"]  # the effect's order

@@ -265,7 +265,7 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     assert manifest["model"]["test_roc_auc"] == metrics["test"]["roc_auc"]
     assert manifest["model"]["leakage_check_test_roc_auc"] == leak
     assert set(manifest["timings_s"]) == {"generate", "sessionize", "train", "attribute", "faithfulness", "report"}
-    # the report: the seed's CSVs, one row per event type of the default method (conf/local.yaml's)
+    # the report: the original analysis's CSVs, one row per event type of the default method (conf/local.yaml's)
     csv = pd.read_csv(out / "report" / "event_type_attribution_no_funnel.csv")
     n_types = events.select("event_type").distinct().count()
     assert len(csv) == n_types and set(csv.method) == {"integrated_gradients"}

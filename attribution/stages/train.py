@@ -109,7 +109,7 @@ def run(spark: SparkSession, conf: Config) -> dict:
 
 def leakage_check(spark: SparkSession, conf: Config) -> dict:
     """Sessionize again keeping the funnel events and train a model on that: the test AUC it reaches is
-    the leakage the seed warns about (the funnel gives the answer away). Nothing of it is published
+    the leakage the original analysis warns about (the funnel gives the answer away). Nothing of it is published
     except these numbers."""
 
     sub = "leakage_check"
