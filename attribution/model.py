@@ -419,6 +419,14 @@ class LoadedModel:
         return [self.model, *self.members]
 
 
+def _readable(path: str) -> bool:
+    try:
+        read_bytes(path)
+    except InputError:
+        return False
+    return True
+
+
 def read_artifact(location: str) -> tuple[bytes, dict, Vocabularies]:
     """Read and verify a model directory's bytes: (weights, config, vocabularies)."""
     try:
@@ -426,6 +434,11 @@ def read_artifact(location: str) -> tuple[bytes, dict, Vocabularies]:
         weights = read_bytes(join(location, WEIGHTS_FILE))
         vocab_text = read_bytes(join(location, VOCAB_FILE)).decode()
     except InputError as exc:
+        if not _readable(join(location, CONFIG_FILE)) and not _readable(join(location, WEIGHTS_FILE)):
+            raise ArtifactError(
+                f"no model at {location}: train one first (jobs/train.py; from a cold start, scripts/daily.sh "
+                "init on the days before the first day to attribute)"
+            ) from exc
         raise ArtifactError(f"model directory {location} is incomplete: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{join(location, CONFIG_FILE)}: not valid JSON ({exc})") from exc

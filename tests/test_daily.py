@@ -366,7 +366,8 @@ def test_attributing_a_day_before_any_model_is_one_line_and_exit_2(spark, day_se
     capsys.readouterr()
     assert _attribute(out, DAYS[2]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "model" in err[0], err
+    assert len(err) == 1 and err[0].startswith(f"error: no model at {out / 'model'}: train one first"), err
+    assert "scripts/daily.sh init" in err[0]
     assert not (out / "gradient_attribution_no_funnel").exists()
 
 
