@@ -210,9 +210,10 @@ def attributed(spark, tmp_path_factory):
     return root, table, loaded
 
 
-def _conf(root, *extra):
+def _sets(root) -> list[str]:
+    """The stage tests' settings, as ``dotted.key=value`` (``--set`` values)."""
     methods = ["grad_x_input", "attention", "attention_rollout", "integrated_gradients"]
-    return make_conf(
+    return [
         f"run.output_dir={root}/out",
         "run.run_id=f1",
         f"attribution.methods={json.dumps(methods)}",
@@ -220,8 +221,11 @@ def _conf(root, *extra):
         "attribution.split=all",
         "faithfulness.max_sessions=50",
         "faithfulness.random_draws=3",
-        *extra,
-    )
+    ]
+
+
+def _conf(root, *extra):
+    return make_conf(*_sets(root), *extra)
 
 
 def test_stage_tables_match_the_in_process_metrics(spark, attributed):
@@ -319,17 +323,7 @@ def test_the_faithfulness_job_prints_the_verdict_and_another_model_is_one_line_a
     from jobs import faithfulness as job
 
     root, table, _ = attributed
-    methods = ["grad_x_input", "attention", "attention_rollout", "integrated_gradients"]
-    sets = [
-        f"run.output_dir={root}/out",
-        "run.run_id=f1",
-        f"attribution.methods={json.dumps(methods)}",
-        "attribution.ig_steps=8",
-        "attribution.split=all",
-        "faithfulness.max_sessions=50",
-        "faithfulness.random_draws=3",
-    ]
-    args = [a for s in sets for a in ("--set", s)]
+    args = [a for s in _sets(root) for a in ("--set", s)]
     assert job.main(args) == 0
     lines = capsys.readouterr().out.splitlines()
     head = next(i for i, line in enumerate(lines) if line.startswith("faithfulness: 50 sessions"))
