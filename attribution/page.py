@@ -65,8 +65,10 @@ def _mark_cell(row: pd.Series, prefix: str = "effect") -> str:
     return f"<td class=mark>{SIGN_MARK if signs_disagree(row, prefix) else ''}</td>"
 
 
-def _marked(rows: pd.DataFrame, prefix: str = "effect") -> bool:
-    return any(signs_disagree(r, prefix) for _, r in rows.iterrows())
+def _sign_note(rows: pd.DataFrame, prefix: str = "effect") -> list[str]:
+    """The line under a table that says why its marked rows are marked; none when no row is."""
+    marked = any(signs_disagree(r, prefix) for _, r in rows.iterrows())
+    return [f"<p class=sign-note>{html.escape(SIGN_NOTE)}</p>"] if marked else []
 
 
 def _table(head: list[str], rows: list[str]) -> str:
@@ -296,8 +298,7 @@ def render(
         owed = attributable_sentence(drivers)
         if owed:
             parts.append(f"<p id=attributable>{esc(owed)}</p>")
-        if _marked(pd.concat([drivers.head(n), detractors.head(n)])):
-            parts.append(f"<p class=sign-note>{esc(SIGN_NOTE)}</p>")
+        parts += _sign_note(pd.concat([drivers.head(n), detractors.head(n)]))
         if not rest.empty:
             parts.append("<p>Indistinguishable from noise: " + esc(", ".join(map(str, rest["event_type"]))) + "</p>")
         parts.append("<h2>By position in the session</h2>")
@@ -323,8 +324,7 @@ def render(
             )
             + "</div>"
         )
-        if _marked(pos):
-            parts.append(f"<p class=sign-note>{esc(SIGN_NOTE)}</p>")
+        parts += _sign_note(pos)
         parts.append(
             "<h2>Top stores</h2><p>Effect per event beyond what the events' type and position explain, shrunk "
             "towards 0 by support; ranked by the shrunk effect. The removal effect takes all of the store's "
@@ -339,8 +339,7 @@ def render(
         ]
         head = ["rank", "store", removal, "shrunk effect", "raw effect", "95% CI", per_event, "sessions", "note"]
         parts.append(f"<div id=stores>{_table(head, store_rows)}</div>")
-        if _marked(top, "net_effect"):
-            parts.append(f"<p class=sign-note>{esc(SIGN_NOTE)}</p>")
+        parts += _sign_note(top, "net_effect")
     else:
         parts.append(
             f"<p>{esc(method)} has no signed contribution: the tables are ordered by the original analysis's lift. "
