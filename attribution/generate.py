@@ -27,19 +27,40 @@ import numpy as np
 import pandas as pd
 
 from attribution import scenarios
+from attribution.catalogue import (
+    ADD,
+    ALL_EVENTS,
+    BROWSE_EVENTS,
+    CARD_FEATURES,
+    CART,
+    CHECKOUT,
+    CLICK,
+    CLICKLIKE,
+    ERROR,
+    EVENT_EFFECTS,
+    FOREGROUND,
+    HOME,
+    INITIAL,
+    MEAN_GAP_S,
+    N_BROWSE,
+    PAGE,
+    PLACE,
+    PROMO,
+    QUICK_ADD,
+    RESULT,
+    SEARCH,
+    SEARCH_FEATURE,
+    STORE_ID_BASE,
+    SUCCESS,
+    TAB,
+    TRANSITIONS,
+    UNKNOWN_EVENT,
+    VIEW,
+    position_weight_for,
+    store_effects,
+)
 from attribution.config import Config
 from attribution.scenarios import OrderEffects, ordered_effects, random_effects, spread_effects
-from attribution.schema import (
-    DEFAULT_CONVERSION_EVENTS,
-    DEFAULT_FUNNEL_EVENTS,
-    OCCURRENCE,
-    OCCURRENCES,
-    POSITION_BIN_UPPER,
-    POSITION_BINS,
-    RECENCIES,
-    RECENCY,
-    position_bin_bounds,
-)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -47,161 +68,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BLOCK_USERS = 256
-
-# ---- the app's event catalogue -------------------------------------------------------------------
-BROWSE_EVENTS = (
-    "home_page_load",  # 0
-    "m_card_view",  # 1
-    "m_card_click",  # 2
-    "store_page_load",  # 3
-    "m_search_query",  # 4
-    "m_search_result_click",  # 5
-    "m_select_tab",  # 6
-    "m_app_background",  # 7
-    "m_app_foreground",  # 8
-    "m_promo_banner_view",  # 9
-    "m_store_page_load_error",  # 10: contains "error", left out of the model input
-)
-FUNNEL_EVENTS = DEFAULT_FUNNEL_EVENTS  # the original analysis's funnel, in the order of the codes below
-ALL_EVENTS = BROWSE_EVENTS + FUNNEL_EVENTS
-UNKNOWN_EVENT = "m_legacy_widget_tap"  # a dirty row: not in the catalogue
-N_BROWSE = len(BROWSE_EVENTS)
-(HOME, VIEW, CLICK, PAGE, SEARCH, RESULT, TAB, BACKGROUND, FOREGROUND, PROMO, ERROR) = range(N_BROWSE)
-(ADD, QUICK_ADD, CART, CHECKOUT, PLACE, SUCCESS) = range(N_BROWSE, N_BROWSE + len(FUNNEL_EVENTS))
-
-# Planted effect on the conversion logit of one occurrence at an early position.
-EVENT_EFFECTS = {
-    "home_page_load": 0.0,
-    "m_card_view": -0.09,
-    "m_card_click": 0.60,
-    "store_page_load": 0.80,
-    "m_search_query": 0.30,
-    "m_search_result_click": 0.50,
-    "m_select_tab": 0.0,
-    "m_app_background": -0.90,
-    "m_app_foreground": -0.15,
-    "m_promo_banner_view": 0.08,
-    "m_store_page_load_error": 0.0,
-}
-# Early events matter more than late ones: weight by 1-based position bucket (the original analysis's buckets).
-POSITION_WEIGHTS = dict(zip(POSITION_BINS, (1.0, 0.6, 0.35, 0.15, 0.05), strict=True))
-
-# First-order behaviour: P(next browse event | current). Rows sum to 1.
-_T = np.zeros((N_BROWSE, N_BROWSE))
-_T[HOME, [VIEW, SEARCH, TAB, PROMO, BACKGROUND, CLICK]] = [0.55, 0.12, 0.10, 0.10, 0.08, 0.05]
-_T[VIEW, [VIEW, CLICK, SEARCH, TAB, BACKGROUND, PROMO, HOME]] = [0.45, 0.18, 0.06, 0.08, 0.08, 0.05, 0.10]
-_T[CLICK, [PAGE, ERROR, VIEW, BACKGROUND]] = [0.85, 0.03, 0.07, 0.05]
-_T[PAGE, [VIEW, CLICK, SEARCH, TAB, BACKGROUND, HOME, PAGE, ERROR]] = [0.35, 0.10, 0.10, 0.10, 0.12, 0.15, 0.03, 0.05]
-_T[SEARCH, [RESULT, SEARCH, VIEW, BACKGROUND, HOME]] = [0.45, 0.20, 0.15, 0.10, 0.10]
-_T[RESULT, [PAGE, ERROR, VIEW]] = [0.85, 0.05, 0.10]
-_T[TAB, [VIEW, HOME, SEARCH, BACKGROUND, PROMO]] = [0.50, 0.20, 0.10, 0.10, 0.10]
-_T[BACKGROUND, [FOREGROUND, HOME]] = [0.85, 0.15]
-_T[FOREGROUND, [HOME, VIEW, PAGE]] = [0.40, 0.40, 0.20]
-_T[PROMO, [VIEW, CLICK, HOME, BACKGROUND]] = [0.50, 0.20, 0.20, 0.10]
-_T[ERROR, [HOME, PAGE, VIEW]] = [0.40, 0.30, 0.30]
-TRANSITIONS = _T
-INITIAL = np.zeros(N_BROWSE)
-INITIAL[[HOME, VIEW, SEARCH, FOREGROUND]] = [0.50, 0.25, 0.10, 0.15]
-# Mean seconds until the next event, by the current event.
-MEAN_GAP_S = np.array([8.0, 5.0, 3.0, 35.0, 10.0, 3.0, 6.0, 240.0, 8.0, 6.0, 4.0])
-
-CARD_FEATURES = (
-    "Home Feed",
-    "Traditional Carousel",
-    "Offers Hub",
-    "Cuisine Filter",
-    "DashPass Carousel",
-    "Reorder Carousel",
-)
-SEARCH_FEATURE = "Core Search"
-
-# ---- stores --------------------------------------------------------------------------------------
-NAMED_STORES = (
-    ("McDonald's", "Burgers", "QSR"),
-    ("Chipotle", "Mexican", "Fast Casual"),
-    ("Starbucks", "Coffee", "QSR"),
-    ("Taco Bell", "Mexican", "QSR"),
-    ("Subway", "Sandwiches", "QSR"),
-    ("Chick-fil-A", "Chicken", "QSR"),
-    ("Panera Bread", "Bakery", "Fast Casual"),
-    ("Wendy's", "Burgers", "QSR"),
-    ("Burger King", "Burgers", "QSR"),
-    ("Domino's", "Pizza", "QSR"),
-    ("Pizza Hut", "Pizza", "QSR"),
-    ("Sweetgreen", "Salads", "Fast Casual"),
-    ("Shake Shack", "Burgers", "Fast Casual"),
-    ("Five Guys", "Burgers", "Fast Casual"),
-    ("Panda Express", "Chinese", "QSR"),
-    ("Dunkin'", "Coffee", "QSR"),
-    ("Popeyes", "Chicken", "QSR"),
-    ("Wingstop", "Chicken", "QSR"),
-    ("7-Eleven", "Convenience", "New Vertical"),
-    ("Safeway", "Grocery", "New Vertical"),
-)
-NAMED_STORE_EFFECTS = {
-    "McDonald's": 0.60,
-    "Chipotle": 0.50,
-    "Starbucks": 0.45,
-    "Chick-fil-A": 0.40,
-    "Sweetgreen": 0.35,
-    "Pizza Hut": -0.40,
-    "7-Eleven": -0.30,
-}
-_TAIL_CUISINES = (
-    ("Thai", "Thai"),
-    ("Sushi", "Japanese"),
-    ("Pho", "Vietnamese"),
-    ("Taqueria", "Mexican"),
-    ("Curry House", "Indian"),
-    ("Pizzeria", "Pizza"),
-    ("Deli", "Sandwiches"),
-    ("Wok", "Chinese"),
-    ("Grill", "American"),
-    ("Bakery", "Bakery"),
-    ("Market", "Grocery"),
-    ("Liquor", "Alcohol"),
-)
-_TAIL_ADJ = ("Golden", "Lucky", "Blue", "Corner", "Happy", "Little", "Urban", "Old Town", "Sunset", "Green")
-NEW_VERTICAL_CATEGORIES = ("Convenience", "Grocery", "Alcohol")
-STORE_ID_BASE = 10000
-CLICKLIKE = (CLICK, PAGE, RESULT)  # events where the store's planted effect applies
-
-
-def store_table(n_stores: int) -> pd.DataFrame:
-    """The stores dimension: named chains first (most popular), then a long tail. Deterministic."""
-    rows = []
-    for i in range(n_stores):
-        if i < len(NAMED_STORES):
-            name, category, tag = NAMED_STORES[i]
-        else:
-            j = i - len(NAMED_STORES)
-            noun, category = _TAIL_CUISINES[j % len(_TAIL_CUISINES)]
-            adj = _TAIL_ADJ[(j // len(_TAIL_CUISINES)) % len(_TAIL_ADJ)]
-            name = f"{adj} {noun} #{j}"
-            tag = "New Vertical" if category in NEW_VERTICAL_CATEGORIES else "Local"
-        rows.append(
-            {
-                "store_id": STORE_ID_BASE + i,
-                "store_name": name,
-                "store_category": category,
-                "store_tag": tag,
-                "is_new_vertical": category in NEW_VERTICAL_CATEGORIES,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def store_effects(n_stores: int) -> np.ndarray:
-    eff = np.zeros(n_stores)
-    for i, (name, _, _) in enumerate(NAMED_STORES[:n_stores]):
-        eff[i] = NAMED_STORE_EFFECTS.get(name, 0.0)
-    return eff
-
-
-def position_weight_for(positions_1based: np.ndarray) -> np.ndarray:
-    weights = np.array([POSITION_WEIGHTS[b] for b in POSITION_BINS])
-    return weights[np.searchsorted(np.asarray(POSITION_BIN_UPPER), positions_1based, side="left")]
-
 
 # ---- block generation ----------------------------------------------------------------------------
 
@@ -321,7 +187,7 @@ def ordered_pairs(ev: np.ndarray) -> np.ndarray:
 def pair_session_shares(n_stores: int, n: int = 4000) -> np.ndarray:
     """(types, types): the share of browse sessions with an event of type a before one of type b, over
     ``n`` sessions drawn by the behaviour model (the same whatever the seed: the behaviour is fixed)."""
-    _, ev, *_ = _browse_sessions(np.random.default_rng(20_261_203), n_stores, n)
+    _, ev, *_ = browse_sessions(np.random.default_rng(20_261_203), n_stores, n)
     return ordered_pairs(ev).mean(axis=0)
 
 
@@ -337,7 +203,7 @@ def _choice_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     return (u >= cum).sum(axis=1)
 
 
-def _browse_sessions(
+def browse_sessions(
     rng: np.random.Generator, n_stores: int, n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Browse part of ``n`` sessions as padded (n, L) arrays; -1 marks padding."""
@@ -389,7 +255,7 @@ def _browse_sessions(
     return lengths, ev, store, feat, rank, gap
 
 
-def _planted_logit(p: GenParams, lengths: np.ndarray, ev: np.ndarray, store: np.ndarray) -> np.ndarray:
+def planted_logit(p: GenParams, lengths: np.ndarray, ev: np.ndarray, store: np.ndarray) -> np.ndarray:
     return p.base_logit + event_contributions(p, ev, store).sum(axis=1)
 
 
@@ -427,114 +293,6 @@ def event_contributions(p: GenParams, ev: np.ndarray, store: np.ndarray) -> np.n
     ends_on = (last >= 0) & (ev[rows, np.maximum(last, 0)] == o.last_type)
     contrib[rows[ends_on], last[ends_on]] += o.last_effect
     return contrib
-
-
-def true_context_effects(p: GenParams, n: int = 20000) -> dict[str, dict[str, dict[str, float]]]:
-    """The planted per-event contributions (:func:`event_contributions`, log-odds) averaged per event type
-    and context, over ``n`` browse sessions drawn as the generator draws them: ``occurrence`` (the event's
-    occurrence of its type: 1st, 2nd, 3rd+) and ``recency`` (last, 2-3 from the end, earlier, counted
-    over the model-input events), as the context tables of attribution/aggregate.py cut them. By browse
-    event code; error events are left out."""
-    rng = np.random.default_rng([p.seed, 20_261_204])
-    _, ev, store, *_ = _browse_sessions(rng, p.n_stores, n)
-    contrib = event_contributions(p, ev, store)
-    model_input = (ev >= 0) & (ev != ERROR)
-    after = np.cumsum(model_input[:, ::-1], axis=1)[:, ::-1] - model_input  # model-input events after each
-    nth = np.zeros_like(ev)
-    for code in range(N_BROWSE):
-        nth += np.where(ev == code, np.cumsum(ev == code, axis=1), 0)
-    contexts = {
-        OCCURRENCE: (np.minimum(nth, 3) - 1, OCCURRENCES),
-        RECENCY: (np.where(after == 0, 0, np.where(after <= 2, 1, 2)), RECENCIES),
-    }
-    out: dict[str, dict[str, dict[str, float]]] = {}
-    for name, (index, labels) in contexts.items():
-        out[name] = {}
-        for code in range(N_BROWSE):
-            if code == ERROR:
-                continue
-            at = model_input & (ev == code)
-            cells = {label: at & (index == i) for i, label in enumerate(labels)}
-            out[name][str(code)] = {label: float(contrib[c].mean()) for label, c in cells.items() if c.any()}
-    return out
-
-
-def true_removal_effects(p: GenParams, n: int = 20000, pairs: int = 20, chunk: int = 2000) -> dict:
-    """The planted model's own removal effects, in percentage points: over ``n`` browse sessions drawn as
-    the generator draws them, the mean of P(convert) minus P(convert) with every event of the key removed
-    and the gap closed (the remaining events in order at positions 1, 2, ..., as the attribution's
-    removal does, attribution/removal.py), over the sessions that have the key; the same noise draw on
-    both sides. Per event type (by browse event code) and per position bin. Error events are left out:
-    the pipeline's rules drop them, so no model sees them.
-
-    ``pair``: for the ``pairs`` ordered pairs of event types (a, b) with an a before a b in most sessions,
-    the interaction removal effect over those sessions, R(a and b) - R(a) - R(b), in percentage points
-    and on the logit: ``[first code, second code, share of sessions, interaction pp, interaction
-    log-odds]``. On the logit an additive model has none but what closing the gap does to the position
-    weights; in percentage points the S-curve of P(convert) adds its own.
-
-    Sessions are evaluated ``chunk`` at a time, shortest first, each chunk as wide as its longest."""
-    rng = np.random.default_rng([p.seed, 20_251_202])
-    lengths, ev_all, store_all, *_ = _browse_sessions(rng, p.n_stores, n)
-    noise_all = rng.normal(0.0, p.noise_sd, n)
-    types = [code for code in range(N_BROWSE) if code != ERROR]
-    bins = {b: (lo, hi if hi is not None else 10**9) for b, (lo, hi) in position_bin_bounds().items()}
-    shares = ordered_pairs(ev_all).mean(axis=0)
-    ranked = np.argsort(-shares, axis=None, kind="stable")
-    firsts, seconds = np.unravel_index(ranked, shares.shape)
-    chosen = [(int(a), int(b)) for a, b in zip(firsts, seconds, strict=True) if a != b and ERROR not in (a, b)][:pairs]
-    # per key: the sessions' P(convert) drop and whether they have the key, filled chunk by chunk
-    keys: list[tuple[str, int | str]] = [*(("t", c) for c in types), *(("b", b) for b in bins)]
-    drop = {k: np.full(n, np.nan) for k in keys}
-    inter_pp = {pair: np.full(n, np.nan) for pair in chosen}
-    inter_lo = {pair: np.full(n, np.nan) for pair in chosen}
-    by_length = np.argsort(lengths, kind="stable")
-    for start in range(0, n, chunk):
-        rows = by_length[start : start + chunk]
-        width = int(lengths[rows].max())
-        ev, store, noise = ev_all[rows, :width], store_all[rows, :width], noise_all[rows]
-        full = _planted_logit(p, lengths[rows], ev, store)
-
-        def without(removed: np.ndarray, ev: np.ndarray = ev, store: np.ndarray = store) -> np.ndarray:
-            """Each session's planted logit (no noise) with the ``removed`` events gone, the gap closed."""
-            kept = ~removed & (ev >= 0)
-            order = np.argsort(~kept, axis=1, kind="stable")  # the kept events first, in order
-            closed_ev = np.take_along_axis(np.where(kept, ev, -1), order, axis=1)
-            closed_store = np.take_along_axis(np.where(kept, store, -1), order, axis=1)
-            return _planted_logit(p, kept.sum(axis=1), closed_ev, closed_store)
-
-        positions = np.arange(1, width + 1)[None, :]
-        masks: dict[tuple[str, int | str], np.ndarray] = {("t", c): ev == c for c in types}
-        masks.update({("b", b): (positions >= lo) & (positions <= hi) & (ev >= 0) for b, (lo, hi) in bins.items()})
-        alone = {}
-        for key, removed in masks.items():
-            alone[key] = without(removed)
-            has = removed.any(axis=1)
-            drop[key][rows[has]] = _sigmoid(full[has] + noise[has]) - _sigmoid(alone[key][has] + noise[has])
-        has_pair = ordered_pairs(ev)
-        for a, b in chosen:
-            at = has_pair[:, a, b]
-            if not at.any():
-                continue
-            la, lb, lf = alone[("t", a)][at], alone[("t", b)][at], full[at]
-            lab = without((ev == a) | (ev == b))[at]
-            z = noise[at]
-            pp = _sigmoid(la + z) + _sigmoid(lb + z) - _sigmoid(lf + z) - _sigmoid(lab + z)
-            inter_pp[(a, b)][rows[at]] = pp
-            inter_lo[(a, b)][rows[at]] = la + lb - lf - lab
-
-    def mean(values: np.ndarray) -> float:
-        return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-
-    return {
-        "event_type": {str(c): 100 * mean(drop[("t", c)]) for c in types},
-        "position_bin": {b: 100 * mean(drop[("b", b)]) for b in bins},
-        "pair": [[a, b, float(shares[a, b]), 100 * mean(inter_pp[(a, b)]), mean(inter_lo[(a, b)])] for a, b in chosen],
-    }
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _tail_segments(rng: np.random.Generator, converted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -586,8 +344,8 @@ def _user_block(rng: np.random.Generator, p: GenParams, block: int) -> dict[str,
     dev_probs = np.array([[0.7, 0.2, 0.1]]) * (np.arange(3)[None, :] < n_devices[s_user][:, None])
     s_dev = _choice_rows(rng, dev_probs)
 
-    lengths, ev, store, feat, rank, gap = _browse_sessions(rng, p.n_stores, n)
-    logit = _planted_logit(p, lengths, ev, store) + rng.normal(0.0, p.noise_sd, n)
+    lengths, ev, store, feat, rank, gap = browse_sessions(rng, p.n_stores, n)
+    logit = planted_logit(p, lengths, ev, store) + rng.normal(0.0, p.noise_sd, n)
     converted = rng.random(n) < 1.0 / (1.0 + np.exp(-logit))
     t_ev, t_gap = _tail_segments(rng, converted)
     # The last browsed store is what gets ordered.
@@ -708,88 +466,6 @@ def raw_schema(scenario: str) -> str:
     types = {"store_id": "long"}
     kept = [c for c in RAW_COLUMNS if sc.has_rank or c != "event_rank"]
     return ", ".join(f"{sc.columns.get(c, c)} {types.get(c, 'string')}" for c in kept)
-
-
-def ground_truth(conf: Config) -> dict:
-    """The planted model, written beside the data so later stages can check what attribution recovers."""
-
-    g = conf.generate
-    stores = store_table(g.n_stores)
-    events, eff, order = effects_of(g.effects, conf.run.seed, g.n_stores)
-    scenario = scenarios.get(g.scenario)
-    browse = scenario.event_names(BROWSE_EVENTS)
-    params = params_from(conf)
-    removal = true_removal_effects(params)
-    truth = {
-        "model": "logit = base_logit + sum_i (event_effect[type_i] + store_effect[store_i]*clicklike_i)"
-        " * position_weight[bin_i] + order_effects + Normal(0, noise_sd); browse events only",
-        "scenario": g.scenario,
-        "effects": g.effects,
-        "base_logit": g.base_logit,
-        "noise_sd": g.noise_sd,
-        # error events are dropped by the pipeline's rules, so no model sees them: not a driver to find
-        "event_type_effects": {browse[i]: float(events[i]) for i in range(N_BROWSE) if i != ERROR},
-        "position_weights": POSITION_WEIGHTS,
-        # the planted model's removal effects (percentage points; see true_removal_effects): what the
-        # tables' removal_effect_pp estimates through the model
-        "true_removal_effect_pp": {
-            "event_type": {browse[int(k)]: v for k, v in removal["event_type"].items()},
-            "position_bin": removal["position_bin"],
-        },
-        # per ordered pair (first, second) in >= 1% of the sessions: the planted model's interaction
-        # removal effect R(both) - R(first) - R(second) over the sessions with first before second
-        "true_pair_interaction": [
-            {
-                "first_event_type": browse[a],
-                "second_event_type": browse[b],
-                "session_share": share,
-                "interaction_pp": pp,
-                "interaction_log_odds": lo,
-            }
-            for a, b, share, pp, lo in removal["pair"]
-        ],
-        "store_effect_applies_to": [browse[i] for i in CLICKLIKE],
-        "store_effects": {
-            str(int(stores.store_id[i])): {
-                "store_name": stores.store_name[i] if scenario.stores_dimension else str(int(stores.store_id[i])),
-                "effect": float(eff[i]),
-            }
-            for i in range(g.n_stores)
-            if eff[i] != 0.0
-        },
-        "funnel_events": list(scenario.event_names(FUNNEL_EVENTS)),
-        "conversion_events": list(scenario.event_names(DEFAULT_CONVERSION_EVENTS)),
-        "unknown_event_name": scenario.event_names((UNKNOWN_EVENT,))[0],
-        "timestamps": f"{scenario.columns.get('event_timestamp', 'event_timestamp')} is epoch milliseconds (text)"
-        if scenario.epoch_ms
-        else f"event_timestamp is local wall-clock time in {conf.input.time_zone}, no offset",
-        "n_users": g.n_users,
-        "n_bot_users": g.n_bot_users,
-        "bot_user_ids": [f"user{g.n_users + b}" for b in range(g.n_bot_users)],
-        "seed": conf.run.seed,
-    }
-    if order is not None:
-        # the effects that are not additive (attribution/scenarios.py OrderEffects), by event name, and
-        # the planted per-event contributions per context (true_context_effects), which the context
-        # tables estimate
-        truth["order_effects"] = {
-            "pair": {
-                "first_event_type": browse[order.pair_first],
-                "second_event_type": browse[order.pair_second],
-                "effect": order.pair_effect,
-            },
-            "occurrence": {
-                "event_type": browse[order.occurrence_type],
-                "first_effect": order.first_effect,
-                "repeat_effect": order.repeat_effect,
-            },
-            "recency": {"event_type": browse[order.last_type], "last_effect": order.last_effect},
-        }
-        contexts = true_context_effects(params)
-        truth["true_context_effect_log_odds"] = {
-            name: {browse[int(code)]: cells for code, cells in by_code.items()} for name, by_code in contexts.items()
-        }
-    return truth
 
 
 def generate_events(spark: SparkSession, conf: Config) -> DataFrame:

@@ -17,7 +17,7 @@ every event has the key becomes the empty session (the CLS token alone).
 **Ensemble.** With ``train.ensemble_members`` K > 1 the model directory holds K models: the one every
 table reads and K - 1 trained from other seeds on bootstrap resamples of the training sessions. Each
 member's removal effect is computed on the same sessions and variants; the published value is their
-mean, and the members' spread is the removal effect's model uncertainty (attribution/aggregate.py turns
+mean, and the members' spread is the removal effect's model uncertainty (attribution/removal_tables.py turns
 it into the model SE). The members agree where the data pins an effect down and spread where it does
 not (two event types that nearly always occur together), which session sampling alone never shows.
 

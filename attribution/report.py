@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from attribution import aggregate, baseline, schema, sinks
+from attribution import aggregate, baseline, removal_tables, schema, sinks
 from attribution.config import Config
 from attribution.errors import InputError
 from attribution.io import join, read_bytes, read_table
@@ -62,7 +62,7 @@ def build_tables(
     if statistics is None:
         assert events is not None, "the tables come from the events or from stored statistics"
         long = aggregate.long_format(events)
-        stats, removal = None, aggregate.removal_stats(events)
+        stats, removal = None, removal_tables.removal_stats(events)
     else:
         long, (stats, removal) = None, statistics
     out = aggregate.tables(

@@ -11,7 +11,7 @@ planted truth that the code was not tuned on.
 
 ``generate.effects`` names an entry of :data:`EFFECTS` (what drives conversion):
 
-- ``planted``: the embedded default's fixed effects (``generate.EVENT_EFFECTS``, the named stores);
+- ``planted``: the embedded default's fixed effects (``catalogue.EVENT_EFFECTS``, the named stores);
 - ``random``: drawn from ``run.seed``: each browse event's effect uniform in [-0.9, 0.9]; five of the 20
   most visited stores get a positive effect and two a negative one, between 0.2 and the largest
   event-type effect (the embedded default's planted stores are among its 20 most visited too);

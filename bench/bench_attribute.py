@@ -332,7 +332,7 @@ def spark_stage(scales: tuple[int, ...], repeats: int) -> dict:
         best = None
         for _ in range(repeats):
             t0 = time.perf_counter()
-            summary = attribute_stage.run(spark, conf)
+            summary = attribute_stage.run(spark, conf).summary
             dt = time.perf_counter() - t0
             if best is None or dt < best[0]:
                 best = (dt, summary)

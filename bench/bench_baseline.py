@@ -44,7 +44,7 @@ def main() -> None:
         for name in ("off", "on"):
             c = load_config(ROOT / "conf" / "local.yaml", [*common, f"baseline.enabled={name == 'on'}"])
             t0 = time.time()
-            metrics = train_stage.run(spark, c)
+            metrics = train_stage.run(spark, c).summary
             seconds[name].append(time.time() - t0)
             if name == "on":
                 baseline_seconds.append(metrics["baseline"]["seconds"])

@@ -88,7 +88,7 @@ def window_report(spark, work, start: str, days: int, repeats: int) -> dict | No
     for day in dates:
         conf = conf_for(day)
         sessionize_stage.run(spark, conf)
-        events += attribute_stage.run(spark, conf)["events"]
+        events += attribute_stage.run(spark, conf).events
         report_stage.run(spark, conf)
     last = dates[-1]
     variants = {"day": conf_for(last), "window": conf_for(last, f"report.window_days={days}")}
@@ -154,9 +154,9 @@ def main() -> None:
     whole = conf_for("by_date", "out_whole", one_day=False)
     for conf in variants.values():  # warm
         sessionize_stage.run(spark, conf)
-    best = best_alternating(variants, lambda c: sessionize_stage.run(spark, c), args.repeats)
+    best = best_alternating(variants, lambda c: sessionize_stage.run(spark, c).summary, args.repeats)
     whole_seconds = [
-        best_alternating({"whole": whole}, lambda c: sessionize_stage.run(spark, c), args.repeats)["whole"][0]
+        best_alternating({"whole": whole}, lambda c: sessionize_stage.run(spark, c).summary, args.repeats)["whole"][0]
     ]
     files = {name: files_read(spark, conf) for name, conf in variants.items()}
     table_files = sum(1 for _ in (work / "by_date").rglob("*.parquet"))

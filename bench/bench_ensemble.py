@@ -50,7 +50,7 @@ def main() -> None:
         t0 = time.time()
         train_stage.run(spark, c)
         t1 = time.time()
-        summary = attribute_stage.run(spark, c)
+        summary = attribute_stage.run(spark, c).summary
         t2 = time.time()
         seconds[str(k)] = {
             "train": t1 - t0,

@@ -103,10 +103,10 @@ def spark_stages() -> dict:
     spark = build_spark(conf.spark)
     attribute_stage.run(spark, conf)  # warm: the Python workers, torch and the model cache
     t0 = time.perf_counter()
-    attributed = attribute_stage.run(spark, conf)
+    attributed = attribute_stage.run(spark, conf).summary
     attribute_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    faithful = faithfulness_stage.run(spark, conf)
+    faithful = faithfulness_stage.run(spark, conf).summary
     faith_s = time.perf_counter() - t0
     return {
         "sessions": attributed["sessions"],

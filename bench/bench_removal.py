@@ -75,7 +75,7 @@ def main() -> None:
     }
     for conf in variants.values():  # warm: Python workers, torch, the model cache
         attribute_stage.run(spark, conf)
-    best = best_alternating(variants, lambda c: attribute_stage.run(spark, c), args.repeats)
+    best = best_alternating(variants, lambda c: attribute_stage.run(spark, c).summary, args.repeats)
 
     report_seconds = {}
     for name, conf in ((k, variants[k]) for k in ("without", "with")):

@@ -99,7 +99,7 @@ def main(argv=None) -> int:
             global_sort(spark, conf, str(workdir / f"baseline_{m:g}M"))
             best_global = min(best_global, time.time() - t0)
             t0 = time.time()
-            summary = sessionize_stage.run(spark, conf)
+            summary = sessionize_stage.run(spark, conf).summary
             best_sess = min(best_sess, time.time() - t0)
         row = {
             "events": events,

@@ -57,7 +57,7 @@ def main() -> None:
             )
             params = train.worker_params(c, spec.to_dict(), vocab, shards, args.epochs)
             result = train.distribute(c, params)
-            runs[str(n)].append(result["train_sessions_per_second"])
+            runs[str(n)].append(result.train_sessions_per_second)
     best = {n: max(v) for n, v in runs.items()}
     out = {
         "machine": machine(),

@@ -19,7 +19,7 @@ from attribution.model import ArtifactError
 from attribution.sessionize import ReconciliationError
 from attribution.spark import CODE_PACKAGES, EnvironmentProblem, build_spark, qualify_output_dir
 from attribution.stages.attribute import AttributionReconciliationError
-from attribution.train import TrainingError
+from attribution.train_worker import TrainingError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

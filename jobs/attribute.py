@@ -11,7 +11,6 @@ import sys
 from typing import TYPE_CHECKING
 
 from attribution.config_loader import validate
-from attribution.report_text import format_attribute_summary
 from attribution.stages import attribute
 from jobs._cli import main_of
 
@@ -33,8 +32,7 @@ def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
         conf = dataclasses.replace(conf, attribution=dataclasses.replace(conf.attribution, split=args.split))
 
         validate(conf)
-    summary = attribute.run(spark, conf, model_path=args.model)
-    print(format_attribute_summary(summary))
+    print(attribute.run(spark, conf, model_path=args.model).text())
     return 0
 
 

@@ -25,9 +25,9 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
-    table, png = explain.run(spark, conf, args.session_id)
-    print(table)
-    print(f"picture: {png}")
+    explained = explain.run(spark, conf, args.session_id)
+    print(explained.table)
+    print(f"picture: {explained.picture}")
     return 0
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from attribution.report_text import format_faithfulness_summary
 from attribution.stages import faithfulness
 from jobs._cli import main_of
 
@@ -27,8 +26,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
-    summary = faithfulness.run(spark, conf, model_path=args.model)
-    print(format_faithfulness_summary(summary))
+    print(faithfulness.run(spark, conf, model_path=args.model).text())
     return 0
 
 

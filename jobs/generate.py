@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     counts = generate.run(spark, conf)
     print(
-        f"generated {counts['rows']:,} raw events into {conf.generate.output_path} "
-        f"(planted dirty rows: {counts['planted_dirty_rows']})"
+        f"generated {counts.rows:,} raw events into {conf.generate.output_path} "
+        f"(planted dirty rows: {counts.planted_dirty_rows})"
     )
     return 0
 

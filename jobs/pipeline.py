@@ -15,13 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from attribution.io import write_text
-from attribution.report_text import (
-    format_attribute_summary,
-    format_faithfulness_summary,
-    format_sessionize_summary,
-    format_train_metrics,
-)
 from attribution.stages import attribute, faithfulness, generate, report, sessionize, train
+from attribution.stages.results import StageResult
 from jobs._cli import main_of
 
 if TYPE_CHECKING:
@@ -36,48 +31,18 @@ log = logging.getLogger("jobs.pipeline")
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of the pipeline: ``run`` does it and returns what the manifest keeps of its summary and
-    the line the console prints, or None when the stage has nothing to do with this config."""
+    """One stage of the pipeline: ``run`` does it and returns its typed result, or None when the stage has
+    nothing to do with this config."""
 
     name: str
-    run: Callable[[SparkSession, Config], tuple[dict, str] | None]
+    run: Callable[[SparkSession, Config], StageResult | None]
 
 
-def _generate(spark: SparkSession, conf: Config) -> tuple[dict, str] | None:
+def _generate(spark: SparkSession, conf: Config) -> StageResult | None:
     if conf.input.path != conf.generate.output_path:
         print(f"[generate] skipped: input.path ({conf.input.path}) is not the embedded dataset")
         return None
-    counts = generate.run(spark, conf)
-    return {"rows": counts["rows"]}, f"{counts['rows']:,} raw events -> {conf.generate.output_path}"
-
-
-def _sessionize(spark: SparkSession, conf: Config) -> tuple[dict, str]:
-    summary = sessionize.run(spark, conf)
-    return summary, format_sessionize_summary(summary)
-
-
-def _train(spark: SparkSession, conf: Config) -> tuple[dict, str]:
-    metrics = train.run(spark, conf)
-    kept = {k: v for k, v in metrics.items() if k not in ("history", "vocabulary")}
-    return kept, format_train_metrics(metrics, metrics["model_path"])
-
-
-def _attribute(spark: SparkSession, conf: Config) -> tuple[dict, str]:
-    summary = attribute.run(spark, conf)
-    return summary, format_attribute_summary(summary)
-
-
-def _faithfulness(spark: SparkSession, conf: Config) -> tuple[dict, str]:
-    summary = faithfulness.run(spark, conf)
-    return summary, format_faithfulness_summary(summary)
-
-
-def _report(spark: SparkSession, conf: Config) -> tuple[dict, str]:
-    summary = report.run(spark, conf)
-    text = (
-        f"{summary['insights']}\nwrote {len(summary['outputs'])} outputs under {conf.output(conf.report.output_path)}/"
-    )
-    return {k: v for k, v in summary.items() if k != "insights"}, text
+    return generate.run(spark, conf)
 
 
 # The stages in the order they run: each reads what the ones before it wrote.
@@ -85,11 +50,11 @@ REGISTRY = {
     s.name: s
     for s in (
         Stage("generate", _generate),
-        Stage("sessionize", _sessionize),
-        Stage("train", _train),
-        Stage("attribute", _attribute),
-        Stage("faithfulness", _faithfulness),
-        Stage("report", _report),
+        Stage("sessionize", sessionize.run),
+        Stage("train", train.run),
+        Stage("attribute", attribute.run),
+        Stage("faithfulness", faithfulness.run),
+        Stage("report", report.run),
     )
 }
 STAGES = tuple(REGISTRY)
@@ -118,8 +83,8 @@ def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
         done = stage.run(spark, conf)
         if done is None:
             continue
-        results[stage.name], text = done
-        print(f"[{stage.name}] " + text.replace("\n", "\n  "))
+        results[stage.name] = done.manifest_entry()
+        print(f"[{stage.name}] " + done.text().replace("\n", "\n  "))
         timings[stage.name] = round(time.time() - t0, 1)
     write_manifest(conf, timings, results)
     print(f"pipeline done in {sum(timings.values()):.0f}s {timings}; outputs under {conf.run.output_dir}/")

@@ -20,9 +20,9 @@ if TYPE_CHECKING:
 
 
 def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
-    summary = report.run(spark, conf)
-    print(summary["insights"])
-    for name, where in summary["outputs"].items():
+    result = report.run(spark, conf)
+    print(result.insights)
+    for name, where in result.outputs.items():
         print(f"  {name:<55} {where}")
     return 0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from attribution.report_text import format_sessionize_summary
 from attribution.stages import sessionize
 from jobs._cli import main_of
 
@@ -18,8 +17,7 @@ if TYPE_CHECKING:
 
 
 def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
-    summary = sessionize.run(spark, conf)
-    print(format_sessionize_summary(summary))
+    print(sessionize.run(spark, conf).text())
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from attribution.report_text import format_train_metrics
 from attribution.stages import train
 from jobs._cli import main_of
 
@@ -22,8 +21,7 @@ if TYPE_CHECKING:
 
 
 def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
-    metrics = train.run(spark, conf)
-    print(format_train_metrics(metrics, metrics["model_path"]))
+    print(train.run(spark, conf).text())
     return 0
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attribution import aggregate, statistics
+from attribution import aggregate, removal_tables, statistics
 from tests.helpers import EVENT_ROWS, row_of, tables_of
 
 
@@ -218,7 +218,7 @@ def test_removal_columns_by_hand(spark):
         "removal_effect_type double, removal_effect_position double, removal_effect_store double",
     )
     events = _with_event_columns(df)
-    removal = aggregate.removal_stats(events)
+    removal = removal_tables.removal_stats(events)
     out = {k: t.to_pandas() for k, t in aggregate.tables(aggregate.long_format(events), 1, removal=removal).items()}
     a = row_of(out["event_type"], event_type="A")
     d = np.array([0.10, 0.30])
@@ -260,7 +260,7 @@ def test_removal_ci_counts_the_ensemble_members_spread_by_hand(spark):
         "removal_effect_position double, removal_effect_position_members array<double>",
     )
     events = _with_event_columns(df.withColumn("store_id", F.lit(None).cast("string")))
-    removal = aggregate.removal_stats(events)
+    removal = removal_tables.removal_stats(events)
     out = aggregate.tables(aggregate.long_format(events), 1, removal=removal)["event_type"].to_pandas()
     a = row_of(out, event_type="A")
     m = np.array(list(members.values()))  # sessions x members
@@ -427,8 +427,8 @@ def test_pair_table_by_hand(spark):
         "removal_pair_interactions",
         F.when(F.col("event_position") == 0, F.col("removal_pair_interactions")),
     )
-    removal = aggregate.removal_stats(events)
-    table = aggregate.pair_table(removal, min_sessions=2).to_pandas()
+    removal = removal_tables.removal_stats(events)
+    table = removal_tables.pair_table(removal, min_sessions=2).to_pandas()
     assert list(zip(table.first_event_type, table.second_event_type, strict=True)) == [
         ("A", "B"),
         ("B", "A"),
@@ -437,9 +437,9 @@ def test_pair_table_by_hand(spark):
     assert table["rank"].tolist() == [1, 2, 3]
     t2 = 12.706205  # Student's t, 1 degree of freedom (two members)
     for (a, b), verdict in (
-        (("A", "B"), aggregate.WORK_TOGETHER),
-        (("B", "A"), aggregate.STAND_IN),
-        (("A", "C"), aggregate.PAIR_NOISE),
+        (("A", "B"), removal_tables.WORK_TOGETHER),
+        (("B", "A"), removal_tables.STAND_IN),
+        (("A", "C"), removal_tables.PAIR_NOISE),
     ):
         got = table[(table.first_event_type == a) & (table.second_event_type == b)].iloc[0]
         m = np.array(values[(a, b)])  # sessions x members x (probability, log-odds)
@@ -462,33 +462,33 @@ def test_pair_table_by_hand(spark):
 
     lines = "\n".join(report_text.pair_lines(table))
     html = "".join(page._pairs(table))
-    for a, b, verdict in (("A", "B", aggregate.WORK_TOGETHER), ("B", "A", aggregate.STAND_IN)):
+    for a, b, verdict in (("A", "B", removal_tables.WORK_TOGETHER), ("B", "A", removal_tables.STAND_IN)):
         assert f"{a} -> {b}: {verdict}" in lines
         assert f"<b>{a}</b> then <b>{b}</b> {verdict}" in html
     assert "A -> C" not in lines and "<b>C</b>" not in html
     assert report_text.PAIR_CAVEAT in lines and "id=pair-caveat" in html  # flagged pairs come with the caveat
-    quiet = table[table.interaction_verdict == aggregate.PAIR_NOISE]
+    quiet = table[table.interaction_verdict == removal_tables.PAIR_NOISE]
     assert "No pair interacts" in "\n".join(report_text.pair_lines(quiet)) and "No pair interacts" in "".join(
         page._pairs(quiet)
     )
     # report.pair_min_interaction: a verdict needs the CI beyond that size. At 0.2, A -> B's CI (about
     # [-0.48, -0.24]) still lies below -0.2; B -> A's (about [+0.19, +0.23]) lies above 0 but not above
     # 0.2, so it is read as no interaction
-    margin = aggregate.pair_table(removal, min_sessions=2, min_interaction=0.2).to_pandas()
+    margin = removal_tables.pair_table(removal, min_sessions=2, min_interaction=0.2).to_pandas()
     pairs = zip(margin.first_event_type, margin.second_event_type, strict=True)
     verdicts = dict(zip(pairs, margin.interaction_verdict, strict=True))
     by_hand = {
-        (r.first_event_type, r.second_event_type): aggregate.WORK_TOGETHER
+        (r.first_event_type, r.second_event_type): removal_tables.WORK_TOGETHER
         if r.interaction_ci_high < -0.2
-        else aggregate.STAND_IN
+        else removal_tables.STAND_IN
         if r.interaction_ci_low > 0.2
-        else aggregate.PAIR_NOISE
+        else removal_tables.PAIR_NOISE
         for r in table.itertuples()
     }
     assert verdicts == by_hand
     assert verdicts == {
-        ("A", "B"): aggregate.WORK_TOGETHER,
-        ("B", "A"): aggregate.PAIR_NOISE,
-        ("A", "C"): aggregate.PAIR_NOISE,
+        ("A", "B"): removal_tables.WORK_TOGETHER,
+        ("B", "A"): removal_tables.PAIR_NOISE,
+        ("A", "C"): removal_tables.PAIR_NOISE,
     }
     assert margin.drop(columns="interaction_verdict").equals(table.drop(columns="interaction_verdict"))

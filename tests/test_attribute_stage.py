@@ -52,7 +52,7 @@ def test_udf_path_equals_the_in_process_path(spark, stage):
     conf = _conf(root, "attribution.split=all")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "7")  # many small Arrow batches
     try:
-        summary = attribute_stage.run(spark, conf)
+        summary = attribute_stage.run(spark, conf).summary
     finally:
         spark.conf.unset("spark.sql.execution.arrow.maxRecordsPerBatch")
     events = spark.read.parquet(f"{root}/out/gradient_attribution_no_funnel").toPandas()
@@ -146,7 +146,7 @@ def test_default_split_is_test_and_empty_partitions_are_fine(spark, stage, tmp_p
     n_test = table.column("split").to_pylist().count("test")
     spark.conf.set("spark.sql.files.maxPartitionBytes", "2000")  # many tiny input partitions, some empty
     try:
-        summary = attribute_stage.run(spark, conf)
+        summary = attribute_stage.run(spark, conf).summary
     finally:
         spark.conf.unset("spark.sql.files.maxPartitionBytes")
     assert summary["sessions"] == n_test
@@ -170,7 +170,7 @@ def test_the_event_table_as_one_csv_keeps_the_members_and_pairs_as_json(spark, s
         "attribution.delta_path=null",
         "attribution.removal_pairs=3",
     )
-    summary = attribute_stage.run(spark, conf)
+    summary = attribute_stage.run(spark, conf).summary
     csv = pd.read_csv(tmp_path / "events.csv")
     assert len(csv) == summary["events"] and len(summary["removal_pairs"]) == 3
     members = csv.removal_effect_type_members.dropna().map(json.loads)

@@ -39,7 +39,7 @@ def _run(spark, tmp_path, df=None, *overrides, fmt="parquet", path=None, stores=
         *extra,
         *overrides,
     )
-    return sessionize_stage.run(spark, conf)
+    return sessionize_stage.run(spark, conf).summary
 
 
 def _quarantine(spark, tmp_path) -> dict[str, int]:

@@ -17,7 +17,8 @@ def test_explain_ranks_one_sessions_events_and_refuses_an_unknown_id(spark, even
     events.withColumn("prediction", events.label * 0.5 + 0.2).write.parquet(
         str(tmp_path / "gradient_attribution_no_funnel")
     )
-    text, png = explain_stage.run(spark, conf, "s2")
+    explained = explain_stage.run(spark, conf, "s2")
+    text, png = explained.table, explained.picture
     lines = text.splitlines()
     assert lines[0].startswith("session s2: label 1 (converted), predicted P(convert) 0.700, 3 events")
     assert "ranked by grad_x_input (contribution, log-odds" in lines[0]
@@ -35,7 +36,7 @@ def test_explain_ranks_one_sessions_events_and_refuses_an_unknown_id(spark, even
         "report.default_method=integrated_gradients",
         "attribution.output_path=ig_events",
     )
-    text, _ = explain_stage.run(spark, ig_conf, "s2")
+    text = explain_stage.run(spark, ig_conf, "s2").table
     assert [line.split()[:2] for line in text.splitlines()[2:]] == [["1", "2"], ["2", "1"], ["3", "3"]]
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(InputError, match="session 'nope' is not in"):
@@ -54,7 +55,7 @@ def test_the_explain_job_prints_the_ranking_and_an_unknown_id_is_one_line_and_ex
     args = [a for s in sets for a in ("--set", s)]
     assert job.main([*args, "--session-id", "s2"]) == 0
     out = capsys.readouterr().out.splitlines()
-    text, _ = explain_stage.run(spark, report_conf(tmp_path), "s2")
+    text = explain_stage.run(spark, report_conf(tmp_path), "s2").table
     assert out[: len(text.splitlines())] == text.splitlines()
     picture = out[-1].removeprefix("picture: ")
     assert out[-1].startswith("picture: ") and open(picture, "rb").read(4) == b"\x89PNG"

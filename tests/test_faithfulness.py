@@ -232,7 +232,7 @@ def test_stage_tables_match_the_in_process_metrics(spark, attributed):
     import pandas as pd
 
     root, table, loaded = attributed
-    summary = faithfulness_stage.run(spark, _conf(root))
+    summary = faithfulness_stage.run(spark, _conf(root)).summary
     report = root / "out" / "report"
     faith = pd.read_csv(report / "attribution_faithfulness.csv")
     agree = pd.read_csv(report / "attribution_agreement.csv")

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from pandas.testing import assert_frame_equal
 
+from attribution import catalogue
 from attribution import generate as G
 from attribution.stages import generate as generate_stage
 from tests.conftest import make_conf
@@ -105,23 +106,23 @@ def test_planted_effects_move_conversion_as_declared():
 
 def test_planted_logit_is_the_documented_formula():
     p = G.params_from(make_conf())
-    ev = np.array([[G.CLICK, G.PAGE, G.VIEW, -1, -1, -1, -1]])
+    ev = np.array([[catalogue.CLICK, catalogue.PAGE, catalogue.VIEW, -1, -1, -1, -1]])
     store = np.array([[0, 0, 3, -1, -1, -1, -1]])  # McDonald's is store index 0
-    mcd = G.NAMED_STORE_EFFECTS["McDonald's"]
+    mcd = catalogue.NAMED_STORE_EFFECTS["McDonald's"]
     expected = (
         p.base_logit
-        + G.EVENT_EFFECTS["m_card_click"]
+        + catalogue.EVENT_EFFECTS["m_card_click"]
         + mcd
-        + G.EVENT_EFFECTS["store_page_load"]
+        + catalogue.EVENT_EFFECTS["store_page_load"]
         + mcd
-        + G.EVENT_EFFECTS["m_card_view"]
+        + catalogue.EVENT_EFFECTS["m_card_view"]
     )
-    assert np.isclose(G._planted_logit(p, np.array([3]), ev, store)[0], expected)
+    assert np.isclose(G.planted_logit(p, np.array([3]), ev, store)[0], expected)
     late = np.full((1, 12), -1)
-    late[0, 10] = G.CLICK  # position 11: weight of bucket 11-20
+    late[0, 10] = catalogue.CLICK  # position 11: weight of bucket 11-20
     assert np.isclose(
-        G._planted_logit(p, np.array([11]), late, np.full((1, 12), -1))[0],
-        p.base_logit + G.EVENT_EFFECTS["m_card_click"] * G.POSITION_WEIGHTS["11-20"],
+        G.planted_logit(p, np.array([11]), late, np.full((1, 12), -1))[0],
+        p.base_logit + catalogue.EVENT_EFFECTS["m_card_click"] * catalogue.POSITION_WEIGHTS["11-20"],
     )
 
 
@@ -133,7 +134,7 @@ def test_run_writes_data_stores_and_ground_truth(spark, tmp_path):
     assert truth["store_effects"]["10000"] == {"store_name": "McDonald's", "effect": 0.6}
     assert truth["position_weights"]["1-5"] > truth["position_weights"]["50+"]
     raw = spark.read.parquet(f"{tmp_path}/raw")
-    assert raw.count() == counts["rows"] == truth["rows"]
+    assert raw.count() == counts.rows == truth["rows"]
     assert set(truth["planted_dirty_rows"]) == set(G.DIRTY_KINDS) and all(
         v > 0 for v in truth["planted_dirty_rows"].values()
     )
@@ -146,5 +147,5 @@ def test_local_config_knows_exactly_the_generators_catalogue():
     from pathlib import Path
 
     conf = make_conf(path=str(Path(__file__).resolve().parent.parent / "conf" / "local.yaml"))
-    assert sorted(conf.events.known_events) == sorted(G.BROWSE_EVENTS)
-    assert tuple(conf.events.funnel_events) == G.FUNNEL_EVENTS
+    assert sorted(conf.events.known_events) == sorted(catalogue.BROWSE_EVENTS)
+    assert tuple(conf.events.funnel_events) == catalogue.FUNNEL_EVENTS

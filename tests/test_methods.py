@@ -81,7 +81,7 @@ def test_a_method_added_in_a_test_alone_reaches_the_udf_the_event_table_the_tabl
         "attribution.removal_sessions=0",
     )
     # the UDF runs in Spark's Python workers, which know the method only from the function it ships
-    summary = attribute_stage.run(spark, conf)
+    summary = attribute_stage.run(spark, conf).summary
     assert summary["methods"] == ["grad_x_input", "uniform"]
     assert summary["uniform_events"]["max_abs"] == 12.0  # its per-session column, summarized
     events = spark.read.parquet(f"{tmp_path}/out/gradient_attribution_no_funnel")

@@ -97,9 +97,9 @@ def test_a_model_at_chance_is_said_first_and_carried_by_every_table(spark, event
     conf = report_conf(tmp_path, "r1", f"generate.ground_truth_path={tmp_path}/none.json", "report.min_sessions=1")
     result = report_stage.run(spark, conf)
     low, high = roc_auc_ci(auc, 60, 340)
-    assert result["model_status"]["test_roc_auc_ci"] == pytest.approx([low, high])
-    assert (low <= 0.5) == (status == "at_chance") and result["model_status"]["status"] == status
-    second = result["insights"].splitlines()[1]
+    assert result.summary["model_status"]["test_roc_auc_ci"] == pytest.approx([low, high])
+    assert (low <= 0.5) == (status == "at_chance") and result.summary["model_status"]["status"] == status
+    second = result.insights.splitlines()[1]
     page = (tmp_path / "report" / "index.html").read_text()
     csv = pd.read_csv(tmp_path / "report" / "event_type_attribution_no_funnel.csv")
     assert set(csv.model_status) == {status}
@@ -107,7 +107,7 @@ def test_a_model_at_chance_is_said_first_and_carried_by_every_table(spark, event
         assert second.startswith("THE MODEL PREDICTS NO BETTER THAN CHANCE") and "no driver can" in second
         # a model at chance supports no verdict: none is flagged, whatever the CIs say
         assert set(csv.effect_verdict.dropna()) == {report.AT_CHANCE_VERDICT}
-        assert "No driver stands out" in result["insights"]
+        assert "No driver stands out" in result.insights
         assert "<p id=model-status class=warn>THE MODEL PREDICTS NO BETTER THAN CHANCE" in page
     else:
         assert second.startswith("The model predicts conversion better than chance (test ROC-AUC 0.800")
@@ -115,7 +115,7 @@ def test_a_model_at_chance_is_said_first_and_carried_by_every_table(spark, event
     # the event table scored by another model: its quality is unknown, and said so
     (tmp_path / "model" / "metrics.json").write_text(json.dumps({"model_sha256": "cd" * 32, "test": test}))
     other = report_stage.run(spark, conf)
-    assert other["model_status"]["status"] == "unknown" and "another model" in other["insights"].splitlines()[1]
+    assert other.summary["model_status"]["status"] == "unknown" and "another model" in other.insights.splitlines()[1]
 
 
 def test_the_store_panel_draws_a_shrunk_bar_outside_its_raw_ci(events, tmp_path):

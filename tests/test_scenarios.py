@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attribution import generate, scenarios
+from attribution import catalogue, generate, planted_truth, scenarios
 from tests.conftest import make_conf
 
 
 def test_random_effects_are_drawn_from_the_seed_within_the_stated_bounds():
-    events, stores = scenarios.random_effects(3, generate.N_BROWSE, 400, zero=(generate.ERROR,))
-    again = scenarios.random_effects(3, generate.N_BROWSE, 400, zero=(generate.ERROR,))
+    events, stores = scenarios.random_effects(3, catalogue.N_BROWSE, 400, zero=(catalogue.ERROR,))
+    again = scenarios.random_effects(3, catalogue.N_BROWSE, 400, zero=(catalogue.ERROR,))
     assert np.array_equal(events, again[0]) and np.array_equal(stores, again[1])
-    assert not np.array_equal(events, scenarios.random_effects(4, generate.N_BROWSE, 400)[0])
-    assert events[generate.ERROR] == 0.0 and np.all(np.abs(events) <= 0.9)
+    assert not np.array_equal(events, scenarios.random_effects(4, catalogue.N_BROWSE, 400)[0])
+    assert events[catalogue.ERROR] == 0.0 and np.all(np.abs(events) <= 0.9)
     planted = np.flatnonzero(stores)
     assert len(planted) == 7 and planted.max() < 20  # among the most visited stores
     assert (stores > 0).sum() == 5 and (stores < 0).sum() == 2
@@ -32,8 +32,10 @@ def test_spread_effects_plant_stores_across_the_popularity_range():
     from attribution.errors import ConfigError
 
     for seed in (1, 2, 3):
-        events, stores = scenarios.spread_effects(seed, generate.N_BROWSE, 400, zero=(generate.ERROR,))
-        assert np.array_equal(events, scenarios.random_effects(seed, generate.N_BROWSE, 400, zero=(generate.ERROR,))[0])
+        events, stores = scenarios.spread_effects(seed, catalogue.N_BROWSE, 400, zero=(catalogue.ERROR,))
+        assert np.array_equal(
+            events, scenarios.random_effects(seed, catalogue.N_BROWSE, 400, zero=(catalogue.ERROR,))[0]
+        )
         positive, negative = np.flatnonzero(stores > 0), np.flatnonzero(stores < 0)
         assert (positive < 20).sum() == 2 and ((positive >= 60) & (positive <= 220)).sum() == 3
         assert len(positive) == 5 and len(negative) == 2 and negative.max() <= 220
@@ -47,26 +49,26 @@ def test_the_renamed_scenario_maps_by_config_alone(tmp_path):
     assert conf.input.format == "csv" and conf.stores.path is None
     assert conf.input.columns.event_ts == "ts_ms" and conf.input.columns.event_rank is None
     assert conf.events.conversion_events == ["pay_submit", "order_confirmed"]
-    truth = generate.ground_truth(conf)
+    truth = planted_truth.ground_truth(conf)
     assert set(truth["event_type_effects"].values()) == {0.0} and truth["store_effects"] == {}
     assert "app_pause" in truth["event_type_effects"] and "m_app_background" not in truth["event_type_effects"]
     # no effect at all: every session's planted logit is the base logit
     p = generate.params_from(conf)
     rng = np.random.default_rng(0)
-    lengths, ev, store, *_ = generate._browse_sessions(rng, p.n_stores, 200)
-    assert np.all(generate._planted_logit(p, lengths, ev, store) == p.base_logit)
+    lengths, ev, store, *_ = generate.browse_sessions(rng, p.n_stores, 200)
+    assert np.all(generate.planted_logit(p, lengths, ev, store) == p.base_logit)
 
 
 def _ordered_params(**order) -> generate.GenParams:
     """The embedded params with every additive effect 0 and the given order effects (the rest 0)."""
     base = dict(
-        pair_first=generate.VIEW,
-        pair_second=generate.CLICK,
+        pair_first=catalogue.VIEW,
+        pair_second=catalogue.CLICK,
         pair_effect=0.0,
-        occurrence_type=generate.SEARCH,
+        occurrence_type=catalogue.SEARCH,
         first_effect=0.0,
         repeat_effect=0.0,
-        last_type=generate.HOME,
+        last_type=catalogue.HOME,
         last_effect=0.0,
     )
     p = generate.params_from(make_conf("generate.effects=none"))
@@ -78,7 +80,7 @@ def test_order_effects_in_the_planted_logit_by_hand():
     search's effect and each repeat's, the last model-input event (an error event after it is not model
     input), padding anywhere (a session with events removed); the per-event contributions add up."""
     p = _ordered_params(pair_effect=0.9, first_effect=0.7, repeat_effect=-0.4, last_effect=-1.1)
-    V, C, S, H, E, X = generate.VIEW, generate.CLICK, generate.SEARCH, generate.HOME, generate.ERROR, -1
+    V, C, S, H, E, X = catalogue.VIEW, catalogue.CLICK, catalogue.SEARCH, catalogue.HOME, catalogue.ERROR, -1
     sessions = {
         (V, C, X, X): 0.9,  # a view before a click
         (C, V, X, X): 0.0,  # only a click before a view
@@ -92,7 +94,7 @@ def test_order_effects_in_the_planted_logit_by_hand():
     ev = np.array(list(sessions), dtype=np.int64)
     store = np.full(ev.shape, -1)
     expected = p.base_logit + np.array(list(sessions.values()))
-    np.testing.assert_allclose(generate._planted_logit(p, None, ev, store), expected)
+    np.testing.assert_allclose(generate.planted_logit(p, None, ev, store), expected)
     contributions = generate.event_contributions(p, ev, store)
     np.testing.assert_allclose(p.base_logit + contributions.sum(axis=1), expected)
     assert contributions[0].tolist() == [0.0, 0.9, 0.0, 0.0]  # the pair's effect sits on the click
@@ -104,15 +106,15 @@ def test_true_pair_interaction_is_minus_the_pair_effect_on_the_logit_and_zero_el
     (click, view) gets it in the share of its sessions that also have a view before a click; every pair
     with another type is exactly 0 (no other effect, no position weight to move)."""
     p = _ordered_params(pair_effect=0.9)
-    truth = generate.true_removal_effects(p, n=3000)
+    truth = planted_truth.true_removal_effects(p, n=3000)
     by_pair = {(a, b): lo for a, b, _, _, lo in truth["pair"]}
-    view_click, click_view = (generate.VIEW, generate.CLICK), (generate.CLICK, generate.VIEW)
+    view_click, click_view = (catalogue.VIEW, catalogue.CLICK), (catalogue.CLICK, catalogue.VIEW)
     assert by_pair[view_click] == pytest.approx(-0.9)
     assert -0.9 < by_pair[click_view] < -0.1
     assert all(lo == pytest.approx(0.0, abs=1e-12) for k, lo in by_pair.items() if k not in (view_click, click_view))
     assert len(by_pair) == 20
     pp = {(a, b): v for a, b, _, v, _ in truth["pair"]}
-    assert pp[(generate.VIEW, generate.CLICK)] < 0  # in P(convert) too, smaller
+    assert pp[(catalogue.VIEW, catalogue.CLICK)] < 0  # in P(convert) too, smaller
 
 
 def test_ordered_effects_plant_three_order_effects_on_frequent_distinct_types():
@@ -129,7 +131,7 @@ def test_ordered_effects_plant_three_order_effects_on_frequent_distinct_types():
         assert -0.5 <= order.repeat_effect <= -0.3 and -1.2 <= order.last_effect <= -0.8
         assert (stores != 0).sum() == 7
     assert generate.effects_of("ordered", 3, 300)[2] == generate.effects_of("ordered", 3, 300)[2]
-    truth = generate.ground_truth(make_conf("generate.effects=ordered", "run.seed=3"))
+    truth = planted_truth.ground_truth(make_conf("generate.effects=ordered", "run.seed=3"))
     o = truth["order_effects"]
     assert (
         o["pair"]["effect"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from attribution import generate as G
+from attribution import catalogue
 from attribution.stages import generate as generate_stage
 from attribution.stages import sessionize as sessionize_stage
 from tests.conftest import make_conf
@@ -36,7 +36,7 @@ def test_run_on_hand_written_input_reconciles_exactly(spark, tmp_path):
     raw_path = tmp_path / "raw"
     raw_events(spark, rows).write.parquet(str(raw_path))
     conf = make_conf(f"input.path={raw_path}", f"run.output_dir={tmp_path}/out", "run.run_id=t1")
-    summary = sessionize_stage.run(spark, conf)
+    summary = sessionize_stage.run(spark, conf).summary
     assert summary["rows_read"] == 11
     assert summary["rows"] == {
         "quarantined_malformed_row": 0,
@@ -92,7 +92,7 @@ def test_json_delta_and_catalog_table_inputs_give_the_parquet_runs_sessions_and_
     def run(fmt: str, path: str) -> tuple[dict, list]:
         out = tmp_path / f"out_{fmt}"
         conf = make_conf(f"input.path={path}", f"input.format={fmt}", f"run.output_dir={out}", "run.run_id=f")
-        summary = sessionize_stage.run(spark, conf)
+        summary = sessionize_stage.run(spark, conf).summary
         got = spark.read.parquet(str(out / "sessions")).select("session_id", "event_names", "store_ids", "label")
         return summary["rows"], sorted(tuple(r) for r in got.collect())
 
@@ -149,13 +149,13 @@ def test_generated_data_quarantine_matches_what_was_planted(spark, tmp_path):
         f"run.output_dir={tmp_path}/out",
         "input.timestamp_format=yyyy-MM-dd HH:mm:ss.SSS",
         "session.max_events_per_device_day=5000",
-        f"events.known_events={json.dumps(list(G.BROWSE_EVENTS))}",
+        f"events.known_events={json.dumps(list(catalogue.BROWSE_EVENTS))}",
     )
     counts = generate_stage.run(spark, conf)
-    summary = sessionize_stage.run(spark, conf)
-    planted = counts["planted_dirty_rows"]
+    summary = sessionize_stage.run(spark, conf).summary
+    planted = counts.planted_dirty_rows
     rows = summary["rows"]
-    assert summary["rows_read"] == counts["rows"]
+    assert summary["rows_read"] == counts.rows
     assert rows["quarantined_null_user_id"] == planted["null_user_id"]
     assert rows["quarantined_null_device_id"] == planted["null_device_id"]
     assert rows["quarantined_null_event_name"] == planted["null_event_name"]

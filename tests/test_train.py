@@ -13,7 +13,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from attribution import baseline, ground_truth, schema, train
+from attribution import baseline, ground_truth, schema, train, train_worker
 from attribution.features import build_vocabularies
 from attribution.model import ModelSpec, SessionTransformer, build_model, load_artifact
 from tests.conftest import make_conf
@@ -77,7 +77,7 @@ def small_run(planted):
     determinism, ensemble and ridge tests each compare with a run of their own."""
     table, root = planted
     params, spec, vocab = _params(make_conf(*SMALL), table, root)
-    return train.train_worker(params), spec, vocab
+    return train_worker.train_worker(params), spec, vocab
 
 
 def _oracle_auc(table, split="test"):
@@ -100,15 +100,15 @@ def test_short_training_learns_the_planted_rule_and_reruns_identically(planted, 
     first, spec, vocab = small_run
     params, _, _ = _params(make_conf(*SMALL), table, root)
     oracle = _oracle_auc(table)
-    assert first["test"]["sessions"] == table.column("split").to_pylist().count("test")
-    assert first["test"]["roc_auc"] > 0.5 + 0.8 * (oracle - 0.5), (first["test"], oracle)
-    assert first["history"][-1]["loss"] < first["history"][0]["loss"]
-    second = train.train_worker(params)
-    assert hashlib.sha256(first["weights"]).hexdigest() == hashlib.sha256(second["weights"]).hexdigest()
+    assert first.test["sessions"] == table.column("split").to_pylist().count("test")
+    assert first.test["roc_auc"] > 0.5 + 0.8 * (oracle - 0.5), (first.test, oracle)
+    assert first.history[-1]["loss"] < first.history[0]["loss"]
+    second = train_worker.train_worker(params)
+    assert hashlib.sha256(first.weights).hexdigest() == hashlib.sha256(second.weights).hexdigest()
     # the best checkpoint is the one returned: its validation AUC is the history's best
-    best = max(h["validation_roc_auc"] for h in first["history"])
-    assert first["validation"]["roc_auc"] == pytest.approx(best, abs=1e-12)
-    loaded = build_model(first["weights"], {"model": spec.to_dict(), "weights_sha256": "x"}, vocab)
+    best = max(h["validation_roc_auc"] for h in first.history)
+    assert first.validation["roc_auc"] == pytest.approx(best, abs=1e-12)
+    loaded = build_model(first.weights, {"model": spec.to_dict(), "weights_sha256": "x"}, vocab)
     assert loaded.spec == spec
 
 
@@ -121,24 +121,24 @@ def test_ensemble_members_are_other_models_and_the_first_is_the_model_alone(plan
     params, spec, vocab = _params(make_conf(*SMALL, "train.ensemble_members=2"), table, root)
     assert params.members == 2 and alone.members == 1
     single = small_run[0]
-    both = train.train_worker(params)
-    assert single["members"] == [] and len(both["members"]) == 1
-    assert hashlib.sha256(both["weights"]).hexdigest() == hashlib.sha256(single["weights"]).hexdigest()
-    member = both["members"][0]
-    assert hashlib.sha256(member["weights"]).hexdigest() != hashlib.sha256(both["weights"]).hexdigest()
-    first = build_model(both["weights"], {"model": spec.to_dict(), "weights_sha256": "x"}, vocab).model
-    second = build_model(member["weights"], {"model": spec.to_dict(), "weights_sha256": "x"}, vocab).model
+    both = train_worker.train_worker(params)
+    assert single.members == () and len(both.members) == 1
+    assert hashlib.sha256(both.weights).hexdigest() == hashlib.sha256(single.weights).hexdigest()
+    member = both.members[0]
+    assert hashlib.sha256(member.weights).hexdigest() != hashlib.sha256(both.weights).hexdigest()
+    first = build_model(both.weights, {"model": spec.to_dict(), "weights_sha256": "x"}, vocab).model
+    second = build_model(member.weights, {"model": spec.to_dict(), "weights_sha256": "x"}, vocab).model
     gap = max((a - b).abs().max().item() for a, b in zip(first.parameters(), second.parameters(), strict=True))
     assert gap > 1e-3
-    assert member["test"]["sessions"] == table.column("split").to_pylist().count("test")
+    assert member.test["sessions"] == table.column("split").to_pylist().count("test")
     # above chance: on 1,000 training sessions a single model's test AUC already swings from 0.73 to 0.91
     # with the seed alone, so the member is held to learning the rule, not to matching the first model
-    assert member["test"]["roc_auc"] > 0.5 + 0.25 * (_oracle_auc(table) - 0.5), member["test"]
+    assert member.test["roc_auc"] > 0.5 + 0.25 * (_oracle_auc(table) - 0.5), member.test
 
 
 def _store_norms(result, spec, vocab):
     """Each store value's projected embedding norm |W e_v| in a trained model."""
-    model = build_model(result["weights"], {"model": spec.to_dict(), "weights_sha256": "x"}, vocab).model
+    model = build_model(result.weights, {"model": spec.to_dict(), "weights_sha256": "x"}, vocab).model
     w = model.field_projection("store_ids").detach()
     rows = model.embeddings["store_ids"].weight.detach()[2:]
     return dict(zip(vocab.tokens["store_ids"], (rows @ w.T).norm(dim=1).tolist(), strict=True))
@@ -150,7 +150,7 @@ def test_the_embedding_ridge_keeps_the_planted_stores_and_shrinks_the_rest(plant
     without it, more than the planted stores' do; and the model still learns the rule."""
     table, root = planted
     params, spec, vocab = _params(make_conf(*SMALL, "train.embedding_ridge=0"), table, root)
-    free_run = train.train_worker(params)
+    free_run = train_worker.train_worker(params)
     assert make_conf(*SMALL).train.embedding_ridge == 100  # small_run's
     runs = {0: (free_run, _store_norms(free_run, spec, vocab)), 100: (small_run[0], _store_norms(*small_run))}
     (with_ridge, shrunk), (_, free) = runs[100], runs[0]
@@ -162,7 +162,7 @@ def test_the_embedding_ridge_keeps_the_planted_stores_and_shrinks_the_rest(plant
     others = [s for s in shrunk if s not in ("s0", "s1")]
     assert len(others) >= 5 and kept(others) < 0.5 and kept(others) < kept(["s0", "s1"]), (shrunk, free)
     oracle = _oracle_auc(table)
-    assert with_ridge["test"]["roc_auc"] > 0.5 + 0.8 * (oracle - 0.5), (with_ridge["test"], oracle)
+    assert with_ridge.test["roc_auc"] > 0.5 + 0.8 * (oracle - 0.5), (with_ridge.test, oracle)
 
 
 def test_torch_distributor_local_mode_with_two_processes(spark, planted):
@@ -171,18 +171,18 @@ def test_torch_distributor_local_mode_with_two_processes(spark, planted):
     params, spec, vocab = _params(conf, table, root)
     result = train.distribute(conf, params)
     # both ranks' test shards were scored and gathered: every test session counted once
-    assert result["test"]["sessions"] == table.column("split").to_pylist().count("test")
-    assert result["test"]["roc_auc"] > 0.5 + 0.6 * (_oracle_auc(table) - 0.5)
-    assert len(result["history"]) == 10
+    assert result.test["sessions"] == table.column("split").to_pylist().count("test")
+    assert result.test["roc_auc"] > 0.5 + 0.6 * (_oracle_auc(table) - 0.5)
+    assert len(result.history) == 10
     # the gathered weights build the model whose validation AUC was the best of the history
-    built = build_model(result["weights"], {"model": spec.to_dict(), "weights_sha256": "x"}, vocab)
+    built = build_model(result.weights, {"model": spec.to_dict(), "weights_sha256": "x"}, vocab)
     assert built.spec == spec
     assert sum(p.numel() for p in built.model.parameters()) == sum(
         p.numel() for p in SessionTransformer(spec).parameters()
     )
-    assert result["validation"]["roc_auc"] == pytest.approx(max(h["validation_roc_auc"] for h in result["history"]))
-    best = result["history"][result["best_epoch"] - 1]
-    assert best["validation_roc_auc"] == max(h["validation_roc_auc"] for h in result["history"])
+    assert result.validation["roc_auc"] == pytest.approx(max(h["validation_roc_auc"] for h in result.history))
+    best = result.history[result.best_epoch - 1]
+    assert best["validation_roc_auc"] == max(h["validation_roc_auc"] for h in result.history)
 
 
 def test_a_rank_without_sessions_is_a_clear_error(tmp_path):
@@ -192,7 +192,7 @@ def test_a_rank_without_sessions_is_a_clear_error(tmp_path):
     params, _, _ = _params(conf, table, tmp_path)
     # read as rank 1 of 2 would, without a process group
     with pytest.raises(RuntimeError, match="rank 1 of 2 has no training sessions"):
-        train._train(params, 1, 2, torch.device("cpu"), distributed=False)
+        train_worker.train_process(params, 1, 2, torch.device("cpu"), distributed=False)
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Every stage's ``run(spark, conf, ...)``: what one job does, end to end, and the summary it writes.
 
 Each module reads the stage's inputs, calls the library (``attribution/``) and the UDFs (``udfs/``),
-writes the outputs and returns the summary dict the job prints. ``jobs/`` wraps each in a CLI.
+writes the outputs and returns its typed result (:mod:`attribution.stages.results`: the summary it wrote,
+the fields its callers read, the text its job prints). ``jobs/`` wraps each in a CLI.
 
 | module | stage |
 |---|---|

@@ -18,6 +18,7 @@ from attribution.model import model_location as locate
 from attribution.schema import INPUT_COLUMNS
 from attribution.sinks import day_partition, drop_empty_marker, partitioned_write, remove_tree
 from attribution.spark import single_row
+from attribution.stages.results import AttributeResult
 from udfs.attribution_udf import PEAKS, score_sessions
 from udfs.worker import ModelPayload, observed_stats, stats_metric
 
@@ -140,7 +141,7 @@ def drift_check(spark: SparkSession, conf: Config, output: str, model_auc: float
     }
 
 
-def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> dict:
+def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> AttributeResult:
     """Attribute the configured split of the sessions table; write the event-level table and a summary."""
     import json
     import time
@@ -238,4 +239,4 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> dic
     if conf.run.date is not None:
         summary["date"] = conf.run.date
     write_text(conf.output(conf.run.day_file(a.summary_path)), json.dumps(summary, indent=1))
-    return summary
+    return AttributeResult(summary, output, summary["sessions"], summary["events"])

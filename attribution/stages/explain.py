@@ -9,11 +9,12 @@ from attribution import figures
 from attribution.config import Config
 from attribution.explain import format_table, session_events
 from attribution.io import join, write_bytes
+from attribution.stages.results import ExplainResult
 
 
-def run(spark: SparkSession, conf: Config, session_id: str) -> tuple[str, str]:
+def run(spark: SparkSession, conf: Config, session_id: str) -> ExplainResult:
     rows = session_events(spark, conf, session_id)
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in session_id)
     location = join(conf.output(conf.report.output_path), f"explain/{safe}.png")
     write_bytes(location, figures.session_picture(rows))
-    return format_table(rows), location
+    return ExplainResult(format_table(rows), location)

@@ -28,6 +28,7 @@ from attribution.methods import get, present
 from attribution.model import model_location as resolve
 from attribution.schema import INPUT_COLUMNS
 from attribution.spark import default_parallelism
+from attribution.stages.results import FaithfulnessResult
 from attribution.statistics import mean_ci
 from udfs.faithfulness_udf import GAPS, evaluate
 from udfs.worker import STATS_COLUMN, ModelPayload, observed_stats, stats_metric
@@ -99,7 +100,7 @@ def sample_sessions(
     return grouped.join(inputs, "session_id").repartition(tasks, "session_id"), score_cols
 
 
-def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> dict:
+def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> FaithfulnessResult:
     """Evaluate the event table's methods on a sample of its sessions; write the per-session table, the
     two summary tables, the picture and ``faithfulness_summary.json``."""
     from pyspark.sql import Observation
@@ -200,7 +201,7 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> dic
         "outputs": {**outputs, "per_session": per_session_path},
     }
     write_text(conf.output(conf.run.day_file(f.summary_path)), json.dumps(summary, indent=1, default=float))
-    return summary
+    return FaithfulnessResult(summary, verdict, {**outputs, "per_session": per_session_path})
 
 
 def summarize(

@@ -10,14 +10,17 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from attribution import scenarios
+from attribution.catalogue import store_table
 from attribution.config import Config
-from attribution.generate import DIRTY_KINDS, generate_events, ground_truth, store_table
+from attribution.generate import DIRTY_KINDS, generate_events
+from attribution.planted_truth import ground_truth
+from attribution.stages.results import GenerateResult
 
 log = logging.getLogger(__name__)
 
 
-def run(spark: SparkSession, conf: Config) -> dict:
-    """Generate and write the raw events, the stores dimension and the ground truth. Returns counts."""
+def run(spark: SparkSession, conf: Config) -> GenerateResult:
+    """Generate and write the raw events, the stores dimension and the ground truth."""
     g = conf.generate
     events = generate_events(spark, conf)
     scenario = scenarios.get(g.scenario)
@@ -40,4 +43,5 @@ def run(spark: SparkSession, conf: Config) -> dict:
     Path(g.ground_truth_path).parent.mkdir(parents=True, exist_ok=True)
     Path(g.ground_truth_path).write_text(json.dumps(truth, indent=2))
     log.info("generated %d raw events into %s", truth["rows"], g.output_path)
-    return {"rows": truth["rows"], "planted_dirty_rows": truth["planted_dirty_rows"]}
+    summary = {"rows": truth["rows"], "planted_dirty_rows": truth["planted_dirty_rows"]}
+    return GenerateResult(summary, truth["rows"], truth["planted_dirty_rows"], g.output_path)

@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from pyspark.sql import DataFrame, SparkSession
 
-from attribution import aggregate, baseline, figures, ground_truth, page, sinks
+from attribution import aggregate, baseline, figures, ground_truth, page, removal_tables, sinks
 from attribution.config import Config
 from attribution.errors import InputError
 from attribution.io import join, read_bytes, read_table, run_days
@@ -30,13 +30,13 @@ from attribution.report_text import faithful_text, ground_truth_text, key_insigh
 from attribution.schema import GROUND_TRUTH_TABLE, MODEL_COMPARISON_TABLE
 from attribution.sinks import day_partition, partitioned_write, remove_tree
 from attribution.spark import single_row
+from attribution.stages.results import ReportResult
 
 log = logging.getLogger(__name__)
 
 
-def run(spark: SparkSession, conf: Config) -> dict:
-    """Read the event-level table, build and write every table, the picture and index.html; return a
-    summary."""
+def run(spark: SparkSession, conf: Config) -> ReportResult:
+    """Read the event-level table, build and write every table, the picture and index.html."""
 
     started = time.time()
     events = run_days(
@@ -148,7 +148,7 @@ def run(spark: SparkSession, conf: Config) -> dict:
         result["most_faithful"] = faithful
     if comparison is not None:
         result["model_comparison"] = comparison
-    return result
+    return ReportResult(result, insights, outputs, checks if "ground_truth" in result else None, base)
 
 
 def days_of(events: DataFrame, conf: Config) -> tuple[str | None, str | None]:
@@ -203,7 +203,7 @@ def write_day_statistics(spark: SparkSession, conf: Config, events: DataFrame) -
         "key_sums": aggregate.key_sums(rows, cells),
         "store_rows": rows.where(F.col("kind") == "store"),
         "cells": cells,
-        "removal_rows": aggregate.removal_rows(events),
+        "removal_rows": removal_tables.removal_rows(events),
     }
     # the day of a session is the day being reported (its partition), also for the heatmap's rows
     day = F.lit(conf.run.date).cast("date")
@@ -262,7 +262,7 @@ def statistics_of_days(spark: SparkSession, conf: Config, days: list[str]) -> tu
     converted = sum(int(r["converted"] or 0) for r in counts)
     stats = aggregate.window_statistics(read("key_sums"), read("store_rows"), read("cells")).toArrow()
     try:
-        removal = aggregate.removal_from(read("removal_rows"))
+        removal = removal_tables.removal_from(read("removal_rows"))
     except AnalysisException:  # no day had removal effects (attribution.removal_sessions 0)
         removal = None
     return (stats, removal), (sessions, converted)

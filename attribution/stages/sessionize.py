@@ -30,15 +30,18 @@ from attribution.sessionize import (
     validated,
 )
 from attribution.sinks import day_partition, drop_empty_marker, partitioned_write, readable_when_empty, remove_tree
+from attribution.stages.results import SessionizeResult
 
 log = logging.getLogger(__name__)
 
 
-def run(spark: SparkSession, conf: Config, raw: DataFrame | None = None, stores: DataFrame | None = None) -> dict:
+def run(
+    spark: SparkSession, conf: Config, raw: DataFrame | None = None, stores: DataFrame | None = None
+) -> SessionizeResult:
     """Sessionize the configured input (or ``raw``/``stores`` given directly, e.g. from a notebook).
 
     Writes the kept sessions (parquet, one row per session), the quarantine (parquet, with
-    ``reject_reason``) and the run summary (JSON); returns the summary. The quarantine and sessions
+    ``reject_reason``) and the run summary (JSON). The quarantine and sessions
     passes run as concurrent Spark jobs; when either fails, or the input has no rows, the stage raises,
     leaves no sessions table and writes no summary.
     """
@@ -145,4 +148,4 @@ def run(spark: SparkSession, conf: Config, raw: DataFrame | None = None, stores:
     if day is not None:
         summary["date"] = day
     write_text(conf.output(conf.run.day_file(conf.sessions.summary_path)), json.dumps(summary, indent=2))
-    return summary
+    return SessionizeResult(summary, sessions_path, quarantine_path)

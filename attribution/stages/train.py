@@ -7,6 +7,7 @@ import dataclasses
 import json
 import logging
 import time
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -16,16 +17,16 @@ from attribution.io import join, read_table, run_days, write_text
 from attribution.model import ModelSpec, mark_latest, save_artifact, version_location, version_of
 from attribution.spark import is_connect
 from attribution.stages import sessionize
-from attribution.train import SPLITS, check_classes, distribute, prepare_shards, worker_params
+from attribution.stages.results import TrainStageResult
+from attribution.train import check_classes, distribute, prepare_shards, worker_params
+from attribution.train_worker import SPLITS
 
 log = logging.getLogger(__name__)
 
 
-def run(spark: SparkSession, conf: Config) -> dict:
-    """Train on ``conf.sessions.sessions_path``; write the model directory and metrics.json.
-
-    Returns the metrics (also written to ``<model_path>/metrics.json``).
-    """
+def run(spark: SparkSession, conf: Config) -> TrainStageResult:
+    """Train on ``conf.sessions.sessions_path``; write the model directory and metrics.json (the result's
+    ``summary``)."""
 
     t = conf.train
     sessions_path = conf.output(conf.sessions.sessions_path)
@@ -46,45 +47,45 @@ def run(spark: SparkSession, conf: Config) -> dict:
     )
     result = distribute(conf, worker_params(conf, spec.to_dict(), vocab, shards_path, t.epochs))
     trained = time.time()
-    metrics = {
+    metrics: dict[str, Any] = {
         "run_id": conf.run.run_id,
-        "test": result["test"],
-        "validation": result["validation"],
+        "test": result.test,
+        "validation": result.validation,
         "sessions": {s: counts[s] for s in SPLITS},
         "positives": {s: counts[f"{s}_positive"] for s in SPLITS},
-        "best_epoch": result["best_epoch"],
-        "epochs_run": len(result["history"]),
-        "history": result["history"],
-        "train_sessions_per_second": result["train_sessions_per_second"],
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "history": result.history,
+        "train_sessions_per_second": result.train_sessions_per_second,
         "training_seconds": round(trained - prepared, 2),
         "prepare_seconds": round(prepared - started, 2),
         "num_processes": t.num_processes,
-        "unknown_tokens": result["unknown"],
+        "unknown_tokens": result.unknown,
         "vocabulary": vocab_stats,
         "funnel_excluded": conf.funnel.exclude,
         # the ensemble's other members (train.ensemble_members): their best epoch and test metrics
-        "members": [{"best_epoch": m["best_epoch"], "test": m["test"]} for m in result["members"]],
+        "members": [{"best_epoch": m.best_epoch, "test": m.test} for m in result.members],
     }
     sha = save_artifact(
         model_path,
-        result["weights"],
+        result.weights,
         spec,
         vocab,
         extra={
             "run_id": conf.run.run_id,
             "seed": conf.run.seed,
             "funnel_excluded": conf.funnel.exclude,
-            "test_roc_auc": result["test"]["roc_auc"],
+            "test_roc_auc": result.test["roc_auc"],
             # the training window and data (day mode), so a model says what it was trained on
             "version": version,
             "training_window": [conf.run.date, conf.run.date_to or conf.run.date] if version else None,
             "sessions": {s: counts[s] for s in SPLITS},
             "positives": {s: counts[f"{s}_positive"] for s in SPLITS},
         },
-        members=[m["weights"] for m in result["members"]],
+        members=[m.weights for m in result.members],
     )
     metrics["model_sha256"] = sha
-    if result["best_epoch"] == len(result["history"]) and len(result["history"]) == t.epochs:
+    if result.best_epoch == len(result.history) and len(result.history) == t.epochs:
         metrics["still_improving"] = True
         print(f"[train] validation AUC still rising at the last epoch ({t.epochs}): raise train.epochs", flush=True)
     else:
@@ -104,7 +105,7 @@ def run(spark: SparkSession, conf: Config) -> dict:
         metrics["version"] = version
         metrics["latest"] = mark_latest(base_path, version)
     metrics["model_path"] = model_path
-    return metrics
+    return TrainStageResult(metrics, model_path, sha, result.test["roc_auc"], version)
 
 
 def leakage_check(spark: SparkSession, conf: Config) -> dict:
@@ -145,6 +146,6 @@ def leakage_check(spark: SparkSession, conf: Config) -> dict:
     return {
         "funnel_excluded": False,
         "epochs": conf.train.leakage_check_epochs,
-        "test": result["test"],
+        "test": result.test,
         "sessions": {s: counts[s] for s in SPLITS},
     }

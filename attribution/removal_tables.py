@@ -1,0 +1,249 @@
+"""The removal columns of the tables and the pair table, from the event table's removal effects
+(attribution/removal.py computes them per session; this module aggregates them in Spark and lays them out).
+
+**Removal effect** (``removal_effect_pp``, see attribution/removal.py): the mean, over the sampled sessions
+that have the key, of the model's P(convert) minus its P(convert) with every event of the key removed, in
+percentage points, averaged over the ensemble's members (``removal_models`` of them). Its 95% CI has two
+parts (:func:`attribution.statistics.two_part_ci`): session sampling (``removal_sampling_se_pp``: the
+sessions as independent draws, one value per session) and the model's own variance
+(``removal_model_se_pp``: the spread of the members' means / sqrt(members); null with one member, when
+the CI is session sampling alone). Beside it: ``removal_relative_lift`` = that mean / the mean P(convert) without the key (how much higher the
+predicted conversion is with the key's events than without), and ``attributable_conversions`` = the
+effect x the key's sessions in the table (predicted conversions owed to the key). It needs no attribution
+method, so every method's row of a key has the same removal columns. Null when the attribute stage ran
+with ``attribution.removal_sessions`` 0 or no sampled session has the key.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from attribution.schema import (
+    FIRST_EVENT_TYPE,
+    PAIR_COLUMN,
+    PAIR_INTERACTION_COLUMNS,
+    PAIR_TABLE,
+    REMOVAL_COLUMNS,
+    REMOVAL_DIMENSIONS,
+    SECOND_EVENT_TYPE,
+    TABLE_KINDS,
+)
+from attribution.statistics import two_part_ci
+
+# table -> (its key column in the event table, the event table's removal column)
+REMOVAL_SOURCES = {k.name: (d.key, d.column) for k in TABLE_KINDS for d in REMOVAL_DIMENSIONS if d.name == k.removal}
+
+
+def removal_stats(events: DataFrame) -> pa.Table | None:
+    """Per (table, key): the sampled sessions with the key, the mean and sample variance of their removal
+    effects and their mean P(convert) without the key. One Spark job over the sampled sessions' events;
+    None when the event table has no removal columns."""
+    rows = removal_rows(events)
+    return None if rows is None else removal_from(rows)
+
+
+def removal_rows(events: DataFrame) -> DataFrame | None:
+    """One row per (table, key, sampled session): its removal effect ``d`` (the ensemble's mean), each
+    ensemble member's ``dm`` (an array) and P(convert) ``p`` (every event of a key carries the same
+    removal effects), with the session_date: additive across days."""
+    present = [(kind, key, col) for kind, (key, col) in REMOVAL_SOURCES.items() if col in events.columns]
+    if not present:
+        return None
+    no_members = F.lit(None).cast("array<double>")
+
+    def members(col: str) -> Column:
+        name = f"{col}_members"
+        return F.col(name) if name in events.columns else no_members
+
+    tags = F.array(
+        *[
+            F.when(
+                F.col(col).isNotNull(),
+                F.struct(
+                    F.lit(kind).alias("kind"),
+                    F.col(key).cast("string").alias("key"),
+                    F.col(col).alias("d"),
+                    members(col).alias("dm"),
+                ),
+            )
+            for kind, key, col in present
+        ]
+    )
+    any_sampled = F.col(present[0][2]).isNotNull()  # every dimension samples the same sessions
+    day = F.col("session_date") if "session_date" in events.columns else F.lit(None).cast("date")
+    rows = (
+        events.where(any_sampled)
+        .select("session_id", day.alias("session_date"), "prediction", F.explode(tags).alias("t"))
+        .where(F.col("t").isNotNull())
+        .groupBy("t.kind", "t.key", "session_id", "session_date")
+        .agg(F.max("t.d").alias("d"), F.max("t.dm").alias("dm"), F.max("prediction").alias("p"))
+    )
+    if PAIR_COLUMN not in events.columns:
+        return rows
+    # the pair interactions, on each sampled session's first event: one row per (scale, pair, session)
+    key = F.concat_ws(PAIR_KEY_SEPARATOR, "x.first_event_type", "x.second_event_type")
+    scales = F.array(
+        *[
+            F.struct(F.lit(kind).alias("kind"), F.col(f"x.{value}").alias("d"), F.col(f"x.{value}_members").alias("dm"))
+            for kind, value in PAIR_SCALES.items()
+        ]
+    )
+    pairs = (
+        events.where(F.col(PAIR_COLUMN).isNotNull())
+        .select("session_id", day.alias("session_date"), "prediction", F.explode(PAIR_COLUMN).alias("x"))
+        .select("session_id", "session_date", "prediction", key.alias("key"), F.explode(scales).alias("t"))
+        .select("t.kind", "key", "session_id", "session_date", "t.d", "t.dm", F.col("prediction").alias("p"))
+    )
+    return rows.unionByName(pairs)
+
+
+# the pair table's two scales: the kind of their rows in the removal statistics -> the struct's value
+PAIR_SCALES = {"pair": "interaction", "pair_log_odds": "interaction_log_odds"}
+PAIR_KEY_SEPARATOR = "\t"  # between the two event types of a pair's key in the removal statistics
+# the pair verdicts: the log-odds interaction's CI below 0, above 0, or across it
+WORK_TOGETHER, STAND_IN, PAIR_NOISE = (
+    "work together",
+    "stand in for each other",
+    "indistinguishable from noise",
+)
+
+
+class Estimates(NamedTuple):
+    """Per key of :func:`removal_from`'s rows: the mean, its two-part 95% CI, the session-sampling and the
+    model SEs (the model SE null with one member), the members and the sessions."""
+
+    mean: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    se: np.ndarray
+    model_se: np.ndarray
+    models: np.ndarray
+    n: np.ndarray
+
+
+def estimates(rows: pd.DataFrame) -> Estimates:
+    """:class:`Estimates` of :func:`removal_from`'s rows (``n``, ``mean``, ``var``, and ``models`` and
+    ``model_var`` where there is an ensemble): the CI of :func:`attribution.statistics.two_part_ci`."""
+    n = rows["n"].to_numpy(float)
+    mean = rows["mean"].to_numpy(float)
+    se = np.sqrt(rows["var"].to_numpy(float) / n)
+    models = rows["models"].to_numpy(float) if "models" in rows else np.ones(len(rows))
+    models = np.where(np.isfinite(models), models, 1.0)
+    model_var = rows["model_var"].to_numpy(float) if "model_var" in rows else np.full(len(rows), np.nan)
+    model_se = np.where(models > 1, np.sqrt(model_var / models), np.nan)
+    low, high = two_part_ci(mean, se, model_se, models)
+    return Estimates(mean, low, high, se, model_se, models, n)
+
+
+def pair_table(removal: pa.Table | None, min_sessions: int = 1, min_interaction: float = 0.0) -> pa.Table:
+    """The pair table (``attribution.schema.PAIR_TABLE``) from :func:`removal_stats`' pair rows: per
+    ordered pair (a, b) seen in at least ``min_sessions`` sampled sessions, the mean over those sessions
+    of the interaction R(a and b) - R(a) - R(b), on the logit and in percentage points, each with the
+    two-part CI of the removal effects (session sampling and the ensemble's spread). The verdict reads
+    the logit: ``work together`` (CI below -``min_interaction``: removing both costs less than the two
+    removals apart, so each one's effect depends on the other), ``stand in for each other`` (CI above
+    ``min_interaction``: either one alone keeps most of the effect), or indistinguishable from noise (no
+    interaction of that size). Ranked by |interaction_log_odds|."""
+    columns: dict[str, list] = {c: [] for c in ("rank", *PAIR_TABLE.keys, *PAIR_INTERACTION_COLUMNS)}
+    if removal is not None and removal.num_rows:
+        by_kind = {
+            kind: removal.filter(pc.equal(removal["kind"], kind)).to_pandas().set_index("key") for kind in PAIR_SCALES
+        }
+        lo, pp = by_kind["pair_log_odds"], by_kind["pair"].reindex(by_kind["pair_log_odds"].index)
+        lo = lo[lo["n"] >= min_sessions]
+        pp = pp.reindex(lo.index)
+        mean, low, high, se, model_se, models, n = estimates(lo)
+        verdict = np.where(
+            high < -min_interaction, WORK_TOGETHER, np.where(low > min_interaction, STAND_IN, PAIR_NOISE)
+        )
+        firsts, seconds = zip(*(k.split(PAIR_KEY_SEPARATOR, 1) for k in lo.index), strict=True) if len(lo) else ((), ())
+        order = sorted(range(len(lo)), key=lambda i: (-abs(mean[i]), firsts[i], seconds[i]))
+        pmean, plow, phigh = (100 * v for v in estimates(pp)[:3])
+        for rank, i in enumerate(order, start=1):
+            values = {
+                "rank": rank,
+                FIRST_EVENT_TYPE: firsts[i],
+                SECOND_EVENT_TYPE: seconds[i],
+                "interaction_log_odds": mean[i],
+                "interaction_ci_low": low[i],
+                "interaction_ci_high": high[i],
+                "interaction_sampling_se": se[i],
+                "interaction_model_se": model_se[i],
+                "interaction_verdict": str(verdict[i]),
+                "interaction_pp": pmean[i],
+                "interaction_ci_low_pp": plow[i],
+                "interaction_ci_high_pp": phigh[i],
+                "sessions": int(n[i]),
+                "interaction_models": int(models[i]),
+            }
+            for c, v in values.items():
+                columns[c].append(None if isinstance(v, float) and not np.isfinite(v) else v)
+    types = {
+        "rank": pa.int32(),
+        FIRST_EVENT_TYPE: pa.string(),
+        SECOND_EVENT_TYPE: pa.string(),
+        "interaction_verdict": pa.string(),
+        "sessions": pa.int64(),
+        "interaction_models": pa.int64(),
+    }
+    return pa.table({c: pa.array(v, types.get(c, pa.float64())) for c, v in columns.items()})
+
+
+def removal_from(rows: DataFrame) -> pa.Table:
+    """:func:`removal_stats` from :func:`removal_rows` of one day or of many: per (table, key) ``n``,
+    ``mean`` and ``var`` of the sessions' removal effects, ``p_without``, and over the ensemble's members
+    the count ``models`` and ``model_var``, the sample variance of the members' means (null with one
+    member)."""
+    stats = rows.groupBy("kind", "key").agg(
+        F.count(F.lit(1)).alias("n"),
+        F.avg("d").alias("mean"),
+        F.var_samp("d").alias("var"),
+        F.avg(F.col("p") - F.col("d")).alias("p_without"),
+    )
+    if "dm" in rows.columns:  # rows stored before the ensemble have no members
+        per_member = (
+            rows.where(F.col("dm").isNotNull())
+            .select("kind", "key", F.posexplode("dm").alias("member", "dv"))
+            .groupBy("kind", "key", "member")
+            .agg(F.avg("dv").alias("member_mean"))
+            .groupBy("kind", "key")
+            .agg(F.count(F.lit(1)).alias("models"), F.var_samp("member_mean").alias("model_var"))
+        )
+        stats = stats.join(per_member, ["kind", "key"], "left")
+    return stats.toArrow()
+
+
+def with_removal(table: pa.Table, kind: str, key: str, removal: pa.Table | None, after: str) -> pa.Table:
+    """``table`` with the removal columns (module docstring) of its keys, inserted after column ``after``."""
+    n = table.num_rows
+    values = {c: np.full(n, np.nan) for c in REMOVAL_COLUMNS}
+    if removal is not None and n:
+        rows = removal.filter(pc.equal(removal["kind"], kind)).to_pandas().set_index("key")
+        keys = pc.cast(table[key], pa.string()).to_pylist()
+        found = rows.reindex(keys)
+        e = estimates(found)
+        values["removal_effect_pp"] = 100 * e.mean
+        values["removal_ci_low_pp"], values["removal_ci_high_pp"] = 100 * e.low, 100 * e.high
+        values["removal_sampling_se_pp"], values["removal_model_se_pp"] = 100 * e.se, 100 * e.model_se
+        values["removal_models"] = np.where(np.isfinite(e.mean), e.models, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values["removal_relative_lift"] = e.mean / found["p_without"].to_numpy(float)
+        values["attributable_conversions"] = e.mean * table["sessions"].to_numpy(zero_copy_only=False).astype(float)
+        values["removal_sessions"] = e.n
+    at = table.column_names.index(after) + 1
+    for offset, c in enumerate(REMOVAL_COLUMNS):
+        v = values[c]
+        missing = ~np.isfinite(v)
+        if c in ("removal_sessions", "removal_models"):
+            arr = pa.array(np.where(missing, 0, v).astype(np.int64), pa.int64(), mask=missing)
+        else:
+            arr = pa.array(np.where(missing, 0.0, v), pa.float64(), mask=missing)
+        table = table.add_column(at + offset, c, arr)
+    return table

@@ -1,0 +1,367 @@
+"""One training process: what :func:`attribution.train.distribute` runs under TorchDistributor on every
+rank, and what it returns.
+
+Each process reads only its own shards with pyarrow (shard ``k`` belongs to rank ``k mod N``), trains
+the model (DistributedDataParallel when N > 1) and the ensemble's other members, stops early on the
+validation ROC-AUC gathered across ranks (one float and one label per session, so every rank takes the
+same decision), and returns rank 0's :class:`TrainResult` on every rank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Optional
+
+import numpy as np
+
+from attribution.features import Vocabularies, encode_sessions, length_buckets
+from attribution.io import join
+from attribution.metrics import binary_metrics
+from attribution.model import ModelSpec, SessionTransformer, to_tensors, weights_bytes
+from attribution.schema import INPUT_COLUMNS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import torch
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One more model of the ensemble (``train.ensemble_members``): its weights (safetensors bytes; empty
+    on ranks other than 0), its best epoch and its test metrics."""
+
+    weights: bytes
+    best_epoch: int
+    test: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What training returns (rank 0's, on every rank): the model every table reads and the ensemble's
+    other members.
+
+    ``history`` has one entry per epoch run (loss, validation ROC-AUC, timings); ``validation`` and
+    ``test`` are :func:`attribution.metrics.binary_metrics` of the best epoch's model on all ranks'
+    sessions; ``unknown`` counts, per split and field, the values outside the vocabulary."""
+
+    weights: bytes
+    history: list[dict]
+    best_epoch: int
+    validation: dict
+    test: dict
+    train_sessions_per_second: float
+    seconds: float
+    n_train: int
+    members: tuple[Member, ...]
+    unknown: dict[str, dict[str, int]]
+
+
+class TrainingError(RuntimeError):
+    """Training can't run on this input (e.g. an empty split); the message says why."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver: shards and orchestration
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerParams:
+    """What every training process needs. It crosses to the processes as a plain dict
+    (:func:`dataclasses.asdict`), so unpickling it there needs no project code."""
+
+    shards_path: str
+    spec: dict  # ModelSpec.to_dict()
+    vocab_json: str
+    seed: int
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    weight_decay: float
+    embedding_ridge: float
+    pos_weight: float | None
+    grad_clip: float
+    patience: int
+    warmup_steps: int
+    use_gpu: bool
+    threads: int | None  # torch threads per process; None: torch's default
+    members: int = 1  # models trained one after another: the model, then members-1 bootstrap members
+
+
+def _read_shards(root: str, split: str, rank: int, world: int) -> pa.Table | None:
+    """This rank's shards of ``split`` as one Arrow table (sorted by session_id: deterministic)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    base = join(root, f"split={split}")
+    try:
+        dataset = ds.dataset(base, format="parquet", partitioning="hive")
+    except FileNotFoundError:
+        return None
+    mine = [f for f in dataset.files if int(f.rsplit("shard=", 1)[1].split("/", 1)[0]) % world == rank]
+    if not mine:
+        return None
+    table = ds.dataset(sorted(mine), format="parquet", filesystem=dataset.filesystem).to_table(
+        columns=["session_id", "label", *INPUT_COLUMNS]
+    )
+    return table.sort_by("session_id") if table.num_rows else pa.Table.from_batches([], schema=table.schema)
+
+
+class _Split:
+    """One rank's encoded sessions of a split plus their labels."""
+
+    def __init__(self, table: pa.Table | None, vocab: Vocabularies, continuous: tuple[str, ...]):
+        if table is None or table.num_rows == 0:
+            self.encoded, self.labels = None, np.zeros(0, dtype=np.float32)
+        else:
+            self.encoded = encode_sessions(table, vocab, continuous)
+            self.labels = table.column("label").to_numpy(zero_copy_only=False).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+def _score(
+    model: SessionTransformer, data: _Split, fields: tuple[str, ...], device: torch.device, batch_size: int
+) -> np.ndarray:
+    import torch
+
+    if data.encoded is None:
+        return np.zeros(0, dtype=np.float64)
+    out = np.zeros(len(data), dtype=np.float64)
+    model.eval()
+    with torch.no_grad():
+        for rows in length_buckets(data.encoded.lengths, batch_size * 4):
+            tokens, cont, mask = to_tensors(data.encoded.batch(rows), fields, device)
+            out[rows] = model(tokens, cont, mask).double().cpu().numpy()
+    return out
+
+
+def train_worker(given: WorkerParams | dict[str, Any]) -> Optional[TrainResult]:
+    """One training process. Reads RANK/WORLD_SIZE/LOCAL_RANK set by torchrun (absent: one process).
+
+    Returns rank 0's result on every rank: weights as safetensors bytes, history, validation and test
+    metrics.
+    """
+    import torch
+    import torch.distributed as dist
+
+    params = given if isinstance(given, WorkerParams) else WorkerParams(**given)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_gpu = params.use_gpu and torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}" if use_gpu else "cpu")
+    if use_gpu:
+        torch.cuda.set_device(device)
+    distributed = world > 1
+    if distributed:
+        dist.init_process_group("nccl" if use_gpu else "gloo")
+    saved_threads = torch.get_num_threads()
+    if params.threads:
+        torch.set_num_threads(params.threads)
+    try:
+        result = train_process(params, rank, world, device, distributed)
+        if distributed:
+            # Every rank returns rank 0's result. TorchDistributor's local mode has all processes write
+            # their return value to one file (the last writer wins), and on a cluster it keeps the
+            # value of the task of partition 0 and fails a task whose process wrote none; the same
+            # value on every rank is right for both.
+            box = [result]
+            dist.broadcast_object_list(box, src=0)
+            result = box[0]
+            dist.barrier()  # every rank leaves together
+    finally:
+        torch.set_num_threads(saved_threads)
+        if distributed:
+            dist.destroy_process_group()
+    return result
+
+
+def train_process(
+    params: WorkerParams, rank: int, world: int, device: torch.device, distributed: bool
+) -> Optional[TrainResult]:
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    seed = params.seed
+    vocab = Vocabularies.from_json(params.vocab_json)
+    spec = ModelSpec.from_dict(params.spec)
+    fields = spec.fields
+    data = {s: _Split(_read_shards(params.shards_path, s, rank, world), vocab, spec.continuous) for s in SPLITS}
+
+    def all_gather(obj: Any) -> list:
+        if not distributed:
+            return [obj]
+        out = [None] * world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def gathered_metrics(split: str, net: SessionTransformer) -> tuple[dict, np.ndarray, np.ndarray]:
+        scores = _score(net, data[split], fields, device, params.batch_size)
+        parts = all_gather((scores, data[split].labels))
+        s = np.concatenate([p[0] for p in parts])
+        y = np.concatenate([p[1] for p in parts])
+        return binary_metrics(y, s), s, y
+
+    # Values outside the vocabulary, in this rank's validation and test shards (train: by construction,
+    # the values under vocab.min_frequency).
+    unknown = {
+        split: {f: (d.encoded.unknown[f] if d.encoded is not None else 0) for f in fields} for split, d in data.items()
+    }
+    train = data["train"]
+    n_batches = math.ceil(len(train) / params.batch_size) if len(train) else 0
+    counts = torch.tensor([n_batches, len(train)], dtype=torch.int64)
+    if distributed:
+        lo = counts.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        total = counts.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        steps, n_train_total = int(lo[0]), int(total[1])
+    else:
+        steps, n_train_total = n_batches, len(train)
+    if steps == 0:
+        raise RuntimeError(
+            f"rank {rank} of {world} has no training sessions; use fewer processes (train.num_processes) or more data"
+        )
+    assert train.encoded is not None  # a rank with training steps has training sessions
+    encoded = train.encoded
+
+    # The ridge is a penalty on the whole training set's loss; the batch loss is a mean over sessions, so
+    # its share per batch is the penalty over the training sessions. The shards are dealt to the ranks
+    # evenly, so this rank's sessions times the ranks stands for them.
+    ridge = params.embedding_ridge / max(1, len(train.labels) * world)
+    started = time.time()
+    seen = 0
+
+    def fit(member: int) -> tuple[SessionTransformer, int, list[dict]]:
+        """One model: member 0 is the model every table reads; member m > 0 starts from seed + m and
+        weighs each training session by a Poisson(1) draw (a bootstrap resample of the training sessions,
+        drawn per rank without communication), so the members differ as models trained on another sample
+        of sessions would (the removal effects' model SE, attribution/removal.py)."""
+        nonlocal seen
+        member_seed = seed + member
+        torch.manual_seed(member_seed)
+        np.random.seed(member_seed)
+        model = SessionTransformer(spec).to(device)
+        net = DistributedDataParallel(model) if distributed else model
+        torch.manual_seed(member_seed * 1000 + rank)  # dropout differs per rank; the initial weights do not
+        optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(params.warmup_steps, steps * params.epochs))
+        pos_weight = torch.tensor(params.pos_weight, device=device) if params.pos_weight else None
+        loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="mean" if member == 0 else "none")
+        weights = (
+            None
+            if member == 0
+            else np.random.default_rng([seed, member, rank, 20_261_203]).poisson(1.0, len(train)).astype(np.float32)
+        )
+        best_auc, best_epoch, best_state, bad = -1.0, 0, None, 0
+        history: list[dict] = []
+        member_started = time.time()
+        for epoch in range(1, params.epochs + 1):
+            t0 = time.time()
+            rng = np.random.default_rng([member_seed, epoch, rank])
+            batches = length_buckets(encoded.lengths, params.batch_size, rng)[:steps]
+            net.train()
+            loss_sum = torch.zeros(2, dtype=torch.float64)
+            for rows in batches:
+                tokens, cont, mask = to_tensors(encoded.batch(rows), fields, device)
+                y = torch.from_numpy(train.labels[rows]).to(device)
+                loss = loss_fn(net(tokens, cont, mask), y)
+                if weights is not None:  # the bootstrap's weights, over the batch's sessions
+                    loss = (loss * torch.from_numpy(weights[rows]).to(device)).mean()
+                if params.embedding_ridge:
+                    loss = loss + ridge * model.embedding_penalty()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
+                optimizer.step()
+                schedule.step()
+                loss_sum += torch.tensor([loss.item() * len(rows), len(rows)], dtype=torch.float64)
+            if distributed:
+                dist.all_reduce(loss_sum)
+            train_seconds = time.time() - t0
+            seen_epoch = int(loss_sum[1])
+            if member == 0:  # the rate reported is the model's own (the members' epochs cost the same)
+                seen += seen_epoch
+            val, _, _ = gathered_metrics("validation", model)
+            elapsed = time.time() - t0
+            improved = val["roc_auc"] > best_auc
+            if improved:
+                best_auc, best_epoch, bad = val["roc_auc"], epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                bad += 1
+            entry = {
+                "epoch": epoch,
+                "loss": float(loss_sum[0]) / max(1.0, float(loss_sum[1])),
+                "validation_roc_auc": val["roc_auc"],
+                "validation_log_loss": val["log_loss"],
+                "sessions_per_second": seen_epoch / train_seconds,
+                "train_seconds": round(train_seconds, 3),
+                "seconds": round(elapsed, 2),
+            }
+            history.append(entry)
+            if rank == 0:
+                left = (params.epochs - epoch) * (time.time() - member_started) / epoch
+                print(
+                    f"[train] {f'member {member + 1}/{params.members} ' if params.members > 1 else ''}"
+                    f"epoch {epoch}/{params.epochs} loss {entry['loss']:.4f} "
+                    f"val_auc {val['roc_auc']:.4f}{' (best)' if improved else ''} "
+                    f"{entry['sessions_per_second']:,.0f} sessions/s, at most {left:.0f}s left",
+                    flush=True,
+                )
+            if bad >= params.patience:
+                if rank == 0:
+                    print(
+                        f"[train] early stop: no better validation AUC for {bad} epochs; best epoch {best_epoch}",
+                        flush=True,
+                    )
+                break
+
+        if best_state is None:  # every validation AUC was undefined (NaN): check_classes keeps this from happening
+            raise TrainingError(
+                "the validation ROC-AUC was undefined in every epoch: the validation split has one class"
+            )
+        model.load_state_dict(best_state)
+        return model, best_epoch, history
+
+    model, best_epoch, history = fit(0)
+    members = []
+    for member in range(1, params.members):
+        other, other_epoch, _ = fit(member)
+        other_test, _, _ = gathered_metrics("test", other)
+        members.append(Member(weights_bytes(other) if rank == 0 else b"", other_epoch, other_test))
+    validation, _, _ = gathered_metrics("validation", model)
+    test, _, _ = gathered_metrics("test", model)
+    unknown_all = all_gather(unknown)
+    if rank != 0:
+        return None  # train_worker replaces it with rank 0's
+    return TrainResult(
+        weights=weights_bytes(model),
+        history=history,
+        best_epoch=best_epoch,
+        validation=validation,
+        test=test,
+        train_sessions_per_second=seen / max(1e-9, sum(h["train_seconds"] for h in history)),
+        seconds=time.time() - started,
+        n_train=n_train_total,
+        members=tuple(members),
+        unknown={split: {f: sum(u[split][f] for u in unknown_all) for f in fields} for split in SPLITS},
+    )
