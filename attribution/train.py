@@ -17,7 +17,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import pickle
 import sys
+import tempfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -180,7 +182,8 @@ def _by_value(fn: Callable) -> Callable:
 
 
 def distribute(conf: Config, params: WorkerParams) -> TrainResult:
-    """Run :func:`train_worker` under TorchDistributor; returns the result every rank returns.
+    """Run :func:`train_worker` under TorchDistributor; returns rank 0's result (in local mode handed over in
+    a file of its own, ``WorkerParams.result_path``).
 
     ``train.local_mode: true`` starts the processes on the driver, ``false`` one per barrier task on the
     executors (gloo on CPU, NCCL on GPU). A failed training (a rank that raised, an executor lost) is a
@@ -196,10 +199,23 @@ def distribute(conf: Config, params: WorkerParams) -> TrainResult:
         params = dataclasses.replace(params, threads=int(spark.conf.get("spark.task.cpus", "1") or 1) if spark else 1)
     distributor = TorchDistributor(num_processes=t.num_processes, local_mode=t.local_mode, use_gpu=t.use_gpu)
     entry = TrainEntry(train_worker.__module__, train_worker.__name__, t.local_mode)
+    with tempfile.TemporaryDirectory(prefix="train-result-") as scratch:
+        if t.local_mode:  # the processes run here: rank 0 hands its result over in a file of its own
+            params = dataclasses.replace(params, result_path=os.path.join(scratch, "result.pickle"))
+        result = _launch(distributor, entry, params, t)
+        if params.result_path is not None and os.path.exists(params.result_path):
+            with open(params.result_path, "rb") as f:
+                result = pickle.load(f)
+    if not isinstance(result, TrainResult):
+        raise TrainingError("the training processes returned no model; see their output above")
+    return result
+
+
+def _launch(distributor: Any, entry: TrainEntry, params: WorkerParams, t: TrainConf) -> Any:
+    """``distributor.run`` of the training, retried once when the rendezvous port was taken."""
     for attempt in (1, 2):
         try:
-            result = distributor.run(entry, dataclasses.asdict(params))
-            break
+            return distributor.run(entry, dataclasses.asdict(params))
         except Exception as exc:  # noqa: BLE001 - TorchDistributor raises RuntimeError or a Py4J/Spark error
             # The rendezvous port is chosen free, then bound by the processes: another program can take it
             # in between. Training is deterministic, so the one retry trains the same model.
@@ -207,9 +223,7 @@ def distribute(conf: Config, params: WorkerParams) -> TrainResult:
                 log.warning("training: the rendezvous port was taken before it was bound (EADDRINUSE); retrying once")
                 continue
             raise TrainingError(_training_failure(exc, t)) from exc
-    if not isinstance(result, TrainResult):
-        raise TrainingError("the training processes returned no model; see their output above")
-    return result
+    return None
 
 
 def port_taken(text: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
@@ -92,6 +93,10 @@ class WorkerParams:
     use_gpu: bool
     threads: int | None  # torch threads per process; None: torch's default
     members: int = 1  # models trained one after another: the model, then members-1 bootstrap members
+    # Local mode: where rank 0 writes its result (a pickle, replaced atomically); every rank then returns
+    # None. TorchDistributor's local mode has every process write its return value to one file, at the
+    # same moment when they return together, which can leave a file that does not unpickle.
+    result_path: str | None = None
 
 
 def _read_shards(root: str, split: str, rank: int, world: int) -> pa.Table | None:
@@ -157,7 +162,7 @@ def train_worker(given: WorkerParams | dict[str, Any]) -> Optional[TrainResult]:
     """One training process. Reads RANK/WORLD_SIZE/LOCAL_RANK set by torchrun (absent: one process).
 
     Returns rank 0's result on every rank: weights as safetensors bytes, history, validation and test
-    metrics.
+    metrics; with ``params.result_path`` rank 0 writes it there instead and every rank returns None.
     """
     import torch
     import torch.distributed as dist
@@ -177,11 +182,18 @@ def train_worker(given: WorkerParams | dict[str, Any]) -> Optional[TrainResult]:
         torch.set_num_threads(params.threads)
     try:
         result = train_process(params, rank, world, device, distributed)
-        if distributed:
-            # Every rank returns rank 0's result. TorchDistributor's local mode has all processes write
-            # their return value to one file (the last writer wins), and on a cluster it keeps the
-            # value of the task of partition 0 and fails a task whose process wrote none; the same
-            # value on every rank is right for both.
+        if params.result_path is not None:
+            if rank == 0:
+                partial = f"{params.result_path}.partial"
+                with open(partial, "wb") as f:
+                    pickle.dump(result, f)
+                os.replace(partial, params.result_path)
+            if distributed:
+                dist.barrier()  # every rank leaves together, after the result is written
+            result = None
+        elif distributed:
+            # Every rank returns rank 0's result: on a cluster TorchDistributor keeps the value of the
+            # task of partition 0 and fails a task whose process wrote none.
             box = [result]
             dist.broadcast_object_list(box, src=0)
             result = box[0]
