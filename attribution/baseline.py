@@ -50,7 +50,8 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 # feature prefix -> the report table's key column whose rows it matches
-PREFIXES = {EVENT_TYPE: EVENT_TYPE, POSITION_BIN: POSITION_BIN, "store": STORE_ID}
+STORE_PREFIX = "store"
+PREFIXES = {EVENT_TYPE: EVENT_TYPE, POSITION_BIN: POSITION_BIN, STORE_PREFIX: STORE_ID}
 SEPARATOR = "="
 DIRECTORY = "baseline"
 SUMMARY = "baseline.json"
@@ -73,7 +74,10 @@ def tokens(sessions: DataFrame) -> Column:
         return F.transform(values, lambda v: F.concat(F.lit(prefix + SEPARATOR), v.cast("string")))
 
     stores = F.filter(F.col("store_ids"), lambda s: s.isNotNull())
-    positions = F.sequence(F.lit(1), F.greatest(F.col("session_length"), F.lit(1)))
+    # positions 1..length (none for an empty session: sequence(1, 0) would count down)
+    positions = F.when(F.col("session_length") >= 1, F.sequence(F.lit(1), F.col("session_length"))).otherwise(
+        F.array().cast("array<int>")
+    )
     bins = F.transform(positions, lambda p: position_bin(p))
     return F.concat(tag(EVENT_TYPE, F.col("event_types")), tag("store", stores), tag(POSITION_BIN, bins))
 

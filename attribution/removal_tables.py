@@ -3,11 +3,19 @@
 
 **Removal effect** (``removal_effect_pp``, see attribution/removal.py): the mean, over the sampled sessions
 that have the key, of the model's P(convert) minus its P(convert) with every event of the key removed, in
-percentage points, averaged over the ensemble's members (``removal_models`` of them). Its 95% CI has two
-parts (:func:`attribution.statistics.two_part_ci`): session sampling (``removal_sampling_se_pp``: the
-sessions as independent draws, one value per session) and the model's own variance
-(``removal_model_se_pp``: the spread of the members' means / sqrt(members); null with one member, when
-the CI is session sampling alone). Beside it: ``removal_relative_lift`` = that mean / the mean P(convert) without the key (how much higher the
+percentage points, averaged over the ensemble's members (``removal_models`` of them). Its 95% CI has three
+parts (:func:`attribution.statistics.removal_ci`): session sampling (``removal_sampling_se_pp``: the
+sessions as independent draws, one value per session), the model's own variance
+(``removal_model_se_pp``: the spread of the members' means / sqrt(members); null with one member) and the
+model choice (``removal_choice_se_pp``). The last compares the model with another model family: the counts
+baseline (attribution/baseline.py) answers the same question on the same sessions
+(``removal_baseline_pp``: its P(convert) minus its P(convert) without the key's events, the session
+shorter by them), and the distance between the two answers counts as one standard error. The members of
+an ensemble share the transformer's way of splitting credit between steps that occur together, so their
+spread cannot show it; a model of another form splits it its own way, and where the two disagree the data
+does not settle the answer (docs/scenarios.md measures how often the intervals hold the planted truth).
+Null without a baseline beside the model, and for the pairs (a sum over events has no interaction).
+Beside it: ``removal_relative_lift`` = that mean / the mean P(convert) without the key (how much higher the
 predicted conversion is with the key's events than without), and ``attributable_conversions`` = the
 effect x the key's sessions in the table (predicted conversions owed to the key). It needs no attribution
 method, so every method's row of a key has the same removal columns. Null when the attribute stage ran
@@ -22,37 +30,99 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from attribution.baseline import STORE_PREFIX
 from attribution.schema import (
+    EVENT_TYPE,
     FIRST_EVENT_TYPE,
     PAIR_COLUMN,
     PAIR_INTERACTION_COLUMNS,
     PAIR_TABLE,
+    POSITION_BIN,
     REMOVAL_COLUMNS,
     REMOVAL_DIMENSIONS,
     SECOND_EVENT_TYPE,
+    STORE_ID,
     TABLE_KINDS,
+    position_bin_bounds,
 )
-from attribution.statistics import two_part_ci
+from attribution.statistics import removal_ci
 
 # table -> (its key column in the event table, the event table's removal column)
 REMOVAL_SOURCES = {k.name: (d.key, d.column) for k in TABLE_KINDS for d in REMOVAL_DIMENSIONS if d.name == k.removal}
 
 
-def removal_stats(events: DataFrame) -> pa.Table | None:
+def removal_stats(events: DataFrame, baseline: dict | None = None) -> pa.Table | None:
     """Per (table, key): the sampled sessions with the key, the mean and sample variance of their removal
-    effects and their mean P(convert) without the key. One Spark job over the sampled sessions' events;
-    None when the event table has no removal columns."""
-    rows = removal_rows(events)
+    effects and their mean P(convert) without the key, and with ``baseline`` (the counts baseline's
+    summary, :func:`attribution.baseline.read_summary`) its removal effect on the same sessions. One Spark
+    job over the sampled sessions' events; None when the event table has no removal columns."""
+    rows = removal_rows(events, baseline)
     return None if rows is None else removal_from(rows)
 
 
-def removal_rows(events: DataFrame) -> DataFrame | None:
+# the baseline's per-event weight (its event type's and its store's coefficients) and its session's logit
+_WEIGHT, _LOGIT = "_baseline_weight", "_baseline_logit"
+
+
+def _bin_counts_term(length: Column, weights: dict[str, float]) -> Column:
+    """sum over the position bins of the bin's coefficient x the events a session of ``length`` events has
+    in it: the baseline's position-bin features depend on the length alone."""
+    term = F.lit(0.0)
+    for name, (lo, hi) in position_bin_bounds().items():
+        top = length if hi is None else F.least(length, F.lit(hi))
+        term = term + F.lit(float(weights.get(name, 0.0))) * F.greatest(F.lit(0), top - F.lit(lo) + 1)
+    return term
+
+
+def _with_baseline_logit(sampled: DataFrame, baseline: dict) -> DataFrame:
+    """``sampled`` (the sampled sessions' events) with each event's baseline weight and its session's
+    baseline logit: intercept + the events' weights + the position-bin term. Coefficients of a value the
+    baseline has no feature for (seen in too few training sessions) are 0, as in its fit."""
+    spark = sampled.sparkSession
+    coefficients = baseline.get("coefficients") or {}
+
+    def lookup(prefix: str, column: str) -> DataFrame:
+        pairs = [(str(k), float(v)) for k, v in (coefficients.get(prefix) or {}).items()]
+        schema = f"{column} string, w_{prefix} double"
+        return F.broadcast(spark.createDataFrame(pairs, schema))
+
+    weighted = (
+        sampled.withColumn("_type_key", F.col(EVENT_TYPE).cast("string"))
+        .withColumn("_store_key", F.col(STORE_ID).cast("string"))
+        .join(lookup(EVENT_TYPE, "_type_key"), "_type_key", "left")
+        .join(lookup(STORE_PREFIX, "_store_key"), "_store_key", "left")
+        .withColumn(
+            _WEIGHT,
+            F.coalesce(F.col(f"w_{EVENT_TYPE}"), F.lit(0.0)) + F.coalesce(F.col(f"w_{STORE_PREFIX}"), F.lit(0.0)),
+        )
+    )
+    in_session = Window.partitionBy("session_id")
+    bins = coefficients.get(POSITION_BIN) or {}
+    logit = (
+        F.lit(float(baseline.get("intercept", 0.0)))
+        + F.sum(_WEIGHT).over(in_session)
+        + _bin_counts_term(F.col("session_length"), bins)
+    )
+    return weighted.withColumn(_LOGIT, logit)
+
+
+def _baseline_removal(s: Column, n: Column, logit: Column, length: Column, bins: dict[str, float]) -> Column:
+    """The baseline's removal effect on one session for one key: P(convert) - P(convert without the key's
+    ``n`` events, whose weights sum to ``s``), the session ``n`` events shorter (the gap closed)."""
+    without = logit - s - _bin_counts_term(length, bins) + _bin_counts_term(length - n, bins)
+    return F.lit(1.0) / (F.lit(1.0) + F.exp(-logit)) - F.lit(1.0) / (F.lit(1.0) + F.exp(-without))
+
+
+def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame | None:
     """One row per (table, key, sampled session): its removal effect ``d`` (the ensemble's mean), each
     ensemble member's ``dm`` (an array) and P(convert) ``p`` (every event of a key carries the same
-    removal effects), with the session_date: additive across days."""
+    removal effects), with the session_date: additive across days. With ``baseline`` (the counts
+    baseline's summary), ``db``: the baseline's removal effect of the key on the session, computed from
+    its coefficients (a logistic regression on counts is a sum over the session's events, so removing a
+    key takes its events' weights away and shortens the session)."""
     present = [(kind, key, col) for kind, (key, col) in REMOVAL_SOURCES.items() if col in events.columns]
     if not present:
         return None
@@ -78,13 +148,27 @@ def removal_rows(events: DataFrame) -> DataFrame | None:
     )
     any_sampled = F.col(present[0][2]).isNotNull()  # every dimension samples the same sessions
     day = F.col("session_date") if "session_date" in events.columns else F.lit(None).cast("date")
+    sampled = events.where(any_sampled)
+    extra, aggs = [], []
+    if baseline is not None:
+        sampled = _with_baseline_logit(sampled, baseline)
+        extra = [_WEIGHT, _LOGIT, "session_length"]
+        aggs = [
+            F.sum(_WEIGHT).alias("_s"),
+            F.count(F.lit(1)).alias("_n"),
+            F.max(_LOGIT).alias("_z"),
+            F.max("session_length").alias("_length"),
+        ]
     rows = (
-        events.where(any_sampled)
-        .select("session_id", day.alias("session_date"), "prediction", F.explode(tags).alias("t"))
+        sampled.select("session_id", day.alias("session_date"), "prediction", *extra, F.explode(tags).alias("t"))
         .where(F.col("t").isNotNull())
         .groupBy("t.kind", "t.key", "session_id", "session_date")
-        .agg(F.max("t.d").alias("d"), F.max("t.dm").alias("dm"), F.max("prediction").alias("p"))
+        .agg(F.max("t.d").alias("d"), F.max("t.dm").alias("dm"), F.max("prediction").alias("p"), *aggs)
     )
+    if baseline is not None:
+        bins = (baseline.get("coefficients") or {}).get(POSITION_BIN) or {}
+        db = _baseline_removal(F.col("_s"), F.col("_n"), F.col("_z"), F.col("_length"), bins)
+        rows = rows.withColumn("db", db).drop("_s", "_n", "_z", "_length")
     if PAIR_COLUMN not in events.columns:
         return rows
     # the pair interactions, on each sampled session's first event: one row per (scale, pair, session)
@@ -101,6 +185,8 @@ def removal_rows(events: DataFrame) -> DataFrame | None:
         .select("session_id", "session_date", "prediction", key.alias("key"), F.explode(scales).alias("t"))
         .select("t.kind", "key", "session_id", "session_date", "t.d", "t.dm", F.col("prediction").alias("p"))
     )
+    if baseline is not None:  # a sum over events has no interaction of its own: the pairs have no db
+        pairs = pairs.withColumn("db", F.lit(None).cast("double"))
     return rows.unionByName(pairs)
 
 
@@ -116,21 +202,27 @@ WORK_TOGETHER, STAND_IN, PAIR_NOISE = (
 
 
 class Estimates(NamedTuple):
-    """Per key of :func:`removal_from`'s rows: the mean, its two-part 95% CI, the session-sampling and the
-    model SEs (the model SE null with one member), the members and the sessions."""
+    """Per key of :func:`removal_from`'s rows: the mean, its 95% CI, the session-sampling, model and
+    model-choice SEs (the model SE null with one member, the choice SE null without a baseline), the
+    counts baseline's mean, the members and the sessions."""
 
     mean: np.ndarray
     low: np.ndarray
     high: np.ndarray
     se: np.ndarray
     model_se: np.ndarray
+    choice_se: np.ndarray
+    baseline: np.ndarray
     models: np.ndarray
     n: np.ndarray
 
 
-def estimates(rows: pd.DataFrame) -> Estimates:
-    """:class:`Estimates` of :func:`removal_from`'s rows (``n``, ``mean``, ``var``, and ``models`` and
-    ``model_var`` where there is an ensemble): the CI of :func:`attribution.statistics.two_part_ci`."""
+def estimates(rows: pd.DataFrame, choice: bool = True) -> Estimates:
+    """:class:`Estimates` of :func:`removal_from`'s rows (``n``, ``mean``, ``var``, ``models`` and
+    ``model_var`` where there is an ensemble, ``baseline_mean`` where the counts baseline was evaluated):
+    the CI of :func:`attribution.statistics.removal_ci`. The model-choice SE is the distance between the
+    model's and the baseline's removal effects (``choice``: False leaves it out, as for the pairs, which a
+    sum over events has none of)."""
     n = rows["n"].to_numpy(float)
     mean = rows["mean"].to_numpy(float)
     se = np.sqrt(rows["var"].to_numpy(float) / n)
@@ -138,15 +230,19 @@ def estimates(rows: pd.DataFrame) -> Estimates:
     models = np.where(np.isfinite(models), models, 1.0)
     model_var = rows["model_var"].to_numpy(float) if "model_var" in rows else np.full(len(rows), np.nan)
     model_se = np.where(models > 1, np.sqrt(model_var / models), np.nan)
-    low, high = two_part_ci(mean, se, model_se, models)
-    return Estimates(mean, low, high, se, model_se, models, n)
+    nothing = np.full(len(rows), np.nan)
+    baseline = rows["baseline_mean"].to_numpy(float) if choice and "baseline_mean" in rows else nothing
+    choice_se = np.abs(mean - baseline)
+    low, high = removal_ci(mean, se, model_se, models, choice_se)
+    return Estimates(mean, low, high, se, model_se, choice_se, baseline, models, n)
 
 
 def pair_table(removal: pa.Table | None, min_sessions: int = 1, min_interaction: float = 0.0) -> pa.Table:
     """The pair table (``attribution.schema.PAIR_TABLE``) from :func:`removal_stats`' pair rows: per
     ordered pair (a, b) seen in at least ``min_sessions`` sampled sessions, the mean over those sessions
     of the interaction R(a and b) - R(a) - R(b), on the logit and in percentage points, each with the
-    two-part CI of the removal effects (session sampling and the ensemble's spread). The verdict reads
+    CI of the removal effects' sampling and model parts (session sampling and the ensemble's spread; the
+    counts baseline has no interactions, so no model-choice part). The verdict reads
     the logit: ``work together`` (CI below -``min_interaction``: removing both costs less than the two
     removals apart, so each one's effect depends on the other), ``stand in for each other`` (CI above
     ``min_interaction``: either one alone keeps most of the effect), or indistinguishable from noise (no
@@ -159,13 +255,13 @@ def pair_table(removal: pa.Table | None, min_sessions: int = 1, min_interaction:
         lo, pp = by_kind["pair_log_odds"], by_kind["pair"].reindex(by_kind["pair_log_odds"].index)
         lo = lo[lo["n"] >= min_sessions]
         pp = pp.reindex(lo.index)
-        mean, low, high, se, model_se, models, n = estimates(lo)
+        mean, low, high, se, model_se, _, _, models, n = estimates(lo, choice=False)
         verdict = np.where(
             high < -min_interaction, WORK_TOGETHER, np.where(low > min_interaction, STAND_IN, PAIR_NOISE)
         )
         firsts, seconds = zip(*(k.split(PAIR_KEY_SEPARATOR, 1) for k in lo.index), strict=True) if len(lo) else ((), ())
         order = sorted(range(len(lo)), key=lambda i: (-abs(mean[i]), firsts[i], seconds[i]))
-        pmean, plow, phigh = (100 * v for v in estimates(pp)[:3])
+        pmean, plow, phigh = (100 * v for v in estimates(pp, choice=False)[:3])
         for rank, i in enumerate(order, start=1):
             values = {
                 "rank": rank,
@@ -201,11 +297,13 @@ def removal_from(rows: DataFrame) -> pa.Table:
     ``mean`` and ``var`` of the sessions' removal effects, ``p_without``, and over the ensemble's members
     the count ``models`` and ``model_var``, the sample variance of the members' means (null with one
     member)."""
+    baseline = [F.avg("db").alias("baseline_mean")] if "db" in rows.columns else []
     stats = rows.groupBy("kind", "key").agg(
         F.count(F.lit(1)).alias("n"),
         F.avg("d").alias("mean"),
         F.var_samp("d").alias("var"),
         F.avg(F.col("p") - F.col("d")).alias("p_without"),
+        *baseline,
     )
     if "dm" in rows.columns:  # rows stored before the ensemble have no members
         per_member = (
@@ -232,6 +330,7 @@ def with_removal(table: pa.Table, kind: str, key: str, removal: pa.Table | None,
         values["removal_effect_pp"] = 100 * e.mean
         values["removal_ci_low_pp"], values["removal_ci_high_pp"] = 100 * e.low, 100 * e.high
         values["removal_sampling_se_pp"], values["removal_model_se_pp"] = 100 * e.se, 100 * e.model_se
+        values["removal_baseline_pp"], values["removal_choice_se_pp"] = 100 * e.baseline, 100 * e.choice_se
         values["removal_models"] = np.where(np.isfinite(e.mean), e.models, np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
             values["removal_relative_lift"] = e.mean / found["p_without"].to_numpy(float)

@@ -51,18 +51,20 @@ def build_tables(
     conf: Config,
     status: str = "unknown",
     statistics: tuple | None = None,
-    coefficients: dict[str, dict[str, float]] | None = None,
+    counts_model: dict | None = None,
 ) -> dict[str, pa.Table]:
     """Every table, for every method in the event table, from one Spark job, as Arrow (they are small),
     each with the run_id and the status (``ok``, ``at_chance``, ``insufficient_data``, ``unknown``) first.
     ``statistics``: (lift statistics, removal statistics) already collected, from stored days;
-    ``coefficients``: the counts baseline's (:mod:`attribution.baseline`), added as ``baseline_log_odds``
-    to the tables whose kind names a baseline prefix (null without a baseline)."""
+    ``counts_model``: the counts baseline's summary (:func:`attribution.baseline.read_summary`): its
+    coefficients go beside the tables whose kind names a baseline prefix (``baseline_log_odds``), and its
+    removal effects beside the model's (``removal_baseline_pp``, the model-choice part of their CI); null
+    without a baseline."""
     r = conf.report
     if statistics is None:
         assert events is not None, "the tables come from the events or from stored statistics"
         long = aggregate.long_format(events)
-        stats, removal = None, removal_tables.removal_stats(events)
+        stats, removal = None, removal_tables.removal_stats(events, counts_model)
     else:
         long, (stats, removal) = None, statistics
     out = aggregate.tables(
@@ -75,6 +77,7 @@ def build_tables(
         context_min_sessions=r.context_min_sessions,
         pair_min_interaction=r.pair_min_interaction,
     )
+    coefficients = counts_model.get("coefficients") if counts_model else None
     out = {
         name: baseline.with_coefficients(t, kind.baseline, coefficients) if (kind := schema.table(name)).baseline else t
         for name, t in out.items()

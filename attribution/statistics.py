@@ -5,7 +5,8 @@
   Spark columns (the tables' lift and effect; aggregate.py's docstring derives it);
 - :func:`normal_ci`: mean +/- Z95 x SE; :func:`mean_ci`, the same from a standard deviation and a count
   (the faithfulness metrics);
-- :func:`two_part_ci`: an interval with a sampling part and a model part (the removal effect);
+- :func:`removal_ci`: an interval with a sampling part, a model part and a model-choice part (the removal
+  effect);
 - :func:`shrink`: empirical-Bayes shrinkage by support (the stores' ranking);
 - :func:`roc_auc_ci`: the Hanley & McNeil interval for a ROC-AUC (is the model better than chance?).
 """
@@ -32,16 +33,24 @@ def normal_ci(mean: Any, se: Any) -> tuple[Any, Any]:
     return mean - Z95 * se, mean + Z95 * se
 
 
-def two_part_ci(mean: Any, se_sampling: Any, se_model: Any, models: Any) -> tuple[Any, Any]:
-    """(low, high) of a 95% interval with two independent parts: session sampling (``se_sampling``, a
-    normal quantile: many sessions) and the model's own variance (``se_model``: the SE of a mean over
-    ``models`` ensemble members, from their spread; Student's t with ``models`` - 1 degrees of freedom,
-    since a few members estimate that spread roughly). The half-width is the root of the sum of the two
-    parts' squared half-widths; a model part that is NaN (one member: no spread to measure) counts as 0.
-    Numpy arrays or numbers."""
+def removal_ci(
+    mean: Any, se_sampling: Any, se_model: Any, models: Any, se_choice: Any = float("nan")
+) -> tuple[Any, Any]:
+    """(low, high) of a 95% interval with up to three independent parts: session sampling
+    (``se_sampling``, a normal quantile: many sessions), the model's own variance (``se_model``: the SE of
+    a mean over ``models`` ensemble members, from their spread; Student's t with ``models`` - 1 degrees of
+    freedom, since a few members estimate that spread roughly) and the model choice (``se_choice``: how
+    far another model family's estimate lies, counted as one standard error; a normal quantile). The
+    half-width is the root of the sum of the parts' squared half-widths; a part that is NaN (one member:
+    no spread to measure; no other family) counts as 0. Numpy arrays or numbers."""
     se_model = np.nan_to_num(np.asarray(se_model, float), nan=0.0)
+    se_choice = np.nan_to_num(np.asarray(se_choice, float), nan=0.0)
     dof = np.maximum(np.asarray(models, float) - 1, 1)
-    half = np.hypot(Z95 * np.asarray(se_sampling, float), student_t.ppf(0.975, dof) * se_model)
+    half = np.sqrt(
+        (Z95 * np.asarray(se_sampling, float)) ** 2
+        + (student_t.ppf(0.975, dof) * se_model) ** 2
+        + (Z95 * se_choice) ** 2
+    )
     return mean - half, mean + half
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attribution import aggregate, removal_tables, statistics
+from attribution import aggregate, removal_tables, schema, statistics
 from tests.helpers import EVENT_ROWS, row_of, tables_of
 
 
@@ -492,3 +492,88 @@ def test_pair_table_by_hand(spark):
         ("A", "C"): removal_tables.PAIR_NOISE,
     }
     assert margin.drop(columns="interaction_verdict").equals(table.drop(columns="interaction_verdict"))
+
+
+def _baseline_logit(types, stores, summary):
+    """The counts baseline's logit of one session, recomputed here from its definition: the intercept, and
+    per event its type's and its store's coefficient and its position bin's (positions 1, 2, ...)."""
+    c = summary["coefficients"]
+    bins = [
+        schema.POSITION_BINS[int(np.searchsorted(schema.POSITION_BIN_UPPER, p, side="left"))]
+        for p in range(1, len(types) + 1)
+    ]
+    return summary["intercept"] + sum(
+        c["event_type"].get(t, 0.0) + (c["store"].get(s, 0.0) if s else 0.0) + c["position_bin"].get(b, 0.0)
+        for t, s, b in zip(types, stores, bins, strict=True)
+    )
+
+
+def test_the_counts_baselines_removal_effects_by_brute_force(spark):
+    """With the counts baseline's summary, every removal row also gets the baseline's removal effect of the
+    key: its P(convert) minus its P(convert) on the session rebuilt without the key's events (the rest
+    moved up to positions 1, 2, ...), mean over the sampled sessions. Recomputed here session by session
+    from the coefficients, with sessions long enough that removal moves events across position bins, a
+    type without a coefficient and events without a store. The model-choice SE is the distance between
+    the two removal effects and the CI holds the baseline's."""
+    from pyspark.sql import functions as F
+
+    summary = {
+        "intercept": -1.0,
+        "coefficients": {
+            "event_type": {"A": 0.4, "B": -0.3},  # C has no feature: 0
+            "store": {"x": 0.2, "y": -0.5},
+            "position_bin": {"1-5": 0.1, "6-10": -0.2, "11-20": 0.05, "21-50": 0.3},
+        },
+    }
+    rng = np.random.default_rng(3)
+    sessions = {
+        f"s{i}": (list(rng.choice(["A", "B", "C"], n)), list(rng.choice(["x", "y", None], n)))
+        for i, n in enumerate((3, 7, 12, 6, 23))
+    }
+    rows = []
+    for sid, (types, stores) in sessions.items():
+        for pos, (t, s) in enumerate(zip(types, stores, strict=True)):
+            # the model's removal effects are placeholders here: every session is sampled
+            rows.append((sid, 1, pos, t, s, 0.5, 0.01, 0.01, 0.01 if s else None, len(types)))
+    df = spark.createDataFrame(
+        rows,
+        "session_id string, label int, event_position int, event_type string, store_id string, prediction double, "
+        "removal_effect_type double, removal_effect_position double, removal_effect_store double, n int",
+    )
+    events = _with_event_columns(df).withColumn("session_length", F.col("n")).drop("n")
+    removal = removal_tables.removal_stats(events, summary)
+    out = {k: t.to_pandas() for k, t in aggregate.tables(aggregate.long_format(events), 1, removal=removal).items()}
+
+    def sigmoid(z):
+        return 1.0 / (1.0 + math.exp(-z))
+
+    def brute(removed):
+        drops = []
+        for types, stores in sessions.values():
+            gone = [removed(i, t, s) for i, (t, s) in enumerate(zip(types, stores, strict=True))]
+            if not any(gone):
+                continue
+            kept = [(t, s) for (t, s), g in zip(zip(types, stores, strict=True), gone, strict=True) if not g]
+            full = _baseline_logit(types, stores, summary)
+            without = _baseline_logit([t for t, _ in kept], [s for _, s in kept], summary)
+            drops.append(sigmoid(full) - sigmoid(without))
+        return 100 * np.mean(drops)
+
+    def bin_of(i):
+        return schema.POSITION_BINS[int(np.searchsorted(schema.POSITION_BIN_UPPER, i + 1, side="left"))]
+
+    for t in ("A", "B", "C"):
+        row = row_of(out["event_type"], event_type=t)
+        assert row.removal_baseline_pp == pytest.approx(brute(lambda i, u, s, t=t: u == t), abs=1e-9)
+        assert row.removal_choice_se_pp == pytest.approx(abs(row.removal_effect_pp - row.removal_baseline_pp))
+        assert row.removal_ci_low_pp < row.removal_baseline_pp < row.removal_ci_high_pp
+    for b in ("1-5", "6-10", "11-20", "21-50"):
+        row = row_of(out["position"], position_bin=b)
+        assert row.removal_baseline_pp == pytest.approx(brute(lambda i, u, s, b=b: bin_of(i) == b), abs=1e-9)
+    for s in ("x", "y"):
+        row = row_of(out["store"], store_id=s)
+        assert row.removal_baseline_pp == pytest.approx(brute(lambda i, u, v, s=s: v == s), abs=1e-9)
+    # without the baseline: no baseline column values, no choice part
+    plain = aggregate.tables(aggregate.long_format(events), 1, removal=removal_tables.removal_stats(events))
+    a = row_of(plain["event_type"].to_pandas(), event_type="A")
+    assert pd.isna(a.removal_baseline_pp) and pd.isna(a.removal_choice_se_pp)

@@ -91,7 +91,7 @@ def test_the_ci_of_a_mean_covers_the_true_mean_about_95_percent_of_the_time():
     assert statistics.mean_ci(1.0, 2.0, 0) == statistics.normal_ci(1.0, 2.0)  # no count: counted as one
 
 
-def test_two_part_ci_covers_at_95_percent_when_a_few_members_estimate_the_model_part():
+def test_removal_ci_covers_at_95_percent_when_a_few_members_estimate_the_model_part():
     """Three members drawn around the true value (model SE from their spread) plus an independent sampling
     error of known SE: the interval holds the true value about 95% of the time. With the normal quantile
     for the model part (three members estimate the spread roughly) it would hold it far less often."""
@@ -100,11 +100,32 @@ def test_two_part_ci_covers_at_95_percent_when_a_few_members_estimate_the_model_
     members = rng.normal(0.0, sd_model, (n, k))
     estimate = members.mean(axis=1) + rng.normal(0.0, se_sampling, n)
     se_model = members.std(axis=1, ddof=1) / np.sqrt(k)
-    low, high = statistics.two_part_ci(estimate, np.full(n, se_sampling), se_model, np.full(n, k))
+    low, high = statistics.removal_ci(estimate, np.full(n, se_sampling), se_model, np.full(n, k))
     coverage = ((low <= 0) & (0 <= high)).mean()
     assert 0.94 <= coverage <= 0.99, coverage
     z_half = np.hypot(statistics.Z95 * se_sampling, statistics.Z95 * se_model)
     assert (np.abs(estimate) <= z_half).mean() < 0.92
     # one member: no model part, the sampling interval alone
-    low1, high1 = statistics.two_part_ci(1.0, 0.5, float("nan"), 1)
+    low1, high1 = statistics.removal_ci(1.0, 0.5, float("nan"), 1)
     assert (low1, high1) == pytest.approx(statistics.normal_ci(1.0, 0.5))
+
+
+def test_removal_ci_counts_the_other_model_family_as_one_standard_error():
+    """The model-choice part: with another family's estimate ``b`` at distance d from the published one,
+    the half-width is sqrt(sampling^2 + model^2 + (1.96 d)^2) (the parts add in quadrature, each at its
+    own quantile), so the interval always holds ``b`` itself, and it is at least as wide as every part
+    alone. No other family (NaN): the interval without that part."""
+    rng = np.random.default_rng(5)
+    n = 1000
+    mean, other = rng.normal(0, 2, n), rng.normal(0, 2, n)
+    se, se_model, k = rng.uniform(0.01, 0.5, n), rng.uniform(0.01, 0.5, n), np.full(n, 3)
+    low, high = statistics.removal_ci(mean, se, se_model, k, np.abs(mean - other))
+    assert np.all((low < other) & (other < high))
+    t2 = 4.302652729911275  # Student's t, 97.5%, 2 degrees of freedom
+    expected = np.sqrt((1.959963984540054 * se) ** 2 + (t2 * se_model) ** 2 + (1.959963984540054 * (mean - other)) ** 2)
+    np.testing.assert_allclose(high - mean, expected, rtol=1e-9)
+    two_low, two_high = statistics.removal_ci(mean, se, se_model, k)
+    assert np.all(high - low >= two_high - two_low)
+    assert statistics.removal_ci(1.0, 0.5, float("nan"), 1, float("nan")) == pytest.approx(
+        statistics.normal_ci(1.0, 0.5)
+    )

@@ -294,6 +294,9 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
         (recovered.method == "integrated_gradients") & (recovered.check == "removal_ci_coverage_event_type")
     ]
     assert len(whole) >= 5 and row.value.item() == pytest.approx(held.mean()) and row.compared.item() == len(whole)
+    # the counts baseline's removal effects: its own Spark ML models (vectorizer and regression, as saved)
+    # scoring each sampled session with and without each event type, against the published column
+    _check_baseline_removal(spark, out, sessions, events, csv.set_index("event_type").removal_baseline_pp)
     # the pair table: the 10 ordered pairs of event types in most test sessions (counted here in pandas),
     # each interaction the mean of the sessions' values in the event table, ranked by its size
     pair_table = pd.read_csv(out / "report" / "event_pair_attribution_no_funnel.csv")
@@ -466,3 +469,35 @@ def test_training_on_a_degenerate_day_refuses_with_one_line(spark, tmp_path, cap
     assert code == 2
     assert len(err) == 1 and re.search(expected, err[0]) and "train.min_class_sessions" in err[0], err
     assert not (tmp_path / "model").exists()
+
+
+def _check_baseline_removal(spark, out, sessions, events, published):
+    from pyspark.ml.classification import LogisticRegressionModel
+    from pyspark.ml.feature import CountVectorizerModel
+    from pyspark.ml.functions import vector_to_array
+
+    models = out / "model" / baseline.DIRECTORY / baseline.MODELS
+    vectorizer = CountVectorizerModel.load(str(models / "count_vectorizer"))
+    regression = LogisticRegressionModel.load(str(models / "logistic_regression"))
+    ids = events.where("removal_effect_type is not null").select("session_id").distinct()
+    rows = []
+    for r in sessions.join(ids, "session_id").select("session_id", "event_types", "store_ids").toPandas().itertuples():
+        types, stores = list(r.event_types), list(r.store_ids)
+        rows.append((r.session_id, "", types, stores, len(types)))
+        for t in set(types):
+            keep = [i for i, e in enumerate(types) if e != t]
+            rows.append((r.session_id, t, [types[i] for i in keep], [stores[i] for i in keep], len(keep)))
+    variants = spark.createDataFrame(
+        rows,
+        "session_id string, removed string, event_types array<string>, store_ids array<string>, session_length int",
+    )
+    scored = (
+        regression.transform(vectorizer.transform(variants.withColumn("tokens", baseline.tokens(variants))))
+        .select("session_id", "removed", vector_to_array("probability")[1].alias("p"))
+        .toPandas()
+    )
+    full = scored[scored.removed == ""].set_index("session_id").p
+    without = scored[scored.removed != ""]
+    brute = 100 * (without.session_id.map(full) - without.p).groupby(without.removed).mean()
+    assert len(brute) >= 5
+    np.testing.assert_allclose(published.reindex(brute.index), brute, atol=1e-9)

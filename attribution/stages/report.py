@@ -50,8 +50,9 @@ def run(spark: SparkSession, conf: Config) -> ReportResult:
             "(run the attribute stage for it first)"
         )
     statistics = None
+    counts_model = baseline_of(conf, model_status(conf, shas))
     if conf.run.date is not None:  # day mode: keep the day's statistics; the tables cover the window
-        write_day_statistics(spark, conf, events)
+        write_day_statistics(spark, conf, events, counts_model)
         days = window_of(conf)
         statistics, (sessions, converted) = statistics_of_days(spark, conf, days)
         if len(days) > 1:
@@ -67,9 +68,7 @@ def run(spark: SparkSession, conf: Config) -> ReportResult:
         else (f"the {conf.report.window_days} days to {conf.run.date}")
     )
     status = data_status(model_status(conf, shas), sessions, converted, conf.report.min_sessions, span)
-    counts_model = baseline_of(conf, status)
-    coefficients = counts_model.get("coefficients") if counts_model else None
-    tables = build_tables(events, conf, status["status"], statistics, coefficients)
+    tables = build_tables(events, conf, status["status"], statistics, counts_model)
     base = conf.output(conf.report.output_path)
     method = conf.report.default_method
     views = frames(tables)
@@ -185,12 +184,14 @@ def _sessions_of(events: DataFrame) -> tuple[int, int]:
     return int(n), int(converted or 0)
 
 
-def write_day_statistics(spark: SparkSession, conf: Config, events: DataFrame) -> None:
+def write_day_statistics(
+    spark: SparkSession, conf: Config, events: DataFrame, counts_model: dict | None = None
+) -> None:
     """Store the day's additive statistics, replacing the day's partition of each, under report.stats_path:
     ``key_sums`` (per key, the sums over sessions: a few rows per key), ``store_rows`` (per store, session
     and type x position cell: a store's net effect is measured against the window's cell means, so it is
-    resolved when the window is read), ``cells``, ``removal_rows`` (the sampled sessions' removal effects)
-    and ``sessions`` (per label). A window's tables are computed from them (:func:`statistics_of_days`)."""
+    resolved when the window is read), ``cells``, ``removal_rows`` (the sampled sessions' removal effects,
+    with ``counts_model`` the counts baseline's too) and ``sessions`` (per label). A window's tables are computed from them (:func:`statistics_of_days`)."""
     day_text = conf.run.date
     assert day_text is not None, "day statistics are written in day mode"
     from pyspark.sql import functions as F
@@ -203,7 +204,7 @@ def write_day_statistics(spark: SparkSession, conf: Config, events: DataFrame) -
         "key_sums": aggregate.key_sums(rows, cells),
         "store_rows": rows.where(F.col("kind") == "store"),
         "cells": cells,
-        "removal_rows": removal_tables.removal_rows(events),
+        "removal_rows": removal_tables.removal_rows(events, counts_model),
     }
     # the day of a session is the day being reported (its partition), also for the heatmap's rows
     day = F.lit(conf.run.date).cast("date")
