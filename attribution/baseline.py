@@ -7,7 +7,7 @@ seen in fewer than ``baseline.min_sessions`` training sessions has no feature of
 in context and the last step are not in it: that is what the transformer may add.
 
 **Model.** Spark ML's ``LogisticRegression`` with an elastic-net penalty, ``regParam`` chosen by the
-validation split's ROC-AUC from ``baseline.reg_params``. Everything runs in Spark: the features, the fits,
+validation split's log loss from ``baseline.reg_params``. Everything runs in Spark: the features, the fits,
 and the validation and test metrics (:func:`curve_metrics`: a histogram of the predictions per label in
 ``BINS`` bins, one group-by, so only the histogram reaches the driver; and a Spark mean for the log loss).
 Only the fitted coefficients (one per event type, store and bin) and the histograms reach the driver.
@@ -85,10 +85,12 @@ def tokens(sessions: DataFrame) -> Column:
 @dataclass(frozen=True)
 class BaselineResult:
     """What the train stage keeps of the baseline: the chosen ``regParam``, the validation ROC-AUC of each
-    one tried, the test metrics and the coefficients per key (prefix -> key -> log-odds per event)."""
+    one tried and the log loss that chose it, the test metrics and the coefficients per key (prefix -> key
+    -> log-odds per event)."""
 
     reg_param: float
     validation_roc_auc: dict[str, float]
+    validation_log_loss: dict[str, float]
     test: dict[str, float]
     coefficients: dict[str, dict[str, float]]
     intercept: float
@@ -101,6 +103,7 @@ class BaselineResult:
             "reg_params_tried": list(conf.reg_params),
             "reg_param": self.reg_param,
             "validation_roc_auc": self.validation_roc_auc,
+            "validation_log_loss": self.validation_log_loss,
             "test": self.test,
             "features": self.features,
             "intercept": self.intercept,
@@ -153,7 +156,7 @@ def _without_summary(model: LogisticRegressionModel) -> LogisticRegressionModel:
 
 def fit(sessions: DataFrame, conf: BaselineConf, predictions_path: str, model_dir: str) -> BaselineResult:
     """Fit the baseline on ``sessions`` (the sessions table, with ``split``): features from the training
-    split, ``regParam`` by the validation split's ROC-AUC, test metrics, the test split's predictions
+    split, ``regParam`` by the validation split's log loss, test metrics, the test split's predictions
     written to ``predictions_path``, the fitted Spark ML models saved under ``model_dir``."""
     data = sessions.select(
         "session_id", "split", F.col("label").cast("double").alias("label"), tokens(sessions).alias("tokens")
@@ -173,7 +176,7 @@ def fit(sessions: DataFrame, conf: BaselineConf, predictions_path: str, model_di
     try:
         train_rows = featured.where(F.col("split") == "train")
         validation = featured.where(F.col("split") == "validation")
-        scores, models = {}, {}
+        scores, losses, models = {}, {}, {}
         for reg in conf.reg_params:
             lr = LogisticRegression(
                 featuresCol="features",
@@ -183,8 +186,15 @@ def fit(sessions: DataFrame, conf: BaselineConf, predictions_path: str, model_di
                 maxIter=conf.max_iter,
             )
             models[reg] = _without_summary(lr.fit(train_rows))
-            scores[reg] = curve_metrics(_scored(models[reg], validation))["roc_auc"]
-        best = max(conf.reg_params, key=lambda r: (scores[r], r))  # ties: the stronger penalty
+            scored = _scored(models[reg], validation).cache()
+            scores[reg] = curve_metrics(scored)["roc_auc"]
+            loss = scored.agg(F.avg(_log_loss_column())).first()
+            losses[reg] = float("inf") if loss is None or loss[0] is None else float(loss[0])
+            scored.unpersist()
+        # The validation log loss chooses: the baseline's removal effects are differences of probabilities,
+        # and a penalty that zeroes most coefficients can keep the ROC-AUC (the order) while it flattens
+        # the probabilities. Ties: the stronger penalty.
+        best = min(conf.reg_params, key=lambda r: (losses[r], -r))
         model = models[best]
         model.write().overwrite().save(join(model_dir, "logistic_regression"))
         test = _scored(model, featured.where(F.col("split") == "test"))
@@ -199,6 +209,7 @@ def fit(sessions: DataFrame, conf: BaselineConf, predictions_path: str, model_di
     return BaselineResult(
         reg_param=best,
         validation_roc_auc={str(r): float(s) for r, s in scores.items()},
+        validation_log_loss={str(r): v for r, v in losses.items()},
         test=metrics,
         coefficients=coefficients,
         intercept=float(model.intercept),
@@ -215,14 +226,19 @@ def _scored(model: LogisticRegressionModel, rows: DataFrame) -> DataFrame:
     )
 
 
-def _test_metrics(predictions: DataFrame) -> dict:
-    """ROC-AUC (with its 95% CI), PR-AUC and log loss of the test split, computed in Spark."""
+def _log_loss_column() -> Column:
+    """Each session's log loss of ``baseline_prediction`` for ``label`` (predictions clipped to 1e-7)."""
     eps = 1e-7
     p = F.least(F.greatest(F.col("baseline_prediction"), F.lit(eps)), F.lit(1 - eps))
+    return -(F.col("label") * F.log(p) + (1 - F.col("label")) * F.log(1 - p))
+
+
+def _test_metrics(predictions: DataFrame) -> dict:
+    """ROC-AUC (with its 95% CI), PR-AUC and log loss of the test split, computed in Spark."""
     row = predictions.agg(
         F.count(F.lit(1)).alias("n"),
         F.sum("label").alias("positives"),
-        F.avg(-(F.col("label") * F.log(p) + (1 - F.col("label")) * F.log(1 - p))).alias("log_loss"),
+        F.avg(_log_loss_column()).alias("log_loss"),
         F.avg("baseline_prediction").alias("mean_prediction"),
     ).first()
     assert row is not None

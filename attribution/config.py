@@ -426,7 +426,7 @@ class BaselineConf:
     logistic regression on per-session counts of event types, stores and position bins."""
 
     enabled: bool = True  # fit the counts baseline in the train stage (skipped under Spark Connect)
-    # regParam values tried; the one with the best validation ROC-AUC is kept
+    # regParam values tried; the one with the lowest validation log loss is kept
     reg_params: list[float] = field(default_factory=lambda: [0.0003, 0.003, 0.03])
     elastic_net_param: float = 0.5  # 0: ridge, 1: lasso
     max_iter: int = 30  # the logistic regression's iterations

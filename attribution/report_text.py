@@ -184,8 +184,9 @@ def removal_text(row: pd.Series) -> str:
 REMOVAL_MEANING = (
     "Removal effect = how much higher the model's P(convert) is with the key's events than with them removed, "
     "in percentage points, over the sessions of the removal sample that have the key and the ensemble's models; "
-    "its 95% CI counts another sample of sessions and, with more than one model (train.ensemble_members), "
-    "another training run."
+    "its 95% CI counts another sample of sessions, with more than one model (train.ensemble_members) another "
+    "training run, and with the counts baseline beside the model another kind of model (the baseline's own "
+    "removal effect, removal_baseline_pp, counted one standard error away)."
 )
 
 
