@@ -60,6 +60,17 @@ def _removal_cell(row: pd.Series) -> str:
     return f"<td class='num removal'>{removal_pp(row) or '-'}</td>"
 
 
+BASELINE_REMOVAL_HEAD = "counts baseline's removal, pp"
+
+
+def _baseline_removal_cell(row: pd.Series) -> str:
+    """The counts baseline's own removal effect of the row's key (the CI's model-choice part is the distance
+    to it); '-' without a baseline."""
+    value = row.get("removal_baseline_pp")
+    text = "-" if value is None or pd.isna(value) else f"{value:+.2f} pp"
+    return f"<td class='num baseline-removal'>{text}</td>"
+
+
 def _mark_cell(row: pd.Series, prefix: str = "effect") -> str:
     """The note column: the sign mark when the row's effect and removal effect point opposite ways."""
     return f"<td class=mark>{SIGN_MARK if signs_disagree(row, prefix) else ''}</td>"
@@ -272,13 +283,15 @@ def render(
             per_event,
             "events",
             "sessions",
+            BASELINE_REMOVAL_HEAD,
             "note",
         ]
 
         def rows(df: pd.DataFrame) -> list[str]:
             return [
                 f"<td class=event-type>{esc(str(r['event_type']))}</td>{_removal_cell(r)}{_effect_cells(r, scale)}"
-                f"<td class=num>{int(r['events']):,}</td><td class=num>{int(r['sessions']):,}</td>{_mark_cell(r)}"
+                f"<td class=num>{int(r['events']):,}</td><td class=num>{int(r['sessions']):,}</td>"
+                f"{_baseline_removal_cell(r)}{_mark_cell(r)}"
                 for _, r in df.head(n).iterrows()
             ]
 
@@ -313,12 +326,13 @@ def render(
                     per_event,
                     "mean |effect|",
                     "events",
+                    BASELINE_REMOVAL_HEAD,
                     "note",
                 ],
                 [
                     f"<td>{esc(str(r['position_bin']))}</td>{_removal_cell(r)}{_effect_cells(r, scale)}"
                     f"<td class=num>{_fmt(r['mean_abs_effect_log_odds'], signed=False)}</td>"
-                    f"<td class=num>{int(r['events']):,}</td>{_mark_cell(r)}"
+                    f"<td class=num>{int(r['events']):,}</td>{_baseline_removal_cell(r)}{_mark_cell(r)}"
                     for _, r in pos.iterrows()
                 ],
             )
@@ -334,10 +348,21 @@ def render(
         store_rows = [
             f"<td class=num>{int(r['rank'])}</td><td class=store>{esc(str(r['store_name']))}</td>{_removal_cell(r)}"
             f"<td class=num>{_fmt(r['shrunk_net_effect_log_odds'])}</td>{_effect_cells(r, scale, 'net_effect')}"
-            f"<td class=num>{int(r['sessions']):,}</td>{_mark_cell(r, 'net_effect')}"
+            f"<td class=num>{int(r['sessions']):,}</td>{_baseline_removal_cell(r)}{_mark_cell(r, 'net_effect')}"
             for _, r in top.iterrows()
         ]
-        head = ["rank", "store", removal, "shrunk effect", "raw effect", "95% CI", per_event, "sessions", "note"]
+        head = [
+            "rank",
+            "store",
+            removal,
+            "shrunk effect",
+            "raw effect",
+            "95% CI",
+            per_event,
+            "sessions",
+            BASELINE_REMOVAL_HEAD,
+            "note",
+        ]
         parts.append(f"<div id=stores>{_table(head, store_rows)}</div>")
         parts += _sign_note(top, "net_effect")
     else:
