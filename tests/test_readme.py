@@ -61,10 +61,11 @@ def test_the_readme_notebook_example_runs_and_gives_the_tables(spark, tmp_path):
     for block in blocks:
         exec(compile(block.replace(OVERRIDES, repr(small)), "README.md", "exec"), namespace)  # noqa: S102
 
-    summary, events, tables = namespace["summary"], namespace["events"], namespace["tables"]
+    summary = namespace["sessionized"].summary
+    events, tables = namespace["attributed"], namespace["reported"].summary
     assert summary["rows_read"] == summary["rows_accounted"] and summary["sessions"]["kept"] > 300
-    event_table = pd.read_parquet(events["output"])
-    assert events["events"] == len(event_table) > 1000
+    event_table = pd.read_parquet(events.output)
+    assert events.events == len(event_table) > 1000
     assert tables["rows"]["event_type"] > 0
     # The published table: each effect is the mean signed contribution of the type's events in the event
     # table, and the rows are in the effect's order, strongest driver first (README, How to read the answer).
