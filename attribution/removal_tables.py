@@ -296,7 +296,8 @@ def removal_from(rows: DataFrame) -> pa.Table:
     """:func:`removal_stats` from :func:`removal_rows` of one day or of many: per (table, key) ``n``,
     ``mean`` and ``var`` of the sessions' removal effects, ``p_without``, and over the ensemble's members
     the count ``models`` and ``model_var``, the sample variance of the members' means (null with one
-    member)."""
+    member), and with the counts baseline's rows ``baseline_mean``, its mean removal effect over the same
+    sessions."""
     baseline = [F.avg("db").alias("baseline_mean")] if "db" in rows.columns else []
     stats = rows.groupBy("kind", "key").agg(
         F.count(F.lit(1)).alias("n"),
