@@ -18,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from attribution import statistics
 from tests.helpers import run_small_pipeline, run_small_pipeline_elsewhere
 from tests.test_train import SMALL
 
@@ -88,8 +90,23 @@ def test_a_classic_and_a_connect_run_give_the_same_sessions_model_and_tables(tmp
     assert len(b["tables"]["event_pair_attribution_no_funnel.csv"]) > 0
     assert list(a["tables"]["model_comparison.csv"].model) == ["transformer", "counts_baseline"]
     assert "Spark Connect" in b["baseline"]["skipped"] and "skipped" not in a["baseline"]
+    # Without the baseline the removal CI has no model-choice part: the Connect run's interval is the
+    # classic one with that part taken out (the parts add in quadrature), and every other cell is the same.
+    with_choice = ("removal_baseline_pp", "removal_choice_se_pp", "removal_ci_low_pp", "removal_ci_high_pp")
     for name, table in b["tables"].items():
+        classic = a["tables"][name]
         if "baseline_log_odds" in table:
-            assert table.baseline_log_odds.isna().all() and a["tables"][name].baseline_log_odds.notna().any(), name
-        left, right = (t.drop(columns=["baseline_log_odds"], errors="ignore") for t in (a["tables"][name], table))
+            assert table.baseline_log_odds.isna().all() and classic.baseline_log_odds.notna().any(), name
+        if "removal_choice_se_pp" in table:
+            assert table.removal_baseline_pp.isna().all() and table.removal_choice_se_pp.isna().all(), name
+            has = classic.removal_choice_se_pp.notna()
+            assert has.any(), name
+            half = (classic.removal_ci_high_pp - classic.removal_ci_low_pp)[has] / 2
+            half_connect = (table.removal_ci_high_pp - table.removal_ci_low_pp)[has] / 2
+            choice = statistics.Z95 * classic.removal_choice_se_pp[has]
+            np.testing.assert_allclose(half**2, half_connect**2 + choice**2, rtol=1e-9, err_msg=name)
+        if name == "ground_truth_recovery.csv":  # its coverage rows read the CIs
+            keep = ~classic.check.str.startswith("removal_ci_coverage")
+            classic, table = classic[keep].reset_index(drop=True), table[keep.values].reset_index(drop=True)
+        left, right = (t.drop(columns=["baseline_log_odds", *with_choice], errors="ignore") for t in (classic, table))
         pd.testing.assert_frame_equal(left, right, check_exact=False, rtol=1e-12, atol=0, obj=name)
