@@ -1,20 +1,27 @@
 """The counts baseline: what a one-second regression on per-session counts answers, fitted in every run
 so the sequence model has to earn its place on the user's data.
 
-**Features.** Per session, the count of each event type, each store and each position bin among the
-model-input events (a sparse vector, Spark ML's ``CountVectorizer`` fitted on the training split; a value
-seen in fewer than ``baseline.min_sessions`` training sessions has no feature of its own). Order, repeats
-in context and the last step are not in it: that is what the transformer may add.
+**Features.** Per session, the count of each event type, each store, each position bin and (with
+``baseline.type_by_position``, the default) each pair of event type and position bin among the model-input
+events (a sparse vector, Spark ML's ``CountVectorizer`` fitted on the training split; a value seen in fewer
+than ``baseline.min_sessions`` training sessions has no feature of its own). The pairs let the baseline
+weigh a step by where it falls (a card click among the first five events apart from one later on), which
+per-session counts of types alone cannot. The previous step, repeats in context and the last step are not
+in it: that is what the transformer may add.
 
 **Model.** Spark ML's ``LogisticRegression`` with an elastic-net penalty, ``regParam`` chosen by the
 validation split's log loss from ``baseline.reg_params``. Everything runs in Spark: the features, the fits,
 and the validation and test metrics (:func:`curve_metrics`: a histogram of the predictions per label in
 ``BINS`` bins, one group-by, so only the histogram reaches the driver; and a Spark mean for the log loss).
-Only the fitted coefficients (one per event type, store and bin) and the histograms reach the driver.
+Only the fitted coefficients (one per feature), the training counts of the type-and-bin pairs and the
+histograms reach the driver.
 
-**Coefficients** are log-odds per event: one more event of a type moves the baseline's logit by its
-coefficient, the same unit as the transformer's effect per event (``effect_log_odds``), so the report
-puts them side by side (``baseline_log_odds``).
+**Coefficients** are log-odds per event: one more event of a type in a bin moves the baseline's logit by
+the type's, the bin's and the pair's coefficients. **Per-event log-odds** (``per_event_log_odds``) fold
+the pairs back into one number per key: an event type's coefficient plus its pairs' coefficients averaged
+over where its training events fall (a bin's likewise over the types in it; a store's is its coefficient).
+That is the same unit as the transformer's effect per event (``effect_log_odds``), so the report puts them
+side by side (``baseline_log_odds``) and orders the keys by them.
 
 **Outputs**, in ``<model>/baseline/``: ``baseline.json`` (the settings, the chosen ``regParam``, the
 validation and test metrics, the coefficients per key) and ``test_predictions/`` (parquet: session_id,
@@ -52,6 +59,9 @@ if TYPE_CHECKING:
 # feature prefix -> the report table's key column whose rows it matches
 STORE_PREFIX = "store"
 PREFIXES = {EVENT_TYPE: EVENT_TYPE, POSITION_BIN: POSITION_BIN, STORE_PREFIX: STORE_ID}
+# the pair of an event type and a position bin: ``event_type_x_position_bin=m_card_click@1-5``
+CROSS_PREFIX = f"{EVENT_TYPE}_x_{POSITION_BIN}"
+CROSS_SEPARATOR = "@"  # between the event type and the bin of a pair (no bin's name holds it)
 SEPARATOR = "="
 DIRECTORY = "baseline"
 SUMMARY = "baseline.json"
@@ -66,20 +76,53 @@ CONNECT_SKIP = (
 MODELS = "spark_ml"  # the fitted CountVectorizerModel and the chosen LogisticRegressionModel, Spark ML's format
 
 
-def tokens(sessions: DataFrame) -> Column:
-    """Per session, one token per model-input event for its type, its store (events with one) and its
-    position bin: ``event_type=m_card_view``, ``store=17``, ``position_bin=1-5``."""
+def _tag(prefix: str, value: Column) -> Column:
+    return F.concat(F.lit(prefix + SEPARATOR), value.cast("string"))
 
-    def tag(prefix: str, values: Column) -> Column:
-        return F.transform(values, lambda v: F.concat(F.lit(prefix + SEPARATOR), v.cast("string")))
 
-    stores = F.filter(F.col("store_ids"), lambda s: s.isNotNull())
-    # positions 1..length (none for an empty session: sequence(1, 0) would count down)
-    positions = F.when(F.col("session_length") >= 1, F.sequence(F.lit(1), F.col("session_length"))).otherwise(
-        F.array().cast("array<int>")
+def event_tokens(event_type: Column, store: Column, position: Column, type_by_position: bool = True) -> Column:
+    """One event's tokens at a 1-based ``position``: ``event_type=m_card_view``, ``position_bin=1-5``, with
+    ``type_by_position`` ``event_type_x_position_bin=m_card_view@1-5``, and ``store=17`` when it has a
+    store. The fit and the baseline's removal effects (attribution/removal_tables.py) share it."""
+    bin_ = position_bin(position)
+    parts = [_tag(EVENT_TYPE, event_type), _tag(POSITION_BIN, bin_)]
+    if type_by_position:
+        parts.append(F.concat(F.lit(CROSS_PREFIX + SEPARATOR), event_type.cast("string"), F.lit(CROSS_SEPARATOR), bin_))
+    own = F.array(*parts)
+    return F.when(store.isNull(), own).otherwise(F.concat(own, F.array(_tag(STORE_PREFIX, store))))
+
+
+def tokens(sessions: DataFrame, type_by_position: bool = True) -> Column:
+    """Per session, the tokens of its model-input events in order (:func:`event_tokens`)."""
+    stores = F.col("store_ids")
+    return F.flatten(
+        F.transform(F.col("event_types"), lambda t, i: event_tokens(t, stores[i], i + 1, type_by_position))
     )
-    bins = F.transform(positions, lambda p: position_bin(p))
-    return F.concat(tag(EVENT_TYPE, F.col("event_types")), tag("store", stores), tag(POSITION_BIN, bins))
+
+
+def per_event_log_odds(coefficients: dict[str, dict[str, float]], pair_counts: dict[str, int]) -> dict:
+    """One log-odds per event type, position bin and store (the module's docstring): a type's coefficient
+    plus its pairs' coefficients weighted by ``pair_counts`` (training events per ``type@bin``), a bin's
+    likewise over its types, a store's coefficient. A key without a coefficient of its own counts 0 for
+    it, as in the fit; only keys with a coefficient or a pair are listed."""
+    pairs = coefficients.get(CROSS_PREFIX, {})
+    by: dict[str, dict[str, list[float]]] = {EVENT_TYPE: {}, POSITION_BIN: {}}  # key -> [pair sum, events]
+    for pair, n in pair_counts.items():
+        kind, _, b = pair.rpartition(CROSS_SEPARATOR)
+        for prefix, key in ((EVENT_TYPE, kind), (POSITION_BIN, b)):
+            total = by[prefix].setdefault(key, [0.0, 0])
+            total[0] += n * pairs.get(pair, 0.0)
+            total[1] += n
+    out: dict[str, dict[str, float]] = {}
+    for prefix in PREFIXES:
+        own = coefficients.get(prefix, {})
+        folded = by.get(prefix, {})
+        keys = set(own) | set(folded)
+        out[prefix] = {
+            k: own.get(k, 0.0) + (folded[k][0] / folded[k][1] if k in folded and folded[k][1] else 0.0)
+            for k in sorted(keys)
+        }
+    return out
 
 
 @dataclass(frozen=True)
@@ -95,10 +138,13 @@ class BaselineResult:
     coefficients: dict[str, dict[str, float]]
     intercept: float
     features: int
+    pair_counts: dict[str, int]  # training events per event type and position bin (``type@bin``)
 
     def to_dict(self, conf: BaselineConf) -> dict:
+        pairs = " and their pairs" if conf.type_by_position else ""
         return {
-            "model": "logistic regression on per-session counts of event types, stores and position bins",
+            "model": f"logistic regression on per-session counts of event types, stores and position bins{pairs}",
+            "type_by_position": conf.type_by_position,
             "elastic_net_param": conf.elastic_net_param,
             "reg_params_tried": list(conf.reg_params),
             "reg_param": self.reg_param,
@@ -108,6 +154,8 @@ class BaselineResult:
             "features": self.features,
             "intercept": self.intercept,
             "coefficients": self.coefficients,
+            "training_pair_events": self.pair_counts,
+            "per_event_log_odds": per_event_log_odds(self.coefficients, self.pair_counts),
         }
 
 
@@ -159,9 +207,13 @@ def fit(sessions: DataFrame, conf: BaselineConf, predictions_path: str, model_di
     split, ``regParam`` by the validation split's log loss, test metrics, the test split's predictions
     written to ``predictions_path``, the fitted Spark ML models saved under ``model_dir``."""
     data = sessions.select(
-        "session_id", "split", F.col("label").cast("double").alias("label"), tokens(sessions).alias("tokens")
+        "session_id",
+        "split",
+        F.col("label").cast("double").alias("label"),
+        tokens(sessions, conf.type_by_position).alias("tokens"),
     )
     train = data.where(F.col("split") == "train")
+    pair_counts = _pair_counts(train) if conf.type_by_position else {}
     vectorizer = CountVectorizer(
         inputCol="tokens", outputCol="features", minDF=float(conf.min_sessions), vocabSize=conf.max_features
     ).fit(train)
@@ -202,7 +254,7 @@ def fit(sessions: DataFrame, conf: BaselineConf, predictions_path: str, model_di
         metrics = _test_metrics(sessions.sparkSession.read.parquet(predictions_path))
     finally:
         featured.unpersist()
-    coefficients: dict[str, dict[str, float]] = {p: {} for p in PREFIXES}
+    coefficients: dict[str, dict[str, float]] = {p: {} for p in (*PREFIXES, CROSS_PREFIX)}
     for token, weight in zip(vectorizer.vocabulary, model.coefficients.toArray(), strict=True):
         prefix, _, key = token.partition(SEPARATOR)
         coefficients[prefix][key] = float(weight)
@@ -214,7 +266,18 @@ def fit(sessions: DataFrame, conf: BaselineConf, predictions_path: str, model_di
         coefficients=coefficients,
         intercept=float(model.intercept),
         features=len(vectorizer.vocabulary),
+        pair_counts=pair_counts,
     )
+
+
+def _pair_counts(train: DataFrame) -> dict[str, int]:
+    """Training events per event type and position bin (``type@bin``), counted in Spark: the weights that
+    fold the pairs' coefficients into one per type and per bin (:func:`per_event_log_odds`)."""
+    start = len(CROSS_PREFIX + SEPARATOR) + 1  # substring is 1-based
+    token = F.explode("tokens").alias("token")
+    pairs = train.select(token).where(F.col("token").startswith(CROSS_PREFIX + SEPARATOR))
+    counted = pairs.groupBy(F.substring("token", start, 1_000_000).alias("pair")).count().collect()
+    return {str(r["pair"]): int(r["count"]) for r in counted}
 
 
 def _scored(model: LogisticRegressionModel, rows: DataFrame) -> DataFrame:
@@ -264,6 +327,14 @@ def train_and_write(spark: SparkSession, sessions: DataFrame, conf: BaselineConf
     summary = result.to_dict(conf)
     write_text(join(where, SUMMARY), json.dumps(summary, indent=1))
     return summary
+
+
+def log_odds_per_key(summary: dict | None) -> dict[str, dict[str, float]] | None:
+    """The summary's per-event log-odds per prefix and key (:func:`per_event_log_odds`); a summary written
+    before the type-and-bin pairs has only its coefficients, which are the same thing without pairs."""
+    if not summary:
+        return None
+    return summary.get("per_event_log_odds") or summary.get("coefficients")
 
 
 def read_summary(model_path: str) -> dict:
@@ -331,8 +402,9 @@ def verdict(ci_low: float, ci_high: float) -> str | None:
 
 
 def with_coefficients(table: pa.Table, prefix: str, coefficients: dict[str, dict[str, float]] | None) -> pa.Table:
-    """``table`` with ``baseline_log_odds``: the baseline's coefficient of the row's key (null for a key
-    without a feature of its own), appended last."""
+    """``table`` with ``baseline_log_odds``: the baseline's log-odds per event of the row's key
+    (``coefficients``: :func:`log_odds_per_key`; null for a key without a feature of its own), appended
+    last."""
     key = PREFIXES[prefix]
     values = (coefficients or {}).get(prefix, {})
     keys = table[key].cast(pa.string()).to_pylist() if table.num_rows else []

@@ -423,9 +423,11 @@ class TrainConf:
 @dataclass(frozen=True)
 class BaselineConf:
     """The counts baseline fitted beside the transformer in the train stage (attribution/baseline.py): a
-    logistic regression on per-session counts of event types, stores and position bins."""
+    logistic regression on per-session counts of event types, stores, position bins and their pairs."""
 
     enabled: bool = True  # fit the counts baseline in the train stage (skipped under Spark Connect)
+    # Also count each (event type, position bin) pair, so the baseline can weigh a step by where it falls.
+    type_by_position: bool = True
     # regParam values tried; the one with the lowest validation log loss is kept
     reg_params: list[float] = field(default_factory=lambda: [0.0003, 0.003, 0.03])
     elastic_net_param: float = 0.5  # 0: ridge, 1: lasso

@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from attribution.baseline import STORE_PREFIX
+from attribution.baseline import CROSS_PREFIX, CROSS_SEPARATOR, STORE_PREFIX
 from attribution.schema import (
     EVENT_TYPE,
     FIRST_EVENT_TYPE,
@@ -41,12 +41,13 @@ from attribution.schema import (
     PAIR_INTERACTION_COLUMNS,
     PAIR_TABLE,
     POSITION_BIN,
+    POSITION_BIN_UPPER,
+    POSITION_BINS,
     REMOVAL_COLUMNS,
     REMOVAL_DIMENSIONS,
     SECOND_EVENT_TYPE,
     STORE_ID,
     TABLE_KINDS,
-    position_bin_bounds,
 )
 from attribution.statistics import removal_ci
 
@@ -63,57 +64,74 @@ def removal_stats(events: DataFrame, baseline: dict | None = None) -> pa.Table |
     return None if rows is None else removal_from(rows)
 
 
-# the baseline's per-event weight (its event type's and its store's coefficients) and its session's logit
-_WEIGHT, _LOGIT = "_baseline_weight", "_baseline_logit"
+# the sampled sessions' events in order, each with its baseline weight at every position bin
+_EVENTS = "_baseline_events"
 
 
-def _bin_counts_term(length: Column, weights: dict[str, float]) -> Column:
-    """sum over the position bins of the bin's coefficient x the events a session of ``length`` events has
-    in it: the baseline's position-bin features depend on the length alone."""
-    term = F.lit(0.0)
-    for name, (lo, hi) in position_bin_bounds().items():
-        top = length if hi is None else F.least(length, F.lit(hi))
-        term = term + F.lit(float(weights.get(name, 0.0))) * F.greatest(F.lit(0), top - F.lit(lo) + 1)
-    return term
+def _bin_index(position: Column) -> Column:
+    """The 1-based index in ``POSITION_BINS`` of a 1-based position."""
+    out = F.when(position <= POSITION_BIN_UPPER[0], F.lit(1))
+    for i, upper in enumerate(POSITION_BIN_UPPER[1:], start=2):
+        out = out.when(position <= upper, F.lit(i))
+    return out.otherwise(F.lit(len(POSITION_BINS)))
 
 
-def _with_baseline_logit(sampled: DataFrame, baseline: dict) -> DataFrame:
-    """``sampled`` (the sampled sessions' events) with each event's baseline weight and its session's
-    baseline logit: intercept + the events' weights + the position-bin term. Coefficients of a value the
-    baseline has no feature for (seen in too few training sessions) are 0, as in its fit."""
+def _baseline_events(sampled: DataFrame, baseline: dict, keys: list[str]) -> DataFrame:
+    """Per sampled session, its events in order, each a struct of its ``keys`` (as strings) and ``w``: the
+    baseline's logit contribution of the event at each position bin (its type's, its store's, the bin's and
+    the type-and-bin pair's coefficients). A value the baseline has no feature for counts 0, as in its fit.
+    The weights come from small broadcast lookups keyed by type and by store."""
     spark = sampled.sparkSession
     coefficients = baseline.get("coefficients") or {}
+    types, stores = coefficients.get(EVENT_TYPE) or {}, coefficients.get(STORE_PREFIX) or {}
+    bins, pairs = coefficients.get(POSITION_BIN) or {}, coefficients.get(CROSS_PREFIX) or {}
 
-    def lookup(prefix: str, column: str) -> DataFrame:
-        pairs = [(str(k), float(v)) for k, v in (coefficients.get(prefix) or {}).items()]
-        schema = f"{column} string, w_{prefix} double"
-        return F.broadcast(spark.createDataFrame(pairs, schema))
+    def at_bins(kind: str | None) -> list[float]:
+        own = types.get(kind, 0.0) if kind is not None else 0.0
+        return [own + bins.get(b, 0.0) + pairs.get(f"{kind}{CROSS_SEPARATOR}{b}", 0.0) for b in POSITION_BINS]
 
-    weighted = (
-        sampled.withColumn("_type_key", F.col(EVENT_TYPE).cast("string"))
-        .withColumn("_store_key", F.col(STORE_ID).cast("string"))
-        .join(lookup(EVENT_TYPE, "_type_key"), "_type_key", "left")
-        .join(lookup(STORE_PREFIX, "_store_key"), "_store_key", "left")
-        .withColumn(
-            _WEIGHT,
-            F.coalesce(F.col(f"w_{EVENT_TYPE}"), F.lit(0.0)) + F.coalesce(F.col(f"w_{STORE_PREFIX}"), F.lit(0.0)),
-        )
+    known = sorted(set(types) | {p.rpartition(CROSS_SEPARATOR)[0] for p in pairs})
+    by_type = F.broadcast(spark.createDataFrame([(k, at_bins(k)) for k in known], "_t string, _w_type array<double>"))
+    by_store = F.broadcast(
+        spark.createDataFrame([(str(k), float(v)) for k, v in stores.items()], "_s string, _w_store double")
     )
-    in_session = Window.partitionBy("session_id")
-    bins = coefficients.get(POSITION_BIN) or {}
-    logit = (
-        F.lit(float(baseline.get("intercept", 0.0)))
-        + F.sum(_WEIGHT).over(in_session)
-        + _bin_counts_term(F.col("session_length"), bins)
+    weights = F.transform(
+        F.coalesce(F.col("_w_type"), F.array(*[F.lit(w) for w in at_bins(None)])),
+        lambda w: w + F.coalesce(F.col("_w_store"), F.lit(0.0)),
     )
-    return weighted.withColumn(_LOGIT, logit)
+    event = F.struct(
+        F.col("event_position").alias("position"), *[F.col(k).cast("string").alias(k) for k in keys], weights.alias("w")
+    )
+    return (
+        sampled.join(by_type, F.col(EVENT_TYPE).cast("string") == F.col("_t"), "left")
+        .join(by_store, F.col(STORE_ID).cast("string") == F.col("_s"), "left")
+        .groupBy("session_id")
+        .agg(F.array_sort(F.collect_list(event)).alias(_EVENTS))
+    )
 
 
-def _baseline_removal(s: Column, n: Column, logit: Column, length: Column, bins: dict[str, float]) -> Column:
-    """The baseline's removal effect on one session for one key: P(convert) - P(convert without the key's
-    ``n`` events, whose weights sum to ``s``), the session ``n`` events shorter (the gap closed)."""
-    without = logit - s - _bin_counts_term(length, bins) + _bin_counts_term(length - n, bins)
-    return F.lit(1.0) / (F.lit(1.0) + F.exp(-logit)) - F.lit(1.0) / (F.lit(1.0) + F.exp(-without))
+def _baseline_probability(events: Column, intercept: float) -> Column:
+    """The baseline's P(convert) of a session of ``events`` (in order): each event adds its weight at the
+    bin of its position among them."""
+    at = F.transform(events, lambda e, i: F.element_at(e["w"], _bin_index(i + 1)))
+    logit = F.aggregate(at, F.lit(float(intercept)), lambda acc, w: acc + w)
+    return F.lit(1.0) / (F.lit(1.0) + F.exp(-logit))
+
+
+def _baseline_removal(present: list[tuple[str, str, str]], intercept: float) -> Column:
+    """The baseline's removal effect of the row's key on its session: P(convert) - P(convert without the
+    key's events), the session shorter by them (the gap closed: the events after a removed one move up and
+    may change bin)."""
+
+    def without(key: str) -> Column:  # the session's events whose ``key`` field is not the row's key
+        return F.filter(F.col(_EVENTS), lambda e: ~F.coalesce(e[key] == F.col("key"), F.lit(False)))
+
+    remaining: Column | None = None
+    for kind, key, _ in present:
+        this = F.col("kind") == F.lit(kind)
+        remaining = F.when(this, without(key)) if remaining is None else remaining.when(this, without(key))
+    assert remaining is not None
+    return _baseline_probability(F.col(_EVENTS), intercept) - _baseline_probability(remaining, intercept)
 
 
 def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame | None:
@@ -121,8 +139,8 @@ def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame |
     ensemble member's ``dm`` (an array) and P(convert) ``p`` (every event of a key carries the same
     removal effects), with the session_date: additive across days. With ``baseline`` (the counts
     baseline's summary), ``db``: the baseline's removal effect of the key on the session, computed from
-    its coefficients (a logistic regression on counts is a sum over the session's events, so removing a
-    key takes its events' weights away and shortens the session)."""
+    its coefficients (a logistic regression on counts is a sum over the session's events, each weighted at
+    the bin of its position, so removing a key takes its events away and moves the later ones up)."""
     present = [(kind, key, col) for kind, (key, col) in REMOVAL_SOURCES.items() if col in events.columns]
     if not present:
         return None
@@ -149,26 +167,16 @@ def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame |
     any_sampled = F.col(present[0][2]).isNotNull()  # every dimension samples the same sessions
     day = F.col("session_date") if "session_date" in events.columns else F.lit(None).cast("date")
     sampled = events.where(any_sampled)
-    extra, aggs = [], []
-    if baseline is not None:
-        sampled = _with_baseline_logit(sampled, baseline)
-        extra = [_WEIGHT, _LOGIT, "session_length"]
-        aggs = [
-            F.sum(_WEIGHT).alias("_s"),
-            F.count(F.lit(1)).alias("_n"),
-            F.max(_LOGIT).alias("_z"),
-            F.max("session_length").alias("_length"),
-        ]
     rows = (
-        sampled.select("session_id", day.alias("session_date"), "prediction", *extra, F.explode(tags).alias("t"))
+        sampled.select("session_id", day.alias("session_date"), "prediction", F.explode(tags).alias("t"))
         .where(F.col("t").isNotNull())
         .groupBy("t.kind", "t.key", "session_id", "session_date")
-        .agg(F.max("t.d").alias("d"), F.max("t.dm").alias("dm"), F.max("prediction").alias("p"), *aggs)
+        .agg(F.max("t.d").alias("d"), F.max("t.dm").alias("dm"), F.max("prediction").alias("p"))
     )
     if baseline is not None:
-        bins = (baseline.get("coefficients") or {}).get(POSITION_BIN) or {}
-        db = _baseline_removal(F.col("_s"), F.col("_n"), F.col("_z"), F.col("_length"), bins)
-        rows = rows.withColumn("db", db).drop("_s", "_n", "_z", "_length")
+        ordered = _baseline_events(sampled, baseline, sorted({key for _, key, _ in present}))
+        db = _baseline_removal(present, float(baseline.get("intercept", 0.0)))
+        rows = rows.join(ordered, "session_id").withColumn("db", db).drop(_EVENTS)
     if PAIR_COLUMN not in events.columns:
         return rows
     # the pair interactions, on each sampled session's first event: one row per (scale, pair, session)

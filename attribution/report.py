@@ -57,7 +57,7 @@ def build_tables(
     each with the run_id and the status (``ok``, ``at_chance``, ``insufficient_data``, ``unknown``) first.
     ``statistics``: (lift statistics, removal statistics) already collected, from stored days;
     ``counts_model``: the counts baseline's summary (:func:`attribution.baseline.read_summary`): its
-    coefficients go beside the tables whose kind names a baseline prefix (``baseline_log_odds``), and its
+    log-odds per event go beside the tables whose kind names a baseline prefix (``baseline_log_odds``), and its
     removal effects beside the model's (``removal_baseline_pp``, the model-choice part of their CI); null
     without a baseline."""
     r = conf.report
@@ -77,7 +77,7 @@ def build_tables(
         context_min_sessions=r.context_min_sessions,
         pair_min_interaction=r.pair_min_interaction,
     )
-    coefficients = counts_model.get("coefficients") if counts_model else None
+    coefficients = baseline.log_odds_per_key(counts_model)
     out = {
         name: baseline.with_coefficients(t, kind.baseline, coefficients) if (kind := schema.table(name)).baseline else t
         for name, t in out.items()
@@ -299,7 +299,7 @@ def model_comparison(
     """The transformer against the counts baseline on the same test sessions (those of the event table
     with a baseline prediction; a hash sample of ``baseline.comparison_max_sessions`` when there are more):
     each model's ROC-AUC (95% CI), PR-AUC and log loss, the paired AUC difference (DeLong) with its CI and
-    verdict, and how the baseline's coefficients order event types, positions and stores against the
+    verdict, and how the baseline's log-odds per event order event types, positions and stores against the
     report method's effects (Spearman). Returns the table and a summary for the page and the insights."""
     location = model_dir(conf)
     predictions = read_table(spark, baseline.predictions_location(location), "parquet", {}, "baseline predictions")
@@ -319,7 +319,7 @@ def model_comparison(
     paired_auc = baseline.delong(y, scores[TRANSFORMER], scores[COUNTS_BASELINE])
     verdict = baseline.verdict(paired_auc["ci_low"], paired_auc["ci_high"])
     method = conf.report.default_method
-    coefficients = summary.get("coefficients", {})
+    coefficients = baseline.log_odds_per_key(summary) or {}
     orders = {
         "event_type_order_spearman": ("event_type", "event_type", "effect_log_odds", "event_type"),
         "position_order_spearman": ("position", "position_bin", "effect_log_odds", "position_bin"),

@@ -208,7 +208,7 @@ class TableKind:
     their order, e.g. :data:`POSITION_BINS`); ``first``: the
     columns it publishes first (the rest follow in the order computed); ``removal``: the dimension whose
     removal effects it carries (None: none); ``baseline``: the counts baseline's feature prefix whose
-    coefficient it carries as ``baseline_log_odds`` (None: none)."""
+    log-odds per event it carries as ``baseline_log_odds`` (None: none)."""
 
     name: str
     stem: str
@@ -480,8 +480,9 @@ COLUMN_GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     "baseline": (
         "The counts baseline",
         {
-            "baseline_log_odds": "the counts baseline's coefficient of the row's key, in log-odds per event (null "
-            "for a key without a feature of its own)",
+            "baseline_log_odds": "the counts baseline's log-odds per event of the row's key: its coefficient, "
+            "plus for an event type (a position bin) its type-and-bin pairs' coefficients averaged over where "
+            "its training events fall (null for a key with no feature of its own)",
         },
     ),
     "pair": (
@@ -523,8 +524,8 @@ COLUMN_GROUPS: dict[str, tuple[str, dict[str, str]]] = {
             "auc_difference_ci_high": "its paired 95% CI, high end",
             "comparison_verdict": "transformer row: `beats the counts baseline` (CI above 0), `no better than the "
             "counts baseline` (CI across 0), `worse than the counts baseline` (CI below 0)",
-            "event_type_order_spearman": "baseline row: Spearman correlation of its event-type coefficients with "
-            "the report method's effects",
+            "event_type_order_spearman": "baseline row: Spearman correlation of its event types' log-odds per "
+            "event (`baseline_log_odds`) with the report method's effects",
             "position_order_spearman": "baseline row: the same for position bins",
             "store_order_spearman": "baseline row: the same for the published stores' shrunk net effects",
         },

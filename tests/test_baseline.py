@@ -94,31 +94,62 @@ def test_curve_metrics_from_the_histogram_equal_sklearn_when_no_bin_mixes_scores
     assert got["pr_auc"] == pytest.approx(average_precision_score(y, scores), abs=1e-12)
 
 
-def _sessions(spark, n=3000, seed=5):
-    """Sessions whose conversion follows a logistic model of the counts: +1.2 per 'good' event, -1.2 per
-    'bad' one, 0 for 'plain'. The split is fixed by position so every split holds both classes."""
+def _sessions(spark, n=3000, seed=5, late_good=0.0):
+    """Sessions whose conversion follows a logistic model of the counts: +1.2 per 'good' event among the
+    first five (``late_good`` per one later on), -1.2 per 'bad' one, +0.8 per event at store 's1', 0 for
+    'plain'. The split is fixed by position so every split holds both classes."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n):
-        length = int(rng.integers(2, 9))
+        length = int(rng.integers(2, 15))
         types = list(rng.choice(["good", "bad", "plain", "plain"], size=length))
-        logit = -1.0 + 1.2 * types.count("good") - 1.2 * types.count("bad")
+        stores = [str(rng.choice(["s1", "s2"])) if t == "plain" and rng.random() < 0.5 else None for t in types]
+        good = sum(1.2 if p < 5 else late_good for p, t in enumerate(types) if t == "good")
+        logit = -1.0 + good - 1.2 * types.count("bad") + 0.8 * stores.count("s1")
         label = int(rng.random() < 1 / (1 + math.exp(-logit)))
         split = ("train", "train", "train", "validation", "test")[i % 5]
-        rows.append((f"s{i}", label, split, types, [None] * length, length))
+        rows.append((f"s{i}", label, split, types, stores, length))
     schema = "session_id string, label int, split string, event_types array<string>, store_ids array<string>, session_length int"
     return spark.createDataFrame(rows, schema)
+
+
+def test_the_tokens_are_each_events_type_bin_pair_and_store(spark):
+    one = ([["a"] * 6 + ["b"], [None] * 5 + ["9", None], 7],)
+    frame = spark.createDataFrame(one, "event_types array<string>, store_ids array<string>, session_length int")
+    got = frame.select(baseline.tokens(frame).alias("t")).first()["t"]
+    pair = baseline.CROSS_PREFIX + "="
+    expected = [tok for _ in range(5) for tok in ("event_type=a", "position_bin=1-5", pair + "a@1-5")]
+    expected += ["event_type=a", "position_bin=6-10", pair + "a@6-10", "store=9"]
+    expected += ["event_type=b", "position_bin=6-10", pair + "b@6-10"]
+    assert got == expected
+    plain = frame.select(baseline.tokens(frame, type_by_position=False).alias("t")).first()["t"]
+    assert plain == [t for t in expected if not t.startswith(pair)]
 
 
 def test_the_fit_recovers_the_planted_counts_and_writes_the_test_predictions(spark, tmp_path):
     sessions = _sessions(spark)
     conf = BaselineConf(reg_params=[0.001, 0.5], min_sessions=5)
     result = baseline.fit(sessions, conf, str(tmp_path / "pred"), str(tmp_path / "models"))
-    coef = result.coefficients["event_type"]
-    assert coef["good"] > 0.5 and coef["bad"] < -0.5 and abs(coef["plain"]) < 0.3
-    # regParam: the one with the best validation AUC (0.5 shrinks the planted effects away)
-    assert result.reg_param == max(conf.reg_params, key=lambda r: result.validation_roc_auc[str(r)])
-    assert result.reg_param == 0.001
+    summary = result.to_dict(conf)
+    per_event = summary["per_event_log_odds"]
+    assert per_event["event_type"]["bad"] < -0.8 and abs(per_event["event_type"]["plain"]) < 0.3
+    assert per_event["store"]["s1"] > 0.4 and abs(per_event["store"].get("s2", 0.0)) < 0.3
+    # 'good' drives conversion among the first five events only: its pairs tell the bins apart
+    coef, pairs = result.coefficients["event_type"], result.coefficients[baseline.CROSS_PREFIX]
+    early = coef.get("good", 0.0) + pairs.get("good@1-5", 0.0)
+    late = coef.get("good", 0.0) + pairs.get("good@6-10", 0.0)
+    assert early > 0.8 and abs(late) < 0.4
+    # folded per event: between the two, weighted by the training events in each bin (counted here)
+    train = [list(t) for t in sessions.where("split = 'train'").toPandas().event_types]
+    counts = {
+        b: sum(t[lo:hi].count("good") for t in train)
+        for b, lo, hi in (("1-5", 0, 5), ("6-10", 5, 10), ("11-20", 10, 20))
+    }
+    assert {b: result.pair_counts[f"good@{b}"] for b in counts} == counts
+    weighted = sum(n * (coef.get("good", 0.0) + pairs.get(f"good@{b}", 0.0)) for b, n in counts.items())
+    assert per_event["event_type"]["good"] == pytest.approx(weighted / sum(counts.values()))
+    # regParam: the one with the best validation log loss (0.5 shrinks the planted effects away)
+    assert result.reg_param == min(conf.reg_params, key=lambda r: result.validation_log_loss[str(r)]) == 0.001
     predictions = pd.read_parquet(tmp_path / "pred")
     test = sessions.where("split = 'test'").toPandas()
     assert sorted(predictions.session_id) == sorted(test.session_id)
@@ -128,6 +159,78 @@ def test_the_fit_recovers_the_planted_counts_and_writes_the_test_predictions(spa
     # (binned into 1e5 bins: two predictions closer than 1e-5 count as tied)
     assert result.test["roc_auc"] == pytest.approx(roc_auc_score(merged.label, merged.baseline_prediction), abs=2e-4)
     assert result.test["sessions"] == len(test)
+    # without the pairs the baseline cannot tell an early 'good' from a late one: a worse validation fit
+    flat = baseline.fit(
+        sessions, BaselineConf(reg_params=[0.001], type_by_position=False), str(tmp_path / "p2"), str(tmp_path / "m2")
+    )
+    assert baseline.CROSS_PREFIX not in flat.to_dict(conf)["per_event_log_odds"]
+    assert flat.validation_log_loss["0.001"] > result.validation_log_loss["0.001"] + 0.005
+
+
+def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_without_the_key(spark, tmp_path):
+    """removal_tables' baseline removal effect (from the coefficients, in Spark SQL) against the saved
+    Spark ML models scoring each session with and without each of its event types, bins and stores, the
+    gap closed."""
+    from pyspark.ml.classification import LogisticRegressionModel
+    from pyspark.ml.feature import CountVectorizerModel
+    from pyspark.ml.functions import vector_to_array
+
+    from attribution import removal_tables
+    from attribution.schema import POSITION_BIN_UPPER, POSITION_BINS
+
+    sessions = _sessions(spark, late_good=-0.6)
+    conf = BaselineConf(reg_params=[0.001], min_sessions=5)
+    summary = baseline.fit(sessions, conf, str(tmp_path / "pred"), str(tmp_path / "models")).to_dict(conf)
+
+    def bin_of(position):  # 1-based
+        return next(
+            (b for b, u in zip(POSITION_BINS, POSITION_BIN_UPPER, strict=False) if position <= u), POSITION_BINS[-1]
+        )
+
+    picked = sessions.where("split = 'test'").limit(60).toPandas()
+    events, variants = [], []
+    for r in picked.itertuples():
+        types, stores = list(r.event_types), list(r.store_ids)
+        bins = [bin_of(i + 1) for i in range(len(types))]
+        for i, (t, s, b) in enumerate(zip(types, stores, bins, strict=True)):
+            events.append((r.session_id, i, t, s, b, 0.5, 0.0, 0.0, 0.0 if s is not None else None))
+        variants.append((r.session_id, "", "", types, stores, len(types)))
+        for kind, keys in (("event_type", types), ("position", bins), ("store", stores)):
+            for key in {k for k in keys if k is not None}:
+                keep = [i for i, k in enumerate(keys) if k != key]
+                variants.append(
+                    (r.session_id, kind, key, [types[i] for i in keep], [stores[i] for i in keep], len(keep))
+                )
+    frame = spark.createDataFrame(
+        events,
+        "session_id string, event_position int, event_type string, store_id string, position_bin string, "
+        "prediction double, removal_effect_type double, removal_effect_position double, removal_effect_store double",
+    )
+    got = (
+        removal_tables.removal_rows(frame, summary)
+        .where("db is not null")
+        .select("kind", "key", "session_id", "db")
+        .toPandas()
+    )
+    models = tmp_path / "models"
+    vectorizer = CountVectorizerModel.load(str(models / "count_vectorizer"))
+    regression = LogisticRegressionModel.load(str(models / "logistic_regression"))
+    rows = spark.createDataFrame(
+        variants,
+        "session_id string, kind string, key string, event_types array<string>, store_ids array<string>, session_length int",
+    )
+    scored = (
+        regression.transform(vectorizer.transform(rows.withColumn("tokens", baseline.tokens(rows))))
+        .select("session_id", "kind", "key", vector_to_array("probability")[1].alias("p"))
+        .toPandas()
+    )
+    full = scored[scored.kind == ""].set_index("session_id").p
+    brute = scored[scored.kind != ""].assign(db=lambda d: d.session_id.map(full) - d.p)
+    merged = brute.merge(got, on=["kind", "key", "session_id"], suffixes=("_brute", ""), how="outer")
+    assert len(merged) == len(brute) > 300 and set(merged.kind) == {"event_type", "position", "store"}
+    np.testing.assert_allclose(merged.db, merged.db_brute, atol=1e-9)
+    # removing the first bin moves later events into it: the effect is not the bin's own weight alone
+    assert merged[merged.kind == "position"].db.abs().max() > 0.01
 
 
 def _comparison(verdict, agreement):

@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 from attribution import baseline, ground_truth, schema, train, train_worker
 from attribution.features import build_vocabularies
 from attribution.model import ModelSpec, SessionTransformer, build_model, load_artifact
+from attribution.schema import POSITION_BIN_UPPER, POSITION_BINS
 from tests.conftest import make_conf
 from tests.helpers import (
     ordered_pairs_by_sessions,
@@ -357,8 +358,18 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     assert first.comparison_verdict == baseline.verdict(first.auc_difference_ci_low, first.auc_difference_ci_high)
     fitted = json.loads((out / "model" / "baseline" / "baseline.json").read_text())
     assert metrics["baseline"]["reg_param"] == fitted["reg_param"] and fitted["reg_param"] in fitted["reg_params_tried"]
-    expected = csv.event_type.map(fitted["coefficients"]["event_type"]).astype(float)
+    # baseline_log_odds: what one more event of the type adds to the baseline's logit, averaged over the
+    # type's training events (its coefficient and that of its pair with the event's position bin)
+    coef = fitted["coefficients"]
+    added = {}
+    for types in sessions.where("split = 'train'").select("event_types").toPandas().event_types:
+        for i, t in enumerate(types):
+            b = next((b for b, u in zip(POSITION_BINS, POSITION_BIN_UPPER, strict=False) if i < u), POSITION_BINS[-1])
+            w = coef["event_type"].get(t, 0.0) + coef[baseline.CROSS_PREFIX].get(f"{t}@{b}", 0.0)
+            added.setdefault(t, []).append(w)
+    expected = csv.event_type.map({t: np.mean(w) for t, w in added.items()}).astype(float)
     assert np.allclose(csv.baseline_log_odds, expected, equal_nan=True) and expected.notna().all()
+    assert not np.allclose(csv.baseline_log_odds, csv.event_type.map(coef["event_type"]).fillna(0.0))
     assert "the counts baseline (logistic regression on per-session counts)" in page.split("<p id=baseline", 1)[1]
     # every column this run publishes has one meaning in attribution/schema.py (docs/columns.md), and every
     # meaning there is of a column some output of this run has: a renamed, added or dropped column fails
