@@ -30,17 +30,24 @@ venv: $(STAMP) ## create the virtualenv and install the pinned dependencies
 run: check-java $(STAMP) ## generate the embedded dataset and run the whole pipeline locally (outputs/)
 	$(PY) -m jobs.pipeline --conf $(CONF)
 
+# Test processes (pytest-xdist). Most of a test's time is a JVM or a Spark job starting, which leaves a
+# core idle, so two processes on two cores finish sooner; each test file runs whole in one of them (the
+# cluster tests share one standalone cluster). TEST_WORKERS=0 runs them in this process, one at a time.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: check-java $(STAMP) ## run the whole test suite
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q $(XDIST) --durations=15
 
 test-fast: check-java $(STAMP) ## the tests not marked slow (your inner loop)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(XDIST) -m "not slow"
 
 bench: check-java $(STAMP) ## run the benchmarks (prints ratios; results in bench/results/)
 	$(PY) -m bench.bench_sessionize
 	$(PY) -m bench.bench_daily
 	$(PY) -m bench.bench_train
 	$(PY) -m bench.bench_baseline
+	$(PY) -m bench.bench_choice
 	$(PY) -m bench.bench_ensemble
 	$(PY) -m bench.bench_attribute
 	$(PY) -m bench.bench_removal
