@@ -413,9 +413,13 @@ def baseline_sentence(comparison: dict | None) -> str | None:
     if not comparison or comparison.get("verdict") is None:
         return None
     low, high = comparison["difference_ci"]
+
+    def signed(x: float) -> str:  # a difference that rounds to 0 reads +0.000, not -0.000
+        return f"{round(x, 3) + 0.0:+.3f}"
+
     numbers = (
         f"test ROC-AUC {comparison['transformer_roc_auc']:.3f} against {comparison['baseline_roc_auc']:.3f} "
-        f"({comparison['difference']:+.3f}, 95% CI [{low:+.3f}, {high:+.3f}], paired on "
+        f"({signed(comparison['difference'])}, 95% CI [{signed(low)}, {signed(high)}], paired on "
         f"{comparison['sessions']:,} test sessions)"
     )
     if comparison["verdict"] == BEATS:
@@ -435,8 +439,8 @@ def baseline_sentence(comparison: dict | None) -> str | None:
         if agree
         else " Its orderings differ from the model's on every table (rank correlation below 0.8)."
     )
-    word = "is no better than" if comparison["verdict"] == NO_BETTER else "is worse than"
+    word, how = ("is no better than", "as well") if comparison["verdict"] == NO_BETTER else ("is worse than", "better")
     return (
         f"The sequence model {word} the counts baseline (logistic regression on per-session counts) on this "
-        f"data: {numbers}; a simpler model answers as well here.{also}"
+        f"data: {numbers}; a simpler model answers {how} here.{also}"
     )

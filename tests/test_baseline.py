@@ -253,6 +253,17 @@ def test_the_baseline_sentence_says_which_way_and_which_tables_agree():
     same = baseline_sentence(_comparison(baseline.NO_BETTER, agreement))
     assert same.startswith("The sequence model is no better than the counts baseline")
     assert "event types (0.95), stores (0.85)" in same and "positions" not in same
+    assert "a simpler model answers as well here" in same
+    worse = baseline_sentence(
+        {**_comparison(baseline.WORSE, {}), "difference": -0.019, "difference_ci": [-0.033, -0.006]}
+    )
+    assert worse.startswith("The sequence model is worse than the counts baseline")
+    assert "(-0.019, 95% CI [-0.033, -0.006]" in worse and "a simpler model answers better here" in worse
+    # a difference that rounds to 0 carries no sign
+    tied = baseline_sentence(
+        {**_comparison(baseline.NO_BETTER, {}), "difference": -0.0002, "difference_ci": [-0.0062, 0.0058]}
+    )
+    assert "(+0.000, 95% CI [-0.006, +0.006]" in tied
     assert baseline_sentence(None) is None
 
 
