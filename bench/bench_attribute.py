@@ -38,7 +38,6 @@ import torch
 from attribution.attribute import AttributionOptions, attribute_batch, attribute_sessions
 from attribution.features import EncodedSessions, encode_sessions, length_buckets
 from attribution.model import load_artifact, to_tensors
-from attribution.stages import attribute as attribute_stage
 from bench.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -305,8 +304,10 @@ def spark_floor(spark, conf) -> None:
 def spark_stage(scales: tuple[int, ...], repeats: int) -> dict:
     """The attribution stage through Spark, warm, at 1x and each of ``scales`` x the test sessions."""
 
+    # Spark is imported here, not at the top: the GPU machine runs the in-process part without it
     from attribution.config_loader import load_config
     from attribution.spark import build_spark
+    from attribution.stages import attribute as attribute_stage
 
     base = load_config(ROOT / "conf" / "local.yaml", GRAD_X_INPUT_ONLY)
     spark = build_spark(base.spark)
