@@ -83,7 +83,7 @@ def _tag(prefix: str, value: Column) -> Column:
 def event_tokens(event_type: Column, store: Column, position: Column, type_by_position: bool = True) -> Column:
     """One event's tokens at a 1-based ``position``: ``event_type=m_card_view``, ``position_bin=1-5``, with
     ``type_by_position`` ``event_type_x_position_bin=m_card_view@1-5``, and ``store=17`` when it has a
-    store. The fit and the baseline's removal effects (attribution/removal_tables.py) share it."""
+    store. The tokens name the coefficients that attribution/removal_tables.py reads back by prefix."""
     bin_ = position_bin(position)
     parts = [_tag(EVENT_TYPE, event_type), _tag(POSITION_BIN, bin_)]
     if type_by_position:

@@ -34,6 +34,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from attribution.baseline import CROSS_PREFIX, CROSS_SEPARATOR, STORE_PREFIX
+from attribution.events import position_bin
 from attribution.schema import (
     EVENT_TYPE,
     FIRST_EVENT_TYPE,
@@ -41,7 +42,6 @@ from attribution.schema import (
     PAIR_INTERACTION_COLUMNS,
     PAIR_TABLE,
     POSITION_BIN,
-    POSITION_BIN_UPPER,
     POSITION_BINS,
     REMOVAL_COLUMNS,
     REMOVAL_DIMENSIONS,
@@ -70,10 +70,7 @@ _EVENTS = "_baseline_events"
 
 def _bin_index(position: Column) -> Column:
     """The 1-based index in ``POSITION_BINS`` of a 1-based position."""
-    out = F.when(position <= POSITION_BIN_UPPER[0], F.lit(1))
-    for i, upper in enumerate(POSITION_BIN_UPPER[1:], start=2):
-        out = out.when(position <= upper, F.lit(i))
-    return out.otherwise(F.lit(len(POSITION_BINS)))
+    return F.array_position(F.array(*[F.lit(b) for b in POSITION_BINS]), position_bin(position)).cast("int")
 
 
 def _baseline_events(sampled: DataFrame, baseline: dict, keys: list[str]) -> DataFrame:
