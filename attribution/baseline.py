@@ -139,6 +139,7 @@ class BaselineResult:
     intercept: float
     features: int
     pair_counts: dict[str, int]  # training events per event type and position bin (``type@bin``)
+    blend: dict | None = None  # :func:`blend_weight`'s choice, or None (no blend)
 
     def to_dict(self, conf: BaselineConf) -> dict:
         pairs = " and their pairs" if conf.type_by_position else ""
@@ -156,6 +157,7 @@ class BaselineResult:
             "coefficients": self.coefficients,
             "training_pair_events": self.pair_counts,
             "per_event_log_odds": per_event_log_odds(self.coefficients, self.pair_counts),
+            "blend": self.blend,
         }
 
 
@@ -202,10 +204,18 @@ def _without_summary(model: LogisticRegressionModel) -> LogisticRegressionModel:
     return model
 
 
-def fit(sessions: DataFrame, conf: BaselineConf, predictions_path: str, model_dir: str) -> BaselineResult:
+def fit(
+    sessions: DataFrame,
+    conf: BaselineConf,
+    predictions_path: str,
+    model_dir: str,
+    transformer_validation: DataFrame | None = None,
+) -> BaselineResult:
     """Fit the baseline on ``sessions`` (the sessions table, with ``split``): features from the training
     split, ``regParam`` by the validation split's log loss, test metrics, the test split's predictions
-    written to ``predictions_path``, the fitted Spark ML models saved under ``model_dir``."""
+    written to ``predictions_path``, the fitted Spark ML models saved under ``model_dir``. With
+    ``transformer_validation`` (session_id, prediction: the transformer's P(convert) of the validation
+    sessions), the blend weight of the removal effects (:func:`blend_weight`)."""
     data = sessions.select(
         "session_id",
         "split",
@@ -249,6 +259,9 @@ def fit(sessions: DataFrame, conf: BaselineConf, predictions_path: str, model_di
         best = min(conf.reg_params, key=lambda r: (losses[r], -r))
         model = models[best]
         model.write().overwrite().save(join(model_dir, "logistic_regression"))
+        blend = (
+            None if transformer_validation is None else blend_weight(_scored(model, validation), transformer_validation)
+        )
         test = _scored(model, featured.where(F.col("split") == "test"))
         test.write.mode("overwrite").parquet(predictions_path)
         metrics = _test_metrics(sessions.sparkSession.read.parquet(predictions_path))
@@ -267,7 +280,41 @@ def fit(sessions: DataFrame, conf: BaselineConf, predictions_path: str, model_di
         intercept=float(model.intercept),
         features=len(vectorizer.vocabulary),
         pair_counts=pair_counts,
+        blend=blend,
     )
+
+
+# the blend weights tried: the transformer's share of the blended P(convert)
+BLEND_GRID = tuple(i / 20 for i in range(21))
+
+
+def blend_weight(baseline_validation: DataFrame, transformer_validation: DataFrame) -> dict:
+    """The transformer's weight ``w`` in the blend ``w x P_transformer + (1 - w) x P_baseline`` with the
+    lowest log loss on the validation sessions both models scored (one Spark aggregation over
+    :data:`BLEND_GRID`; ties, to rounding: the larger w). The blend is a model of its own: its removal effect of a key
+    is the same blend of the two models' removal effects, which is what the report publishes
+    (attribution/removal_tables.py). Returns the weight, the log loss at every weight tried and the
+    sessions; with no session in common the weight is 1 (the transformer alone)."""
+    eps = 1e-7
+    joined = baseline_validation.join(transformer_validation, "session_id")
+
+    def loss(w: float) -> Column:
+        p = F.lit(w) * F.col("prediction") + F.lit(1.0 - w) * F.col("baseline_prediction")
+        p = F.least(F.greatest(p, F.lit(eps)), F.lit(1 - eps))
+        return F.avg(-(F.col("label") * F.log(p) + (1 - F.col("label")) * F.log(1 - p)))
+
+    row = joined.agg(F.count(F.lit(1)).alias("n"), *[loss(w).alias(f"w{i}") for i, w in enumerate(BLEND_GRID)]).first()
+    assert row is not None
+    n = int(row["n"])
+    losses = {w: float(row[f"w{i}"]) for i, w in enumerate(BLEND_GRID) if row[f"w{i}"] is not None}
+    # ties (to rounding: w x p + (1 - w) x p is p only to the last bits): the larger weight
+    lowest = min(losses.values()) if n else 0.0
+    best = max(w for w, v in losses.items() if v <= lowest + 1e-12 * max(1.0, abs(lowest))) if n else 1.0
+    return {
+        "transformer_weight": best,
+        "validation_sessions": n,
+        "validation_log_loss": {str(w): v for w, v in losses.items()},
+    }
 
 
 def _pair_counts(train: DataFrame) -> dict[str, int]:
@@ -320,10 +367,18 @@ def _test_metrics(predictions: DataFrame) -> dict:
     }
 
 
-def train_and_write(spark: SparkSession, sessions: DataFrame, conf: BaselineConf, model_path: str) -> dict:
-    """Fit the baseline and write it beside the model (``<model>/baseline/``); returns its summary."""
+def train_and_write(
+    spark: SparkSession,
+    sessions: DataFrame,
+    conf: BaselineConf,
+    model_path: str,
+    transformer_validation: DataFrame | None = None,
+) -> dict:
+    """Fit the baseline and write it beside the model (``<model>/baseline/``); returns its summary. With
+    ``transformer_validation`` and ``conf.blend``, the summary holds the removal effects' blend."""
     where = join(model_path, DIRECTORY)
-    result = fit(sessions, conf, join(where, PREDICTIONS), join(where, MODELS))
+    blend_with = transformer_validation if conf.blend else None
+    result = fit(sessions, conf, join(where, PREDICTIONS), join(where, MODELS), blend_with)
     summary = result.to_dict(conf)
     write_text(join(where, SUMMARY), json.dumps(summary, indent=1))
     return summary
@@ -335,6 +390,13 @@ def log_odds_per_key(summary: dict | None) -> dict[str, dict[str, float]] | None
     if not summary:
         return None
     return summary.get("per_event_log_odds") or summary.get("coefficients")
+
+
+def transformer_weight(summary: dict | None) -> float | None:
+    """The transformer's weight in the removal effects' blend (:func:`blend_weight`), or None: no baseline,
+    no blend (``baseline.blend`` false, or a summary written before the blend)."""
+    blend = (summary or {}).get("blend")
+    return None if not blend else float(blend["transformer_weight"])
 
 
 def read_summary(model_path: str) -> dict:

@@ -438,6 +438,10 @@ class BaselineConf:
     # The report's paired comparison (DeLong) runs on the driver over at most this many test sessions,
     # chosen by a hash of session_id (all of them below it).
     comparison_max_sessions: int = 200_000
+    # The removal effects blend the two models: w x the transformer's + (1 - w) x the baseline's, w in
+    # 0, 0.05, ..., 1 chosen by the validation log loss of the blended P(convert) (attribution/baseline.py).
+    # false: the transformer's alone (w = 1).
+    blend: bool = True
 
     def check(self) -> None:
         if not self.reg_params or any(r < 0 for r in self.reg_params):

@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from attribution.baseline import CROSS_PREFIX, CROSS_SEPARATOR, STORE_PREFIX
+from attribution.baseline import CROSS_PREFIX, CROSS_SEPARATOR, STORE_PREFIX, transformer_weight
 from attribution.events import position_bin
 from attribution.schema import (
     EVENT_TYPE,
@@ -170,10 +170,14 @@ def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame |
         .groupBy("t.kind", "t.key", "session_id", "session_date")
         .agg(F.max("t.d").alias("d"), F.max("t.dm").alias("dm"), F.max("prediction").alias("p"))
     )
+    weight = transformer_weight(baseline)
     if baseline is not None:
+        intercept = float(baseline.get("intercept", 0.0))
         ordered = _baseline_events(sampled, baseline, sorted({key for _, key, _ in present}))
-        db = _baseline_removal(present, float(baseline.get("intercept", 0.0)))
-        rows = rows.join(ordered, "session_id").withColumn("db", db).drop(_EVENTS)
+        rows = rows.join(ordered, "session_id").withColumn("db", _baseline_removal(present, intercept))
+        if weight is not None:
+            rows = _blended(rows, weight, _baseline_probability(F.col(_EVENTS), intercept))
+        rows = rows.drop(_EVENTS)
     if PAIR_COLUMN not in events.columns:
         return rows
     # the pair interactions, on each sampled session's first event: one row per (scale, pair, session)
@@ -192,7 +196,24 @@ def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame |
     )
     if baseline is not None:  # a sum over events has no interaction of its own: the pairs have no db
         pairs = pairs.withColumn("db", F.lit(None).cast("double"))
+    if weight is not None:  # the pairs are the transformer's interactions, not blended
+        pairs = pairs.withColumn("dt", F.lit(None).cast("double"))
     return rows.unionByName(pairs)
+
+
+def _blended(rows: DataFrame, w: float, pb: Column) -> DataFrame:
+    """The rows of the blended model ``w x transformer + (1 - w) x baseline`` (attribution/baseline.py's
+    :func:`~attribution.baseline.blend_weight`): its removal effect ``d`` and P(convert) ``p`` are the same
+    blend of the two models' (``pb``: the baseline's P(convert) of the session), each member's ``dm`` the
+    member's blended with the baseline's; ``dt`` keeps the transformer's own."""
+    a, b = F.lit(w), F.lit(1.0 - w)
+    return rows.select(
+        *[c for c in rows.columns if c not in ("d", "dm", "p")],
+        (a * F.col("d") + b * F.col("db")).alias("d"),
+        F.transform("dm", lambda x: a * x + b * F.col("db")).alias("dm"),
+        (a * F.col("p") + b * pb).alias("p"),
+        F.col("d").alias("dt"),
+    )
 
 
 # the pair table's two scales: the kind of their rows in the removal statistics -> the struct's value
@@ -207,9 +228,10 @@ WORK_TOGETHER, STAND_IN, PAIR_NOISE = (
 
 
 class Estimates(NamedTuple):
-    """Per key of :func:`removal_from`'s rows: the mean, its 95% CI, the session-sampling, model and
-    model-choice SEs (the model SE null with one member, the choice SE null without a baseline), the
-    counts baseline's mean, the members and the sessions."""
+    """Per key of :func:`removal_from`'s rows: the mean (the blend's where the models are blended), its
+    95% CI, the session-sampling, model and model-choice SEs (the model SE null with one member, the
+    choice SE null without a baseline), the transformer's and the counts baseline's means, the members
+    and the sessions."""
 
     mean: np.ndarray
     low: np.ndarray
@@ -217,6 +239,7 @@ class Estimates(NamedTuple):
     se: np.ndarray
     model_se: np.ndarray
     choice_se: np.ndarray
+    transformer: np.ndarray
     baseline: np.ndarray
     models: np.ndarray
     n: np.ndarray
@@ -226,8 +249,9 @@ def estimates(rows: pd.DataFrame, choice: bool = True) -> Estimates:
     """:class:`Estimates` of :func:`removal_from`'s rows (``n``, ``mean``, ``var``, ``models`` and
     ``model_var`` where there is an ensemble, ``baseline_mean`` where the counts baseline was evaluated):
     the CI of :func:`attribution.statistics.removal_ci`. The model-choice SE is the distance between the
-    model's and the baseline's removal effects (``choice``: False leaves it out, as for the pairs, which a
-    sum over events has none of)."""
+    transformer's and the baseline's removal effects (``transformer_mean``; a blend of the two lies
+    between them, and the distance stays the measure of how much the two model families disagree;
+    ``choice``: False leaves it out, as for the pairs, which a sum over events has none of)."""
     n = rows["n"].to_numpy(float)
     mean = rows["mean"].to_numpy(float)
     se = np.sqrt(rows["var"].to_numpy(float) / n)
@@ -237,9 +261,10 @@ def estimates(rows: pd.DataFrame, choice: bool = True) -> Estimates:
     model_se = np.where(models > 1, np.sqrt(model_var / models), np.nan)
     nothing = np.full(len(rows), np.nan)
     baseline = rows["baseline_mean"].to_numpy(float) if choice and "baseline_mean" in rows else nothing
-    choice_se = np.abs(mean - baseline)
+    transformer = rows["transformer_mean"].to_numpy(float) if "transformer_mean" in rows else mean
+    choice_se = np.abs(transformer - baseline)
     low, high = removal_ci(mean, se, model_se, models, choice_se)
-    return Estimates(mean, low, high, se, model_se, choice_se, baseline, models, n)
+    return Estimates(mean, low, high, se, model_se, choice_se, transformer, baseline, models, n)
 
 
 def pair_table(removal: pa.Table | None, min_sessions: int = 1, min_interaction: float = 0.0) -> pa.Table:
@@ -260,7 +285,8 @@ def pair_table(removal: pa.Table | None, min_sessions: int = 1, min_interaction:
         lo, pp = by_kind["pair_log_odds"], by_kind["pair"].reindex(by_kind["pair_log_odds"].index)
         lo = lo[lo["n"] >= min_sessions]
         pp = pp.reindex(lo.index)
-        mean, low, high, se, model_se, _, _, models, n = estimates(lo, choice=False)
+        e = estimates(lo, choice=False)
+        mean, low, high, se, model_se, models, n = e.mean, e.low, e.high, e.se, e.model_se, e.models, e.n
         verdict = np.where(
             high < -min_interaction, WORK_TOGETHER, np.where(low > min_interaction, STAND_IN, PAIR_NOISE)
         )
@@ -304,9 +330,11 @@ def removal_from(rows: DataFrame) -> pa.Table:
     member), and with the counts baseline's rows ``baseline_mean``, its mean removal effect over the same
     sessions."""
     baseline = [F.avg("db").alias("baseline_mean")] if "db" in rows.columns else []
+    own = F.coalesce(F.col("dt"), F.col("d")) if "dt" in rows.columns else F.col("d")
     stats = rows.groupBy("kind", "key").agg(
         F.count(F.lit(1)).alias("n"),
         F.avg("d").alias("mean"),
+        F.avg(own).alias("transformer_mean"),
         F.var_samp("d").alias("var"),
         F.avg(F.col("p") - F.col("d")).alias("p_without"),
         *baseline,
@@ -336,6 +364,7 @@ def with_removal(table: pa.Table, kind: str, key: str, removal: pa.Table | None,
         values["removal_effect_pp"] = 100 * e.mean
         values["removal_ci_low_pp"], values["removal_ci_high_pp"] = 100 * e.low, 100 * e.high
         values["removal_sampling_se_pp"], values["removal_model_se_pp"] = 100 * e.se, 100 * e.model_se
+        values["removal_transformer_pp"] = 100 * e.transformer
         values["removal_baseline_pp"], values["removal_choice_se_pp"] = 100 * e.baseline, 100 * e.choice_se
         values["removal_models"] = np.where(np.isfinite(e.mean), e.models, np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):

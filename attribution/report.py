@@ -372,5 +372,6 @@ def model_comparison(
         "difference_ci": [paired_auc["ci_low"], paired_auc["ci_high"]],
         "agreement": agreement,
         "sampled_of": n if n > cap else None,
+        "transformer_weight": baseline.transformer_weight(summary),
     }
     return table, result

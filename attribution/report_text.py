@@ -184,9 +184,11 @@ def removal_text(row: pd.Series) -> str:
 REMOVAL_MEANING = (
     "Removal effect = how much higher the model's P(convert) is with the key's events than with them removed, "
     "in percentage points, over the sessions of the removal sample that have the key and the ensemble's models; "
-    "its 95% CI counts another sample of sessions, with more than one model (train.ensemble_members) another "
-    "training run, and with the counts baseline beside the model another kind of model (the baseline's own "
-    "removal effect, removal_baseline_pp, counted one standard error away)."
+    "with the counts baseline beside the model and baseline.blend on (the default), the model is the blend of "
+    "the two that the validation split chose. Its 95% CI counts another sample of sessions, with more than one model "
+    "(train.ensemble_members) another training run, and with the counts baseline another kind of model (the "
+    "distance between the two models' own removal effects, removal_transformer_pp and removal_baseline_pp, "
+    "counted one standard error)."
 )
 
 
@@ -422,8 +424,12 @@ def baseline_sentence(comparison: dict | None) -> str | None:
         f"({signed(comparison['difference'])}, 95% CI [{signed(low)}, {signed(high)}], paired on "
         f"{comparison['sessions']:,} test sessions)"
     )
+    blend = blend_sentence(comparison.get("transformer_weight"))
     if comparison["verdict"] == BEATS:
-        return f"The sequence model beats the counts baseline (logistic regression on per-session counts) on this data: {numbers}."
+        return (
+            "The sequence model beats the counts baseline (logistic regression on per-session counts) on this "
+            f"data: {numbers}.{blend}"
+        )
     names = {
         "event_type_order_spearman": "event types",
         "position_order_spearman": "positions",
@@ -442,5 +448,26 @@ def baseline_sentence(comparison: dict | None) -> str | None:
     word, how = ("is no better than", "as well") if comparison["verdict"] == NO_BETTER else ("is worse than", "better")
     return (
         f"The sequence model {word} the counts baseline (logistic regression on per-session counts) on this "
-        f"data: {numbers}; a simpler model answers {how} here.{also}"
+        f"data: {numbers}; a simpler model answers {how} here.{also}{blend}"
+    )
+
+
+def blend_sentence(weight: float | None) -> str:
+    """`` The removal effects are ...``: which blend of the two models the removal effects are (the
+    transformer's weight chosen by the validation log loss, attribution/baseline.py); empty without one."""
+    if weight is None:
+        return ""
+    if weight >= 1.0:
+        return (
+            " The validation split gives the counts baseline no weight: the removal effects are the sequence model's."
+        )
+    if weight <= 0.0:
+        return (
+            " The validation split gives the sequence model no weight: the removal effects are the counts "
+            "baseline's (removal_transformer_pp keeps the sequence model's own)."
+        )
+    return (
+        f" The removal effects are those of the blend the validation split's log loss chose: {weight:.2f} x the "
+        f"sequence model's P(convert) + {1 - weight:.2f} x the counts baseline's (each model's own effect: "
+        "removal_transformer_pp, removal_baseline_pp)."
     )

@@ -145,6 +145,7 @@ REMOVAL_COLUMNS = (
     "removal_ci_high_pp",
     "removal_sampling_se_pp",
     "removal_model_se_pp",
+    "removal_transformer_pp",
     "removal_baseline_pp",
     "removal_choice_se_pp",
     "removal_relative_lift",
@@ -434,18 +435,22 @@ COLUMN_GROUPS: dict[str, tuple[str, dict[str, str]]] = {
         {
             "removal_effect_pp": "how much higher the model's P(convert) is for a session with the key's events "
             "than with all of them removed (the gap closed), in percentage points, over the removal sample's "
-            "sessions that have the key, averaged over the ensemble's members",
+            "sessions that have the key, averaged over the ensemble's members; with a counts baseline the "
+            "model is the blend of the two that the validation split chose (`baseline.blend`): w x "
+            "`removal_transformer_pp` + (1 - w) x `removal_baseline_pp`",
             "removal_ci_low_pp": "the removal effect's 95% CI, low end: session sampling, with more than one "
             "member the model's own variance, and with a counts baseline the model choice",
             "removal_ci_high_pp": "the removal effect's 95% CI, high end",
             "removal_sampling_se_pp": "the removal effect's standard error from session sampling",
             "removal_model_se_pp": "the removal effect's standard error from the model (the members' spread / "
             "sqrt(members)); null with one member",
+            "removal_transformer_pp": "the transformer's own removal effect of the key on the same sessions "
+            "(the ensemble's mean), in percentage points; equal to `removal_effect_pp` without a blend",
             "removal_baseline_pp": "the counts baseline's removal effect of the key on the same sessions, in "
             "percentage points: another model family's answer to the same question; null without a baseline",
             "removal_choice_se_pp": "the removal effect's standard error from the model choice: the distance "
-            "between the model's and the counts baseline's removal effects, counted as one standard error; "
-            "null without a baseline",
+            "between the transformer's and the counts baseline's removal effects, counted as one standard "
+            "error; null without a baseline",
             "removal_relative_lift": "the removal effect as a share of the mean P(convert) without the key",
             "attributable_conversions": "the removal effect (a fraction) x the key's scored sessions: predicted "
             "conversions owed to the key among the scored sessions (the test split by default), not a day's "

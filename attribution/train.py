@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from attribution.config import Config
 from attribution.features import Vocabularies, build_vocabularies
-from attribution.io import read_table, run_days
+from attribution.io import join, read_table, run_days
 from attribution.schema import INPUT_COLUMNS
 from attribution.train_worker import SPLITS, TrainingError, TrainResult, WorkerParams, train_worker
 
@@ -97,8 +97,20 @@ def _threads(conf: Config) -> Optional[int]:
     return None
 
 
+# under the shards (a name starting with "_" is not read as data): the model's validation predictions
+PREDICTIONS = "_validation_predictions"
+
+
+def predictions_location(shards_path: str) -> str:
+    """Where the training processes write the model's validation predictions (WorkerParams)."""
+    return join(os.path.abspath(shards_path) if "://" not in shards_path else shards_path, PREDICTIONS)
+
+
 def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_path: str, epochs: int) -> WorkerParams:
+    """The training processes' parameters; they write the validation predictions when the counts baseline
+    is blended with them (``baseline.enabled`` and ``baseline.blend``)."""
     t = conf.train
+    blended = conf.baseline.enabled and conf.baseline.blend
     return WorkerParams(
         shards_path=os.path.abspath(shards_path) if "://" not in shards_path else shards_path,
         spec=spec_dict,
@@ -116,6 +128,7 @@ def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_pat
         use_gpu=t.use_gpu,
         threads=_threads(conf),
         members=t.ensemble_members,
+        predictions_path=predictions_location(shards_path) if blended else None,
     )
 
 

@@ -97,6 +97,10 @@ class WorkerParams:
     # None. TorchDistributor's local mode has every process write its return value to one file, at the
     # same moment when they return together, which can leave a file that does not unpickle.
     result_path: str | None = None
+    # Where each rank writes the model's validation predictions (``rank=<k>.parquet``: session_id and
+    # P(convert)), which the train stage pairs with the counts baseline's to choose the removal effects'
+    # blend (attribution/baseline.py); None writes none.
+    predictions_path: str | None = None
 
 
 def _read_shards(root: str, split: str, rank: int, world: int) -> pa.Table | None:
@@ -124,9 +128,11 @@ class _Split:
     def __init__(self, table: pa.Table | None, vocab: Vocabularies, continuous: tuple[str, ...]):
         if table is None or table.num_rows == 0:
             self.encoded, self.labels = None, np.zeros(0, dtype=np.float32)
+            self.session_ids: pa.ChunkedArray | None = None
         else:
             self.encoded = encode_sessions(table, vocab, continuous)
             self.labels = table.column("label").to_numpy(zero_copy_only=False).astype(np.float32)
+            self.session_ids = table.column("session_id")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -156,6 +162,25 @@ def _score(
             tokens, cont, mask = to_tensors(data.encoded.batch(rows), fields, device)
             out[rows] = model(tokens, cont, mask).double().cpu().numpy()
     return out
+
+
+def _write_predictions(
+    path: str, rank: int, data: _Split, model: SessionTransformer, fields: tuple[str, ...], device: Any, batch: int
+) -> None:
+    """This rank's sessions of ``data`` and the model's P(convert) of each, as ``<path>/rank=<rank>.parquet``
+    (written whole under a temporary name, then moved: a reader never sees half a file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    logits = _score(model, data, fields, device, batch)
+    ids = pa.array([], pa.string()) if data.session_ids is None else data.session_ids.cast(pa.string())
+    table = pa.table({"session_id": ids, "prediction": 1.0 / (1.0 + np.exp(-logits))})
+    filesystem, root = fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
+    filesystem.create_dir(root, recursive=True)
+    final = f"{root}/rank={rank}.parquet"
+    pq.write_table(table, final + ".partial", filesystem=filesystem)
+    filesystem.move(final + ".partial", final)
 
 
 def train_worker(given: WorkerParams | dict[str, Any]) -> Optional[TrainResult]:
@@ -361,6 +386,8 @@ def train_process(
         other_test, _, _ = gathered_metrics("test", other)
         members.append(Member(weights_bytes(other) if rank == 0 else b"", other_epoch, other_test))
     validation, _, _ = gathered_metrics("validation", model)
+    if params.predictions_path is not None:
+        _write_predictions(params.predictions_path, rank, data["validation"], model, fields, device, params.batch_size)
     test, _, _ = gathered_metrics("test", model)
     unknown_all = all_gather(unknown)
     if rank != 0:

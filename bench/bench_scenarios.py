@@ -111,6 +111,8 @@ def run_one(
         row.update({k: float(v) for k, v in mine["value"].items()})
         # whether each planted order effect passed (its bar is more than its value)
         row.update({f"{k}_agrees": bool(v) for k, v in mine["agrees"].items() if "planted" in k})
+        if "removal_mae_pp" in mine.index and isinstance(mine.loc["removal_mae_pp", "detail"], str):
+            row["removal_mae_alone"] = mine.loc["removal_mae_pp", "detail"]  # each model's own, beside a blend
     flagged = total = 0
     for stem in ("event_type", "position", "store"):
         table = pd.read_csv(report / f"{stem}_attribution_no_funnel.csv")
@@ -122,6 +124,8 @@ def run_one(
         pairs = pd.read_csv(pairs_csv)
         row["pairs"] = len(pairs)
         row["pairs_flagged"] = int(pairs.interaction_verdict.isin(["work together", "stand in for each other"]).sum())
+    blend = (json.loads((out / "model" / "metrics.json").read_text()).get("baseline") or {}).get("blend")
+    row["blend_transformer_weight"] = None if not blend else blend["transformer_weight"]
     comparison_csv = report / "model_comparison.csv"
     if comparison_csv.exists():
         model = pd.read_csv(comparison_csv).set_index("model").loc["transformer"]

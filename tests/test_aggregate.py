@@ -577,3 +577,67 @@ def test_the_counts_baselines_removal_effects_by_brute_force(spark):
     plain = aggregate.tables(aggregate.long_format(events), 1, removal=removal_tables.removal_stats(events))
     a = row_of(plain["event_type"].to_pandas(), event_type="A")
     assert pd.isna(a.removal_baseline_pp) and pd.isna(a.removal_choice_se_pp)
+
+
+def test_the_blended_removal_effects_by_hand(spark):
+    """With a blend weight w in the baseline's summary, the published removal effect is that of the model
+    w x transformer + (1 - w) x baseline: per session w x d + (1 - w) x the baseline's removal effect
+    (recomputed here from the coefficients), the sampling SE their spread over sessions, the model SE w x
+    the transformer members' (the baseline has no members), the relative lift over the blend's P(convert)
+    without the key, and beside it the transformer's own effect and the choice SE as the distance between
+    the two models' effects, not the blend's distance to the baseline."""
+    from pyspark.sql import functions as F
+
+    w = 0.3
+    summary = {
+        "intercept": -0.5,
+        "coefficients": {"event_type": {"A": 0.8, "B": -0.4}},
+        "blend": {"transformer_weight": w},
+    }
+    sessions = {  # types in order, the model's P(convert), its members' removal effects of A
+        "s1": (["A", "B", "A"], 0.7, [0.20, 0.30]),
+        "s2": (["B", "A"], 0.4, [0.05, 0.15]),
+        "s3": (["A"], 0.6, [0.40, 0.20]),
+        "s4": (["B", "B"], 0.2, None),  # no A
+    }
+    rows = []
+    for sid, (types, p, m) in sessions.items():
+        for pos, t in enumerate(types):
+            d = None if m is None else float(np.mean(m))
+            rows.append((sid, 1, pos, t, p, d if m is not None else 0.0, m or [0.0, 0.0]))
+    df = spark.createDataFrame(
+        rows,
+        "session_id string, label int, event_position int, event_type string, prediction double, "
+        "removal_effect_type double, removal_effect_type_members array<double>",
+    )
+    events = _with_event_columns(df.withColumn("store_id", F.lit(None).cast("string")))
+    blended = aggregate.tables(aggregate.long_format(events), 1, removal=removal_tables.removal_stats(events, summary))
+    alone = aggregate.tables(
+        aggregate.long_format(events), 1, removal=removal_tables.removal_stats(events, {**summary, "blend": None})
+    )
+    a = row_of(blended["event_type"].to_pandas(), event_type="A")
+    own = row_of(alone["event_type"].to_pandas(), event_type="A")
+
+    def p_baseline(types):
+        return 1 / (
+            1 + math.exp(-(summary["intercept"] + sum(summary["coefficients"]["event_type"][t] for t in types)))
+        )
+
+    with_a = [s for s, (types, _, _) in sessions.items() if "A" in types]
+    d_t = np.array([np.mean(sessions[s][2]) for s in with_a])
+    d_b = np.array([p_baseline(sessions[s][0]) - p_baseline([t for t in sessions[s][0] if t != "A"]) for s in with_a])
+    p_t = np.array([sessions[s][1] for s in with_a])
+    p_b = np.array([p_baseline(sessions[s][0]) for s in with_a])
+    d = w * d_t + (1 - w) * d_b
+    members = np.array([sessions[s][2] for s in with_a]).mean(axis=0)  # each member's mean over sessions
+    assert a.removal_effect_pp == pytest.approx(100 * d.mean())
+    assert a.removal_transformer_pp == pytest.approx(100 * d_t.mean())
+    assert a.removal_baseline_pp == pytest.approx(100 * d_b.mean())
+    assert a.removal_sampling_se_pp == pytest.approx(100 * d.std(ddof=1) / math.sqrt(3))
+    assert a.removal_model_se_pp == pytest.approx(100 * w * members.std(ddof=1) / math.sqrt(2))
+    assert a.removal_choice_se_pp == pytest.approx(100 * abs(d_t.mean() - d_b.mean()))
+    p = w * p_t + (1 - w) * p_b
+    assert a.removal_relative_lift == pytest.approx(d.mean() / np.mean(p - d))
+    # the transformer alone: the same baseline column, the transformer's effect published
+    assert own.removal_effect_pp == pytest.approx(100 * d_t.mean()) == pytest.approx(own.removal_transformer_pp)
+    assert own.removal_choice_se_pp == pytest.approx(a.removal_choice_se_pp)

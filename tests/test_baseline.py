@@ -291,3 +291,41 @@ def test_the_page_and_the_insights_carry_the_baseline_sentence():
     assert "<p id=baseline class=warn>The sequence model is no better than the counts baseline" in html
     text = key_insights(tables, "m", status=status, comparison=comparison)
     assert "is no better than the counts baseline" in text.splitlines()[2]
+
+
+def test_the_blend_weight_is_the_grids_lowest_validation_log_loss(spark):
+    """Two models' validation predictions where neither alone is best: the weight is the grid's lowest log
+    loss of the blended P(convert), recomputed in numpy; a session only one model scored is left out; a
+    blend of two identical models keeps the transformer (ties: the larger weight); no session in common
+    keeps it too."""
+    rng = np.random.default_rng(5)
+    n = 400
+    y = rng.integers(0, 2, n)
+    # each model sees the label through noise of its own: averaging them is better than either
+    p_t = 1 / (1 + np.exp(-(2.0 * (y - 0.5) + rng.normal(0, 1.5, n))))
+    p_b = 1 / (1 + np.exp(-(2.0 * (y - 0.5) + rng.normal(0, 1.5, n))))
+    ids = [f"s{i}" for i in range(n)]
+    base = spark.createDataFrame(
+        [(i, int(a), float(b)) for i, a, b in zip(ids, y, p_b, strict=True)] + [("extra", 1, 0.9)],
+        "session_id string, label int, baseline_prediction double",
+    )
+    model = spark.createDataFrame(list(zip(ids, p_t.tolist(), strict=True)), "session_id string, prediction double")
+    chosen = baseline.blend_weight(base, model)
+
+    def loss(w):
+        p = np.clip(w * p_t + (1 - w) * p_b, 1e-7, 1 - 1e-7)
+        return -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+    expected = {round(w, 2): loss(w) for w in np.linspace(0, 1, 21)}
+    best = min(expected, key=expected.get)
+    assert 0.2 <= best <= 0.8  # neither model alone
+    assert chosen["transformer_weight"] == pytest.approx(best) and chosen["validation_sessions"] == n
+    assert {round(float(k), 2): v for k, v in chosen["validation_log_loss"].items()} == pytest.approx(expected)
+    same = spark.createDataFrame(list(zip(ids, p_b.tolist(), strict=True)), "session_id string, prediction double")
+    assert baseline.blend_weight(base, same)["transformer_weight"] == 1.0
+    none = spark.createDataFrame([("other", 0.5)], "session_id string, prediction double")
+    assert baseline.blend_weight(base, none) == {
+        "transformer_weight": 1.0,
+        "validation_sessions": 0,
+        "validation_log_loss": {},
+    }

@@ -185,9 +185,17 @@ def test_removal_coverage_mae_and_sign_errors_by_hand():
     errors = [0.5, 1.0, 0.2, 4.0, 0.7, 0.1, 0.1, 0.0, 0.1, 0.7]
     mae = c[("m", "removal_mae_pp")]
     assert mae.value == pytest.approx(np.mean(errors)) and mae.compared == 10
-    assert mae.agrees == (np.mean(errors) <= 0.75)
+    assert mae.agrees == (np.mean(errors) <= 0.75) and mae.detail == ""
     signs = c[("m", "removal_sign_errors")]
     assert signs.value == 1 and not signs.agrees
+    # a blend: the two models' own effects beside it, their errors in the MAE row's detail
+    t["event_type"]["removal_transformer_pp"] = [9.0, 13.0, 4.0, -3.0, 0.5]  # errors 0, 0, 0, 0, 1
+    t["position"]["removal_transformer_pp"] = [2.0, 2.0, 2.5, 2.5, 1.7]  # errors 0
+    t["event_type"]["removal_baseline_pp"] = [11.0, 15.0, 6.0, -1.0, 1.5]  # errors 2
+    t["position"]["removal_baseline_pp"] = [4.0, 4.0, 4.5, 4.5, 3.7]
+    blended = _checks(ground_truth.recovery(t, truth))[("m", "removal_mae_pp")]
+    assert blended.value == pytest.approx(np.mean(errors))
+    assert blended.detail == "the transformer alone 0.10 pp; the counts baseline alone 2.00 pp"
 
 
 def _pairs(rows):

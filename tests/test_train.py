@@ -298,6 +298,7 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     # the counts baseline's removal effects: its own Spark ML models (vectorizer and regression, as saved)
     # scoring each sampled session with and without each event type, against the published column
     _check_baseline_removal(spark, out, sessions, events, csv.set_index("event_type").removal_baseline_pp)
+    _check_blend(spark, out, sessions, metrics, csv)
     # the pair table: the 10 ordered pairs of event types in most test sessions (counted here in pandas),
     # each interaction the mean of the sessions' values in the event table, ranked by its size
     pair_table = pd.read_csv(out / "report" / "event_pair_attribution_no_funnel.csv")
@@ -512,3 +513,42 @@ def _check_baseline_removal(spark, out, sessions, events, published):
     brute = 100 * (without.session_id.map(full) - without.p).groupby(without.removed).mean()
     assert len(brute) >= 5
     np.testing.assert_allclose(published.reindex(brute.index), brute, atol=1e-9)
+
+
+def _check_blend(spark, out, sessions, metrics, csv):
+    """The removal effects' blend: the training processes' validation predictions are the model's (every
+    validation session once, their log loss the one training reported); the weight is the grid's lowest
+    validation log loss recomputed here in numpy from them and the saved baseline's own scores; and the
+    published removal effect is that blend of the two models' columns."""
+    from pyspark.ml.classification import LogisticRegressionModel
+    from pyspark.ml.feature import CountVectorizerModel
+    from pyspark.ml.functions import vector_to_array
+
+    mine = pd.read_parquet(out / "train_shards" / train.PREDICTIONS)
+    validation = sessions.where("split = 'validation'").select("session_id", "label", "event_types", "store_ids")
+    labels = validation.select("session_id", "label").toPandas().set_index("session_id").label
+    assert sorted(mine.session_id) == sorted(labels.index)
+    y = mine.session_id.map(labels).to_numpy(float)
+    p = mine.prediction.to_numpy(float)
+    assert -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)) == pytest.approx(metrics["validation"]["log_loss"])
+    models = out / "model" / baseline.DIRECTORY / baseline.MODELS
+    vectorizer = CountVectorizerModel.load(str(models / "count_vectorizer"))
+    regression = LogisticRegressionModel.load(str(models / "logistic_regression"))
+    scored = regression.transform(vectorizer.transform(validation.withColumn("tokens", baseline.tokens(validation))))
+    pb = scored.select("session_id", vector_to_array("probability")[1].alias("pb")).toPandas().set_index("session_id")
+    q = mine.session_id.map(pb.pb).to_numpy(float)
+    losses = {}
+    for w in np.linspace(0, 1, 21):
+        blend = np.clip(w * p + (1 - w) * q, 1e-7, 1 - 1e-7)
+        losses[round(float(w), 2)] = -np.mean(y * np.log(blend) + (1 - y) * np.log(1 - blend))
+    chosen = metrics["baseline"]["blend"]
+    assert chosen["validation_sessions"] == len(mine)
+    assert chosen["transformer_weight"] == pytest.approx(min(losses, key=lambda k: (losses[k], -k)))
+    for w, loss in chosen["validation_log_loss"].items():
+        assert loss == pytest.approx(losses[round(float(w), 2)], rel=1e-9)
+    w = chosen["transformer_weight"]
+    rows = csv.dropna(subset=["removal_effect_pp"])
+    assert len(rows) >= 5
+    np.testing.assert_allclose(
+        rows.removal_effect_pp, w * rows.removal_transformer_pp + (1 - w) * rows.removal_baseline_pp, atol=1e-9
+    )

@@ -240,7 +240,8 @@ def statistics_of_days(spark: SparkSession, conf: Config, days: list[str]) -> tu
     first, last = F.lit(days[0]).cast("date"), F.lit(days[-1]).cast("date")
 
     def read(name: str) -> DataFrame:
-        df = spark.read.parquet(join(base, name))
+        # the schemas of the days are merged: a day stored before a column existed reads it as null
+        df = spark.read.option("mergeSchema", "true").parquet(join(base, name))
         return df.where(F.col("session_date").between(first, last))
 
     try:

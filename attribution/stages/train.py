@@ -18,7 +18,7 @@ from attribution.model import ModelSpec, mark_latest, save_artifact, version_loc
 from attribution.spark import is_connect
 from attribution.stages import sessionize
 from attribution.stages.results import TrainStageResult
-from attribution.train import check_classes, distribute, prepare_shards, worker_params
+from attribution.train import check_classes, distribute, predictions_location, prepare_shards, worker_params
 from attribution.train_worker import SPLITS
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,8 @@ def run(spark: SparkSession, conf: Config) -> TrainStageResult:
     elif conf.baseline.enabled:
         started_baseline = time.time()
         sessions = run_days(read_table(spark, sessions_path, "parquet", {}, "sessions"), conf.run)
-        metrics["baseline"] = baseline.train_and_write(spark, sessions, conf.baseline, model_path)
+        validation = spark.read.parquet(predictions_location(shards_path)) if conf.baseline.blend else None
+        metrics["baseline"] = baseline.train_and_write(spark, sessions, conf.baseline, model_path, validation)
         metrics["baseline"]["seconds"] = round(time.time() - started_baseline, 2)
     if t.leakage_check:
         metrics["leakage_check"] = leakage_check(spark, conf)
