@@ -60,14 +60,19 @@ def _removal_cell(row: pd.Series) -> str:
     return f"<td class='num removal'>{removal_pp(row) or '-'}</td>"
 
 
-BASELINE_REMOVAL_HEAD = "counts baseline's removal, pp"
+BASELINE_REMOVAL_HEAD = "each model's own removal, pp: sequence model / counts baseline"
 
 
 def _baseline_removal_cell(row: pd.Series) -> str:
-    """The counts baseline's own removal effect of the row's key (the CI's model-choice part is the distance
-    to it); '-' without a baseline."""
-    value = row.get("removal_baseline_pp")
-    text = "-" if value is None or pd.isna(value) else f"{value:+.2f} pp"
+    """The transformer's and the counts baseline's own removal effects of the row's key (the published one
+    blends them; the CI's model-choice part is the distance between them); '-' without a baseline."""
+
+    def pp(column: str) -> str | None:
+        value = row.get(column)
+        return None if value is None or pd.isna(value) else f"{value:+.2f}"
+
+    baseline, own = pp("removal_baseline_pp"), pp("removal_transformer_pp")
+    text = "-" if baseline is None else f"{own or '-'} / {baseline} pp"
     return f"<td class='num baseline-removal'>{text}</td>"
 
 

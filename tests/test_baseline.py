@@ -265,6 +265,14 @@ def test_the_baseline_sentence_says_which_way_and_which_tables_agree():
     )
     assert "(+0.000, 95% CI [-0.006, +0.006]" in tied
     assert baseline_sentence(None) is None
+    # the removal effects' blend: its weights, or which model alone; nothing without a blend
+    assert "blend" not in beats and "weight" not in same
+    blended = baseline_sentence({**_comparison(baseline.NO_BETTER, {}), "transformer_weight": 0.35})
+    assert "blend the validation split's log loss chose: 0.35 x the sequence model's P(convert) + 0.65 x" in blended
+    alone = baseline_sentence({**_comparison(baseline.BEATS, {}), "transformer_weight": 1.0})
+    assert alone.endswith("gives the counts baseline no weight: the removal effects are the sequence model's.")
+    counts = baseline_sentence({**_comparison(baseline.WORSE, {}), "transformer_weight": 0.0})
+    assert "gives the sequence model no weight: the removal effects are the counts baseline's" in counts
 
 
 def test_the_page_and_the_insights_carry_the_baseline_sentence():

@@ -93,7 +93,11 @@ def _tables(with_removal: bool = True) -> dict[str, pd.DataFrame]:
     event_type = pd.DataFrame(
         [
             # a driver whose removal agrees
-            {**_row({"event_type": "search"}, 0.25, 0.10, 0.40, rm(3.5, 2.0, 5.0)), "removal_baseline_pp": 5.1},
+            {
+                **_row({"event_type": "search"}, 0.25, 0.10, 0.40, rm(3.5, 2.0, 5.0)),
+                "removal_transformer_pp": 3.0,
+                "removal_baseline_pp": 5.1,
+            },
             # the strongest driver, with a name to escape, whose removal effect is below 0 with a CI
             # below 0: the two disagree, the row is marked
             _row({"event_type": "<b>card</b> & co"}, 0.50, 0.30, 0.70, rm(-1.2, -2.0, -0.4)),
@@ -164,9 +168,9 @@ def test_the_page_table_cells_hold_the_quotable_figure_the_scaled_pp_the_cis_the
         "+8.00 pp [+4.80, +11.20]",
     ]
     assert by_type["search"][5:7] == ["50", "40"]
-    # the counts baseline's own removal effect beside the note ('-' where the row has none)
+    # the two models' own removal effects beside the note ('-' where the row has none)
     assert head[-2] == page.BASELINE_REMOVAL_HEAD
-    assert by_type["search"][-2] == "+5.10 pp" and by_type["tab"][-2] == "-"
+    assert by_type["search"][-2] == "+3.00 / +5.10 pp" and by_type["tab"][-2] == "-"
     # the marks: disagreeing signs with a CI that excludes 0 on one side at least
     marks = {r[0]: r[-1] for r in rows}
     assert marks == {"<b>card</b> & co": report_text.SIGN_MARK, "search": "", "tab": report_text.SIGN_MARK}
