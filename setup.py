@@ -25,6 +25,15 @@ setup(
     extras_require={
         # a Spark Connect client (spark.remote: sc://..., or spark.api.mode: connect); see docs/connect.md
         "connect": ["grpcio>=1.76", "grpcio-status>=1.76", "googleapis-common-protos>=1.71", "zstandard>=0.25"],
-        "test": ["pytest>=8", "chispa>=0.10", "hypothesis>=6", "ruff>=0.5", "captum>=0.7", "mypy>=1.10"],
+        "test": [
+            "pytest>=8",
+            "chispa>=0.10",
+            "hypothesis>=6",
+            "ruff>=0.5",
+            "captum>=0.7",
+            "mypy>=1.10",
+            "duckdb>=1.1",
+            "polars>=1.20",
+        ],
     },
 )

@@ -14,7 +14,7 @@ A third variant adds the pair table's interactions (``attribution.removal_pairs`
 the removal effects: their own cost is the ratio of the two.
 
 Goals: the removal effects add at most 25% to the stage's time; the pairs add at most 25% to the stage
-with the removal effects (the context tables' bar, #29); the report's tables stay within 10% of the
+with the removal effects (the context tables' bar); the report's tables stay within 10% of the
 stage's time.
 """
 

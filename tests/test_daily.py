@@ -248,6 +248,93 @@ def test_attributing_days_equals_the_whole_and_a_rerun_replaces_only_its_day(spa
     per_day = {r["run_id"]: r["session_id_count"] for r in runs}
     for d in DAYS:  # one copy of each day, after the rerun too
         assert per_day[f"day-{d}"] == sum(1 for r in days if str(r[4]) == d)
+    _read_as_a_consumer(out, DAYS[1], tmp_path)
+
+
+def _read_as_a_consumer(out, day: str, tmp_path) -> None:
+    """docs/outputs.md's reads from other engines, run as written (Polars on the Delta table and on a report
+    table's parquet, DuckDB on the event table's parquet) on the day just rerun, checked against pyarrow
+    and deltalake: the same rows and types; the Delta version before the rerun's commit holds the same rows
+    and differs from the table now only in that day's files; and the filter on session_date reads that
+    day's files alone: with every other day's files overwritten with garbage, the filtered read still
+    gives the same answer, and an unfiltered one fails."""
+    import re
+    import shutil
+    from pathlib import Path
+
+    import duckdb
+    import polars as pl
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    from jobs import report as job
+
+    sets = ["attribution.methods=[grad_x_input]", "report.default_method=grad_x_input"]
+    argv = ["--conf", "conf/local.yaml", "--set", f"run.output_dir={out}", *sum((["--set", s] for s in sets), [])]
+    assert job.main([*argv, "--date", day]) == 0
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "outputs.md").read_text()
+    section = doc.split("### Reading the tables from another engine", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    assert block is not None
+    names: dict = {"OUT": str(out), "DAY": day}
+    exec(block.group(1), names)
+
+    # 1. the Delta table's day: deltalake's rows, the same types; the version before the rerun's commit
+    delta = str(out / "report" / "delta" / "gradient_attribution_no_funnel")
+    table = DeltaTable(delta)
+    mine = table.to_pyarrow_table(filters=[("run_id", "=", f"day-{day}")])
+    one_day = names["one_day"]
+    assert one_day.height == mine.num_rows > 100
+    assert one_day.schema == pl.from_arrow(mine).schema
+    assert sorted(one_day["session_id"].to_list()) == sorted(mine.column("session_id").to_pylist())
+    before = DeltaTable(delta, version=table.version() - 1)
+    assert names["before_last_commit"].height == before.to_pyarrow_table().num_rows == table.to_pyarrow_table().num_rows
+    changed = set(before.file_uris()) ^ set(table.file_uris())
+    assert changed and all(f"run_id=day-{day}/" in uri for uri in changed)
+
+    # 2. DuckDB's day from the parquet event table, against pyarrow's count of that day's partition
+    events = out / "gradient_attribution_no_funnel"
+    partition = ds.dataset(str(events / f"session_date={day}"), format="parquet").to_table()
+    expected = partition.group_by("event_type").aggregate([("event_type", "count"), ("contribution", "mean")])
+    by_type = names["by_type"]
+    got = dict(zip(by_type["event_type"], by_type["events"], strict=True))
+    assert got == dict(zip(expected["event_type"].to_pylist(), expected["event_type_count"].to_pylist(), strict=True))
+    means = dict(zip(expected["event_type"].to_pylist(), expected["contribution_mean"].to_pylist(), strict=True))
+    for event_type, mean in zip(by_type["event_type"], by_type["mean_contribution"], strict=True):
+        assert mean == pytest.approx(means[event_type], rel=1e-9)
+    assert by_type.schema == pl.Schema({"event_type": pl.String, "events": pl.Int64, "mean_contribution": pl.Float64})
+    # the same query on a copy where the other days' files are garbage: only that day's files are read. (The
+    # first file in the glob's order stays whole: DuckDB reads its footer for the table's schema.)
+    garbled = tmp_path / "garbled" / "gradient_attribution_no_funnel"
+    shutil.copytree(events, garbled)
+    files = sorted(garbled.glob("*/*.parquet"))
+    others = [f for f in files[1:] if f"session_date={day}" not in str(f)]
+    assert others and f"session_date={day}" not in str(files[0])
+    for f in others:
+        f.write_bytes(b"not parquet" * 100)
+    query = block.group(1).split('duckdb.sql(f"""', 1)[1].split('""")', 1)[0]
+    pruned = duckdb.sql(query.replace("{OUT}", str(garbled.parent)).replace("{DAY}", day)).pl()
+    assert pruned.sort("event_type").equals(by_type.sort("event_type"))
+    everything = query.replace("{OUT}", str(garbled.parent)).split("WHERE", 1)[0]
+    with pytest.raises(duckdb.Error):
+        duckdb.sql(everything).fetchall()
+
+    # 3. the report table's parquet for the day: pyarrow's rows and types
+    report = names["report"]
+    location = out / "report" / "parquet" / "event_type_attribution_no_funnel" / f"run_id=day-{day}"
+    written = ds.dataset(str(location), format="parquet").to_table()
+    assert report.height == written.num_rows > 0
+    assert report.drop("run_id").schema == pl.from_arrow(written).schema
+    assert set(report["run_id"]) == {f"day-{day}"}
+    assert pc.all(pc.is_valid(written.column("event_type"))).as_py()
+    # why the read says try_parse_hive_dates=False: a run id in the default form reads as a time without it
+    stamped = tmp_path / "stamped"
+    shutil.copytree(location, stamped / "run_id=20261204T140000Z")
+    files = f"{stamped}/*/*.parquet"
+    as_text = pl.scan_parquet(files, hive_partitioning=True, try_parse_hive_dates=False).collect()
+    assert as_text["run_id"].unique().to_list() == ["20261204T140000Z"] and as_text.height == written.num_rows
+    with pytest.raises(pl.exceptions.ComputeError):
+        pl.scan_parquet(files, hive_partitioning=True).collect()
 
 
 def _removal_against_brute_force(out) -> None:

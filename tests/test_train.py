@@ -299,6 +299,7 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     # scoring each sampled session with and without each event type, against the published column
     _check_baseline_removal(spark, out, sessions, events, csv.set_index("event_type").removal_baseline_pp)
     _check_blend(spark, out, sessions, metrics, csv)
+    _every_table_read_by_polars_and_duckdb(out)
     # the pair table: the 10 ordered pairs of event types in most test sessions (counted here in pandas),
     # each interaction the mean of the sessions' values in the event table, ranked by its size
     pair_table = pd.read_csv(out / "report" / "event_pair_attribution_no_funnel.csv")
@@ -515,6 +516,9 @@ def _check_baseline_removal(spark, out, sessions, events, published):
     np.testing.assert_allclose(published.reindex(brute.index), brute, atol=1e-9)
 
 
+EVENT_TABLE = "gradient_attribution_no_funnel"  # the event table's Delta copy has no parquet copy under report/
+
+
 def _check_blend(spark, out, sessions, metrics, csv):
     """The removal effects' blend: the training processes' validation predictions are the model's (every
     validation session once, their log loss the one training reported); the weight is the grid's lowest
@@ -552,3 +556,32 @@ def _check_blend(spark, out, sessions, metrics, csv):
     np.testing.assert_allclose(
         rows.removal_effect_pp, w * rows.removal_transformer_pp + (1 - w) * rows.removal_baseline_pp, atol=1e-9
     )
+
+
+def _every_table_read_by_polars_and_duckdb(out):
+    """Every published table, as Delta and as parquet, read by Polars and DuckDB (docs/outputs.md, Reading
+    the tables from another engine): the rows and types deltalake and pyarrow read, and the CSV's rows."""
+    import duckdb
+    import polars as pl
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    delta = sorted((out / "report" / "delta").iterdir())
+    parquet = sorted((out / "report" / "parquet").iterdir())
+    assert len(delta) >= 12 and [p.name for p in parquet] == [p.name for p in delta if p.name != EVENT_TABLE]
+    for table in delta:
+        expected = pl.from_arrow(DeltaTable(str(table)).to_pyarrow_table())
+        got = pl.read_delta(str(table))
+        assert got.schema == expected.schema and got.height == expected.height, table.name
+    for table in parquet:
+        expected = ds.dataset(str(table), format="parquet", partitioning="hive").to_table()
+        files = f"{table}/*/*.parquet"
+        got = pl.scan_parquet(files, hive_partitioning=True, try_parse_hive_dates=False).collect()
+        assert got.height == expected.num_rows, table.name
+        assert got.drop("run_id").schema == pl.from_arrow(expected.drop(["run_id"])).schema, table.name
+        rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{files}', hive_partitioning = true)").fetchall()
+        assert rows == [(expected.num_rows,)], table.name
+        # every method's rows: the _by_method CSV where the table has methods, else the CSV
+        by_method = out / "report" / f"{table.name}_by_method.csv"
+        csv = by_method if by_method.exists() else out / "report" / f"{table.name}.csv"
+        assert len(pd.read_csv(csv)) == expected.num_rows, table.name
