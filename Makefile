@@ -50,6 +50,7 @@ bench: check-java $(STAMP) ## run the benchmarks (prints ratios; results in benc
 	$(PY) -m bench.bench_choice
 	$(PY) -m bench.bench_ensemble
 	$(PY) -m bench.bench_attribute
+	$(PY) -m bench.profile_attribute
 	$(PY) -m bench.bench_removal
 	$(PY) -m bench.bench_report
 	$(PY) -m bench.bench_faithfulness --spark
