@@ -101,9 +101,14 @@ def _threads(conf: Config) -> Optional[int]:
 PREDICTIONS = "_validation_predictions"
 
 
+def _qualified(path: str) -> str:
+    """A local path made absolute (the training processes may run elsewhere); a URI as it is."""
+    return os.path.abspath(path) if "://" not in path else path
+
+
 def predictions_location(shards_path: str) -> str:
     """Where the training processes write the model's validation predictions (WorkerParams)."""
-    return join(os.path.abspath(shards_path) if "://" not in shards_path else shards_path, PREDICTIONS)
+    return join(_qualified(shards_path), PREDICTIONS)
 
 
 def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_path: str, epochs: int) -> WorkerParams:
@@ -112,7 +117,7 @@ def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_pat
     t = conf.train
     blended = conf.baseline.enabled and conf.baseline.blend
     return WorkerParams(
-        shards_path=os.path.abspath(shards_path) if "://" not in shards_path else shards_path,
+        shards_path=_qualified(shards_path),
         spec=spec_dict,
         vocab_json=vocab.to_json(),
         seed=conf.run.seed,

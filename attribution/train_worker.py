@@ -164,16 +164,14 @@ def _score(
     return out
 
 
-def _write_predictions(
-    path: str, rank: int, data: _Split, model: SessionTransformer, fields: tuple[str, ...], device: Any, batch: int
-) -> None:
-    """This rank's sessions of ``data`` and the model's P(convert) of each, as ``<path>/rank=<rank>.parquet``
-    (written whole under a temporary name, then moved: a reader never sees half a file)."""
+def _write_predictions(path: str, rank: int, data: _Split, logits: np.ndarray) -> None:
+    """This rank's sessions of ``data`` and the model's P(convert) of each (from its ``logits``), as
+    ``<path>/rank=<rank>.parquet`` (written whole under a temporary name, then moved: a reader never sees
+    half a file)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from pyarrow import fs
 
-    logits = _score(model, data, fields, device, batch)
     ids = pa.array([], pa.string()) if data.session_ids is None else data.session_ids.cast(pa.string())
     table = pa.table({"session_id": ids, "prediction": 1.0 / (1.0 + np.exp(-logits))})
     filesystem, root = fs.FileSystem.from_uri(path if "://" in path else os.path.abspath(path))
@@ -250,8 +248,12 @@ def train_process(
         dist.all_gather_object(out, obj)
         return out
 
-    def gathered_metrics(split: str, net: SessionTransformer) -> tuple[dict, np.ndarray, np.ndarray]:
-        scores = _score(net, data[split], fields, device, params.batch_size)
+    def gathered_metrics(
+        split: str, net: SessionTransformer, scores: np.ndarray | None = None
+    ) -> tuple[dict, np.ndarray, np.ndarray]:
+        """The metrics over every rank's sessions of ``split``; ``scores``: this rank's, already computed."""
+        if scores is None:
+            scores = _score(net, data[split], fields, device, params.batch_size)
         parts = all_gather((scores, data[split].labels))
         s = np.concatenate([p[0] for p in parts])
         y = np.concatenate([p[1] for p in parts])
@@ -385,9 +387,10 @@ def train_process(
         other, other_epoch, _ = fit(member)
         other_test, _, _ = gathered_metrics("test", other)
         members.append(Member(weights_bytes(other) if rank == 0 else b"", other_epoch, other_test))
-    validation, _, _ = gathered_metrics("validation", model)
+    validation_logits = _score(model, data["validation"], fields, device, params.batch_size)
+    validation, _, _ = gathered_metrics("validation", model, validation_logits)
     if params.predictions_path is not None:
-        _write_predictions(params.predictions_path, rank, data["validation"], model, fields, device, params.batch_size)
+        _write_predictions(params.predictions_path, rank, data["validation"], validation_logits)
     test, _, _ = gathered_metrics("test", model)
     unknown_all = all_gather(unknown)
     if rank != 0:
