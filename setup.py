@@ -21,6 +21,9 @@ setup(
         "deltalake>=0.25",
         "scikit-learn>=1.4",
         "scipy>=1.11",  # the CI quantiles (attribution/statistics.py) and rank statistics
+        # MLflow tracking and the model registry (attribution/tracking.py); the lock pins the full mlflow,
+        # whose `mlflow ui` browses the local store
+        "mlflow-skinny>=3.1,<4",
     ],
     extras_require={
         # a Spark Connect client (spark.remote: sc://..., or spark.api.mode: connect); see docs/connect.md

@@ -591,6 +591,53 @@ class ReportConf:
             raise ConfigError(f"report.min_test_auc: {self.min_test_auc} must be between 0 and 1")
 
 
+TRACKING_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,255}")
+
+
+@dataclass(frozen=True)
+class TrackingConf:
+    """MLflow tracking (attribution/tracking.py): one MLflow run per run id, to which every stage logs; each
+    trained model logged as a pyfunc model and registered; the report's files logged with it."""
+
+    enabled: bool = True  # false: nothing is logged to MLflow and the model stages use model/LATEST
+    # The MLflow tracking URI: a server (http://host:5000), databricks, or sqlite:///path/mlflow.db. null:
+    # $MLFLOW_TRACKING_URI when set, else a SQLite store in run.output_dir (mlflow.db, with the artifacts
+    # under mlruns/), which needs an output_dir on the driver's disk.
+    uri: Optional[str] = None
+    experiment: str = "session-attribution"  # the MLflow experiment the runs go to
+    # The registered model each training adds a version to, tagged with its training window and sha256
+    # (null: the model is logged with its run and not registered).
+    registered_model: Optional[str] = "session-conversion"
+    # The model stages (attribute, faithfulness, report) use the registered version at this alias (e.g.
+    # champion, set in MLflow's UI or client), and the drift check reads that version's test ROC-AUC.
+    # null: the latest model by training window, as model/LATEST names it.
+    model_alias: Optional[str] = None
+    # Log each trained model as an MLflow pyfunc model (it scores a sessions DataFrame); false: the run
+    # keeps the metrics, and the model directory stays the only copy.
+    log_model: bool = True
+    # Seconds to wait for a tracking server before the job stops with one line (exit 2).
+    timeout_seconds: int = 10
+
+    def check(self) -> None:
+        if not self.experiment.strip():
+            raise ConfigError("tracking.experiment: a name is required")
+        for key in ("registered_model", "model_alias"):
+            value = getattr(self, key)
+            if value is not None and not TRACKING_NAME.fullmatch(str(value)):
+                raise ConfigError(
+                    f"tracking.{key}: {value!r} must be letters, digits, '.', '_' or '-', starting with a letter or digit"
+                )
+        if self.model_alias is not None and (not self.enabled or self.registered_model is None):
+            raise ConfigError(
+                f"tracking.model_alias: {self.model_alias!r} names a registered model version, which needs "
+                "tracking.enabled: true and a tracking.registered_model"
+            )
+        if self.model_alias is not None and self.model_alias.lower().startswith("v") and self.model_alias[1:].isdigit():
+            raise ConfigError(f"tracking.model_alias: {self.model_alias!r} reads as a version number to MLflow")
+        if self.timeout_seconds < 1:
+            raise ConfigError(f"tracking.timeout_seconds: {self.timeout_seconds} must be >= 1")
+
+
 @dataclass(frozen=True)
 class Config:
     run: RunConf = field(default_factory=RunConf)
@@ -610,6 +657,7 @@ class Config:
     attribution: AttributionConf = field(default_factory=AttributionConf)
     faithfulness: FaithfulnessConf = field(default_factory=FaithfulnessConf)
     report: ReportConf = field(default_factory=ReportConf)
+    tracking: TrackingConf = field(default_factory=TrackingConf)
 
     def output(self, relative: str) -> str:
         """Resolve an output location: absolute paths and URIs stay, others go under run.output_dir."""
@@ -627,3 +675,15 @@ class Config:
         :func:`attribution.config_checks.check`."""
         for f in dataclasses.fields(self):
             getattr(self, f.name).check()
+
+
+SECRET_WORDS = ("secret", "password", "token", "credential", "access.key", "accesskey", "private")
+
+
+def redacted(tree: Any) -> Any:
+    """A copy of a config tree with the values of credential-looking keys replaced."""
+    if isinstance(tree, dict):
+        return {k: ("***" if any(w in str(k).lower() for w in SECRET_WORDS) else redacted(v)) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [redacted(v) for v in tree]
+    return tree

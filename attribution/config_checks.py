@@ -39,6 +39,11 @@ def check(conf: Config) -> None:
             f"report.default_method: {r.default_method!r} is not in attribution.methods ({', '.join(a.methods)}); "
             "add it to the methods, or set report.default_method to one of them"
         )
+    if conf.tracking.model_alias is not None and conf.train.model_version is not None:
+        raise ConfigError(
+            f"tracking.model_alias ({conf.tracking.model_alias!r}) and train.model_version "
+            f"({conf.train.model_version!r}) each choose the model: set one"
+        )
     check_paths(conf)
 
 

@@ -32,9 +32,9 @@ from attribution.config import Config
 from attribution.errors import InputError
 from attribution.io import join, read_bytes, read_table
 from attribution.metrics import average_precision, log_loss
-from attribution.model import model_location
 from attribution.schema import TABLES as TABLE_SPECS
 from attribution.statistics import roc_auc_ci
+from attribution.tracking import chosen_model
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -261,7 +261,7 @@ def is_signed(table: pd.DataFrame) -> bool:
 
 def model_dir(conf: Config) -> str:
     """The directory of the model the model stages use (its version in day mode)."""
-    return model_location(conf.output(conf.train.model_path), conf.train.model_version)
+    return chosen_model(conf).location
 
 
 COMPARISON_COLUMNS = (

@@ -19,6 +19,7 @@ from attribution.model import ArtifactError
 from attribution.sessionize import ReconciliationError
 from attribution.spark import CODE_PACKAGES, EnvironmentProblem, build_spark, qualify_output_dir
 from attribution.stages.attribute import AttributionReconciliationError
+from attribution.tracking import TrackingError, check_reachable, session
 from attribution.train_worker import TrainingError
 
 if TYPE_CHECKING:
@@ -27,7 +28,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("jobs")
 
 # Problems the user can fix: print one clear line and exit 2, no Java stack trace.
-USER_ERRORS = (ConfigError, InputError, EnvironmentProblem, FeatureMismatch, ArtifactError, TrainingError)
+USER_ERRORS = (
+    ConfigError,
+    InputError,
+    EnvironmentProblem,
+    FeatureMismatch,
+    ArtifactError,
+    TrainingError,
+    TrackingError,
+)
 # Counts that don't reconcile: a bug, never the user's; one line and exit 3.
 INTERNAL_ERRORS = (ReconciliationError, AttributionReconciliationError)
 
@@ -132,12 +141,25 @@ def main_of(
     body: Callable[[SparkSession, Config, argparse.Namespace], int | None],
     extra: Optional[Callable[[argparse.ArgumentParser], None]] = None,
     window: bool = False,
+    tracked: bool = True,
 ) -> Main:
     """Build a ``main(argv)`` that parses arguments, loads config, builds Spark and runs ``body``.
 
     With ``--date`` or ``--from/--to`` the body runs once per day, in order, in one Spark application,
     each with its day's config (:func:`for_day`); the first day that fails stops the run with its exit
-    code. A ``window`` job (training) runs once over the whole range instead."""
+    code. A ``window`` job (training) runs once over the whole range instead.
+
+    A ``tracked`` job runs each body under its run id's MLflow run (:func:`attribution.tracking.session`),
+    which ends ``FAILED`` when the body raises or returns an error code."""
+
+    def run_body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
+        if not tracked:
+            return int(body(spark, conf, args) or 0)
+        with session(conf) as tracker:
+            code = int(body(spark, conf, args) or 0)
+            if code and tracker is not None:
+                tracker.fail()
+        return code
 
     def main(argv: Optional[Sequence[str]] = None) -> int:
         p = parser(description)
@@ -152,17 +174,19 @@ def main_of(
             loaded = load_config(args.conf, args.overrides)
             days = days_of(args)
             conf = with_run_id(loaded)
+            if tracked:
+                check_reachable(conf)
             spark = build_spark(conf.spark)
             conf = qualify_output_dir(spark, conf)
             if days is None:
-                return int(body(spark, conf, args) or 0)
+                return run_body(spark, conf, args)
             if window:
                 to = days[-1] if len(days) > 1 else None
-                return int(body(spark, for_day(conf, days[0], loaded.run.run_id, to), args) or 0)
+                return run_body(spark, for_day(conf, days[0], loaded.run.run_id, to), args)
             for day in days:
                 if len(days) > 1:
                     log.info("day %s (%d of %d)", day, days.index(day) + 1, len(days))
-                code = int(body(spark, for_day(conf, day, loaded.run.run_id), args) or 0)
+                code = run_body(spark, for_day(conf, day, loaded.run.run_id), args)
                 if code:
                     return code
             return 0

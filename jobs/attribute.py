@@ -11,7 +11,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from attribution.config_loader import validate
-from attribution.stages import attribute
+from attribution.stages import attribute, tracked
 from jobs._cli import main_of
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
         conf = dataclasses.replace(conf, attribution=dataclasses.replace(conf.attribution, split=args.split))
 
         validate(conf)
-    print(attribute.run(spark, conf, model_path=args.model).text())
+    print(tracked.run("attribute", lambda: attribute.run(spark, conf, model_path=args.model), conf).text())
     return 0
 
 

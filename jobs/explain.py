@@ -31,7 +31,7 @@ def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-main = main_of(__doc__, _body, _args)
+main = main_of(__doc__, _body, _args, tracked=False)  # one session read back, not a run
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from attribution.stages import faithfulness
+from attribution.stages import faithfulness, tracked
 from jobs._cli import main_of
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
-    print(faithfulness.run(spark, conf, model_path=args.model).text())
+    print(tracked.run("faithfulness", lambda: faithfulness.run(spark, conf, model_path=args.model), conf).text())
     return 0
 
 

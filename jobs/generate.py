@@ -25,7 +25,7 @@ def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-main = main_of(__doc__, _body)
+main = main_of(__doc__, _body, tracked=False)  # the embedded dataset, not an analysis run
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,16 +6,18 @@ spark-submit, so a team can re-attribute with a new model without re-sessionizin
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from attribution.config import redacted
 from attribution.io import write_text
-from attribution.stages import attribute, faithfulness, generate, report, sessionize, train
+from attribution.stages import attribute, faithfulness, generate, report, sessionize, tracked, train
 from attribution.stages.results import StageResult
 from jobs._cli import main_of
 
@@ -80,7 +82,7 @@ def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
         if stage.name not in wanted:
             continue
         t0 = time.time()
-        done = stage.run(spark, conf)
+        done = tracked.run(stage.name, functools.partial(stage.run, spark, conf), conf)
         if done is None:
             continue
         results[stage.name] = done.manifest_entry()
@@ -118,18 +120,6 @@ def write_manifest(conf: Config, timings: dict, results: dict) -> None:
             "table": results["faithfulness"]["outputs"].get("attribution_faithfulness.csv"),
         }
     write_text(conf.output("manifest.json"), json.dumps(manifest, indent=1, default=str))
-
-
-SECRET_WORDS = ("secret", "password", "token", "credential", "access.key", "accesskey", "private")
-
-
-def redacted(tree: Any) -> Any:
-    """A copy of a config tree with the values of credential-looking keys replaced."""
-    if isinstance(tree, dict):
-        return {k: ("***" if any(w in str(k).lower() for w in SECRET_WORDS) else redacted(v)) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [redacted(v) for v in tree]
-    return tree
 
 
 main = main_of(__doc__, _body, _args)

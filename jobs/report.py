@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from attribution.stages import report
+from attribution.stages import report, tracked
 from jobs._cli import main_of
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
-    result = report.run(spark, conf)
+    result = tracked.run("report", lambda: report.run(spark, conf), conf)
     print(result.insights)
     for name, where in result.outputs.items():
         print(f"  {name:<55} {where}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from attribution.stages import sessionize
+from attribution.stages import sessionize, tracked
 from jobs._cli import main_of
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
-    print(sessionize.run(spark, conf).text())
+    print(tracked.run("sessionize", lambda: sessionize.run(spark, conf), conf).text())
     return 0
 
 

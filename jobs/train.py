@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from attribution.stages import train
+from attribution.stages import tracked, train
 from jobs._cli import main_of
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 def _body(spark: SparkSession, conf: Config, args: argparse.Namespace) -> int:
-    print(train.run(spark, conf).text())
+    print(tracked.run("train", lambda: train.run(spark, conf), conf).text())
     return 0
 
 

@@ -151,7 +151,7 @@ def test_set_into_a_mapping_keeps_dotted_keys_whole():
 
 
 def test_manifest_redacts_credentials():
-    from jobs.pipeline import redacted
+    from attribution.config import redacted
 
     conf = make_conf(
         "spark.conf.spark.hadoop.fs.s3a.secret.key=abc123",

@@ -406,7 +406,7 @@ def _train(out, *days: str) -> int:
 
 
 @pytest.mark.slow
-def test_versioned_models_the_latest_by_default_and_the_drift_check(spark, day_sessions, tmp_path):
+def test_versioned_models_the_latest_by_default_and_the_drift_check(spark, day_sessions, tmp_path, capsys):
     """Training on a window writes a version named by it, with its window and data in its config; LATEST
     names the version whose window ends last (an older window trained later does not replace it); the
     attribute stage uses the latest unless told a version, and reports the day's ROC-AUC against the
@@ -442,6 +442,50 @@ def test_versioned_models_the_latest_by_default_and_the_drift_check(spark, day_s
     summary = json.loads((out / f"attribute_summary_{DAYS[2]}.json").read_text())
     assert summary["model_path"].endswith(f"versions/{window}")
     assert summary["drift"]["model_test_roc_auc"] == config["test_roc_auc"]
+    _the_registry_alias_chooses_the_model(out, window, config, capsys)
+
+
+def _the_registry_alias_chooses_the_model(out, window: str, config: dict, capsys) -> None:
+    """Each training registered a version in MLflow, tagged with its window; with tracking.model_alias the
+    day run uses the version at that alias (not the latest by window), and the drift check reads that
+    version's run's test ROC-AUC. A missing alias, or a directory overwritten since, is one line, exit 2."""
+    import json
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{out}/mlflow.db")
+    versions = {v.tags["training_window"]: v for v in client.search_model_versions("name='session-conversion'")}
+    assert set(versions) == {window, DAYS[2], DAYS[0]}  # one per training, the older window retrained apart
+    chosen = versions[window]
+    assert chosen.tags["model_location"] == str(out / "model" / "versions" / window)
+    assert chosen.tags["model_sha256"] == config["weights_sha256"]
+    champion = ("tracking.model_alias=champion",)
+    capsys.readouterr()
+    assert _attribute(out, DAYS[2], sets=champion) == 2  # no version has the alias yet
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: tracking.model_alias: no version of registered model"), err
+    client.set_registered_model_alias("session-conversion", "champion", chosen.version)
+    assert _attribute(out, DAYS[2], sets=champion) == 0
+    summary = json.loads((out / f"attribute_summary_{DAYS[2]}.json").read_text())
+    assert summary["model_path"] == str(out / "model" / "versions" / window)  # not LATEST's DAYS[2]
+    assert summary["model_sha256"] == config["weights_sha256"]
+    assert summary["model_registered_version"] == str(chosen.version)
+    registered_auc = client.get_run(chosen.run_id).data.metrics["test_roc_auc"]
+    assert summary["drift"]["model_test_roc_auc"] == pytest.approx(registered_auc) == config["test_roc_auc"]
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("session-attribution").experiment_id],
+        filter_string=f"tags.`attribution.run_id` = 'day-{DAYS[2]}'",
+    )
+    assert run.data.tags["scored_with_registered_version"] == f"session-conversion/{chosen.version}"
+    # the alias's directory replaced by another model since it was registered: refused
+    import shutil
+
+    shutil.rmtree(out / "model" / "versions" / window)
+    shutil.copytree(out / "model" / "versions" / DAYS[2], out / "model" / "versions" / window)
+    capsys.readouterr()
+    assert _attribute(out, DAYS[2], sets=champion) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refusing to use it" in err[0] and f"registered version {chosen.version}" in err[0], err
 
 
 def test_attributing_a_day_before_any_model_is_one_line_and_exit_2(spark, day_sessions, tmp_path, capsys):

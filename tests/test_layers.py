@@ -46,6 +46,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "attribution.train_worker",
         "attribution.train",
         "attribution.baseline",
+        "attribution.tracking",
+        "attribution.mlflow_model",
     ),
     # loading the configuration and the checks that read the library's registries
     "config loading": ("attribution.config_checks", "attribution.config_loader"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -300,6 +301,7 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     _check_baseline_removal(spark, out, sessions, events, csv.set_index("event_type").removal_baseline_pp)
     _check_blend(spark, out, sessions, metrics, csv)
     _every_table_read_by_polars_and_duckdb(out)
+    _check_mlflow(out, sessions, events, metrics)
     # the pair table: the 10 ordered pairs of event types in most test sessions (counted here in pandas),
     # each interaction the mean of the sessions' values in the event table, ranked by its size
     pair_table = pd.read_csv(out / "report" / "event_pair_attribution_no_funnel.csv")
@@ -556,6 +558,46 @@ def _check_blend(spark, out, sessions, metrics, csv):
     np.testing.assert_allclose(
         rows.removal_effect_pp, w * rows.removal_transformer_pp + (1 - w) * rows.removal_baseline_pp, atol=1e-9
     )
+
+
+def _check_mlflow(out, sessions, events, metrics) -> None:
+    """The pipeline's MLflow run (its run id's, in outputs/mlflow.db): FINISHED, with the model's metrics
+    and every file of the report's directory; the registered model, loaded back through MLflow, scores the
+    test sessions as the attribute stage did (the event table's prediction)."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    uri = f"sqlite:///{out}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("session-attribution")
+    (run,) = client.search_runs([experiment.experiment_id], filter_string="tags.`attribution.run_id` = 't-train'")
+    assert run.info.status == "FINISHED" and run.info.run_name == "t-train"
+    assert run.data.metrics["test_roc_auc"] == pytest.approx(metrics["test"]["roc_auc"])
+    assert run.data.metrics["baseline_test_roc_auc"] == pytest.approx(metrics["baseline"]["test"]["roc_auc"])
+    assert run.data.metrics["attribute.events"] == events.count()
+    assert run.data.tags["model_sha256"] == metrics["model_sha256"] == run.data.tags["scored_with_model_sha256"]
+    assert run.data.params["train.epochs"] == "3"
+    history = client.get_metric_history(run.info.run_id, "epoch_validation_roc_auc")
+    assert [m.step for m in history] == [h["epoch"] for h in metrics["history"]]
+    logged = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "report")}
+    assert logged == {p.name for p in (out / "report").iterdir() if p.is_file()}
+    assert {"index.html", "event_type_attribution_no_funnel.csv", "model_comparison.csv"} <= logged
+
+    (version,) = client.search_model_versions("name='session-conversion'")
+    assert version.run_id == run.info.run_id
+    assert version.tags["model_sha256"] == metrics["model_sha256"]
+    assert version.tags["model_location"] == str(out / "model")
+    model = mlflow.pyfunc.load_model(f"models:/session-conversion/{version.version}")
+    test = sessions.where("split = 'test'").toPandas()
+    scored = model.predict(test)
+    assert len(scored) == len(test) and scored.session_id.tolist() == test.session_id.tolist()
+    published = events.groupBy("session_id").agg(F.first("prediction").alias("published")).toPandas()
+    both = scored.merge(published, on="session_id", validate="one_to_one")
+    assert len(both) == len(test)
+    # float32 forwards of differently padded batches: equal to rounding
+    np.testing.assert_allclose(both.prediction, both.published, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(both.logit, np.log(both.published / (1 - both.published)), rtol=0, atol=1e-4)
 
 
 def _every_table_read_by_polars_and_duckdb(out):

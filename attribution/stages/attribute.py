@@ -14,11 +14,11 @@ from attribution.features import FeatureMismatch
 from attribution.io import read_table, run_days, write_text
 from attribution.methods import resolve
 from attribution.metrics import roc_auc
-from attribution.model import model_location as locate
 from attribution.schema import INPUT_COLUMNS
 from attribution.sinks import day_partition, drop_empty_marker, partitioned_write, remove_tree
 from attribution.spark import single_row
 from attribution.stages.results import AttributeResult
+from attribution.tracking import check_chosen, chosen_model
 from udfs.attribution_udf import PEAKS, score_sessions
 from udfs.worker import ModelPayload, observed_stats, stats_metric
 
@@ -152,9 +152,11 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Att
     a = conf.attribution
     started = time.time()
 
-    model_location = model_path or locate(conf.output(conf.train.model_path), conf.train.model_version)
+    chosen = chosen_model(conf, model_path)
+    model_location = chosen.location
     # the ensemble's members only where they are used: the removal effects
     payload = ModelPayload.read(model_location, members=a.removal_sessions > 0)
+    check_chosen(chosen, payload.sha256)
     sessions = sessions_to_score(spark, conf)
     max_length = payload.config["model"]["max_length"]
     longest, n_sessions = single_row(sessions.agg(F.max("session_length"), F.count(F.lit(1))))
@@ -202,11 +204,14 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Att
             f"{s['events_in']} events in {s['sessions']} sessions but {w['events_out']} event rows written"
         )
     published = publish_events(spark, conf, output)
-    drift = drift_check(spark, conf, output, payload.config.get("test_roc_auc"))
+    # the registered version's test ROC-AUC when the registry chose the model, else the artifact's own
+    model_auc = chosen.test_roc_auc if chosen.registered_version else payload.config.get("test_roc_auc")
+    drift = drift_check(spark, conf, output, model_auc)
     summary = {
         "run_id": conf.run.run_id,
         "model_sha256": payload.sha256,
         "model_path": model_location,
+        "model_registered_version": chosen.registered_version,
         "split": a.split,
         "methods": list(a.methods),
         "sessions": int(s["sessions"]),

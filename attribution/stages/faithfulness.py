@@ -25,11 +25,11 @@ from attribution.config import Config
 from attribution.faithfulness import HIGHER_IS_BETTER, METRICS, FaithfulnessInputError, FaithfulnessOptions
 from attribution.io import join, read_table, run_days, write_text
 from attribution.methods import get, present
-from attribution.model import model_location as resolve
 from attribution.schema import INPUT_COLUMNS
 from attribution.spark import default_parallelism
 from attribution.stages.results import FaithfulnessResult
 from attribution.statistics import mean_ci
+from attribution.tracking import check_chosen, chosen_model
 from udfs.faithfulness_udf import GAPS, evaluate
 from udfs.worker import STATS_COLUMN, ModelPayload, observed_stats, stats_metric
 
@@ -108,8 +108,10 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Fai
     f = conf.faithfulness
     started = time.time()
 
-    model_location = model_path or resolve(conf.output(conf.train.model_path), conf.train.model_version)
+    chosen = chosen_model(conf, model_path)
+    model_location = chosen.location
     payload = ModelPayload.read(model_location, members=False)  # faithfulness reads the model alone
+    check_chosen(chosen, payload.sha256)
     events = run_days(
         read_table(spark, conf.output(conf.attribution.output_path), "parquet", {}, "attribution"), conf.run
     )
