@@ -626,6 +626,67 @@ TABLE_COLUMN_GROUPS: dict[str, tuple[str, ...]] = {
     EVENT_TABLE: ("run", "keys", EVENT_TABLE),
 }
 
+# The type of every column above, as the Delta tables declare it (Spark SQL's names); a column not named
+# here is a double. docs/columns.md states them, and the tests read every published table with Polars
+# (Delta) and DuckDB (parquet) and hold each column's type to this.
+_PAIR_STRUCT = "struct<" + ", ".join(f"{name}: {kind}" for name, kind in PAIR_FIELDS) + ">"
+_COUNTS = (
+    "events",
+    "events_converted",
+    "events_not_converted",
+    "sessions",
+    "sessions_converted",
+    "sessions_not_converted",
+    "removal_sessions",
+    "removal_models",
+    "interaction_models",
+    "test_sessions",
+    "compared",
+)
+_TEXT = (
+    RUN_ID,
+    "model_status",
+    METHOD,
+    "model_sha256",
+    SESSION_ID,
+    EVENT_TYPE,
+    "event_name",
+    STORE_ID,
+    STORE_NAME,
+    POSITION_BIN,
+    OCCURRENCE,
+    PREVIOUS_EVENT_TYPE,
+    RECENCY,
+    FIRST_EVENT_TYPE,
+    SECOND_EVENT_TYPE,
+    "effect_verdict",
+    "interaction_verdict",
+    "comparison_verdict",
+    "better",
+    "model",
+    "metric",
+    "check",
+    "expected",
+    "detail",
+    "k",
+    "other_method",
+)
+COLUMN_TYPES: dict[str, str] = {
+    **{c: "string" for c in _TEXT},
+    **{c: "bigint" for c in _COUNTS},
+    **{c: "int" for c in (LABEL, EVENT_POSITION, SESSION_LENGTH, "position", "rank")},
+    **{c: "boolean" for c in ("agrees", "beats_random", "significant")},
+    SESSION_DATE: "date",
+    "event_ts": "timestamp",
+    **{c: "array<double>" for c in REMOVAL_MEMBER_COLUMNS.values()},
+    PAIR_COLUMN: f"array<{_PAIR_STRUCT}>",
+}
+
+
+def column_type(column: str) -> str:
+    """The Spark SQL type of a published column (docs/columns.md's type column)."""
+    return COLUMN_TYPES.get(column, "double")
+
 
 def column_meaning(stem: str, column: str) -> str:
     """What ``column`` of the published table ``stem`` (or its ``_by_method`` file) means; a KeyError

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attribution.schema import COLUMN_GROUPS, TABLE_COLUMN_GROUPS
+from attribution.schema import COLUMN_GROUPS, TABLE_COLUMN_GROUPS, column_type
 from scripts._docgen import write_or_check
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +26,12 @@ and another when a run publishes a column that is not here.
 
 Units: **log-odds** are on the model's logit (how strongly one event pushes); **pp** are percentage
 points of P(convert) (how much a step moves conversion). [reading.md](reading.md) says which to quote.
+
+**Types** are Spark SQL's, as the Delta tables declare them: `string`, `double` (64-bit float), `bigint`
+(64-bit integer), `int` (32-bit), `boolean`, `date`, `timestamp` (UTC), `array<...>`, `struct<...>`.
+Polars reads them as `String`, `Float64`, `Int64`, `Int32`, `Boolean`, `Date`, `Datetime(us, UTC)`,
+`List`, `Struct`; DuckDB as `VARCHAR`, `DOUBLE`, `BIGINT`, `INTEGER`, `BOOLEAN`, `DATE`,
+`TIMESTAMP WITH TIME ZONE`, `[]`, `STRUCT`. In the CSVs every column is text.
 """
 
 
@@ -34,8 +40,15 @@ def render() -> str:
     for stem, groups in TABLE_COLUMN_GROUPS.items():
         lines.append(f"| `{stem}` | " + ", ".join(f"[{g}](#{g.replace('_', '-')})" for g in groups) + " |")
     for group, (title, columns) in COLUMN_GROUPS.items():
-        lines += ["", f'<a id="{group.replace("_", "-")}"></a>', f"## {title}", "", "| column | meaning |", "|---|---|"]
-        lines += [f"| `{column}` | {meaning} |" for column, meaning in columns.items()]
+        lines += [
+            "",
+            f'<a id="{group.replace("_", "-")}"></a>',
+            f"## {title}",
+            "",
+            "| column | type | meaning |",
+            "|---|---|---|",
+        ]
+        lines += [f"| `{column}` | `{column_type(column)}` | {meaning} |" for column, meaning in columns.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -113,3 +113,6 @@ def test_the_columns_reference_is_current_and_defines_each_column_once_per_table
             assert schema.column_meaning(stem, column)
     with pytest.raises(KeyError, match="store_attribution_no_funnel.event_count: defined in 0"):
         schema.column_meaning("store_attribution_no_funnel_by_method", "event_count")
+    # every stated type names a defined column (a renamed column does not leave its type behind)
+    defined = {c for _, columns in schema.COLUMN_GROUPS.values() for c in columns}
+    assert set(schema.COLUMN_TYPES) <= defined, set(schema.COLUMN_TYPES) - defined

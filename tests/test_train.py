@@ -575,6 +575,7 @@ def _check_mlflow(out, sessions, events, metrics) -> None:
     assert run.info.status == "FINISHED" and run.info.run_name == "t-train"
     assert run.data.metrics["test_roc_auc"] == pytest.approx(metrics["test"]["roc_auc"])
     assert run.data.metrics["baseline_test_roc_auc"] == pytest.approx(metrics["baseline"]["test"]["roc_auc"])
+    assert run.data.metrics["blend_weight"] == metrics["baseline"]["blend"]["transformer_weight"]
     assert run.data.metrics["attribute.events"] == events.count()
     assert run.data.tags["model_sha256"] == metrics["model_sha256"] == run.data.tags["scored_with_model_sha256"]
     assert run.data.params["train.epochs"] == "3"
@@ -615,6 +616,8 @@ def _every_table_read_by_polars_and_duckdb(out):
         expected = pl.from_arrow(DeltaTable(str(table)).to_pyarrow_table())
         got = pl.read_delta(str(table))
         assert got.schema == expected.schema and got.height == expected.height, table.name
+        stated = {c: schema.column_type(c) for c in got.columns}  # docs/columns.md's type column
+        assert {c: _polars_type(t) for c, t in got.schema.items()} == stated, table.name
     for table in parquet:
         expected = ds.dataset(str(table), format="parquet", partitioning="hive").to_table()
         files = f"{table}/*/*.parquet"
@@ -623,7 +626,44 @@ def _every_table_read_by_polars_and_duckdb(out):
         assert got.drop("run_id").schema == pl.from_arrow(expected.drop(["run_id"])).schema, table.name
         rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{files}', hive_partitioning = true)").fetchall()
         assert rows == [(expected.num_rows,)], table.name
+        described = duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{files}', hive_partitioning = false)")
+        types = {name: _duckdb_type(kind) for name, kind, *_ in described.fetchall()}
+        assert types == {c: schema.column_type(c) for c in types}, table.name
         # every method's rows: the _by_method CSV where the table has methods, else the CSV
         by_method = out / "report" / f"{table.name}_by_method.csv"
         csv = by_method if by_method.exists() else out / "report" / f"{table.name}.csv"
         assert len(pd.read_csv(csv)) == expected.num_rows, table.name
+
+
+def _polars_type(dtype) -> str:
+    """A Polars type in Spark SQL's words, as docs/columns.md states types."""
+    import polars as pl
+
+    if isinstance(dtype, pl.List):
+        return f"array<{_polars_type(dtype.inner)}>"
+    if isinstance(dtype, pl.Struct):
+        return "struct<" + ", ".join(f"{f.name}: {_polars_type(f.dtype)}" for f in dtype.fields) + ">"
+    if isinstance(dtype, pl.Datetime):
+        assert dtype.time_zone == "UTC", dtype  # a timestamp is an instant, read in UTC
+        return "timestamp"
+    simple = {pl.String: "string", pl.Float64: "double", pl.Int64: "bigint", pl.Int32: "int"}
+    simple.update({pl.Boolean: "boolean", pl.Date: "date"})
+    return simple[dtype.base_type()]
+
+
+def _duckdb_type(kind: str) -> str:
+    """A DuckDB type name in Spark SQL's words."""
+    if kind.endswith("[]"):
+        return f"array<{_duckdb_type(kind[:-2])}>"
+    if kind.startswith("STRUCT("):
+        fields, depth, start = [], 0, len("STRUCT(")
+        for i, ch in enumerate(kind[start:-1], start):  # split on the commas outside nested parentheses
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            if ch == "," and depth == 0:
+                fields.append(kind[start:i].strip())
+                start = i + 1
+        fields.append(kind[start:-1].strip())
+        return "struct<" + ", ".join(f"{f.split(' ', 1)[0]}: {_duckdb_type(f.split(' ', 1)[1])}" for f in fields) + ">"
+    simple = {"VARCHAR": "string", "DOUBLE": "double", "BIGINT": "bigint", "INTEGER": "int", "BOOLEAN": "boolean"}
+    simple.update({"DATE": "date", "TIMESTAMP WITH TIME ZONE": "timestamp"})
+    return simple[kind]
