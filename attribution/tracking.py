@@ -292,8 +292,8 @@ class Tracker:
         if isinstance(baseline.get("test"), dict):
             headline["baseline_test_roc_auc"] = baseline["test"].get("roc_auc")
         blend = baseline.get("blend") or {}
-        if isinstance(blend, dict) and blend.get("weight") is not None:
-            headline["blend_weight"] = blend["weight"]
+        if isinstance(blend, dict) and blend.get("transformer_weight") is not None:
+            headline["blend_weight"] = blend["transformer_weight"]
         mlflow.log_metrics({k: float(v) for k, v in headline.items() if isinstance(v, (int, float))})
         for row in summary.get("history") or []:
             step = int(row.get("epoch", 0))
