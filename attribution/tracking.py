@@ -215,6 +215,11 @@ class Tracker:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow  # heavy (about a second): imported when tracking is on, not by every module
 
+        # MLflow's own INFO lines (creating a store's tables, ...) go to stderr, where a failing job's one
+        # line must stand alone; its warnings and errors still show
+        if logging.getLogger("mlflow").getEffectiveLevel() < logging.WARNING:
+            logging.getLogger("mlflow").setLevel(logging.WARNING)
+
         uri = tracking_uri(conf)
         local = _sqlite_dir(uri)
         if local is not None:
@@ -223,6 +228,12 @@ class Tracker:
         try:
             with _fail_fast(t.timeout_seconds):
                 mlflow.set_tracking_uri(uri)
+                # set_tracking_uri exports $MLFLOW_TRACKING_URI too, which every process this one starts
+                # (spark-submit, a test's next job) would inherit as the user's choice: put it back
+                if USER_TRACKING_URI:
+                    os.environ["MLFLOW_TRACKING_URI"] = USER_TRACKING_URI
+                else:
+                    os.environ.pop("MLFLOW_TRACKING_URI", None)
                 client = mlflow.MlflowClient(uri)
                 experiment = client.get_experiment_by_name(t.experiment)
                 if experiment is None:
@@ -323,6 +334,7 @@ class Tracker:
         with tempfile.TemporaryDirectory(prefix="model-") as tmp:
             local = Path(tmp) / "model"
             _copy_model_directory(location, local)
+            code = _package_copy(Path(tmp) / "code")
             # No signature: the input is the sessions table's rows (attribution/mlflow_model.py), whose list
             # columns MLflow's schema enforcement would re-type; its warning that it inferred none is muted.
             quiet = logging.getLogger("mlflow.pyfunc")
@@ -331,9 +343,9 @@ class Tracker:
             try:
                 info = mlflow.pyfunc.log_model(
                     name="model",
-                    python_model=str(MODEL_CODE),
+                    python_model=str(code / MODEL_CODE.name),
                     artifacts={MODEL_ARTIFACT: str(local)},
-                    code_paths=[str(MODEL_CODE.parent)],
+                    code_paths=[str(code)],
                     pip_requirements=_requirements(),
                     registered_model_name=t.registered_model,
                     tags={MODEL_SHA_TAG: sha256, MODEL_LOCATION_TAG: location},
@@ -387,6 +399,23 @@ class Tracker:
             if logged:
                 mlflow.log_artifacts(tmp, artifact_path)
         return logged
+
+
+def _package_copy(dest: Path) -> Path:
+    """This package's modules under ``dest/attribution``, read through importlib.resources: on a cluster
+    the code is imported from the ``--py-files`` zip, where no module is a file MLflow could log."""
+    from importlib.resources import files
+
+    def copy(node: Any, to: Path) -> None:
+        to.mkdir(parents=True, exist_ok=True)
+        for child in node.iterdir():
+            if child.is_dir() and child.name != "__pycache__":
+                copy(child, to / child.name)
+            elif child.name.endswith(".py"):
+                (to / child.name).write_bytes(child.read_bytes())
+
+    copy(files(__package__ or "attribution"), dest / "attribution")
+    return dest / "attribution"
 
 
 def _copy_model_directory(location: str, local: Path) -> None:

@@ -255,6 +255,16 @@ def test_the_cold_start_runs_every_stage_on_the_cluster_with_the_code_from_the_z
     assert summary["model_sha256"] == trained["weights_sha256"] and summary["sessions"] > 0
     faith = json.loads((out / f"faithfulness_summary_{DAYS[2]}.json").read_text())
     assert faith["sessions"] > 0 and len(faith["methods"]) == 4
+    # the model, logged to MLflow by a driver whose code is the zip: registered, with the code it needs
+    import mlflow
+
+    uri = f"sqlite:///{out.resolve()}/mlflow.db"
+    client = mlflow.MlflowClient(uri)
+    (version,) = client.search_model_versions("name='session-conversion'")
+    assert version.tags["model_sha256"] == trained["weights_sha256"]
+    source = client.get_model_version_download_uri("session-conversion", version.version)
+    logged = Path(mlflow.artifacts.download_artifacts(source, tracking_uri=uri))
+    assert (logged / "mlflow_model.py").is_file() and (logged / "code" / "attribution" / "model.py").is_file()
     # the relative output directory is the driver's: nothing landed in an executor's working directory
     assert not [p for p in cluster.work.rglob("out") if p.is_dir()], "outputs written under an executor's cwd"
     import pandas as pd

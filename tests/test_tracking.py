@@ -4,6 +4,7 @@ tested in test_train.py; the registry's alias in a day run in test_daily.py."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -56,9 +57,12 @@ def test_the_default_store_is_sqlite_in_the_output_directory(tmp_path, monkeypat
         tracking_uri(_conf("run.output_dir=s3://b/out"))
     # a job's run in this process (MLflow sets $MLFLOW_TRACKING_URI to its store) does not move the next
     # job's store: each output directory keeps its own
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with tracking.session(_conf(f"run.output_dir={tmp_path}/a", "run.run_id=a")):
         pass
     assert tracking_uri(_conf(f"run.output_dir={tmp_path}/b")) == f"sqlite:///{tmp_path}/b/mlflow.db"
+    # nor the store of a process it starts (spark-submit inherits the environment)
+    assert "MLFLOW_TRACKING_URI" not in os.environ
     # the variable as the user set it when the process started; the config wins over it
     monkeypatch.setattr(tracking, "USER_TRACKING_URI", "http://mlflow.example:5000")
     assert tracking_uri(_conf(f"run.output_dir={tmp_path}")) == "http://mlflow.example:5000"
