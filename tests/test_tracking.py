@@ -167,3 +167,64 @@ def test_a_store_that_fails_mid_run_is_one_error_naming_it_and_leaves_no_active_
     assert message.startswith(f"tracking.uri sqlite:///{out}/mlflow.db: logging to MLflow failed (")
     assert "\n" not in message and "database" in message and "tracking.enabled: false" in message
     assert mlflow.active_run() is None and tracking.active() is None
+
+
+@pytest.mark.slow
+def test_a_tracking_server_over_http_gets_the_run_its_metrics_and_files(tmp_path):
+    """A real MLflow server (``mlflow server``, its own SQLite store and artifact directory): the reachability
+    check passes, and a job's run, metrics and files reach it over HTTP."""
+    import time
+    import urllib.request
+
+    import mlflow
+
+    from attribution import tracking
+
+    port = _free_port()
+    uri = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(120):  # the server starts in a few seconds
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        out = tmp_path / "out"
+        conf = _conf(f"run.output_dir={out}", "run.run_id=r-http", f"tracking.uri={uri}")
+        tracking.check_reachable(conf)  # answers: no error
+        (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+        with tracking.session(conf) as tracker:
+            assert tracker is not None
+            tracking.starting("report")
+            tracker.log_stage("report", {"rows": 3, "test": {"roc_auc": 0.75}}, 1.5, conf)
+            assert tracker.log_files({"table.csv": str(tmp_path / "table.csv")}, "report") == 1
+        client = mlflow.MlflowClient(uri)
+        experiment = client.get_experiment_by_name("session-attribution")
+        (run,) = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{RUN_TAG}` = 'r-http'")
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["report.rows"] == 3 and run.data.metrics["report.test.roc_auc"] == 0.75
+        assert run.data.metrics["report.seconds"] == 1.5 and run.data.params["run.run_id"] == "r-http"
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "report")] == ["report/table.csv"]
+        assert not out.exists() or not (out / "mlflow.db").exists()  # nothing went to the default store
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
