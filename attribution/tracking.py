@@ -43,6 +43,7 @@ from attribution.model import (
     ArtifactError,
     model_location,
     read_artifact,
+    read_members,
 )
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,8 @@ MODEL_ARTIFACT = "model_dir"  # the pyfunc model's artifact: the model directory
 METRIC_DEPTH, METRIC_FAN_OUT = 3, 40
 
 
-# The user's $MLFLOW_TRACKING_URI, as the process started: mlflow.set_tracking_uri sets the variable too, so
-# read later it would carry one job's store into the next job of the same process.
+# The user's $MLFLOW_TRACKING_URI, as the process started (Tracker.open leaves the variable as it found it,
+# though mlflow.set_tracking_uri exports it).
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
@@ -106,12 +107,9 @@ def _first_line(exc: BaseException, limit: int = 240) -> str:
 
 
 @contextmanager
-def _fail_fast(timeout: int) -> Iterator[None]:
-    """MLflow's HTTP client without retries and with ``timeout`` seconds per request: by default it retries
-    for minutes, and a job waiting on a dead server should say so at once."""
-    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
+def _environ_restored(*keys: str) -> Iterator[None]:
+    """The environment variables ``keys`` as they were before the block, whatever it set."""
     before = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
     try:
         yield
     finally:
@@ -120,6 +118,16 @@ def _fail_fast(timeout: int) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def _fail_fast(timeout: int) -> Iterator[None]:
+    """MLflow's HTTP client without retries and with ``timeout`` seconds per request: by default it retries
+    for minutes, and a job waiting on a dead server should say so at once."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout)}
+    with _environ_restored(*keys):
+        os.environ.update(keys)
+        yield
 
 
 def flat_metrics(tree: Any, prefix: str, depth: int = METRIC_DEPTH) -> dict[str, float]:
@@ -227,13 +235,10 @@ class Tracker:
         t = conf.tracking
         try:
             with _fail_fast(t.timeout_seconds):
-                mlflow.set_tracking_uri(uri)
                 # set_tracking_uri exports $MLFLOW_TRACKING_URI too, which every process this one starts
-                # (spark-submit, a test's next job) would inherit as the user's choice: put it back
-                if USER_TRACKING_URI:
-                    os.environ["MLFLOW_TRACKING_URI"] = USER_TRACKING_URI
-                else:
-                    os.environ.pop("MLFLOW_TRACKING_URI", None)
+                # (spark-submit, a test's next job) would inherit as the user's choice
+                with _environ_restored("MLFLOW_TRACKING_URI"):
+                    mlflow.set_tracking_uri(uri)
                 client = mlflow.MlflowClient(uri)
                 experiment = client.get_experiment_by_name(t.experiment)
                 if experiment is None:
@@ -421,12 +426,17 @@ def _package_copy(dest: Path) -> Path:
 def _copy_model_directory(location: str, local: Path) -> None:
     """The files a model directory needs to load (weights, config, vocabularies, ensemble members), copied
     from wherever it is (a URI or a path) to ``local``, verified."""
-    _, config, _ = read_artifact(location)
-    names = [WEIGHTS_FILE, CONFIG_FILE, VOCAB_FILE, SHA_FILE, *(m["file"] for m in config.get("members") or [])]
-    for name in names:
+    weights, config, _ = read_artifact(location)
+    listed = config.get("members") or []
+    files = {
+        WEIGHTS_FILE: weights,
+        **{m["file"]: b for m, b in zip(listed, read_members(location, config), strict=True)},
+    }
+    files.update({name: read_bytes(join(location, name)) for name in (CONFIG_FILE, VOCAB_FILE, SHA_FILE)})
+    for name, data in files.items():
         target = local / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(read_bytes(join(location, name)))
+        target.write_bytes(data)
 
 
 def _requirements() -> list[str]:
