@@ -31,6 +31,7 @@ INPUT_FORMATS = ("parquet", "csv", "json", "delta", "table")
 REPORT_FORMATS = ("csv", "delta", "parquet")
 SPLITS = ("train", "validation", "test", "all")
 IG_BASELINES = ("pad", "zero")
+EVENT_WRITERS = ("arrow", "spark")
 # A run id names partitions (run_id=...) and Delta predicates: letters, digits, '.', '_', '-'.
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -476,7 +477,17 @@ class AttributionConf:
     # pass more per session and pair of types present. 0 turns the pair table off.
     removal_pairs: int = 10
     threads_per_task: Optional[int] = None  # CPU executors: torch threads per task (None: spark.task.cpus)
+    # The sessions are hash-partitioned by session_id into this many tasks before scoring (one shuffle of
+    # the columns the UDF reads); null keeps the partitions the read gives. For a split whose sessions sit
+    # in few files, which a time-ordered split does: the embedded default's test sessions sit 85% in one
+    # of its two input partitions, so one core did most of the work (docs/scaling.md).
+    partitions: Optional[int] = None
     output_path: str = "gradient_attribution_no_funnel"  # the event-level table, parquet by session_date
+    # Who writes the event table: arrow, the UDF's own Python worker with pyarrow, in the process that
+    # scored the sessions (no trip back through the JVM; the output must be a path or a URI pyarrow
+    # opens on the executors, as the run's other outputs); spark, Spark's explode and parquet writer
+    # (any Hadoop filesystem, Spark's output committer). The same table either way (docs/scaling.md).
+    writer: str = "arrow"
     # The same table published as Delta (partitioned by run_id, one commit per run; null: not published)
     # and as one CSV file (large: null by default). The attribute stage writes them, so re-running the
     # report never rewrites the event-level table.
@@ -499,8 +510,11 @@ class AttributionConf:
         if self.removal_pairs < 0:
             raise ConfigError(f"attribution.removal_pairs: {self.removal_pairs} must be >= 0 (0 turns the pairs off)")
         _one_of("attribution.ig_baseline", self.ig_baseline, IG_BASELINES)
+        _one_of("attribution.writer", self.writer, EVENT_WRITERS)
         if self.threads_per_task is not None and self.threads_per_task < 1:
             raise ConfigError("attribution.threads_per_task: must be >= 1 or null")
+        if self.partitions is not None and self.partitions < 1:
+            raise ConfigError(f"attribution.partitions: {self.partitions} must be >= 1 or null")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -246,18 +247,34 @@ def _removal_effects(
 # --------------------------------------------------------------------------------------------------
 
 
-def score_sessions(
+@dataclass(frozen=True)
+class Scoring:
+    """The scoring UDF over a DataFrame of sessions, not yet applied: ``selected`` (the columns it reads
+    or passes through), the function, and ``schema``, what it returns: ``selected``'s columns, the score
+    columns and :data:`STATS_COLUMN`."""
+
+    selected: DataFrame
+    udf: Callable[[Iterable[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+    schema: StructType
+    vocab_fields: tuple[str, ...]
+
+    def apply(self) -> DataFrame:
+        return self.selected.mapInArrow(self.udf, self.schema)
+
+
+def scoring_udf(
     sessions: DataFrame,
     payload: ModelPayload,
     conf: Config,
     spark: SparkSession,
     removal_sample: float = 0.0,
     pairs: Sequence[tuple[str, str]] = (),
-) -> tuple[DataFrame, tuple[str, ...]]:
-    """Append the score columns to ``sessions`` (a DataFrame of the sessions table) with the UDF; with
+) -> Scoring:
+    """The UDF that appends the score columns to ``sessions`` (a DataFrame of the sessions table); with
     ``removal_sample`` > 0 also the removal effects of that share of the sessions, and the interactions
     of the ordered ``pairs`` of event types in them. The UDF's counters come in :data:`STATS_COLUMN` (see
-    :func:`with_stats`)."""
+    :func:`with_stats`). Not yet applied (:meth:`Scoring.apply`), so a caller can run it inside another
+    function of the same Python worker (the worker-side event table writer, udfs/event_files.py)."""
 
     a = conf.attribution
     vocab_fields = Vocabularies.from_json(payload.vocab_json).fields
@@ -288,7 +305,9 @@ def score_sessions(
         return scored
 
     selected, schema = scoring_input(sessions, methods, vocab_fields, removal_sample > 0, bool(pairs))
-    return selected.mapInArrow(udf, schema.add(stats_field())), vocab_fields
+    if a.partitions is not None:  # every core gets its share, however the split's sessions sit in files
+        selected = selected.repartition(a.partitions, "session_id")
+    return Scoring(selected, udf, schema.add(stats_field()), vocab_fields)
 
 
 # The UDF's counters that are peaks, not sums.

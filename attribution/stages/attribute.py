@@ -19,7 +19,8 @@ from attribution.sinks import day_partition, drop_empty_marker, partitioned_writ
 from attribution.spark import single_row
 from attribution.stages.results import AttributeResult
 from attribution.tracking import check_chosen, chosen_model
-from udfs.attribution_udf import PEAKS, score_sessions
+from udfs.attribution_udf import PEAKS, scoring_udf
+from udfs.event_files import TABLE, event_files, observed, write_event_table
 from udfs.worker import ModelPayload, observed_stats, stats_metric
 
 
@@ -146,7 +147,6 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Att
     import json
     import time
 
-    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
     a = conf.attribution
@@ -174,34 +174,29 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Att
     # the share of sessions that makes about attribution.removal_sessions of them
     removal_sample = min(1.0, a.removal_sessions / n_sessions)
     pairs = frequent_pairs(sessions, a.removal_pairs) if removal_sample > 0 else []
-    scored, vocab_fields = score_sessions(sessions, payload, conf, spark, removal_sample, pairs)
+    scoring = scoring_udf(sessions, payload, conf, spark, removal_sample, pairs)
+    vocab_fields = scoring.vocab_fields
     # the methods' per-session values (a completeness gap): their mean and largest |value| in the summary
-    session_checks = [c for m in resolve(a.methods) for c, _ in m.session_columns]
-    seen = Observation("attribute_sessions")
-    scored = scored.observe(
-        seen,
-        stats_metric(),
-        F.count(F.lit(1)).alias("sessions"),
-        F.coalesce(F.sum("session_length"), F.lit(0)).alias("events_in"),
-        F.coalesce(F.sum("label"), F.lit(0)).alias("converted"),
-        F.avg("prediction").alias("mean_prediction"),
-        *[F.max(F.abs(c)).alias(f"max_abs_{c}") for c in session_checks],
-        *[F.avg(F.abs(c)).alias(f"mean_abs_{c}") for c in session_checks],
-        *[F.coalesce(F.sum(f"unknown_{f}"), F.lit(0)).alias(f"unknown_{f}") for f in vocab_fields],
-    )
-    events = event_table(scored, conf.run.run_id or "", payload.sha256)
-    written = Observation("attribute_events")
-    events = events.observe(written, F.count(F.lit(1)).alias("events_out"))
+    session_checks = tuple(c for m in resolve(a.methods) for c, _ in m.session_columns)
     output = conf.output(a.output_path)
-    if conf.run.date is not None:  # day mode: the day's partition is replaced, no other
-        remove_tree(day_partition(output, conf.run.date))
-        drop_empty_marker(output)
-    partitioned_write(events.write, conf.run.date).parquet(output)
-    s, w = seen.get, written.get
-    counters = observed_stats(s, PEAKS)
-    if int(s["events_in"]) != int(w["events_out"]):
+    run_id = conf.run.run_id or ""
+    # day mode: the day's partition is replaced, no other
+    if a.writer == "arrow":
+        files = event_files(spark, scoring.schema, output, run_id, payload.sha256, session_checks, vocab_fields)
+        committed = write_event_table(scoring.selected, scoring.udf, files, output, conf.run.date)
+        s = observed(committed, session_checks, vocab_fields)
+        counters = {k: v for k, v in committed.counters.items() if not k.startswith(TABLE)}
+        events_out = committed.events
+    else:
+        if conf.run.date is not None:
+            remove_tree(day_partition(output, conf.run.date))
+            drop_empty_marker(output)
+        s, counters, events_out = _spark_write(
+            scoring.apply(), conf, output, payload.sha256, session_checks, vocab_fields
+        )
+    if int(s["events_in"]) != events_out:
         raise AttributionReconciliationError(
-            f"{s['events_in']} events in {s['sessions']} sessions but {w['events_out']} event rows written"
+            f"{s['events_in']} events in {s['sessions']} sessions but {events_out} event rows written"
         )
     published = publish_events(spark, conf, output)
     # the registered version's test ROC-AUC when the registry chose the model, else the artifact's own
@@ -216,7 +211,7 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Att
         "methods": list(a.methods),
         "sessions": int(s["sessions"]),
         "converted_sessions": int(s["converted"]),
-        "events": int(w["events_out"]),
+        "events": events_out,
         "mean_prediction": s["mean_prediction"],
         "unknown_tokens": {f: int(s[f"unknown_{f}"]) for f in vocab_fields},
         "seconds": round(time.time() - started, 2),
@@ -224,7 +219,7 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Att
         "model_batches": int(counters.get("batches", 0)),
         "oom_splits": int(counters.get("oom_splits", 0)),
         # real events / positions computed: how little compute went to padding
-        "padding_efficiency": int(w["events_out"]) / max(1, int(counters.get("computed_positions", 0))),
+        "padding_efficiency": events_out / max(1, int(counters.get("computed_positions", 0))),
         "python_worker_peak_rss_mb": round(float(counters.get("rss_mb", 0.0)), 1),
         # where the events were scored, and how many in tasks Spark gave a GPU (spark.task.resource.gpu.amount)
         "events_by_device": {
@@ -245,3 +240,37 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Att
         summary["date"] = conf.run.date
     write_text(conf.output(conf.run.day_file(a.summary_path)), json.dumps(summary, indent=1))
     return AttributeResult(summary, output, summary["sessions"], summary["events"])
+
+
+def _spark_write(
+    scored: DataFrame,
+    conf: Config,
+    output: str,
+    model_sha256: str,
+    session_checks: tuple[str, ...],
+    vocab_fields: tuple[str, ...],
+) -> tuple[dict, dict, int]:
+    """``attribution.writer: spark``: the scored sessions back in the JVM, exploded by Spark and written
+    by its parquet writer. (what the stage observed of the scored sessions, the UDF's counters, events
+    written)."""
+    from pyspark.sql import Observation
+    from pyspark.sql import functions as F
+
+    seen = Observation("attribute_sessions")
+    scored = scored.observe(
+        seen,
+        stats_metric(),
+        F.count(F.lit(1)).alias("sessions"),
+        F.coalesce(F.sum("session_length"), F.lit(0)).alias("events_in"),
+        F.coalesce(F.sum("label"), F.lit(0)).alias("converted"),
+        F.avg("prediction").alias("mean_prediction"),
+        *[F.max(F.abs(c)).alias(f"max_abs_{c}") for c in session_checks],
+        *[F.avg(F.abs(c)).alias(f"mean_abs_{c}") for c in session_checks],
+        *[F.coalesce(F.sum(f"unknown_{f}"), F.lit(0)).alias(f"unknown_{f}") for f in vocab_fields],
+    )
+    events = event_table(scored, conf.run.run_id or "", model_sha256)
+    written = Observation("attribute_events")
+    events = events.observe(written, F.count(F.lit(1)).alias("events_out"))
+    partitioned_write(events.write, conf.run.date).parquet(output)
+    s = seen.get
+    return s, observed_stats(s, PEAKS), int(written.get["events_out"])
