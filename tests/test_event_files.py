@@ -122,12 +122,25 @@ def test_the_same_files_as_sparks_writer(both):
 def test_the_same_summary(both):
     _, table, summaries = both
     by_spark, by_arrow = summaries["spark"], summaries["arrow"]
-    differ = {"seconds", "output", "mean_prediction", "ig_completeness_gap", "python_worker_peak_rss_mb"}
+    differ = {
+        "seconds",
+        "output",
+        "mean_prediction",
+        "ig_completeness_gap",
+        "python_worker_peak_rss_mb",
+        "worker_seconds",
+    }
     for key in by_spark:
         if key not in differ:
             assert by_arrow[key] == by_spark[key], key
     assert by_arrow["sessions"] == table.num_rows
     assert by_arrow["mean_prediction"] == pytest.approx(by_spark["mean_prediction"], rel=1e-12)
+    # where the workers' time went: every part ran (removal on), and only the worker's writer writes
+    for summary in (by_spark, by_arrow):
+        parts = summary["worker_seconds"]
+        assert set(parts) == {"input", "encode", "model", "removal", "output", "write"}
+        assert all(parts[p] > 0 for p in ("input", "encode", "model", "removal", "output")), parts
+    assert by_arrow["worker_seconds"]["write"] > 0 and by_spark["worker_seconds"]["write"] == 0
     for stat in ("max_abs", "mean_abs"):
         expected = by_spark["ig_completeness_gap"][stat]
         assert by_arrow["ig_completeness_gap"][stat] == pytest.approx(expected, rel=1e-9)

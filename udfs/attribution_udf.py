@@ -12,6 +12,7 @@ not accumulated. The model cache, the device choice and the counters are :mod:`u
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -120,7 +121,8 @@ def attribute_batches(
     )
     removal = removal_sample > 0
     fields = output_fields(chosen, loaded.spec.fields, removal, bool(pairs))
-    for batch in batches:
+    for batch in _timed_input(batches, on_stats):
+        started = time.perf_counter()
         if batch.num_rows == 0:
             yield pa.RecordBatch.from_arrays(
                 [*batch.columns, *[pa.array([], f.type) for f in fields]],
@@ -129,6 +131,7 @@ def attribute_batches(
             continue
         encoded = encode_sessions(batch, loaded.vocab, loaded.spec.continuous)
         stats: dict = {}
+        encoded_at = time.perf_counter()
         scores = attribute_sessions(
             loaded.model,
             encoded,
@@ -138,11 +141,20 @@ def attribute_batches(
             stats_out=stats,
             max_positions=max_positions,
         )
+        scored_at = time.perf_counter()
         if removal:
             found: list[PairInteraction] = []
             removed, selected = _removal_effects(
                 batch, encoded, loaded.ensemble, removal_sample, device, max_positions, stats, pairs, found
             )
+        removed_at = time.perf_counter()
+        stats.update(
+            {
+                "seconds_encode": encoded_at - started,
+                "seconds_model": scored_at - encoded_at,
+                "seconds_removal": removed_at - scored_at,
+            }
+        )
         if on_stats is not None:
             peak = peak_rss_mb() if peak_is_this_tasks else rss_mb()
             events = int(encoded.offsets[-1])
@@ -173,7 +185,27 @@ def attribute_batches(
                 columns.append(_pairs_per_session(found, pairs, selected))
         for f in loaded.spec.fields:
             columns.append(pa.array(_per_session_unknown(encoded, encoded.tokens[f]), pa.int64()))
-        yield pa.RecordBatch.from_arrays([*batch.columns, *columns], schema=with_fields(batch.schema, fields))
+        out = pa.RecordBatch.from_arrays([*batch.columns, *columns], schema=with_fields(batch.schema, fields))
+        if on_stats is not None:
+            on_stats({"seconds_output": time.perf_counter() - removed_at})
+        yield out
+
+
+def _timed_input(
+    batches: Iterable[pa.RecordBatch], on_stats: Callable[[dict], None] | None
+) -> Iterator[pa.RecordBatch]:
+    """``batches``, with the time spent waiting for each (Spark turning the sessions into Arrow and
+    sending them) reported as ``seconds_input``."""
+    iterator = iter(batches)
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        if on_stats is not None:
+            on_stats({"seconds_input": time.perf_counter() - started})
+        yield batch
 
 
 def _members_per_event(effects: np.ndarray) -> pa.Array:

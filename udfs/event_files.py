@@ -23,6 +23,7 @@ A job that fails leaves the previous table as it was (Spark's overwrite removes 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -211,7 +212,9 @@ class EventFiles:
                 files[day] = (writer, path)
             files[day][0].write_table(pa.concat_tables(pending.pop(day)), row_group_size=ROW_GROUP_EVENTS)
 
+        writing = 0.0
         for batch in batches:
+            started = time.perf_counter()
             names = batch.schema.names
             if STATS_COLUMN in names:
                 counters += [dict(m) for m in batch.column(names.index(STATS_COLUMN)).to_pylist() if m]
@@ -227,10 +230,13 @@ class EventFiles:
                 written[day] = written.get(day, 0) + part.num_rows
                 if sum(t.num_rows for t in pending[day]) >= ROW_GROUP_EVENTS:
                     flush(day)
+            writing += time.perf_counter() - started
+        started = time.perf_counter()
         for day in list(pending):
             flush(day)
         for writer, _ in files.values():
             writer.close()
+        counters.append({"seconds_write": writing + time.perf_counter() - started})
         rows: list[dict[str, object]] = [
             {"session_date": day, "path": path, "events": written[day], STATS_COLUMN: None}
             for day, (_, path) in files.items()

@@ -221,6 +221,11 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Att
         # real events / positions computed: how little compute went to padding
         "padding_efficiency": events_out / max(1, int(counters.get("computed_positions", 0))),
         "python_worker_peak_rss_mb": round(float(counters.get("rss_mb", 0.0)), 1),
+        # where the Python workers' time went, summed over tasks (seconds of one core each)
+        "worker_seconds": {
+            part: round(float(counters.get(f"seconds_{part}", 0.0)), 4)
+            for part in ("input", "encode", "model", "removal", "output", "write")
+        },
         # where the events were scored, and how many in tasks Spark gave a GPU (spark.task.resource.gpu.amount)
         "events_by_device": {
             k.split(":", 1)[1]: int(v) for k, v in sorted(counters.items()) if k.startswith("events_on:")
