@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -246,3 +247,29 @@ def test_spread_over_partitions_the_same_table(spark, both):
     assert {d: len(f) for d, f in _files(root / "out" / "events_spread").items()} == {
         f"session_date={d}": 3 for d in DAYS
     }
+
+
+def test_the_same_report_tables_as_sparks_writer(spark, both):
+    """Every table the report makes from the event table (lifts, removal effects and their CIs, pairs),
+    from each writer's table: equal, value for value."""
+    from attribution import aggregate, removal_tables
+
+    root, _, _ = both
+    made = {}
+    for writer in ("spark", "arrow"):
+        events = spark.read.parquet(f"{root}/out/events_{writer}")
+        removal = removal_tables.removal_stats(events)
+        assert removal is not None and removal.num_rows > 0
+        made[writer] = aggregate.tables(aggregate.long_format(events), min_events=1, removal=removal)
+    assert set(made["arrow"]) == set(made["spark"]) and len(made["arrow"]) > 3
+    for name, table in made["spark"].items():
+        got, want = made["arrow"][name].to_pandas(), table.to_pandas()
+        assert len(want) > 0, name
+        keys = [c for c in want.columns if want[c].dtype == object and c not in ("verdict",)]
+        pd.testing.assert_frame_equal(
+            got.sort_values(keys).reset_index(drop=True),
+            want.sort_values(keys).reset_index(drop=True),
+            obj=name,
+            rtol=1e-12,
+            atol=1e-15,
+        )
