@@ -177,6 +177,7 @@ def test_a_stray_attempt_is_not_committed(spark, stage):
             yield b.append_column("prediction", pa.array(np.full(b.num_rows, 0.5)))
 
     files = event_files.event_files(spark, schema, output, "r1", "sha")
+    assert Path(files.staging).is_absolute() and Path(files.staging).parent == Path(output)
     stray = Path(files.staging) / f"session_date={DAYS[0]}" / "part-00000-stray-a1.c000.snappy.parquet"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"not parquet")
@@ -273,3 +274,12 @@ def test_the_same_report_tables_as_sparks_writer(spark, both):
             rtol=1e-12,
             atol=1e-15,
         )
+
+
+def test_a_relative_output_is_staged_at_an_absolute_path(spark, stage, monkeypatch, tmp_path):
+    """A Spark executor's working directory is not the driver's: the staging directory, which the
+    executors write, is made absolute on the driver."""
+    schema = with_prediction(_unscored(spark, stage[0]).schema)
+    monkeypatch.chdir(tmp_path)
+    files = event_files.event_files(spark, schema, "out/events", "r1", "sha")
+    assert files.staging.startswith(f"{tmp_path}/out/events/{event_files.STAGING_PREFIX}")

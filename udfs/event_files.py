@@ -23,6 +23,7 @@ A job that fails leaves the previous table as it was (Spark's overwrite removes 
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -289,8 +290,10 @@ def event_files(
     empty = spark.createDataFrame([], scored_schema)
     spark_schema = event_table(empty, run_id, model_sha256).drop(PARTITION).schema
     token = uuid.uuid4().hex[:12]
+    # absolute on the driver: an executor resolves a relative path against its own working directory
+    located = output if "://" in output else os.path.abspath(output)
     return EventFiles(
-        staging=f"{output.rstrip('/')}/{STAGING_PREFIX}{token}",
+        staging=f"{located.rstrip('/')}/{STAGING_PREFIX}{token}",
         token=token,
         target=_arrow_schema(spark_schema),
         spark_schema_json=spark_schema.json(),
