@@ -4,7 +4,7 @@ config alone) with effects drawn from each seed, and on the null scenario (every
 
     python -m bench.bench_scenarios [--seeds 1,2,3,4,5] [--null-seeds 1,2,3] [--users 12000]
                                     [--spread-seeds 1,2,3,4,5] [--ordered-seeds 1,2,3,4,5]
-                                    [--train-seeds 100,200]
+                                    [--train-seeds 100,200] [--set model.causal_events=true ...]
 
 For each run it reads the published tables and ``ground_truth_recovery.csv`` (which scores them) and
 prints one row; then the averages against the bars:
@@ -159,6 +159,12 @@ def main(argv=None) -> int:
     p.add_argument("--days", type=int, default=2)
     p.add_argument("--work", default=str(ROOT / "bench" / "results" / "scenarios"))
     p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="a config override for every run (dotted.key=value; repeat it): a model or training variant",
+    )
+    p.add_argument(
         "--train-seeds",
         default="",
         help="comma-separated offsets: also train each random seed's data with run.seed = seed + offset",
@@ -184,14 +190,14 @@ def main(argv=None) -> int:
     for effects, seeds in runs:
         for seed in seeds:
             stages = "report" if args.report_only else args.stages
-            rows.append(run_one(work, effects, seed, args.users, args.days, [], stages))
+            rows.append(run_one(work, effects, seed, args.users, args.days, args.set, stages))
             print(json.dumps(rows[-1]), flush=True)
     offsets = [int(s) for s in args.train_seeds.split(",") if s]
     retrained = []
     for seed in random_seeds:
         for offset in offsets:
             stages = "report" if args.report_only else "sessionize,train,attribute,report"
-            retrained.append(run_one(work, "random", seed, args.users, args.days, [], stages, seed + offset))
+            retrained.append(run_one(work, "random", seed, args.users, args.days, args.set, stages, seed + offset))
             print(json.dumps(retrained[-1]), flush=True)
     df = pd.DataFrame(rows)
     rnd, null, spread = df[df.effects == "random"], df[df.effects == "none"], df[df.effects == "spread"]
