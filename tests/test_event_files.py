@@ -283,3 +283,19 @@ def test_a_relative_output_is_staged_at_an_absolute_path(spark, stage, monkeypat
     monkeypatch.chdir(tmp_path)
     files = event_files.event_files(spark, schema, "out/events", "r1", "sha")
     assert files.staging.startswith(f"{tmp_path}/out/events/{event_files.STAGING_PREFIX}")
+
+
+def test_the_sessions_parquet_codec_or_one_line_naming_it(spark):
+    """The worker writes with the session's spark.sql.parquet.compression.codec; one pyarrow cannot
+    write is a config error naming the setting and the way out."""
+    from attribution.errors import ConfigError
+
+    try:
+        spark.conf.set("spark.sql.parquet.compression.codec", "zstd")
+        assert event_files.compression_codec(spark) == "ZSTD"
+        spark.conf.set("spark.sql.parquet.compression.codec", "lzo")
+        with pytest.raises(ConfigError, match=r"compression.codec=lzo.*attribution.writer=spark"):
+            event_files.compression_codec(spark)
+    finally:
+        spark.conf.unset("spark.sql.parquet.compression.codec")
+    assert event_files.compression_codec(spark) == "SNAPPY"
