@@ -61,7 +61,11 @@ def filesystem_for(location: str) -> tuple[FileSystem, str]:
 def remove_tree(location: str) -> None:
     """Delete a directory Spark wrote (or a file), if it exists: through pyarrow's filesystems, so it works
     the same from a classic session and from a Spark Connect client."""
-    filesystem, path = filesystem_for(location)
+    remove_path(*filesystem_for(location))
+
+
+def remove_path(filesystem: FileSystem, path: str) -> None:
+    """Delete a directory or a file on ``filesystem``, if it exists."""
     kind = filesystem.get_file_info(path).type
     if kind == fs.FileType.Directory:
         filesystem.delete_dir(path)

@@ -42,7 +42,7 @@ from pyspark.sql.types import DoubleType, LongType, MapType, StringType, StructF
 from attribution.errors import ConfigError
 from attribution.events import EventLayout, event_layout, event_table
 from attribution.schema import POSITION_BIN_UPPER, POSITION_BINS
-from attribution.sinks import EMPTY_MARKER, filesystem_for
+from attribution.sinks import EMPTY_MARKER, filesystem_for, remove_path
 from udfs.attribution_udf import PEAKS
 from udfs.worker import STATS_COLUMN, merge_stats
 
@@ -72,10 +72,6 @@ CODECS = {
 }
 # The prefix of the counters the writer adds to the UDF's (udfs/worker.py): the stage's summary reads them.
 TABLE = "table."
-
-
-def _arrow_schema(spark_schema: StructType) -> pa.Schema:
-    return to_arrow_schema(spark_schema)
 
 
 def position_bins(position: np.ndarray) -> pa.Array:
@@ -295,7 +291,7 @@ def event_files(
     return EventFiles(
         staging=f"{located.rstrip('/')}/{STAGING_PREFIX}{token}",
         token=token,
-        target=_arrow_schema(spark_schema),
+        target=to_arrow_schema(spark_schema),
         spark_schema_json=spark_schema.json(),
         layout=event_layout(scored_schema.fieldNames()),
         run_id=run_id,
@@ -332,7 +328,7 @@ def write_event_table(
         with filesystem.open_output_stream(f"{root}/_SUCCESS"):
             pass
     finally:
-        _remove(filesystem, filesystem_for(files.staging)[1])
+        remove_path(filesystem, filesystem_for(files.staging)[1])
     parts = [dict(r[STATS_COLUMN]) for r in manifest if r[STATS_COLUMN]]
     counters = merge_stats(parts, maxima=tuple(k for p in parts for k in p if _is_peak(k)))
     return Committed(sum(int(r["events"]) for r in written), days, counters)
@@ -344,20 +340,12 @@ def _replace(filesystem: FileSystem, root: str, days: tuple[str, ...], day: str 
     directory ``keep``."""
     if day is not None:
         for d in sorted({day, *days}):
-            _remove(filesystem, f"{root}/{PARTITION}={d}")
-        _remove(filesystem, f"{root}/{EMPTY_MARKER}")
+            remove_path(filesystem, f"{root}/{PARTITION}={d}")
+        remove_path(filesystem, f"{root}/{EMPTY_MARKER}")
         return
     for info in filesystem.get_file_info(fs.FileSelector(root, allow_not_found=True)):
         if info.base_name != keep:
-            _remove(filesystem, info.path)
-
-
-def _remove(filesystem: FileSystem, path: str) -> None:
-    kind = filesystem.get_file_info(path).type
-    if kind == fs.FileType.Directory:
-        filesystem.delete_dir(path)
-    elif kind == fs.FileType.File:
-        filesystem.delete_file(path)
+            remove_path(filesystem, info.path)
 
 
 def observed(committed: Committed, session_checks: tuple[str, ...], vocab_fields: tuple[str, ...]) -> dict:
