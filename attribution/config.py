@@ -332,6 +332,11 @@ class ModelConf:
     # is too. 0 turns it off.
     causal_events: bool = False
     end_distance: int = 0  # the distance embedding's cap (0: no embedding; see above)
+    # The context path (attribution/model.py), not in the original analysis's model: each event also adds
+    # to the logit a learned weight for its event type in its context (each event type before it in the
+    # session, whether it is the first or the last step): "b helps after an a", "the first c counts
+    # more than its repeats", "d hurts as the last step". A matrix of event types x (event types + 2).
+    context: bool = False
 
     def check(self) -> None:
         _at_least_one("model", self, ("d_model", "n_heads", "n_layers", "ff_dim", "field_dim", "continuous_dim"))
@@ -359,6 +364,13 @@ class TrainConf:
     epochs: int = 10  # at most this many passes over the training sessions (see patience)
     learning_rate: float = 1e-3  # AdamW's peak learning rate
     weight_decay: float = 0.01  # AdamW's weight decay
+    # The context path's matrix (model.context) learns at this multiple of learning_rate, without weight
+    # decay: it is a logistic regression's few coefficients beside the network's many weights, and at the
+    # network's rate it moves too little before early stopping (docs/scenarios.md).
+    context_lr_scale: float = 10.0
+    # Ridge on the context path's matrix: the loss adds context_ridge / training sessions x sum W^2, so
+    # an event type's weight in a context needs on the order of this many sessions of evidence. 0: none.
+    context_ridge: float = 0.0
     # Ridge penalty per categorical value (attribution/model.py, SessionTransformer.embedding_penalty): the
     # loss adds embedding_ridge / training sessions x the sum over values of |their projected embedding|^2,
     # so a value needs evidence from on the order of this many sessions before it carries an effect of its
@@ -410,12 +422,15 @@ class TrainConf:
         if (
             self.learning_rate <= 0
             or self.weight_decay < 0
+            or not self.context_lr_scale > 0
+            or self.context_ridge < 0
             or self.grad_clip <= 0
             or self.warmup_steps < 0
             or self.embedding_ridge < 0
         ):
             raise ConfigError(
-                "train: learning_rate and grad_clip must be > 0, weight_decay, embedding_ridge and warmup_steps >= 0"
+                "train: learning_rate, context_lr_scale and grad_clip must be > 0, weight_decay, embedding_ridge, "
+                "context_ridge and warmup_steps >= 0"
             )
         if self.pos_weight is not None and self.pos_weight <= 0:
             raise ConfigError("train.pos_weight: must be > 0 or null")

@@ -28,6 +28,19 @@ attention-weighted average, which can't count; the path carries each event's mai
 sum, and the encoder what the events do together. The term is linear in ``x_i`` with no offset, so the
 empty event adds 0 and gradient x input adds up to the path's share of the logit exactly.
 
+The context path (``ModelSpec.context``): each event also adds ``onehot(type_i)^T W c_i`` to the logit, its
+context ``c_i`` being, per event type t, whether a step of type t came before it in the session (1 -
+exp(-3 n) for n such steps: 0.95 for one, nearly 1 for more), and whether it is the session's first and its last event. So W holds, for each
+event type, how its effect changes after each other type (a pair: "b helps after an a"), after itself
+(a repeat: "the first c counts more than its repeats") and as the first or last step ("d hurts as the
+last step"), as a logistic regression would be given those terms. The encoder could learn them through
+attention, but on the order-dependent scenarios it does not (docs/scenarios.md); the path, a matrix of
+event types by contexts, learns them. For it the input representation carries each event's type as a
+one-hot after its ``d_model`` values (the width is ``input_width``): everything that cuts, masks or
+compacts events (removal, faithfulness, integrated gradients) moves the type with the event, so a
+session with events removed has the context the removals leave, and the attribution methods see the
+type as part of the event.
+
 Padding: ``mask`` is True for real events; padded keys are excluded from every softmax and the CLS
 position is always a valid key, so padding never changes a session's logit.
 """
@@ -57,6 +70,8 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "model_config.json"
 VOCAB_FILE = "vocab.json"
 SHA_FILE = "model.sha256"
+CONTEXT_FIELD = "event_names"  # the field whose values the context path's matrix is indexed by
+CONTEXT_SHARPNESS = 3.0  # a type seen n times before an event counts 1 - exp(-3 n) in its context
 MEMBERS_DIR = "members"  # the ensemble's other members (train.ensemble_members), one safetensors file each
 
 
@@ -90,6 +105,19 @@ class ModelSpec:
     causal_events: bool = False
     # A learned embedding of each event's distance from the session's last event, capped here (0: none).
     end_distance: int = 0
+    # The context path (module docstring): an event-type-by-context matrix on the logit; False before it existed.
+    context: bool = False
+
+    @property
+    def context_types(self) -> int:
+        """The width of the event-type one-hot the context path adds to the input representation (the
+        event-type field's vocabulary, <PAD>'s column included and always 0); 0 without the path."""
+        return self.vocab_sizes[self.fields.index(CONTEXT_FIELD)] if self.context else 0
+
+    @property
+    def input_width(self) -> int:
+        """The width of an event's input representation: ``d_model``, plus the context path's one-hot."""
+        return self.d_model + self.context_types
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,6 +149,7 @@ class ModelSpec:
             additive_rank=model_conf.additive_rank,
             causal_events=model_conf.causal_events,
             end_distance=model_conf.end_distance,
+            context=model_conf.context,
         )
 
 
@@ -234,6 +263,11 @@ class SessionTransformer(nn.Module):
             self.event_position = nn.Embedding(spec.max_length + 1, spec.additive_rank)
         if spec.end_distance:
             self.end_embedding = nn.Embedding(spec.end_distance + 1, spec.d_model)
+        if spec.context:
+            if CONTEXT_FIELD not in spec.fields:
+                raise ValueError(f"the context path needs the {CONTEXT_FIELD} field; the model has {spec.fields}")
+            # rows: the event's type; columns: the first of it after each type, a repeat, first, last
+            self.context_matrix = nn.Parameter(torch.zeros(spec.context_types, spec.context_types + 3))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -249,6 +283,46 @@ class SessionTransformer(nn.Module):
             nn.init.zeros_(self.event_position.weight)
         if self.spec.end_distance:
             nn.init.normal_(self.end_embedding.weight, std=0.02)
+        if self.spec.context:
+            nn.init.zeros_(self.context_matrix)  # the model starts as without the path
+
+    def context_terms(self, types: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The context path's term of every event (B, L) from the events' type one-hots ``types`` (B, L,
+        T); 0 where ``mask`` is False. A session's valid events come first, in order (as everywhere in
+        this model). The context of event i, of type t, has four parts (``W``'s columns in this order):
+
+        - per type u, whether i is the first t after the session's first u: the session has "a u before
+          a t" and i is where it happens, so the pair counts once per session, as the pair table reads it;
+        - whether a t came before i (a repeat), as 1 - exp(-3 n) for n of them;
+        - whether i is the session's first event, and whether it is the last.
+
+        Which events qualify is read from the one-hots' support; the terms scale with the one-hots'
+        values (the pair's with both events'), so along integrated gradients' path from the <PAD> event
+        (the one-hots from 0 to 1) they are smooth and the quadrature stays exact."""
+        b, n, t = types.shape
+        if n == 0:  # the empty session (every event removed): no events, no terms
+            return types.new_zeros(b, 0)
+        onehot = types * mask[..., None].to(types.dtype)
+        seen = onehot > 0
+        pos = torch.arange(n, device=types.device)
+        never = torch.full((), n, device=types.device)
+        # the position of each type's first event (n where absent) and its one-hot value there
+        first_at = torch.where(seen, pos[None, :, None], never).amin(1)  # (B, T)
+        first_value = (onehot * (pos[None, :, None] == first_at[:, None, :])).sum(1)  # (B, T)
+        # per event, the position of the previous event of its own type (-1: none)
+        last_seen = torch.where(seen, pos[None, :, None], torch.full((), -1, device=types.device)).cummax(1).values
+        previous = torch.cat([last_seen.new_full((b, 1, t), -1), last_seen[:, :-1]], dim=1)
+        own = seen.to(types.dtype)
+        previous_same = (previous * own).sum(-1) - (1 - own.sum(-1))  # (B, L); -1 for padding
+        after_first = (first_at[:, None, :] < pos[None, :, None]) & (previous_same[..., None] < first_at[:, None, :])
+        pair = after_first.to(types.dtype) * first_value[:, None, :] * mask[..., None].to(types.dtype)
+        count_before = onehot.cumsum(1) - onehot
+        repeat = ((1.0 - torch.exp(-CONTEXT_SHARPNESS * count_before)) * own).sum(-1, keepdim=True)
+        index = mask.long().cumsum(1)  # 1 at the first event, the session's length at the last
+        first = ((index == 1) & mask).to(types.dtype)[..., None]
+        last = ((index == mask.sum(1, keepdim=True)) & mask).to(types.dtype)[..., None]
+        context = torch.cat([pair, repeat, first, last], dim=-1)
+        return ((onehot @ self.context_matrix) * context).sum(-1)
 
     def embedding_penalty(self) -> torch.Tensor:
         """The ridge penalty of ``train.embedding_ridge``: over every categorical field's values, the sum of
@@ -270,6 +344,13 @@ class SessionTransformer(nn.Module):
             total = total + ((rows @ (w.T @ w)) * rows).sum()
         return total
 
+    def context_penalty(self) -> torch.Tensor:
+        """The ridge penalty of ``train.context_ridge``: the sum of the context path's squared weights (0
+        without the path)."""
+        if not self.spec.context:
+            return self.project.weight.new_zeros(())
+        return (self.context_matrix**2).sum()
+
     def field_projection(self, field: str) -> torch.Tensor:
         """The block of the projection that a field's embedding goes through, (d_model, field_dim):
         :meth:`represent` concatenates the fields' embeddings in ``spec.fields`` order."""
@@ -277,10 +358,16 @@ class SessionTransformer(nn.Module):
         return self.project.weight[:, i * width : (i + 1) * width]
 
     def represent(self, tokens: dict[str, torch.Tensor], continuous: torch.Tensor) -> torch.Tensor:
-        """The per-event input representation (B, L, d_model)."""
+        """The per-event input representation (B, L, ``spec.input_width``): the projection (d_model), then
+        with the context path the event type's one-hot (<PAD> is all 0)."""
         parts = [self.embeddings[f](tokens[f]) for f in self.spec.fields]
         parts.append(self.continuous(continuous))
-        return self.project(torch.cat(parts, dim=-1))
+        x = self.project(torch.cat(parts, dim=-1))
+        if self.spec.context:
+            types = F.one_hot(tokens[CONTEXT_FIELD], self.spec.context_types).to(x.dtype)
+            types[..., 0] = 0.0
+            x = torch.cat([x, types], dim=-1)
+        return x
 
     def forward_from_representation(
         self,
@@ -290,7 +377,7 @@ class SessionTransformer(nn.Module):
         positions: Optional[torch.Tensor] = None,
         all_positions: Optional[bool] = None,
     ) -> tuple[torch.Tensor, Optional[list[torch.Tensor]]]:
-        """Logits (B,) from input representations ``x`` (B, L, d) and ``mask`` (B, L, True = event).
+        """Logits (B,) from input representations ``x`` (B, L, ``spec.input_width``) and ``mask`` (B, L, True = event).
 
         The head reads the CLS position of the last layer only, so by default (``all_positions`` None)
         in eval mode the last layer is computed for that position alone: its queries, attention output,
@@ -309,9 +396,13 @@ class SessionTransformer(nn.Module):
         gives exactly the logit of the masked session (masked events are never a key, so nothing else
         sees them), at the cost of the remaining events only.
         """
-        b, n, _ = x.shape
+        b, n, width = x.shape
         if n > self.spec.max_length:
             raise FeatureMismatch(f"sessions of {n} events exceed the model's max_length {self.spec.max_length}")
+        if width != self.spec.input_width:
+            raise FeatureMismatch(f"input representations of width {width}; the model's is {self.spec.input_width}")
+        types = x[..., self.spec.d_model :] if self.spec.context else None
+        x = x[..., : self.spec.d_model]
         if all_positions is None:
             all_positions = self.training
         if positions is None:
@@ -339,6 +430,8 @@ class SessionTransformer(nn.Module):
             index = positions if positions is not None else torch.arange(1, n + 1, device=x.device).expand(b, n)
             terms = (self.event_value(x) * self.event_position(index)).sum(-1)  # (B, L)
             logit = logit + terms.masked_fill(~mask, 0.0).sum(-1)
+        if types is not None:
+            logit = logit + self.context_terms(types, mask).sum(-1)
         return logit, attention
 
     def forward(self, tokens: dict[str, torch.Tensor], continuous: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -139,7 +139,7 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
 
 def empty_logit(model: SessionTransformer, device: torch.device | str) -> float:
     """The logit of a session with every event removed (the CLS token alone)."""
-    x = torch.zeros(1, 0, model.spec.d_model, device=device)
+    x = torch.zeros(1, 0, model.spec.input_width, device=device)
     with torch.no_grad():
         logit, _ = model.forward_from_representation(x, torch.zeros(1, 0, dtype=torch.bool, device=device))
     return float(logit[0])

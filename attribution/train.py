@@ -125,6 +125,8 @@ def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_pat
         epochs=epochs,
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
+        context_lr_scale=t.context_lr_scale,
+        context_ridge=t.context_ridge,
         embedding_ridge=t.embedding_ridge,
         pos_weight=t.pos_weight,
         grad_clip=t.grad_clip,

@@ -92,6 +92,8 @@ class WorkerParams:
     warmup_steps: int
     use_gpu: bool
     threads: int | None  # torch threads per process; None: torch's default
+    context_lr_scale: float = 1.0  # the context path's learning rate, a multiple of learning_rate (no decay)
+    context_ridge: float = 0.0  # the context path's ridge, as embedding_ridge is the values'
     members: int = 1  # models trained one after another: the model, then members-1 bootstrap members
     # Local mode: where rank 0 writes its result (a pickle, replaced atomically); every rank then returns
     # None. TorchDistributor's local mode has every process write its return value to one file, at the
@@ -286,6 +288,7 @@ def train_process(
     # its share per batch is the penalty over the training sessions. The shards are dealt to the ranks
     # evenly, so this rank's sessions times the ranks stands for them.
     ridge = params.embedding_ridge / max(1, len(train.labels) * world)
+    context_ridge = params.context_ridge / max(1, len(train.labels) * world)
     started = time.time()
     seen = 0
 
@@ -301,7 +304,14 @@ def train_process(
         model = SessionTransformer(spec).to(device)
         net = DistributedDataParallel(model) if distributed else model
         torch.manual_seed(member_seed * 1000 + rank)  # dropout differs per rank; the initial weights do not
-        optimizer = torch.optim.AdamW(model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay)
+        context = [p for name, p in model.named_parameters() if name.endswith("context_matrix")]
+        others = [p for name, p in model.named_parameters() if not name.endswith("context_matrix")]
+        groups: list[dict[str, Any]] = [{"params": others}]
+        if context:
+            groups.append(
+                {"params": context, "lr": params.learning_rate * params.context_lr_scale, "weight_decay": 0.0}
+            )
+        optimizer = torch.optim.AdamW(groups, lr=params.learning_rate, weight_decay=params.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(params.warmup_steps, steps * params.epochs))
         pos_weight = torch.tensor(params.pos_weight, device=device) if params.pos_weight else None
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="mean" if member == 0 else "none")
@@ -327,6 +337,8 @@ def train_process(
                     loss = (loss * torch.from_numpy(weights[rows]).to(device)).mean()
                 if params.embedding_ridge:
                     loss = loss + ridge * model.embedding_penalty()
+                if context_ridge:
+                    loss = loss + context_ridge * model.context_penalty()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)

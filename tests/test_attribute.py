@@ -20,11 +20,13 @@ from tests.helpers import SMALL_MODEL, random_model, synthetic_sessions, vocab_o
 ALL = AttributionOptions(methods=METHODS, ig_steps=16)
 
 
-@pytest.fixture(scope="module")
-def setup():
+@pytest.fixture(scope="module", params=[False, True], ids=["model", "with-context-path"])
+def setup(request):
+    """The model, and the model with the context path, whose input representation also carries each
+    event's type (attribution/model.py): every method must hold for both."""
     table = synthetic_sessions(30, seed=8, max_len=25)
     vocab = vocab_of(table)
-    model = random_model(vocab, max_length=30, seed=1, std=0.2, **SMALL_MODEL)
+    model = random_model(vocab, max_length=30, seed=1, std=0.2, context=request.param, **SMALL_MODEL)
     for p in model.parameters():
         p.requires_grad_(False)
     return model, encode_sessions(table, vocab), vocab

@@ -421,3 +421,93 @@ def test_end_distance_embeds_each_events_distance_from_the_sessions_last_event(t
     both = copy.deepcopy(model)
     both.spec = dataclasses.replace(model.spec, causal_events=True)
     assert empty_logit(both, "cpu") == pytest.approx(empty_logit(plain, "cpu"), abs=1e-6)
+
+
+def test_the_context_path_adds_each_events_weight_in_its_context_and_removal_moves_it(table, vocab):
+    """model.context: with the CLS head and the additive path silenced, the logit is the context path
+    alone, computed here event by event from the session's event types. Event i of type t adds W[t, u]
+    for every type u whose first event comes before i with no t between them (i is the first t after
+    the first u: the pair "u before t" counts once per session), W[t, repeat] (1 - exp(-3 n)) for n
+    earlier t's, W[t, first] if it is the first event and W[t, last] if it is the last. Padding changes
+    nothing, a session with an event removed (compacted, as removal does) has the context that removal
+    leaves, and the input representation carries the event type's one-hot after its d_model values."""
+    sizes = {**SMALL_MODEL, "additive_rank": 0}
+    model = random_model(vocab, max_length=64, seed=8, std=0.3, context=True, **sizes)
+    with torch.no_grad():
+        model.head[-1].weight.zero_()
+        model.head[-1].bias.zero_()
+    names = vocab.tokens["event_names"]
+    w = model.context_matrix.detach().numpy()  # random_model drew it from N(0, 0.3)
+    assert w.shape == (len(names) + 2, len(names) + 5)
+
+    def terms(types: list[str]) -> list[float]:
+        out = []
+        for i, t in enumerate(types):
+            row = w[names.index(t) + 2]
+            earlier_t = [j for j in range(i) if types[j] == t]
+            term = 0.0
+            for u in set(types[:i]):
+                first_u = types.index(u)
+                if not earlier_t or earlier_t[-1] < first_u:
+                    term += row[names.index(u) + 2]
+            term += row[-3] * (1 - math.exp(-3 * len(earlier_t)))
+            term += (row[-2] if i == 0 else 0.0) + (row[-1] if i == len(types) - 1 else 0.0)
+            out.append(float(term))
+        return out
+
+    enc = encode_sessions(table, vocab)
+    rows = np.arange(len(enc))
+    tokens, cont, mask = to_tensors(enc.batch(rows), model.spec.fields)
+    with torch.no_grad():
+        x = model.represent(tokens, cont)
+        got, _ = model.forward_from_representation(x, mask)
+    assert x.shape[-1] == model.spec.d_model + len(names) + 2
+    sessions = table.column("event_names").to_pylist()
+    expected = [sum(terms(types)) for types in sessions]
+    assert any(len(set(types)) < len(types) for types in sessions)  # repeats are in the data
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-5)
+    padded, _ = _logits(model, enc, rows, width=int(enc.lengths.max()) + 5)
+    torch.testing.assert_close(got, padded, atol=1e-5, rtol=0)
+    from attribution.removal import masked_logits
+
+    s = next(i for i, types in enumerate(sessions) if len(types) >= 3 and types[0] not in types[1:])
+    n = len(sessions[s])
+    keep = np.zeros((1, x.shape[1]), dtype=bool)
+    keep[0, 1:n] = True
+    removed = masked_logits(model, x, np.array([s]), keep, max_positions=64, keep_positions=False)
+    assert removed[0] == pytest.approx(sum(terms(sessions[s][1:])), abs=1e-5)
+    # the other events lose the pairs the first event made: their terms are not the same as before
+    assert np.abs(np.array(terms(sessions[s][1:])) - np.array(terms(sessions[s])[1:])).max() > 1e-3
+    # the empty session (every event removed) has no context: the CLS token alone, as without the path
+    from attribution.removal import empty_logit
+
+    plain = copy.deepcopy(model)
+    plain.spec = dataclasses.replace(model.spec, context=False)
+    assert empty_logit(model, "cpu") == pytest.approx(empty_logit(plain, "cpu"), abs=1e-6)
+
+
+def test_artifacts_saved_before_the_context_path_load_without_it(model):
+    from attribution.model import ModelSpec, SessionTransformer
+
+    doc = {**model.spec.to_dict()}
+    doc.pop("context")
+    spec = ModelSpec.from_dict(doc)
+    assert not spec.context and spec.input_width == spec.d_model
+    assert not hasattr(SessionTransformer(spec), "context_matrix")
+
+
+
+def test_the_context_ridge_is_the_sum_of_the_matrixs_squared_weights(table, vocab):
+    """train.context_ridge's penalty: sum W^2 (gradient 2 W), apart from the values' ridge, and 0
+    without the path."""
+    sizes = {**SMALL_MODEL, "additive_rank": 0}
+    model = random_model(vocab, max_length=64, seed=9, std=0.3, context=True, **sizes)
+    plain = copy.deepcopy(model)
+    plain.spec = dataclasses.replace(model.spec, context=False)
+    w = model.context_matrix
+    penalty = model.context_penalty()
+    assert float(penalty) == pytest.approx(float((w.detach() ** 2).sum()), rel=1e-5) and float(penalty) > 0
+    (grad,) = torch.autograd.grad(penalty, [w])
+    torch.testing.assert_close(grad, 2 * w.detach())
+    assert float(plain.context_penalty()) == 0.0
+    assert float(model.embedding_penalty()) == pytest.approx(float(plain.embedding_penalty()), rel=1e-6)
