@@ -496,7 +496,6 @@ def test_artifacts_saved_before_the_context_path_load_without_it(model):
     assert not hasattr(SessionTransformer(spec), "context_matrix")
 
 
-
 def test_the_context_ridge_is_the_sum_of_the_matrixs_squared_weights(table, vocab):
     """train.context_ridge's penalty: sum W^2 (gradient 2 W), apart from the values' ridge, and 0
     without the path."""
