@@ -104,8 +104,11 @@ def test_cross_field_rules():
         load_config(None, ["session.min_events=5", "session.max_length=3"])
     with pytest.raises(ConfigError, match=r"event_feature' needs input\.columns\.discovery_feature"):
         load_config(None, ["events.event_type_label=event_feature", "input.columns.discovery_feature=null"])
-    with pytest.raises(ConfigError, match=r"train: .*embedding_ridge and warmup_steps >= 0"):
+    with pytest.raises(ConfigError, match=r"train: .*embedding_ridge, context_ridge and warmup_steps >= 0"):
         load_config(None, ["train.embedding_ridge=-1"])
+    for bad in ("train.context_ridge=-1", "train.context_lr_scale=0"):
+        with pytest.raises(ConfigError, match=r"train: learning_rate, context_lr_scale and grad_clip must be > 0"):
+            load_config(None, [bad])
 
 
 def test_faithfulness_settings_are_checked():
