@@ -368,6 +368,10 @@ class TrainConf:
     # decay: it is a logistic regression's few coefficients beside the network's many weights, and at the
     # network's rate it moves too little before early stopping (docs/scenarios.md).
     context_lr_scale: float = 10.0
+    # ... from this many training sessions; on fewer, the multiple falls in proportion (never below 1).
+    # Adam moves a weight whose gradient is mostly noise as fast as one the data determines, and on a
+    # small training set the fast rate fits the pairs' noise and crowds out the stores' effects.
+    context_full_sessions: int = 20_000
     # Ridge on the context path's matrix: the loss adds context_ridge / training sessions x sum W^2, so
     # an event type's weight in a context needs on the order of this many sessions of evidence. 0: none.
     context_ridge: float = 0.0
@@ -423,14 +427,15 @@ class TrainConf:
             self.learning_rate <= 0
             or self.weight_decay < 0
             or not self.context_lr_scale > 0
+            or self.context_full_sessions < 1
             or self.context_ridge < 0
             or self.grad_clip <= 0
             or self.warmup_steps < 0
             or self.embedding_ridge < 0
         ):
             raise ConfigError(
-                "train: learning_rate, context_lr_scale and grad_clip must be > 0, weight_decay, embedding_ridge, "
-                "context_ridge and warmup_steps >= 0"
+                "train: learning_rate, context_lr_scale, context_full_sessions and grad_clip must be > 0, weight_decay, "
+                "embedding_ridge, context_ridge and warmup_steps >= 0"
             )
         if self.pos_weight is not None and self.pos_weight <= 0:
             raise ConfigError("train.pos_weight: must be > 0 or null")

@@ -47,6 +47,12 @@ def format_train_metrics(metrics: dict, model_path: str) -> str:
     ]
     if metrics.get("still_improving"):
         lines.append("validation AUC still rising at the last epoch: raise train.epochs")
+    rate = metrics.get("context_rate")
+    if rate and rate["multiple"] < rate["scale"]:
+        lines.append(
+            f"the context path learned at {rate['multiple']:.2f}x the model's rate, not {rate['scale']:g}x: "
+            f"{rate['train_sessions']:,} training sessions, under train.context_full_sessions ({rate['full_sessions']:,})"
+        )
     members = metrics.get("members") or []
     if members:
         lines.append(

@@ -126,6 +126,7 @@ def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_pat
         learning_rate=t.learning_rate,
         weight_decay=t.weight_decay,
         context_lr_scale=t.context_lr_scale,
+        context_full_sessions=t.context_full_sessions,
         context_ridge=t.context_ridge,
         embedding_ridge=t.embedding_ridge,
         pos_weight=t.pos_weight,

@@ -93,6 +93,7 @@ class WorkerParams:
     use_gpu: bool
     threads: int | None  # torch threads per process; None: torch's default
     context_lr_scale: float = 1.0  # the context path's learning rate, a multiple of learning_rate (no decay)
+    context_full_sessions: int = 1  # ... in full from this many training sessions (context_rate_multiple)
     context_ridge: float = 0.0  # the context path's ridge, as embedding_ridge is the values'
     members: int = 1  # models trained one after another: the model, then members-1 bootstrap members
     # Local mode: where rank 0 writes its result (a pickle, replaced atomically); every rank then returns
@@ -138,6 +139,12 @@ class _Split:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+def context_rate_multiple(scale: float, full_sessions: int, sessions: int) -> float:
+    """The context path's learning rate as a multiple of the model's: ``scale`` from ``full_sessions``
+    training sessions, in proportion to ``sessions`` below that, and never below 1 (the model's own rate)."""
+    return max(1.0, scale * min(1.0, sessions / full_sessions)) if scale > 1 else scale
 
 
 def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
@@ -289,6 +296,7 @@ def train_process(
     # evenly, so this rank's sessions times the ranks stands for them.
     ridge = params.embedding_ridge / max(1, len(train.labels) * world)
     context_ridge = params.context_ridge / max(1, len(train.labels) * world)
+    context_multiple = context_rate_multiple(params.context_lr_scale, params.context_full_sessions, n_train_total)
     started = time.time()
     seen = 0
 
@@ -308,9 +316,7 @@ def train_process(
         others = [p for name, p in model.named_parameters() if not name.endswith("context_matrix")]
         groups: list[dict[str, Any]] = [{"params": others}]
         if context:
-            groups.append(
-                {"params": context, "lr": params.learning_rate * params.context_lr_scale, "weight_decay": 0.0}
-            )
+            groups.append({"params": context, "lr": params.learning_rate * context_multiple, "weight_decay": 0.0})
         optimizer = torch.optim.AdamW(groups, lr=params.learning_rate, weight_decay=params.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(params.warmup_steps, steps * params.epochs))
         pos_weight = torch.tensor(params.pos_weight, device=device) if params.pos_weight else None

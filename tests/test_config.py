@@ -106,8 +106,8 @@ def test_cross_field_rules():
         load_config(None, ["events.event_type_label=event_feature", "input.columns.discovery_feature=null"])
     with pytest.raises(ConfigError, match=r"train: .*embedding_ridge, context_ridge and warmup_steps >= 0"):
         load_config(None, ["train.embedding_ridge=-1"])
-    for bad in ("train.context_ridge=-1", "train.context_lr_scale=0"):
-        with pytest.raises(ConfigError, match=r"train: learning_rate, context_lr_scale and grad_clip must be > 0"):
+    for bad in ("train.context_ridge=-1", "train.context_lr_scale=0", "train.context_full_sessions=0"):
+        with pytest.raises(ConfigError, match=r"train: learning_rate, context_lr_scale, context_full_sessions and"):
             load_config(None, [bad])
 
 

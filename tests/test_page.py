@@ -262,6 +262,15 @@ def test_the_stage_summaries_as_text():
     assert text[-1] == "model abcdef012345... written to out/model/"
     done = report_text.format_train_metrics({**metrics, "still_improving": False}, "m")
     assert "still rising" not in done
+    # the context path's rate, said when a small training set held it under train.context_lr_scale
+    rate = {"multiple": 2.5, "scale": 10.0, "full_sessions": 20_000, "train_sessions": 5_000}
+    slowed = report_text.format_train_metrics({**metrics, "context_rate": rate}, "m").splitlines()
+    assert slowed[3] == (
+        "the context path learned at 2.50x the model's rate, not 10x: 5,000 training sessions, "
+        "under train.context_full_sessions (20,000)"
+    )
+    full = {**rate, "multiple": 10.0, "train_sessions": 25_000}
+    assert "context path" not in report_text.format_train_metrics({**metrics, "context_rate": full}, "m")
 
     faith = {
         "sessions": 300,

@@ -138,6 +138,31 @@ def test_ensemble_members_are_other_models_and_the_first_is_the_model_alone(plan
     assert member.test["roc_auc"] > 0.5 + 0.25 * (_oracle_auc(table) - 0.5), member.test
 
 
+def test_the_context_paths_rate_falls_with_the_training_sessions(planted):
+    """train.context_lr_scale applies in full from train.context_full_sessions training sessions and in
+    proportion below (never under the model's own rate); the worker trains the matrix at that rate: on the
+    same data and seed, the matrix moves further at 10x than at 1x."""
+    assert train_worker.context_rate_multiple(10, 20_000, 50_000) == 10
+    assert train_worker.context_rate_multiple(10, 20_000, 20_000) == 10
+    assert train_worker.context_rate_multiple(10, 20_000, 5_000) == 2.5
+    assert train_worker.context_rate_multiple(10, 20_000, 1_000) == 1  # 0.5 would be under the model's rate
+    assert train_worker.context_rate_multiple(0.5, 20_000, 50_000) == 0.5  # a scale under 1 is kept as set
+    table, root = planted
+    n_train = table.column("split").to_pylist().count("train")
+    with_context = [*SMALL, "model.context=true", "train.context_lr_scale=10"]
+    slow_params, spec, vocab = _params(make_conf(*with_context), table, root)
+    fast_params, _, _ = _params(make_conf(*with_context, f"train.context_full_sessions={n_train}"), table, root)
+    assert spec.context and n_train < 20_000 / 10  # the default full_sessions (20,000) gives 1x here
+    assert slow_params.context_full_sessions == 20_000 and fast_params.context_full_sessions == n_train
+
+    def matrix(params):
+        result = train_worker.train_worker(params)
+        return build_model(result.weights, {"model": spec.to_dict(), "weights_sha256": "x"}, vocab).model.context_matrix
+
+    slow_w, fast_w = matrix(slow_params).detach(), matrix(fast_params).detach()
+    assert fast_w.abs().max() > 2 * slow_w.abs().max(), (fast_w.abs().max(), slow_w.abs().max())
+
+
 def _store_norms(result, spec, vocab):
     """Each store value's projected embedding norm |W e_v| in a trained model."""
     model = build_model(result.weights, {"model": spec.to_dict(), "weights_sha256": "x"}, vocab).model
@@ -220,6 +245,9 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     by_split = {r["split"]: r["count"] for r in sessions.groupBy("split").count().collect()}
     assert metrics["sessions"] == by_split
     assert metrics["test"]["sessions"] == by_split["test"]
+    # the context path's rate for this many training sessions, counted here (conf/local.yaml: 10x from 20,000)
+    expected_multiple = max(1.0, 10 * by_split["train"] / 20_000)
+    assert metrics["context_rate"]["multiple"] == pytest.approx(expected_multiple)
     assert 0.6 < metrics["test"]["roc_auc"] < 0.95
     leak = metrics["leakage_check"]["test"]["roc_auc"]
     assert leak > metrics["test"]["roc_auc"] + 0.05

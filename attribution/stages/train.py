@@ -19,7 +19,7 @@ from attribution.spark import is_connect
 from attribution.stages import sessionize
 from attribution.stages.results import TrainStageResult
 from attribution.train import check_classes, distribute, predictions_location, prepare_shards, worker_params
-from attribution.train_worker import SPLITS
+from attribution.train_worker import SPLITS, context_rate_multiple
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,13 @@ def run(spark: SparkSession, conf: Config) -> TrainStageResult:
         # the ensemble's other members (train.ensemble_members): their best epoch and test metrics
         "members": [{"best_epoch": m.best_epoch, "test": m.test} for m in result.members],
     }
+    if spec.context:  # the context path's learning rate, as a multiple of the model's (train.context_full_sessions)
+        metrics["context_rate"] = {
+            "multiple": context_rate_multiple(t.context_lr_scale, t.context_full_sessions, result.n_train),
+            "scale": t.context_lr_scale,
+            "full_sessions": t.context_full_sessions,
+            "train_sessions": result.n_train,
+        }
     sha = save_artifact(
         model_path,
         result.weights,
