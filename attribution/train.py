@@ -132,6 +132,7 @@ def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_pat
         pos_weight=t.pos_weight,
         grad_clip=t.grad_clip,
         patience=t.patience,
+        min_improvement=t.min_improvement,
         warmup_steps=t.warmup_steps,
         use_gpu=t.use_gpu,
         threads=_threads(conf),

@@ -92,6 +92,7 @@ class WorkerParams:
     warmup_steps: int
     use_gpu: bool
     threads: int | None  # torch threads per process; None: torch's default
+    min_improvement: float = 0.0  # a validation AUC gain under this does not reset the patience
     context_lr_scale: float = 1.0  # the context path's learning rate, a multiple of learning_rate (no decay)
     context_full_sessions: int = 1  # ... in full from this many training sessions (context_rate_multiple)
     context_ridge: float = 0.0  # the context path's ridge, as embedding_ridge is the values'
@@ -326,7 +327,9 @@ def train_process(
             if member == 0
             else np.random.default_rng([seed, member, rank, 20_261_203]).poisson(1.0, len(train)).astype(np.float32)
         )
-        best_auc, best_epoch, best_state, bad = -1.0, 0, None, 0
+        # best_auc picks the model kept; reference_auc (the AUC of the last epoch that beat the best by
+        # min_improvement) decides patience, so a plateau that creeps up by noise still stops
+        best_auc, reference_auc, best_epoch, best_state, bad = -1.0, -1.0, 0, None, 0
         history: list[dict] = []
         member_started = time.time()
         for epoch in range(1, params.epochs + 1):
@@ -361,8 +364,11 @@ def train_process(
             elapsed = time.time() - t0
             improved = val["roc_auc"] > best_auc
             if improved:
-                best_auc, best_epoch, bad = val["roc_auc"], epoch, 0
+                best_auc, best_epoch = val["roc_auc"], epoch
                 best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            rising = val["roc_auc"] >= reference_auc + params.min_improvement or reference_auc < 0
+            if rising:
+                reference_auc, bad = val["roc_auc"], 0
             else:
                 bad += 1
             entry = {
@@ -370,6 +376,7 @@ def train_process(
                 "loss": float(loss_sum[0]) / max(1.0, float(loss_sum[1])),
                 "validation_roc_auc": val["roc_auc"],
                 "validation_log_loss": val["log_loss"],
+                "rising": bool(rising),  # beat the best by train.min_improvement: patience starts again
                 "sessions_per_second": seen_epoch / train_seconds,
                 "train_seconds": round(train_seconds, 3),
                 "seconds": round(elapsed, 2),
@@ -387,7 +394,8 @@ def train_process(
             if bad >= params.patience:
                 if rank == 0:
                     print(
-                        f"[train] early stop: no better validation AUC for {bad} epochs; best epoch {best_epoch}",
+                        f"[train] early stop: no validation AUC better by {params.min_improvement:g} for {bad} epochs; "
+                        f"best epoch {best_epoch}",
                         flush=True,
                     )
                 break

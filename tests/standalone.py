@@ -193,14 +193,22 @@ class StandaloneCluster:
         return pids
 
     def log_tail(self, chars: int = 4000) -> str:
-        """The end of every daemon and executor log, for an assertion message."""
-        parts = []
-        files = sorted(self.logs.glob("*.log")) + sorted(self.work.rglob("stderr"))
+        """For an assertion message: the error lines of every daemon and executor log (an executor's
+        stdout holds the output of TorchDistributor's training processes), then each log's end."""
+        files = sorted(self.logs.glob("*.log")) + sorted(self.work.rglob("stderr")) + sorted(self.work.rglob("stdout"))
+        errors, parts = [], []
         for f in files:
             text = f.read_text(errors="replace")
-            if text:
-                parts.append(f"--- {f} ---\n{text[-chars:]}")
-        return "\n".join(parts)[-4 * chars :]
+            if not text:
+                continue
+            errors += [
+                f"{f.parent.parent.name}/{f.parent.name}/{f.name}: {line[:300]}"
+                for line in text.splitlines()
+                if ("Error" in line or "Exception" in line) and not line.lstrip().startswith("at ")
+            ]
+            parts.append(f"--- {f} ---\n{text[-chars:]}")
+        head = "error lines:\n" + "\n".join(errors[:60]) + "\n" if errors else ""
+        return head + "\n".join(parts)[-4 * chars :]
 
 
 def python_without_project(root: Path) -> Path:

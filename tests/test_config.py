@@ -109,6 +109,10 @@ def test_cross_field_rules():
     for bad in ("train.context_ridge=-1", "train.context_lr_scale=0", "train.context_full_sessions=0"):
         with pytest.raises(ConfigError, match=r"train: learning_rate, context_lr_scale, context_full_sessions and"):
             load_config(None, [bad])
+    for bad in ("train.min_improvement=-0.01", "train.min_improvement=1"):
+        with pytest.raises(ConfigError, match=r"train.min_improvement: must be >= 0 and < 1"):
+            load_config(None, [bad])
+    assert load_config(None, ["train.min_improvement=0"]).train.min_improvement == 0
 
 
 def test_faithfulness_settings_are_checked():

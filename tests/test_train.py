@@ -114,6 +114,30 @@ def test_short_training_learns_the_planted_rule_and_reruns_identically(planted, 
     assert loaded.spec == spec
 
 
+def test_patience_counts_only_gains_of_min_improvement_and_the_best_epoch_is_kept(planted, small_run):
+    """train.min_improvement: an epoch resets the patience only when its validation AUC beats the last
+    such epoch's by that much; the model kept is still the highest-AUC epoch's. The expected stop is
+    worked out from small_run's own validation AUCs (the same seed gives the same epochs)."""
+    table, root = planted
+    aucs = [h["validation_roc_auc"] for h in small_run[0].history]
+    params, _, _ = _params(make_conf(*SMALL, "train.patience=2", "train.min_improvement=0.1"), table, root)
+    assert params.min_improvement == 0.1
+    expected_rising, reference, bad = [], None, 0
+    for auc in aucs:
+        rising = reference is None or auc >= reference + 0.1
+        expected_rising.append(rising)
+        reference, bad = (auc, 0) if rising else (reference, bad + 1)
+        if bad == 2:
+            break
+    assert len(expected_rising) < len(aucs)  # this data and gap stop early, or the test shows nothing
+    run = train_worker.train_worker(params)
+    assert [h["validation_roc_auc"] for h in run.history] == pytest.approx(aucs[: len(expected_rising)], abs=1e-9)
+    assert [h["rising"] for h in run.history] == expected_rising
+    kept = aucs[: len(expected_rising)]
+    assert run.best_epoch == kept.index(max(kept)) + 1
+    assert run.validation["roc_auc"] == pytest.approx(max(kept), abs=1e-12)
+
+
 def test_ensemble_members_are_other_models_and_the_first_is_the_model_alone(planted, small_run):
     """train.ensemble_members=2: the first model is the one a single-model run trains (same weights), the
     second differs (another seed, a bootstrap resample) yet also learns the rule (better than chance), and
@@ -249,6 +273,14 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     expected_multiple = max(1.0, 10 * by_split["train"] / 20_000)
     assert metrics["context_rate"]["multiple"] == pytest.approx(expected_multiple)
     assert 0.6 < metrics["test"]["roc_auc"] < 0.95
+    # "still rising": the last allowed epoch is the best and beat the last epoch that reset the patience
+    # by train.min_improvement (0.001)
+    aucs = [h["validation_roc_auc"] for h in metrics["history"]]
+    reference = aucs[0]
+    for auc in aucs[1:-1]:
+        reference = auc if auc >= reference + 0.001 else reference
+    rising_at_end = len(aucs) == 3 and aucs[-1] == max(aucs) and aucs[-1] >= reference + 0.001
+    assert metrics["still_improving"] is rising_at_end, aucs
     leak = metrics["leakage_check"]["test"]["roc_auc"]
     assert leak > metrics["test"]["roc_auc"] + 0.05
     loaded = load_artifact(str(out / "model"))
