@@ -383,9 +383,9 @@ class TrainConf:
     pos_weight: Optional[float] = None  # BCE positive-class weight (None: unweighted)
     grad_clip: float = 1.0  # the gradients' largest norm
     patience: int = 3  # epochs without a better validation AUC before stopping
-    # An epoch counts as better, for patience and the "still rising" warning, only when its validation
-    # ROC-AUC beats the best so far by at least this much; the highest-AUC epoch's model is kept either
-    # way. A validation split of a few thousand sessions has an AUC standard error near 0.007, so gains
+    # An epoch resets the patience, and counts for the "still rising" warning, only when its validation
+    # ROC-AUC beats the last such epoch's by at least this much; the highest-AUC epoch's model is kept
+    # either way. A validation split of a few thousand sessions has an AUC standard error near 0.007, so gains
     # under 0.001 an epoch are a plateau, not a model still learning.
     min_improvement: float = 0.001
     # Training refuses (exit 2, one line) when the train or validation split has fewer converted or

@@ -376,7 +376,7 @@ def train_process(
                 "loss": float(loss_sum[0]) / max(1.0, float(loss_sum[1])),
                 "validation_roc_auc": val["roc_auc"],
                 "validation_log_loss": val["log_loss"],
-                "rising": bool(rising),  # beat the best by train.min_improvement: patience starts again
+                "rising": bool(rising),  # beat reference_auc by train.min_improvement: patience starts again
                 "sessions_per_second": seen_epoch / train_seconds,
                 "train_seconds": round(train_seconds, 3),
                 "seconds": round(elapsed, 2),

@@ -92,8 +92,8 @@ def run(spark: SparkSession, conf: Config) -> TrainStageResult:
         members=[m.weights for m in result.members],
     )
     metrics["model_sha256"] = sha
-    # still rising: the last epoch is the best and beat the one before it by train.min_improvement
-    if result.best_epoch == len(result.history) == t.epochs and result.history[-1].get("rising", True):
+    # still rising: the last allowed epoch is the best and reset the patience (train.min_improvement)
+    if result.best_epoch == len(result.history) == t.epochs and result.history[-1]["rising"]:
         metrics["still_improving"] = True
         print(f"[train] validation AUC still rising at the last epoch ({t.epochs}): raise train.epochs", flush=True)
     else:
