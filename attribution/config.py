@@ -605,6 +605,11 @@ class ReportConf:
     # the logit (log-odds), not merely beyond 0: smaller interactions are read as none. It is the line the
     # planted-truth checks draw between no interaction and one (attribution.ground_truth.PAIR_NULL).
     pair_min_interaction: float = 0.1
+    # The pair table's verdicts need the sequence model to predict the test sessions better than the
+    # counts baseline (model_comparison.csv, the AUC difference's CI above 0): a model of counts has no
+    # interactions, so where the transformer does no better the data give no evidence that any pair
+    # interacts, and every pair reads as noise (docs/outputs.md, "The pair table"). False: no such gate.
+    pair_needs_better_model: bool = True
 
     def check(self) -> None:
         """``default_method`` is checked against ``attribution.methods`` (:mod:`attribution.config_checks`)."""

@@ -21,15 +21,18 @@ from attribution.baseline import BEATS
 from attribution.methods import REGISTRY
 from attribution.report import DIRECTIONS, EFFECT_UNIT, is_signed, pp_scale
 from attribution.report_text import (
+    NO_PAIR,
     NO_REMOVAL_QUOTABLE,
     PAIR_CAVEAT,
     PAIR_MEANING,
+    PAIRS_GATED,
     QUOTABLE,
     REMOVAL_MEANING,
     SIGN_MARK,
     SIGN_NOTE,
     baseline_sentence,
     flagged_pairs,
+    pairs_gated,
     ranked_drivers,
     removal_pp,
     signs_disagree,
@@ -158,7 +161,7 @@ def _pairs(pairs: pd.DataFrame | None, n: int = 3) -> list[str]:
     ]
     flagged = flagged_pairs(pairs)
     if flagged.empty:
-        out.append("<p id=pairs>No pair interacts: every pair's interaction is indistinguishable from noise.</p>")
+        out.append(f"<p id=pairs>{html.escape(PAIRS_GATED if pairs_gated(pairs) else NO_PAIR)}</p>")
         return out
     out.append(f"<p class=warn id=pair-caveat>{esc(PAIR_CAVEAT)}</p>")
     items = [

@@ -112,6 +112,30 @@ def _no_verdict(table: pa.Table, verdict: str = AT_CHANCE_VERDICT) -> pa.Table:
     return table
 
 
+# the pair verdict where the sequence model predicts no better than the counts baseline (gate_pairs)
+NO_ORDER_EVIDENCE_VERDICT = (
+    "indistinguishable from noise (the sequence model predicts no better than the counts baseline)"
+)
+
+
+def gate_pairs(tables: dict[str, pa.Table], comparison: dict | None, status: str) -> dict[str, pa.Table]:
+    """The tables with the pair table's verdicts gated on the model comparison (``report.pair_needs_better_model``).
+    A logistic regression on counts has no interactions on the logit, so a pair interaction is a claim
+    that the data hold something the counts baseline cannot fit. Unless the transformer predicts the test
+    sessions better than the baseline (the comparison's verdict ``beats``: the paired AUC difference's CI
+    above 0), the data give no evidence of any interaction, and every pair's verdict becomes
+    :data:`NO_ORDER_EVIDENCE_VERDICT`; the interactions and their CIs stay. It is a gatekeeping test in the
+    manner of Fisher's protected LSD: the pairs are tested one by one only once the test of all of them
+    together (does a model with interactions predict better?) has passed. Without a comparison (no
+    baseline) or under a status that already withholds every verdict, the tables are returned as they are."""
+    name = schema.PAIR_TABLE.name
+    if comparison is None or status in NO_VERDICT or name not in tables:
+        return tables
+    if comparison.get("verdict") == baseline.BEATS:
+        return tables
+    return {**tables, name: _no_verdict(tables[name], NO_ORDER_EVIDENCE_VERDICT)}
+
+
 def frames(tables: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
     """pandas views of the tables, for the picture and the insights."""
     return {name: t.to_pandas(types_mapper={pa.bool_(): pd.BooleanDtype()}.get) for name, t in tables.items()}

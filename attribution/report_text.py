@@ -8,7 +8,7 @@ import pandas as pd
 
 from attribution.baseline import BEATS, NO_BETTER
 from attribution.methods import REGISTRY
-from attribution.report import DIRECTIONS, EFFECT_UNIT, is_signed
+from attribution.report import DIRECTIONS, EFFECT_UNIT, NO_ORDER_EVIDENCE_VERDICT, is_signed
 
 
 def format_sessionize_summary(summary: dict) -> str:
@@ -354,6 +354,20 @@ PAIR_MEANING = {
 }
 
 
+# why no pair is flagged where the gate of report.pair_needs_better_model withheld the verdicts
+PAIRS_GATED = (
+    "No pair is read as interacting: the sequence model predicts these sessions no better than the counts "
+    "baseline (model_comparison.csv), which has no interactions, so the data give no evidence that any pair's "
+    "interaction is real."
+)
+NO_PAIR = "No pair interacts: every pair's interaction is indistinguishable from noise."
+
+
+def pairs_gated(pairs: pd.DataFrame | None) -> bool:
+    """Did the model comparison withhold the pair table's verdicts (``attribution.report.gate_pairs``)?"""
+    return pairs is not None and bool((pairs.get("interaction_verdict") == NO_ORDER_EVIDENCE_VERDICT).any())
+
+
 def flagged_pairs(pairs: pd.DataFrame | None) -> pd.DataFrame:
     """The pair table's rows with a verdict (CI on the logit excluding 0), in the table's order."""
     if pairs is None or not len(pairs):
@@ -371,7 +385,7 @@ def pair_lines(pairs: pd.DataFrame | None, n: int = 3) -> list[str]:
         f"{len(pairs)} most frequent pairs, event_pair_attribution_no_funnel.csv):"
     )
     if flagged.empty:
-        return [head, "  No pair interacts: every pair's interaction is indistinguishable from noise."]
+        return [head, f"  {PAIRS_GATED if pairs_gated(pairs) else NO_PAIR}"]
     lines = [head, f"  ({PAIR_CAVEAT})"]
     for _, r in flagged.head(n).iterrows():
         lines.append(

@@ -8,6 +8,7 @@ from html import escape
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from attribution import aggregate, removal_tables, schema, statistics
@@ -492,6 +493,28 @@ def test_pair_table_by_hand(spark):
         ("A", "C"): removal_tables.PAIR_NOISE,
     }
     assert margin.drop(columns="interaction_verdict").equals(table.drop(columns="interaction_verdict"))
+    # report.pair_needs_better_model: the verdicts stand only where the transformer beats the counts
+    # baseline; otherwise every pair reads as noise, for that reason, and nothing else in the table moves
+    from attribution import baseline
+    from attribution.report import NO_ORDER_EVIDENCE_VERDICT, gate_pairs
+
+    arrow = {"pair": pa.Table.from_pandas(table, preserve_index=False)}
+    for verdict, status, kept in (
+        (baseline.BEATS, "ok", True),
+        (baseline.NO_BETTER, "ok", False),
+        (baseline.WORSE, "ok", False),
+        (None, "ok", False),  # no comparison could be made (a split without both labels)
+        (baseline.NO_BETTER, "at_chance", True),  # the model at chance: its own verdict stands
+    ):
+        gated = gate_pairs(arrow, {"verdict": verdict}, status)["pair"].to_pandas()
+        expected = table.interaction_verdict if kept else [NO_ORDER_EVIDENCE_VERDICT] * len(table)
+        assert gated.interaction_verdict.tolist() == list(expected), (verdict, status)
+        assert gated.drop(columns="interaction_verdict").equals(table.drop(columns="interaction_verdict"))
+        if not kept:
+            assert report_text.flagged_pairs(gated).empty
+            assert report_text.PAIRS_GATED in "\n".join(report_text.pair_lines(gated))
+            assert escape(report_text.PAIRS_GATED) in "".join(page._pairs(gated))
+    assert gate_pairs(arrow, None, "ok") is arrow  # no baseline, no comparison: no gate
 
 
 def _baseline_logit(types, stores, summary):

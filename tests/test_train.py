@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from sklearn.metrics import roc_auc_score
 from attribution import baseline, ground_truth, schema, train, train_worker
 from attribution.features import build_vocabularies
 from attribution.model import ModelSpec, SessionTransformer, build_model, load_artifact
+from attribution.report import NO_ORDER_EVIDENCE_VERDICT
+from attribution.report_text import PAIRS_GATED
 from attribution.schema import POSITION_BIN_UPPER, POSITION_BINS
 from tests.conftest import make_conf
 from tests.helpers import (
@@ -420,6 +423,13 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     assert comparison.auc_difference.iloc[0] == pytest.approx(auc_model - auc_counts, abs=1e-9)
     first = comparison.iloc[0]
     assert first.comparison_verdict == baseline.verdict(first.auc_difference_ci_low, first.auc_difference_ci_high)
+    # report.pair_needs_better_model: the pair verdicts stand only where the transformer beats the baseline
+    gated = set(pair_table.interaction_verdict) == {NO_ORDER_EVIDENCE_VERDICT}
+    assert gated == (first.comparison_verdict != baseline.BEATS), (
+        first.comparison_verdict,
+        set(pair_table.interaction_verdict),
+    )
+    assert (html.escape(PAIRS_GATED) in page) == gated
     fitted = json.loads((out / "model" / "baseline" / "baseline.json").read_text())
     assert metrics["baseline"]["reg_param"] == fitted["reg_param"] and fitted["reg_param"] in fitted["reg_params_tried"]
     # baseline_log_odds: what one more event of the type adds to the baseline's logit, averaged over the

@@ -20,6 +20,7 @@ from attribution.report import (
     build_tables,
     data_status,
     frames,
+    gate_pairs,
     model_comparison,
     model_dir,
     model_status,
@@ -75,6 +76,9 @@ def run(spark: SparkSession, conf: Config) -> ReportResult:
     comparison_table, comparison = None, None
     if counts_model is not None:
         comparison_table, comparison = model_comparison(spark, events, conf, views, counts_model)
+        if conf.report.pair_needs_better_model:
+            tables = gate_pairs(tables, comparison, status["status"])
+            views = frames(tables)
     truth, recovered = ground_truth_of(conf), None
     if truth is not None:
         recovered = ground_truth.recovery(views, truth, conf.run.run_id or "")
