@@ -503,7 +503,8 @@ COLUMN_GROUPS: dict[str, tuple[str, dict[str, str]]] = {
             "interaction_sampling_se": "its standard error from session sampling",
             "interaction_model_se": "its standard error from the members; null with one member",
             "interaction_verdict": "`work together` (CI below -`report.pair_min_interaction`), `stand in for each "
-            "other` (CI above it), or `indistinguishable from noise` (no interaction of that size)",
+            "other` (CI above it), or `indistinguishable from noise` (no interaction of that size, or, with its "
+            "reason in brackets, the transformer predicts no better than the counts baseline)",
             "interaction_pp": "the same interaction in P(convert), percentage points",
             "interaction_ci_low_pp": "its 95% CI in percentage points, low end",
             "interaction_ci_high_pp": "its 95% CI in percentage points, high end",
