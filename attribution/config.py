@@ -350,6 +350,9 @@ class ModelConf:
             raise ConfigError("model.dropout: must be in [0, 1)")
 
 
+TRAIN_SCHEDULES = ("cosine", "plateau")  # train.schedule
+
+
 @dataclass(frozen=True)
 class TrainConf:
     """Training through TorchDistributor (attribution/train.py)."""
@@ -382,7 +385,14 @@ class TrainConf:
     embedding_ridge: float = 100.0
     pos_weight: Optional[float] = None  # BCE positive-class weight (None: unweighted)
     grad_clip: float = 1.0  # the gradients' largest norm
-    patience: int = 3  # epochs without a better validation AUC before stopping
+    patience: int = 3  # epochs without a better validation AUC before stopping (plateau: annealing)
+    # The learning rate after the warm-up. ``cosine``: a cosine from the peak to 0 over train.epochs, and
+    # training stops after `patience` epochs without a gain; an early stop then comes at a rate still
+    # high. ``plateau``: the peak rate until `patience` epochs without a gain, then a cosine to 0 over
+    # `decay_epochs` epochs, then the stop; train.epochs caps it all, and annealing starts in time to end
+    # by then. How long it trains is decided by the validation split, not by the cap (docs/outputs.md).
+    schedule: str = "cosine"
+    decay_epochs: int = 1
     # An epoch resets the patience, and counts for the "still rising" warning, only when its validation
     # ROC-AUC beats the last such epoch's by at least this much; the highest-AUC epoch's model is kept
     # either way. A validation split of a few thousand sessions has an AUC standard error near 0.007, so gains
@@ -422,8 +432,11 @@ class TrainConf:
                 "leakage_check_epochs",
                 "min_class_sessions",
                 "ensemble_members",
+                "decay_epochs",
             ),
         )
+        if self.schedule not in TRAIN_SCHEDULES:
+            raise ConfigError(f"train.schedule: {self.schedule!r} is not one of {', '.join(TRAIN_SCHEDULES)}")
         if self.threads_per_process is not None and self.threads_per_process < 1:
             raise ConfigError("train.threads_per_process: must be >= 1 or null")
         if self.max_train_sessions is not None and self.max_train_sessions < 1:

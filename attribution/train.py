@@ -133,6 +133,8 @@ def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_pat
         grad_clip=t.grad_clip,
         patience=t.patience,
         min_improvement=t.min_improvement,
+        schedule=t.schedule,
+        decay_epochs=t.decay_epochs,
         warmup_steps=t.warmup_steps,
         use_gpu=t.use_gpu,
         threads=_threads(conf),

@@ -93,6 +93,10 @@ class WorkerParams:
     use_gpu: bool
     threads: int | None  # torch threads per process; None: torch's default
     min_improvement: float = 0.0  # a validation AUC gain under this does not reset the patience
+    # ``cosine``: anneal over ``epochs``, stop early after ``patience`` epochs without a gain; ``plateau``
+    # (PlateauRate): the peak rate until ``patience`` epochs without a gain, then ``decay_epochs`` annealing
+    schedule: str = "cosine"
+    decay_epochs: int = 1
     context_lr_scale: float = 1.0  # the context path's learning rate, a multiple of learning_rate (no decay)
     context_full_sessions: int = 1  # ... in full from this many training sessions (context_rate_multiple)
     context_ridge: float = 0.0  # the context path's ridge, as embedding_ridge is the values'
@@ -156,6 +160,29 @@ def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return f
+
+
+class PlateauRate:
+    """The ``plateau`` schedule's multiple of the peak learning rate at each optimizer step: a linear
+    warm-up over ``warmup`` steps, then the peak rate until :meth:`decay` is called (the validation AUC has
+    stopped rising, or the epochs left are the decay's), then a cosine from there to 0 over ``steps``.
+    How long training runs is decided by the data, not by a length fixed in advance."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.decay_from: int | None = None
+        self.decay_steps = 1
+
+    def decay(self, step: int, steps: int) -> None:
+        """Anneal to 0 over the ``steps`` optimizer steps from ``step``."""
+        self.decay_from, self.decay_steps = step, max(1, steps)
+
+    def __call__(self, step: int) -> float:
+        ramp = (step + 1) / self.warmup if self.warmup and step < self.warmup else 1.0
+        if self.decay_from is None:
+            return ramp
+        progress = (step - self.decay_from) / self.decay_steps
+        return ramp * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
 
 
 def _score(
@@ -319,7 +346,12 @@ def train_process(
         if context:
             groups.append({"params": context, "lr": params.learning_rate * context_multiple, "weight_decay": 0.0})
         optimizer = torch.optim.AdamW(groups, lr=params.learning_rate, weight_decay=params.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(params.warmup_steps, steps * params.epochs))
+        plateau = PlateauRate(params.warmup_steps) if params.schedule == "plateau" else None
+        rate = plateau or _lr_lambda(params.warmup_steps, steps * params.epochs)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+        # plateau: the epochs of annealing left once it has started, and what started it
+        decay_left: int | None = None
+        decay_reason = ""
         pos_weight = torch.tensor(params.pos_weight, device=device) if params.pos_weight else None
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="mean" if member == 0 else "none")
         weights = (
@@ -334,6 +366,11 @@ def train_process(
         member_started = time.time()
         for epoch in range(1, params.epochs + 1):
             t0 = time.time()
+            left_epochs = params.epochs - epoch + 1
+            if plateau is not None and decay_left is None and left_epochs <= params.decay_epochs:
+                # no plateau yet, and only the decay's epochs are left: anneal over them
+                decay_left, decay_reason = left_epochs, "epochs"
+                plateau.decay(schedule.last_epoch, steps * left_epochs)
             rng = np.random.default_rng([member_seed, epoch, rank])
             batches = length_buckets(encoded.lengths, params.batch_size, rng)[:steps]
             net.train()
@@ -377,10 +414,13 @@ def train_process(
                 "validation_roc_auc": val["roc_auc"],
                 "validation_log_loss": val["log_loss"],
                 "rising": bool(rising),  # beat reference_auc by train.min_improvement: patience starts again
+                "learning_rate": params.learning_rate * rate(max(0, schedule.last_epoch - 1)),  # at its last step
                 "sessions_per_second": seen_epoch / train_seconds,
                 "train_seconds": round(train_seconds, 3),
                 "seconds": round(elapsed, 2),
             }
+            if decay_left is not None:
+                entry["decay"] = decay_reason  # plateau: an annealing epoch, and what started the annealing
             history.append(entry)
             if rank == 0:
                 left = (params.epochs - epoch) * (time.time() - member_started) / epoch
@@ -391,6 +431,27 @@ def train_process(
                     f"{entry['sessions_per_second']:,.0f} sessions/s, at most {left:.0f}s left",
                     flush=True,
                 )
+            if decay_left is not None:  # plateau: annealing; it ends training when done
+                decay_left -= 1
+                if decay_left == 0:
+                    if rank == 0:
+                        why = "the epochs ran out" if decay_reason == "epochs" else "the validation AUC levelled off"
+                        print(f"[train] annealed ({why}); best epoch {best_epoch}", flush=True)
+                    break
+                continue
+            if plateau is not None:
+                if bad >= params.patience and epoch < params.epochs:
+                    # the validation AUC has levelled off at the peak rate: anneal, then stop
+                    decay_left = min(params.decay_epochs, params.epochs - epoch)
+                    decay_reason = "plateau"
+                    plateau.decay(schedule.last_epoch, steps * decay_left)
+                    if rank == 0:
+                        print(
+                            f"[train] no validation AUC better by {params.min_improvement:g} for {bad} epochs: "
+                            f"annealing over {decay_left} epoch{'s' if decay_left > 1 else ''}",
+                            flush=True,
+                        )
+                continue
             if bad >= params.patience:
                 if rank == 0:
                     print(

@@ -113,6 +113,10 @@ def test_cross_field_rules():
         with pytest.raises(ConfigError, match=r"train.min_improvement: must be >= 0 and < 1"):
             load_config(None, [bad])
     assert load_config(None, ["train.min_improvement=0"]).train.min_improvement == 0
+    with pytest.raises(ConfigError, match=r"train.schedule: 'linear' is not one of cosine, plateau"):
+        load_config(None, ["train.schedule=linear"])
+    with pytest.raises(ConfigError, match=r"train.decay_epochs"):
+        load_config(None, ["train.decay_epochs=0"])
 
 
 def test_faithfulness_settings_are_checked():

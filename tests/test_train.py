@@ -141,6 +141,45 @@ def test_patience_counts_only_gains_of_min_improvement_and_the_best_epoch_is_kep
     assert run.validation["roc_auc"] == pytest.approx(max(kept), abs=1e-12)
 
 
+def test_the_plateau_schedule_anneals_once_the_validation_auc_levels_off(planted):
+    """train.schedule=plateau: after the warm-up the rate is the peak until the validation AUC has not
+    risen by min_improvement for `patience` epochs, then it anneals to 0 over decay_epochs and training
+    stops; when the cap comes first, the annealing fills the last decay_epochs and says so."""
+    rate = train_worker.PlateauRate(warmup=4)
+    assert [rate(s) for s in range(6)] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+    rate.decay(10, 20)
+    assert [rate(s) for s in (9, 10, 20, 30, 40)] == pytest.approx([1.0, 1.0, 0.5, 0.0, 0.0], abs=1e-12)
+
+    table, root = planted
+    sets = (*SMALL, "train.schedule=plateau", "train.patience=1", "train.min_improvement=0.05", "train.epochs=8")
+    params, _, _ = _params(make_conf(*sets, "train.decay_epochs=2"), table, root)
+    assert (params.schedule, params.decay_epochs) == ("plateau", 2)
+    run = train_worker.train_worker(params)
+    history = run.history
+    aucs = [h["validation_roc_auc"] for h in history]
+    # the first epoch whose AUC does not beat the last rising one by 0.05 ends the peak-rate phase
+    reference, stable = aucs[0], len(aucs)
+    for i, auc in enumerate(aucs[1:], start=2):
+        if auc >= reference + 0.05:
+            reference = auc
+        else:
+            stable = i
+            break
+    assert stable + 2 == len(history) < 8, aucs  # two epochs of annealing after it, then the stop
+    assert [h.get("decay") for h in history] == [None] * stable + ["plateau", "plateau"]
+    peak = params.learning_rate
+    assert [h["learning_rate"] for h in history[:stable]] == pytest.approx([peak] * stable)
+    assert 0 < history[-2]["learning_rate"] < peak and history[-1]["learning_rate"] < 0.01 * peak
+    assert run.best_epoch == aucs.index(max(aucs)) + 1
+    # the cap before any plateau: the annealing takes the last epoch, started by the epochs running out
+    params, _, _ = _params(
+        make_conf(*SMALL, "train.schedule=plateau", "train.epochs=2", "train.patience=5"), table, root
+    )
+    capped = train_worker.train_worker(params).history
+    assert [h.get("decay") for h in capped] == [None, "epochs"]
+    assert capped[0]["learning_rate"] == pytest.approx(peak) and capped[1]["learning_rate"] < 0.01 * peak
+
+
 def test_ensemble_members_are_other_models_and_the_first_is_the_model_alone(planted, small_run):
     """train.ensemble_members=2: the first model is the one a single-model run trains (same weights), the
     second differs (another seed, a bootstrap resample) yet also learns the rule (better than chance), and

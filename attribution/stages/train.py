@@ -92,8 +92,13 @@ def run(spark: SparkSession, conf: Config) -> TrainStageResult:
         members=[m.weights for m in result.members],
     )
     metrics["model_sha256"] = sha
-    # still rising: the last allowed epoch is the best and reset the patience (train.min_improvement)
-    if result.best_epoch == len(result.history) == t.epochs and result.history[-1]["rising"]:
+    # still rising. cosine: the last allowed epoch is the best and reset the patience (train.min_improvement);
+    # plateau: the annealing started because the epochs ran out, not because the validation AUC levelled off
+    if t.schedule == "plateau":
+        cut_short = any(e.get("decay") == "epochs" for e in result.history)
+    else:
+        cut_short = result.best_epoch == len(result.history) == t.epochs and result.history[-1]["rising"]
+    if cut_short:
         metrics["still_improving"] = True
         print(f"[train] validation AUC still rising at the last epoch ({t.epochs}): raise train.epochs", flush=True)
     else:
