@@ -344,8 +344,9 @@ def key_insights(
 
 # the pair table's standing: checked against planted truth, it flags pairs that do not interact
 PAIR_CAVEAT = (
-    "On planted data whose effects add up, the model's logit does not, and this table flags pairs that do not "
-    "interact (docs/scenarios.md): read a flagged pair as a lead to test, not a finding."
+    "On planted data this table also flags some pairs that do not interact beside the real ones, even where the "
+    "model predicts better than the counts baseline (docs/scenarios.md): read a flagged pair as a lead to test, "
+    "not a finding."
 )
 # what a pair verdict means, in the words the insights and the page use
 PAIR_MEANING = {
