@@ -178,6 +178,10 @@ def test_the_plateau_schedule_anneals_once_the_validation_auc_levels_off(planted
     capped = train_worker.train_worker(params).history
     assert [h.get("decay") for h in capped] == [None, "epochs"]
     assert capped[0]["learning_rate"] == pytest.approx(peak) and capped[1]["learning_rate"] < 0.01 * peak
+    # "still rising" (the stage's warning): with plateau, when the epochs ran out before the AUC levelled off
+    from attribution.stages.train import still_improving
+
+    assert still_improving("plateau", capped, 2, 2) and not still_improving("plateau", history, run.best_epoch, 8)
 
 
 def test_ensemble_members_are_other_models_and_the_first_is_the_model_alone(planted, small_run):

@@ -24,6 +24,15 @@ from attribution.train_worker import SPLITS, context_rate_multiple
 log = logging.getLogger(__name__)
 
 
+def still_improving(schedule: str, history: list[dict], best_epoch: int, epochs: int) -> bool:
+    """Did training end while the validation AUC was still rising? ``cosine``: the last allowed epoch is
+    the best and reset the patience (``rising``: a gain of train.min_improvement); ``plateau``: the
+    annealing started because the epochs ran out (``decay`` ``epochs``), not because the AUC levelled off."""
+    if schedule == "plateau":
+        return any(e.get("decay") == "epochs" for e in history)
+    return best_epoch == len(history) == epochs and bool(history[-1]["rising"])
+
+
 def run(spark: SparkSession, conf: Config) -> TrainStageResult:
     """Train on ``conf.sessions.sessions_path``; write the model directory and metrics.json (the result's
     ``summary``)."""
@@ -92,13 +101,7 @@ def run(spark: SparkSession, conf: Config) -> TrainStageResult:
         members=[m.weights for m in result.members],
     )
     metrics["model_sha256"] = sha
-    # still rising. cosine: the last allowed epoch is the best and reset the patience (train.min_improvement);
-    # plateau: the annealing started because the epochs ran out, not because the validation AUC levelled off
-    if t.schedule == "plateau":
-        cut_short = any(e.get("decay") == "epochs" for e in result.history)
-    else:
-        cut_short = result.best_epoch == len(result.history) == t.epochs and result.history[-1]["rising"]
-    if cut_short:
+    if still_improving(t.schedule, result.history, result.best_epoch, t.epochs):
         metrics["still_improving"] = True
         print(f"[train] validation AUC still rising at the last epoch ({t.epochs}): raise train.epochs", flush=True)
     else:
