@@ -392,7 +392,7 @@ class TrainConf:
     # `decay_epochs` epochs, then the stop; train.epochs caps it all, and annealing starts in time to end
     # by then. How long it trains is decided by the validation split, not by the cap (docs/outputs.md).
     schedule: str = "cosine"
-    decay_epochs: int = 1
+    decay_epochs: int = 1  # plateau: epochs of annealing from the peak rate to 0 before the stop
     # An epoch resets the patience, and counts for the "still rising" warning, only when its validation
     # ROC-AUC beats the last such epoch's by at least this much; the highest-AUC epoch's model is kept
     # either way. A validation split of a few thousand sessions has an AUC standard error near 0.007, so gains
