@@ -161,7 +161,7 @@ def _pairs(pairs: pd.DataFrame | None, n: int = 3) -> list[str]:
     ]
     flagged = flagged_pairs(pairs)
     if flagged.empty:
-        out.append(f"<p id=pairs>{html.escape(PAIRS_GATED if pairs_gated(pairs) else NO_PAIR)}</p>")
+        out.append(f"<p id=pairs>{esc(PAIRS_GATED if pairs_gated(pairs) else NO_PAIR)}</p>")
         return out
     out.append(f"<p class=warn id=pair-caveat>{esc(PAIR_CAVEAT)}</p>")
     items = [

@@ -129,9 +129,7 @@ def gate_pairs(tables: dict[str, pa.Table], comparison: dict | None, status: str
     together (does a model with interactions predict better?) has passed. Without a comparison (no
     baseline) or under a status that already withholds every verdict, the tables are returned as they are."""
     name = schema.PAIR_TABLE.name
-    if comparison is None or status in NO_VERDICT or name not in tables:
-        return tables
-    if comparison.get("verdict") == baseline.BEATS:
+    if comparison is None or status in NO_VERDICT or name not in tables or comparison.get("verdict") == baseline.BEATS:
         return tables
     return {**tables, name: _no_verdict(tables[name], NO_ORDER_EVIDENCE_VERDICT)}
 

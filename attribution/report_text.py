@@ -366,7 +366,9 @@ NO_PAIR = "No pair interacts: every pair's interaction is indistinguishable from
 
 def pairs_gated(pairs: pd.DataFrame | None) -> bool:
     """Did the model comparison withhold the pair table's verdicts (``attribution.report.gate_pairs``)?"""
-    return pairs is not None and bool((pairs.get("interaction_verdict") == NO_ORDER_EVIDENCE_VERDICT).any())
+    if pairs is None or "interaction_verdict" not in pairs:
+        return False
+    return bool((pairs["interaction_verdict"] == NO_ORDER_EVIDENCE_VERDICT).any())
 
 
 def flagged_pairs(pairs: pd.DataFrame | None) -> pd.DataFrame:

@@ -440,10 +440,10 @@ def train_process(
                     break
                 continue
             if plateau is not None:
-                if bad >= params.patience and epoch < params.epochs:
-                    # the validation AUC has levelled off at the peak rate: anneal, then stop
-                    decay_left = min(params.decay_epochs, params.epochs - epoch)
-                    decay_reason = "plateau"
+                if bad >= params.patience:
+                    # the validation AUC has levelled off at the peak rate: anneal, then stop (more than
+                    # decay_epochs are left, or the annealing would have started at this epoch's top)
+                    decay_left, decay_reason = params.decay_epochs, "plateau"
                     plateau.decay(schedule.last_epoch, steps * decay_left)
                     if rank == 0:
                         print(

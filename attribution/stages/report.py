@@ -28,7 +28,7 @@ from attribution.report import (
     stage_tables,
 )
 from attribution.report_text import faithful_text, ground_truth_text, key_insights, planted_sentence
-from attribution.schema import GROUND_TRUTH_TABLE, MODEL_COMPARISON_TABLE
+from attribution.schema import GROUND_TRUTH_TABLE, MODEL_COMPARISON_TABLE, PAIR_TABLE
 from attribution.sinks import day_partition, partitioned_write, remove_tree
 from attribution.spark import single_row
 from attribution.stages.results import ReportResult
@@ -77,8 +77,10 @@ def run(spark: SparkSession, conf: Config) -> ReportResult:
     if counts_model is not None:
         comparison_table, comparison = model_comparison(spark, events, conf, views, counts_model)
         if conf.report.pair_needs_better_model:
-            tables = gate_pairs(tables, comparison, status["status"])
-            views = frames(tables)
+            gated = gate_pairs(tables, comparison, status["status"])
+            if gated is not tables:  # the pair table's verdicts withheld: only its view changes
+                tables = gated
+                views = {**views, **frames({PAIR_TABLE.name: tables[PAIR_TABLE.name]})}
     truth, recovered = ground_truth_of(conf), None
     if truth is not None:
         recovered = ground_truth.recovery(views, truth, conf.run.run_id or "")
