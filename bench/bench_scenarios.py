@@ -91,6 +91,8 @@ def run_one(
     code = pipeline.main(argv)
     if code != 0:
         return {"run": name, "effects": effects, "seed": seed, "exit": code}
+    if "report" not in stages.split(","):  # data (and a model) for later runs: nothing to score yet
+        return {"run": name, "effects": effects, "seed": seed, "seconds": round(time.time() - started, 1)}
     report = out / "report"
     manifest = json.loads((out / "manifest.json").read_text())
     status = manifest["stages"]["report"]["model_status"]
@@ -200,6 +202,10 @@ def main(argv=None) -> int:
             retrained.append(run_one(work, "random", seed, args.users, args.days, args.set, stages, seed + offset))
             print(json.dumps(retrained[-1]), flush=True)
     df = pd.DataFrame(rows)
+    if not args.report_only and "report" not in args.stages.split(","):
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"users": args.users, "days": args.days, "runs": rows}, indent=1))
+        return 0
     rnd, null, spread = df[df.effects == "random"], df[df.effects == "none"], df[df.effects == "spread"]
     ordered = df[df.effects == "ordered"]
     summary = {
