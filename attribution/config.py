@@ -350,7 +350,7 @@ class ModelConf:
             raise ConfigError("model.dropout: must be in [0, 1)")
 
 
-TRAIN_SCHEDULES = ("cosine", "plateau")  # train.schedule
+TRAIN_SCHEDULES = ("cosine", "plateau", "average")  # train.schedule
 
 
 @dataclass(frozen=True)
@@ -390,9 +390,13 @@ class TrainConf:
     # training stops after `patience` epochs without a gain; an early stop then comes at a rate still
     # high. ``plateau``: the peak rate until `patience` epochs without a gain, then a cosine to 0 over
     # `decay_epochs` epochs, then the stop; train.epochs caps it all, and annealing starts in time to end
-    # by then. How long it trains is decided by the validation split, not by the cap (docs/outputs.md).
+    # by then. ``average``: the peak rate throughout, and the model scored and kept is the weights'
+    # moving average over about `average_epochs` epochs, whose validation AUC rises smoothly where the
+    # weights' own swings; training stops after `patience` epochs without a gain. With plateau and
+    # average, how long it trains is decided by the validation split, not by the cap (docs/outputs.md).
     schedule: str = "cosine"
     decay_epochs: int = 1  # plateau: epochs of annealing from the peak rate to 0 before the stop
+    average_epochs: float = 1.0  # average: how many epochs of steps the weights' moving average spans
     # An epoch resets the patience, and counts for the "still rising" warning, only when its validation
     # ROC-AUC beats the last such epoch's by at least this much; the highest-AUC epoch's model is kept
     # either way. A validation split of a few thousand sessions has an AUC standard error near 0.007, so gains
@@ -437,6 +441,8 @@ class TrainConf:
         )
         if self.schedule not in TRAIN_SCHEDULES:
             raise ConfigError(f"train.schedule: {self.schedule!r} is not one of {', '.join(TRAIN_SCHEDULES)}")
+        if not self.average_epochs > 0:
+            raise ConfigError(f"train.average_epochs: must be > 0, not {self.average_epochs}")
         if self.threads_per_process is not None and self.threads_per_process < 1:
             raise ConfigError("train.threads_per_process: must be >= 1 or null")
         if self.max_train_sessions is not None and self.max_train_sessions < 1:

@@ -135,6 +135,7 @@ def worker_params(conf: Config, spec_dict: dict, vocab: Vocabularies, shards_pat
         min_improvement=t.min_improvement,
         schedule=t.schedule,
         decay_epochs=t.decay_epochs,
+        average_epochs=t.average_epochs,
         warmup_steps=t.warmup_steps,
         use_gpu=t.use_gpu,
         threads=_threads(conf),

@@ -15,7 +15,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 import numpy as np
 
@@ -97,6 +97,7 @@ class WorkerParams:
     # (PlateauRate): the peak rate until ``patience`` epochs without a gain, then ``decay_epochs`` annealing
     schedule: str = "cosine"
     decay_epochs: int = 1
+    average_epochs: float = 1.0  # average: the weights' moving average spans about this many epochs
     context_lr_scale: float = 1.0  # the context path's learning rate, a multiple of learning_rate (no decay)
     context_full_sessions: int = 1  # ... in full from this many training sessions (context_rate_multiple)
     context_ridge: float = 0.0  # the context path's ridge, as embedding_ridge is the values'
@@ -348,6 +349,15 @@ def train_process(
         optimizer = torch.optim.AdamW(groups, lr=params.learning_rate, weight_decay=params.weight_decay)
         plateau = PlateauRate(params.warmup_steps) if params.schedule == "plateau" else None
         rate = plateau or _lr_lambda(params.warmup_steps, steps * params.epochs)
+        averaged = None
+        if params.schedule == "average":
+            # the peak rate throughout; the model scored and kept is the weights' exponential moving
+            # average over about average_epochs epochs of steps (Polyak averaging)
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            rate = PlateauRate(params.warmup_steps)
+            decay = 1.0 - 1.0 / max(1.0, params.average_epochs * steps)
+            averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
         # plateau: the epochs of annealing left once it has started, and what started it
         decay_left: int | None = None
@@ -390,6 +400,8 @@ def train_process(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
                 optimizer.step()
                 schedule.step()
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 loss_sum += torch.tensor([loss.item() * len(rows), len(rows)], dtype=torch.float64)
             if distributed:
                 dist.all_reduce(loss_sum)
@@ -397,12 +409,13 @@ def train_process(
             seen_epoch = int(loss_sum[1])
             if member == 0:  # the rate reported is the model's own (the members' epochs cost the same)
                 seen += seen_epoch
-            val, _, _ = gathered_metrics("validation", model)
+            kept = cast(SessionTransformer, averaged.module) if averaged is not None else model
+            val, _, _ = gathered_metrics("validation", kept)
             elapsed = time.time() - t0
             improved = val["roc_auc"] > best_auc
             if improved:
                 best_auc, best_epoch = val["roc_auc"], epoch
-                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                best_state = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
             rising = val["roc_auc"] >= reference_auc + params.min_improvement or reference_auc < 0
             if rising:
                 reference_auc, bad = val["roc_auc"], 0

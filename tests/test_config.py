@@ -113,8 +113,10 @@ def test_cross_field_rules():
         with pytest.raises(ConfigError, match=r"train.min_improvement: must be >= 0 and < 1"):
             load_config(None, [bad])
     assert load_config(None, ["train.min_improvement=0"]).train.min_improvement == 0
-    with pytest.raises(ConfigError, match=r"train.schedule: 'linear' is not one of cosine, plateau"):
+    with pytest.raises(ConfigError, match=r"train.schedule: 'linear' is not one of cosine, plateau, average"):
         load_config(None, ["train.schedule=linear"])
+    with pytest.raises(ConfigError, match=r"train.average_epochs: must be > 0, not 0"):
+        load_config(None, ["train.average_epochs=0"])
     with pytest.raises(ConfigError, match=r"train.decay_epochs"):
         load_config(None, ["train.decay_epochs=0"])
 

@@ -184,6 +184,39 @@ def test_the_plateau_schedule_anneals_once_the_validation_auc_levels_off(planted
     assert still_improving("plateau", capped, 2, 2) and not still_improving("plateau", history, run.best_epoch, 8)
 
 
+def test_the_average_schedule_keeps_the_weights_moving_average_and_stops_when_it_levels_off(planted):
+    """train.schedule=average: the rate stays at the peak after the warm-up, and the model scored on the
+    validation split and kept is the weights' exponential moving average over about average_epochs
+    epochs of steps. Its validation AUC decides the stop (patience, min_improvement) as cosine's does."""
+    table, root = planted
+    sets = (*SMALL, "train.schedule=average", "train.epochs=6")
+    # an average over a tiny span is the model itself: it learns the planted rule over the epochs
+    params, _, _ = _params(make_conf(*sets, "train.average_epochs=0.0001"), table, root)
+    assert (params.schedule, params.average_epochs) == ("average", 0.0001)
+    itself = [h["validation_roc_auc"] for h in train_worker.train_worker(params).history]
+    assert itself[-1] - itself[0] > 0.03, itself
+    # an average over 1,000 epochs barely leaves the weights after the first step: the scored model does
+    # not learn, though the weights under it train as above (scoring them would give the rise above)
+    params, _, _ = _params(make_conf(*sets, "train.average_epochs=1000"), table, root)
+    frozen = [h["validation_roc_auc"] for h in train_worker.train_worker(params).history]
+    assert max(frozen) - min(frozen) < 0.01 and max(frozen) < itself[-1] - 0.02, (frozen, itself)
+    # the default span, and the stop: the first epoch that does not beat the last rising one by 0.02 ends it
+    params, _, _ = _params(make_conf(*sets, "train.patience=1", "train.min_improvement=0.02"), table, root)
+    run = train_worker.train_worker(params)
+    aucs = [h["validation_roc_auc"] for h in run.history]
+    reference, stop = aucs[0], len(aucs)
+    for i, auc in enumerate(aucs[1:], start=2):
+        if auc >= reference + 0.02:
+            reference = auc
+        else:
+            stop = i
+            break
+    assert len(aucs) == stop, aucs
+    assert [h["learning_rate"] for h in run.history] == pytest.approx([params.learning_rate] * len(aucs))
+    assert run.best_epoch == aucs.index(max(aucs)) + 1
+    assert run.validation["roc_auc"] == pytest.approx(max(aucs), abs=1e-12)
+
+
 def test_ensemble_members_are_other_models_and_the_first_is_the_model_alone(planted, small_run):
     """train.ensemble_members=2: the first model is the one a single-model run trains (same weights), the
     second differs (another seed, a bootstrap resample) yet also learns the rule (better than chance), and

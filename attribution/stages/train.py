@@ -26,8 +26,9 @@ log = logging.getLogger(__name__)
 
 def still_improving(schedule: str, history: list[dict], best_epoch: int, epochs: int) -> bool:
     """Did training end while the validation AUC was still rising? ``cosine``: the last allowed epoch is
-    the best and reset the patience (``rising``: a gain of train.min_improvement); ``plateau``: the
-    annealing started because the epochs ran out (``decay`` ``epochs``), not because the AUC levelled off."""
+    the best and reset the patience (``rising``: a gain of train.min_improvement), and so for ``average``;
+    ``plateau``: the annealing started because the epochs ran out (``decay`` ``epochs``), not because the
+    AUC levelled off."""
     if schedule == "plateau":
         return any(e.get("decay") == "epochs" for e in history)
     return best_epoch == len(history) == epochs and bool(history[-1]["rising"])
