@@ -170,7 +170,8 @@ ROWS_PER_PARTITION = 250_000
 
 def curve_metrics(predictions: DataFrame, label: str = "label", score: str = "baseline_prediction") -> dict:
     """ROC-AUC and PR-AUC (average precision) of ``score`` for ``label`` (0/1), from a histogram per label
-    computed in Spark; NaN without both classes."""
+    computed in Spark (only the bins reach the driver); NaN without both classes. Also the rows counted
+    (``sessions``) and the positives among them."""
     binned = F.least(F.floor(F.col(score) * BINS), F.lit(BINS - 1)).cast("long")
     hist = (
         predictions.groupBy(binned.alias("bin"))
@@ -181,14 +182,15 @@ def curve_metrics(predictions: DataFrame, label: str = "label", score: str = "ba
     )
     pos, neg = hist["pos"].to_numpy(float), hist["neg"].to_numpy(float)
     p, n = pos.sum(), neg.sum()
+    counts = {"sessions": int(p + n), "positives": int(p)}
     if p == 0 or n == 0:
-        return {"roc_auc": float("nan"), "pr_auc": float("nan")}
+        return {"roc_auc": float("nan"), "pr_auc": float("nan"), **counts}
     neg_below = n - np.cumsum(neg)  # negatives in lower bins
     auc = float((pos * (neg_below + 0.5 * neg)).sum() / (p * n))
     true_pos = np.cumsum(pos)
     precision = true_pos / (true_pos + np.cumsum(neg))
     average_precision = float((pos / p * precision).sum())
-    return {"roc_auc": auc, "pr_auc": average_precision}
+    return {"roc_auc": auc, "pr_auc": average_precision, **counts}
 
 
 def _without_summary(model: LogisticRegressionModel) -> LogisticRegressionModel:

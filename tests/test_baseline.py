@@ -92,6 +92,10 @@ def test_curve_metrics_from_the_histogram_equal_sklearn_when_no_bin_mixes_scores
     got = baseline.curve_metrics(df)
     assert got["roc_auc"] == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
     assert got["pr_auc"] == pytest.approx(average_precision_score(y, scores), abs=1e-12)
+    assert (got["sessions"], got["positives"]) == (2000, int(y.sum()))
+    one_class = baseline.curve_metrics(df.where("label = 0"))
+    assert one_class["roc_auc"] != one_class["roc_auc"] and one_class["positives"] == 0
+    assert one_class["sessions"] == 2000 - int(y.sum())
 
 
 def _sessions(spark, n=3000, seed=5, late_good=0.0):

@@ -7,13 +7,13 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession
 
 from attribution import sinks
+from attribution.baseline import curve_metrics
 from attribution.config import Config
 from attribution.errors import InputError
 from attribution.events import event_table
 from attribution.features import FeatureMismatch
 from attribution.io import read_table, run_days, write_text
 from attribution.methods import resolve
-from attribution.metrics import roc_auc
 from attribution.schema import INPUT_COLUMNS
 from attribution.sinks import day_partition, drop_empty_marker, partitioned_write, remove_tree
 from attribution.spark import single_row
@@ -126,14 +126,15 @@ def drift_check(spark: SparkSession, conf: Config, output: str, model_auc: float
     from pyspark.sql import functions as F
 
     events = run_days(read_table(spark, output, "parquet", {}, "attribution"), conf.run)
-    sessions = events.where(F.col("event_position") == 0).select("label", "prediction").toArrow()
-    labels = sessions.column("label").to_numpy(zero_copy_only=False)
-    computed = roc_auc(labels, sessions.column("prediction").to_numpy(zero_copy_only=False))
+    # one row per label and prediction bin, computed in Spark: a day of any size, no session on the driver
+    sessions = events.where(F.col("event_position") == 0).select("label", "prediction")
+    curve = curve_metrics(sessions, score="prediction")
+    computed = curve["roc_auc"]
     auc = None if computed != computed else computed  # NaN: one class
     drop = None if auc is None or model_auc is None else model_auc - auc
     return {
-        "sessions": int(len(labels)),
-        "converted": int(labels.sum()),
+        "sessions": int(curve["sessions"]),
+        "converted": int(curve["positives"]),
         "roc_auc": auc,
         "model_test_roc_auc": model_auc,
         "drop": drop,
