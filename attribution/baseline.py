@@ -161,9 +161,11 @@ class BaselineResult:
         }
 
 
-# Predictions are histogrammed into this many equal bins of [0, 1] for the ROC and PR curves: two
-# predictions in one bin count as tied, which moves an AUC by at most the share of positive-negative pairs
-# that fall in one bin (below 1e-4 on the embedded default).
+# Predictions are histogrammed into this many equal bins from the lowest prediction to the highest for the
+# ROC and PR curves: two predictions in one bin count as tied, which moves an AUC by at most the share of
+# positive-negative pairs that fall in one bin. Spanning the predictions' own range, not [0, 1], keeps
+# that share at 0 for a model whose predictions all lie close together (a model near chance, a short
+# training): with fewer sessions than bins, distinct predictions rarely share one.
 BINS = 100_000
 ROWS_PER_PARTITION = 250_000
 
@@ -172,7 +174,11 @@ def curve_metrics(predictions: DataFrame, label: str = "label", score: str = "ba
     """ROC-AUC and PR-AUC (average precision) of ``score`` for ``label`` (0/1), from a histogram per label
     computed in Spark (only the bins reach the driver); NaN without both classes. Also the rows counted
     (``sessions``) and the positives among them."""
-    binned = F.least(F.floor(F.col(score) * BINS), F.lit(BINS - 1)).cast("long")
+    bounds = predictions.agg(F.min(score).alias("low"), F.max(score).alias("high")).first()
+    low = bounds["low"] if bounds is not None and bounds["low"] is not None else 0.0
+    width = ((bounds["high"] - low) / BINS) if bounds is not None and bounds["high"] is not None else 0.0
+    scaled = (F.col(score) - F.lit(low)) / F.lit(width) if width > 0 else F.lit(0.0)  # one value: all tied
+    binned = F.least(F.floor(scaled), F.lit(BINS - 1)).cast("long")
     hist = (
         predictions.groupBy(binned.alias("bin"))
         .agg(F.sum(F.col(label).cast("long")).alias("pos"), F.sum((1 - F.col(label)).cast("long")).alias("neg"))

@@ -98,6 +98,23 @@ def test_curve_metrics_from_the_histogram_equal_sklearn_when_no_bin_mixes_scores
     assert one_class["sessions"] == 2000 - int(y.sum())
 
 
+def test_curve_metrics_are_exact_for_predictions_that_lie_close_together(spark):
+    """A model near chance, or briefly trained, predicts nearly the same for every session: 64 distinct
+    predictions within 1e-5 of each other (all in one bin of 1e-5 were the bins spread over [0, 1]) still
+    give sklearn's AUC and average precision, and predictions all equal give an AUC of exactly 0.5."""
+    from pyspark.sql import functions as F
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(64) < 0.2).astype(int)
+    scores = 0.14 + rng.permutation(64) * 1.5e-7 + 1e-7 * y  # distinct, 1e-5 apart at most
+    df = spark.createDataFrame(pd.DataFrame({"label": y, "baseline_prediction": scores}))
+    got = baseline.curve_metrics(df)
+    assert got["roc_auc"] == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert got["pr_auc"] == pytest.approx(average_precision_score(y, scores), abs=1e-12)
+    same = baseline.curve_metrics(df.withColumn("baseline_prediction", F.lit(0.3)))
+    assert same["roc_auc"] == 0.5 and same["pr_auc"] == pytest.approx(y.mean())
+
+
 def _sessions(spark, n=3000, seed=5, late_good=0.0):
     """Sessions whose conversion follows a logistic model of the counts: +1.2 per 'good' event among the
     first five (``late_good`` per one later on), -1.2 per 'bad' one, +0.8 per event at store 's1', 0 for
