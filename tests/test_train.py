@@ -339,9 +339,6 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
         "train.leakage_check_epochs=2",
         *SMALL,
         "train.epochs=3",
-        # three fixed epochs (SMALL's patience is 6): the cosine anneals within them, where the moving
-        # average of conf/local.yaml would still carry the first epoch's weights at the third
-        "train.schedule=cosine",
         "train.ensemble_members=2",  # the removal CI's model part, end to end
         "attribution.ig_steps=4",
         "generate.n_stores=60",  # the 400 default's stores see too few of 1,500 users for the store bar
