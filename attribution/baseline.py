@@ -174,9 +174,10 @@ def curve_metrics(predictions: DataFrame, label: str = "label", score: str = "ba
     """ROC-AUC and PR-AUC (average precision) of ``score`` for ``label`` (0/1), from a histogram per label
     computed in Spark (only the bins reach the driver); NaN without both classes. Also the rows counted
     (``sessions``) and the positives among them."""
-    bounds = predictions.agg(F.min(score).alias("low"), F.max(score).alias("high")).first()
-    low = bounds["low"] if bounds is not None and bounds["low"] is not None else 0.0
-    width = ((bounds["high"] - low) / BINS) if bounds is not None and bounds["high"] is not None else 0.0
+    bounds = predictions.agg(F.min(score), F.max(score)).first()
+    assert bounds is not None  # an aggregate has one row
+    low, high = bounds  # both None without rows
+    width = (high - low) / BINS if low is not None else 0.0
     scaled = (F.col(score) - F.lit(low)) / F.lit(width) if width > 0 else F.lit(0.0)  # one value: all tied
     binned = F.least(F.floor(scaled), F.lit(BINS - 1)).cast("long")
     hist = (

@@ -37,6 +37,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
 
+    import pyarrow.dataset as ds
+
     from attribution.config_loader import load_config
     from attribution.events import event_table
     from attribution.model import read_artifact
@@ -57,9 +59,10 @@ def main() -> None:
         ],
     )
     _, _, vocab = read_artifact(conf.output(conf.train.model_path))
-    import pyarrow.dataset as ds
-
     methods = list(conf.attribution.methods)
+    # what the pyarrow part reads: the UDF's input columns of the configured split
+    columns = scoring_input(sessions_to_score(spark, conf), methods, vocab.fields)[0].columns
+    split = None if conf.attribution.split == "all" else ds.field("split") == conf.attribution.split
 
     def plan(part: str):
         selected, schema = scoring_input(sessions_to_score(spark, conf), methods, vocab.fields)
@@ -78,8 +81,6 @@ def main() -> None:
             selected, _ = scoring_input(sessions_to_score(spark, conf), methods, vocab.fields)
             selected.mapInArrow(count_rows, "n long").write.format("noop").mode("overwrite").save()
         elif part == "pyarrow":
-            columns = scoring_input(sessions_to_score(spark, conf), methods, vocab.fields)[0].columns
-            split = None if conf.attribution.split == "all" else ds.field("split") == conf.attribution.split
             ds.dataset(path, format="parquet").to_table(columns=columns, filter=split)
         elif part == "worker":
             out = str(RESULTS / "attribution_profile_worker_out")
