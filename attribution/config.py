@@ -392,8 +392,9 @@ class TrainConf:
     # `decay_epochs` epochs, then the stop; train.epochs caps it all, and annealing starts in time to end
     # by then. ``average``: the peak rate throughout, and the model scored and kept is the weights'
     # moving average over about `average_epochs` epochs, whose validation AUC rises smoothly where the
-    # weights' own swings; training stops after `patience` epochs without a gain. With plateau and
-    # average, how long it trains is decided by the validation split, not by the cap (docs/outputs.md).
+    # weights' own swings; training stops after `patience` epochs without a gain, and the ensemble's
+    # members train the model's best epoch's number of epochs. With plateau and average, how long it
+    # trains is decided by the validation split, not by the cap (docs/outputs.md).
     schedule: str = "cosine"
     decay_epochs: int = 1  # plateau: epochs of annealing from the peak rate to 0 before the stop
     average_epochs: float = 1.0  # average: how many epochs of steps the weights' moving average spans

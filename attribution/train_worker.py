@@ -35,11 +35,12 @@ SPLITS = ("train", "validation", "test")
 @dataclasses.dataclass(frozen=True)
 class Member:
     """One more model of the ensemble (``train.ensemble_members``): its weights (safetensors bytes; empty
-    on ranks other than 0), its best epoch and its test metrics."""
+    on ranks other than 0), its best epoch (the one kept), the epochs it ran and its test metrics."""
 
     weights: bytes
     best_epoch: int
     test: dict
+    epochs_run: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -329,11 +330,15 @@ def train_process(
     started = time.time()
     seen = 0
 
-    def fit(member: int) -> tuple[SessionTransformer, int, list[dict]]:
+    def fit(member: int, follow: int | None = None) -> tuple[SessionTransformer, int, list[dict]]:
         """One model: member 0 is the model every table reads; member m > 0 starts from seed + m and
         weighs each training session by a Poisson(1) draw (a bootstrap resample of the training sessions,
         drawn per rank without communication), so the members differ as models trained on another sample
-        of sessions would (the removal effects' model SE, attribution/removal.py)."""
+        of sessions would (the removal effects' model SE, attribution/removal.py).
+
+        ``follow``: train exactly this many epochs and keep the weights (the average's) at the last, with
+        no validation. The ``average`` schedule's members follow the model's best epoch, so the ensemble's
+        spread is that of one training length on other samples, not that of where each member stopped."""
         nonlocal seen
         member_seed = seed + member
         torch.manual_seed(member_seed)
@@ -374,7 +379,8 @@ def train_process(
         best_auc, reference_auc, best_epoch, best_state, bad = -1.0, -1.0, 0, None, 0
         history: list[dict] = []
         member_started = time.time()
-        for epoch in range(1, params.epochs + 1):
+        epochs = follow or params.epochs
+        for epoch in range(1, epochs + 1):
             t0 = time.time()
             left_epochs = params.epochs - epoch + 1
             if plateau is not None and decay_left is None and left_epochs <= params.decay_epochs:
@@ -410,6 +416,18 @@ def train_process(
             if member == 0:  # the rate reported is the model's own (the members' epochs cost the same)
                 seen += seen_epoch
             kept = cast(SessionTransformer, averaged.module) if averaged is not None else model
+            if follow is not None:  # no validation: the epochs are the model's
+                loss_mean = float(loss_sum[0]) / max(1.0, float(loss_sum[1]))
+                history.append({"epoch": epoch, "loss": loss_mean, "train_seconds": round(train_seconds, 3)})
+                if rank == 0:
+                    print(
+                        f"[train] member {member + 1}/{params.members} epoch {epoch}/{follow} (the model's best "
+                        f"epoch) loss {loss_mean:.4f} {seen_epoch / train_seconds:,.0f} sessions/s",
+                        flush=True,
+                    )
+                if epoch == follow:
+                    best_epoch, best_state = epoch, {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
+                continue
             val, _, _ = gathered_metrics("validation", kept)
             elapsed = time.time() - t0
             improved = val["roc_auc"] > best_auc
@@ -484,9 +502,10 @@ def train_process(
     model, best_epoch, history = fit(0)
     members = []
     for member in range(1, params.members):
-        other, other_epoch, _ = fit(member)
+        other, other_epoch, other_history = fit(member, best_epoch if params.schedule == "average" else None)
         other_test, _, _ = gathered_metrics("test", other)
-        members.append(Member(weights_bytes(other) if rank == 0 else b"", other_epoch, other_test))
+        weights = weights_bytes(other) if rank == 0 else b""
+        members.append(Member(weights, other_epoch, other_test, len(other_history)))
     validation_logits = _score(model, data["validation"], fields, device, params.batch_size)
     validation, _, _ = gathered_metrics("validation", model, validation_logits)
     if params.predictions_path is not None:

@@ -201,7 +201,8 @@ def test_the_average_schedule_keeps_the_weights_moving_average_and_stops_when_it
     frozen = [h["validation_roc_auc"] for h in train_worker.train_worker(params).history]
     assert max(frozen) - min(frozen) < 0.01 and max(frozen) < itself[-1] - 0.02, (frozen, itself)
     # the default span, and the stop: the first epoch that does not beat the last rising one by 0.02 ends it
-    params, _, _ = _params(make_conf(*sets, "train.patience=1", "train.min_improvement=0.02"), table, root)
+    stop_by = ("train.patience=1", "train.min_improvement=0.02")
+    params, _, _ = _params(make_conf(*sets, *stop_by, "train.ensemble_members=2"), table, root)
     run = train_worker.train_worker(params)
     aucs = [h["validation_roc_auc"] for h in run.history]
     reference, stop = aucs[0], len(aucs)
@@ -215,6 +216,12 @@ def test_the_average_schedule_keeps_the_weights_moving_average_and_stops_when_it
     assert [h["learning_rate"] for h in run.history] == pytest.approx([params.learning_rate] * len(aucs))
     assert run.best_epoch == aucs.index(max(aucs)) + 1
     assert run.validation["roc_auc"] == pytest.approx(max(aucs), abs=1e-12)
+    # the member trains the model's best epoch's number of epochs and keeps its last: it stops where the
+    # model's kept weights did, not by its own validation AUC (the model ran on past its best, patience)
+    (member,) = run.members
+    assert len(aucs) > run.best_epoch, aucs
+    assert member.epochs_run == member.best_epoch == run.best_epoch, (member.epochs_run, member.best_epoch)
+    assert member.test["roc_auc"] > 0.6, member.test  # it learns the rule as the model does
 
 
 def test_ensemble_members_are_other_models_and_the_first_is_the_model_alone(planted, small_run):

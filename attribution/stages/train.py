@@ -74,7 +74,7 @@ def run(spark: SparkSession, conf: Config) -> TrainStageResult:
         "vocabulary": vocab_stats,
         "funnel_excluded": conf.funnel.exclude,
         # the ensemble's other members (train.ensemble_members): their best epoch and test metrics
-        "members": [{"best_epoch": m.best_epoch, "test": m.test} for m in result.members],
+        "members": [{"best_epoch": m.best_epoch, "epochs_run": m.epochs_run, "test": m.test} for m in result.members],
     }
     if spec.context:  # the context path's learning rate, as a multiple of the model's (train.context_full_sessions)
         metrics["context_rate"] = {
