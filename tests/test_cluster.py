@@ -285,6 +285,11 @@ def test_distributed_training_on_executors_returns_one_sane_model(submitted, clu
     metrics = json.loads((out / "model" / "versions" / VERSION / "metrics.json").read_text())
     kept = sum(json.loads((out / f"sessionize_summary_{d}.json").read_text())["sessions"]["kept"] for d in DAYS[:2])
     assert metrics["num_processes"] == 2 and metrics["epochs_run"] == 3 and len(metrics["members"]) == 1
+    # conf/local.yaml's schedule, the moving average: the member trains the model's best epoch's number of
+    # epochs and keeps the last, the same on both ranks (a rank that stopped apart would hang the job)
+    assert metrics["schedule"] == "average", metrics.get("schedule")
+    (member,) = metrics["members"]
+    assert member["epochs_run"] == member["best_epoch"] == metrics["best_epoch"], (member, metrics["best_epoch"])
     # both ranks' test shards scored and gathered once: every test session of the window
     assert metrics["test"]["sessions"] == metrics["sessions"]["test"] > 0
     assert sum(metrics["sessions"][s] for s in ("train", "validation", "test")) == kept

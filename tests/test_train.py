@@ -345,6 +345,10 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
         "train.leakage_check=true",
         "train.leakage_check_epochs=2",
         *SMALL,
+        # the acceptance bars below were set on the cosine over 3 epochs at this size: conf/local.yaml's
+        # moving average, capped at 3 epochs, lags the weights and finds 2 of the 5 planted stores on this
+        # seed (docs/scenarios.md, "Training that stops by itself"); tests/test_cluster.py runs it end to end
+        "train.schedule=cosine",
         "train.epochs=3",
         "train.ensemble_members=2",  # the removal CI's model part, end to end
         "attribution.ig_steps=4",

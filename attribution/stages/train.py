@@ -63,6 +63,7 @@ def run(spark: SparkSession, conf: Config) -> TrainStageResult:
         "validation": result.validation,
         "sessions": {s: counts[s] for s in SPLITS},
         "positives": {s: counts[f"{s}_positive"] for s in SPLITS},
+        "schedule": t.schedule,  # train.schedule: what the history's rates and the stop mean
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "history": result.history,
@@ -73,7 +74,7 @@ def run(spark: SparkSession, conf: Config) -> TrainStageResult:
         "unknown_tokens": result.unknown,
         "vocabulary": vocab_stats,
         "funnel_excluded": conf.funnel.exclude,
-        # the ensemble's other members (train.ensemble_members): their best epoch and test metrics
+        # the ensemble's other members (train.ensemble_members): their best epoch, epochs run and test metrics
         "members": [{"best_epoch": m.best_epoch, "epochs_run": m.epochs_run, "test": m.test} for m in result.members],
     }
     if spec.context:  # the context path's learning rate, as a multiple of the model's (train.context_full_sessions)
