@@ -32,7 +32,6 @@ REPORT_FORMATS = ("csv", "delta", "parquet")
 SPLITS = ("train", "validation", "test", "all")
 IG_BASELINES = ("pad", "zero")
 EVENT_WRITERS = ("arrow", "spark")
-SESSION_READERS = ("spark", "arrow")  # attribution.reader
 # A run id names partitions (run_id=...) and Delta predicates: letters, digits, '.', '_', '-'.
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -536,12 +535,6 @@ class AttributionConf:
     # opens on the executors, as the run's other outputs); spark, Spark's explode and parquet writer
     # (any Hadoop filesystem, Spark's output committer). The same table either way (docs/scaling.md).
     writer: str = "arrow"
-    # Who reads the sessions for scoring: spark, Spark's parquet reader, its rows turned into Arrow for
-    # the UDF; arrow, the UDF's own worker with pyarrow (writer: arrow only; the sessions' location must be
-    # a path or a URI pyarrow opens on the executors). With arrow the driver lists the table's files (the
-    # run's days only) and deals them out by size to `partitions` tasks (null: one per file); a file is
-    # not split. The same table either way (docs/scaling.md).
-    reader: str = "spark"
     # The same table published as Delta (partitioned by run_id, one commit per run; null: not published)
     # and as one CSV file (large: null by default). The attribute stage writes them, so re-running the
     # report never rewrites the event-level table.
@@ -565,11 +558,6 @@ class AttributionConf:
             raise ConfigError(f"attribution.removal_pairs: {self.removal_pairs} must be >= 0 (0 turns the pairs off)")
         _one_of("attribution.ig_baseline", self.ig_baseline, IG_BASELINES)
         _one_of("attribution.writer", self.writer, EVENT_WRITERS)
-        _one_of("attribution.reader", self.reader, SESSION_READERS)
-        if self.reader == "arrow" and self.writer != "arrow":
-            raise ConfigError(
-                "attribution.reader: arrow needs attribution.writer: arrow (the worker that reads also writes)"
-            )
         if self.threads_per_task is not None and self.threads_per_task < 1:
             raise ConfigError("attribution.threads_per_task: must be >= 1 or null")
         if self.partitions is not None and self.partitions < 1:

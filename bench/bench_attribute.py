@@ -298,27 +298,20 @@ def zero_scores(methods: list[str], vocab_fields: tuple[str, ...]):
 
 def spark_floor(spark, conf, writer: str) -> None:
     """The attribution stage with the model taken out: read the sessions, the UDF's Arrow round trip
-    with zero scores, the event table written as the stage writes it (``writer``: attribution.writer;
-    ``own``: the worker's writer with the worker reading its own files, attribution.reader=arrow). What
-    the stage costs whatever the model."""
+    with zero scores, the event table written as the stage writes it (``writer``: attribution.writer).
+    What the stage costs whatever the model."""
     from attribution.events import event_table
     from attribution.model import read_artifact
     from attribution.stages.attribute import sessions_to_score
     from udfs.attribution_udf import scoring_input
     from udfs.event_files import event_files, write_event_table
-    from udfs.session_files import reading
 
     _, _, vocab = read_artifact(conf.output(conf.train.model_path))
     methods = list(conf.attribution.methods)
     selected, schema = scoring_input(sessions_to_score(spark, conf), methods, vocab.fields)
     udf = zero_scores(methods, vocab.fields)
     out = str(RESULTS / f"attribution_floor_{writer}")
-    if writer == "own":
-        files = event_files(spark, schema, out, "bench", "none", vocab_fields=vocab.fields)
-        a = conf.attribution
-        tasks, score = reading(spark, conf.output(conf.sessions.sessions_path), selected, a.split, None, None, udf)
-        write_event_table(tasks, score, files, out)
-    elif writer == "arrow":
+    if writer == "arrow":
         files = event_files(spark, schema, out, "bench", "none", vocab_fields=vocab.fields)
         write_event_table(selected, udf, files, out)
     else:
@@ -377,17 +370,11 @@ def spark_stage(scales: tuple[int, ...], repeats: int) -> dict:
                 ROOT / "conf" / "local.yaml", [*sets, "attribution.removal_sessions=0", "attribution.writer=spark"]
             )
         )
-        # the same stage with the worker reading its own files (attribution.reader=arrow)
-        dt_own, _ = timed(
-            load_config(
-                ROOT / "conf" / "local.yaml", [*sets, "attribution.removal_sessions=0", "attribution.reader=arrow"]
-            )
-        )
         floors = {}
-        for writer in ("spark", "arrow", "own"):
+        for writer in ("spark", "arrow"):
             spark_floor(spark, conf, writer)  # warm
         for _ in range(repeats):  # alternating: the machine's noise comes in bursts
-            for writer in ("spark", "arrow", "own"):
+            for writer in ("spark", "arrow"):
                 t = best_of(lambda c=conf, w=writer: spark_floor(spark, c, w), 1)
                 floors[writer] = min(floors.get(writer, t), t)
         runs[label] = {
@@ -396,10 +383,8 @@ def spark_stage(scales: tuple[int, ...], repeats: int) -> dict:
             "seconds": dt,
             "events_per_s": summary["events"] / dt,
             "spark_writer_seconds": dt_spark,
-            "own_reader_seconds": dt_own,
             "without_model_seconds": floors["arrow"],
             "without_model_spark_writer_seconds": floors["spark"],
-            "without_model_own_reader_seconds": floors["own"],
             "padding_efficiency": summary["padding_efficiency"],
             "python_worker_peak_rss_mb": summary["python_worker_peak_rss_mb"],
         }
@@ -512,14 +497,6 @@ def main() -> None:
                 f"{r['without_model_spark_writer_seconds']:.2f}s = "
                 f"{r['without_model_spark_writer_seconds'] / r['without_model_seconds']:.2f}x (goal >= 3x); "
                 f"the in-process model alone would take {r['events'] / ip['batched_events_per_s']:.1f}s"
-            )
-            print(
-                f"  with attribution.reader=arrow (the worker reads its own files): the stage "
-                f"{r['own_reader_seconds']:.1f}s = {r['events'] / r['own_reader_seconds']:,.0f} events/s = "
-                f"{100 * r['events'] / r['own_reader_seconds'] / ip['batched_events_per_s']:.0f}% of in-process; "
-                f"the host side {r['without_model_own_reader_seconds']:.2f}s, "
-                f"{r['without_model_spark_writer_seconds'] / r['without_model_own_reader_seconds']:.2f}x faster than "
-                "with Spark's writer (goal >= 3x)"
             )
             if "with_removal_seconds" in r:
                 print(

@@ -17,8 +17,6 @@ Each variant adds one part to the one before and runs the plan to its end throug
              counts them and returns one row: what the worker's path costs before its own work
   pyarrow    pyarrow reads the same parquet files, columns and split in this process (the machine's
              threads): what the way in would cost if each worker read its own files
-  own read   the worker's path with the worker reading its own files, one task per file
-             (attribution.reader=arrow; udfs/session_files.py)
 
 Best of ``--repeats`` alternating runs. Needs the embedded default's outputs (``make run``).
 """
@@ -48,7 +46,6 @@ def main() -> None:
     from attribution.stages.attribute import sessions_to_score
     from udfs.attribution_udf import scoring_input
     from udfs.event_files import event_files, write_event_table
-    from udfs.session_files import reading
 
     base = load_config(ROOT / "conf" / "local.yaml", GRAD_X_INPUT_ONLY)
     spark = build_spark(base.spark)
@@ -90,18 +87,10 @@ def main() -> None:
             selected, schema = scoring_input(sessions_to_score(spark, conf), methods, vocab.fields)
             files = event_files(spark, schema, out, "bench", "none", vocab_fields=vocab.fields)
             write_event_table(selected, zero_scores(methods, vocab.fields), files, out)
-        elif part == "own read":
-            out = str(RESULTS / "attribution_profile_worker_out")
-            selected, schema = scoring_input(sessions_to_score(spark, conf), methods, vocab.fields)
-            files = event_files(spark, schema, out, "bench", "none", vocab_fields=vocab.fields)
-            tasks, score = reading(
-                spark, path, selected, conf.attribution.split, None, None, zero_scores(methods, vocab.fields)
-            )
-            write_event_table(tasks, score, files, out)
         else:
             plan(part).write.format("noop").mode("overwrite").save()
 
-    parts = ("read", "round trip", "explode", "write", "worker", "way in", "pyarrow", "own read")
+    parts = ("read", "round trip", "explode", "write", "worker", "way in", "pyarrow")
     for part in parts:  # warm: Python workers, file listing
         run(part)
     best = dict.fromkeys(parts, float("inf"))
@@ -123,11 +112,6 @@ def main() -> None:
     print(
         f"  {'way in':<11} {best['way in']:5.2f} s: Spark's read and rows-to-Arrow into the worker; pyarrow reading "
         f"the same files {best['pyarrow']:.2f} s ({best['way in'] / best['pyarrow']:.1f}x less)"
-    )
-    print(
-        f"  {'own read':<11} {best['own read']:5.2f} s: the worker's path with the worker reading its own files; "
-        f"{best['write'] / best['own read']:.2f}x faster than Spark's explode and write, "
-        f"{best['worker'] / best['own read']:.2f}x than the worker's path"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "profile_attribute.json").write_text(

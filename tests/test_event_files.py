@@ -21,7 +21,7 @@ from attribution.events import position_bin
 from attribution.stages import attribute as attribute_stage
 from tests.conftest import make_conf
 from tests.helpers import save_random_model, synthetic_sessions, vocab_of
-from udfs import event_files, session_files
+from udfs import event_files
 
 DAYS = [dt.date(2025, 1, 15), dt.date(2025, 1, 16), dt.date(2025, 1, 17)]
 
@@ -220,20 +220,10 @@ def test_spread_over_partitions_the_same_table(spark, both):
     differently."""
     root, _, _ = both
     _run(spark, _conf(root, "arrow", "events_spread", "attribution.partitions=3"))
-    _assert_same_events(spark, f"{root}/out/events_spread", f"{root}/out/events_arrow")
-    # three tasks, each with sessions of every day: three files a day (the input is one file, one task)
-    assert {d: len(f) for d, f in _files(root / "out" / "events_spread").items()} == {
-        f"session_date={d}": 3 for d in DAYS
-    }
-
-
-def _assert_same_events(spark, path: str, reference_path: str) -> None:
-    """The event tables at ``path`` and ``reference_path`` hold the same rows, the scores within float32
-    noise (sessions that share an Arrow batch with others pad the model's batches differently)."""
     key = ["session_id", "event_position"]
-    spread = spark.read.parquet(path).toPandas().sort_values(key).reset_index(drop=True)
-    reference = spark.read.parquet(reference_path).toPandas().sort_values(key).reset_index(drop=True)
-    assert list(spread.columns) == list(reference.columns) and len(spread) == len(reference) > 0
+    spread = spark.read.parquet(f"{root}/out/events_spread").toPandas().sort_values(key).reset_index(drop=True)
+    reference = spark.read.parquet(f"{root}/out/events_arrow").toPandas().sort_values(key).reset_index(drop=True)
+    assert list(spread.columns) == list(reference.columns) and len(spread) == len(reference)
     for c in spread.columns:
         if spread[c].dtype == float:
             np.testing.assert_allclose(spread[c], reference[c], atol=1e-6, err_msg=c)
@@ -254,71 +244,10 @@ def _assert_same_events(spark, path: str, reference_path: str) -> None:
         [(p["first_event_type"], p["second_event_type"]) for p in v] if v is not None else None
         for v in reference["removal_pair_interactions"]
     ]
-
-
-def test_the_worker_reads_the_sessions_as_spark_does(spark, both):
-    """attribution.reader=arrow: the worker reads the sessions' file itself and gives the UDF the batches
-    Spark's read gives (one file, one task, maxRecordsPerBatch rows): the very same table and summary."""
-    root, table, summaries = both
-    read = _run(spark, _conf(root, "arrow", "events_read", "attribution.reader=arrow"))
-    by_worker = spark.read.parquet(f"{root}/out/events_read")
-    by_spark = spark.read.parquet(f"{root}/out/events_arrow")
-    assert by_worker.schema == by_spark.schema
-    assert by_worker.exceptAll(by_spark).count() == 0 and by_spark.exceptAll(by_worker).count() == 0
-    assert by_worker.count() == int(pc.sum(table.column("session_length")).as_py())
-    for key in ("sessions", "events", "converted_sessions", "unknown_tokens", "removal_sessions", "model_batches"):
-        assert read[key] == summaries["arrow"][key], key
-
-
-def test_the_worker_reads_only_the_days_files_and_the_split(spark, stage, tmp_path):
-    """attribution.reader=arrow on a table partitioned by session_date, two files a day, in day mode and
-    for the test split: the rows Spark's reader gives (the scores within float32 noise, the files' batches
-    differ), and the listing skips other days, ``_``/``.`` names and directories."""
-    root, table = stage
-    out = tmp_path / "out"
-    sessions = out / "sessions"
-    day = str(DAYS[1])
-    for d in DAYS:
-        rows = table.filter(pc.equal(table.column("session_date"), pa.scalar(d, pa.date32())))
-        rows = rows.drop_columns(["session_date"])
-        (sessions / f"session_date={d}").mkdir(parents=True)
-        half = rows.num_rows // 2
-        pq.write_table(rows.slice(0, half), sessions / f"session_date={d}" / "part-0.parquet")
-        pq.write_table(rows.slice(half), sessions / f"session_date={d}" / "part-1.parquet")
-    (sessions / "_SUCCESS").write_text("")
-    (sessions / f"session_date={day}" / ".hidden.parquet").write_text("not parquet")
-    (sessions / "_temporary" / "0").mkdir(parents=True)
-    (sessions / "_temporary" / "0" / "part-9.parquet").write_text("not parquet")
-    (out / "model").symlink_to(root / "out" / "model")
-    listed = session_files.list_files(str(sessions), (day, day))
-    assert [Path(f).relative_to(sessions).as_posix() for f, _ in listed] == [
-        f"session_date={day}/part-0.parquet",
-        f"session_date={day}/part-1.parquet",
-    ]
-    assert len(session_files.list_files(str(sessions), None)) == 6
-    sets = (f"run.output_dir={out}", f"run.date={day}", "attribution.split=test")
-    summaries = {}
-    for reader in ("spark", "arrow"):
-        conf = _conf(root, "arrow", f"events_{reader}", *sets, f"attribution.reader={reader}")
-        summaries[reader] = _run(spark, conf)
-    _assert_same_events(spark, f"{out}/events_arrow", f"{out}/events_spark")
-    is_test_of_day = [
-        s == "test" and d == DAYS[1]
-        for s, d in zip(table.column("split").to_pylist(), table.column("session_date").to_pylist(), strict=True)
-    ]
-    expected = sum(
-        n for n, keep in zip(table.column("session_length").to_pylist(), is_test_of_day, strict=True) if keep
-    )
-    assert summaries["arrow"]["events"] == summaries["spark"]["events"] == expected > 0
-    assert summaries["arrow"]["sessions"] == sum(is_test_of_day)
-
-
-def test_files_are_dealt_out_largest_first_to_the_lightest_task():
-    files = [("a", 10), ("b", 70), ("c", 30), ("d", 40), ("e", 5)]
-    # b to task 0; d to 1; c to 2; a to 2 (30 < 40 < 70); e to 1 (40 = 40: the lower task)
-    assert session_files.deal(files, 3) == (("b",), ("d", "e"), ("c", "a"))
-    assert session_files.deal(files, 10) == (("b",), ("d",), ("c",), ("a",), ("e",))  # never an empty task
-    assert session_files.deal([], 4) == ()
+    # three tasks, each with sessions of every day: three files a day (the input is one file, one task)
+    assert {d: len(f) for d, f in _files(root / "out" / "events_spread").items()} == {
+        f"session_date={d}": 3 for d in DAYS
+    }
 
 
 def test_the_same_report_tables_as_sparks_writer(spark, both):

@@ -19,7 +19,6 @@ from attribution.sinks import day_partition, drop_empty_marker, partitioned_writ
 from attribution.spark import single_row
 from attribution.stages.results import AttributeResult
 from attribution.tracking import check_chosen, chosen_model
-from udfs import session_files
 from udfs.attribution_udf import PEAKS, scoring_udf
 from udfs.event_files import TABLE, event_files, observed, write_event_table
 from udfs.worker import ModelPayload, observed_stats, stats_metric
@@ -185,13 +184,7 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Att
     # day mode: the day's partition is replaced, no other
     if a.writer == "arrow":
         files = event_files(spark, scoring.schema, output, run_id, payload.sha256, session_checks, vocab_fields)
-        source, score = scoring.selected, scoring.udf
-        if a.reader == "arrow":  # the worker reads the sessions' files itself (udfs/session_files.py)
-            days = (conf.run.date, conf.run.date_to or conf.run.date) if conf.run.date else None
-            source, score = session_files.reading(
-                spark, conf.output(conf.sessions.sessions_path), scoring.selected, a.split, days, a.partitions, score
-            )
-        committed = write_event_table(source, score, files, output, conf.run.date)
+        committed = write_event_table(scoring.selected, scoring.udf, files, output, conf.run.date)
         s = observed(committed, session_checks, vocab_fields)
         counters = {k: v for k, v in committed.counters.items() if not k.startswith(TABLE)}
         events_out = committed.events
