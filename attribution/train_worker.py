@@ -330,6 +330,10 @@ def train_process(
     started = time.time()
     seen = 0
 
+    def snapshot(m: SessionTransformer) -> dict[str, torch.Tensor]:
+        """A copy of ``m``'s weights on the CPU, kept while training goes on."""
+        return {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+
     def fit(member: int, follow: int | None = None) -> tuple[SessionTransformer, int, list[dict]]:
         """One model: member 0 is the model every table reads; member m > 0 starts from seed + m and
         weighs each training session by a Poisson(1) draw (a bootstrap resample of the training sessions,
@@ -426,14 +430,14 @@ def train_process(
                         flush=True,
                     )
                 if epoch == follow:
-                    best_epoch, best_state = epoch, {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
+                    best_epoch, best_state = epoch, snapshot(kept)
                 continue
             val, _, _ = gathered_metrics("validation", kept)
             elapsed = time.time() - t0
             improved = val["roc_auc"] > best_auc
             if improved:
                 best_auc, best_epoch = val["roc_auc"], epoch
-                best_state = {k: v.detach().cpu().clone() for k, v in kept.state_dict().items()}
+                best_state = snapshot(kept)
             rising = val["roc_auc"] >= reference_auc + params.min_improvement or reference_auc < 0
             if rising:
                 reference_auc, bad = val["roc_auc"], 0
@@ -504,8 +508,8 @@ def train_process(
     for member in range(1, params.members):
         other, other_epoch, other_history = fit(member, best_epoch if params.schedule == "average" else None)
         other_test, _, _ = gathered_metrics("test", other)
-        weights = weights_bytes(other) if rank == 0 else b""
-        members.append(Member(weights, other_epoch, other_test, len(other_history)))
+        member_bytes = weights_bytes(other) if rank == 0 else b""  # fit's `weights` are the bootstrap's
+        members.append(Member(member_bytes, other_epoch, other_test, len(other_history)))
     validation_logits = _score(model, data["validation"], fields, device, params.batch_size)
     validation, _, _ = gathered_metrics("validation", model, validation_logits)
     if params.predictions_path is not None:
