@@ -28,7 +28,9 @@ and the insights), per method:
   those event types and position bins against the planted ones. The bar, 0.75 pp, is half of what a single
   model gave on the embedded default (1.52 pp; docs/scenarios.md).
 - ``removal_sign_errors``: how many of those keys whose planted removal effect is at least 1 pp from 0 are
-  published with the opposite sign. The bar is none.
+  published with the opposite sign. The bar is none. The detail names them, each with its CI.
+- ``removal_wrong_directions``: of those sign errors, how many have a CI that excludes 0: a direction the
+  page states, and the wrong one. A sign error whose CI holds 0 is published as "can't tell". The bar is none.
 - ``store_precision_at_5``: of the 5 stores with the largest planted positive effects, how many are the
   store table's top 5 rows (ranked by the shrunk effect net of event type and position).
 - ``position_direction_spearman``: planted effects shrink with position; the Spearman correlation of
@@ -193,7 +195,9 @@ def _removal_checks(method: str, et: pd.DataFrame, positions: pd.DataFrame, trut
         ("event_type", et[et["event_type"] == et["event_name"]].set_index("event_name"), truth.get("event_type", {})),
         ("position_bin", positions.set_index("position_bin"), truth.get("position_bin", {})),
     ]
-    rows, errors, signs, compared = [], [], 0, 0
+    rows, errors, compared = [], [], 0
+    signs: list[str] = []  # the sign errors, named with their CI
+    wrong = 0  # of those, the CIs that exclude 0
     # the two models' own effects where the published one blends them: their errors in the MAE row's detail
     alone: dict[str, list[float]] = {"removal_transformer_pp": [], "removal_baseline_pp": []}
     for dim, table, planted in parts:
@@ -227,7 +231,13 @@ def _removal_checks(method: str, et: pd.DataFrame, positions: pd.DataFrame, trut
         for column, errs in alone.items():
             if column in table.columns:
                 errs += list(np.abs(table[column].to_numpy(float) - true))
-        signs += int(((np.abs(true) >= SIGN_PP) & (np.sign(est) != np.sign(true))).sum())
+        flipped = (np.abs(true) >= SIGN_PP) & (np.sign(est) != np.sign(true))
+        signs += [
+            f"{k} {e:+.2f} [{lo:+.2f}, {hi:+.2f}] vs {t:+.2f}"
+            for k, e, lo, hi, t, f in zip(table.index, est, low, high, true, flipped, strict=True)
+            if f
+        ]
+        wrong += int((flipped & ((low > 0) | (high < 0))).sum())
         compared += len(table)
     if compared:
         mae = float(np.mean(errors))
@@ -239,7 +249,8 @@ def _removal_checks(method: str, et: pd.DataFrame, positions: pd.DataFrame, trut
         ]
         detail = "; ".join(others)
         rows.append(_row(method, "removal_mae_pp", mae, f"<= {MAE_PP}", mae <= MAE_PP, compared, detail))
-        rows.append(_row(method, "removal_sign_errors", signs, "0", signs == 0, compared))
+        rows.append(_row(method, "removal_sign_errors", len(signs), "0", not signs, compared, "; ".join(signs)))
+        rows.append(_row(method, "removal_wrong_directions", wrong, "0", wrong == 0, compared))
     return rows
 
 

@@ -142,6 +142,20 @@ def _mean(df: pd.DataFrame, column: str) -> float | None:
     return float(df[column].mean()) if column in df else None
 
 
+def _removal(df: pd.DataFrame) -> dict:
+    """The published removal effects against the planted ones over a family's runs (ground_truth.py)."""
+    return {
+        "removal_ci_coverage_event_type_mean": _mean(df, "removal_ci_coverage_event_type"),
+        "removal_ci_coverage_position_bin_mean": _mean(df, "removal_ci_coverage_position_bin"),
+        "removal_mae_pp_mean": _mean(df, "removal_mae_pp"),
+        "removal_sign_errors_total": int(df["removal_sign_errors"].sum()) if "removal_sign_errors" in df else None,
+        # the sign errors whose CI excludes 0: a direction the page states, the wrong one
+        "removal_wrong_directions_total": int(df["removal_wrong_directions"].sum())
+        if "removal_wrong_directions" in df
+        else None,
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", default="1,2,3,4,5")
@@ -227,13 +241,7 @@ def main(argv=None) -> int:
             "event_type_removal_spearman_min": float(rnd.event_type_removal_spearman.min()),
             "store_precision_at_5_mean": float(rnd.store_precision_at_5.mean()),
             "position_direction_right": int((rnd.position_direction_spearman < 0).sum()),
-            # the published removal CIs against the planted removal effects (ground_truth.py)
-            "removal_ci_coverage_event_type_mean": _mean(rnd, "removal_ci_coverage_event_type"),
-            "removal_ci_coverage_position_bin_mean": _mean(rnd, "removal_ci_coverage_position_bin"),
-            "removal_mae_pp_mean": _mean(rnd, "removal_mae_pp"),
-            "removal_sign_errors_total": int(rnd["removal_sign_errors"].sum())
-            if "removal_sign_errors" in rnd
-            else None,
+            **_removal(rnd),
             # the pair table on additive effects: pairs flagged where the planted interaction is under 0.1
             "pairs_flagged_without_interaction_mean": _mean(rnd, "pairs_flagged_without_interaction"),
             "pair_sign_errors_total": int(rnd["pair_sign_errors"].sum()) if "pair_sign_errors" in rnd else None,
@@ -253,9 +261,7 @@ def main(argv=None) -> int:
             "seeds": len(spread),
             "store_precision_at_5_mean": _mean(spread, "store_precision_at_5"),
             "event_type_effect_spearman_mean": _mean(spread, "event_type_effect_spearman"),
-            "removal_ci_coverage_event_type_mean": _mean(spread, "removal_ci_coverage_event_type"),
-            "removal_ci_coverage_position_bin_mean": _mean(spread, "removal_ci_coverage_position_bin"),
-            "removal_mae_pp_mean": _mean(spread, "removal_mae_pp"),
+            **_removal(spread),
         }
     if len(ordered):
         summary["ordered"] = {
@@ -280,6 +286,7 @@ def main(argv=None) -> int:
             "auc_beats_baseline": int((ordered.get("auc_difference_ci_low", pd.Series(dtype=float)) > 0).sum()),
             "auc_difference": [float(v) for v in ordered.get("auc_difference", [])],
             "event_type_effect_spearman_mean": _mean(ordered, "event_type_effect_spearman"),
+            **_removal(ordered),
         }
     if retrained:
         every = pd.concat([rnd, pd.DataFrame(retrained)], ignore_index=True)

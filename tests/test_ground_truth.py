@@ -187,7 +187,16 @@ def test_removal_coverage_mae_and_sign_errors_by_hand():
     assert mae.value == pytest.approx(np.mean(errors)) and mae.compared == 10
     assert mae.agrees == (np.mean(errors) <= 0.75) and mae.detail == ""
     signs = c[("m", "removal_sign_errors")]
-    assert signs.value == 1 and not signs.agrees
+    assert signs.value == 1 and not signs.agrees and signs.detail == "view +1.00 [+0.50, +1.50] vs -3.00"
+    # view's CI excludes 0: the page states a direction, the wrong one
+    wrong = c[("m", "removal_wrong_directions")]
+    assert wrong.value == 1 and not wrong.agrees and wrong.compared == 10
+    # with a CI that holds 0 the same sign error reads "can't tell": still a sign error, no wrong direction
+    t["event_type"]["removal_ci_low_pp"] = [8.0, 11.0, 3.5, -0.5, 0.1]
+    widened = _checks(ground_truth.recovery(t, truth))
+    assert widened[("m", "removal_sign_errors")].value == 1
+    assert widened[("m", "removal_wrong_directions")].value == 0 and widened[("m", "removal_wrong_directions")].agrees
+    t["event_type"]["removal_ci_low_pp"] = [8.0, 11.0, 3.5, 0.5, 0.1]
     # a blend: the two models' own effects beside it, their errors in the MAE row's detail
     t["event_type"]["removal_transformer_pp"] = [9.0, 13.0, 4.0, -3.0, 0.5]  # errors 0, 0, 0, 0, 1
     t["position"]["removal_transformer_pp"] = [2.0, 2.0, 2.5, 2.5, 1.7]  # errors 0
