@@ -539,7 +539,7 @@ COLUMN_GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     GROUND_TRUTH_TABLE: (
         "ground_truth_recovery: the tables against the planted truth (synthetic data only)",
         {
-            "check": "what is scored (docs/methods.md, \"Planted drivers\", lists every check)",
+            "check": 'what is scored (docs/methods.md, "Planted drivers", lists every check)',
             "value": "the check's score",
             "expected": "the bar it must meet, in words",
             "agrees": "whether the value meets the bar",

@@ -396,11 +396,11 @@ def test_pipeline_trains_attributes_and_writes_artifact_metrics_and_leakage_chec
     truth = manifest["ground_truth"]
     assert truth["default_method"] == "integrated_gradients" and set(truth["checks"]) == set(methods)
     recovered = pd.read_csv(out / "report" / "ground_truth_recovery.csv")
-    # three checks per method, the removal column's and its four scores (coverage of event types and of
-    # position bins, error, signs) and the pair table's two (invented pairs, sign errors) for every method,
-    # the signed ones two more (their effect order against the planted effects and against the true
-    # removal effects)
-    assert len(recovered) == 4 * 10 + 2 * 2
+    # three checks per method, the removal column's and its five scores (coverage of event types and of
+    # position bins, error, signs, wrong directions) and the pair table's two (invented pairs, sign
+    # errors) for every method, the signed ones two more (their effect order against the planted effects
+    # and against the true removal effects)
+    assert len(recovered) == 4 * 11 + 2 * 2
     assert set(recovered[recovered.check == "event_type_removal_spearman"].method) == set(methods)
     signed = {"grad_x_input", "integrated_gradients"}
     assert set(recovered[recovered.check == "event_type_effect_vs_removal_spearman"].method) == signed
