@@ -210,11 +210,11 @@ def _removal_checks(method: str, et: pd.DataFrame, positions: pd.DataFrame, trut
         est = table["removal_effect_pp"].to_numpy(float)
         low, high = table["removal_ci_low_pp"].to_numpy(float), table["removal_ci_high_pp"].to_numpy(float)
         covered = (low <= true) & (true <= high)
-        missed = [
+        quoted = [
             f"{k} {e:+.2f} [{lo:+.2f}, {hi:+.2f}] vs {t:+.2f}"
-            for k, e, lo, hi, t, c in zip(table.index, est, low, high, true, covered, strict=True)
-            if not c
+            for k, e, lo, hi, t in zip(table.index, est, low, high, true, strict=True)
         ]
+        missed = [q for q, c in zip(quoted, covered, strict=True) if not c]
         share = float(covered.mean())
         rows.append(
             _row(
@@ -232,11 +232,7 @@ def _removal_checks(method: str, et: pd.DataFrame, positions: pd.DataFrame, trut
             if column in table.columns:
                 errs += list(np.abs(table[column].to_numpy(float) - true))
         flipped = (np.abs(true) >= SIGN_PP) & (np.sign(est) != np.sign(true))
-        signs += [
-            f"{k} {e:+.2f} [{lo:+.2f}, {hi:+.2f}] vs {t:+.2f}"
-            for k, e, lo, hi, t, f in zip(table.index, est, low, high, true, flipped, strict=True)
-            if f
-        ]
+        signs += [q for q, f in zip(quoted, flipped, strict=True) if f]
         wrong += int((flipped & ((low > 0) | (high < 0))).sum())
         compared += len(table)
     if compared:
