@@ -46,17 +46,15 @@ def _class_archive() -> str | None:
     classes from the jars as before. None where it cannot be made (no Java: the tests say so themselves)."""
     import fcntl
     import hashlib
-    import shutil
     import subprocess
     import tempfile
     from pathlib import Path
 
     import pyspark
 
-    java = (
-        shutil.which("java", path=os.path.join(os.environ["JAVA_HOME"], "bin")) if "JAVA_HOME" in os.environ else None
-    )
-    java = java or shutil.which("java")
+    from attribution.spark import find_java
+
+    java = find_java()  # the one Spark will use
     if not java:
         return None
     try:
