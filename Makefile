@@ -32,10 +32,9 @@ run: check-java $(STAMP) ## generate the embedded dataset and run the whole pipe
 
 # Test processes (pytest-xdist). Most of a test's time is a JVM or a Spark job starting, which leaves a
 # core idle, so two processes on two cores finish sooner; each test file runs whole in one of them (the
-# cluster tests share one standalone cluster), the longest files first (tests/conftest.py,
-# LONGEST_FIRST). TEST_WORKERS=0 runs them in this process, one at a time.
+# cluster tests share one standalone cluster). TEST_WORKERS=0 runs them in this process, one at a time.
 TEST_WORKERS ?= 2
-XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 test: check-java $(STAMP) ## run the whole test suite
 	$(PY) -m pytest -q $(XDIST) --durations=15

@@ -103,32 +103,6 @@ if JVM_OPTIONS not in os.environ.get("SPARK_DAEMON_JAVA_OPTS", ""):  # once, als
         os.environ[_variable] = f"{_value} {os.environ.get(_variable, '')}".strip()
 
 
-# The test files that take longest, longest first. `make test` runs the files in two xdist processes, a
-# whole file at a time, each process taking the next file when it is free (--dist loadfile, with
-# --no-loadscope-reorder so that this order holds): a long file taken last keeps one process busy after the
-# other has run out of files, so the long ones go first and the short ones fill the gaps.
-LONGEST_FIRST = (
-    "test_cluster.py",
-    "test_daily.py",
-    "test_train.py",
-    "test_determinism.py",
-    "test_scenarios.py",
-    "test_stage.py",
-    "test_aggregate.py",
-    "test_attribute.py",
-    "test_readme.py",
-    "test_sessionize.py",
-    "test_connect.py",
-    "test_faithfulness.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files of :data:`LONGEST_FIRST` first, in its order; the others after them, as collected."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
 @pytest.fixture(scope="session")
 def spark():
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
