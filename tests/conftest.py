@@ -15,10 +15,11 @@ from attribution.config_loader import load_config
 # seconds on small data, and the optimizing compiler (C2) spent much of the CPU of two cores the suite keeps
 # busy: on tests/test_bad_input.py, C1 alone took the file from 65 s to 45 s (docs/benchmarks.md, the suite).
 # They also map a class-data-sharing archive of Spark's classes (below), so a JVM does not load and verify
-# them again from the jars. A JVM with C1 alone reserves a 48 MB code cache, the client VM's, and the
-# session's JVM, which runs one test file's jobs after another, fills it (Spark then stops with "Out of
-# space in CodeCache"), so it gets the 240 MB the JVM reserves with both compilers. These variables reach
-# only the JVMs started from this process and its children, after a user's own options.
+# them again from the jars. A JVM with C1 alone reserves a 48 MB code cache, the client VM's; the session's
+# JVM, which runs one test file's jobs after another, fills it within minutes, and then stops compiling
+# until it has thrown compiled code away (or fails with "Out of space in CodeCache"), so it gets the
+# 240 MB the JVM reserves with both compilers, of which it uses about 60. These variables reach only the
+# JVMs started from this process and its children, after a user's own options.
 JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m"
 
 # What the archive is made from: a local session that runs the kinds of work the tests' jobs do (CSV and
