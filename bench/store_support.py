@@ -52,21 +52,20 @@ def one_run(spark, run: Path) -> list[dict]:
     events = spark.read.parquet(str(Path(conf.run.output_dir) / conf.attribution.output_path))
     stores = build_tables(events, conf, status="ok")["store"].to_pandas()
     stores["store_id"] = stores["store_id"].astype(str)
-    shown = (stores["sessions"] >= min_sessions) & (stores["events"] >= min_events)
-    excludes = (stores["net_effect_ci_low"] > 0) | (stores["net_effect_ci_high"] < 0)
+    stores["is_planted"] = stores["store_id"].isin(planted)
+    stores["excludes"] = (stores["net_effect_ci_low"] > 0) | (stores["net_effect_ci_high"] < 0)
+    stores["hidden"] = stores["excludes"] & ((stores["sessions"] < min_sessions) | (stores["events"] < min_events))
     rows = []
-    for method, at in stores.groupby("method").groups.items():
-        s = stores.loc[at]
-        is_planted = s["store_id"].isin(planted)
-        hidden = s[is_planted & excludes[at] & ~shown[at]]
+    for method, s in stores.groupby("method"):
+        hidden = s[s["is_planted"] & s["hidden"]]
         rows.append(
             {
                 "run": f"{run.parent.name}/{run.name}",
                 "method": method,
-                "planted": int(is_planted.sum()),
-                "excludes_0": int((is_planted & excludes[at]).sum()),
-                "hidden": int(len(hidden)),
-                "others_hidden": int((~is_planted & excludes[at] & ~shown[at]).sum()),
+                "planted": int(s["is_planted"].sum()),
+                "excludes_0": int((s["is_planted"] & s["excludes"]).sum()),
+                "hidden": len(hidden),
+                "others_hidden": int((~s["is_planted"] & s["hidden"]).sum()),
                 "hidden_detail": [
                     f"{r.store_id} (planted {planted[r.store_id]:+.2f}, net {r.net_effect_log_odds:+.3f} "
                     f"[{r.net_effect_ci_low:+.3f}, {r.net_effect_ci_high:+.3f}], {r.sessions} sessions, "
