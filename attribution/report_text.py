@@ -91,10 +91,14 @@ def format_attribute_summary(summary: dict) -> str:
         f"{summary['events']:,} events, methods {', '.join(summary['methods'])}, {summary['seconds']:.0f}s "
         f"({summary['events'] / max(summary['seconds'], 1e-9):,.0f} events/s end to end)",
     ]
-    lines.append(
-        f"{summary['model_batches']:,} model batches, padding efficiency {100 * summary['padding_efficiency']:.1f}%, "
-        f"{summary['oom_splits']} out-of-memory splits, Python worker peak memory {summary['python_worker_peak_rss_mb']:,.0f} MiB"
-    )
+    if summary["model_batches"] is None:  # Spark Connect dropped the UDF's counters (attribution.observed)
+        lines.append("the scoring UDF's counters (batches, padding, memory) did not reach the driver")
+    else:
+        lines.append(
+            f"{summary['model_batches']:,} model batches, padding efficiency {100 * summary['padding_efficiency']:.1f}%, "
+            f"{summary['oom_splits']} out-of-memory splits, Python worker peak memory "
+            f"{summary['python_worker_peak_rss_mb']:,.0f} MiB"
+        )
     for m in (REGISTRY[name] for name in summary["methods"] if name in REGISTRY):
         for column, meaning in m.session_columns:
             value = summary.get(column)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame, Observation, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -475,16 +475,6 @@ def concurrently(spark: SparkSession, background: Callable[[], None], foreground
         thread.join()
     if failed:
         raise failed[0]
-
-
-def observed_metrics(observation: Observation) -> dict:
-    """An ``Observation``'s metrics; {} when no task ran over the observed rows (an input without files, or
-    a stage Spark skipped because its input was empty), where a classic session records an empty row.
-    Sums over no rows are null: callers read ``get(name) or 0``."""
-    jo = getattr(observation, "_jo", None)  # classic only; a Connect observation holds its row itself
-    if jo is not None and jo.getRow().size() == 0:
-        return {}
-    return observation.get
 
 
 class ReconciliationError(RuntimeError):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from attribution.config import Config
 from attribution.features import Vocabularies, build_vocabularies
 from attribution.io import join, read_table, run_days
+from attribution.observed import metrics
 from attribution.schema import INPUT_COLUMNS
 from attribution.train_worker import SPLITS, TrainingError, TrainResult, WorkerParams, train_worker
 
@@ -69,11 +70,11 @@ def prepare_shards(
         "shard", F.pmod(F.xxhash64("session_id", seed_col), F.lit(n_shards)).cast("int")
     )
     observation = Observation("shards")
-    counted = sharded.observe(
-        observation,
+    per_split = [
         *[F.sum(F.when(F.col("split") == s, 1).otherwise(0)).alias(s) for s in SPLITS],
         *[F.sum(F.when(F.col("split") == s, F.col("label")).otherwise(0)).alias(f"{s}_positive") for s in SPLITS],
-    )
+    ]
+    counted = sharded.observe(observation, *per_split)
     (
         counted.repartition("split", "shard")
         .sortWithinPartitions("session_id")
@@ -81,7 +82,13 @@ def prepare_shards(
         .partitionBy("split", "shard")
         .parquet(shards_path)
     )
-    counts = {k: int(v or 0) for k, v in observation.get.items()}
+    # where Spark Connect dropped the counts (attribution.observed), the shards just written are counted
+    observed = metrics(
+        observation,
+        "the training input's sessions per split",
+        lambda: spark.read.parquet(shards_path).agg(*per_split),
+    )
+    counts = {k: int(v or 0) for k, v in observed.items()}
     for s in SPLITS:
         if counts[s] == 0:
             raise TrainingError(f"the {s} split of {sessions_path} is empty; training needs sessions in every split")

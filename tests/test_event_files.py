@@ -299,3 +299,28 @@ def test_the_sessions_parquet_codec_or_one_line_naming_it(spark):
     finally:
         spark.conf.unset("spark.sql.parquet.compression.codec")
     assert event_files.compression_codec(spark) == "SNAPPY"
+
+
+def test_spark_writers_counts_that_connect_drops_come_from_the_table_written(spark, both, monkeypatch, caplog):
+    """Spark Connect 4.1 can drop an Observation's metrics (attribution.observed): Spark's writer then
+    counts the sessions, events, conversions, mean prediction and completeness gaps again from the event
+    table it wrote, equal to what it observed; the unknown tokens and the UDF's counters, held nowhere
+    else, are null."""
+    from attribution import observed
+
+    root, _, summaries = both
+    monkeypatch.setattr(observed, "delivered", lambda observation: ({}, False))
+    with caplog.at_level("WARNING", logger="attribution.observed"):
+        dropped = _run(spark, _conf(root, "spark", "events_dropped"))
+    assert "the attribute stage's event rows: the Spark Connect server sent no observed metrics" in caplog.text
+    kept = summaries["spark"]
+    for key in ("sessions", "converted_sessions", "events"):
+        assert dropped[key] == kept[key]
+    assert dropped["mean_prediction"] == pytest.approx(kept["mean_prediction"], rel=1e-12)
+    gaps = [k for k in kept if isinstance(kept[k], dict) and set(kept[k]) == {"max_abs", "mean_abs"}]
+    assert gaps  # integrated gradients' completeness gap is among the methods
+    for key in gaps:
+        assert dropped[key] == pytest.approx(kept[key], rel=1e-9)
+    assert set(dropped["unknown_tokens"].values()) == {None}
+    assert kept["model_batches"] > 0 and dropped["model_batches"] is None and dropped["worker_seconds"] is None
+    assert dropped["drift"]["roc_auc"] == kept["drift"]["roc_auc"]

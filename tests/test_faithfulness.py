@@ -338,3 +338,47 @@ def test_the_faithfulness_job_prints_the_verdict_and_another_model_is_one_line_a
     assert job.main([*args, "--model", str(tmp_path / "other")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "re-run the attribute stage" in err[0]
+
+
+def test_sessions_whose_inputs_changed_since_the_attribute_stage_are_an_error(spark, attributed, tmp_path):
+    """The UDF recomputes each sampled session's prediction: where a session's events are not the ones
+    attributed (same length, other store ids), the stage stops with one line naming the cause."""
+    from attribution.faithfulness import FaithfulnessInputError
+
+    root, table, _ = attributed
+    ids = table.column("store_ids").to_pylist()
+    changed = [list(reversed(s)) if i < 30 else s for i, s in enumerate(ids)]
+    changed = [[*s[1:], "a_store_the_model_never_saw"] if i < 30 else s for i, s in enumerate(changed)]
+    (tmp_path / "changed").mkdir()
+    field = table.schema.field("store_ids")
+    pq.write_table(
+        table.set_column(table.schema.get_field_index("store_ids"), field, pa.array(changed, field.type)),
+        tmp_path / "changed" / "part-0.parquet",
+    )
+    conf = _conf(root, f"sessions.sessions_path={tmp_path / 'changed'}", "faithfulness.max_sessions=1000")
+    with pytest.raises(
+        FaithfulnessInputError, match=r"prediction for a sampled session differs from the event table's"
+    ):
+        faithfulness_stage.run(spark, conf)
+
+
+def test_counts_spark_connect_drops_are_counted_again_and_the_udfs_counters_are_null(
+    spark, attributed, monkeypatch, caplog
+):
+    """Spark Connect 4.1 can drop an Observation's metrics (attribution.observed): the sampled sessions
+    are counted again from the event table, so the run and its tables are the same; the UDF's counters,
+    which nothing else holds, are null in the summary, not zero."""
+    from attribution import observed
+
+    root, _, _ = attributed
+    summary = faithfulness_stage.run(spark, _conf(root)).summary
+    monkeypatch.setattr(observed, "delivered", lambda observation: ({}, False))
+    with caplog.at_level("WARNING", logger="attribution.observed"):
+        dropped = faithfulness_stage.run(spark, _conf(root)).summary
+    assert "faithfulness's sampled sessions: the Spark Connect server sent no observed metrics" in caplog.text
+    assert summary["prediction_check_max_abs"] < 1e-6 and summary["forward_positions"] > 0
+    assert dropped["prediction_check_max_abs"] is None and dropped["forward_positions"] is None
+    timing = ("prediction_check_max_abs", "forward_positions", "evaluate_seconds", "seconds")
+    assert {k: v for k, v in dropped.items() if k not in timing} == {
+        k: v for k, v in summary.items() if k not in timing
+    }

@@ -14,6 +14,7 @@ from attribution.events import event_table
 from attribution.features import FeatureMismatch
 from attribution.io import read_table, run_days, write_text
 from attribution.methods import resolve
+from attribution.observed import metrics
 from attribution.schema import INPUT_COLUMNS
 from attribution.sinks import day_partition, drop_empty_marker, partitioned_write, remove_tree
 from attribution.spark import single_row
@@ -186,7 +187,7 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Att
         files = event_files(spark, scoring.schema, output, run_id, payload.sha256, session_checks, vocab_fields)
         committed = write_event_table(scoring.selected, scoring.udf, files, output, conf.run.date)
         s = observed(committed, session_checks, vocab_fields)
-        counters = {k: v for k, v in committed.counters.items() if not k.startswith(TABLE)}
+        counters: dict | None = {k: v for k, v in committed.counters.items() if not k.startswith(TABLE)}
         events_out = committed.events
     else:
         if conf.run.date is not None:
@@ -214,9 +215,29 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Att
         "converted_sessions": int(s["converted"]),
         "events": events_out,
         "mean_prediction": s["mean_prediction"],
-        "unknown_tokens": {f: int(s[f"unknown_{f}"]) for f in vocab_fields},
+        "unknown_tokens": {f: None if s[f"unknown_{f}"] is None else int(s[f"unknown_{f}"]) for f in vocab_fields},
         "seconds": round(time.time() - started, 2),
         "output": output,
+        **counter_fields(counters, events_out),
+        # the ordered pairs of event types whose interaction the removal sample evaluated
+        "removal_pairs": [list(p) for p in pairs],
+        "published": published,
+        "drift": drift,
+    }
+    for c in session_checks:
+        summary[c] = {"max_abs": s[f"max_abs_{c}"], "mean_abs": s[f"mean_abs_{c}"]}
+    if conf.run.date is not None:
+        summary["date"] = conf.run.date
+    write_text(conf.output(conf.run.day_file(a.summary_path)), json.dumps(summary, indent=1))
+    return AttributeResult(summary, output, summary["sessions"], summary["events"])
+
+
+def counter_fields(counters: dict | None, events_out: int) -> dict:
+    """The summary's figures from the UDF's counters; each null where the counters did not arrive (Spark
+    Connect dropped them, attribution.observed)."""
+    if counters is None:
+        return dict.fromkeys(counter_fields({}, events_out))
+    return {
         "model_batches": int(counters.get("batches", 0)),
         "oom_splits": int(counters.get("oom_splits", 0)),
         # real events / positions computed: how little compute went to padding
@@ -235,17 +256,7 @@ def run(spark: SparkSession, conf: Config, model_path: str | None = None) -> Att
         # sessions in the removal sample and the forward passes their removal effects took
         "removal_sessions": int(counters.get("removal_sessions", 0)),
         "removal_forward_passes": int(counters.get("removal_variants", 0)),
-        # the ordered pairs of event types whose interaction the removal sample evaluated
-        "removal_pairs": [list(p) for p in pairs],
-        "published": published,
-        "drift": drift,
     }
-    for c in session_checks:
-        summary[c] = {"max_abs": s[f"max_abs_{c}"], "mean_abs": s[f"mean_abs_{c}"]}
-    if conf.run.date is not None:
-        summary["date"] = conf.run.date
-    write_text(conf.output(conf.run.day_file(a.summary_path)), json.dumps(summary, indent=1))
-    return AttributeResult(summary, output, summary["sessions"], summary["events"])
 
 
 def _spark_write(
@@ -255,10 +266,12 @@ def _spark_write(
     model_sha256: str,
     session_checks: tuple[str, ...],
     vocab_fields: tuple[str, ...],
-) -> tuple[dict, dict, int]:
+) -> tuple[dict, dict | None, int]:
     """``attribution.writer: spark``: the scored sessions back in the JVM, exploded by Spark and written
     by its parquet writer. (what the stage observed of the scored sessions, the UDF's counters, events
-    written)."""
+    written). Where Spark Connect dropped the observed metrics (attribution.observed), the event table
+    just written is counted instead: the sessions' figures from its first events, the unknown tokens and
+    the UDF's counters null, as nothing else holds them."""
     from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
@@ -278,5 +291,30 @@ def _spark_write(
     written = Observation("attribute_events")
     events = events.observe(written, F.count(F.lit(1)).alias("events_out"))
     partitioned_write(events.write, conf.run.date).parquet(output)
-    s = seen.get
-    return s, observed_stats(s, PEAKS), int(written.get["events_out"])
+
+    def table() -> DataFrame:
+        return run_days(read_table(scored.sparkSession, output, "parquet", {}, "attribution"), conf.run)
+
+    recounted: list[bool] = []
+
+    def count_sessions() -> DataFrame:
+        recounted.append(True)
+        return (
+            table()
+            .where(F.col("event_position") == 0)
+            .agg(
+                F.count(F.lit(1)).alias("sessions"),
+                F.coalesce(F.sum("session_length"), F.lit(0)).alias("events_in"),
+                F.coalesce(F.sum("label"), F.lit(0)).alias("converted"),
+                F.avg("prediction").alias("mean_prediction"),
+                *[F.max(F.abs(c)).alias(f"max_abs_{c}") for c in session_checks],
+                *[F.avg(F.abs(c)).alias(f"mean_abs_{c}") for c in session_checks],
+                *[F.lit(None).cast("long").alias(f"unknown_{f}") for f in vocab_fields],
+            )
+        )
+
+    s = metrics(seen, "the attribute stage's scored sessions", count_sessions)
+    out = metrics(
+        written, "the attribute stage's event rows", lambda: table().agg(F.count(F.lit(1)).alias("events_out"))
+    )
+    return s, None if recounted else observed_stats(s, PEAKS), int(out["events_out"])

@@ -12,6 +12,7 @@ from attribution import session_rules
 from attribution.config import Config
 from attribution.errors import InputError
 from attribution.io import naming_unreadable, read_table, write_text
+from attribution.observed import metrics
 from attribution.sessionize import (
     NO_DICTIONARY,
     QUARANTINE_PARTITION,
@@ -21,7 +22,6 @@ from attribution.sessionize import (
     arrow_batch_rows,
     concurrently,
     count_if,
-    observed_metrics,
     prepare_stores,
     quarantined_events,
     sessions_all,
@@ -73,9 +73,8 @@ def run(
     day = conf.run.date
     quarantine_obs = Observation("quarantine")
     quarantine_path = conf.output(conf.sessions.quarantine_path)
-    quarantine = quarantined_events(checked, day).observe(
-        quarantine_obs, *[count_if(F.col("reject_reason") == r).alias(r) for r in REJECT_REASONS]
-    )
+    rejected_counts = [count_if(F.col("reject_reason") == r).alias(r) for r in REJECT_REASONS]
+    quarantine = quarantined_events(checked, day).observe(quarantine_obs, *rejected_counts)
     # Sessions are partitioned by session_date, the quarantine by quarantine_date. A run for one day
     # replaces that day's partition only (Spark's dynamic partition overwrite); the day's old partition is
     # removed first, so a day that now has no rows of a kind doesn't keep the last run's.
@@ -97,20 +96,20 @@ def run(
     valid_obs = Observation("valid")
     session_obs = Observation("sessions")
     written: dict = {}  # the schema of the sessions written
+    is_kept = F.col("status") == "kept"
+    aggs = [F.sum(f"n_{c}").alias(f"n_{c}") for c in ROW_CATEGORIES]
+    aggs += [F.count(F.lit(1)).alias("sessions_total")]
+    aggs += [count_if(F.col("status") == s).alias(f"sessions_{s}") for s in SESSION_STATUSES]
+    aggs += [count_if(is_kept & (F.col("split") == k)).alias(f"split_{k}") for k in ("train", "validation", "test")]
+    aggs += [count_if(is_kept & (F.col("label") == 1)).alias("converted")]
+    stores_dim: list = [None]  # the stores dimension, once prepared
 
     def write_sessions() -> None:
-        is_kept = F.col("status") == "kept"
-        aggs = [F.sum(f"n_{c}").alias(f"n_{c}") for c in ROW_CATEGORIES]
-        aggs += [F.count(F.lit(1)).alias("sessions_total")]
-        aggs += [count_if(F.col("status") == s).alias(f"sessions_{s}") for s in SESSION_STATUSES]
-        aggs += [count_if(is_kept & (F.col("split") == k)).alias(f"split_{k}") for k in ("train", "validation", "test")]
-        aggs += [count_if(is_kept & (F.col("label") == 1)).alias("converted")]
-        stores_dim = None
         if stores is not None:
             with naming_unreadable("stores.path"):
-                stores_dim = prepare_stores(stores, conf.stores.columns)
+                stores_dim[0] = prepare_stores(stores, conf.stores.columns)
         valid = valid_events(checked).observe(valid_obs, F.count(F.lit(1)).alias("rows"))
-        sessions = sessions_all(valid, stores_dim, conf).observe(session_obs, *aggs)
+        sessions = sessions_all(valid, stores_dim[0], conf).observe(session_obs, *aggs)
         with arrow_batch_rows(spark, session_rules.CHUNK_ROWS):
             kept = sessions.where(is_kept).drop("status")
             written["sessions"] = kept.schema
@@ -119,9 +118,17 @@ def run(
     try:
         with naming_unreadable("input.path"):  # a corrupt input file surfaces here, deep in a Java trace
             concurrently(spark, write_quarantine, write_sessions)
-        rejected = observed_metrics(quarantine_obs)
+        # Where Spark Connect dropped a pass's counts, the same query counts them again (attribution.observed).
+        rejected = metrics(
+            quarantine_obs,
+            "sessionize's quarantine counts",
+            lambda: quarantined_events(checked, day).agg(*rejected_counts),
+        )
         quarantine_counts = {r: int(rejected.get(r) or 0) for r in REJECT_REASONS}
-        rows_read = sum(quarantine_counts.values()) + int(observed_metrics(valid_obs).get("rows") or 0)
+        valid_rows = metrics(
+            valid_obs, "sessionize's valid rows", lambda: valid_events(checked).agg(F.count(F.lit(1)).alias("rows"))
+        )
+        rows_read = sum(quarantine_counts.values()) + int(valid_rows.get("rows") or 0)
         if rows_read == 0:
             where = conf.input.path if raw_given is None else "the DataFrame given"
             raise InputError(
@@ -133,7 +140,12 @@ def run(
         # next stage can't read a stale or partial day.
         remove_tree(replaced[0])
         raise
-    session_counts = observed_metrics(session_obs)
+    with arrow_batch_rows(spark, session_rules.CHUNK_ROWS):  # a recount runs the rules as the write did
+        session_counts = metrics(
+            session_obs,
+            "sessionize's session counts",
+            lambda: sessions_all(valid_events(checked), stores_dim[0], conf).agg(*aggs),
+        )
     if day is None:  # a table with no rows still has a schema its readers can infer
         readable_when_empty(quarantine.schema, quarantine_path)
         readable_when_empty(written["sessions"], sessions_path)
