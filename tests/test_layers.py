@@ -26,6 +26,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "attribution.io",
         "attribution.sinks",
         "attribution.spark",
+        "attribution.observed",
         "attribution.session_rules",
         "attribution.sessionize",
         "attribution.features",
