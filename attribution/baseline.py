@@ -147,6 +147,7 @@ class BaselineResult:
             "model": f"logistic regression on per-session counts of event types, stores and position bins{pairs}",
             "type_by_position": conf.type_by_position,
             "elastic_net_param": conf.elastic_net_param,
+            "standardization": conf.standardization,
             "reg_params_tried": list(conf.reg_params),
             "reg_param": self.reg_param,
             "validation_roc_auc": self.validation_roc_auc,
@@ -254,6 +255,7 @@ def fit(
                 labelCol="label",
                 regParam=reg,
                 elasticNetParam=conf.elastic_net_param,
+                standardization=conf.standardization,
                 maxIter=conf.max_iter,
             )
             models[reg] = _without_summary(lr.fit(train_rows))

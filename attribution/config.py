@@ -477,8 +477,12 @@ class BaselineConf:
     # Also count each (event type, position bin) pair, so the baseline can weigh a step by where it falls.
     type_by_position: bool = True
     # regParam values tried; the one with the lowest validation log loss is kept
-    reg_params: list[float] = field(default_factory=lambda: [0.0003, 0.003, 0.03])
+    reg_params: list[float] = field(default_factory=lambda: [0.0003, 0.001, 0.003])
     elastic_net_param: float = 0.5  # 0: ridge, 1: lasso
+    # false: the penalty is on every count's own coefficient alike. true (Spark's default): it weighs each
+    # coefficient by its count's standard deviation, which leaves a store seen in few sessions nearly
+    # unpenalized, so the validation split picks a penalty that also shrinks the event types' effects.
+    standardization: bool = False
     max_iter: int = 30  # the logistic regression's iterations
     # A value (event type, store, bin) seen in fewer training sessions has no feature of its own.
     min_sessions: int = 5

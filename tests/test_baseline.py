@@ -188,6 +188,41 @@ def test_the_fit_recovers_the_planted_counts_and_writes_the_test_predictions(spa
     assert flat.validation_log_loss["0.001"] > result.validation_log_loss["0.001"] + 0.005
 
 
+@pytest.mark.parametrize("standardization", [False, True])
+def test_without_standardization_the_penalty_is_on_the_counts_own_coefficients(spark, tmp_path, standardization):
+    """Independent expectation: Spark's ridge fit (elastic_net_param 0) without standardization minimizes the
+    mean log loss plus reg / 2 x |coefficients|^2 on the raw counts, which is scikit-learn's L2 logistic
+    regression with C = 1 / (n x reg) on the same count matrix; with standardization it is not (the
+    penalty then weighs each coefficient by its count's standard deviation)."""
+    from sklearn.linear_model import LogisticRegression
+
+    sessions = _sessions(spark)
+    reg = 0.05
+    conf = BaselineConf(
+        reg_params=[reg], elastic_net_param=0.0, min_sessions=1, max_iter=200, standardization=standardization
+    )
+    result = baseline.fit(sessions, conf, str(tmp_path / "pred"), str(tmp_path / "models"))
+    assert result.to_dict(conf)["standardization"] is standardization
+    train = sessions.where("split = 'train'").select(baseline.tokens(sessions).alias("t")).toPandas().t
+    vocabulary = sorted({t for row in train for t in row})
+    index = {t: i for i, t in enumerate(vocabulary)}
+    x = np.zeros((len(train), len(vocabulary)))
+    for r, row in enumerate(train):
+        for t in row:
+            x[r, index[t]] += 1
+    y = sessions.where("split = 'train'").toPandas().label.to_numpy()
+    reference = LogisticRegression(C=1 / (len(y) * reg), tol=1e-10, max_iter=10_000).fit(x, y)
+    fitted = np.zeros(len(vocabulary))
+    for prefix, coefficients in result.coefficients.items():
+        for key, value in coefficients.items():
+            fitted[index[f"{prefix}{baseline.SEPARATOR}{key}"]] = value
+    gap = np.abs(fitted - reference.coef_[0]).max()
+    if standardization:
+        assert gap > 0.05
+    else:
+        assert gap < 0.02 and result.intercept == pytest.approx(reference.intercept_[0], abs=0.02)
+
+
 def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_without_the_key(spark, tmp_path):
     """removal_tables' baseline removal effect (from the coefficients, in Spark SQL) against the saved
     Spark ML models scoring each session with and without each of its event types, bins and stores, the
