@@ -140,6 +140,13 @@ class BaselineResult:
     features: int
     pair_counts: dict[str, int]  # training events per event type and position bin (``type@bin``)
     blend: dict | None = None  # :func:`blend_weight`'s choice, or None (no blend)
+    iterations: dict[str, int] | None = None  # the optimizer's iterations per regParam tried
+
+    def converged(self, conf: BaselineConf) -> bool | None:
+        """Whether the chosen fit stopped before ``conf.max_iter``: by Spark's tolerance, not the cap. None
+        when the iterations are unknown."""
+        n = (self.iterations or {}).get(str(self.reg_param))
+        return None if n is None else n < conf.max_iter
 
     def to_dict(self, conf: BaselineConf) -> dict:
         pairs = " and their pairs" if conf.type_by_position else ""
@@ -150,6 +157,9 @@ class BaselineResult:
             "standardization": conf.standardization,
             "reg_params_tried": list(conf.reg_params),
             "reg_param": self.reg_param,
+            "max_iter": conf.max_iter,
+            "iterations": self.iterations,
+            "converged": self.converged(conf),
             "validation_roc_auc": self.validation_roc_auc,
             "validation_log_loss": self.validation_log_loss,
             "test": self.test,
@@ -248,7 +258,7 @@ def fit(
     try:
         train_rows = featured.where(F.col("split") == "train")
         validation = featured.where(F.col("split") == "validation")
-        scores, losses, models = {}, {}, {}
+        scores, losses, models, iterations = {}, {}, {}, {}
         for reg in conf.reg_params:
             lr = LogisticRegression(
                 featuresCol="features",
@@ -258,7 +268,10 @@ def fit(
                 standardization=conf.standardization,
                 maxIter=conf.max_iter,
             )
-            models[reg] = _without_summary(lr.fit(train_rows))
+            fitted = lr.fit(train_rows)
+            if getattr(fitted, "hasSummary", False):
+                iterations[str(reg)] = int(fitted.summary.totalIterations)
+            models[reg] = _without_summary(fitted)
             scored = _scored(models[reg], validation).cache()
             scores[reg] = curve_metrics(scored)["roc_auc"]
             loss = scored.agg(F.avg(_log_loss_column())).first()
@@ -292,6 +305,7 @@ def fit(
         features=len(vectorizer.vocabulary),
         pair_counts=pair_counts,
         blend=blend,
+        iterations=iterations or None,
     )
 
 

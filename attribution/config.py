@@ -483,7 +483,10 @@ class BaselineConf:
     # coefficient by its count's standard deviation, which leaves a store seen in few sessions nearly
     # unpenalized, so the validation split picks a penalty that also shrinks the event types' effects.
     standardization: bool = False
-    max_iter: int = 30  # the logistic regression's iterations
+    # The optimizer's iterations at most, each a pass over the training sessions' counts; a fit stops
+    # sooner at Spark's tolerance (1e-6). An event type and its type-and-bin pairs overlap, so the penalized
+    # fit converges slowly; baseline.json records each fit's iterations (docs/outputs.md).
+    max_iter: int = 200
     # A value (event type, store, bin) seen in fewer training sessions has no feature of its own.
     min_sessions: int = 5
     max_features: int = 262_144  # at most this many count features (the most frequent)

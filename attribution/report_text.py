@@ -67,7 +67,7 @@ def format_train_metrics(metrics: dict, model_path: str) -> str:
         lines.append(
             f"counts baseline (logistic regression, regParam {base['reg_param']:g}, {base['features']:,} features): "
             f"test ROC-AUC {bt['roc_auc']:.4f}, PR-AUC {bt['pr_auc']:.4f}, log loss {bt['log_loss']:.4f}, "
-            f"{base['seconds']:.0f}s"
+            f"{base['seconds']:.0f}s{_iterations(base)}"
         )
     leak = metrics.get("leakage_check")
     if leak:
@@ -83,6 +83,17 @@ def format_train_metrics(metrics: dict, model_path: str) -> str:
         )
     lines.append(f"model {metrics['model_sha256'][:12]}... written to {model_path}/")
     return "\n".join(lines)
+
+
+def _iterations(base: dict) -> str:
+    """The chosen fit's optimizer iterations, and whether it stopped at ``baseline.max_iter`` rather than by
+    Spark's tolerance; empty for a summary without them."""
+    n = (base.get("iterations") or {}).get(str(base["reg_param"]))
+    if n is None:
+        return ""
+    if base.get("converged") is False:
+        return f", {n} iterations: stopped at baseline.max_iter before Spark's tolerance"
+    return f", {n} iterations"
 
 
 def format_attribute_summary(summary: dict) -> str:

@@ -13,7 +13,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from attribution import baseline, page
 from attribution.config import BaselineConf
-from attribution.report_text import baseline_sentence, key_insights
+from attribution.report_text import baseline_sentence, format_train_metrics, key_insights
 
 
 def _brute_delong(y, a, b):
@@ -202,7 +202,10 @@ def test_without_standardization_the_penalty_is_on_the_counts_own_coefficients(s
         reg_params=[reg], elastic_net_param=0.0, min_sessions=1, max_iter=200, standardization=standardization
     )
     result = baseline.fit(sessions, conf, str(tmp_path / "pred"), str(tmp_path / "models"))
-    assert result.to_dict(conf)["standardization"] is standardization
+    summary = result.to_dict(conf)
+    assert summary["standardization"] is standardization
+    # it stopped by Spark's tolerance, well before the cap: the fit below is the penalized optimum's
+    assert summary["iterations"][str(reg)] < 200 and summary["converged"] is True
     train = sessions.where("split = 'train'").select(baseline.tokens(sessions).alias("t")).toPandas().t
     vocabulary = sorted({t for row in train for t in row})
     index = {t: i for i, t in enumerate(vocabulary)}
@@ -393,3 +396,28 @@ def test_the_blend_weight_is_the_grids_lowest_validation_log_loss(spark):
         "validation_sessions": 0,
         "validation_log_loss": {},
     }
+
+
+def test_a_fit_stopped_by_max_iter_says_so_in_its_summary_and_the_train_stages_text(spark, tmp_path):
+    """Two iterations cannot reach the optimum of the ridge fit above (the one that matches scikit-learn
+    stops by the tolerance): the summary records the cap as hit and the train stage's text says so."""
+    sessions = _sessions(spark)
+    capped = BaselineConf(reg_params=[0.05], elastic_net_param=0.0, min_sessions=1, max_iter=2)
+    summary = baseline.fit(sessions, capped, str(tmp_path / "pred"), str(tmp_path / "models")).to_dict(capped)
+    assert summary["iterations"] == {"0.05": 2} and summary["converged"] is False and summary["max_iter"] == 2
+    metrics = {
+        "best_epoch": 1,
+        "epochs_run": 1,
+        "train_sessions_per_second": 10.0,
+        "num_processes": 1,
+        "training_seconds": 1.0,
+        "model_sha256": "0" * 64,
+        "test": {"sessions": 10, "positive_rate": 0.1, "roc_auc": 0.5, "pr_auc": 0.1, "log_loss": 0.3},
+        "baseline": {**summary, "seconds": 1.0},
+    }
+    assert "1s, 2 iterations: stopped at baseline.max_iter before Spark's tolerance" in format_train_metrics(
+        metrics, "m"
+    )
+    metrics["baseline"]["converged"] = True
+    text = format_train_metrics(metrics, "m")
+    assert "1s, 2 iterations" in text and "baseline.max_iter" not in text
