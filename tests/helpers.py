@@ -169,6 +169,13 @@ def random_model(vocab, max_length: int, seed: int, std: float, **sizes):
     return model.eval()
 
 
+# The counts baseline's fits on the tests' small data stop at 30 optimizer iterations: each iteration is a
+# Spark job, and the shipped 200 (conf/local.yaml) add about a minute to a pipeline test here. What the
+# tests check of the pipeline does not depend on the optimum; tests/test_baseline.py checks the fit itself
+# against scikit-learn and the iterations it records.
+QUICK_BASELINE = "baseline.max_iter=30"
+
+
 def small_pipeline_argv(data, out, n_users: int, *sets: str) -> list[str]:
     """The pipeline job's arguments for generate -> sessionize -> train -> attribute -> faithfulness ->
     report on ``n_users`` generated users (no bots) written under ``data``, outputs under ``out``; ``sets``
@@ -184,6 +191,7 @@ def small_pipeline_argv(data, out, n_users: int, *sets: str) -> list[str]:
         f"run.output_dir={out}",
         "faithfulness.max_sessions=300",
         "train.ensemble_members=1",  # one model unless a test asks for the ensemble
+        QUICK_BASELINE,
     ]
     argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train,attribute,faithfulness,report"]
     for s in (*base, *sets):

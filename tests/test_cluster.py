@@ -31,7 +31,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from attribution.stages import generate as generate_stage
-from tests.helpers import small_model_sets
+from tests.helpers import QUICK_BASELINE, small_model_sets
 from tests.standalone import StandaloneCluster, python_without_project
 
 pytestmark = pytest.mark.slow
@@ -72,6 +72,7 @@ SETS = [
     "train.leakage_check=false",
     "train.ensemble_members=2",  # the members train in the same barrier job and score on the executors
     "baseline.reg_params=[0.003]",  # one fit: the choice among several is tested in test_baseline
+    QUICK_BASELINE,
     "train.local_mode=false",  # barrier tasks on the executors
     "train.num_processes=2",
     "train.threads_per_process=1",

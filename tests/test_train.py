@@ -23,6 +23,7 @@ from attribution.report_text import PAIRS_GATED
 from attribution.schema import POSITION_BIN_UPPER, POSITION_BINS
 from tests.conftest import make_conf
 from tests.helpers import (
+    QUICK_BASELINE,
     ordered_pairs_by_sessions,
     run_small_pipeline,
     small_model_sets,
@@ -41,6 +42,7 @@ SMALL = [
     "train.learning_rate=0.003",
     "train.warmup_steps=10",
     "train.threads_per_process=1",
+    QUICK_BASELINE,
 ]
 
 
