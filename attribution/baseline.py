@@ -23,10 +23,15 @@ over where its training events fall (a bin's likewise over the types in it; a st
 That is the same unit as the transformer's effect per event (``effect_log_odds``), so the report puts them
 side by side (``baseline_log_odds``) and orders the keys by them.
 
+**Bootstrap fits** (``baseline.members``): members - 1 more fits at the chosen ``regParam`` on bootstrap
+resamples of the training sessions (:func:`member_fits`). The removal effects' CI pairs each with one of
+the transformer's ensemble members, so its model part holds the baseline's estimation error too
+(attribution/removal_tables.py).
+
 **Outputs**, in ``<model>/baseline/``: ``baseline.json`` (the settings, the chosen ``regParam``, the
-validation and test metrics, the coefficients per key) and ``test_predictions/`` (parquet: session_id,
-label, baseline_prediction), which the report pairs with the transformer's predictions on the same
-sessions (:func:`paired_comparison`).
+validation and test metrics, the coefficients per key, the bootstrap fits' under ``members``) and
+``test_predictions/`` (parquet: session_id, label, baseline_prediction), which the report pairs with the
+transformer's predictions on the same sessions (:func:`paired_comparison`).
 """
 
 from __future__ import annotations
@@ -141,6 +146,8 @@ class BaselineResult:
     pair_counts: dict[str, int]  # training events per event type and position bin (``type@bin``)
     blend: dict | None = None  # :func:`blend_weight`'s choice, or None (no blend)
     iterations: dict[str, int] | None = None  # the optimizer's iterations per regParam tried
+    # the bootstrap fits at the chosen regParam (:func:`member_fits`): intercept, coefficients, iterations
+    members: list[dict] | None = None
 
     def converged(self, conf: BaselineConf) -> bool | None:
         """Whether the chosen fit stopped before ``conf.max_iter``: by Spark's tolerance, not the cap. None
@@ -169,6 +176,7 @@ class BaselineResult:
             "training_pair_events": self.pair_counts,
             "per_event_log_odds": per_event_log_odds(self.coefficients, self.pair_counts),
             "blend": self.blend,
+            "members": self.members or [],
         }
 
 
@@ -230,12 +238,15 @@ def fit(
     predictions_path: str,
     model_dir: str,
     transformer_validation: DataFrame | None = None,
+    members: int = 1,
+    seed: int = 0,
 ) -> BaselineResult:
     """Fit the baseline on ``sessions`` (the sessions table, with ``split``): features from the training
     split, ``regParam`` by the validation split's log loss, test metrics, the test split's predictions
     written to ``predictions_path``, the fitted Spark ML models saved under ``model_dir``. With
     ``transformer_validation`` (session_id, prediction: the transformer's P(convert) of the validation
-    sessions), the blend weight of the removal effects (:func:`blend_weight`)."""
+    sessions), the blend weight of the removal effects (:func:`blend_weight`). With ``members`` above 1,
+    that many - 1 bootstrap fits beside it (:func:`member_fits`, from ``seed``)."""
     data = sessions.select(
         "session_id",
         "split",
@@ -283,6 +294,7 @@ def fit(
         best = min(conf.reg_params, key=lambda r: (losses[r], -r))
         model = models[best]
         model.write().overwrite().save(join(model_dir, "logistic_regression"))
+        boots = member_fits(train_rows, conf, best, members, seed, vectorizer.vocabulary, model_dir)
         blend = (
             None if transformer_validation is None else blend_weight(_scored(model, validation), transformer_validation)
         )
@@ -291,10 +303,7 @@ def fit(
         metrics = _test_metrics(sessions.sparkSession.read.parquet(predictions_path))
     finally:
         featured.unpersist()
-    coefficients: dict[str, dict[str, float]] = {p: {} for p in (*PREFIXES, CROSS_PREFIX)}
-    for token, weight in zip(vectorizer.vocabulary, model.coefficients.toArray(), strict=True):
-        prefix, _, key = token.partition(SEPARATOR)
-        coefficients[prefix][key] = float(weight)
+    coefficients = _by_prefix(vectorizer.vocabulary, model.coefficients.toArray())
     return BaselineResult(
         reg_param=best,
         validation_roc_auc={str(r): float(s) for r, s in scores.items()},
@@ -306,7 +315,61 @@ def fit(
         pair_counts=pair_counts,
         blend=blend,
         iterations=iterations or None,
+        members=boots,
     )
+
+
+def _by_prefix(vocabulary: list[str], weights: np.ndarray) -> dict[str, dict[str, float]]:
+    """A fit's coefficients per prefix and key, from its features' tokens and weights."""
+    coefficients: dict[str, dict[str, float]] = {p: {} for p in (*PREFIXES, CROSS_PREFIX)}
+    for token, weight in zip(vocabulary, weights, strict=True):
+        prefix, _, key = token.partition(SEPARATOR)
+        coefficients[prefix][key] = float(weight)
+    return coefficients
+
+
+# the bootstrap fits' Spark ML models under the baseline's models directory: member_1, member_2, ...
+MEMBER_MODEL = "logistic_regression_member_{}"
+
+
+def member_fits(
+    train_rows: DataFrame,
+    conf: BaselineConf,
+    reg_param: float,
+    members: int,
+    seed: int,
+    vocabulary: list[str],
+    model_dir: str,
+) -> list[dict]:
+    """``members`` - 1 fits at the chosen ``reg_param`` on bootstrap resamples of the training sessions
+    (Spark's Poisson sampling with replacement, seeds ``seed`` + 1, + 2, ...; the features as the main fit
+    counted them), so the removal effects' CI can count the baseline's own estimation error as the
+    transformer's ensemble counts the transformer's (attribution/removal_tables.py). Each: its intercept,
+    coefficients and iterations; its Spark ML model saved as :data:`MEMBER_MODEL`."""
+    fits = []
+    for m in range(1, members):
+        resample = train_rows.sample(withReplacement=True, fraction=1.0, seed=seed + m)
+        lr = LogisticRegression(
+            featuresCol="features",
+            labelCol="label",
+            regParam=reg_param,
+            elasticNetParam=conf.elastic_net_param,
+            standardization=conf.standardization,
+            maxIter=conf.max_iter,
+        )
+        fitted = lr.fit(resample)
+        iterations = int(fitted.summary.totalIterations) if getattr(fitted, "hasSummary", False) else None
+        model = _without_summary(fitted)
+        model.write().overwrite().save(join(model_dir, MEMBER_MODEL.format(m)))
+        fits.append(
+            {
+                "seed": seed + m,
+                "intercept": float(model.intercept),
+                "coefficients": _by_prefix(vocabulary, model.coefficients.toArray()),
+                "iterations": iterations,
+            }
+        )
+    return fits
 
 
 # the blend weights tried: the transformer's share of the blended P(convert)
@@ -398,12 +461,15 @@ def train_and_write(
     conf: BaselineConf,
     model_path: str,
     transformer_validation: DataFrame | None = None,
+    members: int = 1,
+    seed: int = 0,
 ) -> dict:
     """Fit the baseline and write it beside the model (``<model>/baseline/``); returns its summary. With
-    ``transformer_validation`` and ``conf.blend``, the summary holds the removal effects' blend."""
+    ``transformer_validation`` and ``conf.blend``, the summary holds the removal effects' blend; with
+    ``members`` above 1, the bootstrap fits (:func:`member_fits`)."""
     where = join(model_path, DIRECTORY)
     blend_with = transformer_validation if conf.blend else None
-    result = fit(sessions, conf, join(where, PREDICTIONS), join(where, MODELS), blend_with)
+    result = fit(sessions, conf, join(where, PREDICTIONS), join(where, MODELS), blend_with, members, seed)
     summary = result.to_dict(conf)
     write_text(join(where, SUMMARY), json.dumps(summary, indent=1))
     return summary

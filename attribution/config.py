@@ -497,6 +497,11 @@ class BaselineConf:
     # 0, 0.05, ..., 1 chosen by the validation log loss of the blended P(convert) (attribution/baseline.py).
     # false: the transformer's alone (w = 1).
     blend: bool = True
+    # Fits of the baseline for the removal effects' CI: the main fit and members - 1 more at its regParam on
+    # bootstrap resamples of the training sessions. The k-th member of the blend pairs the transformer's
+    # k-th ensemble member with the k-th fit, so the members' spread counts both models' estimation error
+    # (attribution/removal_tables.py). null: as many as train.ensemble_members; 1: the main fit alone.
+    members: int | None = None
 
     def check(self) -> None:
         if not self.reg_params or any(r < 0 for r in self.reg_params):
@@ -504,6 +509,12 @@ class BaselineConf:
         if not 0.0 <= self.elastic_net_param <= 1.0:
             raise ConfigError(f"baseline.elastic_net_param: {self.elastic_net_param} must be in [0, 1]")
         _at_least_one("baseline", self, ("max_iter", "min_sessions", "max_features", "comparison_max_sessions"))
+        if self.members is not None and self.members < 1:
+            raise ConfigError(f"baseline.members: {self.members} must be at least 1 (or null: as many as the ensemble)")
+
+    def fits(self, ensemble_members: int) -> int:
+        """How many fits the removal effects' CI gets: ``members``, or the transformer's ensemble size."""
+        return ensemble_members if self.members is None else self.members
 
 
 @dataclass(frozen=True)

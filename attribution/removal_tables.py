@@ -6,7 +6,9 @@ that have the key, of the model's P(convert) minus its P(convert) with every eve
 percentage points, averaged over the ensemble's members (``removal_models`` of them). Its 95% CI has three
 parts (:func:`attribution.statistics.removal_ci`): session sampling (``removal_sampling_se_pp``: the
 sessions as independent draws, one value per session), the model's own variance
-(``removal_model_se_pp``: the spread of the members' means / sqrt(members); null with one member) and the
+(``removal_model_se_pp``: the spread of the members' means / sqrt(members); null with one member; in a
+blend the k-th member pairs the transformer's k-th member with the baseline's k-th fit, so both models'
+estimation error is in it) and the
 model choice (``removal_choice_se_pp``). The last compares the model with another model family: the counts
 baseline (attribution/baseline.py) answers the same question on the same sessions
 (``removal_baseline_pp``: its P(convert) minus its P(convert) without the key's events, the session
@@ -73,28 +75,49 @@ def _bin_index(position: Column) -> Column:
     return F.array_position(F.array(*[F.lit(b) for b in POSITION_BINS]), position_bin(position)).cast("int")
 
 
-def _baseline_events(sampled: DataFrame, baseline: dict, keys: list[str]) -> DataFrame:
-    """Per sampled session, its events in order, each a struct of its ``keys`` (as strings) and ``w``: the
-    baseline's logit contribution of the event at each position bin (its type's, its store's, the bin's and
-    the type-and-bin pair's coefficients). A value the baseline has no feature for counts 0, as in its fit.
-    The weights come from small broadcast lookups keyed by type and by store."""
+def baseline_fits(baseline: dict) -> list[dict]:
+    """The baseline's fits whose removal effects the blend's members use: the main fit (the summary's own
+    intercept and coefficients) first, then its bootstrap fits (``members``, attribution/baseline.py's
+    :func:`~attribution.baseline.member_fits`; none in a summary written before them)."""
+    main = {"intercept": float(baseline.get("intercept", 0.0)), "coefficients": baseline.get("coefficients") or {}}
+    return [main, *(baseline.get("members") or [])]
+
+
+def _baseline_events(sampled: DataFrame, fits: list[dict], keys: list[str]) -> DataFrame:
+    """Per sampled session, its events in order, each a struct of its ``keys`` (as strings) and ``w``: per
+    fit of the baseline (:func:`baseline_fits`), the event's logit contribution at each position bin (its
+    type's, its store's, the bin's and the type-and-bin pair's coefficients). A value a fit has no feature
+    for counts 0, as in its fit. The weights come from small broadcast lookups keyed by type and by store."""
     spark = sampled.sparkSession
-    coefficients = baseline.get("coefficients") or {}
-    types, stores = coefficients.get(EVENT_TYPE) or {}, coefficients.get(STORE_PREFIX) or {}
-    bins, pairs = coefficients.get(POSITION_BIN) or {}, coefficients.get(CROSS_PREFIX) or {}
+    tables = [f["coefficients"] for f in fits]
+    types = [c.get(EVENT_TYPE) or {} for c in tables]
+    stores = [c.get(STORE_PREFIX) or {} for c in tables]
+    bins = [c.get(POSITION_BIN) or {} for c in tables]
+    pairs = [c.get(CROSS_PREFIX) or {} for c in tables]
 
-    def at_bins(kind: str | None) -> list[float]:
-        own = types.get(kind, 0.0) if kind is not None else 0.0
-        return [own + bins.get(b, 0.0) + pairs.get(f"{kind}{CROSS_SEPARATOR}{b}", 0.0) for b in POSITION_BINS]
+    def at_bins(j: int, kind: str | None) -> list[float]:
+        own = types[j].get(kind, 0.0) if kind is not None else 0.0
+        return [own + bins[j].get(b, 0.0) + pairs[j].get(f"{kind}{CROSS_SEPARATOR}{b}", 0.0) for b in POSITION_BINS]
 
-    known = sorted(set(types) | {p.rpartition(CROSS_SEPARATOR)[0] for p in pairs})
-    by_type = F.broadcast(spark.createDataFrame([(k, at_bins(k)) for k in known], "_t string, _w_type array<double>"))
-    by_store = F.broadcast(
-        spark.createDataFrame([(str(k), float(v)) for k, v in stores.items()], "_s string, _w_store double")
+    def every_fit(kind: str | None) -> list[list[float]]:
+        return [at_bins(j, kind) for j in range(len(fits))]
+
+    known = sorted(
+        {k for j in range(len(fits)) for k in types[j]} | {p.rpartition(CROSS_SEPARATOR)[0] for t in pairs for p in t}
     )
+    by_type = F.broadcast(
+        spark.createDataFrame([(k, every_fit(k)) for k in known], "_t string, _w_type array<array<double>>")
+    )
+    store_keys = sorted({str(k) for t in stores for k in t})
+    by_store = F.broadcast(
+        spark.createDataFrame(
+            [(k, [float(t.get(k, 0.0)) for t in stores]) for k in store_keys], "_s string, _w_store array<double>"
+        )
+    )
+    unknown = F.array(*[F.array(*[F.lit(w) for w in ws]) for ws in every_fit(None)])
     weights = F.transform(
-        F.coalesce(F.col("_w_type"), F.array(*[F.lit(w) for w in at_bins(None)])),
-        lambda w: w + F.coalesce(F.col("_w_store"), F.lit(0.0)),
+        F.coalesce(F.col("_w_type"), unknown),
+        lambda ws, j: F.transform(ws, lambda w: w + F.coalesce(F.element_at(F.col("_w_store"), j + 1), F.lit(0.0))),
     )
     event = F.struct(
         F.col("event_position").alias("position"), *[F.col(k).cast("string").alias(k) for k in keys], weights.alias("w")
@@ -107,18 +130,21 @@ def _baseline_events(sampled: DataFrame, baseline: dict, keys: list[str]) -> Dat
     )
 
 
-def _baseline_probability(events: Column, intercept: float) -> Column:
-    """The baseline's P(convert) of a session of ``events`` (in order): each event adds its weight at the
+def _baseline_probability(events: Column, intercept: float, fit: int = 0) -> Column:
+    """Fit ``fit``'s P(convert) of a session of ``events`` (in order): each event adds its weight at the
     bin of its position among them."""
-    at = F.transform(events, lambda e, i: F.element_at(e["w"], _bin_index(i + 1)))
+    at = F.transform(events, lambda e, i: F.element_at(F.element_at(e["w"], fit + 1), _bin_index(i + 1)))
     logit = F.aggregate(at, F.lit(float(intercept)), lambda acc, w: acc + w)
     return F.lit(1.0) / (F.lit(1.0) + F.exp(-logit))
 
 
-def _baseline_removal(present: list[tuple[str, str, str]], intercept: float) -> Column:
-    """The baseline's removal effect of the row's key on its session: P(convert) - P(convert without the
-    key's events), the session shorter by them (the gap closed: the events after a removed one move up and
-    may change bin)."""
+# the row's session events without the row's key (:func:`_without_key`)
+_REMAINING = "_baseline_remaining"
+
+
+def _without_key(present: list[tuple[str, str, str]]) -> Column:
+    """The row's session events without the key's events: the session shorter by them (the gap closed:
+    the events after a removed one move up and may change bin)."""
 
     def without(key: str) -> Column:  # the session's events whose ``key`` field is not the row's key
         return F.filter(F.col(_EVENTS), lambda e: ~F.coalesce(e[key] == F.col("key"), F.lit(False)))
@@ -128,7 +154,14 @@ def _baseline_removal(present: list[tuple[str, str, str]], intercept: float) -> 
         this = F.col("kind") == F.lit(kind)
         remaining = F.when(this, without(key)) if remaining is None else remaining.when(this, without(key))
     assert remaining is not None
-    return _baseline_probability(F.col(_EVENTS), intercept) - _baseline_probability(remaining, intercept)
+    return remaining
+
+
+def _mean(columns: list[Column]) -> Column:
+    total = columns[0]
+    for c in columns[1:]:
+        total = total + c
+    return total / F.lit(float(len(columns)))
 
 
 def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame | None:
@@ -172,12 +205,19 @@ def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame |
     )
     weight = transformer_weight(baseline)
     if baseline is not None:
-        intercept = float(baseline.get("intercept", 0.0))
-        ordered = _baseline_events(sampled, baseline, sorted({key for _, key, _ in present}))
-        rows = rows.join(ordered, "session_id").withColumn("db", _baseline_removal(present, intercept))
+        fits = baseline_fits(baseline)
+        ordered = _baseline_events(sampled, fits, sorted({key for _, key, _ in present}))
+        full = [_baseline_probability(F.col(_EVENTS), f["intercept"], j) for j, f in enumerate(fits)]
+        less = [_baseline_probability(F.col(_REMAINING), f["intercept"], j) for j, f in enumerate(fits)]
+        rows = (
+            rows.join(ordered, "session_id")
+            .withColumn(_REMAINING, _without_key(present))
+            .withColumn("dbm", F.array(*[a - b for a, b in zip(full, less, strict=True)]))
+            .withColumn("db", F.aggregate("dbm", F.lit(0.0), lambda acc, x: acc + x) / F.size("dbm"))
+        )
         if weight is not None:
-            rows = _blended(rows, weight, _baseline_probability(F.col(_EVENTS), intercept))
-        rows = rows.drop(_EVENTS)
+            rows = _blended(rows, weight, _mean(full))
+        rows = rows.drop(_EVENTS, _REMAINING, "dbm")
     if PAIR_COLUMN not in events.columns:
         return rows
     # the pair interactions, on each sampled session's first event: one row per (scale, pair, session)
@@ -204,13 +244,15 @@ def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame |
 def _blended(rows: DataFrame, w: float, pb: Column) -> DataFrame:
     """The rows of the blended model ``w x transformer + (1 - w) x baseline`` (attribution/baseline.py's
     :func:`~attribution.baseline.blend_weight`): its removal effect ``d`` and P(convert) ``p`` are the same
-    blend of the two models' (``pb``: the baseline's P(convert) of the session), each member's ``dm`` the
-    member's blended with the baseline's; ``dt`` keeps the transformer's own."""
+    blend of the two models' (``db``: the mean over the baseline's fits, ``pb``: their mean P(convert) of
+    the session); the k-th member's ``dm`` blends the transformer's k-th member with the baseline's k-th
+    fit (``dbm``; the fits taken in turn when there are fewer of them than members), so the members' spread
+    holds both models' estimation error; ``dt`` keeps the transformer's own."""
     a, b = F.lit(w), F.lit(1.0 - w)
     return rows.select(
         *[c for c in rows.columns if c not in ("d", "dm", "p")],
         (a * F.col("d") + b * F.col("db")).alias("d"),
-        F.transform("dm", lambda x: a * x + b * F.col("db")).alias("dm"),
+        F.transform("dm", lambda x, k: a * x + b * F.element_at("dbm", k % F.size("dbm") + 1)).alias("dm"),
         (a * F.col("p") + b * pb).alias("p"),
         F.col("d").alias("dt"),
     )

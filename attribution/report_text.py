@@ -67,7 +67,7 @@ def format_train_metrics(metrics: dict, model_path: str) -> str:
         lines.append(
             f"counts baseline (logistic regression, regParam {base['reg_param']:g}, {base['features']:,} features): "
             f"test ROC-AUC {bt['roc_auc']:.4f}, PR-AUC {bt['pr_auc']:.4f}, log loss {bt['log_loss']:.4f}, "
-            f"{base['seconds']:.0f}s{_iterations(base)}"
+            f"{base['seconds']:.0f}s{_iterations(base)}{_bootstrap_fits(base)}"
         )
     leak = metrics.get("leakage_check")
     if leak:
@@ -94,6 +94,17 @@ def _iterations(base: dict) -> str:
     if base.get("converged") is False:
         return f", {n} iterations: stopped at baseline.max_iter before Spark's tolerance"
     return f", {n} iterations"
+
+
+def _bootstrap_fits(base: dict) -> str:
+    """The baseline's bootstrap fits for the removal CI (``baseline.members``), and any that stopped at
+    ``baseline.max_iter``; empty without them."""
+    fits = base.get("members") or []
+    if not fits:
+        return ""
+    capped = sum(1 for f in fits if f.get("iterations") is not None and f["iterations"] >= base.get("max_iter", 0))
+    note = f", {capped} of them stopped at baseline.max_iter" if capped else ""
+    return f"; {len(fits)} more fit(s) on bootstrap resamples for the removal CI's model part{note}"
 
 
 def format_attribute_summary(summary: dict) -> str:

@@ -188,6 +188,29 @@ def test_the_fit_recovers_the_planted_counts_and_writes_the_test_predictions(spa
     assert flat.validation_log_loss["0.001"] > result.validation_log_loss["0.001"] + 0.005
 
 
+def test_the_bootstrap_fits_are_fits_of_resampled_training_sessions(spark, tmp_path):
+    """baseline.members 2: one more fit at the chosen regParam on a bootstrap resample of the training
+    sessions. It sees the same planted effects (the same signs where they are strong) through other data
+    (other coefficients), and its saved Spark ML model holds the coefficients the summary records."""
+    from pyspark.ml.classification import LogisticRegressionModel
+
+    sessions = _sessions(spark)
+    conf = BaselineConf(reg_params=[0.001], min_sessions=5)
+    result = baseline.fit(sessions, conf, str(tmp_path / "pred"), str(tmp_path / "models"), members=2, seed=40)
+    summary = result.to_dict(conf)
+    (member,) = summary["members"]
+    assert member["seed"] == 41 and 0 < member["iterations"] <= conf.max_iter
+    main, boot = result.coefficients["event_type"], member["coefficients"]["event_type"]
+    assert boot["bad"] < -0.5 and main["bad"] < -0.5
+    assert max(abs(boot[k] - main[k]) for k in main) > 0.02
+    saved = LogisticRegressionModel.load(str(tmp_path / "models" / baseline.MEMBER_MODEL.format(1)))
+    assert saved.intercept == pytest.approx(member["intercept"])
+    flat = [v for prefix in member["coefficients"].values() for v in prefix.values()]
+    assert sorted(saved.coefficients.toArray()) == pytest.approx(sorted(flat))
+    # one fit: no bootstrap fits, and the summary says so
+    assert baseline.fit(sessions, conf, str(tmp_path / "p1"), str(tmp_path / "m1")).to_dict(conf)["members"] == []
+
+
 @pytest.mark.parametrize("standardization", [False, True])
 def test_without_standardization_the_penalty_is_on_the_counts_own_coefficients(spark, tmp_path, standardization):
     """Independent expectation: Spark's ridge fit (elastic_net_param 0) without standardization minimizes the
@@ -290,6 +313,54 @@ def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_witho
     np.testing.assert_allclose(merged.db, merged.db_brute, atol=1e-9)
     # removing the first bin moves later events into it: the effect is not the bin's own weight alone
     assert merged[merged.kind == "position"].db.abs().max() > 0.01
+
+
+def test_each_blend_member_pairs_a_transformer_member_with_a_baseline_fit(spark):
+    """The removal CI's model part holds the baseline's own estimation error: with two fits of the
+    baseline (the main one and a bootstrap fit), the k-th member of the blend is w x the transformer's
+    k-th member + (1 - w) x the k-th fit's removal effect (the fits taken in turn), computed here by hand
+    from the logistic function. The transformer's members agree, so any spread is the baseline's."""
+    from attribution import removal_tables
+
+    def sigmoid(z):
+        return 1 / (1 + math.exp(-z))
+
+    summary = {
+        "intercept": -1.0,
+        "coefficients": {"event_type": {"a": 1.0, "b": 0.5}},
+        "members": [
+            {"intercept": -0.5, "coefficients": {"event_type": {"a": 0.2, "b": 0.5}}},
+            {"intercept": -1.0, "coefficients": {"event_type": {"b": 0.5}}},  # no feature for 'a': it counts 0
+        ],
+        "blend": {"transformer_weight": 0.25},
+    }
+    frame = spark.createDataFrame(
+        [
+            ("s1", i, t, None, "1-5", 0.6, 0.1 if t == "a" else 0.05, [0.1 if t == "a" else 0.05] * 4)
+            for i, t in enumerate(["a", "b", "a"])
+        ],
+        "session_id string, event_position int, event_type string, store_id string, position_bin string, "
+        "prediction double, removal_effect_type double, removal_effect_type_members array<double>",
+    )
+    got = removal_tables.removal_rows(frame, summary).where("kind = 'event_type' and key = 'a'").first()
+    # removing both a's leaves the b at position 1
+    fits = [(-1.0, 1.0), (-0.5, 0.2), (-1.0, 0.0)]
+    db = [sigmoid(c + 2 * wa + 0.5) - sigmoid(c + 0.5) for c, wa in fits]
+    pb = [sigmoid(c + 2 * wa + 0.5) for c, wa in fits]
+    w = 0.25
+    assert got["dm"] == pytest.approx([w * 0.1 + (1 - w) * db[k % 3] for k in range(4)], abs=1e-12)
+    assert got["d"] == pytest.approx(w * 0.1 + (1 - w) * np.mean(db), abs=1e-12)
+    assert got["db"] == pytest.approx(np.mean(db), abs=1e-12) and got["dt"] == pytest.approx(0.1)
+    assert got["p"] == pytest.approx(w * 0.6 + (1 - w) * np.mean(pb), abs=1e-12)
+    stats = removal_tables.removal_from(removal_tables.removal_rows(frame, summary)).to_pandas()
+    a = stats[(stats.kind == "event_type") & (stats.key == "a")].iloc[0]
+    members = [w * 0.1 + (1 - w) * db[k % 3] for k in range(4)]
+    assert a.models == 4 and a.model_var == pytest.approx(np.var(members, ddof=1), abs=1e-12) and a.model_var > 1e-4
+    # a summary without bootstrap fits (written before them, or baseline.members 1): one fit, no spread of its own
+    alone = removal_tables.removal_from(
+        removal_tables.removal_rows(frame, {k: v for k, v in summary.items() if k != "members"})
+    ).to_pandas()
+    assert alone[(alone.kind == "event_type") & (alone.key == "a")].model_var.item() == pytest.approx(0.0, abs=1e-15)
 
 
 def _comparison(verdict, agreement):
@@ -403,8 +474,10 @@ def test_a_fit_stopped_by_max_iter_says_so_in_its_summary_and_the_train_stages_t
     stops by the tolerance): the summary records the cap as hit and the train stage's text says so."""
     sessions = _sessions(spark)
     capped = BaselineConf(reg_params=[0.05], elastic_net_param=0.0, min_sessions=1, max_iter=2)
-    summary = baseline.fit(sessions, capped, str(tmp_path / "pred"), str(tmp_path / "models")).to_dict(capped)
+    fitted = baseline.fit(sessions, capped, str(tmp_path / "pred"), str(tmp_path / "models"), members=2)
+    summary = fitted.to_dict(capped)
     assert summary["iterations"] == {"0.05": 2} and summary["converged"] is False and summary["max_iter"] == 2
+    assert [m["iterations"] for m in summary["members"]] == [2]
     metrics = {
         "best_epoch": 1,
         "epochs_run": 1,
@@ -415,9 +488,12 @@ def test_a_fit_stopped_by_max_iter_says_so_in_its_summary_and_the_train_stages_t
         "test": {"sessions": 10, "positive_rate": 0.1, "roc_auc": 0.5, "pr_auc": 0.1, "log_loss": 0.3},
         "baseline": {**summary, "seconds": 1.0},
     }
-    assert "1s, 2 iterations: stopped at baseline.max_iter before Spark's tolerance" in format_train_metrics(
-        metrics, "m"
-    )
-    metrics["baseline"]["converged"] = True
     text = format_train_metrics(metrics, "m")
-    assert "1s, 2 iterations" in text and "baseline.max_iter" not in text
+    assert "1s, 2 iterations: stopped at baseline.max_iter before Spark's tolerance; 1 more fit(s)" in text
+    assert "for the removal CI's model part, 1 of them stopped at baseline.max_iter" in text
+    metrics["baseline"]["converged"] = True
+    metrics["baseline"]["members"][0]["iterations"] = 1
+    text = format_train_metrics(metrics, "m")
+    assert "1s, 2 iterations; 1 more fit(s)" in text and "baseline.max_iter" not in text
+    metrics["baseline"]["members"] = []
+    assert "more fit" not in format_train_metrics(metrics, "m")

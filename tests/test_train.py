@@ -652,7 +652,11 @@ def _check_baseline_removal(spark, out, sessions, events, published):
 
     models = out / "model" / baseline.DIRECTORY / baseline.MODELS
     vectorizer = CountVectorizerModel.load(str(models / "count_vectorizer"))
-    regression = LogisticRegressionModel.load(str(models / "logistic_regression"))
+    # the main fit and its bootstrap fits (baseline.members follows the ensemble): the column is their mean
+    fits = ["logistic_regression"] + sorted(p.name for p in models.glob(baseline.MEMBER_MODEL.format("*")))
+    assert (
+        len(fits) == len(json.loads((out / "model" / baseline.DIRECTORY / baseline.SUMMARY).read_text())["members"]) + 1
+    )
     ids = events.where("removal_effect_type is not null").select("session_id").distinct()
     rows = []
     for r in sessions.join(ids, "session_id").select("session_id", "event_types", "store_ids").toPandas().itertuples():
@@ -665,16 +669,23 @@ def _check_baseline_removal(spark, out, sessions, events, published):
         rows,
         "session_id string, removed string, event_types array<string>, store_ids array<string>, session_length int",
     )
-    scored = (
-        regression.transform(vectorizer.transform(variants.withColumn("tokens", baseline.tokens(variants))))
-        .select("session_id", "removed", vector_to_array("probability")[1].alias("p"))
-        .toPandas()
-    )
-    full = scored[scored.removed == ""].set_index("session_id").p
-    without = scored[scored.removed != ""]
-    brute = 100 * (without.session_id.map(full) - without.p).groupby(without.removed).mean()
+    counted = vectorizer.transform(variants.withColumn("tokens", baseline.tokens(variants))).cache()
+    each = []
+    for name in fits:
+        scored = (
+            LogisticRegressionModel.load(str(models / name))
+            .transform(counted)
+            .select("session_id", "removed", vector_to_array("probability")[1].alias("p"))
+            .toPandas()
+        )
+        full = scored[scored.removed == ""].set_index("session_id").p
+        without = scored[scored.removed != ""]
+        each.append(100 * (without.session_id.map(full) - without.p).groupby(without.removed).mean())
+    brute = sum(each) / len(each)
     assert len(brute) >= 5
     np.testing.assert_allclose(published.reindex(brute.index), brute, atol=1e-9)
+    # the bootstrap fits are fits of other data: their removal effects differ from the main fit's
+    assert len(each) == 2 and (each[0] - each[1]).abs().max() > 1e-3
 
 
 EVENT_TABLE = "gradient_attribution_no_funnel"  # the event table's Delta copy has no parquet copy under report/

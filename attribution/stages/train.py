@@ -115,7 +115,15 @@ def run(spark: SparkSession, conf: Config) -> TrainStageResult:
         started_baseline = time.time()
         sessions = run_days(read_table(spark, sessions_path, "parquet", {}, "sessions"), conf.run)
         validation = spark.read.parquet(predictions_location(shards_path)) if conf.baseline.blend else None
-        metrics["baseline"] = baseline.train_and_write(spark, sessions, conf.baseline, model_path, validation)
+        metrics["baseline"] = baseline.train_and_write(
+            spark,
+            sessions,
+            conf.baseline,
+            model_path,
+            validation,
+            members=conf.baseline.fits(t.ensemble_members),
+            seed=conf.run.seed,
+        )
         metrics["baseline"]["seconds"] = round(time.time() - started_baseline, 2)
     if t.leakage_check:
         metrics["leakage_check"] = leakage_check(spark, conf)
