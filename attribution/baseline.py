@@ -26,7 +26,7 @@ side by side (``baseline_log_odds``) and orders the keys by them.
 **Bootstrap fits** (``baseline.members``): members - 1 more fits at the chosen ``regParam`` on bootstrap
 resamples of the training sessions (:func:`member_fits`). The removal effects' CI pairs each with one of
 the transformer's ensemble members, so its model part holds the baseline's estimation error too
-(attribution/removal_tables.py).
+(attribution/removal_tables.py); the published values stay the main fit's.
 
 **Outputs**, in ``<model>/baseline/``: ``baseline.json`` (the settings, the chosen ``regParam``, the
 validation and test metrics, the coefficients per key, the bootstrap fits' under ``members``) and

@@ -209,14 +209,17 @@ def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame |
         ordered = _baseline_events(sampled, fits, sorted({key for _, key, _ in present}))
         full = [_baseline_probability(F.col(_EVENTS), f["intercept"], j) for j, f in enumerate(fits)]
         less = [_baseline_probability(F.col(_REMAINING), f["intercept"], j) for j, f in enumerate(fits)]
+        each = [a - b for a, b in zip(full, less, strict=True)]
+        # db: the main fit's; dbm: each fit's, moved by the fits' mean to centre on the main fit's, so the
+        # members' mean stays the published value and their spread is the fits'
         rows = (
             rows.join(ordered, "session_id")
             .withColumn(_REMAINING, _without_key(present))
-            .withColumn("dbm", F.array(*[a - b for a, b in zip(full, less, strict=True)]))
-            .withColumn("db", F.aggregate("dbm", F.lit(0.0), lambda acc, x: acc + x) / F.size("dbm"))
+            .withColumn("db", each[0])
+            .withColumn("dbm", F.array(*[e - _mean(each) + F.col("db") for e in each]))
         )
         if weight is not None:
-            rows = _blended(rows, weight, _mean(full))
+            rows = _blended(rows, weight, full[0])
         rows = rows.drop(_EVENTS, _REMAINING, "dbm")
     if PAIR_COLUMN not in events.columns:
         return rows
@@ -244,10 +247,11 @@ def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame |
 def _blended(rows: DataFrame, w: float, pb: Column) -> DataFrame:
     """The rows of the blended model ``w x transformer + (1 - w) x baseline`` (attribution/baseline.py's
     :func:`~attribution.baseline.blend_weight`): its removal effect ``d`` and P(convert) ``p`` are the same
-    blend of the two models' (``db``: the mean over the baseline's fits, ``pb``: their mean P(convert) of
-    the session); the k-th member's ``dm`` blends the transformer's k-th member with the baseline's k-th
-    fit (``dbm``; the fits taken in turn when there are fewer of them than members), so the members' spread
-    holds both models' estimation error; ``dt`` keeps the transformer's own."""
+    blend of the two models' (``db`` and ``pb``: the baseline's main fit's removal effect and P(convert)
+    of the session); the k-th member's ``dm`` blends the transformer's k-th member with the baseline's k-th
+    fit (``dbm``, centred on the main fit's; the fits taken in turn when there are fewer of them than
+    members), so the members' spread holds both models' estimation error; ``dt`` keeps the transformer's
+    own."""
     a, b = F.lit(w), F.lit(1.0 - w)
     return rows.select(
         *[c for c in rows.columns if c not in ("d", "dm", "p")],

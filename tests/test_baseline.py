@@ -317,9 +317,10 @@ def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_witho
 
 def test_each_blend_member_pairs_a_transformer_member_with_a_baseline_fit(spark):
     """The removal CI's model part holds the baseline's own estimation error: with two fits of the
-    baseline (the main one and a bootstrap fit), the k-th member of the blend is w x the transformer's
-    k-th member + (1 - w) x the k-th fit's removal effect (the fits taken in turn), computed here by hand
-    from the logistic function. The transformer's members agree, so any spread is the baseline's."""
+    baseline (the main one and two bootstrap fits), the k-th member of the blend is w x the transformer's
+    k-th member + (1 - w) x the k-th fit's removal effect centred on the main fit's (the fits taken in
+    turn), computed here by hand from the logistic function. The transformer's members agree, so any
+    spread is the baseline's; the published value is the main fit's blend, as without the fits."""
     from attribution import removal_tables
 
     def sigmoid(z):
@@ -348,13 +349,15 @@ def test_each_blend_member_pairs_a_transformer_member_with_a_baseline_fit(spark)
     db = [sigmoid(c + 2 * wa + 0.5) - sigmoid(c + 0.5) for c, wa in fits]
     pb = [sigmoid(c + 2 * wa + 0.5) for c, wa in fits]
     w = 0.25
-    assert got["dm"] == pytest.approx([w * 0.1 + (1 - w) * db[k % 3] for k in range(4)], abs=1e-12)
-    assert got["d"] == pytest.approx(w * 0.1 + (1 - w) * np.mean(db), abs=1e-12)
-    assert got["db"] == pytest.approx(np.mean(db), abs=1e-12) and got["dt"] == pytest.approx(0.1)
-    assert got["p"] == pytest.approx(w * 0.6 + (1 - w) * np.mean(pb), abs=1e-12)
+    # the fits centred on the main fit's: the published value is the main fit's, the spread the fits'
+    centred = [db[k % 3] - np.mean(db) + db[0] for k in range(4)]
+    members = [w * 0.1 + (1 - w) * c for c in centred]
+    assert got["dm"] == pytest.approx(members, abs=1e-12)
+    assert got["d"] == pytest.approx(w * 0.1 + (1 - w) * db[0], abs=1e-12)
+    assert got["db"] == pytest.approx(db[0], abs=1e-12) and got["dt"] == pytest.approx(0.1)
+    assert got["p"] == pytest.approx(w * 0.6 + (1 - w) * pb[0], abs=1e-12)
     stats = removal_tables.removal_from(removal_tables.removal_rows(frame, summary)).to_pandas()
     a = stats[(stats.kind == "event_type") & (stats.key == "a")].iloc[0]
-    members = [w * 0.1 + (1 - w) * db[k % 3] for k in range(4)]
     assert a.models == 4 and a.model_var == pytest.approx(np.var(members, ddof=1), abs=1e-12) and a.model_var > 1e-4
     # a summary without bootstrap fits (written before them, or baseline.members 1): one fit, no spread of its own
     alone = removal_tables.removal_from(
