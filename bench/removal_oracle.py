@@ -1,16 +1,18 @@
 """What the data allow for the removal effects: the published event-type and position-bin removal effects
-of a run of ``generate.effects=random`` or ``spread`` beside two references that know more than the
+of a run of ``generate.effects=random``, ``spread`` or ``ordered`` beside two references that know more than the
 product can (docs/scenarios.md, "What the data allow for the removal effects"):
 
     python -m bench.removal_oracle bench/results/scenarios/renamed-random-9 [more run directories]
 
-- ``planted``: the generator's own model (its base logit, event-type and store effects, position weights
-  and session noise) applied to the run's test sessions as the pipeline made them. Against the truth,
+- ``planted``: the generator's own model (its base logit, event-type and store effects, position weights,
+  order effects and session noise) applied to the run's test sessions as the pipeline made them. Against the truth,
   which the generator computes on sessions it draws itself, it measures what sessionization, truncation
   and the test split's sample do to the number before any model is fitted.
 - ``oracle``: a logistic regression given the planted form, fitted on the run's training split (its
   features: per event type, and per store on the effect-bearing event types, the sum of the events'
-  position weights; ridge 1, as the store oracle), its removal effects on the test sessions. It knows
+  position weights; on the ordered family also its four order terms: a b after an a, the occurrence
+  type present, its repeats, the session ending on the last-step type; ridge 1, as the store oracle),
+  its removal effects on the test sessions. It knows
   which form the effects take, so it is the error no model of this data can be expected to beat.
 
 Each removal is the pipeline's and the truth's: every event of the key gone, the gap closed, P(convert)
@@ -65,7 +67,22 @@ def features(
         s = stores[i]
         if s is not None and types[i] in applies and s in store_ids:
             x[len(type_ids) + store_ids[s]] += weight
-    return x
+    order = truth.get("order_effects")
+    if order is None:
+        return x
+    return np.concatenate([x, order_terms([types[i] for i in idx], order)])
+
+
+def order_terms(types: list[str], order: dict) -> np.ndarray:
+    """The ordered family's planted order terms of a session's events (attribution/generate.py,
+    event_contributions): a b after an a, whether the occurrence type occurs, its repeats, whether the
+    session ends on the last-step type."""
+    a, b = order["pair"]["first_event_type"], order["pair"]["second_event_type"]
+    first_a = types.index(a) if a in types else len(types)
+    paired = any(t == b for t in types[first_a + 1 :])
+    c = sum(t == order["occurrence"]["event_type"] for t in types)
+    ends = bool(types) and types[-1] == order["recency"]["event_type"]
+    return np.array([float(paired), float(c > 0), float(max(c - 1, 0)), float(ends)])
 
 
 def _removed(types: list[str], key: tuple[str, str]) -> np.ndarray | None:
@@ -103,6 +120,18 @@ def one_run(run: Path) -> dict:
         [truth["event_type_effects"][t] for t in type_names]
         + [truth["store_effects"][s]["effect"] for s in store_names]
     )
+    if (order := truth.get("order_effects")) is not None:
+        planted = np.concatenate(
+            [
+                planted,
+                [
+                    order["pair"]["effect"],
+                    order["occurrence"]["first_effect"],
+                    order["occurrence"]["repeat_effect"],
+                    order["recency"]["last_effect"],
+                ],
+            ]
+        )
     noise = np.random.default_rng(0).normal(0.0, truth["noise_sd"], NOISE_DRAWS)
 
     def p_oracle(z: np.ndarray) -> np.ndarray:
