@@ -271,18 +271,9 @@ def fit(
         validation = featured.where(F.col("split") == "validation")
         scores, losses, models, iterations = {}, {}, {}, {}
         for reg in conf.reg_params:
-            lr = LogisticRegression(
-                featuresCol="features",
-                labelCol="label",
-                regParam=reg,
-                elasticNetParam=conf.elastic_net_param,
-                standardization=conf.standardization,
-                maxIter=conf.max_iter,
-            )
-            fitted = lr.fit(train_rows)
-            if getattr(fitted, "hasSummary", False):
-                iterations[str(reg)] = int(fitted.summary.totalIterations)
-            models[reg] = _without_summary(fitted)
+            models[reg], done = _fit_one(train_rows, conf, reg)
+            if done is not None:
+                iterations[str(reg)] = done
             scored = _scored(models[reg], validation).cache()
             scores[reg] = curve_metrics(scored)["roc_auc"]
             loss = scored.agg(F.avg(_log_loss_column())).first()
@@ -319,6 +310,21 @@ def fit(
     )
 
 
+def _fit_one(rows: DataFrame, conf: BaselineConf, reg_param: float) -> tuple[LogisticRegressionModel, int | None]:
+    """One elastic-net fit of ``rows`` at ``reg_param``: the model without its training summary, and the
+    optimizer's iterations (None where Spark kept no summary)."""
+    fitted = LogisticRegression(
+        featuresCol="features",
+        labelCol="label",
+        regParam=reg_param,
+        elasticNetParam=conf.elastic_net_param,
+        standardization=conf.standardization,
+        maxIter=conf.max_iter,
+    ).fit(rows)
+    iterations = int(fitted.summary.totalIterations) if getattr(fitted, "hasSummary", False) else None
+    return _without_summary(fitted), iterations
+
+
 def _by_prefix(vocabulary: list[str], weights: np.ndarray) -> dict[str, dict[str, float]]:
     """A fit's coefficients per prefix and key, from its features' tokens and weights."""
     coefficients: dict[str, dict[str, float]] = {p: {} for p in (*PREFIXES, CROSS_PREFIX)}
@@ -349,17 +355,7 @@ def member_fits(
     fits = []
     for m in range(1, members):
         resample = train_rows.sample(withReplacement=True, fraction=1.0, seed=seed + m)
-        lr = LogisticRegression(
-            featuresCol="features",
-            labelCol="label",
-            regParam=reg_param,
-            elasticNetParam=conf.elastic_net_param,
-            standardization=conf.standardization,
-            maxIter=conf.max_iter,
-        )
-        fitted = lr.fit(resample)
-        iterations = int(fitted.summary.totalIterations) if getattr(fitted, "hasSummary", False) else None
-        model = _without_summary(fitted)
+        model, iterations = _fit_one(resample, conf, reg_param)
         model.write().overwrite().save(join(model_dir, MEMBER_MODEL.format(m)))
         fits.append(
             {
