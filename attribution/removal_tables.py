@@ -26,6 +26,7 @@ with ``attribution.removal_sessions`` 0 or no sampled session has the key.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -35,19 +36,18 @@ import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from attribution.baseline import CROSS_PREFIX, CROSS_SEPARATOR, STORE_PREFIX, transformer_weight
-from attribution.events import position_bin
+from attribution import baseline_removal
+from attribution.baseline import transformer_weight
 from attribution.schema import (
     EVENT_TYPE,
     FIRST_EVENT_TYPE,
     PAIR_COLUMN,
     PAIR_INTERACTION_COLUMNS,
     PAIR_TABLE,
-    POSITION_BIN,
-    POSITION_BINS,
     REMOVAL_COLUMNS,
     REMOVAL_DIMENSIONS,
     SECOND_EVENT_TYPE,
+    SESSION_ID,
     STORE_ID,
     TABLE_KINDS,
 )
@@ -66,15 +66,6 @@ def removal_stats(events: DataFrame, baseline: dict | None = None) -> pa.Table |
     return None if rows is None else removal_from(rows)
 
 
-# the sampled sessions' events in order, each with its baseline weight at every position bin
-_EVENTS = "_baseline_events"
-
-
-def _bin_index(position: Column) -> Column:
-    """The 1-based index in ``POSITION_BINS`` of a 1-based position."""
-    return F.array_position(F.array(*[F.lit(b) for b in POSITION_BINS]), position_bin(position)).cast("int")
-
-
 def baseline_fits(baseline: dict) -> list[dict]:
     """The baseline's fits whose removal effects the blend's members use: the main fit (the summary's own
     intercept and coefficients) first, then its bootstrap fits (``members``, attribution/baseline.py's
@@ -83,85 +74,29 @@ def baseline_fits(baseline: dict) -> list[dict]:
     return [main, *(baseline.get("members") or [])]
 
 
-def _baseline_events(sampled: DataFrame, fits: list[dict], keys: list[str]) -> DataFrame:
-    """Per sampled session, its events in order, each a struct of its ``keys`` (as strings) and ``w``: per
-    fit of the baseline (:func:`baseline_fits`), the event's logit contribution at each position bin (its
-    type's, its store's, the bin's and the type-and-bin pair's coefficients). A value a fit has no feature
-    for counts 0, as in its fit. The weights come from small broadcast lookups keyed by type and by store."""
-    spark = sampled.sparkSession
-    tables = [f["coefficients"] for f in fits]
-    types = [c.get(EVENT_TYPE) or {} for c in tables]
-    stores = [c.get(STORE_PREFIX) or {} for c in tables]
-    bins = [c.get(POSITION_BIN) or {} for c in tables]
-    pairs = [c.get(CROSS_PREFIX) or {} for c in tables]
+def _baseline_removals(sampled: DataFrame, fits: list[dict], present: list[tuple[str, str, str]]) -> DataFrame:
+    """Per (table kind, key, sampled session): the baseline's removal effects ``db`` (the main fit's) and
+    ``dbm`` (every fit's, centred on the main fit's) and its P(convert) ``pb``, computed by
+    attribution/baseline_removal.py in a ``mapInArrow`` over the sampled events, partitioned by session
+    and sorted by position. The fits' weights travel with the function."""
+    weights = baseline_removal.BaselineWeights.of(fits)
+    dimensions = [(kind, key) for kind, key, _ in present]
+    columns = sorted({EVENT_TYPE, STORE_ID, *(key for _, key, _ in present)})
 
-    def at_bins(j: int, kind: str | None) -> list[float]:
-        own = types[j].get(kind, 0.0) if kind is not None else 0.0
-        return [own + bins[j].get(b, 0.0) + pairs[j].get(f"{kind}{CROSS_SEPARATOR}{b}", 0.0) for b in POSITION_BINS]
+    def removals(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for t in baseline_removal.SessionChunks()(batches):
+            yield from baseline_removal.session_removals(t, weights, dimensions).to_batches()
 
-    def every_fit(kind: str | None) -> list[list[float]]:
-        return [at_bins(j, kind) for j in range(len(fits))]
-
-    known = sorted(
-        {k for j in range(len(fits)) for k in types[j]} | {p.rpartition(CROSS_SEPARATOR)[0] for t in pairs for p in t}
-    )
-    by_type = F.broadcast(
-        spark.createDataFrame([(k, every_fit(k)) for k in known], "_t string, _w_type array<array<double>>")
-    )
-    store_keys = sorted({str(k) for t in stores for k in t})
-    by_store = F.broadcast(
-        spark.createDataFrame(
-            [(k, [float(t.get(k, 0.0)) for t in stores]) for k in store_keys], "_s string, _w_store array<double>"
-        )
-    )
-    unknown = F.array(*[F.array(*[F.lit(w) for w in ws]) for ws in every_fit(None)])
-    weights = F.transform(
-        F.coalesce(F.col("_w_type"), unknown),
-        lambda ws, j: F.transform(ws, lambda w: w + F.coalesce(F.element_at(F.col("_w_store"), j + 1), F.lit(0.0))),
-    )
-    event = F.struct(
-        F.col("event_position").alias("position"), *[F.col(k).cast("string").alias(k) for k in keys], weights.alias("w")
-    )
     return (
-        sampled.join(by_type, F.col(EVENT_TYPE).cast("string") == F.col("_t"), "left")
-        .join(by_store, F.col(STORE_ID).cast("string") == F.col("_s"), "left")
-        .groupBy("session_id")
-        .agg(F.array_sort(F.collect_list(event)).alias(_EVENTS))
+        sampled.select(
+            F.col(SESSION_ID).cast("string").alias(SESSION_ID),
+            baseline_removal.POSITION,
+            *[F.col(c).cast("string").alias(c) for c in columns],
+        )
+        .repartition(SESSION_ID)
+        .sortWithinPartitions(SESSION_ID, baseline_removal.POSITION)
+        .mapInArrow(removals, baseline_removal.OUTPUT_DDL)
     )
-
-
-def _baseline_probability(events: Column, intercept: float, fit: int = 0) -> Column:
-    """Fit ``fit``'s P(convert) of a session of ``events`` (in order): each event adds its weight at the
-    bin of its position among them."""
-    at = F.transform(events, lambda e, i: F.element_at(F.element_at(e["w"], fit + 1), _bin_index(i + 1)))
-    logit = F.aggregate(at, F.lit(float(intercept)), lambda acc, w: acc + w)
-    return F.lit(1.0) / (F.lit(1.0) + F.exp(-logit))
-
-
-# the row's session events without the row's key (:func:`_without_key`)
-_REMAINING = "_baseline_remaining"
-
-
-def _without_key(present: list[tuple[str, str, str]]) -> Column:
-    """The row's session events without the key's events: the session shorter by them (the gap closed:
-    the events after a removed one move up and may change bin)."""
-
-    def without(key: str) -> Column:  # the session's events whose ``key`` field is not the row's key
-        return F.filter(F.col(_EVENTS), lambda e: ~F.coalesce(e[key] == F.col("key"), F.lit(False)))
-
-    remaining: Column | None = None
-    for kind, key, _ in present:
-        this = F.col("kind") == F.lit(kind)
-        remaining = F.when(this, without(key)) if remaining is None else remaining.when(this, without(key))
-    assert remaining is not None
-    return remaining
-
-
-def _mean(columns: list[Column]) -> Column:
-    total = columns[0]
-    for c in columns[1:]:
-        total = total + c
-    return total / F.lit(float(len(columns)))
 
 
 def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame | None:
@@ -205,22 +140,13 @@ def removal_rows(events: DataFrame, baseline: dict | None = None) -> DataFrame |
     )
     weight = transformer_weight(baseline)
     if baseline is not None:
-        fits = baseline_fits(baseline)
-        ordered = _baseline_events(sampled, fits, sorted({key for _, key, _ in present}))
-        full = [_baseline_probability(F.col(_EVENTS), f["intercept"], j) for j, f in enumerate(fits)]
-        less = [_baseline_probability(F.col(_REMAINING), f["intercept"], j) for j, f in enumerate(fits)]
-        each = [a - b for a, b in zip(full, less, strict=True)]
-        # db: the main fit's; dbm: each fit's, moved by the fits' mean to centre on the main fit's, so the
-        # members' mean stays the published value and their spread is the fits'
-        rows = (
-            rows.join(ordered, "session_id")
-            .withColumn(_REMAINING, _without_key(present))
-            .withColumn("db", each[0])
-            .withColumn("dbm", F.array(*[e - _mean(each) + F.col("db") for e in each]))
-        )
+        # db: the main fit's; dbm: each fit's, centred on the main fit's, so the members' mean stays the
+        # published value and their spread is the fits'; pb: the main fit's P(convert) of the session
+        removals = _baseline_removals(sampled, baseline_fits(baseline), present)
+        rows = rows.join(removals, ["kind", "key", "session_id"], "left")
         if weight is not None:
-            rows = _blended(rows, weight, full[0])
-        rows = rows.drop(_EVENTS, _REMAINING, "dbm")
+            rows = _blended(rows, weight, F.col("pb"))
+        rows = rows.drop("dbm", "pb")
     if PAIR_COLUMN not in events.columns:
         return rows
     # the pair interactions, on each sampled session's first event: one row per (scale, pair, session)

@@ -250,7 +250,7 @@ def test_without_standardization_the_penalty_is_on_the_counts_own_coefficients(s
 
 
 def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_without_the_key(spark, tmp_path):
-    """removal_tables' baseline removal effect (from the coefficients, in Spark SQL) against the saved
+    """removal_tables' baseline removal effect (from the coefficients, in a mapInArrow) against the saved
     Spark ML models scoring each session with and without each of its event types, bins and stores, the
     gap closed."""
     from pyspark.ml.classification import LogisticRegressionModel
