@@ -37,6 +37,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "attribution.removal",
         "attribution.faithfulness",
         "attribution.events",
+        "attribution.baseline_removal",
         "attribution.removal_tables",
         "attribution.table_layouts",
         "attribution.aggregate",
