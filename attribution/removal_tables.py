@@ -61,7 +61,8 @@ def removal_stats(events: DataFrame, baseline: dict | None = None) -> pa.Table |
     """Per (table, key): the sampled sessions with the key, the mean and sample variance of their removal
     effects and their mean P(convert) without the key, and with ``baseline`` (the counts baseline's
     summary, :func:`attribution.baseline.read_summary`) its removal effect on the same sessions. One Spark
-    job over the sampled sessions' events; None when the event table has no removal columns."""
+    query over the sampled sessions' events (the baseline's part in a ``mapInArrow``,
+    attribution/baseline_removal.py); None when the event table has no removal columns."""
     rows = removal_rows(events, baseline)
     return None if rows is None else removal_from(rows)
 
