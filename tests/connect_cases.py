@@ -120,7 +120,40 @@ def run(mode: str, root: Path) -> dict:
             events = events.sort_values(["session_id", "event_position"])
             result["scores"] = events[["prediction", "contribution", "removal_effect_type"]].to_numpy().tolist()
         results[name] = result
+    if results["attribute"]["exit"] == 0:
+        results["attribute"]["baseline_removal"] = _baseline_removal(root, common)
     return results
+
+
+# a counts baseline of two fits for the attribute case's event table: the report's baseline removal
+# effects (a mapInArrow whose function carries the fits) run on the same session as the jobs
+BASELINE = {
+    "intercept": -1.0,
+    "coefficients": {
+        "event_type": {"m_card_view": 0.4, "m_card_click": 0.9, "m_search_query": -0.3},
+        "position_bin": {"1-5": 0.2},
+    },
+    "members": [{"intercept": -0.8, "coefficients": {"event_type": {"m_card_view": 0.1, "m_card_click": 1.2}}}],
+    "blend": {"transformer_weight": 0.5},
+}
+
+
+def _baseline_removal(root: Path, common: list[str]) -> list[list]:
+    """Per (kind, key, session) of the attribute case's removal sample: the blend's removal effect, the
+    baseline's and the members', sorted."""
+    from attribution import removal_tables
+    from attribution.config_loader import load_config
+    from attribution.spark import build_spark
+
+    # the jobs' session (getOrCreate), whose code the first job shipped
+    conf = load_config(ROOT / "conf" / "local.yaml", [*common, "spark.ship_code=false"])
+    spark = build_spark(conf.spark)
+    events = spark.read.parquet(str(root / "out" / "gradient_attribution_no_funnel"))
+    rows = removal_tables.removal_rows(events, BASELINE)
+    assert rows is not None
+    table = rows.where("db is not null").select("kind", "key", "session_id", "d", "db", "dm").toPandas()
+    table = table.sort_values(["kind", "key", "session_id"])
+    return [[r.kind, r.key, r.session_id, r.d, r.db, list(r.dm)] for r in table.itertuples()]
 
 
 if __name__ == "__main__":

@@ -166,7 +166,14 @@ def test_a_connect_server_gives_the_classic_exit_codes_messages_counts_and_score
     for name in classic:
         a, b = dict(classic[name]), dict(remote[name])
         scores_a, scores_b = a.pop("scores", None), b.pop("scores", None)
+        removal_a, removal_b = a.pop("baseline_removal", None), b.pop("baseline_removal", None)
         assert a == b, name
+        if removal_a is not None:  # the report's baseline removal effects, a mapInArrow shipped to the server
+            assert [r[:3] for r in removal_a] == [r[:3] for r in removal_b] and len(removal_a) >= 4, removal_b
+            np.testing.assert_allclose(
+                [[*r[3:5], *r[5]] for r in removal_a], [[*r[3:5], *r[5]] for r in removal_b], rtol=0, atol=1e-12
+            )
+            assert any(abs(r[4]) > 1e-3 for r in removal_a)
         if scores_a is not None:
             assert len(scores_a) == len(scores_b) == b["counts"]["events"]
             # prediction, contribution, removal effect (null outside the removal sample) per event
