@@ -26,12 +26,23 @@ import pyarrow.compute as pc
 
 from attribution.baseline import CROSS_PREFIX, CROSS_SEPARATOR, STORE_PREFIX
 from attribution.schema import EVENT_TYPE, POSITION_BIN, POSITION_BIN_UPPER, POSITION_BINS, SESSION_ID, STORE_ID
+from attribution.session_rules import spark_ddl
 
 # the input columns besides the keys: the session, the event's position in it (for the order)
 POSITION = "event_position"
-# the output of :func:`session_removals`, as Spark DDL for ``mapInArrow``: per (table kind, key, session),
-# the main fit's removal effect, each fit's (centred on the main fit's) and the main fit's P(convert)
-OUTPUT_DDL = "kind string, key string, session_id string, db double, dbm array<double>, pb double"
+# the output of :func:`session_removals`: per (table kind, key, session), the main fit's removal effect,
+# each fit's (centred on the main fit's) and the main fit's P(convert)
+OUTPUT_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("key", pa.string()),
+        (SESSION_ID, pa.string()),
+        ("db", pa.float64()),
+        ("dbm", pa.list_(pa.float64())),
+        ("pb", pa.float64()),
+    ]
+)
+OUTPUT_DDL = spark_ddl(OUTPUT_SCHEMA)  # the same, for ``mapInArrow``
 
 
 @dataclass(frozen=True)
@@ -98,11 +109,11 @@ def session_removals(t: pa.Table, weights: BaselineWeights, dimensions: list[tup
     per (table kind, non-null key, session) for each ``(kind, key column)`` of ``dimensions``: ``db``, the
     main fit's P(convert) of the session minus its P(convert) without the key's events; ``dbm``, every
     fit's, moved by the fits' mean to centre on the main fit's (so the fits' spread is kept and their
-    mean is ``db``); ``pb``, the main fit's P(convert) of the whole session (:data:`OUTPUT_DDL`)."""
+    mean is ``db``); ``pb``, the main fit's P(convert) of the whole session (:data:`OUTPUT_SCHEMA`)."""
     n = t.num_rows
     sid = t.column(SESSION_ID).combine_chunks()
     if n == 0:
-        return _output_schema().empty_table()
+        return OUTPUT_SCHEMA.empty_table()
     change = np.ones(n, dtype=bool)
     if n > 1:
         change[1:] = pc.not_equal(sid.slice(1), sid.slice(0, n - 1)).to_numpy(zero_copy_only=False)
@@ -157,23 +168,10 @@ def session_removals(t: pa.Table, weights: BaselineWeights, dimensions: list[tup
                     ),
                     "pb": pa.array(p_full[0, pair_session], pa.float64()),
                 },
-                schema=_output_schema(),
+                schema=OUTPUT_SCHEMA,
             )
         )
     return pa.concat_tables(out)
-
-
-def _output_schema() -> pa.Schema:
-    return pa.schema(
-        [
-            ("kind", pa.string()),
-            ("key", pa.string()),
-            (SESSION_ID, pa.string()),
-            ("db", pa.float64()),
-            ("dbm", pa.list_(pa.float64())),
-            ("pb", pa.float64()),
-        ]
-    )
 
 
 class SessionChunks:

@@ -82,8 +82,13 @@ def _ddl(t: pa.DataType) -> str:
     return f"array<{_DDL[t.value_type]}>" if pa.types.is_list(t) else _DDL[t]
 
 
+def spark_ddl(schema: pa.Schema) -> str:
+    """The Spark DDL of an Arrow schema of flat columns and lists of them, for ``mapInArrow``."""
+    return ", ".join(f"{f.name} {_ddl(f.type)}" for f in schema)
+
+
 # Spark DDL of OUTPUT_SCHEMA, for mapInArrow.
-OUTPUT_DDL = ", ".join(f"{f.name} {_ddl(f.type)}" for f in OUTPUT_SCHEMA)
+OUTPUT_DDL = spark_ddl(OUTPUT_SCHEMA)
 # Rows are processed in chunks of about this many (small Arrow batches are gathered first): the numpy
 # passes cost a fixed overhead per chunk.
 CHUNK_ROWS = 32_768
