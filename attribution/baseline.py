@@ -45,8 +45,9 @@ import numpy as np
 import pyarrow as pa
 from pyspark import SparkContext
 from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
-from pyspark.ml.feature import CountVectorizer
+from pyspark.ml.feature import CountVectorizer, ElementwiseProduct, VectorAssembler
 from pyspark.ml.functions import vector_to_array
+from pyspark.ml.linalg import Vectors
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from scipy.stats import rankdata
@@ -67,6 +68,16 @@ PREFIXES = {EVENT_TYPE: EVENT_TYPE, POSITION_BIN: POSITION_BIN, STORE_PREFIX: ST
 # the pair of an event type and a position bin: ``event_type_x_position_bin=m_card_click@1-5``
 CROSS_PREFIX = f"{EVENT_TYPE}_x_{POSITION_BIN}"
 CROSS_SEPARATOR = "@"  # between the event type and the bin of a pair (no bin's name holds it)
+# The order terms of the removal model (``baseline.order_penalties``), each a token prefix whose key is an
+# event type, or for a pair ``u>t``: the pair is 1 when a t comes after the session's first u (once per
+# session), repeats count a type's events after its first, first and last mark the session's first and
+# last event's type.
+ORDER_PAIR_PREFIX = "order_pair"
+REPEAT_PREFIX = "repeat"
+FIRST_PREFIX = "first_event"
+LAST_PREFIX = "last_event"
+ORDER_PREFIXES = (ORDER_PAIR_PREFIX, REPEAT_PREFIX, FIRST_PREFIX, LAST_PREFIX)
+ORDER_SEPARATOR = ">"  # between the earlier and the later event type of an order pair
 SEPARATOR = "="
 DIRECTORY = "baseline"
 SUMMARY = "baseline.json"
@@ -103,6 +114,36 @@ def tokens(sessions: DataFrame, type_by_position: bool = True) -> Column:
     return F.flatten(
         F.transform(F.col("event_types"), lambda t, i: event_tokens(t, stores[i], i + 1, type_by_position))
     )
+
+
+def order_tokens(sessions: DataFrame) -> Column:
+    """Per session, the order terms' tokens of its model-input events (the prefixes above): an
+    ``order_pair=u>t`` for each pair of types u != t where a t comes after the first u (once), a
+    ``repeat=t`` for each event of a type after its first, and ``first_event=`` and ``last_event=`` of the
+    first and the last event's type. Computed on the events as they are, so on a session with a key's
+    events removed (attribution/baseline_removal.py) the same definitions give the shorter session's."""
+    types = F.col("event_types")
+
+    def tag(prefix: str, *parts: Column) -> Column:
+        return F.concat(F.lit(prefix + SEPARATOR), *parts)
+
+    before = lambda i: F.array_distinct(F.slice(types, 1, i))  # noqa: E731 - the types before index i
+    pairs = F.array_distinct(
+        F.flatten(
+            F.transform(
+                types,
+                lambda t, i: F.transform(
+                    F.filter(before(i), lambda u: u != t),
+                    lambda u: tag(ORDER_PAIR_PREFIX, u, F.lit(ORDER_SEPARATOR), t),
+                ),
+            )
+        )
+    )
+    repeats = F.transform(types, lambda t, i: F.when(F.array_contains(before(i), t), tag(REPEAT_PREFIX, t)))
+    ends = F.when(
+        F.size(types) > 0, F.array(tag(FIRST_PREFIX, types[0]), tag(LAST_PREFIX, F.element_at(types, -1)))
+    ).otherwise(F.array().cast("array<string>"))
+    return F.filter(F.concat(pairs, repeats, ends), lambda x: x.isNotNull())
 
 
 def per_event_log_odds(coefficients: dict[str, dict[str, float]], pair_counts: dict[str, int]) -> dict:
@@ -148,6 +189,9 @@ class BaselineResult:
     iterations: dict[str, int] | None = None  # the optimizer's iterations per regParam tried
     # the bootstrap fits at the chosen regParam (:func:`member_fits`): intercept, coefficients, iterations
     members: list[dict] | None = None
+    # the removal model's choice, fit and validation log losses (:class:`RemovalModel`), or None (no order
+    # terms tried: the removal effects are the counts fit's)
+    removal_model: dict | None = None
 
     def converged(self, conf: BaselineConf) -> bool | None:
         """Whether the chosen fit stopped before ``conf.max_iter``: by Spark's tolerance, not the cap. None
@@ -177,6 +221,8 @@ class BaselineResult:
             "per_event_log_odds": per_event_log_odds(self.coefficients, self.pair_counts),
             "blend": self.blend,
             "members": self.members or [],
+            "order_penalties_tried": list(conf.order_penalties),
+            "removal_model": self.removal_model,
         }
 
 
@@ -247,11 +293,13 @@ def fit(
     ``transformer_validation`` (session_id, prediction: the transformer's P(convert) of the validation
     sessions), the blend weight of the removal effects (:func:`blend_weight`). With ``members`` above 1,
     that many - 1 bootstrap fits beside it (:func:`member_fits`, from ``seed``)."""
+    ordered = bool(conf.order_penalties)
     data = sessions.select(
         "session_id",
         "split",
         F.col("label").cast("double").alias("label"),
         tokens(sessions, conf.type_by_position).alias("tokens"),
+        *([order_tokens(sessions).alias("order_tokens")] if ordered else []),
     )
     train = data.where(F.col("split") == "train")
     pair_counts = _pair_counts(train) if conf.type_by_position else {}
@@ -259,13 +307,28 @@ def fit(
         inputCol="tokens", outputCol="features", minDF=float(conf.min_sessions), vocabSize=conf.max_features
     ).fit(train)
     vectorizer.write().overwrite().save(join(model_dir, "count_vectorizer"))
+    order_vectorizer = None
+    if ordered:
+        order_vectorizer = CountVectorizer(
+            inputCol="order_tokens",
+            outputCol="order_features",
+            minDF=float(conf.min_sessions),
+            vocabSize=conf.max_features,
+        ).fit(train)
+        order_vectorizer.write().overwrite().save(join(model_dir, ORDER_VECTORIZER))
     # Each optimizer iteration is a Spark job over every partition, so scheduling, not arithmetic, sets its
     # time on small data: about ROWS_PER_PARTITION sessions a partition, at most the default parallelism.
     # (On the embedded default's 29k sessions, 3 fits took 3.2 s in one partition, 5-9 s in two.)
     partitions = max(1, min(default_parallelism(sessions.sparkSession), math.ceil(data.count() / ROWS_PER_PARTITION)))
+    featured = vectorizer.transform(data)
+    if order_vectorizer is not None:
+        featured = order_vectorizer.transform(featured)
     featured = (
-        vectorizer.transform(data).select("session_id", "split", "label", "features").coalesce(partitions).cache()
+        featured.select("session_id", "split", "label", "features", *(["order_features"] if ordered else []))
+        .coalesce(partitions)
+        .cache()
     )
+    removal_rows: DataFrame | None = None  # the removal model's scaled features, when it has order terms
     try:
         train_rows = featured.where(F.col("split") == "train")
         validation = featured.where(F.col("split") == "validation")
@@ -274,26 +337,40 @@ def fit(
             models[reg], done = _fit_one(train_rows, conf, reg)
             if done is not None:
                 iterations[str(reg)] = done
-            scored = _scored(models[reg], validation).cache()
-            scores[reg] = curve_metrics(scored)["roc_auc"]
-            loss = scored.agg(F.avg(_log_loss_column())).first()
-            losses[reg] = float("inf") if loss is None or loss[0] is None else float(loss[0])
-            scored.unpersist()
+            scores[reg], losses[reg] = _validation_scores(models[reg], validation)
         # The validation log loss chooses: the baseline's removal effects are differences of probabilities,
         # and a penalty that zeroes most coefficients can keep the ROC-AUC (the order) while it flattens
         # the probabilities. Ties: the stronger penalty.
         best = min(conf.reg_params, key=lambda r: (losses[r], -r))
         model = models[best]
         model.write().overwrite().save(join(model_dir, "logistic_regression"))
-        boots = member_fits(train_rows, conf, best, members, seed, vectorizer.vocabulary, model_dir)
+        removal = (
+            _removal_model(
+                featured, conf, best, losses[best], vectorizer.vocabulary, order_vectorizer.vocabulary, model_dir
+            )
+            if order_vectorizer is not None
+            else None
+        )
+        blend_model, blend_rows = model, validation
+        if removal is None or removal.model is None:
+            boots = member_fits(train_rows, conf, best, members, seed, vectorizer.vocabulary, model_dir)
+        else:
+            removal_rows = removal.rows(featured).cache()
+            train_scaled = removal_rows.where(F.col("split") == "train")
+            boots = member_fits(train_scaled, conf, best, members, seed, removal.vocabulary, model_dir, removal.factor)
+            blend_model, blend_rows = removal.model, removal_rows.where(F.col("split") == "validation")
         blend = (
-            None if transformer_validation is None else blend_weight(_scored(model, validation), transformer_validation)
+            None
+            if transformer_validation is None
+            else blend_weight(_scored(blend_model, blend_rows), transformer_validation)
         )
         test = _scored(model, featured.where(F.col("split") == "test"))
         test.write.mode("overwrite").parquet(predictions_path)
         metrics = _test_metrics(sessions.sparkSession.read.parquet(predictions_path))
     finally:
         featured.unpersist()
+        if removal_rows is not None:
+            removal_rows.unpersist()
     coefficients = _by_prefix(vectorizer.vocabulary, model.coefficients.toArray())
     return BaselineResult(
         reg_param=best,
@@ -307,7 +384,103 @@ def fit(
         blend=blend,
         iterations=iterations or None,
         members=boots,
+        removal_model=None if removal is None else removal.to_dict(),
     )
+
+
+def _validation_scores(model: LogisticRegressionModel, validation: DataFrame) -> tuple[float, float]:
+    """A fit's validation ROC-AUC and mean log loss (inf without validation sessions)."""
+    scored = _scored(model, validation).cache()
+    try:
+        auc = float(curve_metrics(scored)["roc_auc"])
+        loss = scored.agg(F.avg(_log_loss_column())).first()
+    finally:
+        scored.unpersist()
+    return auc, float("inf") if loss is None or loss[0] is None else float(loss[0])
+
+
+ORDER_VECTORIZER = "order_count_vectorizer"  # the order terms' CountVectorizerModel, beside count_vectorizer
+ORDER_MODEL = "logistic_regression_order"  # the removal model's fit when it has the order terms
+COUNTS_ALONE = "counts alone"  # the removal model's choice without order terms, in its validation log loss
+
+
+@dataclass(frozen=True)
+class RemovalModel:
+    """The baseline whose removal effects the blend uses (``baseline.order_penalties``): the counts fit, or
+    the counts and the order terms at an order penalty, whichever has the lower validation log loss.
+    ``penalty`` (None: the counts alone), ``factor`` (each feature's scale in the fit: 1 for the counts,
+    1/sqrt(penalty) for the order terms, so their L2 penalty is ``penalty`` times the counts'), the
+    fitted ``model`` on scaled features, the ``vocabulary`` (counts', then order terms') and the
+    coefficients per prefix and key in the unscaled unit (log-odds per token)."""
+
+    penalty: float | None
+    validation_log_loss: dict[str, float]
+    model: LogisticRegressionModel | None
+    vocabulary: list[str]
+    factor: np.ndarray | None
+    iterations: int | None
+
+    def rows(self, featured: DataFrame) -> DataFrame:
+        """``featured``'s sessions with ``features`` the counts and order terms scaled by ``factor``."""
+        return _scaled(featured, self.factor)
+
+    def to_dict(self) -> dict:
+        out: dict = {"order_penalty": self.penalty, "validation_log_loss": self.validation_log_loss}
+        if self.model is not None and self.factor is not None:
+            out |= {
+                "features": len(self.vocabulary),
+                "iterations": self.iterations,
+                "intercept": float(self.model.intercept),
+                "coefficients": _by_prefix(self.vocabulary, self.model.coefficients.toArray() * self.factor),
+            }
+        return out
+
+
+def _scaled(featured: DataFrame, factor: np.ndarray | None) -> DataFrame:
+    """session_id, split, label and ``features``: the counts and the order terms side by side, each
+    multiplied by ``factor``."""
+    assembled = VectorAssembler(inputCols=["features", "order_features"], outputCol="assembled").transform(featured)
+    scaled = ElementwiseProduct(
+        scalingVec=Vectors.dense(factor.tolist() if factor is not None else []),
+        inputCol="assembled",
+        outputCol="scaled",
+    ).transform(assembled)
+    return scaled.select("session_id", "split", "label", F.col("scaled").alias("features"))
+
+
+def _removal_model(
+    featured: DataFrame,
+    conf: BaselineConf,
+    reg_param: float,
+    counts_loss: float,
+    counts_vocabulary: list[str],
+    order_vocabulary: list[str],
+    model_dir: str,
+) -> RemovalModel:
+    """The counts and the order terms fitted at the counts' chosen ``reg_param``, the order terms' L2 penalty
+    each of ``conf.order_penalties`` times the counts' (their features divided by its square root; with
+    ``standardization`` off the penalty is on the coefficients as they are); the validation log loss
+    picks one of them or the counts alone (``counts_loss``; ties: the counts alone)."""
+    vocabulary = [*counts_vocabulary, *order_vocabulary]
+    losses: dict[str, float] = {COUNTS_ALONE: counts_loss}
+    chosen = RemovalModel(None, losses, None, vocabulary, None, None)
+    if not order_vocabulary:  # no order term in enough training sessions
+        return chosen
+    lowest = counts_loss
+    for penalty in conf.order_penalties:
+        factor = np.concatenate([np.ones(len(counts_vocabulary)), np.full(len(order_vocabulary), penalty**-0.5)])
+        rows = _scaled(featured, factor).cache()
+        try:
+            model, iterations = _fit_one(rows.where(F.col("split") == "train"), conf, reg_param)
+            _, loss = _validation_scores(model, rows.where(F.col("split") == "validation"))
+        finally:
+            rows.unpersist()
+        losses[f"{penalty:g}"] = loss
+        if loss < lowest:
+            lowest, chosen = loss, RemovalModel(penalty, losses, model, vocabulary, factor, iterations)
+    if chosen.model is not None:
+        chosen.model.write().overwrite().save(join(model_dir, ORDER_MODEL))
+    return chosen
 
 
 def _fit_one(rows: DataFrame, conf: BaselineConf, reg_param: float) -> tuple[LogisticRegressionModel, int | None]:
@@ -330,7 +503,7 @@ def _by_prefix(vocabulary: list[str], weights: np.ndarray) -> dict[str, dict[str
     coefficients: dict[str, dict[str, float]] = {p: {} for p in (*PREFIXES, CROSS_PREFIX)}
     for token, weight in zip(vocabulary, weights, strict=True):
         prefix, _, key = token.partition(SEPARATOR)
-        coefficients[prefix][key] = float(weight)
+        coefficients.setdefault(prefix, {})[key] = float(weight)
     return coefficients
 
 
@@ -346,12 +519,14 @@ def member_fits(
     seed: int,
     vocabulary: list[str],
     model_dir: str,
+    factor: np.ndarray | None = None,
 ) -> list[dict]:
     """``members`` - 1 fits at the chosen ``reg_param`` on bootstrap resamples of the training sessions
     (Spark's Poisson sampling with replacement, seeds ``seed`` + 1, + 2, ...; the features as the main fit
     counted them), so the removal effects' CI can count the baseline's own estimation error as the
     transformer's ensemble counts the transformer's (attribution/removal_tables.py). Each: its intercept,
-    coefficients and iterations; its Spark ML model saved as :data:`MEMBER_MODEL`."""
+    coefficients and iterations; its Spark ML model saved as :data:`MEMBER_MODEL`. With ``factor`` (the
+    removal model's feature scales, :class:`RemovalModel`), the coefficients are given unscaled."""
     fits = []
     for m in range(1, members):
         resample = train_rows.sample(withReplacement=True, fraction=1.0, seed=seed + m)
@@ -361,7 +536,9 @@ def member_fits(
             {
                 "seed": seed + m,
                 "intercept": float(model.intercept),
-                "coefficients": _by_prefix(vocabulary, model.coefficients.toArray()),
+                "coefficients": _by_prefix(
+                    vocabulary, model.coefficients.toArray() * (1.0 if factor is None else factor)
+                ),
                 "iterations": iterations,
             }
         )

@@ -5,7 +5,9 @@ session's events: each event adds its type's, its store's, its position bin's an
 pair's coefficients, the bin being that of the event's position in the session. Removing a key (an event
 type, a position bin, a store) takes the key's events away and moves the later ones up, so they may
 change bin; the baseline's removal effect is its P(convert) of the whole session minus its P(convert) of
-the shorter one.
+the shorter one. A removal model with order terms (``baseline.order_penalties``) also adds, per session,
+each order pair's weight where a t comes after the first u, each type's repeats' and its first and last
+event's; they are recomputed on the shorter session's events, in order.
 
 :class:`BaselineWeights` holds, per fit, every event type's logit contribution at each bin and every
 store's; :func:`session_removals` evaluates every (key, session) of complete sessions at once (each
@@ -24,7 +26,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from attribution.baseline import CROSS_PREFIX, CROSS_SEPARATOR, STORE_PREFIX
+from attribution.baseline import (
+    CROSS_PREFIX,
+    CROSS_SEPARATOR,
+    FIRST_PREFIX,
+    LAST_PREFIX,
+    ORDER_PAIR_PREFIX,
+    ORDER_SEPARATOR,
+    REPEAT_PREFIX,
+    STORE_PREFIX,
+)
 from attribution.schema import EVENT_TYPE, POSITION_BIN, POSITION_BIN_UPPER, POSITION_BINS, SESSION_ID, STORE_ID
 from attribution.session_rules import spark_ddl
 
@@ -50,13 +61,26 @@ class BaselineWeights:
     """Per fit ``j`` of the baseline: ``intercepts[j]``, ``types[j, t, b]`` (event type ``t``'s logit
     contribution at position bin ``b``: its own, the bin's and the pair's coefficients; the last row is a
     type no fit knows: the bin's alone) and ``stores[j, s]`` (the last entry, 0, for a store no fit knows
-    and for no store). A value a fit has no feature for counts 0, as in its fit."""
+    and for no store). A value a fit has no feature for counts 0, as in its fit. The order terms, over the
+    same type rows: ``repeats[j, t]``, ``first[j, t]`` and ``last[j, t]`` (per event of ``t`` after its
+    first; per session whose first, last event is a ``t``), and ``pairs[j, k]`` the weight of the pair
+    ``pair_types[k]`` = (u, t); all 0 for a fit without them."""
 
     intercepts: np.ndarray
     type_index: dict[str, int]
     types: np.ndarray
     store_index: dict[str, int]
     stores: np.ndarray
+    repeats: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    pair_types: np.ndarray
+    pairs: np.ndarray
+
+    @property
+    def ordered(self) -> bool:
+        """Whether any fit has an order term."""
+        return bool(self.repeats.any() or self.first.any() or self.last.any() or self.pairs.any())
 
     @classmethod
     def of(cls, fits: list[dict]) -> BaselineWeights:
@@ -67,6 +91,8 @@ class BaselineWeights:
         bins = [c.get(POSITION_BIN) or {} for c in tables]
         pairs = [c.get(CROSS_PREFIX) or {} for c in tables]
         stores = [c.get(STORE_PREFIX) or {} for c in tables]
+        singles = {p: [c.get(p) or {} for c in tables] for p in (REPEAT_PREFIX, FIRST_PREFIX, LAST_PREFIX)}
+        orders = [c.get(ORDER_PAIR_PREFIX) or {} for c in tables]
 
         def at_bins(j: int, kind: str | None) -> list[float]:
             own = types[j].get(kind, 0.0) if kind is not None else 0.0
@@ -75,17 +101,78 @@ class BaselineWeights:
             )
             return [own + bins[j].get(b, 0.0) + x for b, x in zip(POSITION_BINS, cross, strict=True)]
 
-        known = sorted({k for t in types for k in t} | {p.rpartition(CROSS_SEPARATOR)[0] for t in pairs for p in t})
+        known = (
+            {k for t in types for k in t}
+            | {p.rpartition(CROSS_SEPARATOR)[0] for t in pairs for p in t}
+            | {k for tables_ in singles.values() for t in tables_ for k in t}
+        )
+        split = {p: _split_pair(p, known) for t in orders for p in t}
+        known |= {k for u_t in split.values() for k in u_t}
+        index = {k: i for i, k in enumerate(sorted(known))}
+        pair_keys = sorted(split)
         store_keys = sorted({str(k) for t in stores for k in t})
+        fits_n = len(fits)
+
+        def per_type(tables_: list[dict]) -> np.ndarray:
+            return np.array([[float(t.get(k, 0.0)) for k in index] + [0.0] for t in tables_]).reshape(fits_n, -1)
+
         return cls(
             intercepts=np.array([float(f["intercept"]) for f in fits]),
-            type_index={k: i for i, k in enumerate(known)},
-            types=np.array([[at_bins(j, k) for k in [*known, None]] for j in range(len(fits))], dtype=float),
+            type_index=index,
+            types=np.array([[at_bins(j, k) for k in [*index, None]] for j in range(fits_n)], dtype=float),
             store_index={k: i for i, k in enumerate(store_keys)},
             stores=np.array([[*(float(t.get(k, 0.0)) for k in store_keys), 0.0] for t in stores], dtype=float).reshape(
-                len(fits), len(store_keys) + 1
+                fits_n, len(store_keys) + 1
             ),
+            repeats=per_type(singles[REPEAT_PREFIX]),
+            first=per_type(singles[FIRST_PREFIX]),
+            last=per_type(singles[LAST_PREFIX]),
+            pair_types=np.array([[index[u] for u in split[p]] for p in pair_keys], dtype=np.int64).reshape(-1, 2),
+            pairs=np.array([[float(t.get(p, 0.0)) for p in pair_keys] for t in orders]).reshape(fits_n, len(pair_keys)),
         )
+
+
+def _split_pair(pair: str, known: set[str]) -> tuple[str, str]:
+    """An order pair's key ``u>t`` as (u, t): at the separator that leaves two known event types where a
+    type's name holds the separator itself, else at the first."""
+    cuts = [i for i, c in enumerate(pair) if pair.startswith(ORDER_SEPARATOR, i)]
+    for i in cuts:
+        u, t = pair[:i], pair[i + len(ORDER_SEPARATOR) :]
+        if u in known and t in known:
+            return u, t
+    u, _, t = pair.partition(ORDER_SEPARATOR)
+    return u, t
+
+
+def _order_logits(
+    weights: BaselineWeights, group: np.ndarray, groups: int, code: np.ndarray, rank: np.ndarray, kept: np.ndarray
+) -> np.ndarray:
+    """Per fit and group (a session, or a session with a key's events removed), the order terms' logit:
+    events ``kept`` of each ``group`` (0 .. groups - 1, sorted by group, then ``rank``: the 0-based place
+    among the group's kept events), of type row ``code``. Returns (fits, groups)."""
+    w = weights
+    g, c, r = group[kept], code[kept], rank[kept]
+    rows = w.repeats.shape[1]
+    cell = g * rows + c
+    counts = np.bincount(cell, minlength=groups * rows).reshape(groups, rows)
+    logit = np.maximum(counts - 1, 0) @ w.repeats.T  # (groups, fits)
+    size = counts.sum(axis=1)
+    is_first = r == 0
+    is_last = r == size[g] - 1
+    logit += np.stack([np.bincount(g[is_first], f[c[is_first]], minlength=groups) for f in w.first], axis=1)
+    logit += np.stack([np.bincount(g[is_last], f[c[is_last]], minlength=groups) for f in w.last], axis=1)
+    if len(w.pair_types):
+        # each type's first and last place in each group: a pair (u, t) holds when the first u is before the last t
+        first_at = np.full((groups, rows), np.iinfo(np.int64).max)
+        last_at = np.full((groups, rows), -1)
+        cells, at = np.unique(cell, return_index=True)  # events are in order: the first of each cell
+        first_at.reshape(-1)[cells] = r[at]
+        cells, at = np.unique(cell[::-1], return_index=True)
+        last_at.reshape(-1)[cells] = r[::-1][at]
+        u, t = w.pair_types[:, 0], w.pair_types[:, 1]
+        holds = first_at[:, u] < last_at[:, t]  # (groups, pairs)
+        logit += holds.astype(float) @ w.pairs.T
+    return logit.T
 
 
 def _codes(values: pa.ChunkedArray | pa.Array, index: dict[str, int]) -> np.ndarray:
@@ -123,14 +210,15 @@ def session_removals(t: pa.Table, weights: BaselineWeights, dimensions: list[tup
     rank = np.arange(n) - starts[session]  # 0-based position among the session's events
 
     w = weights
+    type_code = _codes(t.column(EVENT_TYPE), w.type_index)
     # contribution[j, e, b]: event e's logit contribution under fit j at bin b
-    contribution = (
-        w.types[:, _codes(t.column(EVENT_TYPE), w.type_index), :]
-        + w.stores[:, _codes(t.column(STORE_ID), w.store_index)][:, :, None]
-    )
+    contribution = w.types[:, type_code, :] + w.stores[:, _codes(t.column(STORE_ID), w.store_index)][:, :, None]
     fits = len(w.intercepts)
+    ordered = w.ordered
     at_own = contribution[:, np.arange(n), _bin(rank + 1)]
     full = np.stack([w.intercepts[j] + np.bincount(session, at_own[j], minlength=len(starts)) for j in range(fits)])
+    if ordered:
+        full += _order_logits(w, session, len(starts), type_code, rank, np.ones(n, dtype=bool))
     p_full = _sigmoid(full)
 
     out: list[pa.Table] = []
@@ -152,6 +240,8 @@ def session_removals(t: pa.Table, weights: BaselineWeights, dimensions: list[tup
         new_rank = before - np.repeat(before[block_start], span)
         at_new = contribution[:, event, _bin(new_rank + 1)] * kept
         less = np.stack([w.intercepts[j] + np.bincount(block, at_new[j], minlength=len(pair)) for j in range(fits)])
+        if ordered:
+            less += _order_logits(w, block, len(pair), type_code[event], new_rank, kept)
         each = p_full[:, pair_session] - _sigmoid(less)
         db = each[0]
         centred = each - each.sum(axis=0) / fits + db

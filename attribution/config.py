@@ -502,8 +502,22 @@ class BaselineConf:
     # k-th ensemble member with the k-th fit, so the members' spread counts both models' estimation error
     # (attribution/removal_tables.py). null: as many as train.ensemble_members; 1: the main fit alone.
     members: int | None = None
+    # The removal effects' baseline may add order terms to the counts (attribution/baseline.py): per
+    # session, each pair of event types u, t with a t after the first u, each type's repeats, and the
+    # first and the last event's type. Their L2 penalty is each of these times the counts' (at the counts'
+    # chosen regParam; their L1 part the square root of it times), and the validation log loss picks one
+    # of them or the counts alone. The model comparison and the coefficients beside the tables stay the
+    # counts fit's. []: the counts alone. Needs standardization false (a standardized fit undoes the scale).
+    order_penalties: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0, 10000.0])
 
     def check(self) -> None:
+        if any(not p > 0 for p in self.order_penalties):
+            raise ConfigError(f"baseline.order_penalties: {self.order_penalties}: each must be above 0")
+        if self.order_penalties and self.standardization:
+            raise ConfigError(
+                "baseline.order_penalties needs baseline.standardization false: a standardized fit undoes the "
+                "order terms' own penalty (set order_penalties: [] to fit the counts alone)"
+            )
         if not self.reg_params or any(r < 0 for r in self.reg_params):
             raise ConfigError(f"baseline.reg_params: {self.reg_params}: at least one, each >= 0")
         if not 0.0 <= self.elastic_net_param <= 1.0:

@@ -68,10 +68,14 @@ def removal_stats(events: DataFrame, baseline: dict | None = None) -> pa.Table |
 
 
 def baseline_fits(baseline: dict) -> list[dict]:
-    """The baseline's fits whose removal effects the blend's members use: the main fit (the summary's own
-    intercept and coefficients) first, then its bootstrap fits (``members``, attribution/baseline.py's
+    """The baseline's fits whose removal effects the blend's members use: the removal model first (with
+    order terms, the summary's ``removal_model``; else the counts fit, the summary's own intercept and
+    coefficients), then its bootstrap fits (``members``, attribution/baseline.py's
     :func:`~attribution.baseline.member_fits`; none in a summary written before them)."""
-    main = {"intercept": float(baseline.get("intercept", 0.0)), "coefficients": baseline.get("coefficients") or {}}
+    source = baseline.get("removal_model") or {}
+    if "coefficients" not in source:  # the counts alone
+        source = baseline
+    main = {"intercept": float(source.get("intercept", 0.0)), "coefficients": source.get("coefficients") or {}}
     return [main, *(baseline.get("members") or [])]
 
 

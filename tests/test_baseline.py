@@ -134,6 +134,62 @@ def _sessions(spark, n=3000, seed=5, late_good=0.0):
     return spark.createDataFrame(rows, schema)
 
 
+def _ordered_sessions(spark, n=4000, seed=9):
+    """Sessions whose conversion depends on order alone (with a store's count): +1.6 when a 'b' follows
+    the first 'a', -1.4 when the last event is a 'c', +0.8 per event at store 's1'."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        length = int(rng.integers(1, 12))
+        types = [str(t) for t in rng.choice(["a", "b", "c", "plain"], size=length)]
+        stores = [str(rng.choice(["s1", "s2"])) if t == "plain" and rng.random() < 0.5 else None for t in types]
+        first_a = types.index("a") if "a" in types else length
+        logit = -0.6 + 1.6 * ("b" in types[first_a + 1 :]) - 1.4 * (types[-1] == "c") + 0.8 * stores.count("s1")
+        label = int(rng.random() < 1 / (1 + math.exp(-logit)))
+        split = ("train", "train", "train", "validation", "test")[i % 5]
+        rows.append((f"s{i}", label, split, types, stores, length))
+    schema = "session_id string, label int, split string, event_types array<string>, store_ids array<string>, session_length int"
+    return spark.createDataFrame(rows, schema)
+
+
+def _order_tokens_by_hand(types):
+    """The order terms' tokens from their definitions, as a sorted list."""
+    pairs = {f"order_pair={u}>{t}" for i, t in enumerate(types) for u in types[:i] if u != t}
+    repeats = [f"repeat={t}" for i, t in enumerate(types) if t in types[:i]]
+    ends = [f"first_event={types[0]}", f"last_event={types[-1]}"] if types else []
+    return sorted([*pairs, *repeats, *ends])
+
+
+def test_the_order_tokens_follow_their_definitions(spark):
+    cases = [[], ["a"], ["a", "a"], ["a", "b", "a", "c", "b", "b"], ["c", "b", "a"], ["x>y", "a", "x>y"]]
+    frame = spark.createDataFrame([(c,) for c in cases], "event_types array<string>")
+    got = [sorted(r.t) for r in frame.select(baseline.order_tokens(frame).alias("t")).collect()]
+    assert got == [_order_tokens_by_hand(c) for c in cases]
+    # a pair is once per session however often it holds; b after a, a after b, c after both
+    assert got[3].count("order_pair=a>b") == 1 and "order_pair=b>a" in got[3] and "order_pair=c>a" not in got[3]
+
+
+def test_the_removal_model_takes_order_terms_when_the_validation_split_prefers_them(spark, tmp_path):
+    """On sessions whose conversion depends on order, the validation log loss picks an order penalty over
+    the counts alone, the order terms recover the planted signs, the removal effects and the bootstrap fits
+    are the removal model's, and the model comparison's coefficients stay the counts fit's."""
+    conf = BaselineConf(reg_params=[0.001], min_sessions=5, order_penalties=[1.0, 100.0])
+    result = baseline.fit(_ordered_sessions(spark), conf, str(tmp_path / "p"), str(tmp_path / "m"), members=2)
+    summary = result.to_dict(conf)
+    removal = summary["removal_model"]
+    losses = removal["validation_log_loss"]
+    assert set(losses) == {baseline.COUNTS_ALONE, *(f"{p:g}" for p in conf.order_penalties)}
+    assert removal["order_penalty"] is not None
+    assert losses[f"{removal['order_penalty']:g}"] == min(losses.values()) < losses[baseline.COUNTS_ALONE] - 0.01
+    order = removal["coefficients"]
+    assert order["order_pair"]["a>b"] > 0.7 and order["last_event"]["c"] < -0.6
+    assert "order_pair" not in summary["coefficients"] and "order_pair" in summary["members"][0]["coefficients"]
+    assert summary["members"][0]["coefficients"]["order_pair"]["a>b"] > 0.5
+    from attribution import removal_tables
+
+    assert removal_tables.baseline_fits(summary)[0]["coefficients"] is removal["coefficients"]
+
+
 def test_the_tokens_are_each_events_type_bin_pair_and_store(spark):
     one = ([["a"] * 6 + ["b"], [None] * 5 + ["9", None], 7],)
     frame = spark.createDataFrame(one, "event_types array<string>, store_ids array<string>, session_length int")
@@ -149,9 +205,10 @@ def test_the_tokens_are_each_events_type_bin_pair_and_store(spark):
 
 def test_the_fit_recovers_the_planted_counts_and_writes_the_test_predictions(spark, tmp_path):
     sessions = _sessions(spark)
-    conf = BaselineConf(reg_params=[0.001, 0.5], min_sessions=5)
+    conf = BaselineConf(reg_params=[0.001, 0.5], min_sessions=5, order_penalties=[])
     result = baseline.fit(sessions, conf, str(tmp_path / "pred"), str(tmp_path / "models"))
     summary = result.to_dict(conf)
+    assert summary["removal_model"] is None  # no order terms tried: the removal effects are this fit's
     per_event = summary["per_event_log_odds"]
     assert per_event["event_type"]["bad"] < -0.8 and abs(per_event["event_type"]["plain"]) < 0.3
     assert per_event["store"]["s1"] > 0.4 and abs(per_event["store"].get("s2", 0.0)) < 0.3
@@ -182,7 +239,10 @@ def test_the_fit_recovers_the_planted_counts_and_writes_the_test_predictions(spa
     assert result.test["sessions"] == len(test)
     # without the pairs the baseline cannot tell an early 'good' from a late one: a worse validation fit
     flat = baseline.fit(
-        sessions, BaselineConf(reg_params=[0.001], type_by_position=False), str(tmp_path / "p2"), str(tmp_path / "m2")
+        sessions,
+        BaselineConf(reg_params=[0.001], type_by_position=False, order_penalties=[]),
+        str(tmp_path / "p2"),
+        str(tmp_path / "m2"),
     )
     assert baseline.CROSS_PREFIX not in flat.to_dict(conf)["per_event_log_odds"]
     assert flat.validation_log_loss["0.001"] > result.validation_log_loss["0.001"] + 0.005
@@ -195,7 +255,7 @@ def test_the_bootstrap_fits_are_fits_of_resampled_training_sessions(spark, tmp_p
     from pyspark.ml.classification import LogisticRegressionModel
 
     sessions = _sessions(spark)
-    conf = BaselineConf(reg_params=[0.001], min_sessions=5)
+    conf = BaselineConf(reg_params=[0.001], min_sessions=5, order_penalties=[])
     result = baseline.fit(sessions, conf, str(tmp_path / "pred"), str(tmp_path / "models"), members=2, seed=40)
     summary = result.to_dict(conf)
     (member,) = summary["members"]
@@ -222,7 +282,12 @@ def test_without_standardization_the_penalty_is_on_the_counts_own_coefficients(s
     sessions = _sessions(spark)
     reg = 0.05
     conf = BaselineConf(
-        reg_params=[reg], elastic_net_param=0.0, min_sessions=1, max_iter=200, standardization=standardization
+        reg_params=[reg],
+        elastic_net_param=0.0,
+        min_sessions=1,
+        max_iter=200,
+        standardization=standardization,
+        order_penalties=[],
     )
     result = baseline.fit(sessions, conf, str(tmp_path / "pred"), str(tmp_path / "models"))
     summary = result.to_dict(conf)
@@ -249,10 +314,13 @@ def test_without_standardization_the_penalty_is_on_the_counts_own_coefficients(s
         assert gap < 0.02 and result.intercept == pytest.approx(reference.intercept_[0], abs=0.02)
 
 
-def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_without_the_key(spark, tmp_path):
+@pytest.mark.parametrize("ordered", [False, True])
+def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_without_the_key(spark, tmp_path, ordered):
     """removal_tables' baseline removal effect (from the coefficients, in a mapInArrow) against the saved
     Spark ML models scoring each session with and without each of its event types, bins and stores, the
-    gap closed."""
+    gap closed. ``ordered``: the removal model with order terms (on sessions where they win validation),
+    scored from its saved fit on the counts and the order terms, the latter divided by the square root of
+    its order penalty as in its fit."""
     from pyspark.ml.classification import LogisticRegressionModel
     from pyspark.ml.feature import CountVectorizerModel
     from pyspark.ml.functions import vector_to_array
@@ -260,9 +328,10 @@ def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_witho
     from attribution import removal_tables
     from attribution.schema import POSITION_BIN_UPPER, POSITION_BINS
 
-    sessions = _sessions(spark, late_good=-0.6)
-    conf = BaselineConf(reg_params=[0.001], min_sessions=5)
+    sessions = _ordered_sessions(spark) if ordered else _sessions(spark, late_good=-0.6)
+    conf = BaselineConf(reg_params=[0.001], min_sessions=5, order_penalties=[10.0] if ordered else [])
     summary = baseline.fit(sessions, conf, str(tmp_path / "pred"), str(tmp_path / "models")).to_dict(conf)
+    assert (summary["removal_model"] or {}).get("order_penalty") == (10.0 if ordered else None)
 
     def bin_of(position):  # 1-based
         return next(
@@ -301,11 +370,31 @@ def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_witho
         variants,
         "session_id string, kind string, key string, event_types array<string>, store_ids array<string>, session_length int",
     )
-    scored = (
-        regression.transform(vectorizer.transform(rows.withColumn("tokens", baseline.tokens(rows))))
-        .select("session_id", "kind", "key", vector_to_array("probability")[1].alias("p"))
-        .toPandas()
-    )
+    if ordered:
+        # the saved fit on the counts and the order terms, applied by hand to the variants' features
+        order_vectorizer = CountVectorizerModel.load(str(models / baseline.ORDER_VECTORIZER))
+        regression = LogisticRegressionModel.load(str(models / baseline.ORDER_MODEL))
+        featured = order_vectorizer.transform(
+            vectorizer.transform(
+                rows.withColumn("tokens", baseline.tokens(rows)).withColumn("order_tokens", baseline.order_tokens(rows))
+            )
+        ).toPandas()
+        w, b = regression.coefficients.toArray(), regression.intercept
+        counts = len(vectorizer.vocabulary)
+        x = np.stack(
+            [
+                np.concatenate([c.toArray(), o.toArray() / math.sqrt(10.0)])
+                for c, o in zip(featured.features, featured.order_features, strict=True)
+            ]
+        )
+        scored = featured[["session_id", "kind", "key"]].assign(p=1 / (1 + np.exp(-(x @ w + b))))
+        assert len(w) == counts + len(order_vectorizer.vocabulary)
+    else:
+        scored = (
+            regression.transform(vectorizer.transform(rows.withColumn("tokens", baseline.tokens(rows))))
+            .select("session_id", "kind", "key", vector_to_array("probability")[1].alias("p"))
+            .toPandas()
+        )
     full = scored[scored.kind == ""].set_index("session_id").p
     brute = scored[scored.kind != ""].assign(db=lambda d: d.session_id.map(full) - d.p)
     merged = brute.merge(got, on=["kind", "key", "session_id"], suffixes=("_brute", ""), how="outer")
