@@ -28,10 +28,20 @@ resamples of the training sessions (:func:`member_fits`). The removal effects' C
 the transformer's ensemble members, so its model part holds the baseline's estimation error too
 (attribution/removal_tables.py); the published values stay the main fit's.
 
+**The removal model** (``baseline.order_penalties``): the baseline whose removal effects enter the blend.
+Beside the counts it may have generic order terms (:func:`order_tokens`: for each pair of event types
+u, t, whether a t comes after the first u; each type's repeats; the first and the last event's type),
+their L2 penalty a multiple of the counts' (their features divided by its square root), fitted at the
+counts' chosen ``regParam``; the validation log loss picks a multiple or the counts alone
+(:class:`RemovalModel`). The bootstrap fits and the blend weight are then the removal model's. The model
+comparison and the per-event log-odds stay the counts fit's: they ask what a sequence model adds to
+counts.
+
 **Outputs**, in ``<model>/baseline/``: ``baseline.json`` (the settings, the chosen ``regParam``, the
 validation and test metrics, the coefficients per key, the bootstrap fits' under ``members``) and
-``test_predictions/`` (parquet: session_id, label, baseline_prediction), which the report pairs with the
-transformer's predictions on the same sessions (:func:`paired_comparison`).
+``test_predictions/`` (parquet: session_id, label, baseline_prediction: the counts fit's), which the
+report pairs with the transformer's predictions on the same sessions (:func:`paired_comparison`); with
+order terms tried, ``removal_model`` in ``baseline.json``.
 """
 
 from __future__ import annotations
@@ -661,6 +671,11 @@ def transformer_weight(summary: dict | None) -> float | None:
     no blend (``baseline.blend`` false, or a summary written before the blend)."""
     blend = (summary or {}).get("blend")
     return None if not blend else float(blend["transformer_weight"])
+
+
+def removal_order_terms(summary: dict | None) -> bool:
+    """Whether the removal effects' baseline is the fit with order terms (:class:`RemovalModel`)."""
+    return "coefficients" in ((summary or {}).get("removal_model") or {})
 
 
 def read_summary(model_path: str) -> dict:

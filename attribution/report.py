@@ -395,5 +395,6 @@ def model_comparison(
         "agreement": agreement,
         "sampled_of": n if n > cap else None,
         "transformer_weight": baseline.transformer_weight(summary),
+        "removal_order_terms": baseline.removal_order_terms(summary),
     }
     return table, result

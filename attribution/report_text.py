@@ -473,7 +473,7 @@ def baseline_sentence(comparison: dict | None) -> str | None:
         f"({signed(comparison['difference'])}, 95% CI [{signed(low)}, {signed(high)}], paired on "
         f"{comparison['sessions']:,} test sessions)"
     )
-    blend = blend_sentence(comparison.get("transformer_weight"))
+    blend = blend_sentence(comparison.get("transformer_weight"), bool(comparison.get("removal_order_terms")))
     if comparison["verdict"] == BEATS:
         return (
             "The sequence model beats the counts baseline (logistic regression on per-session counts) on this "
@@ -501,11 +501,21 @@ def baseline_sentence(comparison: dict | None) -> str | None:
     )
 
 
-def blend_sentence(weight: float | None) -> str:
+ORDER_TERMS_SENTENCE = (
+    " The counts baseline's part is its fit with order terms (pairs, repeats, first and last step), which the "
+    "validation split chose over counts alone."
+)
+
+
+def blend_sentence(weight: float | None, order_terms: bool = False) -> str:
     """`` The removal effects are ...``: which blend of the two models the removal effects are (the
-    transformer's weight chosen by the validation log loss, attribution/baseline.py); empty without one."""
+    transformer's weight chosen by the validation log loss, attribution/baseline.py); empty without one.
+    ``order_terms``: the removal effects' baseline has the order terms the validation split chose, which
+    the sentence says."""
     if weight is None:
         return ""
+    if order_terms and weight < 1.0:
+        return blend_sentence(weight) + ORDER_TERMS_SENTENCE
     if weight >= 1.0:
         return (
             " The validation split gives the counts baseline no weight: the removal effects are the sequence model's."

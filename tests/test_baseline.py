@@ -495,6 +495,14 @@ def test_the_baseline_sentence_says_which_way_and_which_tables_agree():
     assert alone.endswith("gives the counts baseline no weight: the removal effects are the sequence model's.")
     counts = baseline_sentence({**_comparison(baseline.WORSE, {}), "transformer_weight": 0.0})
     assert "gives the sequence model no weight: the removal effects are the counts baseline's" in counts
+    # with order terms in the removal baseline the sentence says so, and only where the baseline has weight
+    assert "order terms" not in blended
+    ordered = {"transformer_weight": 0.35, "removal_order_terms": True}
+    assert "its fit with order terms" in baseline_sentence({**_comparison(baseline.NO_BETTER, {}), **ordered})
+    unweighted = {"transformer_weight": 1.0, "removal_order_terms": True}
+    assert "order terms" not in baseline_sentence({**_comparison(baseline.BEATS, {}), **unweighted})
+    assert not baseline.removal_order_terms({"removal_model": {"order_penalty": None}})
+    assert baseline.removal_order_terms({"removal_model": {"order_penalty": 1.0, "coefficients": {}}})
 
 
 def test_the_page_and_the_insights_carry_the_baseline_sentence():
