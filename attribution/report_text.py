@@ -67,7 +67,7 @@ def format_train_metrics(metrics: dict, model_path: str) -> str:
         lines.append(
             f"counts baseline (logistic regression, regParam {base['reg_param']:g}, {base['features']:,} features): "
             f"test ROC-AUC {bt['roc_auc']:.4f}, PR-AUC {bt['pr_auc']:.4f}, log loss {bt['log_loss']:.4f}, "
-            f"{base['seconds']:.0f}s{_iterations(base)}{_bootstrap_fits(base)}"
+            f"{base['seconds']:.0f}s{_iterations(base)}{_bootstrap_fits(base)}{_removal_model(base)}"
         )
     leak = metrics.get("leakage_check")
     if leak:
@@ -105,6 +105,25 @@ def _bootstrap_fits(base: dict) -> str:
     capped = sum(1 for f in fits if f.get("iterations") is not None and f["iterations"] >= base.get("max_iter", 0))
     note = f", {capped} of them stopped at baseline.max_iter" if capped else ""
     return f"; {len(fits)} more fit(s) on bootstrap resamples for the removal CI's model part{note}"
+
+
+def _removal_model(base: dict) -> str:
+    """The removal effects' baseline (``baseline.order_penalties``): the counts alone or the fit with order
+    terms, and the validation log loss that chose it; empty when no order terms were tried."""
+    removal = base.get("removal_model")
+    if not removal:
+        return ""
+    losses = removal.get("validation_log_loss") or {}
+    alone = losses.get("counts alone")
+    penalty = removal.get("order_penalty")
+    if penalty is None:
+        return "; removal effects' baseline: the counts alone (order terms did not lower the validation log loss)"
+    capped = (removal.get("iterations") or 0) >= base.get("max_iter", float("inf"))
+    return (
+        f"; removal effects' baseline: counts with order terms at {penalty:g}x the penalty (validation log loss "
+        f"{losses.get(f'{penalty:g}', float('nan')):.4f} against {alone:.4f} for the counts alone"
+        f"{', stopped at baseline.max_iter' if capped else ''})"
+    )
 
 
 def format_attribute_summary(summary: dict) -> str:

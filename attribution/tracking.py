@@ -310,6 +310,9 @@ class Tracker:
         blend = baseline.get("blend") or {}
         if isinstance(blend, dict) and blend.get("transformer_weight") is not None:
             headline["blend_weight"] = blend["transformer_weight"]
+        removal = baseline.get("removal_model") or {}
+        if isinstance(removal, dict) and "order_penalty" in removal:  # 0: the counts alone
+            headline["baseline_order_penalty"] = removal["order_penalty"] or 0.0
         mlflow.log_metrics({k: float(v) for k, v in headline.items() if isinstance(v, (int, float))})
         for row in summary.get("history") or []:
             step = int(row.get("epoch", 0))

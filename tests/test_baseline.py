@@ -573,7 +573,7 @@ def test_a_fit_stopped_by_max_iter_says_so_in_its_summary_and_the_train_stages_t
     """Two iterations cannot reach the optimum of the ridge fit above (the one that matches scikit-learn
     stops by the tolerance): the summary records the cap as hit and the train stage's text says so."""
     sessions = _sessions(spark)
-    capped = BaselineConf(reg_params=[0.05], elastic_net_param=0.0, min_sessions=1, max_iter=2)
+    capped = BaselineConf(reg_params=[0.05], elastic_net_param=0.0, min_sessions=1, max_iter=2, order_penalties=[])
     fitted = baseline.fit(sessions, capped, str(tmp_path / "pred"), str(tmp_path / "models"), members=2)
     summary = fitted.to_dict(capped)
     assert summary["iterations"] == {"0.05": 2} and summary["converged"] is False and summary["max_iter"] == 2
@@ -597,3 +597,12 @@ def test_a_fit_stopped_by_max_iter_says_so_in_its_summary_and_the_train_stages_t
     assert "1s, 2 iterations; 1 more fit(s)" in text and "baseline.max_iter" not in text
     metrics["baseline"]["members"] = []
     assert "more fit" not in format_train_metrics(metrics, "m")
+    # the removal effects' baseline: which one the validation log loss chose, and a capped order fit
+    assert "removal effects' baseline" not in format_train_metrics(metrics, "m")
+    losses = {"counts alone": 0.52, "1": 0.51, "10": 0.515}
+    metrics["baseline"]["removal_model"] = {"order_penalty": 1.0, "validation_log_loss": losses, "iterations": 2}
+    text = format_train_metrics(metrics, "m")
+    assert "counts with order terms at 1x the penalty (validation log loss 0.5100 against 0.5200" in text
+    assert "against 0.5200 for the counts alone, stopped at baseline.max_iter)" in text
+    metrics["baseline"]["removal_model"] = {"order_penalty": None, "validation_log_loss": losses}
+    assert "removal effects' baseline: the counts alone" in format_train_metrics(metrics, "m")
