@@ -169,13 +169,25 @@ def test_the_order_tokens_follow_their_definitions(spark):
     assert got[3].count("order_pair=a>b") == 1 and "order_pair=b>a" in got[3] and "order_pair=c>a" not in got[3]
 
 
-def test_the_removal_model_takes_order_terms_when_the_validation_split_prefers_them(spark, tmp_path):
+ORDERED_CONF = BaselineConf(reg_params=[0.001], min_sessions=5, order_penalties=[1.0, 100.0])
+
+
+@pytest.fixture(scope="module")
+def ordered_fit(spark, tmp_path_factory):
+    """The baseline fitted on :func:`_ordered_sessions` with two order penalties and one bootstrap fit:
+    the sessions, the summary and the models' directory."""
+    root = tmp_path_factory.mktemp("ordered")
+    sessions = _ordered_sessions(spark)
+    result = baseline.fit(sessions, ORDERED_CONF, str(root / "pred"), str(root / "models"), members=2)
+    return sessions, result.to_dict(ORDERED_CONF), root / "models"
+
+
+def test_the_removal_model_takes_order_terms_when_the_validation_split_prefers_them(ordered_fit):
     """On sessions whose conversion depends on order, the validation log loss picks an order penalty over
     the counts alone, the order terms recover the planted signs, the removal effects and the bootstrap fits
     are the removal model's, and the model comparison's coefficients stay the counts fit's."""
-    conf = BaselineConf(reg_params=[0.001], min_sessions=5, order_penalties=[1.0, 100.0])
-    result = baseline.fit(_ordered_sessions(spark), conf, str(tmp_path / "p"), str(tmp_path / "m"), members=2)
-    summary = result.to_dict(conf)
+    _, summary, _ = ordered_fit
+    conf = ORDERED_CONF
     removal = summary["removal_model"]
     losses = removal["validation_log_loss"]
     assert set(losses) == {baseline.COUNTS_ALONE, *(f"{p:g}" for p in conf.order_penalties)}
@@ -315,7 +327,9 @@ def test_without_standardization_the_penalty_is_on_the_counts_own_coefficients(s
 
 
 @pytest.mark.parametrize("ordered", [False, True])
-def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_without_the_key(spark, tmp_path, ordered):
+def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_without_the_key(
+    spark, tmp_path, ordered, request
+):
     """removal_tables' baseline removal effect (from the coefficients, in a mapInArrow) against the saved
     Spark ML models scoring each session with and without each of its event types, bins and stores, the
     gap closed. ``ordered``: the removal model with order terms (on sessions where they win validation),
@@ -328,10 +342,16 @@ def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_witho
     from attribution import removal_tables
     from attribution.schema import POSITION_BIN_UPPER, POSITION_BINS
 
-    sessions = _ordered_sessions(spark) if ordered else _sessions(spark, late_good=-0.6)
-    conf = BaselineConf(reg_params=[0.001], min_sessions=5, order_penalties=[10.0] if ordered else [])
-    summary = baseline.fit(sessions, conf, str(tmp_path / "pred"), str(tmp_path / "models")).to_dict(conf)
-    assert (summary["removal_model"] or {}).get("order_penalty") == (10.0 if ordered else None)
+    if ordered:
+        sessions, summary, models = request.getfixturevalue("ordered_fit")
+        penalty = summary["removal_model"]["order_penalty"]
+        assert penalty in ORDERED_CONF.order_penalties
+    else:
+        sessions = _sessions(spark, late_good=-0.6)
+        conf = BaselineConf(reg_params=[0.001], min_sessions=5, order_penalties=[])
+        summary = baseline.fit(sessions, conf, str(tmp_path / "pred"), str(tmp_path / "models")).to_dict(conf)
+        assert summary["removal_model"] is None
+        models = tmp_path / "models"
 
     def bin_of(position):  # 1-based
         return next(
@@ -363,7 +383,6 @@ def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_witho
         .select("kind", "key", "session_id", "db")
         .toPandas()
     )
-    models = tmp_path / "models"
     vectorizer = CountVectorizerModel.load(str(models / "count_vectorizer"))
     regression = LogisticRegressionModel.load(str(models / "logistic_regression"))
     rows = spark.createDataFrame(
@@ -383,7 +402,7 @@ def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_witho
         counts = len(vectorizer.vocabulary)
         x = np.stack(
             [
-                np.concatenate([c.toArray(), o.toArray() / math.sqrt(10.0)])
+                np.concatenate([c.toArray(), o.toArray() / math.sqrt(penalty)])
                 for c, o in zip(featured.features, featured.order_features, strict=True)
             ]
         )
