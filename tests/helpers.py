@@ -172,8 +172,9 @@ def random_model(vocab, max_length: int, seed: int, std: float, **sizes):
 # The counts baseline's fits on the tests' small data stop at 30 optimizer iterations: each iteration is a
 # Spark job, and the shipped 200 (conf/local.yaml) add about a minute to a pipeline test here. What the
 # tests check of the pipeline does not depend on the optimum; tests/test_baseline.py checks the fit itself
-# against scikit-learn and the iterations it records.
-QUICK_BASELINE = "baseline.max_iter=30"
+# against scikit-learn and the iterations it records. One order penalty, not five, for the same reason:
+# the pipeline runs the removal model's path, and tests/test_baseline.py checks the choice among several.
+QUICK_BASELINE = ("baseline.max_iter=30", "baseline.order_penalties=[10]")
 
 
 def small_pipeline_argv(data, out, n_users: int, *sets: str) -> list[str]:
@@ -191,7 +192,7 @@ def small_pipeline_argv(data, out, n_users: int, *sets: str) -> list[str]:
         f"run.output_dir={out}",
         "faithfulness.max_sessions=300",
         "train.ensemble_members=1",  # one model unless a test asks for the ensemble
-        QUICK_BASELINE,
+        *QUICK_BASELINE,
     ]
     argv = ["--conf", "conf/local.yaml", "--stages", "generate,sessionize,train,attribute,faithfulness,report"]
     for s in (*base, *sets):
@@ -308,3 +309,51 @@ def ordered_pairs_by_sessions(sessions_types) -> list[tuple[str, str]]:
                 if a != b and first[a] < last[b]:
                     counted[(a, b)] = counted.get((a, b), 0) + 1
     return sorted(counted, key=lambda k: (-counted[k], k))
+
+
+def removal_model_probabilities(models, summary: dict, frame) -> list:
+    """The counts baseline's removal model scored from its saved Spark ML models, not from the summary's
+    coefficients: per fit (the removal model, then its bootstrap fits ``logistic_regression_member_<k>``),
+    ``frame``'s rows without their array columns plus ``p``, its P(convert) of each row's ``event_types``
+    and ``store_ids``. The removal model is the counts fit (``logistic_regression``) or, where the summary's
+    ``removal_model`` has order terms, ``logistic_regression_order``, whose features are the counts and the
+    order terms divided by the square root of its order penalty, as it was fitted."""
+    import math
+
+    import numpy as np
+    from pyspark.ml.classification import LogisticRegressionModel
+    from pyspark.ml.feature import CountVectorizerModel
+
+    from attribution import baseline
+
+    removal = summary.get("removal_model") or {}
+    ordered = "coefficients" in removal
+    featured = CountVectorizerModel.load(str(models / "count_vectorizer")).transform(
+        frame.withColumn("tokens", baseline.tokens(frame))
+    )
+    if ordered:
+        order = CountVectorizerModel.load(str(models / baseline.ORDER_VECTORIZER))
+        featured = order.transform(featured.withColumn("order_tokens", baseline.order_tokens(frame)))
+    table = featured.toPandas()
+    x = np.stack([v.toArray() for v in table.features])
+    if ordered:
+        scale = 1 / math.sqrt(removal["order_penalty"])
+        x = np.hstack([x, np.stack([v.toArray() for v in table.order_features]) * scale])
+    keys = table.drop(
+        columns=[
+            c
+            for c in table.columns
+            if c in ("event_types", "store_ids", "tokens", "order_tokens", "features", "order_features")
+        ]
+    )
+    names = [baseline.ORDER_MODEL if ordered else "logistic_regression"]
+    names += sorted(
+        (p.name for p in models.glob(baseline.MEMBER_MODEL.format("*"))), key=lambda n: int(n.rsplit("_", 1)[1])
+    )
+    out = []
+    for name in names:
+        fitted = LogisticRegressionModel.load(str(models / name))
+        w = fitted.coefficients.toArray()
+        assert len(w) == x.shape[1], name
+        out.append(keys.assign(p=1 / (1 + np.exp(-(x @ w + fitted.intercept)))))
+    return out

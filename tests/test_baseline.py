@@ -14,6 +14,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from attribution import baseline, page
 from attribution.config import BaselineConf
 from attribution.report_text import baseline_sentence, format_train_metrics, key_insights
+from tests.helpers import removal_model_probabilities
 
 
 def _brute_delong(y, a, b):
@@ -335,9 +336,6 @@ def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_witho
     gap closed. ``ordered``: the removal model with order terms (on sessions where they win validation),
     scored from its saved fit on the counts and the order terms, the latter divided by the square root of
     its order penalty as in its fit."""
-    from pyspark.ml.classification import LogisticRegressionModel
-    from pyspark.ml.feature import CountVectorizerModel
-    from pyspark.ml.functions import vector_to_array
 
     from attribution import removal_tables
     from attribution.schema import POSITION_BIN_UPPER, POSITION_BINS
@@ -383,37 +381,11 @@ def test_the_baseline_removal_effects_equal_its_own_models_on_the_sessions_witho
         .select("kind", "key", "session_id", "db")
         .toPandas()
     )
-    vectorizer = CountVectorizerModel.load(str(models / "count_vectorizer"))
-    regression = LogisticRegressionModel.load(str(models / "logistic_regression"))
     rows = spark.createDataFrame(
         variants,
         "session_id string, kind string, key string, event_types array<string>, store_ids array<string>, session_length int",
     )
-    if ordered:
-        # the saved fit on the counts and the order terms, applied by hand to the variants' features
-        order_vectorizer = CountVectorizerModel.load(str(models / baseline.ORDER_VECTORIZER))
-        regression = LogisticRegressionModel.load(str(models / baseline.ORDER_MODEL))
-        featured = order_vectorizer.transform(
-            vectorizer.transform(
-                rows.withColumn("tokens", baseline.tokens(rows)).withColumn("order_tokens", baseline.order_tokens(rows))
-            )
-        ).toPandas()
-        w, b = regression.coefficients.toArray(), regression.intercept
-        counts = len(vectorizer.vocabulary)
-        x = np.stack(
-            [
-                np.concatenate([c.toArray(), o.toArray() / math.sqrt(penalty)])
-                for c, o in zip(featured.features, featured.order_features, strict=True)
-            ]
-        )
-        scored = featured[["session_id", "kind", "key"]].assign(p=1 / (1 + np.exp(-(x @ w + b))))
-        assert len(w) == counts + len(order_vectorizer.vocabulary)
-    else:
-        scored = (
-            regression.transform(vectorizer.transform(rows.withColumn("tokens", baseline.tokens(rows))))
-            .select("session_id", "kind", "key", vector_to_array("probability")[1].alias("p"))
-            .toPandas()
-        )
+    scored = removal_model_probabilities(models, summary, rows)[0]
     full = scored[scored.kind == ""].set_index("session_id").p
     brute = scored[scored.kind != ""].assign(db=lambda d: d.session_id.map(full) - d.p)
     merged = brute.merge(got, on=["kind", "key", "session_id"], suffixes=("_brute", ""), how="outer")

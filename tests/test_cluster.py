@@ -72,7 +72,7 @@ SETS = [
     "train.leakage_check=false",
     "train.ensemble_members=2",  # the members train in the same barrier job and score on the executors
     "baseline.reg_params=[0.003]",  # one fit: the choice among several is tested in test_baseline
-    QUICK_BASELINE,
+    *QUICK_BASELINE,
     "train.local_mode=false",  # barrier tasks on the executors
     "train.num_processes=2",
     "train.threads_per_process=1",

@@ -25,6 +25,7 @@ from tests.conftest import make_conf
 from tests.helpers import (
     QUICK_BASELINE,
     ordered_pairs_by_sessions,
+    removal_model_probabilities,
     run_small_pipeline,
     small_model_sets,
     synthetic_sessions,
@@ -42,7 +43,7 @@ SMALL = [
     "train.learning_rate=0.003",
     "train.warmup_steps=10",
     "train.threads_per_process=1",
-    QUICK_BASELINE,
+    *QUICK_BASELINE,
 ]
 
 
@@ -646,17 +647,8 @@ def test_training_on_a_degenerate_day_refuses_with_one_line(spark, tmp_path, cap
 
 
 def _check_baseline_removal(spark, out, sessions, events, published):
-    from pyspark.ml.classification import LogisticRegressionModel
-    from pyspark.ml.feature import CountVectorizerModel
-    from pyspark.ml.functions import vector_to_array
-
     models = out / "model" / baseline.DIRECTORY / baseline.MODELS
-    vectorizer = CountVectorizerModel.load(str(models / "count_vectorizer"))
-    # the main fit (the published column) and its bootstrap fits (baseline.members follows the ensemble)
-    fits = ["logistic_regression"] + sorted(p.name for p in models.glob(baseline.MEMBER_MODEL.format("*")))
-    assert (
-        len(fits) == len(json.loads((out / "model" / baseline.DIRECTORY / baseline.SUMMARY).read_text())["members"]) + 1
-    )
+    summary = json.loads((out / "model" / baseline.DIRECTORY / baseline.SUMMARY).read_text())
     ids = events.where("removal_effect_type is not null").select("session_id").distinct()
     rows = []
     for r in sessions.join(ids, "session_id").select("session_id", "event_types", "store_ids").toPandas().itertuples():
@@ -669,15 +661,12 @@ def _check_baseline_removal(spark, out, sessions, events, published):
         rows,
         "session_id string, removed string, event_types array<string>, store_ids array<string>, session_length int",
     )
-    counted = vectorizer.transform(variants.withColumn("tokens", baseline.tokens(variants))).cache()
+    # the removal model's main fit (the published column) and its bootstrap fits (baseline.members follows
+    # the ensemble), scored from the saved Spark ML models
+    fits = removal_model_probabilities(models, summary, variants)
+    assert len(fits) == len(summary["members"]) + 1
     each = []
-    for name in fits:
-        scored = (
-            LogisticRegressionModel.load(str(models / name))
-            .transform(counted)
-            .select("session_id", "removed", vector_to_array("probability")[1].alias("p"))
-            .toPandas()
-        )
+    for scored in fits:
         full = scored[scored.removed == ""].set_index("session_id").p
         without = scored[scored.removed != ""]
         each.append(100 * (without.session_id.map(full) - without.p).groupby(without.removed).mean())
@@ -696,10 +685,6 @@ def _check_blend(spark, out, sessions, metrics, csv):
     validation session once, their log loss the one training reported); the weight is the grid's lowest
     validation log loss recomputed here in numpy from them and the saved baseline's own scores; and the
     published removal effect is that blend of the two models' columns."""
-    from pyspark.ml.classification import LogisticRegressionModel
-    from pyspark.ml.feature import CountVectorizerModel
-    from pyspark.ml.functions import vector_to_array
-
     mine = pd.read_parquet(out / "train_shards" / train.PREDICTIONS)
     validation = sessions.where("split = 'validation'").select("session_id", "label", "event_types", "store_ids")
     labels = validation.select("session_id", "label").toPandas().set_index("session_id").label
@@ -708,11 +693,9 @@ def _check_blend(spark, out, sessions, metrics, csv):
     p = mine.prediction.to_numpy(float)
     assert -np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)) == pytest.approx(metrics["validation"]["log_loss"])
     models = out / "model" / baseline.DIRECTORY / baseline.MODELS
-    vectorizer = CountVectorizerModel.load(str(models / "count_vectorizer"))
-    regression = LogisticRegressionModel.load(str(models / "logistic_regression"))
-    scored = regression.transform(vectorizer.transform(validation.withColumn("tokens", baseline.tokens(validation))))
-    pb = scored.select("session_id", vector_to_array("probability")[1].alias("pb")).toPandas().set_index("session_id")
-    q = mine.session_id.map(pb.pb).to_numpy(float)
+    summary = json.loads((out / "model" / baseline.DIRECTORY / baseline.SUMMARY).read_text())
+    pb = removal_model_probabilities(models, summary, validation.drop("label"))[0].set_index("session_id")
+    q = mine.session_id.map(pb.p).to_numpy(float)
     losses = {}
     for w in np.linspace(0, 1, 21):
         blend = np.clip(w * p + (1 - w) * q, 1e-7, 1 - 1e-7)
