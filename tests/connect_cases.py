@@ -125,13 +125,23 @@ def run(mode: str, root: Path) -> dict:
     return results
 
 
-# a counts baseline of two fits for the attribute case's event table: the report's baseline removal
-# effects (a mapInArrow whose function carries the fits) run on the same session as the jobs
+# a counts baseline of two fits for the attribute case's event table, its removal model with order terms:
+# the report's baseline removal effects (a mapInArrow whose function carries the fits) run on the same
+# session as the jobs
 BASELINE = {
     "intercept": -1.0,
-    "coefficients": {
-        "event_type": {"m_card_view": 0.4, "m_card_click": 0.9, "m_search_query": -0.3},
-        "position_bin": {"1-5": 0.2},
+    "coefficients": {"event_type": {"m_card_view": 0.4}},
+    "removal_model": {
+        "order_penalty": 10.0,
+        "intercept": -1.0,
+        "coefficients": {
+            "event_type": {"m_card_view": 0.4, "m_card_click": 0.9, "m_search_query": -0.3},
+            "position_bin": {"1-5": 0.2},
+            "order_pair": {"m_card_view>m_card_click": 0.7, "m_search_query>m_card_view": -0.4},
+            "repeat": {"m_card_view": -0.1},
+            "first_event": {"m_search_query": 0.3},
+            "last_event": {"m_card_click": 0.5},
+        },
     },
     "members": [{"intercept": -0.8, "coefficients": {"event_type": {"m_card_view": 0.1, "m_card_click": 1.2}}}],
     "blend": {"transformer_weight": 0.5},
