@@ -448,7 +448,8 @@ COLUMN_GROUPS: dict[str, tuple[str, dict[str, str]]] = {
             "removal_transformer_pp": "the transformer's own removal effect of the key on the same sessions "
             "(the ensemble's mean), in percentage points; equal to `removal_effect_pp` without a blend",
             "removal_baseline_pp": "the counts baseline's removal effect of the key on the same sessions, in "
-            "percentage points: another model family's answer to the same question; null without a baseline",
+            "percentage points: another model family's answer to the same question (with the order terms the "
+            "validation split chose, `baseline.order_penalties`); null without a baseline",
             "removal_choice_se_pp": "the removal effect's standard error from the model choice: the distance "
             "between the transformer's and the counts baseline's removal effects, counted as one standard "
             "error; null without a baseline",
