@@ -356,7 +356,13 @@ def fit(
         model.write().overwrite().save(join(model_dir, "logistic_regression"))
         removal = (
             _removal_model(
-                featured, conf, best, losses[best], vectorizer.vocabulary, order_vectorizer.vocabulary, model_dir
+                featured,
+                conf,
+                best,
+                (model, losses[best]),
+                vectorizer.vocabulary,
+                order_vectorizer.vocabulary,
+                model_dir,
             )
             if order_vectorizer is not None
             else None
@@ -417,7 +423,9 @@ COUNTS_ALONE = "counts alone"  # the removal model's choice without order terms,
 @dataclass(frozen=True)
 class RemovalModel:
     """The baseline whose removal effects the blend uses (``baseline.order_penalties``): the counts fit, or
-    the counts and the order terms at an order penalty, whichever has the lower validation log loss.
+    the counts and the order terms at the order penalty with the lowest validation log loss when it lowers
+    the counts alone's by more than :data:`~attribution.statistics.Z95` standard errors of the paired
+    per-session difference (``improvement``: its mean, SE and z; the candidate penalty tested).
     ``penalty`` (None: the counts alone), ``factor`` (each feature's scale in the fit: 1 for the counts,
     1/sqrt(penalty) for the order terms, so their L2 penalty is ``penalty`` times the counts'), the
     fitted ``model`` on scaled features, the ``vocabulary`` (counts', then order terms') and the
@@ -429,13 +437,20 @@ class RemovalModel:
     vocabulary: list[str]
     factor: np.ndarray | None
     iterations: int | None
+    candidate: float | None = None  # the penalty with the lowest validation log loss, kept or not
+    improvement: dict | None = None  # its paired improvement over the counts alone (:func:`_paired_improvement`)
 
     def rows(self, featured: DataFrame) -> DataFrame:
         """``featured``'s sessions with ``features`` the counts and order terms scaled by ``factor``."""
         return _scaled(featured, self.factor)
 
     def to_dict(self) -> dict:
-        out: dict = {"order_penalty": self.penalty, "validation_log_loss": self.validation_log_loss}
+        out: dict = {
+            "order_penalty": self.penalty,
+            "validation_log_loss": self.validation_log_loss,
+            "candidate_penalty": self.candidate,
+            "improvement": self.improvement,
+        }
         if self.model is not None and self.factor is not None:
             out |= {
                 "features": len(self.vocabulary),
@@ -458,39 +473,70 @@ def _scaled(featured: DataFrame, factor: np.ndarray | None) -> DataFrame:
     return scaled.select("session_id", "split", "label", F.col("scaled").alias("features"))
 
 
+def _paired_improvement(counts: DataFrame, order: DataFrame) -> dict:
+    """The order fit's improvement on the counts fit's validation log loss, session by session (both
+    :func:`_scored` on the same sessions): the mean per-session difference (counts' minus order's), its
+    standard error, z (mean / SE; 0 when the SE is 0) and the sessions, in one Spark aggregation."""
+    loss = _log_loss_column()
+    a = counts.select("session_id", loss.alias("a"))
+    b = order.select("session_id", loss.alias("b"))
+    row = (
+        a.join(b, "session_id")
+        .agg(
+            F.count(F.lit(1)).alias("n"),
+            F.avg(F.col("a") - F.col("b")).alias("mean"),
+            F.stddev_samp(F.col("a") - F.col("b")).alias("sd"),
+        )
+        .first()
+    )
+    assert row is not None
+    n = int(row["n"])
+    mean = float(row["mean"]) if row["mean"] is not None else 0.0
+    se = float(row["sd"]) / math.sqrt(n) if row["sd"] is not None and n > 1 else 0.0
+    return {"log_loss": mean, "se": se, "z": mean / se if se > 0 else 0.0, "sessions": n}
+
+
 def _removal_model(
     featured: DataFrame,
     conf: BaselineConf,
     reg_param: float,
-    counts_loss: float,
+    counts_fit: tuple[LogisticRegressionModel, float],
     counts_vocabulary: list[str],
     order_vocabulary: list[str],
     model_dir: str,
 ) -> RemovalModel:
     """The counts and the order terms fitted at the counts' chosen ``reg_param``, the order terms' L2 penalty
     each of ``conf.order_penalties`` times the counts' (their features divided by its square root; with
-    ``standardization`` off the penalty is on the coefficients as they are); the validation log loss
-    picks one of them or the counts alone (``counts_loss``; ties: the counts alone)."""
+    ``standardization`` off the penalty is on the coefficients as they are). The validation log loss
+    picks the penalty (ties: the stronger), and its fit is kept when its paired improvement on the counts
+    alone (``counts_fit``: the counts fit and its validation log loss) exceeds Z95 standard errors: with
+    several candidates the lowest validation log loss is partly luck, and where order does not matter a
+    fit that wins by noise moves the removal effects for nothing."""
+    counts_model, counts_loss = counts_fit
     vocabulary = [*counts_vocabulary, *order_vocabulary]
     losses: dict[str, float] = {COUNTS_ALONE: counts_loss}
-    chosen = RemovalModel(None, losses, None, vocabulary, None, None)
     if not order_vocabulary:  # no order term in enough training sessions
-        return chosen
-    lowest = counts_loss
+        return RemovalModel(None, losses, None, vocabulary, None, None)
+    fits: dict[float, RemovalModel] = {}
     for penalty in conf.order_penalties:
         factor = np.concatenate([np.ones(len(counts_vocabulary)), np.full(len(order_vocabulary), penalty**-0.5)])
         rows = _scaled(featured, factor).cache()
         try:
             model, iterations = _fit_one(rows.where(F.col("split") == "train"), conf, reg_param)
-            _, loss = _validation_scores(model, rows.where(F.col("split") == "validation"))
+            _, losses[f"{penalty:g}"] = _validation_scores(model, rows.where(F.col("split") == "validation"))
         finally:
             rows.unpersist()
-        losses[f"{penalty:g}"] = loss
-        if loss < lowest:
-            lowest, chosen = loss, RemovalModel(penalty, losses, model, vocabulary, factor, iterations)
-    if chosen.model is not None:
-        chosen.model.write().overwrite().save(join(model_dir, ORDER_MODEL))
-    return chosen
+        fits[penalty] = RemovalModel(penalty, losses, model, vocabulary, factor, iterations)
+    best = fits[min(fits, key=lambda p: (losses[f"{p:g}"], -p))]
+    assert best.model is not None
+    validation = featured.where(F.col("split") == "validation")
+    improvement = _paired_improvement(_scored(counts_model, validation), _scored(best.model, best.rows(validation)))
+    if improvement["z"] <= Z95:
+        return RemovalModel(None, losses, None, vocabulary, None, None, best.penalty, improvement)
+    best.model.write().overwrite().save(join(model_dir, ORDER_MODEL))
+    return RemovalModel(
+        best.penalty, losses, best.model, vocabulary, best.factor, best.iterations, best.penalty, improvement
+    )
 
 
 def _fit_one(rows: DataFrame, conf: BaselineConf, reg_param: float) -> tuple[LogisticRegressionModel, int | None]:

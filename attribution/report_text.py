@@ -117,7 +117,14 @@ def _removal_model(base: dict) -> str:
     alone = losses.get("counts alone")
     penalty = removal.get("order_penalty")
     if penalty is None:
-        return "; removal effects' baseline: the counts alone (order terms did not lower the validation log loss)"
+        candidate, gain = removal.get("candidate_penalty"), removal.get("improvement") or {}
+        why = (
+            f"order terms at {candidate:g}x lowered the validation log loss by {gain['log_loss']:.4f}, "
+            f"{gain['z']:.1f} standard errors: within noise"
+            if candidate is not None and gain
+            else "no order term in enough training sessions"
+        )
+        return f"; removal effects' baseline: the counts alone ({why})"
     capped = (removal.get("iterations") or 0) >= base.get("max_iter", float("inf"))
     return (
         f"; removal effects' baseline: counts with order terms at {penalty:g}x the penalty (validation log loss "

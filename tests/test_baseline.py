@@ -192,8 +192,15 @@ def test_the_removal_model_takes_order_terms_when_the_validation_split_prefers_t
     removal = summary["removal_model"]
     losses = removal["validation_log_loss"]
     assert set(losses) == {baseline.COUNTS_ALONE, *(f"{p:g}" for p in conf.order_penalties)}
-    assert removal["order_penalty"] is not None
+    assert removal["order_penalty"] is not None and removal["candidate_penalty"] == removal["order_penalty"]
     assert losses[f"{removal['order_penalty']:g}"] == min(losses.values()) < losses[baseline.COUNTS_ALONE] - 0.01
+    # kept because the improvement is beyond noise, session by session: the paired mean is the difference
+    # of the two mean log losses (the same validation sessions), and z is far above Z95
+    improvement = removal["improvement"]
+    assert improvement["log_loss"] == pytest.approx(
+        losses[baseline.COUNTS_ALONE] - losses[f"{removal['order_penalty']:g}"], abs=1e-9
+    )
+    assert improvement["z"] == pytest.approx(improvement["log_loss"] / improvement["se"]) and improvement["z"] > 4
     order = removal["coefficients"]
     assert order["order_pair"]["a>b"] > 0.7 and order["last_event"]["c"] < -0.6
     assert "order_pair" not in summary["coefficients"] and "order_pair" in summary["members"][0]["coefficients"]
@@ -201,6 +208,22 @@ def test_the_removal_model_takes_order_terms_when_the_validation_split_prefers_t
     from attribution import removal_tables
 
     assert removal_tables.baseline_fits(summary)[0]["coefficients"] is removal["coefficients"]
+
+
+def test_order_terms_that_win_validation_by_noise_alone_are_not_kept(spark, tmp_path):
+    """On sessions whose conversion depends on counts alone, one of the order fits has the lowest
+    validation log loss of the candidates, but its paired improvement on the counts alone is within Z95
+    standard errors: the removal model is the counts fit, and the summary names the candidate and why."""
+    from attribution.statistics import Z95
+
+    conf = BaselineConf(reg_params=[0.001], min_sessions=5, order_penalties=[1.0, 100.0])
+    summary = baseline.fit(_sessions(spark), conf, str(tmp_path / "p"), str(tmp_path / "m")).to_dict(conf)
+    removal = summary["removal_model"]
+    assert removal["order_penalty"] is None and "coefficients" not in removal
+    assert removal["candidate_penalty"] in conf.order_penalties
+    assert abs(removal["improvement"]["z"]) <= Z95 and removal["improvement"]["sessions"] == 600
+    assert not (tmp_path / "m" / baseline.ORDER_MODEL).exists()
+    assert not baseline.removal_order_terms(summary)
 
 
 def test_the_tokens_are_each_events_type_bin_pair_and_store(spark):
@@ -595,5 +618,12 @@ def test_a_fit_stopped_by_max_iter_says_so_in_its_summary_and_the_train_stages_t
     text = format_train_metrics(metrics, "m")
     assert "counts with order terms at 1x the penalty (validation log loss 0.5100 against 0.5200" in text
     assert "against 0.5200 for the counts alone, stopped at baseline.max_iter)" in text
-    metrics["baseline"]["removal_model"] = {"order_penalty": None, "validation_log_loss": losses}
-    assert "removal effects' baseline: the counts alone" in format_train_metrics(metrics, "m")
+    metrics["baseline"]["removal_model"] = {
+        "order_penalty": None,
+        "validation_log_loss": losses,
+        "candidate_penalty": 1.0,
+        "improvement": {"log_loss": 0.01, "se": 0.008, "z": 1.25, "sessions": 600},
+    }
+    text = format_train_metrics(metrics, "m")
+    assert "removal effects' baseline: the counts alone (order terms at 1x lowered the validation log loss by" in text
+    assert "0.0100, 1.2 standard errors: within noise)" in text
