@@ -32,8 +32,8 @@ the transformer's ensemble members, so its model part holds the baseline's estim
 Beside the counts it may have generic order terms (:func:`order_tokens`: for each pair of event types
 u, t, whether a t comes after the first u; each type's repeats; the first and the last event's type),
 their L2 penalty a multiple of the counts' (their features divided by its square root), fitted at the
-counts' chosen ``regParam``; the validation log loss picks a multiple or the counts alone
-(:class:`RemovalModel`). The bootstrap fits and the blend weight are then the removal model's. The model
+counts' chosen ``regParam``; the validation log loss picks a multiple, kept only when it beats the
+counts alone by more than Z95 paired standard errors (:class:`RemovalModel`). The bootstrap fits and the blend weight are then the removal model's. The model
 comparison and the per-event log-odds stay the counts fit's: they ask what a sequence model adds to
 counts.
 
@@ -86,7 +86,6 @@ ORDER_PAIR_PREFIX = "order_pair"
 REPEAT_PREFIX = "repeat"
 FIRST_PREFIX = "first_event"
 LAST_PREFIX = "last_event"
-ORDER_PREFIXES = (ORDER_PAIR_PREFIX, REPEAT_PREFIX, FIRST_PREFIX, LAST_PREFIX)
 ORDER_SEPARATOR = ">"  # between the earlier and the later event type of an order pair
 SEPARATOR = "="
 DIRECTORY = "baseline"
