@@ -55,7 +55,7 @@ import numpy as np
 import pyarrow as pa
 from pyspark import SparkContext
 from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
-from pyspark.ml.feature import CountVectorizer, ElementwiseProduct, VectorAssembler
+from pyspark.ml.feature import CountVectorizer, CountVectorizerModel, ElementwiseProduct, VectorAssembler
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import Column, DataFrame
@@ -312,19 +312,12 @@ def fit(
     )
     train = data.where(F.col("split") == "train")
     pair_counts = _pair_counts(train) if conf.type_by_position else {}
-    vectorizer = CountVectorizer(
-        inputCol="tokens", outputCol="features", minDF=float(conf.min_sessions), vocabSize=conf.max_features
-    ).fit(train)
-    vectorizer.write().overwrite().save(join(model_dir, "count_vectorizer"))
-    order_vectorizer = None
-    if ordered:
-        order_vectorizer = CountVectorizer(
-            inputCol="order_tokens",
-            outputCol="order_features",
-            minDF=float(conf.min_sessions),
-            vocabSize=conf.max_features,
-        ).fit(train)
-        order_vectorizer.write().overwrite().save(join(model_dir, ORDER_VECTORIZER))
+    vectorizer = _vectorizer(train, conf, "tokens", "features", join(model_dir, "count_vectorizer"))
+    order_vectorizer = (
+        _vectorizer(train, conf, "order_tokens", "order_features", join(model_dir, ORDER_VECTORIZER))
+        if ordered
+        else None
+    )
     # Each optimizer iteration is a Spark job over every partition, so scheduling, not arithmetic, sets its
     # time on small data: about ROWS_PER_PARTITION sessions a partition, at most the default parallelism.
     # (On the embedded default's 29k sessions, 3 fits took 3.2 s in one partition, 5-9 s in two.)
@@ -401,6 +394,18 @@ def fit(
         members=boots,
         removal_model=None if removal is None else removal.to_dict(),
     )
+
+
+def _vectorizer(
+    train: DataFrame, conf: BaselineConf, tokens_column: str, features: str, path: str
+) -> CountVectorizerModel:
+    """A CountVectorizer of ``tokens_column`` fitted on the training sessions (a token in fewer than
+    ``conf.min_sessions`` of them has no feature), saved at ``path``."""
+    fitted = CountVectorizer(
+        inputCol=tokens_column, outputCol=features, minDF=float(conf.min_sessions), vocabSize=conf.max_features
+    ).fit(train)
+    fitted.write().overwrite().save(path)
+    return fitted
 
 
 def _validation_scores(model: LogisticRegressionModel, validation: DataFrame) -> tuple[float, float]:
