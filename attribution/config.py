@@ -505,12 +505,13 @@ class BaselineConf:
     # The removal effects' baseline may add order terms to the counts (attribution/baseline.py): per
     # session, each pair of event types u, t with a t after the first u, each type's repeats, and the
     # first and the last event's type. Their L2 penalty is each of these times the counts' (at the counts'
-    # chosen regParam; their L1 part the square root of it times). The validation log loss picks one, and
+    # chosen regParam; their L1 part the square root of it times; below 1, lighter than the counts'; how
+    # the list was chosen: docs/scenarios.md). The validation log loss picks one, and
     # its fit is kept when it lowers the counts alone's by more than 1.96 standard errors of the paired
     # per-session difference (else the counts alone). The model comparison and the coefficients beside the
     # tables stay the counts fit's. []: the counts alone. Needs standardization false (a standardized fit
     # undoes the scale).
-    order_penalties: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0, 1000.0, 10000.0])
+    order_penalties: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0])
 
     def check(self) -> None:
         if any(not p > 0 for p in self.order_penalties):
